@@ -1,0 +1,54 @@
+// Live counters kept by the white. Plain numeric fields, mutated in place: the data path only
+// does `stats.x += n` at connection boundaries (never per chunk). Metrics and `relayctl show`
+// read snapshots of these at request time.
+
+export interface GrayStats {
+  connectedSince: number | null; // epoch ms of the current session's auth, null when offline
+  remoteAddress: string | null;
+  poolIdle: number;
+  poolTarget: number;
+  activeClients: number;
+  pendingClients: number;
+  clientsTotal: number;
+  bytesFromClients: number; // counted when a pair closes, plus live pairs at snapshot time
+  bytesToClients: number;
+  lastError: string | null;
+}
+
+export interface WhiteCounters {
+  authFailures: number;
+  dataRejections: Record<string, number>; // by reason code
+  controlRejections: Record<string, number>;
+  reloads: { ok: number; rejected: number };
+  lastReload: { at: number; ok: boolean; error: string | null } | null;
+}
+
+export interface GraySnapshot extends GrayStats {
+  id: string;
+  publicPort: number;
+  dataPort: number;
+  connected: boolean;
+}
+
+export interface WhiteSnapshot {
+  configPath: string | null;
+  startedAt: number;
+  grays: GraySnapshot[];
+  counters: WhiteCounters;
+  hooks: Array<{ url: string; delivered: number; failed: number; dropped: number; queued: number; lastError: string | null }>;
+}
+
+export function newGrayStats(): GrayStats {
+  return {
+    connectedSince: null,
+    remoteAddress: null,
+    poolIdle: 0,
+    poolTarget: 0,
+    activeClients: 0,
+    pendingClients: 0,
+    clientsTotal: 0,
+    bytesFromClients: 0,
+    bytesToClients: 0,
+    lastError: null,
+  };
+}
