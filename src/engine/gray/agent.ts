@@ -1,0 +1,193 @@
+// The gray agent: dials the white's control port over TLS 1.3, checks the white's proof before
+// revealing its own (a man in the middle learns nothing), receives its data port and credits,
+// keeps the pool full, forwards each activated connection to the local service, and reconnects
+// with capped, jittered exponential backoff whenever the control session ends — forever, until
+// stopped. A white restart (new certificate) needs nothing from the operator: the certificate is
+// not what authenticates the white; the proof bound to the TLS session is.
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import tls from 'node:tls';
+import type { GrayConfig } from '../../config/types.js';
+import { ErrorCodes, RelayError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { Backoff } from '../backoff.js';
+import { ControlChannel } from '../control-channel.js';
+import { tlsSessionBinding } from '../tls-binding.js';
+import { formatHostPort } from '../net-util.js';
+import { decodeProof, deriveSessionKeys, encodeProof, proofsEqual, type SessionKeys } from '../protocol/auth.js';
+import { MessageType, type Message } from '../protocol/messages.js';
+import { sessionIdFromString } from '../protocol/preamble.js';
+import { RateLimitedLog } from '../rate-limited-log.js';
+import { forwardToTarget } from './forwarder.js';
+import { PoolDialer } from './pool-dialer.js';
+
+const AGENT = 'relay/0.1.0';
+
+export interface GrayAgentEvents {
+  connected: [{ sessionId: string; dataPort: number; fingerprint: string }];
+  disconnected: [RelayError];
+  'pool-ready': [number];
+}
+
+export class GrayAgent extends EventEmitter<GrayAgentEvents> {
+  private readonly backoff: Backoff;
+  private readonly warnings: RateLimitedLog;
+  private channel: ControlChannel | null = null;
+  private dialer: PoolDialer | null = null;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private stopping = false;
+  private readonly active = new Set<Socket>();
+
+  constructor(
+    private readonly config: GrayConfig,
+    private readonly logger: Logger,
+  ) {
+    super();
+    this.backoff = new Backoff(config.limits.reconnectBaseMs, config.limits.reconnectMaxMs);
+    this.warnings = new RateLimitedLog(logger);
+  }
+
+  get activeForwards(): number {
+    return this.active.size;
+  }
+
+  start(): void {
+    this.connect();
+  }
+
+  /** Stop reconnecting, end the session and the idle pool, let active forwards finish up to drainMs. */
+  async stop(drainMs = this.config.limits.drainTimeoutMs): Promise<void> {
+    this.stopping = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.dialer?.stop();
+    this.channel?.close(new RelayError(ErrorCodes.SHUTDOWN, 'gray is shutting down'));
+    if (this.active.size > 0) {
+      this.logger.info({ active: this.active.size, drainMs }, 'draining active connections');
+      const deadline = Date.now() + drainMs;
+      while (this.active.size > 0 && Date.now() < deadline) {
+        await Promise.race([
+          new Promise((r) => this.active.values().next().value!.once('close', r)),
+          new Promise((r) => setTimeout(r, Math.max(1, deadline - Date.now()))),
+        ]);
+      }
+      for (const s of this.active) s.destroy();
+    }
+  }
+
+  private connect(): void {
+    if (this.stopping) return;
+    const { white, limits, id, secret } = this.config;
+    const where = formatHostPort(white);
+    const socket = tls.connect({
+      host: white.host,
+      port: white.port,
+      minVersion: 'TLSv1.3',
+      // The certificate is self-signed and new at every white start; the white is authenticated
+      // by its proof over this session's keying material instead (checked below).
+      rejectUnauthorized: false,
+      ...(isIpLiteral(white.host) ? {} : { servername: white.host }),
+    });
+    const handshakeTimer = setTimeout(() => socket.destroy(new RelayError(ErrorCodes.HANDSHAKE_TIMEOUT, `TLS handshake with ${where} not done within ${limits.handshakeTimeoutMs} ms`)), limits.handshakeTimeoutMs);
+    socket.once('error', (err) => {
+      clearTimeout(handshakeTimer);
+      if (!this.channel || this.channel.socket !== socket) this.scheduleReconnect(err.message);
+    });
+    socket.once('secureConnect', () => {
+      clearTimeout(handshakeTimer);
+      const fingerprint = socket.getPeerCertificate().fingerprint256 ?? '';
+      const channel = new ControlChannel(socket, { maxPayloadBytes: limits.frameMaxBytesBeforeAuth });
+      this.channel = channel;
+      this.handshake(channel, socket, fingerprint, id, secret);
+      channel.once('closed', (reason) => this.onClosed(channel, reason));
+    });
+  }
+
+  private handshake(channel: ControlChannel, socket: tls.TLSSocket, fingerprint: string, id: string, secret: Buffer): void {
+    const { limits } = this.config;
+    let keys: SessionKeys | null = null;
+    let state: 'white-proof' | 'welcome' | 'ready' = 'white-proof';
+    const authTimer = setTimeout(() => channel.close(new RelayError(ErrorCodes.AUTH_TIMEOUT, `not authenticated within ${limits.authTimeoutMs} ms`)), limits.authTimeoutMs);
+    channel.once('closed', () => clearTimeout(authTimer));
+
+    const onMessage = (message: Message): void => {
+      if (state === 'white-proof' && message.type === MessageType.WHITE_PROOF) {
+        keys = deriveSessionKeys(secret, tlsSessionBinding(socket), id);
+        if (!proofsEqual(keys.whiteProof, decodeProof(message.proof))) {
+          // Wrong secret on the white's side, or someone in the middle: never send our proof.
+          channel.close(new RelayError(ErrorCodes.WHITE_PROOF_INVALID, `the white at ${formatHostPort(this.config.white)} did not prove it knows the secret (wrong secret, or a man in the middle; certificate ${fingerprint})`));
+          return;
+        }
+        channel.send({ type: MessageType.GRAY_PROOF, proof: encodeProof(keys.grayProof) });
+        state = 'welcome';
+        return;
+      }
+      if (state === 'welcome' && message.type === MessageType.WELCOME && keys) {
+        clearTimeout(authTimer);
+        state = 'ready';
+        channel.setMaxPayloadBytes(limits.frameMaxBytesAfterAuth);
+        channel.startHeartbeat(message.heartbeatMs, limits.heartbeatMissed);
+        this.backoff.reset();
+        this.startPool(message.session, message.dataPort, message.pool, message.credits, keys.dataKey);
+        this.logger.info({ gray: id, white: formatHostPort(this.config.white), fingerprint, dataPort: message.dataPort, pool: message.pool }, 'gray connected');
+        this.emit('connected', { sessionId: message.session, dataPort: message.dataPort, fingerprint });
+        return;
+      }
+      if (state === 'ready' && message.type === MessageType.GRANT) {
+        this.dialer?.grant(message.upTo);
+        return;
+      }
+      channel.close(new RelayError(ErrorCodes.MESSAGE_UNEXPECTED, `message type ${message.type} not expected in state ${state}`));
+    };
+    channel.on('message', onMessage);
+    channel.send({ type: MessageType.HELLO, id, pool: this.config.pool, agent: AGENT });
+  }
+
+  private startPool(session: string, dataPort: number, poolTarget: number, credits: number, dataKey: Buffer): void {
+    this.dialer?.stop();
+    const dialer = new PoolDialer({
+      host: this.config.dataHost,
+      port: dataPort,
+      sessionId: sessionIdFromString(session),
+      dataKey,
+      poolTarget,
+      config: this.config,
+      logger: this.logger,
+      onPoolReady: (idle) => {
+        this.logger.info({ gray: this.config.id, idle }, 'pool ready');
+        this.emit('pool-ready', idle);
+      },
+      onActivated: (socket, client, rest) => {
+        this.active.add(socket);
+        forwardToTarget(socket, client, rest, this.config, this.logger, this.warnings, () => this.active.delete(socket));
+      },
+    });
+    this.dialer = dialer;
+    dialer.grant(credits);
+  }
+
+  private onClosed(channel: ControlChannel, reason: RelayError): void {
+    if (this.channel !== channel) return;
+    this.channel = null;
+    this.dialer?.stop();
+    this.dialer = null;
+    this.emit('disconnected', reason);
+    if (this.stopping) return;
+    const level = reason.code === ErrorCodes.AUTH_FAILED || reason.code === ErrorCodes.WHITE_PROOF_INVALID ? 'error' : 'warn';
+    this.logger[level]({ gray: this.config.id, code: reason.code, reason: reason.message }, 'control session ended');
+    this.scheduleReconnect(reason.message);
+  }
+
+  private scheduleReconnect(why: string): void {
+    if (this.stopping || this.reconnectTimer) return;
+    const delayMs = this.backoff.next();
+    this.logger.info({ gray: this.config.id, white: formatHostPort(this.config.white), retryInMs: delayMs, attempt: this.backoff.attempts, why }, 'reconnecting');
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      this.connect();
+    }, delayMs);
+  }
+}
+
+function isIpLiteral(host: string): boolean {
+  return /^[\d.]+$/.test(host) || host.includes(':');
+}

@@ -1,0 +1,47 @@
+// An activated data connection: the white has written the start header, the client's bytes
+// follow. Connect to the local service, optionally introduce the client with a PROXY protocol
+// header, then join the two sockets. Until the service answers, the data socket is paused so a
+// fast client cannot fill our memory.
+import net, { type Socket } from 'node:net';
+import type { GrayConfig } from '../../config/types.js';
+import { ErrorCodes } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { joinSockets, tuneDataSocket, type PairResult } from '../piping.js';
+import { encodeProxyV1, encodeProxyV2 } from '../protocol/proxy-protocol.js';
+import type { ClientAddressInfo } from '../protocol/start-header.js';
+import type { RateLimitedLog } from '../rate-limited-log.js';
+
+export function forwardToTarget(
+  data: Socket,
+  client: ClientAddressInfo,
+  rest: Buffer,
+  config: GrayConfig,
+  logger: Logger,
+  warnings: RateLimitedLog,
+  onClosed: (result: PairResult | null) => void,
+): void {
+  data.pause();
+  if (rest.length > 0) data.unshift(rest);
+  const target = net.connect({ host: config.target.host, port: config.target.port, allowHalfOpen: true });
+  const clientAddress = `${client.srcAddress}:${client.srcPort}`;
+  const onConnectError = (err: Error): void => {
+    // The service refused or is gone: close the client at once rather than leave it hanging.
+    warnings.warn(
+      'target',
+      { code: ErrorCodes.TARGET_UNREACHABLE, target: `${config.target.host}:${config.target.port}`, client: clientAddress, detail: err.message },
+      'local service unreachable',
+    );
+    data.destroy();
+    target.destroy();
+    onClosed(null);
+  };
+  target.once('error', onConnectError);
+  target.once('connect', () => {
+    target.off('error', onConnectError);
+    tuneDataSocket(target, config.limits.keepAliveDelayMs);
+    if (config.proxyProtocol === 'v1') target.write(encodeProxyV1(client));
+    else if (config.proxyProtocol === 'v2') target.write(encodeProxyV2(client));
+    logger.debug({ client: clientAddress }, 'forwarding');
+    joinSockets(data, target, onClosed);
+  });
+}

@@ -1,0 +1,48 @@
+// Joins two sockets into one full-duplex pair: the hot path. Bytes flow untouched through
+// stream.pipe (which applies backpressure: a slow reader pauses the fast writer instead of
+// growing memory), a FIN from either side is passed on as a FIN (half-close: both sockets are
+// created with allowHalfOpen), and the pair is torn down exactly once, by one function, on the
+// first error or close. Nothing here runs per chunk except Node's own pipe machinery.
+import type { Socket } from 'node:net';
+
+export interface PairResult {
+  /** Bytes read from `a` (and so written towards `b`). */
+  readonly bytesFromA: number;
+  readonly bytesFromB: number;
+  /** The first error that ended the pair, if any. */
+  readonly error: Error | null;
+}
+
+export function joinSockets(a: Socket, b: Socket, onClosed: (result: PairResult) => void): void {
+  let firstError: Error | null = null;
+  let closedCount = 0;
+
+  const fail = (err: Error): void => {
+    // A broken socket cannot deliver anything more: tear the whole pair down now.
+    if (!firstError) firstError = err;
+    a.destroy();
+    b.destroy();
+  };
+  const onClose = (other: Socket) => (): void => {
+    // A clean close means this socket read EOF (so `other` was ended by pipe) and flushed its
+    // writes (so `other` had already delivered EOF to us). `other` is then finishing on its own
+    // and must not be destroyed: it may still be flushing the last bytes to its peer. Any other
+    // close (destroy, reset) ends the pair.
+    if (!(other.readableEnded && other.writableEnded)) other.destroy();
+    closedCount += 1;
+    if (closedCount === 2) onClosed({ bytesFromA: a.bytesRead, bytesFromB: b.bytesRead, error: firstError });
+  };
+
+  a.on('error', fail);
+  b.on('error', fail);
+  a.once('close', onClose(b));
+  b.once('close', onClose(a));
+  a.pipe(b);
+  b.pipe(a);
+}
+
+/** Socket options for every socket on the data path. */
+export function tuneDataSocket(socket: Socket, keepAliveDelayMs: number): void {
+  socket.setNoDelay(true);
+  socket.setKeepAlive(true, keepAliveDelayMs);
+}

@@ -1,0 +1,56 @@
+// The white's view of one authenticated gray control session: its keys (never sent), the
+// counter window for its data connections, and the credits it has been granted. A session lives
+// from successful auth until its control channel closes; data connections are accepted only
+// while it is the gray's current session.
+import { randomBytes } from 'node:crypto';
+import type { ControlChannel } from '../control-channel.js';
+import { MessageType } from '../protocol/messages.js';
+import { CounterWindow } from '../protocol/replay-window.js';
+
+export class GraySession {
+  readonly sessionId = randomBytes(16);
+  readonly window = new CounterWindow();
+  readonly connectedAt = Date.now();
+  /** Grant times of credits not yet matched by an arriving data connection, oldest first. */
+  private readonly outstanding: number[] = [];
+
+  constructor(
+    readonly grayId: string,
+    readonly channel: ControlChannel,
+    readonly remoteIp: string,
+    readonly dataKey: Buffer,
+    /** Idle pool size this session keeps (the gray's wish, capped by the white's limit). */
+    readonly poolTarget: number,
+    private readonly creditTtlMs: number,
+  ) {}
+
+  /**
+   * Credits granted but not yet used. A credit whose connection never arrived (the gray's dial
+   * failed after it wrote the preamble, or it is backing off) stops counting after a TTL, so a
+   * lost credit cannot stall the pool; the counter itself stays valid in the window.
+   */
+  inFlight(now = Date.now()): number {
+    while (this.outstanding.length > 0 && now - this.outstanding[0]! > this.creditTtlMs) this.outstanding.shift();
+    return this.outstanding.length;
+  }
+
+  /** A verified data connection arrived: it used the oldest outstanding credit. */
+  creditUsed(): void {
+    this.outstanding.shift();
+  }
+
+  /** Extend the counter window by n and tell the gray (cumulative GRANT). */
+  grant(n: number, now = Date.now()): void {
+    if (n <= 0 || this.channel.isClosed) return;
+    this.window.grant(this.window.granted + n);
+    for (let i = 0; i < n; i++) this.outstanding.push(now);
+    this.channel.send({ type: MessageType.GRANT, upTo: this.window.granted });
+  }
+
+  /** Initial credits go out in WELCOME rather than as a GRANT. */
+  grantInitial(n: number, now = Date.now()): number {
+    this.window.grant(n);
+    for (let i = 0; i < n; i++) this.outstanding.push(now);
+    return this.window.granted;
+  }
+}

@@ -1,0 +1,285 @@
+// Pairs each Internet client with one verified, idle data connection of its gray: the pool
+// broker. It holds the idle pool, the bounded queue of clients waiting for a connection, and the
+// active pairs; it decides when to grant the gray more credits (consumed, closed or recycled
+// connections are replaced at once; waiting clients ask for extra, within the in-flight cap).
+// It never sees an unverified socket: GrayEndpoint verifies preambles before calling addIdle.
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { ErrorCodes, type ErrorCode } from '../../errors.js';
+import type { EventSink } from '../../hooks/events.js';
+import type { Limits } from '../../limits.js';
+import type { Logger } from '../../log.js';
+import type { GrayStats } from '../stats.js';
+import { joinSockets, tuneDataSocket } from '../piping.js';
+import { clientAddressInfo, encodeStartHeader } from '../protocol/start-header.js';
+import type { GraySession } from './gray-session.js';
+
+interface IdleConnection {
+  readonly socket: Socket;
+  readonly session: GraySession;
+  readonly recycleTimer: NodeJS.Timeout;
+  readonly onUnexpected: () => void;
+  readonly onClose: () => void;
+}
+
+interface WaitingClient {
+  readonly socket: Socket;
+  readonly timer: NodeJS.Timeout;
+  readonly onGone: () => void;
+}
+
+export interface ActivePair {
+  readonly id: string;
+  readonly client: Socket;
+  readonly data: Socket;
+}
+
+/** Decides whether a client may connect (the optional authorize hook); absent means allow. */
+export type ClientGate = (grayId: string, clientAddress: string) => Promise<{ allow: boolean; reason: string }>;
+
+export class PoolBroker {
+  private session: GraySession | null = null;
+  private readonly idle: IdleConnection[] = [];
+  private readonly waiting: WaitingClient[] = [];
+  readonly active = new Set<ActivePair>();
+  private closed = false;
+
+  constructor(
+    readonly grayId: string,
+    private readonly stats: GrayStats,
+    private readonly limits: Readonly<Limits>,
+    private readonly logger: Logger,
+    private readonly events: EventSink,
+    private readonly reject: (socket: Socket, code: ErrorCode, detail: string) => void,
+    private readonly clientGate: ClientGate | null = null,
+  ) {}
+
+  get currentSession(): GraySession | null {
+    return this.session;
+  }
+
+  /** Install a freshly authenticated session; the previous one (if any) is already detached. */
+  attach(session: GraySession): void {
+    this.session = session;
+    this.stats.poolTarget = session.poolTarget;
+  }
+
+  /** The session ended: its idle connections die with it; waiting clients keep waiting for a
+   *  new session until their own deadline, active pairs are untouched. */
+  detach(session: GraySession): void {
+    if (this.session !== session) return;
+    this.session = null;
+    this.stats.poolTarget = 0;
+    for (const conn of this.idle.splice(0)) this.dropIdle(conn);
+    this.stats.poolIdle = 0;
+  }
+
+  /** A verified data connection of the current session. */
+  addIdle(socket: Socket, session: GraySession): void {
+    if (this.closed || session !== this.session) {
+      socket.destroy();
+      return;
+    }
+    session.creditUsed();
+    tuneDataSocket(socket, this.limits.keepAliveDelayMs);
+    const waiting = this.waiting.shift();
+    if (waiting) {
+      this.unwait(waiting);
+      this.pair(waiting.socket, socket);
+      this.topUp();
+      return;
+    }
+    // While idle the gray must stay silent: any byte is a protocol violation, and a FIN or reset
+    // means the connection is gone. Either way it leaves the pool and a replacement is granted.
+    const conn: IdleConnection = {
+      socket,
+      session,
+      recycleTimer: setTimeout(() => socket.destroy(), this.limits.poolIdleMaxMs),
+      onUnexpected: () => {
+        this.reject(socket, ErrorCodes.PREAMBLE_INVALID, 'data before the start header');
+      },
+      onClose: () => {
+        const i = this.idle.indexOf(conn);
+        if (i >= 0) this.idle.splice(i, 1);
+        clearTimeout(conn.recycleTimer);
+        this.stats.poolIdle = this.idle.length;
+        this.topUp();
+      },
+    };
+    conn.recycleTimer.unref();
+    socket.on('data', conn.onUnexpected);
+    socket.once('end', conn.onClose);
+    socket.once('close', conn.onClose);
+    this.idle.push(conn);
+    this.stats.poolIdle = this.idle.length;
+  }
+
+  /** An Internet client connected to the public port. */
+  onClient(socket: Socket): void {
+    socket.on('error', () => socket.destroy());
+    if (this.closed) return void socket.destroy();
+    if (!this.session) return this.reject(socket, ErrorCodes.GRAY_OFFLINE, `gray ${this.grayId} is not connected`);
+    if (this.active.size >= this.limits.activeClientsPerGray) {
+      return this.reject(socket, ErrorCodes.TOO_MANY_CLIENTS, `${this.active.size} active clients, limit ${this.limits.activeClientsPerGray}`);
+    }
+    if (this.clientGate) {
+      const address = `${socket.remoteAddress}:${socket.remotePort}`;
+      this.clientGate(this.grayId, address).then(
+        (d) => (d.allow ? this.admitClient(socket) : this.reject(socket, ErrorCodes.HOOK_DENIED, d.reason)),
+        (err: unknown) => this.reject(socket, ErrorCodes.HOOK_DENIED, String(err)),
+      );
+      return;
+    }
+    this.admitClient(socket);
+  }
+
+  private admitClient(socket: Socket): void {
+    if (socket.destroyed) return;
+    const conn = this.takeIdle();
+    if (conn) {
+      this.pair(socket, conn.socket);
+      this.topUp();
+      return;
+    }
+    if (this.waiting.length >= this.limits.pendingClientsPerGray) {
+      return this.reject(socket, ErrorCodes.CLIENT_QUEUE_FULL, `${this.waiting.length} clients waiting, limit ${this.limits.pendingClientsPerGray}`);
+    }
+    const waiting: WaitingClient = {
+      socket,
+      timer: setTimeout(() => {
+        this.unwait(waiting);
+        this.reject(socket, ErrorCodes.CLIENT_WAIT_TIMEOUT, `no data connection within ${this.limits.clientWaitMs} ms`);
+      }, this.limits.clientWaitMs),
+      onGone: () => this.unwait(waiting),
+    };
+    socket.once('close', waiting.onGone);
+    this.waiting.push(waiting);
+    this.stats.pendingClients = this.waiting.length;
+    this.topUp();
+  }
+
+  private unwait(waiting: WaitingClient): void {
+    clearTimeout(waiting.timer);
+    waiting.socket.off('close', waiting.onGone);
+    const i = this.waiting.indexOf(waiting);
+    if (i >= 0) this.waiting.splice(i, 1);
+    this.stats.pendingClients = this.waiting.length;
+  }
+
+  /** Newest first: the most recently verified connection is the likeliest to be alive. */
+  private takeIdle(): IdleConnection | undefined {
+    const conn = this.idle.pop();
+    if (!conn) return undefined;
+    this.stats.poolIdle = this.idle.length;
+    clearTimeout(conn.recycleTimer);
+    conn.socket.off('data', conn.onUnexpected);
+    conn.socket.off('end', conn.onClose);
+    conn.socket.off('close', conn.onClose);
+    return conn;
+  }
+
+  private dropIdle(conn: IdleConnection): void {
+    clearTimeout(conn.recycleTimer);
+    conn.socket.off('end', conn.onClose);
+    conn.socket.off('close', conn.onClose);
+    conn.socket.destroy();
+  }
+
+  private pair(client: Socket, data: Socket): void {
+    const id = randomUUID();
+    const clientAddress = `${client.remoteAddress}:${client.remotePort}`;
+    const startedAt = Date.now();
+    const pair: ActivePair = { id, client, data };
+    this.active.add(pair);
+    this.stats.activeClients = this.active.size;
+    this.stats.clientsTotal += 1;
+    client.setNoDelay(true);
+    data.write(
+      encodeStartHeader(
+        clientAddressInfo({ address: client.remoteAddress, port: client.remotePort }, { address: client.localAddress, port: client.localPort }),
+      ),
+    );
+    this.events.emit('client.connected', { grayId: this.grayId, connectionId: id, clientAddress });
+    this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress }, 'client paired');
+    joinSockets(client, data, (result) => {
+      this.active.delete(pair);
+      this.stats.activeClients = this.active.size;
+      this.stats.bytesFromClients += result.bytesFromA;
+      this.stats.bytesToClients += result.bytesFromB;
+      const reason = result.error ? result.error.message : 'closed';
+      this.events.emit('client.disconnected', {
+        grayId: this.grayId,
+        connectionId: id,
+        clientAddress,
+        bytesFromClient: result.bytesFromA,
+        bytesToClient: result.bytesFromB,
+        durationMs: Date.now() - startedAt,
+        reason,
+      });
+      this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress, bytesIn: result.bytesFromA, bytesOut: result.bytesFromB, reason }, 'client closed');
+    });
+  }
+
+  /**
+   * Keep idle + in flight at the pool target plus one per waiting client, never more than the
+   * in-flight cap outstanding. Called whenever any of those numbers moves.
+   */
+  topUp(): void {
+    const session = this.session;
+    if (!session || this.closed || session.channel.isClosed) return;
+    const inFlight = session.inFlight();
+    const wanted = session.poolTarget + this.waiting.length - this.idle.length - inFlight;
+    const allowed = Math.min(wanted, this.limits.inFlightMax - inFlight);
+    if (allowed > 0) session.grant(allowed);
+  }
+
+  /** Bytes of pairs still open, for live statistics. */
+  liveBytes(): { fromClients: number; toClients: number } {
+    let fromClients = 0;
+    let toClients = 0;
+    for (const p of this.active) {
+      fromClients += p.client.bytesRead;
+      toClients += p.data.bytesRead;
+    }
+    return { fromClients, toClients };
+  }
+
+  /** Stop pairing. Waiting clients and idle connections are closed; active pairs continue
+   *  unless `closeActive` (the gray was deleted from the config). */
+  close(closeActive: boolean): void {
+    this.closed = true;
+    for (const conn of this.idle.splice(0)) this.dropIdle(conn);
+    for (const w of this.waiting.splice(0)) {
+      clearTimeout(w.timer);
+      w.socket.destroy();
+    }
+    this.stats.poolIdle = 0;
+    this.stats.pendingClients = 0;
+    if (closeActive) this.destroyActive();
+  }
+
+  destroyActive(): void {
+    for (const p of this.active) {
+      p.client.destroy();
+      p.data.destroy();
+    }
+  }
+
+  /** Resolves when no pair is active (for graceful shutdown). */
+  async drained(): Promise<void> {
+    while (this.active.size > 0) {
+      const any = this.active.values().next().value as ActivePair;
+      await new Promise<void>((resolve) => {
+        if (any.client.destroyed && any.data.destroyed) return resolve();
+        let n = 0;
+        const done = (): void => {
+          if (++n === 2) resolve();
+        };
+        any.client.once('close', done);
+        any.data.once('close', done);
+      });
+      // joinSockets' callback runs after both closes; give it the same tick to remove the pair.
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+}

@@ -1,0 +1,283 @@
+// The white server: one shared TLS control port, one GrayEndpoint (port pair + pool broker) per
+// configured gray, the live session of each gray, and the apply step of config reloads (only
+// what changed is touched). Everything the outside needs (CLI, admin API, tests) goes through
+// this class's small surface: start, applyConfig, snapshot, stop.
+import tls from 'node:tls';
+import type { GrayEntry, WhiteConfig } from '../../config/types.js';
+import { ErrorCodes, RelayError, type ErrorCode } from '../../errors.js';
+import { NULL_EVENT_SINK, type EventSink } from '../../hooks/events.js';
+import type { Logger } from '../../log.js';
+import { formatHostPort } from '../net-util.js';
+import { MessageType } from '../protocol/messages.js';
+import { sessionIdToString } from '../protocol/preamble.js';
+import { RateLimitedLog } from '../rate-limited-log.js';
+import type { WhiteCounters, WhiteSnapshot } from '../stats.js';
+import { createInMemoryIdentity, type InMemoryIdentity } from '../tls-cert.js';
+import { Admission } from './admission.js';
+import { ControlServer, type AuthenticatedGray } from './control-server.js';
+import { GrayEndpoint } from './gray-endpoint.js';
+import { GraySession } from './gray-session.js';
+import type { ClientGate } from './pool-broker.js';
+
+export interface WhiteGates {
+  readonly grayLogin: ((id: string, remoteIp: string) => Promise<{ allow: boolean; reason: string }>) | null;
+  readonly clientConnect: ClientGate | null;
+}
+
+export interface WhiteServerDeps {
+  readonly logger: Logger;
+  readonly events?: EventSink;
+  readonly gates?: WhiteGates;
+  /** Extra rows for the snapshot (webhook delivery stats live outside the engine). */
+  readonly hookStats?: () => WhiteSnapshot['hooks'];
+}
+
+export interface ApplyResult {
+  readonly added: string[];
+  readonly removed: string[];
+  readonly changed: string[];
+}
+
+export class WhiteServer {
+  private config: WhiteConfig;
+  private identity: InMemoryIdentity | null = null;
+  private control: ControlServer | null = null;
+  private readonly endpoints = new Map<string, GrayEndpoint>();
+  private readonly sessions = new Map<string, GraySession>();
+  private readonly events: EventSink;
+  private readonly warnings: RateLimitedLog;
+  private readonly startedAt = Date.now();
+  private stopping = false;
+  readonly counters: WhiteCounters = {
+    authFailures: 0,
+    dataRejections: {},
+    controlRejections: {},
+    reloads: { ok: 0, rejected: 0 },
+    lastReload: null,
+  };
+
+  constructor(
+    config: WhiteConfig,
+    private readonly deps: WhiteServerDeps,
+  ) {
+    this.config = config;
+    this.events = deps.events ?? NULL_EVENT_SINK;
+    this.warnings = new RateLimitedLog(deps.logger);
+  }
+
+  get fingerprint(): string {
+    return this.identity?.fingerprint256 ?? '';
+  }
+
+  get controlPort(): number {
+    return this.control?.port ?? 0;
+  }
+
+  get currentConfig(): WhiteConfig {
+    return this.config;
+  }
+
+  /** Bound ports of a gray (tests and the demo ask for port 0). */
+  portsOf(id: string): { publicPort: number; dataPort: number } | undefined {
+    return this.endpoints.get(id)?.ports;
+  }
+
+  async start(): Promise<void> {
+    const { logger } = this.deps;
+    this.identity = await createInMemoryIdentity();
+    const secureContext = tls.createSecureContext({
+      key: this.identity.keyPem,
+      cert: this.identity.certPem,
+      minVersion: 'TLSv1.3',
+    });
+    const limits = this.config.limits;
+    this.control = new ControlServer({
+      secureContext,
+      limits,
+      admission: new Admission(limits),
+      logger,
+      warnings: this.warnings,
+      lookup: (id) => this.config.grays.find((g) => g.id === id),
+      gate: this.deps.gates?.grayLogin ?? null,
+      onAuthenticated: (gray) => this.onAuthenticated(gray),
+      onAuthFailed: (id, ip) => {
+        this.counters.authFailures += 1;
+        this.events.emit('gray.auth_failed', { grayId: id, remoteAddress: ip });
+      },
+      countRejection: (reason) => bump(this.counters.controlRejections, reason),
+    });
+    for (const entry of this.config.grays) await this.addEndpoint(entry);
+    await this.control.listen(this.config.control.host, this.config.control.port);
+    logger.info(
+      {
+        control: formatHostPort({ host: this.config.control.host, port: this.control.port }),
+        fingerprint: this.identity.fingerprint256,
+        grays: [...this.endpoints.values()].map((e) => ({ id: e.entry.id, ...e.ports })),
+      },
+      'listening',
+    );
+  }
+
+  /**
+   * Apply a new, already validated config: added grays get their port pair, removed ones are
+   * closed with their session and clients, changed ones are moved (ports) or logged out
+   * (secret), unchanged ones are not touched at all.
+   */
+  async applyConfig(next: WhiteConfig): Promise<ApplyResult> {
+    // Diff against what is really running (not the previous config), so a gray whose apply
+    // failed last time (its port was taken) is simply tried again.
+    const before = new Map([...this.endpoints].map(([id, e]) => [id, e.entry]));
+    const after = new Map(next.grays.map((g) => [g.id, g]));
+    const result: ApplyResult = { added: [], removed: [], changed: [] };
+    this.config = next;
+    for (const [id] of before) {
+      if (!after.has(id)) {
+        await this.removeEndpoint(id, new RelayError(ErrorCodes.GRAY_REMOVED, `gray ${id} was removed from the config`), true);
+        result.removed.push(id);
+      }
+    }
+    for (const [id, entry] of after) {
+      const old = before.get(id);
+      if (!old) {
+        await this.addEndpoint(entry);
+        result.added.push(id);
+        continue;
+      }
+      const portsChanged = old.publicPort !== entry.publicPort || old.dataPort !== entry.dataPort;
+      const secretChanged = !old.secret.equals(entry.secret);
+      if (!portsChanged && !secretChanged) continue;
+      result.changed.push(id);
+      if (portsChanged) {
+        // Moving a gray: its existing clients keep their sockets; its session must reconnect to
+        // learn the new data port.
+        await this.removeEndpoint(id, new RelayError(ErrorCodes.GRAY_REMOVED, `ports of gray ${id} changed`), false);
+        await this.addEndpoint(entry);
+      } else {
+        // Logins are checked against the live config, so the new secret is already in force;
+        // the session proven with the old one must go. Ports and clients stay.
+        this.endSession(id, new RelayError(ErrorCodes.GRAY_REMOVED, `secret of gray ${id} changed`));
+        this.endpoints.get(id)?.replaceEntry(entry);
+      }
+    }
+    return result;
+  }
+
+  snapshot(): WhiteSnapshot {
+    return {
+      configPath: this.config.path,
+      startedAt: this.startedAt,
+      counters: structuredClone(this.counters),
+      hooks: this.deps.hookStats?.() ?? [],
+      grays: [...this.endpoints.values()].map((e) => {
+        const live = e.broker.liveBytes();
+        return {
+          ...e.stats,
+          bytesFromClients: e.stats.bytesFromClients + live.fromClients,
+          bytesToClients: e.stats.bytesToClients + live.toClients,
+          id: e.entry.id,
+          ...e.ports,
+          connected: this.sessions.has(e.entry.id),
+        };
+      }),
+    };
+  }
+
+  /**
+   * Graceful stop: stop accepting everywhere, end the control sessions, let active clients
+   * finish for up to drainMs, then cut what is left.
+   */
+  async stop(drainMs = this.config.limits.drainTimeoutMs): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.control?.close();
+    for (const id of [...this.sessions.keys()]) this.endSession(id, new RelayError(ErrorCodes.SHUTDOWN, 'white is shutting down'));
+    const endpoints = [...this.endpoints.values()];
+    for (const e of endpoints) e.close(false);
+    const active = endpoints.reduce((n, e) => n + e.broker.active.size, 0);
+    if (active > 0) {
+      this.deps.logger.info({ active, drainMs }, 'draining active clients');
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all(endpoints.map((e) => e.broker.drained())),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, drainMs))),
+      ]);
+      clearTimeout(timer);
+      for (const e of endpoints) e.broker.destroyActive();
+    }
+    this.endpoints.clear();
+    this.deps.logger.info('stopped');
+  }
+
+  private async addEndpoint(entry: GrayEntry): Promise<void> {
+    const endpoint = new GrayEndpoint(entry, {
+      bind: this.config.bind,
+      dataSourceCheck: this.config.dataSourceCheck,
+      limits: this.config.limits,
+      logger: this.deps.logger,
+      events: this.events,
+      warnings: this.warnings,
+      clientGate: this.deps.gates?.clientConnect ?? null,
+      countRejection: (code: ErrorCode) => bump(this.counters.dataRejections, code),
+    });
+    await endpoint.listen();
+    this.endpoints.set(entry.id, endpoint);
+  }
+
+  private async removeEndpoint(id: string, reason: RelayError, closeClients: boolean): Promise<void> {
+    this.endSession(id, reason);
+    const endpoint = this.endpoints.get(id);
+    if (!endpoint) return;
+    this.endpoints.delete(id);
+    endpoint.close(closeClients);
+  }
+
+  private endSession(id: string, reason: RelayError): void {
+    this.sessions.get(id)?.channel.close(reason);
+  }
+
+  private onAuthenticated(gray: AuthenticatedGray): void {
+    const { entry, channel } = gray;
+    const endpoint = this.endpoints.get(entry.id);
+    if (!endpoint || this.stopping) {
+      channel.close(new RelayError(ErrorCodes.GRAY_REMOVED, `gray ${entry.id} is not served`));
+      return;
+    }
+    const limits = this.config.limits;
+    const session = new GraySession(
+      entry.id,
+      channel,
+      gray.remoteIp,
+      gray.keys.dataKey,
+      Math.min(gray.requestedPool, limits.poolMax),
+      limits.preambleTimeoutMs * 2 + limits.heartbeatIntervalMs,
+    );
+    // A second login replaces the first only now, after it has authenticated.
+    this.endSession(entry.id, new RelayError(ErrorCodes.SESSION_REPLACED, `gray ${entry.id} logged in again from ${gray.remoteIp}`));
+    this.sessions.set(entry.id, session);
+    endpoint.attach(session);
+    const credits = session.grantInitial(session.poolTarget);
+    channel.send({
+      type: MessageType.WELCOME,
+      session: sessionIdToString(session.sessionId),
+      dataPort: endpoint.ports.dataPort,
+      pool: session.poolTarget,
+      heartbeatMs: limits.heartbeatIntervalMs,
+      credits,
+    });
+    channel.startHeartbeat(limits.heartbeatIntervalMs, limits.heartbeatMissed);
+    const sessionId = sessionIdToString(session.sessionId);
+    this.deps.logger.info({ gray: entry.id, remote: gray.remoteIp, session: sessionId, pool: session.poolTarget }, 'gray connected');
+    this.events.emit('gray.connected', { grayId: entry.id, remoteAddress: gray.remoteIp, sessionId });
+    channel.on('message', (m) => channel.close(new RelayError(ErrorCodes.MESSAGE_UNEXPECTED, `message type ${m.type} not expected after auth`)));
+    channel.once('closed', (reason) => {
+      if (this.sessions.get(entry.id) === session) this.sessions.delete(entry.id);
+      this.endpoints.get(entry.id)?.detach(session, reason.message);
+      this.deps.logger.info({ gray: entry.id, remote: gray.remoteIp, session: sessionId, code: reason.code, reason: reason.message }, 'gray disconnected');
+      this.events.emit('gray.disconnected', { grayId: entry.id, remoteAddress: gray.remoteIp, sessionId, reason: reason.message });
+    });
+  }
+}
+
+function bump(counts: Record<string, number>, key: string): void {
+  counts[key] = (counts[key] ?? 0) + 1;
+}

@@ -1,0 +1,123 @@
+// Builds a whole tunnel in one process on 127.0.0.1 with OS-chosen ports: a local service, a
+// white server and a gray agent. Used by integration tests that need the engine but not the CLI.
+import { randomBytes } from 'node:crypto';
+import net, { type AddressInfo, type Server } from 'node:net';
+import type { GrayConfig, WhiteConfig } from '../../src/config/types.js';
+import { GrayAgent } from '../../src/engine/gray/agent.js';
+import { WhiteServer } from '../../src/engine/white/white-server.js';
+import { resolveLimits, type Limits } from '../../src/limits.js';
+import { silentLogger } from '../../src/log.js';
+
+export type ServiceHandler = (socket: net.Socket) => void;
+
+/** Echoes everything and ends when the client ends (half-close aware). */
+export const echoHandler: ServiceHandler = (socket) => {
+  socket.on('error', () => socket.destroy());
+  socket.pipe(socket);
+};
+
+export async function startService(handler: ServiceHandler = echoHandler): Promise<{ server: Server; port: number }> {
+  const server = net.createServer({ allowHalfOpen: true }, handler);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
+export function whiteConfigFor(grays: WhiteConfig['grays'], limits: Partial<Limits> = {}, extra: Partial<WhiteConfig> = {}): WhiteConfig {
+  return {
+    path: null,
+    control: { host: '127.0.0.1', port: 0 },
+    bind: '127.0.0.1',
+    admin: { socket: null, tcp: null },
+    portsRange: null,
+    dataSourceCheck: true,
+    grays,
+    hooks: [],
+    authorize: null,
+    metrics: null,
+    log: { level: 'silent' },
+    watch: { polling: false, debounceMs: 50 },
+    limits: resolveLimits(limits),
+    ...extra,
+  };
+}
+
+export function grayConfigFor(id: string, secret: Buffer, controlPort: number, targetPort: number, extra: Partial<GrayConfig> = {}, limits: Partial<Limits> = {}): GrayConfig {
+  return {
+    path: null,
+    white: { host: '127.0.0.1', port: controlPort },
+    dataHost: '127.0.0.1',
+    id,
+    secret,
+    target: { host: '127.0.0.1', port: targetPort },
+    pool: 4,
+    proxyProtocol: 'none',
+    log: { level: 'silent' },
+    limits: resolveLimits({ reconnectBaseMs: 50, reconnectMaxMs: 500, ...limits }),
+    ...extra,
+  };
+}
+
+export interface Tunnel {
+  readonly white: WhiteServer;
+  readonly gray: GrayAgent;
+  readonly secret: Buffer;
+  readonly publicPort: number;
+  readonly dataPort: number;
+  readonly servicePort: number;
+  stop(): Promise<void>;
+}
+
+export async function startTunnel(
+  options: { handler?: ServiceHandler; pool?: number; whiteLimits?: Partial<Limits>; gray?: Partial<GrayConfig>; white?: Partial<WhiteConfig> } = {},
+): Promise<Tunnel> {
+  const service = await startService(options.handler);
+  const secret = randomBytes(32);
+  const white = new WhiteServer(whiteConfigFor([{ id: 'g1', secret, publicPort: 0, dataPort: 0 }], options.whiteLimits, options.white), {
+    logger: silentLogger(),
+  });
+  await white.start();
+  const gray = new GrayAgent(grayConfigFor('g1', secret, white.controlPort, service.port, { pool: options.pool ?? 4, ...options.gray }), silentLogger());
+  const ready = new Promise<void>((resolve) => gray.once('pool-ready', () => resolve()));
+  gray.start();
+  await ready;
+  const ports = white.portsOf('g1')!;
+  return {
+    white,
+    gray,
+    secret,
+    publicPort: ports.publicPort,
+    dataPort: ports.dataPort,
+    servicePort: service.port,
+    async stop() {
+      await gray.stop(200);
+      await white.stop(200);
+      service.server.close();
+    },
+  };
+}
+
+/** Connects, sends `payload`, half-closes, and resolves with everything received until EOF. */
+export function roundTrip(port: number, payload: Buffer, host = '127.0.0.1'): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const socket = net.connect({ host, port, allowHalfOpen: true }, () => {
+      socket.end(payload);
+    });
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('end', () => {
+      socket.end();
+      resolve(Buffer.concat(chunks));
+    });
+    socket.on('error', reject);
+  });
+}
+
+/** Resolves when the socket is closed by the peer (with whatever it received). */
+export function closedBy(socket: net.Socket): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', () => {});
+    socket.on('close', () => resolve(Buffer.concat(chunks)));
+  });
+}
