@@ -1,0 +1,127 @@
+// Entry points: read → YAML parse → schema validation (with defaults) → normalize → deep freeze.
+// Any problem anywhere aborts the load with one RelayError listing all of them, so a reload either
+// yields a complete, checked config or nothing.
+import { readFile, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { ErrorCodes, RelayError, isRelayError } from '../errors.js';
+import { deepFreeze } from './freeze.js';
+import { IssueList, issuesError, labelFor, renderIssue, type Issue } from './issues.js';
+import { normalizeGray, normalizeWhite } from './normalize.js';
+import { validateAgainstSchema } from './schema.js';
+import type { GrayConfig, WhiteConfig } from './types.js';
+import { MAX_CONFIG_BYTES, offsetOfPath, parseYaml } from './yaml.js';
+
+export interface ParseOptions {
+  /** Environment for secret_env lookups; process.env by default. */
+  readonly env?: NodeJS.ProcessEnv;
+  /**
+   * Skip secret_env / secret_file problems that depend on who runs the check (unset variable,
+   * unreadable file). For relayctl, whose shell is not the white's environment. Default false.
+   */
+  readonly lenientSecretSources?: boolean;
+}
+
+/** Reads a config file as UTF-8 text; CONFIG_READ with the OS reason when it cannot. */
+export async function readConfigText(path: string): Promise<string> {
+  try {
+    const st = await stat(path);
+    if (!st.isFile()) throw new RelayError(ErrorCodes.CONFIG_READ, `${path}: is not a regular file`, { details: { file: path } });
+    if (st.size > MAX_CONFIG_BYTES) {
+      throw new RelayError(ErrorCodes.CONFIG_READ, `${path}: is ${st.size} bytes, a config file may have at most ${MAX_CONFIG_BYTES}`, {
+        details: { file: path, bytes: st.size, maxBytes: MAX_CONFIG_BYTES },
+      });
+    }
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if (isRelayError(err)) throw err;
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    const reason = code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'cannot be read by this user (EACCES)' : `cannot be read (${code})`;
+    throw new RelayError(ErrorCodes.CONFIG_READ, `${path}: ${reason}`, { cause: err, details: { file: path, errno: code } });
+  }
+}
+
+type Kind = 'white' | 'gray';
+
+/** Parse + validate + normalize; returns the issues instead of throwing when there are any. */
+async function check(kind: Kind, text: string, path: string | null, opts: ParseOptions): Promise<{ config: WhiteConfig | GrayConfig | null; issues: IssueList }> {
+  const parsed = parseYaml(text);
+  if (parsed.issues.length > 0) return { config: null, issues: parsed.issues };
+  const issues = new IssueList();
+  const data = parsed.data;
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    const found = data === null || data === undefined ? 'nothing' : Array.isArray(data) ? 'a list' : `a ${typeof data}`;
+    issues.add('', `the file must be a YAML mapping of keys to values, found ${found}`);
+    return { config: null, issues };
+  }
+  validateAgainstSchema(kind, data, issues);
+  const ctx = {
+    path: path === null ? null : resolve(path),
+    issues,
+    env: opts.env ?? process.env,
+    lenientSecretSources: opts.lenientSecretSources ?? false,
+  };
+  const raw = data as Record<string, unknown>;
+  const config = kind === 'white' ? await normalizeWhite(raw, ctx) : await normalizeGray(raw, ctx);
+  if (issues.length > 0) {
+    // Schema and normalizer findings interleave; file order is the order a person fixes them in.
+    const doc = parsed.doc;
+    const offsets = new Map<Issue, number>();
+    issues.items.forEach((issue, i) => {
+      const offset = doc !== null && issue.segments ? offsetOfPath(doc, issue.segments) : undefined;
+      if (offset !== undefined) issue.line = parsed.lines.linePos(offset).line;
+      // Ties (same node) keep the order found; the fraction never reaches the next offset.
+      offsets.set(issue, (offset ?? -1) + i / (issues.items.length + 1));
+    });
+    issues.items.sort((a, b) => offsets.get(a)! - offsets.get(b)!);
+    return { config: null, issues };
+  }
+  return { config: deepFreeze(config), issues };
+}
+
+async function parseAs<T extends WhiteConfig | GrayConfig>(kind: Kind, text: string, path: string | null, opts: ParseOptions): Promise<T> {
+  const { config, issues } = await check(kind, text, path, opts);
+  if (config === null) throw issuesError(labelFor(path), issues.items);
+  return config as T;
+}
+
+/** `path` is used for messages and to resolve relative paths; null resolves them against the cwd. */
+export function parseWhiteConfig(text: string, path: string | null, opts: ParseOptions = {}): Promise<WhiteConfig> {
+  return parseAs<WhiteConfig>('white', text, path, opts);
+}
+
+export function parseGrayConfig(text: string, path: string | null, opts: ParseOptions = {}): Promise<GrayConfig> {
+  return parseAs<GrayConfig>('gray', text, path, opts);
+}
+
+export async function loadWhiteConfig(path: string, opts: ParseOptions = {}): Promise<WhiteConfig> {
+  return parseWhiteConfig(await readConfigText(path), path, opts);
+}
+
+export async function loadGrayConfig(path: string, opts: ParseOptions = {}): Promise<GrayConfig> {
+  return parseGrayConfig(await readConfigText(path), path, opts);
+}
+
+/** A white config has `grays` or `control`; anything else is taken for a gray config. */
+export function detectKind(data: unknown): Kind {
+  if (typeof data === 'object' && data !== null && !Array.isArray(data) && ('grays' in data || 'control' in data)) return 'white';
+  return 'gray';
+}
+
+export type VerifyResult = { ok: true; kind: Kind } | { ok: false; kind?: Kind; errors: string[] };
+
+/** For `relay verify` / CI on a GitOps repository: the full check, reported instead of thrown. */
+export async function verifyConfigFile(path: string, opts: ParseOptions = {}): Promise<VerifyResult> {
+  let text: string;
+  try {
+    text = await readConfigText(path);
+  } catch (err) {
+    return { ok: false, errors: [isRelayError(err) ? err.message : String(err)] };
+  }
+  const label = labelFor(path);
+  const parsed = parseYaml(text);
+  if (parsed.issues.length > 0) return { ok: false, errors: parsed.issues.items.map((i) => renderIssue(label, i)) };
+  const kind = detectKind(parsed.data);
+  const { issues } = await check(kind, text, path, opts);
+  if (issues.length > 0) return { ok: false, kind, errors: issues.items.map((i) => renderIssue(label, i)) };
+  return { ok: true, kind };
+}
