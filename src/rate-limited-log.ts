@@ -1,7 +1,7 @@
 // Hostile input can arrive thousands of times a second; logging each would turn an attack on
 // the port into an attack on the disk. This lets one line per key through per interval and
 // reports how many were suppressed in between.
-import type { Logger } from '../log.js';
+import type { Logger } from './log.js';
 
 export class RateLimitedLog {
   private readonly last = new Map<string, { at: number; suppressed: number }>();

@@ -17,7 +17,7 @@ import { formatHostPort } from '../net-util.js';
 import { decodeProof, deriveSessionKeys, encodeProof, proofsEqual, type SessionKeys } from '../protocol/auth.js';
 import { MessageType, type Message } from '../protocol/messages.js';
 import { sessionIdFromString } from '../protocol/preamble.js';
-import { RateLimitedLog } from '../rate-limited-log.js';
+import { RateLimitedLog } from '../../rate-limited-log.js';
 import { forwardToTarget } from './forwarder.js';
 import { PoolDialer } from './pool-dialer.js';
 

@@ -9,7 +9,7 @@ import type { Logger } from '../../log.js';
 import { joinSockets, tuneDataSocket, type PairResult } from '../piping.js';
 import { encodeProxyV1, encodeProxyV2 } from '../protocol/proxy-protocol.js';
 import type { ClientAddressInfo } from '../protocol/start-header.js';
-import type { RateLimitedLog } from '../rate-limited-log.js';
+import type { RateLimitedLog } from '../../rate-limited-log.js';
 
 export function forwardToTarget(
   data: Socket,

@@ -18,8 +18,9 @@ import { tlsSessionBinding } from '../tls-binding.js';
 import { normalizeIp } from '../net-util.js';
 import { decodeProof, deriveSessionKeys, encodeProof, proofsEqual, type SessionKeys } from '../protocol/auth.js';
 import { MessageType, type Message } from '../protocol/messages.js';
-import type { RateLimitedLog } from '../rate-limited-log.js';
+import type { RateLimitedLog } from '../../rate-limited-log.js';
 import type { Admission } from './admission.js';
+import type { Gate } from './pool-broker.js';
 
 export interface AuthenticatedGray {
   readonly entry: GrayEntry;
@@ -38,7 +39,7 @@ export interface ControlServerDeps {
   /** The current config's entry for an id (the registry can change under us via reload). */
   readonly lookup: (id: string) => GrayEntry | undefined;
   /** Optional authorize hook for gray logins, called after the proofs check out. */
-  readonly gate: ((id: string, remoteIp: string) => Promise<{ allow: boolean; reason: string }>) | null;
+  readonly gate: Gate | null;
   readonly onAuthenticated: (gray: AuthenticatedGray) => void;
   readonly onAuthFailed: (id: string, remoteIp: string) => void;
   readonly countRejection: (reason: string) => void;
@@ -171,9 +172,10 @@ export class ControlServer {
           return;
         }
         const authed: AuthenticatedGray = { entry: entry!, channel, remoteIp: ip, keys, requestedPool: hello.pool };
-        if (this.deps.gate) {
+        const decision = this.deps.gate?.(hello.id, ip);
+        if (decision) {
           state = 'gate';
-          this.deps.gate(hello.id, ip).then(
+          decision.then(
             (d) => (d.allow ? this.accept(authed, release, finish, () => (state = 'done')) : channel.close(new RelayError(ErrorCodes.HOOK_DENIED, `login denied: ${d.reason}`))),
             (err: unknown) => channel.close(new RelayError(ErrorCodes.HOOK_DENIED, `login denied: ${String(err)}`)),
           );

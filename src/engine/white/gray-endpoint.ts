@@ -11,10 +11,10 @@ import type { Logger } from '../../log.js';
 import type { GrayEntry } from '../../config/types.js';
 import { normalizeIp } from '../net-util.js';
 import { parsePreamble, preambleTagValid, PreambleReader } from '../protocol/preamble.js';
-import type { RateLimitedLog } from '../rate-limited-log.js';
+import type { RateLimitedLog } from '../../rate-limited-log.js';
 import { newGrayStats, type GrayStats } from '../stats.js';
 import type { GraySession } from './gray-session.js';
-import { PoolBroker, type ClientGate } from './pool-broker.js';
+import { PoolBroker, type Gate } from './pool-broker.js';
 
 export interface EndpointContext {
   readonly bind: string;
@@ -23,7 +23,7 @@ export interface EndpointContext {
   readonly logger: Logger;
   readonly events: EventSink;
   readonly warnings: RateLimitedLog;
-  readonly clientGate: ClientGate | null;
+  readonly clientGate: Gate | null;
   /** Counts a rejected socket by reason (data-port and public-port rejections). */
   readonly countRejection: (code: ErrorCode) => void;
 }

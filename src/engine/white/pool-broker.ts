@@ -34,8 +34,11 @@ export interface ActivePair {
   readonly data: Socket;
 }
 
-/** Decides whether a client may connect (the optional authorize hook); absent means allow. */
-export type ClientGate = (grayId: string, clientAddress: string) => Promise<{ allow: boolean; reason: string }>;
+/**
+ * Decides whether a client may connect (the optional authorize hook). Returns null, synchronously,
+ * when there is nothing to decide, so a connection pays for an async hop only when a hook is on.
+ */
+export type Gate = (grayId: string, remoteAddress: string) => Promise<{ allow: boolean; reason: string }> | null;
 
 export class PoolBroker {
   private session: GraySession | null = null;
@@ -51,7 +54,7 @@ export class PoolBroker {
     private readonly logger: Logger,
     private readonly events: EventSink,
     private readonly reject: (socket: Socket, code: ErrorCode, detail: string) => void,
-    private readonly clientGate: ClientGate | null = null,
+    private readonly clientGate: Gate | null = null,
   ) {}
 
   get currentSession(): GraySession | null {
@@ -122,9 +125,9 @@ export class PoolBroker {
     if (this.active.size >= this.limits.activeClientsPerGray) {
       return this.reject(socket, ErrorCodes.TOO_MANY_CLIENTS, `${this.active.size} active clients, limit ${this.limits.activeClientsPerGray}`);
     }
-    if (this.clientGate) {
-      const address = `${socket.remoteAddress}:${socket.remotePort}`;
-      this.clientGate(this.grayId, address).then(
+    const decision = this.clientGate?.(this.grayId, `${socket.remoteAddress}:${socket.remotePort}`);
+    if (decision) {
+      decision.then(
         (d) => (d.allow ? this.admitClient(socket) : this.reject(socket, ErrorCodes.HOOK_DENIED, d.reason)),
         (err: unknown) => this.reject(socket, ErrorCodes.HOOK_DENIED, String(err)),
       );

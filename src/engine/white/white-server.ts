@@ -10,18 +10,18 @@ import type { Logger } from '../../log.js';
 import { formatHostPort } from '../net-util.js';
 import { MessageType } from '../protocol/messages.js';
 import { sessionIdToString } from '../protocol/preamble.js';
-import { RateLimitedLog } from '../rate-limited-log.js';
+import { RateLimitedLog } from '../../rate-limited-log.js';
 import type { WhiteCounters, WhiteSnapshot } from '../stats.js';
 import { createInMemoryIdentity, type InMemoryIdentity } from '../tls-cert.js';
 import { Admission } from './admission.js';
 import { ControlServer, type AuthenticatedGray } from './control-server.js';
 import { GrayEndpoint } from './gray-endpoint.js';
 import { GraySession } from './gray-session.js';
-import type { ClientGate } from './pool-broker.js';
+import type { Gate } from './pool-broker.js';
 
 export interface WhiteGates {
-  readonly grayLogin: ((id: string, remoteIp: string) => Promise<{ allow: boolean; reason: string }>) | null;
-  readonly clientConnect: ClientGate | null;
+  readonly grayLogin: Gate | null;
+  readonly clientConnect: Gate | null;
 }
 
 export interface WhiteServerDeps {

@@ -1,0 +1,209 @@
+// What webhooks and the authorize hook share: request signing, one small undici pool per hook
+// origin, and a POST that never throws and never reads more than a capped response body.
+import { createHmac } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { Pool } from 'undici';
+import { VERSION } from '../version.js';
+
+export const DEFAULT_USER_AGENT = `relay/${VERSION}`;
+
+/**
+ * The value of `relay-signature`. The timestamp and delivery id are inside the MAC so that a
+ * captured request cannot be replayed later (receivers refuse stale timestamps) nor passed off
+ * as another delivery (receivers may deduplicate by id).
+ */
+export function computeSignature(secret: Buffer, timestamp: number, deliveryId: string, body: string): string {
+  const mac = createHmac('sha256', secret);
+  mac.update(`${timestamp}.${deliveryId}.`);
+  mac.update(body);
+  return `v1=${mac.digest('hex')}`;
+}
+
+/** Headers for one attempt; the timestamp is taken now, so each retry carries a fresh one. */
+export function requestHeaders(opts: {
+  deliveryId: string;
+  body: string;
+  secret: Buffer | null;
+  userAgent: string;
+  authorization: string | null;
+  nowMs?: number;
+}): Record<string, string> {
+  const timestamp = Math.floor((opts.nowMs ?? Date.now()) / 1000);
+  const headers: Record<string, string> = {
+    'content-type': 'application/json',
+    'user-agent': opts.userAgent,
+    'relay-delivery-id': opts.deliveryId,
+    'relay-timestamp': String(timestamp),
+  };
+  if (opts.secret !== null) headers['relay-signature'] = computeSignature(opts.secret, timestamp, opts.deliveryId, opts.body);
+  if (opts.authorization !== null) headers.authorization = opts.authorization;
+  return headers;
+}
+
+/** A hook URL split into what undici needs. Credentials in the URL become a Basic header, since
+ *  undici does not apply them; `display` drops them so stats, logs and metrics never show them. */
+export interface HookTarget {
+  origin: string;
+  path: string;
+  display: string;
+  authorization: string | null;
+}
+
+export function parseHookUrl(url: string): HookTarget {
+  const u = new URL(url);
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+    throw new TypeError(`hook url must be http or https, got ${u.protocol}`);
+  }
+  let authorization: string | null = null;
+  if (u.username !== '' || u.password !== '') {
+    const user = decodeURIComponent(u.username);
+    const pass = decodeURIComponent(u.password);
+    authorization = `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
+  }
+  const display = new URL(u.href);
+  display.username = '';
+  display.password = '';
+  return { origin: u.origin, path: `${u.pathname}${u.search}`, display: display.href, authorization };
+}
+
+export type PostOutcome =
+  | {
+      kind: 'response';
+      status: number;
+      /** What was read of the body, at most maxBytes. */
+      body: Buffer;
+      /** The body went past maxBytes and the connection was dropped. */
+      truncated: boolean;
+      /** The body did not arrive whole: null, 'timeout', or an error message. The status line
+       *  had arrived, so the caller decides whether the body matters. */
+      incomplete: string | null;
+    }
+  | { kind: 'timeout' }
+  | { kind: 'error'; message: string };
+
+/**
+ * One undici Pool per hook origin. Few connections: webhooks send one request at a time per hook
+ * and the authorize hook is a small service on the side; keep-alive makes each later request
+ * one round trip on an already open connection.
+ */
+export class HookClient {
+  private readonly pool: Pool;
+  private closing: Promise<void> | null = null;
+
+  constructor(
+    readonly origin: string,
+    opts: { connections: number; connectTimeoutMs: number },
+  ) {
+    this.pool = new Pool(origin, {
+      connections: opts.connections,
+      pipelining: 1,
+      connect: { timeout: opts.connectTimeoutMs },
+      // undici's default would drop an idle connection after 4 s; hooks are often quieter than
+      // that, and servers announce their own limit in `keep-alive`, which undici honours.
+      keepAliveTimeout: 30_000,
+      keepAliveMaxTimeout: 60_000,
+    });
+  }
+
+  /**
+   * POST and read at most `maxBytes` of the answer. Never throws. The timeout covers everything:
+   * waiting for a free connection, connecting, sending, the headers and the (capped) body.
+   */
+  async post(path: string, headers: Record<string, string>, body: string, timeoutMs: number, maxBytes: number, abort?: AbortSignal): Promise<PostOutcome> {
+    const ac = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      ac.abort();
+    }, timeoutMs);
+    const onOuterAbort = (): void => ac.abort();
+    abort?.addEventListener('abort', onOuterAbort, { once: true });
+    try {
+      if (abort?.aborted) return { kind: 'error', message: 'aborted' };
+      const res = await this.pool.request({
+        path,
+        method: 'POST',
+        headers,
+        body,
+        signal: ac.signal,
+        // A 3xx is an answer, not an instruction: following it could send signed events to a
+        // host nobody configured.
+        maxRedirections: 0,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      });
+      const { data, truncated, error } = await readCapped(res.body, maxBytes);
+      const incomplete = error === null ? null : timedOut ? 'timeout' : describeError(error);
+      return { kind: 'response', status: res.statusCode, body: data, truncated, incomplete };
+    } catch (err) {
+      if (timedOut) return { kind: 'timeout' };
+      return { kind: 'error', message: describeError(err) };
+    } finally {
+      clearTimeout(timer);
+      abort?.removeEventListener('abort', onOuterAbort);
+    }
+  }
+
+  /** Let requests in flight finish until the deadline, then cut them. */
+  close(deadlineMs: number): Promise<void> {
+    if (this.closing) return this.closing;
+    this.closing = (async () => {
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<'deadline'>((resolve) => {
+        timer = setTimeout(() => resolve('deadline'), Math.max(0, deadlineMs));
+      });
+      const closed = this.pool.close().then(() => 'closed' as const, () => 'closed' as const);
+      const first = await Promise.race([closed, deadline]);
+      clearTimeout(timer);
+      if (first === 'deadline') await this.pool.destroy().catch(() => undefined);
+    })();
+    return this.closing;
+  }
+
+  /** Cut everything now (requests in flight fail with an error). */
+  async destroy(): Promise<void> {
+    await this.pool.destroy().catch(() => undefined);
+  }
+}
+
+/**
+ * Read a response body up to `maxBytes`. Past it the stream is destroyed, which makes undici drop
+ * the connection instead of draining an answer of unbounded size from a misbehaving endpoint.
+ * Never throws: a read error is returned with what had arrived before it.
+ */
+export async function readCapped(body: Readable, maxBytes: number): Promise<{ data: Buffer; truncated: boolean; error: unknown }> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      const room = maxBytes - total;
+      if (chunk.length > room) {
+        if (room > 0) chunks.push(chunk.subarray(0, room));
+        total += Math.max(0, room);
+        body.destroy();
+        return { data: Buffer.concat(chunks, total), truncated: true, error: null };
+      }
+      chunks.push(chunk);
+      total += chunk.length;
+    }
+  } catch (err) {
+    body.destroy();
+    return { data: Buffer.concat(chunks, total), truncated: false, error: err ?? new Error('body read failed') };
+  }
+  return { data: Buffer.concat(chunks, total), truncated: false, error: null };
+}
+
+export function describeError(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    const cause = err.cause instanceof Error ? `: ${err.cause.message}` : '';
+    return `${typeof code === 'string' ? `${code} ` : ''}${err.message}${cause}`;
+  }
+  return String(err);
+}
+
+/** A short, printable excerpt of a response body for `lastError` and logs. */
+export function bodyExcerpt(body: Buffer, max = 200): string {
+  const text = body.subarray(0, max * 4).toString('utf8').replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
+  return text.length > max ? `${text.slice(0, max)}…` : text;
+}
