@@ -92,7 +92,7 @@ export function parsePreamble(buf: Buffer): PreambleFields {
 export function preambleTagValid(buf: Buffer, dataKey: Buffer): boolean {
   checkDataKey(dataKey);
   if (buf.length !== PREAMBLE_BYTES) return false;
-  return timingSafeEqual(computeTag(dataKey, buf), buf.subarray(TAG_OFFSET, PREAMBLE_BYTES));
+  return timingSafeEqual(computeTag(dataKey, buf), buf.subarray(TAG_OFFSET, TAG_OFFSET + TAG_BYTES));
 }
 
 /** Accumulates a data connection's first bytes until the preamble is complete. The magic is

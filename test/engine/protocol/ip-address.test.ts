@@ -88,12 +88,23 @@ test('random addresses: format is canonical per Node (libuv inet_ntop) and parse
 });
 
 test('parsers accept exactly what Node accepts (zone ids aside)', () => {
-  const chars = fc.constantFrom(...'0123456789abcdefABCDEF:.');
+  // Random characters find junk; sequences of plausible tokens find the near misses.
+  const chars = fc.string({ unit: fc.constantFrom(...'0123456789abcdefABCDEF:.'), maxLength: 24 });
+  const token = fc.oneof(
+    fc.integer({ min: 0, max: 0x1ffff }).map((n) => n.toString(16)),
+    fc.integer({ min: 0, max: 300 }).map(String),
+    fc.constantFrom(':', '::', '.', '0', '00000', '1.2.3.4', 'ffff'),
+  );
+  const tokens = fc.array(token, { maxLength: 16 }).map((parts) => parts.join(''));
+  const joined = fc
+    .array(fc.integer({ min: 0, max: 0xffff }).map((n) => n.toString(16)), { minLength: 1, maxLength: 9 })
+    .chain((groups) => fc.integer({ min: -1, max: groups.length }).map((gap) =>
+      gap < 0 ? groups.join(':') : `${groups.slice(0, gap).join(':')}::${groups.slice(gap).join(':')}`));
   fc.assert(
-    fc.property(fc.string({ unit: chars, maxLength: 24 }), (text) => {
+    fc.property(fc.oneof(chars, tokens, joined), (text) => {
       assert.equal(parseIPv4(text) !== null, isIPv4(text), `IPv4 ${text}`);
       assert.equal(parseIPv6(text) !== null, isIPv6(text), `IPv6 ${text}`);
     }),
-    { numRuns: 3000 },
+    { numRuns: 5000 },
   );
 });
