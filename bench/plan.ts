@@ -1,0 +1,116 @@
+// What is measured: the workloads, the figures read from their results, and the targets that
+// relay is held to. One place, so the table, the JSON and the chart cannot disagree.
+import type { Workload, WorkloadResult } from './types.js';
+
+export type WorkloadId = 'bulk-up-1' | 'bulk-up-8' | 'bulk-down-1' | 'bulk-down-8' | 'kept-c1' | 'kept-c64' | 'new-c64';
+export const WORKLOAD_IDS: readonly WorkloadId[] = ['bulk-up-1', 'bulk-up-8', 'bulk-down-1', 'bulk-down-8', 'kept-c1', 'kept-c64', 'new-c64'];
+
+export interface Timing {
+  seconds: number;
+  warmupSeconds: number;
+}
+
+/** Count bounds: far above what loopback on 2 cores reaches in the time given, but finite. */
+const MAX_BYTES_PER_STREAM = 64 * 1024 ** 3;
+const MAX_REQUESTS = 4_000_000;
+const MAX_CONNECTIONS = 1_000_000;
+const MSG_BYTES = 64;
+
+export function workloadFor(id: WorkloadId, t: Timing): Workload {
+  switch (id) {
+    case 'bulk-up-1':
+      return { kind: 'bulk', dir: 'up', streams: 1, seconds: t.seconds, maxBytesPerStream: MAX_BYTES_PER_STREAM };
+    case 'bulk-up-8':
+      return { kind: 'bulk', dir: 'up', streams: 8, seconds: t.seconds, maxBytesPerStream: MAX_BYTES_PER_STREAM };
+    case 'bulk-down-1':
+      return { kind: 'bulk', dir: 'down', streams: 1, seconds: t.seconds, maxBytesPerStream: MAX_BYTES_PER_STREAM };
+    case 'bulk-down-8':
+      return { kind: 'bulk', dir: 'down', streams: 8, seconds: t.seconds, maxBytesPerStream: MAX_BYTES_PER_STREAM };
+    case 'kept-c1':
+      return { kind: 'kept', conns: 1, ...t, maxRequests: MAX_REQUESTS, msgBytes: MSG_BYTES };
+    case 'kept-c64':
+      return { kind: 'kept', conns: 64, ...t, maxRequests: MAX_REQUESTS, msgBytes: MSG_BYTES };
+    case 'new-c64':
+      return { kind: 'newconn', concurrency: 64, ...t, maxConnections: MAX_CONNECTIONS, msgBytes: MSG_BYTES };
+  }
+}
+
+/** The unit of work of a workload, for "CPU per unit" (GB moved, requests, connections). */
+export function workUnits(r: WorkloadResult): { units: number; label: string } {
+  switch (r.kind) {
+    case 'bulk':
+      return { units: r.bytes / 1e9, label: 'CPU s/GB' };
+    case 'kept':
+      return { units: r.requests / 1e6, label: 'CPU µs/req' };
+    case 'newconn':
+      return { units: r.connections / 1e6, label: 'CPU µs/conn' };
+    default:
+      return { units: NaN, label: '' };
+  }
+}
+
+export interface MetricDef {
+  id: string;
+  label: string;
+  unit: string;
+  workload: WorkloadId;
+  better: 'higher' | 'lower';
+  digits: number;
+  read: (r: WorkloadResult) => number;
+}
+
+const num = (r: WorkloadResult, k: string): number => {
+  const v = (r as unknown as Record<string, unknown>)[k];
+  return typeof v === 'number' ? v : NaN;
+};
+const us2ms = (k: string) => (r: WorkloadResult): number => num(r, k) / 1000;
+
+export const METRICS: readonly MetricDef[] = [
+  { id: 'bulk_up_1', label: 'bulk upload, 1 stream', unit: 'MB/s', workload: 'bulk-up-1', better: 'higher', digits: 0, read: (r) => num(r, 'mbPerSec') },
+  { id: 'bulk_up_8', label: 'bulk upload, 8 streams', unit: 'MB/s', workload: 'bulk-up-8', better: 'higher', digits: 0, read: (r) => num(r, 'mbPerSec') },
+  { id: 'bulk_down_1', label: 'bulk download, 1 stream', unit: 'MB/s', workload: 'bulk-down-1', better: 'higher', digits: 0, read: (r) => num(r, 'mbPerSec') },
+  { id: 'bulk_down_8', label: 'bulk download, 8 streams', unit: 'MB/s', workload: 'bulk-down-8', better: 'higher', digits: 0, read: (r) => num(r, 'mbPerSec') },
+  { id: 'kept_c1_rate', label: 'kept conn c1, rate', unit: 'req/s', workload: 'kept-c1', better: 'higher', digits: 0, read: (r) => num(r, 'reqPerSec') },
+  { id: 'kept_c1_p50', label: 'kept conn c1, RTT p50', unit: 'ms', workload: 'kept-c1', better: 'lower', digits: 3, read: us2ms('rttP50Us') },
+  { id: 'kept_c1_p99', label: 'kept conn c1, RTT p99', unit: 'ms', workload: 'kept-c1', better: 'lower', digits: 3, read: us2ms('rttP99Us') },
+  { id: 'kept_c64_rate', label: 'kept conn c64, rate', unit: 'req/s', workload: 'kept-c64', better: 'higher', digits: 0, read: (r) => num(r, 'reqPerSec') },
+  { id: 'kept_c64_p50', label: 'kept conn c64, RTT p50', unit: 'ms', workload: 'kept-c64', better: 'lower', digits: 3, read: us2ms('rttP50Us') },
+  { id: 'kept_c64_p99', label: 'kept conn c64, RTT p99', unit: 'ms', workload: 'kept-c64', better: 'lower', digits: 3, read: us2ms('rttP99Us') },
+  { id: 'new_c64_rate', label: 'new conn c64, rate', unit: 'conn/s', workload: 'new-c64', better: 'higher', digits: 0, read: (r) => num(r, 'connPerSec') },
+  { id: 'new_c64_ttfb_p50', label: 'new conn c64, TTFB p50', unit: 'ms', workload: 'new-c64', better: 'lower', digits: 3, read: us2ms('ttfbP50Us') },
+  { id: 'new_c64_ttfb_p99', label: 'new conn c64, TTFB p99', unit: 'ms', workload: 'new-c64', better: 'lower', digits: 3, read: us2ms('ttfbP99Us') },
+];
+
+export interface CheckDef {
+  id: string;
+  label: string;
+  /** 'ratio': median relay / median haproxy of `metric`; 'white-rss': white peak RSS (MiB) in kept workloads. */
+  kind: 'ratio' | 'white-rss';
+  metric?: string;
+  op: '>=' | '<=' | '<';
+  value: number;
+}
+
+export const CHECKS: readonly CheckDef[] = [
+  { id: 'bulk_up_1', label: 'bulk upload 1 stream, relay/haproxy', kind: 'ratio', metric: 'bulk_up_1', op: '>=', value: 0.8 },
+  { id: 'bulk_down_1', label: 'bulk download 1 stream, relay/haproxy', kind: 'ratio', metric: 'bulk_down_1', op: '>=', value: 0.8 },
+  { id: 'kept_c64_rate', label: 'kept-conn rate c64, relay/haproxy', kind: 'ratio', metric: 'kept_c64_rate', op: '>=', value: 0.8 },
+  { id: 'new_c64_rate', label: 'new-conn rate c64, relay/haproxy', kind: 'ratio', metric: 'new_c64_rate', op: '>=', value: 1.0 },
+  { id: 'kept_c1_p99', label: 'RTT p99 c1, relay/haproxy', kind: 'ratio', metric: 'kept_c1_p99', op: '<=', value: 1.3 },
+  { id: 'white_rss_kept', label: 'white peak RSS under kept-conn load (MiB)', kind: 'white-rss', op: '<', value: 60 },
+];
+
+export function passes(op: CheckDef['op'], x: number, limit: number): boolean {
+  switch (op) {
+    case '>=':
+      return x >= limit;
+    case '<=':
+      return x <= limit;
+    case '<':
+      return x < limit;
+  }
+}
+
+export function opSymbol(op: CheckDef['op']): string {
+  return op === '>=' ? '≥' : op === '<=' ? '≤' : op;
+}

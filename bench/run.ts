@@ -1,0 +1,179 @@
+// Entry point of the benchmark (`npm run bench -- [options]`). The standard run measures every
+// workload three ways in one run (direct to the service, through relay, through a two-hop haproxy
+// chain), over several rounds, and writes a table, a JSON file and an SVG chart. See docs/bench.md.
+import path from 'node:path';
+import { type Options, USAGE, parseArgs } from './args.js';
+import { fmtNum, sleep } from './common.js';
+import { machineInfo, mkTemp, progress, stamp, startLoadgen, startService, writeResults } from './env.js';
+import { type WorkloadId, WORKLOAD_IDS, workloadFor } from './plan.js';
+import { Sampler } from './procstat.js';
+import { type Measurement, type TargetStatus, renderTables, summarize } from './report.js';
+import { runProfile } from './profile.js';
+import { runScale } from './scale.js';
+import { renderSvg } from './svg.js';
+import { type Started, type Target, type TargetName, startDirect, startHaproxy, startRelay } from './targets.js';
+import type { WorkloadResult } from './types.js';
+
+/** Latency in µs as ms text; NaN arrives as null through IPC (JSON), hence the loose type. */
+const ms = (us: number | null): string => (typeof us === 'number' ? fmtNum(us / 1000, 3) : '–');
+
+function brief(r: WorkloadResult | null, err: string | null): string {
+  if (!r) return `FAILED: ${err ?? '?'}`;
+  const e = 'errors' in r && r.errors > 0 ? `  (${r.errors} errors, first: ${r.firstError})` : '';
+  switch (r.kind) {
+    case 'bulk':
+      return `${fmtNum(r.mbPerSec)} MB/s${e}`;
+    case 'kept':
+      return `${fmtNum(r.reqPerSec)} req/s  p50 ${ms(r.rttP50Us)} ms  p99 ${ms(r.rttP99Us)} ms${e}`;
+    case 'newconn':
+      return `${fmtNum(r.connPerSec)} conn/s  TTFB p50 ${ms(r.ttfbP50Us)} ms  p99 ${ms(r.ttfbP99Us)} ms${e}`;
+    default:
+      return r.kind;
+  }
+}
+
+async function runStandard(opts: Options): Promise<number> {
+  const t0 = Date.now();
+  const startedAt = new Date();
+  const tmp = mkTemp('relay-bench-');
+  const machine = machineInfo(opts.haproxyBin);
+  progress(t0, `relay bench (${opts.mode}): ${opts.rounds} round(s) × ${WORKLOAD_IDS.length} workloads × targets ${opts.targets.join(',')}, ${opts.seconds}s each; ${machine.cores} cores, node ${machine.node}`);
+
+  const service = await startService();
+  const loadgen = await startLoadgen();
+  const status = {} as Record<TargetName, TargetStatus>;
+  const running: Target[] = [];
+  const consider = (name: TargetName, s: Started): void => {
+    if (s.ok) {
+      status[name] = { available: true, info: s.target.info };
+      running.push(s.target);
+      progress(t0, `${name}: ready on port ${s.target.port}`);
+    } else {
+      status[name] = { available: false, reason: s.reason };
+      progress(t0, `${name}: unavailable: ${s.reason}${s.detail && s.detail !== s.reason ? `\n${s.detail}` : ''}`);
+    }
+  };
+  for (const name of ['direct', 'haproxy', 'relay'] as const) {
+    if (!opts.targets.includes(name)) {
+      status[name] = { available: false, reason: 'not requested (--targets)' };
+      continue;
+    }
+    if (name === 'direct') consider(name, startDirect(service.port));
+    else if (name === 'haproxy') {
+      consider(name, await startHaproxy({ bin: opts.haproxyBin, splice: opts.haproxySplice, servicePort: service.port, dir: path.join(tmp, 'haproxy'), maxconn: 4096, readyTimeoutMs: opts.readyTimeoutMs }));
+    } else {
+      consider(name, await startRelay({ cli: opts.relayCli, servicePort: service.port, dir: path.join(tmp, 'relay'), pool: opts.pool, readyTimeoutMs: opts.readyTimeoutMs }));
+    }
+  }
+
+  const measurements: Measurement[] = [];
+  const timing = { seconds: opts.seconds, warmupSeconds: opts.warmupSeconds };
+  const total = opts.rounds * WORKLOAD_IDS.length * running.length;
+  let done = 0;
+  for (let round = 1; round <= opts.rounds; round++) {
+    for (const wid of WORKLOAD_IDS) {
+      // Same workload back to back on every target, in an order that rotates each round, so slow
+      // drift of the machine (thermal, other tenants) spreads over all columns alike.
+      const order = running.map((_, i) => running[(i + round - 1) % running.length]!);
+      for (const target of order) {
+        const dead = target.health();
+        if (dead !== null) {
+          if (status[target.name].available) {
+            status[target.name] = { available: false, reason: `died during the run: ${dead.split('\n')[0]}` };
+            progress(t0, `${target.name}: ${dead}`);
+          }
+          continue;
+        }
+        const m = await measure(loadgen, target, wid, timing, round, service.pid);
+        measurements.push(m);
+        done++;
+        const foreign = m.machineCpu ? `  other load ${(m.machineCpu.foreignShare * 100).toFixed(0)}%` : '';
+        progress(t0, `r${round}/${opts.rounds} ${wid.padEnd(11)} ${target.name.padEnd(8)} ${brief(m.result, m.error)}${foreign}   [${done}/${total}]`);
+        // Let a relay refill its pool and closed sockets drain before the next measurement.
+        await sleep(wid === 'new-c64' ? 300 : 100);
+      }
+    }
+  }
+
+  for (const t of running) await t.stop();
+  loadgen.stop();
+  service.stop();
+
+  const summary = summarize(measurements, status);
+  const direct = summary.metrics.find((m) => m.id === 'kept_c1_rate')?.values.direct;
+  const tables = renderTables(summary, status);
+  process.stdout.write('\n' + tables + '\n');
+
+  const name = stamp(startedAt);
+  const json = {
+    schema: 'relay-bench/1',
+    mode: opts.mode,
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    durationSec: (Date.now() - t0) / 1000,
+    settings: { rounds: opts.rounds, seconds: opts.seconds, warmupSeconds: opts.warmupSeconds, pool: opts.pool, targets: opts.targets, workloads: WORKLOAD_IDS.map((id) => ({ id, ...workloadFor(id, timing) })) },
+    machine,
+    targets: status,
+    summary,
+    measurements,
+  };
+  const svg = renderSvg(summary, status, `relay bench ${startedAt.toISOString()} (${opts.mode}, ${machine.cores} cores)`);
+  const files = writeResults(opts.outDir, name, json, svg);
+  process.stdout.write(`\nresults: ${files.json}\nchart:   ${files.svg}\n`);
+  progress(t0, 'done');
+  if (!direct && opts.targets.includes('direct')) {
+    process.stderr.write('direct column has no numbers: the harness itself is broken\n');
+    return 1;
+  }
+  return 0;
+}
+
+async function measure(
+  loadgen: Awaited<ReturnType<typeof startLoadgen>>,
+  target: Target,
+  wid: WorkloadId,
+  timing: { seconds: number; warmupSeconds: number },
+  round: number,
+  servicePid: number,
+): Promise<Measurement> {
+  const workload = workloadFor(wid, timing);
+  // The harness itself is sampled too, so that only other tenants' CPU counts as foreign.
+  const sampler = new Sampler({ ...target.procs, service: servicePid, loadgen: loadgen.pid, harness: process.pid });
+  sampler.start();
+  let result: WorkloadResult | null = null;
+  let error: string | null = null;
+  try {
+    result = await loadgen.run(target.port, workload, timing.seconds * 1000 + 30_000);
+  } catch (e) {
+    error = (e as Error).message;
+  }
+  const procs = sampler.stop();
+  return { round, target: target.name, workload: wid, result, error, procs, machineCpu: sampler.machine };
+}
+
+async function main(): Promise<number> {
+  let opts: Options;
+  try {
+    opts = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n`);
+    if (!(e as Error).message.includes('usage:')) process.stderr.write(USAGE);
+    return 2;
+  }
+  switch (opts.mode) {
+    case 'scale':
+      return runScale(opts);
+    case 'profile':
+      return runProfile(opts);
+    default:
+      return runStandard(opts);
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  },
+);
