@@ -7,7 +7,8 @@ import type { TLSSocket } from 'node:tls';
 import { ErrorCodes, RelayError } from '../errors.js';
 import { encodePreface } from './protocol/constants.js';
 import { FrameDecoder } from './protocol/frames.js';
-import { decodeMessage, encodeMessage, MessageType, type Message } from './protocol/messages.js';
+import { sanitizeText } from './protocol/field-checks.js';
+import { decodeMessage, encodeMessage, MESSAGE_LIMITS, MessageType, type Message } from './protocol/messages.js';
 
 export interface ControlChannelEvents {
   message: [Message];
@@ -83,7 +84,9 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
     this.closedWith = reason;
     this.stopHeartbeat();
     if (tellPeer && !this.socket.destroyed && this.socket.writable) {
-      this.socket.write(encodeMessage({ type: MessageType.BYE, code: reason.code, reason: reason.message.slice(0, 256) }));
+      // Messages can carry anything (newlines, peer-supplied text); the BYE field rules are strict
+      // and encodeMessage throws on a violation, so clean it to the field's limits first.
+      this.socket.write(encodeMessage({ type: MessageType.BYE, code: reason.code, reason: sanitizeText(reason.message, MESSAGE_LIMITS.byeReasonMaxBytes) }));
       this.socket.end();
       setTimeout(() => this.socket.destroy(), 1000).unref();
     } else {

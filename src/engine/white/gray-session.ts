@@ -13,6 +13,7 @@ export class GraySession {
   readonly connectedAt = Date.now();
   /** Grant times of credits not yet matched by an arriving data connection, oldest first. */
   private readonly outstanding: number[] = [];
+  private grantScheduled = false;
 
   constructor(
     readonly grayId: string,
@@ -39,12 +40,21 @@ export class GraySession {
     this.outstanding.shift();
   }
 
-  /** Extend the counter window by n and tell the gray (cumulative GRANT). */
+  /**
+   * Extend the counter window by n and tell the gray (cumulative GRANT). The window grows at
+   * once; the message goes out once per event-loop turn, so a burst of 64 clients costs one TLS
+   * record instead of 64.
+   */
   grant(n: number, now = Date.now()): void {
     if (n <= 0 || this.channel.isClosed) return;
     this.window.grant(this.window.granted + n);
     for (let i = 0; i < n; i++) this.outstanding.push(now);
-    this.channel.send({ type: MessageType.GRANT, upTo: this.window.granted });
+    if (this.grantScheduled) return;
+    this.grantScheduled = true;
+    setImmediate(() => {
+      this.grantScheduled = false;
+      this.channel.send({ type: MessageType.GRANT, upTo: this.window.granted });
+    });
   }
 
   /** Initial credits go out in WELCOME rather than as a GRANT. */

@@ -203,7 +203,8 @@ export class PoolBroker {
       ),
     );
     this.events.emit('client.connected', { grayId: this.grayId, connectionId: id, clientAddress });
-    this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress }, 'client paired');
+    const debug = this.logger.isLevelEnabled('debug');
+    if (debug) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress }, 'client paired');
     joinSockets(client, data, (result) => {
       this.active.delete(pair);
       this.stats.activeClients = this.active.size;
@@ -219,7 +220,7 @@ export class PoolBroker {
         durationMs: Date.now() - startedAt,
         reason,
       });
-      this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress, bytesIn: result.bytesFromA, bytesOut: result.bytesFromB, reason }, 'client closed');
+      if (debug) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress, bytesIn: result.bytesFromA, bytesOut: result.bytesFromB, reason }, 'client closed');
     });
   }
 

@@ -8,7 +8,7 @@ import { ErrorCodes, RelayError, type ErrorCode } from '../../errors.js';
 import { NULL_EVENT_SINK, type EventSink } from '../../hooks/events.js';
 import type { Logger } from '../../log.js';
 import { formatHostPort } from '../net-util.js';
-import { MessageType } from '../protocol/messages.js';
+import { MESSAGE_LIMITS, MessageType } from '../protocol/messages.js';
 import { sessionIdToString } from '../protocol/preamble.js';
 import { RateLimitedLog } from '../../rate-limited-log.js';
 import type { WhiteCounters, WhiteSnapshot } from '../stats.js';
@@ -261,10 +261,11 @@ export class WhiteServer {
       session: sessionIdToString(session.sessionId),
       dataPort: endpoint.ports.dataPort,
       pool: session.poolTarget,
-      heartbeatMs: limits.heartbeatIntervalMs,
+      // The wire range is narrower than what a limits override can say; keep WELCOME valid.
+      heartbeatMs: Math.min(MESSAGE_LIMITS.heartbeatMsMax, Math.max(MESSAGE_LIMITS.heartbeatMsMin, limits.heartbeatIntervalMs)),
       credits,
     });
-    channel.startHeartbeat(limits.heartbeatIntervalMs, limits.heartbeatMissed);
+    channel.startHeartbeat(Math.max(MESSAGE_LIMITS.heartbeatMsMin, limits.heartbeatIntervalMs), limits.heartbeatMissed);
     const sessionId = sessionIdToString(session.sessionId);
     this.deps.logger.info({ gray: entry.id, remote: gray.remoteIp, session: sessionId, pool: session.poolTarget }, 'gray connected');
     this.events.emit('gray.connected', { grayId: entry.id, remoteAddress: gray.remoteIp, sessionId });
