@@ -1,0 +1,287 @@
+// add, delete and show: the implementations behind both `relayctl` and the white's console, so the
+// two cannot drift apart. add and delete edit the file (config/edit.ts: comments kept, validated,
+// atomic, lock + re-check against concurrent edits); the running white applies the result through
+// its hot reload like any other save. show renders the admin API's state document.
+import { hostname } from 'node:os';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { AdminTarget } from '../admin/client.js';
+import type { AdminState } from '../admin/server.js';
+import { formatHostPort, parseHostPort } from '../config/address.js';
+import { addGray, deleteGray, renderGrayConfig, type AddedGray, type RemovedGray } from '../config/edit.js';
+import { issuesError, labelFor } from '../config/issues.js';
+import { readConfigText } from '../config/load.js';
+import { whiteSchema } from '../config/schema.js';
+import { parseYaml } from '../config/yaml.js';
+import { ErrorCodes, RelayError } from '../errors.js';
+
+/** `RELAY_CONFIG`, else `./white.yaml`. */
+export function defaultConfigPath(env: NodeJS.ProcessEnv = process.env): string {
+  return env.RELAY_CONFIG && env.RELAY_CONFIG !== '' ? env.RELAY_CONFIG : 'white.yaml';
+}
+
+// ---------------------------------------------------------------- arguments
+
+export type ArgOptions = NonNullable<ParseArgsConfig['options']>;
+export type ParsedArgs = { values: Record<string, string | boolean | undefined>; positionals: string[] };
+
+/** The options of `add` besides --config/--help, shared by relayctl and the console's /add. */
+export const ADD_OPTIONS: ArgOptions = {
+  'public-port': { type: 'string' },
+  'data-port': { type: 'string' },
+  white: { type: 'string' },
+  target: { type: 'string' },
+};
+
+/** node:util parseArgs, strict, with its complaints turned into USAGE errors. */
+export function parseCommandArgs(args: string[], options: ArgOptions): ParsedArgs {
+  try {
+    const { values, positionals } = parseArgs({ args, options, strict: true, allowPositionals: true });
+    return { values: values as ParsedArgs['values'], positionals };
+  } catch (err) {
+    throw new RelayError(ErrorCodes.USAGE, (err as Error).message, { cause: err });
+  }
+}
+
+/** `<id>` and ADD_OPTIONS, parsed and checked. */
+export function addArgsFrom({ values, positionals }: ParsedArgs, command: string): AddArgs {
+  const str = (name: string): string | undefined => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
+  return {
+    id: onePositional(positionals, command),
+    publicPort: portOption('--public-port', str('public-port')),
+    dataPort: portOption('--data-port', str('data-port')),
+    white: str('white'),
+    target: str('target'),
+  };
+}
+
+export function onePositional(positionals: string[], command: string): string {
+  if (positionals.length !== 1) {
+    throw new RelayError(ErrorCodes.USAGE, `${command} takes exactly one gray id, got ${positionals.length}`);
+  }
+  return positionals[0]!;
+}
+
+function portOption(flag: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const port = /^[0-9]{1,5}$/.test(text) ? Number(text) : NaN;
+  if (!(port >= 1 && port <= 65535)) throw new RelayError(ErrorCodes.USAGE, `${flag} ${JSON.stringify(text)} is not a port number 1..65535`);
+  return port;
+}
+
+// ---------------------------------------------------------------- add
+
+export interface AddArgs {
+  readonly id: string;
+  readonly publicPort?: number | undefined;
+  readonly dataPort?: number | undefined;
+  /** The white's control address as the gray will reach it ("host:port"). */
+  readonly white?: string | undefined;
+  /** The gray's local service ("host:port"). */
+  readonly target?: string | undefined;
+}
+
+export interface AddOutcome {
+  readonly entry: AddedGray;
+  /** The complete gray.yaml for the new gray (contains its secret). */
+  readonly grayYaml: string;
+  /** One line for a person. */
+  readonly summary: string;
+  /** Things the person should check (a guessed white address). */
+  readonly warnings: readonly string[];
+}
+
+export async function addCommand(configPath: string, args: AddArgs): Promise<AddOutcome> {
+  // Checked before the file is touched: a typo here must not leave a half-done registration.
+  if (args.white !== undefined) checkHostPort('--white', args.white);
+  if (args.target !== undefined) checkHostPort('--target', args.target);
+  const { entry } = await addGray(configPath, {
+    id: args.id,
+    ...(args.publicPort === undefined ? {} : { publicPort: args.publicPort }),
+    ...(args.dataPort === undefined ? {} : { dataPort: args.dataPort }),
+  });
+  const warnings: string[] = [];
+  let white = args.white;
+  if (white === undefined) {
+    const guess = await guessWhiteAddress(configPath);
+    white = guess.address;
+    if (guess.warning) warnings.push(guess.warning);
+  }
+  const grayYaml = renderGrayConfig({ white, id: entry.id, secret: entry.secret, ...(args.target === undefined ? {} : { target: args.target }) });
+  const summary = `added gray "${entry.id}" to ${configPath}: public port ${entry.publicPort}, data port ${entry.dataPort}; the running white applies it on its next reload`;
+  return { entry, grayYaml, summary, warnings };
+}
+
+function checkHostPort(flag: string, text: string): void {
+  const parsed = parseHostPort(text);
+  if (!parsed.ok) throw new RelayError(ErrorCodes.USAGE, `${flag} ${JSON.stringify(text)} ${parsed.reason}`);
+}
+
+const WILDCARDS = new Set(['0.0.0.0', '::', '0:0:0:0:0:0:0:0']);
+
+/**
+ * The control address to write into gray.yaml when --white is not given: the configured listen
+ * address, unless it is a wildcard, in which case this machine's host name (and a warning, since
+ * the white's public name is often not its host name).
+ */
+async function guessWhiteAddress(configPath: string): Promise<{ address: string; warning: string | null }> {
+  const raw = await readRawConfig(configPath);
+  const listen = field(raw, 'control', 'listen');
+  const parsed = typeof listen === 'string' ? parseHostPort(listen) : null;
+  const port = parsed?.ok ? parsed.value.port : 7000;
+  if (parsed?.ok && !WILDCARDS.has(parsed.value.host)) return { address: formatHostPort(parsed.value), warning: null };
+  const address = formatHostPort({ host: hostname(), port });
+  return { address, warning: `the white address in gray.yaml is a guess (${address}); pass --white host:port with the address grays can reach` };
+}
+
+// ---------------------------------------------------------------- delete
+
+export interface DeleteOutcome {
+  readonly removed: RemovedGray;
+  readonly summary: string;
+}
+
+export async function deleteCommand(configPath: string, id: string): Promise<DeleteOutcome> {
+  const { removed } = await deleteGray(configPath, id);
+  const ports = removed.publicPort !== null ? ` (public port ${removed.publicPort}, data port ${removed.dataPort ?? '?'})` : '';
+  return {
+    removed,
+    summary: `deleted gray "${id}"${ports} from ${configPath}; the running white closes its ports and clients on its next reload`,
+  };
+}
+
+// ---------------------------------------------------------------- show
+
+/**
+ * Where relayctl finds the white's admin API, from the config file. Read leniently (YAML only, no
+ * validation): `show` must work exactly when the file is broken and the white refused it.
+ */
+export async function adminTargetFor(configPath: string): Promise<AdminTarget> {
+  const raw = await readRawConfig(configPath);
+  const socket = field(raw, 'admin', 'socket');
+  if (typeof socket === 'string') return { socket: isAbsolute(socket) ? socket : resolve(dirname(resolve(configPath)), socket) };
+  const listen = field(raw, 'admin', 'tcp', 'listen');
+  const token = field(raw, 'admin', 'tcp', 'token');
+  if (socket === null) {
+    if (typeof listen === 'string' && typeof token === 'string') return { url: `http://${listen}`, token };
+    throw new RelayError(ErrorCodes.USAGE, `${configPath}: the admin socket is disabled (admin.socket: null); pass --socket PATH`);
+  }
+  // Key absent: the schema's default, relative to the config's folder like the white resolves it.
+  return { socket: resolve(dirname(resolve(configPath)), defaultAdminSocket()) };
+}
+
+function defaultAdminSocket(): string {
+  const value = field(whiteSchema(), 'properties', 'admin', 'properties', 'socket', 'default');
+  return typeof value === 'string' ? value : './relay-admin.sock';
+}
+
+export function showJson(state: AdminState): string {
+  return `${JSON.stringify(state, null, 2)}\n`;
+}
+
+/** The readable form of `show`: a table of grays, then the white's own facts. */
+export function renderShow(state: AdminState, now = Date.now()): string {
+  const out: string[] = [];
+  if (state.grays.length === 0) {
+    out.push('no grays in the config');
+  } else {
+    const rows = [...state.grays]
+      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+      .map((g) => [
+        g.id,
+        `${g.publicPort}/${g.dataPort}`,
+        g.connected ? `connected since ${when(g.connectedSince, now)}` : 'offline',
+        g.remoteAddress ?? '-',
+        `${g.poolIdle}/${g.poolTarget}`,
+        `${g.activeClients} active, ${g.pendingClients} pending`,
+        `${formatBytes(g.bytesFromClients)} / ${formatBytes(g.bytesToClients)}`,
+        g.lastError === null ? '-' : oneLine(g.lastError),
+      ]);
+    out.push(...table(['GRAY', 'PUBLIC/DATA', 'STATUS', 'REMOTE', 'POOL IDLE/TARGET', 'CLIENTS', 'IN / OUT', 'LAST ERROR'], rows));
+  }
+  out.push('');
+  const c = state.counters;
+  const facts: Array<[string, string]> = [['config', state.configPath ?? '(built in code)']];
+  if (c.lastReload === null) {
+    facts.push(['last reload', 'none since start']);
+  } else {
+    facts.push(['last reload', `${when(c.lastReload.at, now)}: ${c.lastReload.ok ? 'applied' : 'FAILED, the previous config stays'}`]);
+    if (!c.lastReload.ok && c.lastReload.error) {
+      for (const line of c.lastReload.error.split('\n')) facts.push(['', `  ${line}`]);
+    }
+  }
+  facts.push(['reloads', `${c.reloads.ok} applied, ${c.reloads.rejected} rejected`]);
+  if (state.hooks.length === 0) facts.push(['hooks', 'none']);
+  for (const [i, h] of state.hooks.entries()) {
+    const err = h.lastError === null ? '' : `; last error: ${oneLine(h.lastError)}`;
+    facts.push([i === 0 ? 'hooks' : '', `${h.url}: ${h.delivered} delivered, ${h.failed} failed, ${h.dropped} dropped, ${h.queued} queued${err}`]);
+  }
+  facts.push(['white', `version ${state.version}, up ${formatDuration(now - state.startedAt)}, ${c.authFailures} failed gray logins`]);
+  const width = Math.max(...facts.map(([k]) => k.length));
+  for (const [k, v] of facts) out.push(`${k.padEnd(width)}  ${v}`.trimEnd());
+  return `${out.join('\n')}\n`;
+}
+
+function table(header: string[], rows: string[][]): string[] {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string =>
+    cells
+      .map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i] ?? 0)))
+      .join('  ')
+      .trimEnd();
+  return [line(header), ...rows.map(line)];
+}
+
+/** "2025-01-31 14:02:03 (5m ago)", in the reader's local time. */
+function when(at: number | null, now: number): string {
+  if (at === null) return '-';
+  const d = new Date(at);
+  const p = (n: number): string => String(n).padStart(2, '0');
+  const stamp = `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  return `${stamp} (${formatDuration(now - at)} ago)`;
+}
+
+export function formatDuration(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${s % 60}s`;
+  const h = Math.floor(m / 60);
+  if (h < 24) return `${h}h ${m % 60}m`;
+  return `${Math.floor(h / 24)}d ${h % 24}h`;
+}
+
+const UNITS = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  let value = n / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < UNITS.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value >= 100 ? value.toFixed(0) : value.toFixed(1)} ${UNITS[unit]}`;
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, ' | ');
+}
+
+// ---------------------------------------------------------------- raw file access
+
+/** The file's YAML as plain data, without validation; YAML errors are still errors. */
+async function readRawConfig(configPath: string): Promise<unknown> {
+  const parsed = parseYaml(await readConfigText(configPath));
+  if (parsed.issues.length > 0) throw issuesError(labelFor(configPath), parsed.issues.items);
+  return parsed.data;
+}
+
+function field(data: unknown, ...keys: string[]): unknown {
+  let cur: unknown = data;
+  for (const key of keys) {
+    if (typeof cur !== 'object' || cur === null || Array.isArray(cur) || !Object.hasOwn(cur, key)) return undefined;
+    cur = (cur as Record<string, unknown>)[key];
+  }
+  return cur;
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+// Entry point of `relay`. Parses the command line, runs the command, maps failures to exit
+// codes (0 ok, 1 runtime, 2 usage/config) with one readable line on stderr.
+import { parseArgs } from 'node:util';
+import { verifyConfigFile } from '../config/load.js';
+import { ErrorCodes, exitCodeFor, RelayError } from '../errors.js';
+import { runDemo } from './demo.js';
+import { runGray } from './run-gray.js';
+import { runWhite } from './run-white.js';
+import { COMMAND_USAGE, RELAY_USAGE } from './usage.js';
+import { VERSION } from '../version.js';
+
+async function main(argv: string[]): Promise<number | null> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(RELAY_USAGE);
+    return command ? 0 : 2;
+  }
+  if (command === '--version' || command === '-v') {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+  const usage = COMMAND_USAGE[command];
+  if (!usage) throw new RelayError(ErrorCodes.USAGE, `unknown command "${command}" (try relay --help)`);
+  const { values } = parseArgsOrThrow(rest);
+  if (values.help) {
+    process.stdout.write(usage);
+    return 0;
+  }
+  const config = values.config;
+  switch (command) {
+    case 'white':
+      await runWhite(requireConfig(config, command), { console: values.console === true ? true : process.stdin.isTTY === true });
+      return null; // keeps running until a signal
+    case 'gray':
+      await runGray(requireConfig(config, command));
+      return null;
+    case 'demo':
+      await runDemo();
+      return null;
+    case 'verify': {
+      const result = await verifyConfigFile(requireConfig(config, command));
+      if (result.ok) {
+        process.stdout.write(`${config}: valid ${result.kind} config\n`);
+        return 0;
+      }
+      process.stderr.write(`${result.errors.join('\n')}\n`);
+      return 2;
+    }
+  }
+  return 2;
+}
+
+function parseArgsOrThrow(args: string[]) {
+  try {
+    return parseArgs({
+      args,
+      options: {
+        config: { type: 'string', short: 'c' },
+        console: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    });
+  } catch (err) {
+    throw new RelayError(ErrorCodes.USAGE, (err as Error).message, { cause: err });
+  }
+}
+
+function requireConfig(config: string | undefined, command: string): string {
+  if (!config) throw new RelayError(ErrorCodes.USAGE, `relay ${command} needs --config FILE (see relay ${command} --help)`);
+  return config;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code !== null) process.exitCode = code;
+  },
+  (err: unknown) => {
+    const code = exitCodeFor(err);
+    const text = err instanceof RelayError ? `${err.code}: ${err.message}` : err instanceof Error ? (err.stack ?? err.message) : String(err);
+    process.stderr.write(`relay: ${text}\n`);
+    process.exit(code);
+  },
+);

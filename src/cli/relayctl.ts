@@ -1,0 +1,120 @@
+#!/usr/bin/env node
+// Entry point of `relayctl`: add/delete edit the white's file, show/reload talk to the running
+// white over its admin API. Exit codes: 0 ok, 1 runtime failure (the white is not running...),
+// 2 usage or config error. Failures are one plain sentence on stderr.
+import type { AdminTarget } from '../admin/client.js';
+import { ErrorCodes, exitCodeFor, RelayError } from '../errors.js';
+import {
+  ADD_OPTIONS,
+  addArgsFrom,
+  addCommand,
+  adminTargetFor,
+  defaultConfigPath,
+  deleteCommand,
+  onePositional,
+  parseCommandArgs,
+  renderShow,
+  showJson,
+  type ArgOptions,
+} from './commands.js';
+import { RELAYCTL_COMMAND_USAGE, RELAYCTL_USAGE } from './relayctl-usage.js';
+import { VERSION } from '../version.js';
+
+const COMMON: ArgOptions = {
+  config: { type: 'string', short: 'c' },
+  help: { type: 'boolean', short: 'h' },
+};
+
+const OPTIONS: Record<string, ArgOptions> = {
+  add: { ...COMMON, ...ADD_OPTIONS },
+  delete: COMMON,
+  show: { ...COMMON, json: { type: 'boolean' }, socket: { type: 'string' } },
+  reload: { ...COMMON, socket: { type: 'string' } },
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(RELAYCTL_USAGE);
+    return command ? 0 : 2;
+  }
+  if (command === '--version' || command === '-v') {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+  const options = OPTIONS[command];
+  const usage = RELAYCTL_COMMAND_USAGE[command];
+  if (!options || !usage) throw new RelayError(ErrorCodes.USAGE, `unknown command "${command}" (try relayctl --help)`);
+  const parsed = parseCommandArgs(rest, options);
+  const { values, positionals } = parsed;
+  if (values.help === true) {
+    process.stdout.write(usage);
+    return 0;
+  }
+  const config = typeof values.config === 'string' ? values.config : defaultConfigPath();
+  const str = (name: string): string | undefined => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
+
+  switch (command) {
+    case 'add': {
+      const outcome = await addCommand(config, addArgsFrom(parsed, 'relayctl add'));
+      process.stdout.write(outcome.grayYaml);
+      process.stderr.write(`${outcome.summary}\n`);
+      for (const w of outcome.warnings) process.stderr.write(`warning: ${w}\n`);
+      return 0;
+    }
+    case 'delete': {
+      const outcome = await deleteCommand(config, onePositional(positionals, 'relayctl delete'));
+      process.stderr.write(`${outcome.summary}\n`);
+      return 0;
+    }
+    case 'show':
+    case 'reload': {
+      noPositionals(positionals, command);
+      const socket = str('socket');
+      const target: AdminTarget = socket !== undefined ? { socket } : await adminTargetFor(config);
+      // Loaded here: add and delete never talk HTTP, and a short-lived CLI feels its imports.
+      const { AdminClient } = await import('../admin/client.js');
+      const client = new AdminClient(target);
+      try {
+        if (command === 'show') {
+          const state = await client.state();
+          process.stdout.write(values.json === true ? showJson(state) : renderShow(state));
+          return 0;
+        }
+        const outcome = await client.reload();
+        if (outcome.ok) {
+          process.stderr.write('reloaded: the white runs the file as it is now\n');
+          return 0;
+        }
+        process.stderr.write(`reload rejected; the running config stays:\n${outcome.error ?? ''}\n`);
+        return 2;
+      } finally {
+        await client.close();
+      }
+    }
+  }
+  return 2;
+}
+
+function noPositionals(positionals: string[], command: string): void {
+  if (positionals.length > 0) {
+    throw new RelayError(ErrorCodes.USAGE, `relayctl ${command} takes no arguments, got ${JSON.stringify(positionals[0])} (see relayctl ${command} --help)`);
+  }
+}
+
+// `relayctl show | head -1` closes the pipe early: the reader has what it wanted, not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') throw err;
+  process.exit(process.exitCode ?? 0);
+});
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    const text = err instanceof RelayError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err);
+    process.stderr.write(`relayctl: ${text}\n`);
+    process.exitCode = exitCodeFor(err);
+  },
+);

@@ -1,0 +1,17 @@
+// `relay gray --config gray.yaml`: load, start the agent, stop on a signal.
+import { loadGrayConfig } from '../config/load.js';
+import { GrayAgent } from '../engine/gray/agent.js';
+import { createLogger } from '../log.js';
+import { onStopSignal } from './signals.js';
+
+export async function runGray(configPath: string): Promise<void> {
+  const config = await loadGrayConfig(configPath);
+  const logger = createLogger({ level: config.log.level, name: 'gray' });
+  const agent = new GrayAgent(config, logger);
+  agent.start();
+  onStopSignal(async (signal) => {
+    logger.info({ signal }, 'stopping');
+    await agent.stop();
+    logger.info('stopped');
+  });
+}

@@ -1,0 +1,76 @@
+// `relay white --config white.yaml`: load, start, then keep the running server in step with
+// the file (watch + SIGHUP + POST /v1/reload → Reloader), serve the admin API and metrics, and
+// run the console when asked.
+import { AdminServer, type AdminState, type ReloadOutcome } from '../admin/server.js';
+import { loadWhiteConfig } from '../config/load.js';
+import { watchConfigFile } from '../config/watch.js';
+import { WhiteServer } from '../engine/white/white-server.js';
+import { WhiteHooks } from '../hooks/white-hooks.js';
+import { createLogger } from '../log.js';
+import { startConsole } from './console.js';
+import { Reloader } from './reloader.js';
+import { onStopSignal } from './signals.js';
+import { VERSION } from '../version.js';
+
+export interface RunWhiteOptions {
+  readonly console: boolean;
+}
+
+export async function runWhite(configPath: string, options: RunWhiteOptions): Promise<void> {
+  const config = await loadWhiteConfig(configPath);
+  const logger = createLogger({ level: config.log.level, name: 'white' });
+  const hooks = new WhiteHooks(config, logger);
+  const server = new WhiteServer(config, { logger, events: hooks, gates: hooks.gates(), hookStats: () => hooks.stats() });
+  await server.start();
+
+  const reload = new Reloader(configPath, server, logger, hooks);
+  const watcher = watchConfigFile(configPath, {
+    polling: config.watch.polling,
+    debounceMs: config.watch.debounceMs,
+    onChange: () => void reload.run('file changed'),
+    onError: (err) => logger.warn({ err }, 'config watcher problem; edits may be picked up late (SIGHUP reloads)'),
+  });
+  process.on('SIGHUP', () => void reload.run('SIGHUP'));
+  // Edits saved from here on are seen; relayctl users (and tests) wait for "admin listening".
+  await watcher.ready.catch(() => {});
+
+  const state = (): AdminState => ({ ...server.snapshot(), version: VERSION });
+  const reloadNow = async (): Promise<ReloadOutcome> => {
+    // Reloads are serialized; when one was already running, Reloader queues one more and the
+    // outcome read here is the one that was running. See the note in docs/relayctl.md.
+    await reload.run('admin API');
+    const last = server.counters.lastReload;
+    return last === null ? { ok: false, at: Date.now(), error: 'no reload has run' } : { ok: last.ok, at: last.at, error: last.error };
+  };
+  // Admin and metrics listeners are taken from the config at start; changing them needs a restart.
+  const admin = new AdminServer({ socket: config.admin.socket, tcp: config.admin.tcp, metrics: config.metrics, logger }, { state, reload: reloadNow });
+  try {
+    await admin.start();
+  } catch (err) {
+    await watcher.close();
+    await server.stop(0);
+    await hooks.close();
+    throw err;
+  }
+  logger.info({ ...admin.addresses }, 'admin listening');
+
+  const whiteConsole = options.console
+    ? startConsole({
+        configPath,
+        state,
+        input: process.stdin,
+        output: process.stderr,
+        onInterrupt: () => process.kill(process.pid, 'SIGINT'),
+      })
+    : null;
+
+  onStopSignal(async (signal) => {
+    logger.info({ signal }, 'stopping');
+    whiteConsole?.close();
+    // First, so relayctl says "not running" rather than showing a white that is going away.
+    await admin.close();
+    await watcher.close();
+    await server.stop();
+    await hooks.close();
+  });
+}

@@ -1,0 +1,161 @@
+// The shared add/delete/show code without processes: rendering, where the admin API is found, and
+// what add writes into gray.yaml.
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { AdminState } from '../../src/admin/server.js';
+import { addCommand, adminTargetFor, deleteCommand, formatBytes, formatDuration, renderShow } from '../../src/cli/commands.js';
+import { parseGrayConfig } from '../../src/config/load.js';
+import { ErrorCodes, isRelayError } from '../../src/errors.js';
+
+const NOW = Date.UTC(2025, 0, 31, 12, 0, 0);
+
+function state(overrides: Partial<AdminState> = {}): AdminState {
+  return {
+    version: '9.9.9',
+    configPath: '/etc/relay/white.yaml',
+    startedAt: NOW - 3 * 3600_000 - 5 * 60_000,
+    grays: [
+      {
+        id: 'zeta',
+        publicPort: 20002,
+        dataPort: 20003,
+        connected: false,
+        connectedSince: null,
+        remoteAddress: null,
+        poolIdle: 0,
+        poolTarget: 0,
+        activeClients: 0,
+        pendingClients: 0,
+        clientsTotal: 0,
+        bytesFromClients: 0,
+        bytesToClients: 0,
+        lastError: 'heartbeat timeout\nafter 3 missed',
+      },
+      {
+        id: 'alpha',
+        publicPort: 20000,
+        dataPort: 20001,
+        connected: true,
+        connectedSince: NOW - 65_000,
+        remoteAddress: '203.0.113.9',
+        poolIdle: 7,
+        poolTarget: 8,
+        activeClients: 2,
+        pendingClients: 1,
+        clientsTotal: 40,
+        bytesFromClients: 1536,
+        bytesToClients: 3 * 1024 * 1024,
+        lastError: null,
+      },
+    ],
+    counters: {
+      authFailures: 4,
+      dataRejections: {},
+      controlRejections: {},
+      reloads: { ok: 2, rejected: 1 },
+      lastReload: { at: NOW - 10_000, ok: false, error: 'white.yaml: grays[1].public_port: 20000 is already taken\nwhite.yaml: grays[1].id: duplicate' },
+    },
+    hooks: [{ url: 'https://hooks.example/relay', delivered: 5, failed: 1, dropped: 0, queued: 2, lastError: 'HTTP 500' }],
+    ...overrides,
+  };
+}
+
+describe('show rendering', () => {
+  it('formats bytes and durations in human units', () => {
+    assert.equal(formatBytes(0), '0 B');
+    assert.equal(formatBytes(1023), '1023 B');
+    assert.equal(formatBytes(1024), '1.0 KiB');
+    assert.equal(formatBytes(1536), '1.5 KiB');
+    assert.equal(formatBytes(200 * 1024), '200 KiB');
+    assert.equal(formatBytes(5 * 1024 ** 3), '5.0 GiB');
+    assert.equal(formatDuration(59_999), '59s');
+    assert.equal(formatDuration(65_000), '1m 5s');
+    assert.equal(formatDuration(3 * 3600_000 + 5 * 60_000), '3h 5m');
+    assert.equal(formatDuration(50 * 3600_000), '2d 2h');
+  });
+
+  it('renders one row per gray (sorted), then the config, reload and hook facts', () => {
+    const text = renderShow(state(), NOW);
+    const lines = text.split('\n');
+    assert.match(lines[0]!, /^GRAY\s+PUBLIC\/DATA\s+STATUS\s+REMOTE\s+POOL IDLE\/TARGET\s+CLIENTS\s+IN \/ OUT\s+LAST ERROR$/);
+    assert.match(lines[1]!, /^alpha\s+20000\/20001\s+connected since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(1m 5s ago\)\s+203\.0\.113\.9\s+7\/8\s+2 active, 1 pending\s+1\.5 KiB \/ 3\.0 MiB\s+-$/);
+    assert.match(lines[2]!, /^zeta\s+20002\/20003\s+offline\s+-\s+0\/0\s+0 active, 0 pending\s+0 B \/ 0 B\s+heartbeat timeout \| after 3 missed$/);
+    // columns line up: every row's STATUS starts where the header's does
+    const col = lines[0]!.indexOf('STATUS');
+    assert.equal(lines[1]!.indexOf('connected'), col);
+    assert.equal(lines[2]!.indexOf('offline'), col);
+    assert.match(text, /^config\s+\/etc\/relay\/white\.yaml$/m);
+    assert.match(text, /^last reload\s+.*\(10s ago\): FAILED, the previous config stays$/m);
+    assert.match(text, /^\s+white\.yaml: grays\[1\]\.public_port: 20000 is already taken$/m);
+    assert.match(text, /^\s+white\.yaml: grays\[1\]\.id: duplicate$/m);
+    assert.match(text, /^reloads\s+2 applied, 1 rejected$/m);
+    assert.match(text, /^hooks\s+https:\/\/hooks\.example\/relay: 5 delivered, 1 failed, 0 dropped, 2 queued; last error: HTTP 500$/m);
+    assert.match(text, /^white\s+version 9\.9\.9, up 3h 5m, 4 failed gray logins$/m);
+    for (const line of lines) assert.equal(line, line.trimEnd(), 'no trailing spaces');
+  });
+
+  it('says so when there are no grays, no reload yet and no hooks', () => {
+    const text = renderShow(state({ grays: [], hooks: [], counters: { ...state().counters, lastReload: null } }), NOW);
+    assert.match(text, /^no grays in the config$/m);
+    assert.match(text, /^last reload\s+none since start$/m);
+    assert.match(text, /^hooks\s+none$/m);
+  });
+});
+
+describe('commands on a config file', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'relay-cmd-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('finds the admin socket from the file, relative to its folder, even when the file is invalid', async () => {
+    const path = join(dir, 'a.yaml');
+    await writeFile(path, 'control: { listen: "127.0.0.1:7000" }\ngrays: []\n');
+    assert.deepEqual(await adminTargetFor(path), { socket: join(dir, 'relay-admin.sock') });
+    // A port clash makes the file invalid; show must still find the white to report it.
+    await writeFile(path, 'control: { listen: "127.0.0.1:7000" }\nadmin: { socket: "run/admin.sock" }\ngrays: [{ id: a, secret: x, public_port: 7000, data_port: 7000 }]\n');
+    assert.deepEqual(await adminTargetFor(path), { socket: join(dir, 'run', 'admin.sock') });
+    await writeFile(path, 'admin: { socket: null, tcp: { listen: "127.0.0.1:7001", token: "t" } }\n');
+    assert.deepEqual(await adminTargetFor(path), { url: 'http://127.0.0.1:7001', token: 't' });
+    await writeFile(path, 'admin: { socket: null }\n');
+    await assert.rejects(adminTargetFor(path), (err) => isRelayError(err, ErrorCodes.USAGE) && /--socket/.test(err.message));
+  });
+
+  it('add writes a valid gray.yaml; a wildcard control address is replaced by the host name, with a warning', async () => {
+    const path = join(dir, 'w.yaml');
+    await writeFile(path, '# keep me\ncontrol: { listen: "0.0.0.0:7400" }\nports: { range: "21000-21010" }\ngrays: []\n');
+    const out = await addCommand(path, { id: 'g1', target: '127.0.0.1:8080' });
+    assert.deepEqual([out.entry.publicPort, out.entry.dataPort], [21000, 21001]);
+    assert.equal(out.warnings.length, 1);
+    assert.match(out.warnings[0]!, /--white/);
+    const gray = await parseGrayConfig(out.grayYaml, null);
+    assert.equal(gray.id, 'g1');
+    assert.equal(gray.white.host, hostname());
+    assert.equal(gray.white.port, 7400);
+    assert.equal(gray.secret.toString('base64url'), out.entry.secret);
+    assert.deepEqual(gray.target, { host: '127.0.0.1', port: 8080 });
+
+    const explicit = await addCommand(path, { id: 'g2', white: 'white.example.com:7400' });
+    assert.deepEqual(explicit.warnings, []);
+    assert.match(explicit.grayYaml, /^white: "white\.example\.com:7400"/m);
+    assert.match(await readFile(path, 'utf8'), /^# keep me$/m);
+
+    const removed = await deleteCommand(path, 'g1');
+    assert.match(removed.summary, /deleted gray "g1" \(public port 21000, data port 21001\)/);
+  });
+
+  it('add checks --white and --target before touching the file', async () => {
+    const path = join(dir, 'x.yaml');
+    const text = 'control: { listen: "127.0.0.1:7400" }\nports: { range: "21000-21010" }\ngrays: []\n';
+    await writeFile(path, text);
+    await assert.rejects(addCommand(path, { id: 'g', white: 'no-port' }), (err) => isRelayError(err, ErrorCodes.USAGE) && /--white/.test(err.message));
+    await assert.rejects(addCommand(path, { id: 'g', target: '[::1' }), (err) => isRelayError(err, ErrorCodes.USAGE) && /--target/.test(err.message));
+    assert.equal(await readFile(path, 'utf8'), text);
+  });
+});

@@ -1,0 +1,176 @@
+// Runs real `relay` processes for end-to-end tests: writes configs into a temp dir, spawns the
+// compiled CLI, follows its JSON log lines, and lets a test wait for a log event (never a sleep).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** dist/test/e2e → dist/src/cli/relay.js */
+export const RELAY_CLI = resolve(here, '../../src/cli/relay.js');
+
+export type LogLine = Record<string, unknown> & { msg?: string };
+
+export class RelayProcess {
+  readonly lines: LogLine[] = [];
+  readonly stderr: string[] = [];
+  private readonly waiters: Array<{ match: (l: LogLine) => boolean; resolve: (l: LogLine) => void }> = [];
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(readonly child: ChildProcess) {
+    let buffered = '';
+    child.stdout!.setEncoding('utf8').on('data', (text: string) => {
+      buffered += text;
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const raw = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        let line: LogLine;
+        try {
+          line = JSON.parse(raw) as LogLine;
+        } catch {
+          line = { msg: raw, plain: true };
+        }
+        this.lines.push(line);
+        for (let i = this.waiters.length - 1; i >= 0; i--) {
+          const w = this.waiters[i]!;
+          if (w.match(line)) {
+            this.waiters.splice(i, 1);
+            w.resolve(line);
+          }
+        }
+      }
+    });
+    child.stderr!.setEncoding('utf8').on('data', (t: string) => this.stderr.push(t));
+    this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  }
+
+  /** Resolves with the first log line (past or future) that matches; rejects if the process exits first or after timeoutMs. */
+  waitFor(match: (l: LogLine) => boolean, what: string, timeoutMs = 20_000): Promise<LogLine> {
+    const seen = this.lines.find(match);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; last lines: ${this.tail()}`)), timeoutMs);
+      const waiter = {
+        match,
+        resolve: (l: LogLine) => {
+          clearTimeout(timer);
+          resolve(l);
+        },
+      };
+      this.waiters.push(waiter);
+      void this.exited.then(({ code, signal }) => {
+        const i = this.waiters.indexOf(waiter);
+        if (i < 0) return;
+        this.waiters.splice(i, 1);
+        clearTimeout(timer);
+        reject(new Error(`process exited (${code ?? signal}) while waiting for ${what}; stderr: ${this.stderr.join('')}; last lines: ${this.tail()}`));
+      });
+    });
+  }
+
+  waitForMsg(msg: string, timeoutMs?: number): Promise<LogLine> {
+    return this.waitFor((l) => l.msg === msg, `log "${msg}"`, timeoutMs);
+  }
+
+  tail(n = 8): string {
+    return this.lines
+      .slice(-n)
+      .map((l) => JSON.stringify(l))
+      .join('\n');
+  }
+
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+    return this.exited;
+  }
+}
+
+export function runRelay(args: string[], env: Record<string, string> = {}): RelayProcess {
+  const child = spawn(process.execPath, [RELAY_CLI, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RELAY_LOG_LEVEL: 'info', ...env },
+  });
+  return new RelayProcess(child);
+}
+
+/** Runs the CLI to completion and returns its exit code and output. */
+export function runRelayToEnd(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [RELAY_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (t: string) => (stdout += t));
+    child.stderr.setEncoding('utf8').on('data', (t: string) => (stderr += t));
+    child.once('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** A port the OS just had free on 127.0.0.1 (a small race is accepted in tests). */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, host, r));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+export async function tempDir(): Promise<{ path: string; cleanup: () => Promise<void> }> {
+  const path = await mkdtemp(join(tmpdir(), 'relay-e2e-'));
+  return { path, cleanup: () => rm(path, { recursive: true, force: true }) };
+}
+
+export interface Deployment {
+  readonly dir: string;
+  readonly secret: string;
+  readonly controlPort: number;
+  readonly publicPort: number;
+  readonly dataPort: number;
+  readonly whitePath: string;
+  readonly grayPath: string;
+}
+
+/** Writes a white.yaml with one gray and the matching gray.yaml. */
+export async function writeDeployment(
+  dir: string,
+  opts: { targetPort: number; id?: string; graySecret?: string; grayId?: string; whiteHost?: string; dataHost?: string; pool?: number; whiteExtra?: string; grayExtra?: string },
+): Promise<Deployment> {
+  const secret = randomBytes(32).toString('base64url');
+  const [controlPort, publicPort, dataPort] = [await freePort(), await freePort(), await freePort()];
+  const id = opts.id ?? 'e2e';
+  const whitePath = join(dir, 'white.yaml');
+  const grayPath = join(dir, 'gray.yaml');
+  await writeFile(
+    whitePath,
+    [
+      `control: { listen: "127.0.0.1:${controlPort}" }`,
+      `bind: "127.0.0.1"`,
+      `admin: { socket: null }`,
+      opts.whiteExtra ?? '',
+      `grays:`,
+      `  - id: ${id}`,
+      `    secret: "${secret}"`,
+      `    public_port: ${publicPort}`,
+      `    data_port: ${dataPort}`,
+      '',
+    ].join('\n'),
+  );
+  await writeFile(
+    grayPath,
+    [
+      `white: "${opts.whiteHost ?? '127.0.0.1'}:${controlPort}"`,
+      opts.dataHost ? `data_host: "${opts.dataHost}"` : '',
+      `id: ${opts.grayId ?? id}`,
+      `secret: "${opts.graySecret ?? secret}"`,
+      `target: "127.0.0.1:${opts.targetPort}"`,
+      `pool: ${opts.pool ?? 8}`,
+      `limits: { reconnect_base_ms: 100, reconnect_max_ms: 1000 }`,
+      opts.grayExtra ?? '',
+      '',
+    ].join('\n'),
+  );
+  return { dir, secret, controlPort, publicPort, dataPort, whitePath, grayPath };
+}
