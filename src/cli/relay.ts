@@ -30,7 +30,11 @@ async function main(argv: string[]): Promise<number | null> {
   const config = values.config;
   switch (command) {
     case 'white':
-      await runWhite(requireConfig(config, command), { console: values.console === true ? true : process.stdin.isTTY === true });
+      // The console is on when a person is at the terminal, unless told otherwise: a white
+      // started in the background of an interactive shell must not read the terminal (SIGTTIN).
+      await runWhite(requireConfig(config, command), {
+        console: values['no-console'] === true ? false : values.console === true || process.stdin.isTTY === true,
+      });
       return null; // keeps running until a signal
     case 'gray':
       await runGray(requireConfig(config, command));
@@ -58,6 +62,7 @@ function parseArgsOrThrow(args: string[]) {
       options: {
         config: { type: 'string', short: 'c' },
         console: { type: 'boolean' },
+        'no-console': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,

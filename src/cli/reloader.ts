@@ -2,7 +2,7 @@
 // difference. An invalid file never replaces a running config: it is logged, counted, reported
 // to hooks, and the next good save wins. Reloads are serialized: a save that lands during a
 // reload triggers exactly one more.
-import { loadWhiteConfig } from '../config/load.js';
+import { loadWhiteConfigIsolated as loadWhiteConfig } from '../config/isolated-load.js';
 import type { WhiteConfig } from '../config/types.js';
 import type { WhiteServer } from '../engine/white/white-server.js';
 import type { WhiteHooks } from '../hooks/white-hooks.js';

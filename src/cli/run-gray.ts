@@ -1,5 +1,5 @@
 // `relay gray --config gray.yaml`: load, start the agent, stop on a signal.
-import { loadGrayConfig } from '../config/load.js';
+import { loadGrayConfigIsolated as loadGrayConfig } from '../config/isolated-load.js';
 import { GrayAgent } from '../engine/gray/agent.js';
 import { createLogger } from '../log.js';
 import { onStopSignal } from './signals.js';

@@ -2,12 +2,11 @@
 // the file (watch + SIGHUP + POST /v1/reload → Reloader), serve the admin API and metrics, and
 // run the console when asked.
 import { AdminServer, type AdminState, type ReloadOutcome } from '../admin/server.js';
-import { loadWhiteConfig } from '../config/load.js';
+import { loadWhiteConfigIsolated as loadWhiteConfig } from '../config/isolated-load.js';
 import { watchConfigFile } from '../config/watch.js';
 import { WhiteServer } from '../engine/white/white-server.js';
 import { WhiteHooks } from '../hooks/white-hooks.js';
 import { createLogger } from '../log.js';
-import { startConsole } from './console.js';
 import { Reloader } from './reloader.js';
 import { onStopSignal } from './signals.js';
 import { VERSION } from '../version.js';
@@ -54,8 +53,10 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
   }
   logger.info({ ...admin.addresses }, 'admin listening');
 
+  // Loaded only for a person at a terminal: it brings the config editor (yaml, ajv) with it,
+  // which a white in production never needs in its own heap.
   const whiteConsole = options.console
-    ? startConsole({
+    ? (await import('./console.js')).startConsole({
         configPath,
         state,
         input: process.stdin,

@@ -2,7 +2,7 @@
 export const RELAY_USAGE = `relay — reverse TCP tunnel
 
 Usage:
-  relay white  --config white.yaml [--console]   run the white server (public side)
+  relay white  --config white.yaml [--no-console] run the white server (public side)
   relay gray   --config gray.yaml                 run a gray agent (behind NAT)
   relay demo                                      white + gray + a local service on loopback
   relay verify --config FILE                      check a white or gray config and exit
@@ -13,13 +13,14 @@ Logs: JSON lines on stdout (RELAY_LOG_LEVEL=debug|info|warn|error overrides the 
 `;
 
 export const COMMAND_USAGE: Record<string, string> = {
-  white: `relay white --config white.yaml [--console]
+  white: `relay white --config white.yaml [--console | --no-console]
 
 Runs the white server: the TLS control port shared by all grays, and for every gray in the
 config its public_port (Internet clients) and data_port (that gray's pool). The config file is
 watched: editing it adds, moves and removes grays live. SIGHUP reloads too.
   --config, -c   path of the white config (YAML)
   --console      read /add, /show, /delete, /help commands on stdin (default when stdin is a TTY)
+  --no-console   never read stdin (for a white started in the background of a terminal)
 `,
   gray: `relay gray --config gray.yaml
 

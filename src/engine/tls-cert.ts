@@ -1,45 +1,23 @@
-// The white's TLS identity: a fresh RSA-2048 key (node:crypto) and a self-signed X.509
-// certificate built and signed with node-forge, at every start, in memory only. Nothing key- or
-// certificate-shaped ever touches the disk. The certificate authenticates nothing by itself:
-// authentication is the HMAC exchange bound to the TLS session (see protocol/auth.ts). It is
-// here so the channel is encrypted; its fingerprint is logged so an operator can pin it.
-import { createHash, generateKeyPair, randomBytes } from 'node:crypto';
-import { promisify } from 'node:util';
-import forge from 'node-forge';
+// The white's TLS identity, new at every start and in memory only. The certificate
+// authenticates nothing by itself: authentication is the HMAC exchange bound to the TLS session
+// (see protocol/auth.ts). It is here so the channel is encrypted; its fingerprint is logged so
+// an operator can compare it with what a gray saw. It is built in a worker thread so that
+// node-forge's code and heap leave with the worker instead of staying in the server.
+import { Worker } from 'node:worker_threads';
+import { ErrorCodes, RelayError } from '../errors.js';
+import type { InMemoryIdentity } from './tls-identity.js';
 
-const generateKeyPairAsync = promisify(generateKeyPair);
+export type { InMemoryIdentity } from './tls-identity.js';
+export { formatFingerprint } from './tls-identity.js';
 
-export interface InMemoryIdentity {
-  readonly keyPem: string;
-  readonly certPem: string;
-  /** SHA-256 of the DER certificate, colon-separated upper-case hex (the form openssl prints). */
-  readonly fingerprint256: string;
-}
-
-export async function createInMemoryIdentity(commonName = 'relay-white'): Promise<InMemoryIdentity> {
-  const { publicKey, privateKey } = await generateKeyPairAsync('rsa', {
-    modulusLength: 2048,
-    publicKeyEncoding: { type: 'spki', format: 'pem' },
-    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+export function createInMemoryIdentity(commonName = 'relay-white'): Promise<InMemoryIdentity> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL('./tls-cert-worker.js', import.meta.url), { env: { RELAY_CERT_CN: commonName } });
+    worker.once('message', (m: { ok: true; identity: InMemoryIdentity } | { ok: false; error: string }) => {
+      void worker.terminate();
+      if (m.ok) resolve(m.identity);
+      else reject(new RelayError(ErrorCodes.INTERNAL, `generating the TLS certificate failed: ${m.error}`));
+    });
+    worker.once('error', (err) => reject(new RelayError(ErrorCodes.INTERNAL, `certificate worker failed: ${err.message}`, { cause: err })));
   });
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = forge.pki.publicKeyFromPem(publicKey);
-  // A positive serial: 16 random bytes with the top bit cleared.
-  const serial = randomBytes(16);
-  serial[0] = serial[0]! & 0x7f;
-  cert.serialNumber = serial.toString('hex');
-  const now = new Date();
-  cert.validity.notBefore = new Date(now.getTime() - 60_000);
-  cert.validity.notAfter = new Date(now.getTime() + 365 * 24 * 3600_000);
-  const subject = [{ name: 'commonName', value: commonName }];
-  cert.setSubject(subject);
-  cert.setIssuer(subject);
-  cert.sign(forge.pki.privateKeyFromPem(privateKey), forge.md.sha256.create());
-  const certPem = forge.pki.certificateToPem(cert);
-  const der = Buffer.from(forge.asn1.toDer(forge.pki.certificateToAsn1(cert)).getBytes(), 'binary');
-  return { keyPem: privateKey, certPem, fingerprint256: formatFingerprint(createHash('sha256').update(der).digest()) };
-}
-
-export function formatFingerprint(digest: Buffer): string {
-  return digest.toString('hex').toUpperCase().match(/../g)!.join(':');
 }

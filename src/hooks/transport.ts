@@ -2,7 +2,16 @@
 // origin, and a POST that never throws and never reads more than a capped response body.
 import { createHmac } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { Pool } from 'undici';
+import { createRequire } from 'node:module';
+import type { Pool } from 'undici';
+
+// undici is loaded on first use, synchronously: a white with no hooks configured (the common
+// case) never pays its ~5 MB.
+let undiciPool: typeof Pool | null = null;
+function PoolClass(): typeof Pool {
+  undiciPool ??= (createRequire(import.meta.url)('undici') as typeof import('undici')).Pool;
+  return undiciPool;
+}
 import { VERSION } from '../version.js';
 
 export const DEFAULT_USER_AGENT = `relay/${VERSION}`;
@@ -94,7 +103,7 @@ export class HookClient {
     readonly origin: string,
     opts: { connections: number; connectTimeoutMs: number },
   ) {
-    this.pool = new Pool(origin, {
+    this.pool = new (PoolClass())(origin, {
       connections: opts.connections,
       pipelining: 1,
       connect: { timeout: opts.connectTimeoutMs },

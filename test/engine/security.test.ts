@@ -34,6 +34,15 @@ function firstBytes(socket: net.Socket, n: number): Promise<Buffer> {
   });
 }
 
+/** Bounded wait for a condition that has no event of its own (a counter in a snapshot). */
+async function waitUntil(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 function nextMatching(received: Message[], socket: net.Socket, predicate: (m: Message) => boolean): Promise<Message> {
   return new Promise((resolve, reject) => {
     const check = (): boolean => {
@@ -140,16 +149,31 @@ describe('data port', () => {
     fresh.socket.destroy();
   });
 
-  it('grants a replacement credit when a pooled connection is consumed', async () => {
+  it('a consumed connection is worth exactly one replacement credit, without a GRANT message', async () => {
     const s = await rawLogin(controlPort, 'raw', secret, 1);
     assert.equal(s.credits, 1);
+    const publicPort = white.portsOf('raw')!.publicPort;
+    const idle = (): number => white.snapshot().grays.find((g) => g.id === 'raw')!.poolIdle;
+    // Each connection is verified and idle before its client arrives: a client that had to wait
+    // would (rightly) make the white send an explicit GRANT, which is not what this test is about.
     const conn = await sendOnDataPort(s.dataPort, s.preamble(1));
-    const client = net.connect({ host: '127.0.0.1', port: white.portsOf('raw')!.publicPort });
+    await waitUntil(() => idle() === 1, 'the first connection is idle');
+    const client = net.connect({ host: '127.0.0.1', port: publicPort });
     client.on('error', () => {});
     await firstBytes(conn, START_HEADER_BYTES);
-    const grant = await nextMatching(s.received, s.socket, (m) => m.type === MessageType.GRANT);
-    assert.equal(grant.type === MessageType.GRANT && grant.upTo, 2);
+    // Counter 2 is the implicit replacement credit: accepted, and paired with the next client.
+    const successor = await sendOnDataPort(s.dataPort, s.preamble(2));
+    await waitUntil(() => idle() === 1, 'the successor is idle');
+    const client2 = net.connect({ host: '127.0.0.1', port: publicPort });
+    client2.on('error', () => {});
+    assert.equal((await firstBytes(successor, START_HEADER_BYTES)).length, START_HEADER_BYTES);
+    // ...and counter 4 is beyond what two pairings and one initial credit allow (1 + 2 = 3).
+    const beyond = await sendOnDataPort(s.dataPort, s.preamble(4));
+    await closedBy(beyond);
+    assert.ok((white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_NO_CREDIT] ?? 0) >= 1);
+    assert.ok(!s.received.some((m) => m.type === MessageType.GRANT), 'no GRANT is needed to replace consumed connections');
     client.destroy();
+    client2.destroy();
     s.socket.destroy();
   });
 });
@@ -169,8 +193,9 @@ describe('control port authentication', () => {
         authTimeoutMs: 300,
         heartbeatIntervalMs: 100,
         heartbeatMissed: 3,
-        authFailurePenaltyBaseMs: 1,
-        authFailurePenaltyMaxMs: 2,
+        // Penalties are tested on their own; here they would refuse the next test's connection.
+        authFailurePenaltyBaseMs: 0,
+        authFailurePenaltyMaxMs: 0,
       }),
       { logger: silentLogger() },
     );

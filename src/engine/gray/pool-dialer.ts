@@ -22,7 +22,10 @@ export interface PoolDialerOptions {
 }
 
 export class PoolDialer {
-  private granted = 0;
+  /** Explicit credits (WELCOME, GRANT) plus one implicit credit per activation: see
+   *  GraySession on the white for why both sides can count the implicit ones on their own. */
+  private explicitUpTo = 0;
+  private activations = 0;
   private nextCounter = 1;
   private readonly idle = new Set<Socket>();
   private readonly dialing = new Set<Socket>();
@@ -42,7 +45,7 @@ export class PoolDialer {
   }
 
   grant(upTo: number): void {
-    if (upTo > this.granted) this.granted = upTo;
+    if (upTo > this.explicitUpTo) this.explicitUpTo = upTo;
     this.fill();
   }
 
@@ -58,7 +61,8 @@ export class PoolDialer {
   private fill(): void {
     if (this.stopped || this.retryTimer) return;
     while (this.retryCounters.length > 0) this.dial(this.retryCounters.shift()!);
-    while (this.nextCounter <= this.granted) this.dial(this.nextCounter++);
+    const limit = this.explicitUpTo + this.activations;
+    while (this.nextCounter <= limit) this.dial(this.nextCounter++);
   }
 
   private dial(counter: number): void {
@@ -103,6 +107,9 @@ export class PoolDialer {
         return void socket.destroy();
       }
       activated = true;
+      // The start header is our replacement credit: dial the successor before forwarding.
+      this.activations += 1;
+      this.fill();
       this.o.onActivated(socket, client, header.subarray(START_HEADER_BYTES));
     };
     socket.on('data', onData);

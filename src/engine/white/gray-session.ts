@@ -41,26 +41,46 @@ export class GraySession {
   }
 
   /**
-   * Extend the counter window by n and tell the gray (cumulative GRANT). The window grows at
-   * once; the message goes out once per event-loop turn, so a burst of 64 clients costs one TLS
-   * record instead of 64.
+   * Credits come two ways, and the window's limit is their sum:
+   * - explicit: WELCOME's initial credits and cumulative GRANT { up_to } messages, which count
+   *   explicit credits only;
+   * - implicit: every start header the white writes is worth one replacement credit. Both sides
+   *   count these themselves (the white when it pairs, the gray when it is activated), so the
+   *   gray replaces a used connection at once, with no control message and no round trip. The
+   *   gray's count can never run ahead of the white's, because the white counts first.
    */
+  private explicit = 0;
+  private implicit = 0;
+
+  /** Extend the explicit credits by n; the GRANT goes out once per event-loop turn, so a burst
+   *  of waiting clients costs one TLS record. */
   grant(n: number, now = Date.now()): void {
     if (n <= 0 || this.channel.isClosed) return;
-    this.window.grant(this.window.granted + n);
-    for (let i = 0; i < n; i++) this.outstanding.push(now);
+    this.explicit += n;
+    this.extendWindow(n, now);
     if (this.grantScheduled) return;
     this.grantScheduled = true;
     setImmediate(() => {
       this.grantScheduled = false;
-      this.channel.send({ type: MessageType.GRANT, upTo: this.window.granted });
+      this.channel.send({ type: MessageType.GRANT, upTo: this.explicit });
     });
+  }
+
+  /** A pooled connection was paired: its start header is the gray's replacement credit. */
+  grantImplicit(now = Date.now()): void {
+    this.implicit += 1;
+    this.extendWindow(1, now);
   }
 
   /** Initial credits go out in WELCOME rather than as a GRANT. */
   grantInitial(n: number, now = Date.now()): number {
-    this.window.grant(n);
+    this.explicit = n;
+    this.extendWindow(n, now);
+    return this.explicit;
+  }
+
+  private extendWindow(n: number, now: number): void {
+    this.window.grant(this.explicit + this.implicit);
     for (let i = 0; i < n; i++) this.outstanding.push(now);
-    return this.window.granted;
   }
 }

@@ -189,6 +189,7 @@ export class PoolBroker {
   }
 
   private pair(client: Socket, data: Socket): void {
+    this.session?.grantImplicit();
     const id = randomUUID();
     const clientAddress = `${client.remoteAddress}:${client.remotePort}`;
     const startedAt = Date.now();
