@@ -19,18 +19,23 @@ export interface Options {
   scaleClients: number;
   scaleGrays: number;
   profileSide: 'white' | 'gray' | null;
+  /** Measure the relay+authorize column (new connections only); --no-authorize turns it off. */
+  authorize: boolean;
 }
 
 export const USAGE = `usage: npm run bench -- [options]      (or: node dist/bench/run.js [options])
 
-  (no mode flag)        standard run: direct, haproxy chain and relay, all workloads, 3 rounds
+  (no mode flag)        standard run: direct, haproxy chain and relay, all workloads, 3 rounds;
+                        plus relay+authorize (relay asking an allow-all authorize hook before
+                        each client) on the new-connection workload
   --quick               a few seconds in total: 1 round, 0.3 s per workload (smoke test)
   --scale               idle-connection scale test (RSS per connection) and 1,000-gray white startup
   --profile white|gray  run that relay process under node --cpu-prof for the bulk + kept workloads
 
   --rounds N            rounds per figure (default 3; quick 1)
   --seconds S           seconds per workload measurement (default 1.5; quick 0.3)
-  --targets LIST        comma list of direct,haproxy,relay (default all)
+  --targets LIST        comma list of direct,haproxy,relay,relay+authorize (default all)
+  --no-authorize        skip the relay+authorize column
   --out DIR             where results go (default bench/results)
   --haproxy BIN         haproxy binary (default: haproxy on PATH)
   --haproxy-splice M    auto (option splice-auto, default), always (splice-request/response), off
@@ -57,6 +62,7 @@ export function parseArgs(argv: readonly string[]): Options {
     scaleClients: 10_000,
     scaleGrays: 1000,
     profileSide: null,
+    authorize: true,
   };
   let rounds: number | null = null;
   let seconds: number | null = null;
@@ -111,6 +117,9 @@ export function parseArgs(argv: readonly string[]): Options {
         o.haproxySplice = v;
         break;
       }
+      case '--no-authorize':
+        o.authorize = false;
+        break;
       case '--relay-cli':
         o.relayCli = path.resolve(value(a));
         break;
@@ -138,6 +147,7 @@ export function parseArgs(argv: readonly string[]): Options {
     o.warmupSeconds = 0.05;
     o.readyTimeoutMs = 8_000;
   }
+  if (!o.authorize) o.targets = o.targets.filter((t) => t !== 'relay+authorize');
   if (rounds !== null) o.rounds = rounds;
   if (seconds !== null) {
     o.seconds = seconds;

@@ -1,9 +1,22 @@
 // What is measured: the workloads, the figures read from their results, and the targets that
 // relay is held to. One place, so the table, the JSON and the chart cannot disagree.
+import type { TargetName } from './targets.js';
 import type { Workload, WorkloadResult } from './types.js';
 
 export type WorkloadId = 'bulk-up-1' | 'bulk-up-8' | 'bulk-down-1' | 'bulk-down-8' | 'kept-c1' | 'kept-c64' | 'new-c64';
 export const WORKLOAD_IDS: readonly WorkloadId[] = ['bulk-up-1', 'bulk-up-8', 'bulk-down-1', 'bulk-down-8', 'kept-c1', 'kept-c64', 'new-c64'];
+
+/**
+ * relay+authorize runs the new-connection workload only: the hook is asked once per client
+ * connection, so that is where its cost shows (kept connections and bulk streams pay it once,
+ * at connect), and measuring one workload keeps the default run under 3 minutes.
+ */
+export const AUTHORIZE_WORKLOADS: readonly WorkloadId[] = ['new-c64'];
+
+/** Whether `target` is measured on workload `w`. */
+export function runsWorkload(target: TargetName, w: WorkloadId): boolean {
+  return target !== 'relay+authorize' || AUTHORIZE_WORKLOADS.includes(w);
+}
 
 export interface Timing {
   seconds: number;

@@ -1,9 +1,9 @@
 // Turns raw measurements into the summary (medians, spreads, ratios, checks) that goes into the
 // JSON file, and prints it as tables.
 import { fmtNum, median } from './common.js';
-import { type CheckDef, CHECKS, METRICS, type WorkloadId, WORKLOAD_IDS, opSymbol, passes, workUnits } from './plan.js';
+import { AUTHORIZE_WORKLOADS, type CheckDef, CHECKS, METRICS, type WorkloadId, WORKLOAD_IDS, opSymbol, passes, workUnits } from './plan.js';
 import type { MachineCpu, ProcUsage } from './procstat.js';
-import type { TargetName } from './targets.js';
+import { TARGET_NAMES, type TargetName } from './targets.js';
 import type { WorkloadResult } from './types.js';
 
 export interface Measurement {
@@ -16,6 +16,8 @@ export interface Measurement {
   procs: Record<string, ProcUsage>;
   /** CPU used on the machine by processes outside the bench during this measurement. */
   machineCpu: MachineCpu | null;
+  /** relay+authorize: requests the authorize hook answered during this measurement (warm-up included). */
+  hookRequests?: number | null;
 }
 
 export interface Stat {
@@ -33,7 +35,13 @@ export interface MetricSummary {
   unit: string;
   better: 'higher' | 'lower';
   values: Partial<Record<TargetName, Stat>>;
-  ratios: { haproxyVsDirect: number | null; relayVsDirect: number | null; relayVsHaproxy: number | null };
+  ratios: {
+    haproxyVsDirect: number | null;
+    relayVsDirect: number | null;
+    relayVsHaproxy: number | null;
+    /** relay+authorize ÷ relay: the cost of the authorize hook (new-connection rows only). */
+    authorizeVsRelay: number | null;
+  };
 }
 
 export interface ResourceSummary {
@@ -55,12 +63,36 @@ export interface CheckResult {
   note: string;
 }
 
+/**
+ * The cost of the authorize hook per connection: relay+authorize against plain relay on the
+ * new-connection workload (medians over rounds). Ratios are relay+authorize ÷ relay; "added" is
+ * relay+authorize minus relay.
+ */
+export interface AuthorizeCost {
+  label: string;
+  workload: WorkloadId;
+  /** null when both columns were measured; otherwise why the cost is not known. */
+  unavailable: string | null;
+  connPerSec: { relay: number | null; relayAuthorize: number | null; ratio: number | null };
+  ttfbP50Ms: { relay: number | null; relayAuthorize: number | null; addedMs: number | null };
+  ttfbP99Ms: { relay: number | null; relayAuthorize: number | null; addedMs: number | null };
+  /** CPU of white + gray per connection, µs. */
+  relayCpuUsPerConn: { relay: number | null; relayAuthorize: number | null; addedUs: number | null };
+  /** CPU of the allow-all hook server per connection, µs (the hook's own side of the cost). */
+  hookCpuUsPerConn: number | null;
+  /** Requests the hook answered over all relay+authorize measurements, and connections they counted
+   *  (the hook's count includes warm-up and unfinished connections, so it should be the larger). */
+  hookRequests: number | null;
+  connections: number;
+}
+
 export interface Summary {
   metrics: MetricSummary[];
   resources: ResourceSummary[];
   checks: CheckResult[];
   /** Share of all cores used by other processes while measuring (0 = quiet machine). */
   foreignCpuShare: Stat | null;
+  authorizeCost: AuthorizeCost;
   /** Measurements with failed connections or streams, or no result at all. */
   errors: { target: TargetName; workload: WorkloadId; round: number; errors: number; first: string | null }[];
 }
@@ -74,12 +106,16 @@ export function stat(xs: readonly number[]): Stat | null {
   return { median: median(ok), min: Math.min(...ok), max: Math.max(...ok), n: ok.length };
 }
 
-const PROXY_PROCS: Record<TargetName, string[]> = { direct: [], relay: ['white', 'gray'], haproxy: ['hop1', 'hop2'] };
+// relay+authorize: the hook server (`authorize`) is the hook's side, reported on its own, so that
+// CPU per unit stays comparable with the relay column.
+const PROXY_PROCS: Record<TargetName, string[]> = { direct: [], relay: ['white', 'gray'], haproxy: ['hop1', 'hop2'], 'relay+authorize': ['white', 'gray'] };
+
+export const AUTHORIZE_COST_LABEL = 'cost of the authorize hook per connection (relay+authorize vs relay, new connections)';
 
 export function summarize(ms: readonly Measurement[], status: Record<TargetName, TargetStatus>): Summary {
   const metrics: MetricSummary[] = METRICS.map((def) => {
     const values: Partial<Record<TargetName, Stat>> = {};
-    for (const t of ['direct', 'haproxy', 'relay'] as const) {
+    for (const t of TARGET_NAMES) {
       const xs = ms.filter((m) => m.target === t && m.workload === def.workload && m.result).map((m) => def.read(m.result!));
       const s = stat(xs);
       if (s) values[t] = s;
@@ -95,13 +131,14 @@ export function summarize(ms: readonly Measurement[], status: Record<TargetName,
         haproxyVsDirect: ratio(values.haproxy, values.direct),
         relayVsDirect: ratio(values.relay, values.direct),
         relayVsHaproxy: ratio(values.relay, values.haproxy),
+        authorizeVsRelay: ratio(values['relay+authorize'], values.relay),
       },
     };
   });
 
   const resources: ResourceSummary[] = [];
   for (const w of WORKLOAD_IDS) {
-    for (const t of ['direct', 'haproxy', 'relay'] as const) {
+    for (const t of TARGET_NAMES) {
       const rows = ms.filter((m) => m.target === t && m.workload === w);
       if (rows.length === 0) continue;
       const names = new Set(rows.flatMap((r) => Object.keys(r.procs)));
@@ -150,6 +187,7 @@ export function summarize(ms: readonly Measurement[], status: Record<TargetName,
     return { ...base, measured: r, pass: passes(c.op, r, c.value), note: '' };
   });
 
+  const authorizeCost = authorizeCostOf(ms, metrics, resources, status);
   const foreignCpuShare = stat(ms.map((m) => m.machineCpu?.foreignShare ?? NaN));
   const errors: Summary['errors'] = [];
   for (const m of ms) {
@@ -157,7 +195,50 @@ export function summarize(ms: readonly Measurement[], status: Record<TargetName,
     const first = m.result === null ? m.error : 'firstError' in m.result ? m.result.firstError : null;
     if (n > 0) errors.push({ target: m.target, workload: m.workload, round: m.round, errors: n, first });
   }
-  return { metrics, resources, checks, foreignCpuShare, errors };
+  return { metrics, resources, checks, foreignCpuShare, authorizeCost, errors };
+}
+
+function authorizeCostOf(
+  ms: readonly Measurement[],
+  metrics: readonly MetricSummary[],
+  resources: readonly ResourceSummary[],
+  status: Record<TargetName, TargetStatus>,
+): AuthorizeCost {
+  const workload = AUTHORIZE_WORKLOADS[0] ?? 'new-c64';
+  const med = (id: string, t: TargetName): number | null => metrics.find((m) => m.id === id)?.values[t]?.median ?? null;
+  const diff = (a: number | null, b: number | null): number | null => (a !== null && b !== null ? a - b : null);
+  const rate = { relay: med('new_c64_rate', 'relay'), relayAuthorize: med('new_c64_rate', 'relay+authorize') };
+  const p50 = { relay: med('new_c64_ttfb_p50', 'relay'), relayAuthorize: med('new_c64_ttfb_p50', 'relay+authorize') };
+  const p99 = { relay: med('new_c64_ttfb_p99', 'relay'), relayAuthorize: med('new_c64_ttfb_p99', 'relay+authorize') };
+  const res = (t: TargetName): ResourceSummary | undefined => resources.find((r) => r.workload === workload && r.target === t);
+  const cpu = { relay: res('relay')?.proxyCpuPerUnit?.value.median ?? null, relayAuthorize: res('relay+authorize')?.proxyCpuPerUnit?.value.median ?? null };
+  const runs = ms.filter((m) => m.target === 'relay+authorize' && m.workload === workload);
+  const hookCpu = stat(
+    runs.map((m) => {
+      const u = m.result ? workUnits(m.result).units : NaN;
+      return u > 0 ? (m.procs.authorize?.cpuSec ?? NaN) / u : NaN;
+    }),
+  );
+  const counts = runs.map((m) => m.hookRequests);
+  const hookRequests = counts.length > 0 && counts.every((c): c is number => typeof c === 'number') ? counts.reduce((a, b) => a + b, 0) : null;
+  const connections = runs.reduce((a, m) => a + (m.result?.kind === 'newconn' ? m.result.connections : 0), 0);
+  const why = (t: TargetName): string | null => {
+    const s = status[t];
+    return s.available ? null : `${t} unavailable: ${s.reason}`;
+  };
+  const unavailable = why('relay+authorize') ?? why('relay') ?? (rate.relay === null || rate.relayAuthorize === null ? 'no data' : null);
+  return {
+    label: AUTHORIZE_COST_LABEL,
+    workload,
+    unavailable,
+    connPerSec: { ...rate, ratio: rate.relay !== null && rate.relayAuthorize !== null && rate.relay > 0 ? rate.relayAuthorize / rate.relay : null },
+    ttfbP50Ms: { ...p50, addedMs: diff(p50.relayAuthorize, p50.relay) },
+    ttfbP99Ms: { ...p99, addedMs: diff(p99.relayAuthorize, p99.relay) },
+    relayCpuUsPerConn: { ...cpu, addedUs: diff(cpu.relayAuthorize, cpu.relay) },
+    hookCpuUsPerConn: hookCpu?.median ?? null,
+    hookRequests,
+    connections,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -196,7 +277,7 @@ function table(rows: string[][], rightCols: Set<number>): string {
 export function renderTables(summary: Summary, status: Record<TargetName, TargetStatus>): string {
   const out: string[] = [];
   const colName = (t: TargetName): string => (status[t].available ? t : `${t} (n/a)`);
-  const header = ['metric', 'unit', colName('direct'), colName('haproxy'), colName('relay'), 'hap/direct', 'relay/direct', 'relay/hap', 'target'];
+  const header = ['metric', 'unit', colName('direct'), colName('haproxy'), colName('relay'), 'hap/direct', 'relay/direct', 'relay/hap', 'target', colName('relay+authorize'), 'auth/relay'];
   const rows: string[][] = [header];
   for (const m of summary.metrics) {
     const def = METRICS.find((d) => d.id === m.id)!;
@@ -212,6 +293,8 @@ export function renderTables(summary: Summary, status: Record<TargetName, Target
       ratioText(m.ratios.relayVsDirect),
       ratioText(m.ratios.relayVsHaproxy),
       target,
+      cell(m.values['relay+authorize'], def.digits),
+      ratioText(m.ratios.authorizeVsRelay),
     ]);
   }
   const f = summary.foreignCpuShare;
@@ -222,7 +305,10 @@ export function renderTables(summary: Summary, status: Record<TargetName, Target
     );
   }
   out.push('Figures: median over rounds (min–max). Ratios are of medians. Latency: lower is better.');
-  out.push(table(rows, new Set([2, 3, 4, 5, 6, 7])));
+  out.push('relay+authorize: relay asking an allow-all authorize hook before each client, new connections only; auth/relay = relay+authorize ÷ relay, the cost of the authorize hook per connection.');
+  out.push(table(rows, new Set([2, 3, 4, 5, 6, 7, 9, 10])));
+  out.push('');
+  out.push(...renderAuthorizeCost(summary.authorizeCost));
 
   // Resources: peak RSS of each proxy process and the proxies' CPU per unit of work.
   out.push('');
@@ -250,9 +336,28 @@ export function renderTables(summary: Summary, status: Record<TargetName, Target
     const measured = c.measured === null ? `not measured (${c.note})` : `${c.measured.toFixed(2)}${c.note ? ` (${c.note})` : ''}`;
     out.push(`  ${mark} ${pad(c.label, 44)} ${pad(`${opSymbol(c.op)} ${c.value}`, 6)} measured ${measured}`);
   }
-  for (const t of ['direct', 'haproxy', 'relay'] as const) {
+  for (const t of TARGET_NAMES) {
     const s = status[t];
     if (!s.available) out.push(`  ${t}: unavailable: ${s.reason}`);
   }
   return out.join('\n');
+}
+
+function renderAuthorizeCost(c: AuthorizeCost): string[] {
+  const head = `The ${c.label}:`;
+  if (c.unavailable !== null) return [head, `  not measured (${c.unavailable})`];
+  const n = (x: number | null, digits: number): string => (x === null ? '–' : fmtNum(x, digits));
+  const signed = (x: number | null, digits: number): string => (x === null ? '–' : `${x >= 0 ? '+' : '−'}${fmtNum(Math.abs(x), digits)}`);
+  const lines = [
+    head,
+    `  rate         ${n(c.connPerSec.relayAuthorize, 0)} vs ${n(c.connPerSec.relay, 0)} conn/s   ratio ${ratioText(c.connPerSec.ratio)}`,
+    `  TTFB p50     ${n(c.ttfbP50Ms.relayAuthorize, 3)} vs ${n(c.ttfbP50Ms.relay, 3)} ms   ${signed(c.ttfbP50Ms.addedMs, 3)} ms per connection`,
+    `  TTFB p99     ${n(c.ttfbP99Ms.relayAuthorize, 3)} vs ${n(c.ttfbP99Ms.relay, 3)} ms   ${signed(c.ttfbP99Ms.addedMs, 3)} ms`,
+    `  CPU white+gray  ${n(c.relayCpuUsPerConn.relayAuthorize, 1)} vs ${n(c.relayCpuUsPerConn.relay, 1)} µs/conn   ${signed(c.relayCpuUsPerConn.addedUs, 1)} µs per connection; the hook server itself ${n(c.hookCpuUsPerConn, 1)} µs/conn`,
+  ];
+  if (c.hookRequests !== null) {
+    const note = c.hookRequests < c.connections ? '  FEWER THAN CONNECTIONS: the hook was not asked about every client; the column is wrong' : '';
+    lines.push(`  the hook answered ${fmtNum(c.hookRequests)} requests for ${fmtNum(c.connections)} counted connections (warm-up included in the first)${note}`);
+  }
+  return lines;
 }

@@ -1,17 +1,18 @@
 // Entry point of the benchmark (`npm run bench -- [options]`). The standard run measures every
 // workload three ways in one run (direct to the service, through relay, through a two-hop haproxy
-// chain), over several rounds, and writes a table, a JSON file and an SVG chart. See docs/bench.md.
+// chain), plus relay with an authorize hook on the new-connection workload, over several rounds,
+// and writes a table, a JSON file and an SVG chart. See docs/bench.md.
 import path from 'node:path';
 import { type Options, USAGE, parseArgs } from './args.js';
 import { fmtNum, sleep } from './common.js';
 import { machineInfo, mkTemp, progress, stamp, startLoadgen, startService, writeResults } from './env.js';
-import { type WorkloadId, WORKLOAD_IDS, workloadFor } from './plan.js';
+import { AUTHORIZE_WORKLOADS, type WorkloadId, WORKLOAD_IDS, runsWorkload, workloadFor } from './plan.js';
 import { Sampler } from './procstat.js';
 import { type Measurement, type TargetStatus, renderTables, summarize } from './report.js';
 import { runProfile } from './profile.js';
 import { runScale } from './scale.js';
 import { renderSvg } from './svg.js';
-import { type Started, type Target, type TargetName, startDirect, startHaproxy, startRelay } from './targets.js';
+import { BENCH_AUTHORIZE, type Started, type Target, type TargetName, startDirect, startHaproxy, startRelay, startRelayWithAuthorize } from './targets.js';
 import type { WorkloadResult } from './types.js';
 
 /** Latency in µs as ms text; NaN arrives as null through IPC (JSON), hence the loose type. */
@@ -53,28 +54,30 @@ async function runStandard(opts: Options): Promise<number> {
       progress(t0, `${name}: unavailable: ${s.reason}${s.detail && s.detail !== s.reason ? `\n${s.detail}` : ''}`);
     }
   };
-  for (const name of ['direct', 'haproxy', 'relay'] as const) {
+  for (const name of ['direct', 'haproxy', 'relay', 'relay+authorize'] as const) {
     if (!opts.targets.includes(name)) {
-      status[name] = { available: false, reason: 'not requested (--targets)' };
+      status[name] = { available: false, reason: name === 'relay+authorize' && !opts.authorize ? 'skipped (--no-authorize)' : 'not requested (--targets)' };
       continue;
     }
     if (name === 'direct') consider(name, startDirect(service.port));
     else if (name === 'haproxy') {
       consider(name, await startHaproxy({ bin: opts.haproxyBin, splice: opts.haproxySplice, servicePort: service.port, dir: path.join(tmp, 'haproxy'), maxconn: 4096, readyTimeoutMs: opts.readyTimeoutMs }));
-    } else {
+    } else if (name === 'relay') {
       consider(name, await startRelay({ cli: opts.relayCli, servicePort: service.port, dir: path.join(tmp, 'relay'), pool: opts.pool, readyTimeoutMs: opts.readyTimeoutMs }));
+    } else {
+      consider(name, await startRelayWithAuthorize({ cli: opts.relayCli, servicePort: service.port, dir: path.join(tmp, 'relay-authorize'), pool: opts.pool, readyTimeoutMs: opts.readyTimeoutMs }));
     }
   }
 
   const measurements: Measurement[] = [];
   const timing = { seconds: opts.seconds, warmupSeconds: opts.warmupSeconds };
-  const total = opts.rounds * WORKLOAD_IDS.length * running.length;
+  const total = opts.rounds * WORKLOAD_IDS.reduce((n, w) => n + running.filter((t) => runsWorkload(t.name, w)).length, 0);
   let done = 0;
   for (let round = 1; round <= opts.rounds; round++) {
     for (const wid of WORKLOAD_IDS) {
       // Same workload back to back on every target, in an order that rotates each round, so slow
       // drift of the machine (thermal, other tenants) spreads over all columns alike.
-      const order = running.map((_, i) => running[(i + round - 1) % running.length]!);
+      const order = running.map((_, i) => running[(i + round - 1) % running.length]!).filter((t) => runsWorkload(t.name, wid));
       for (const target of order) {
         const dead = target.health();
         if (dead !== null) {
@@ -88,7 +91,8 @@ async function runStandard(opts: Options): Promise<number> {
         measurements.push(m);
         done++;
         const foreign = m.machineCpu ? `  other load ${(m.machineCpu.foreignShare * 100).toFixed(0)}%` : '';
-        progress(t0, `r${round}/${opts.rounds} ${wid.padEnd(11)} ${target.name.padEnd(8)} ${brief(m.result, m.error)}${foreign}   [${done}/${total}]`);
+        const hook = m.hookRequests !== undefined ? `  hook answered ${m.hookRequests ?? '?'}` : '';
+        progress(t0, `r${round}/${opts.rounds} ${wid.padEnd(11)} ${target.name.padEnd(15)} ${brief(m.result, m.error)}${hook}${foreign}   [${done}/${total}]`);
         // Let a relay refill its pool and closed sockets drain before the next measurement.
         await sleep(wid === 'new-c64' ? 300 : 100);
       }
@@ -111,7 +115,16 @@ async function runStandard(opts: Options): Promise<number> {
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
     durationSec: (Date.now() - t0) / 1000,
-    settings: { rounds: opts.rounds, seconds: opts.seconds, warmupSeconds: opts.warmupSeconds, pool: opts.pool, targets: opts.targets, workloads: WORKLOAD_IDS.map((id) => ({ id, ...workloadFor(id, timing) })) },
+    settings: {
+      rounds: opts.rounds,
+      seconds: opts.seconds,
+      warmupSeconds: opts.warmupSeconds,
+      pool: opts.pool,
+      targets: opts.targets,
+      workloads: WORKLOAD_IDS.map((id) => ({ id, ...workloadFor(id, timing) })),
+      // The relay+authorize column: the authorize block it adds to white.yaml (url aside) and where it is measured.
+      authorize: opts.authorize ? { ...BENCH_AUTHORIZE, workloads: AUTHORIZE_WORKLOADS } : null,
+    },
     machine,
     targets: status,
     summary,
@@ -139,6 +152,9 @@ async function measure(
   const workload = workloadFor(wid, timing);
   // The harness itself is sampled too, so that only other tenants' CPU counts as foreign.
   const sampler = new Sampler({ ...target.procs, service: servicePid, loadgen: loadgen.pid, harness: process.pid });
+  // relay+authorize: count the hook's answers across the measurement (asked outside the sampled
+  // window, so the IPC round trip costs the measured processes nothing).
+  const hookBefore = target.hookRequests ? await target.hookRequests() : undefined;
   sampler.start();
   let result: WorkloadResult | null = null;
   let error: string | null = null;
@@ -148,7 +164,12 @@ async function measure(
     error = (e as Error).message;
   }
   const procs = sampler.stop();
-  return { round, target: target.name, workload: wid, result, error, procs, machineCpu: sampler.machine };
+  const m: Measurement = { round, target: target.name, workload: wid, result, error, procs, machineCpu: sampler.machine };
+  if (target.hookRequests) {
+    const hookAfter = await target.hookRequests();
+    m.hookRequests = typeof hookBefore === 'number' && typeof hookAfter === 'number' ? hookAfter - hookBefore : null;
+  }
+  return m;
 }
 
 async function main(): Promise<number> {

@@ -115,6 +115,15 @@ export function renderSvg(summary: Summary, status: Record<TargetName, TargetSta
         : `white peak RSS under kept-conn load: ${rss.measured.toFixed(1)} MiB (target < ${rss.value}) ${rss.pass ? '✓' : '✗'}`;
     parts.push(`<text x="10" y="${y}" font-size="12">${esc(txt)}</text>`);
   }
+  const a = summary.authorizeCost;
+  {
+    y += 16;
+    const txt =
+      a.unavailable !== null
+        ? `${a.label}: not measured (${a.unavailable})`
+        : `${a.label}: rate ×${a.connPerSec.ratio?.toFixed(2) ?? '?'}, TTFB p50 ${a.ttfbP50Ms.addedMs === null ? '?' : `${a.ttfbP50Ms.addedMs >= 0 ? '+' : '−'}${Math.abs(a.ttfbP50Ms.addedMs).toFixed(3)}`} ms, white+gray CPU ${a.relayCpuUsPerConn.addedUs === null ? '?' : `${a.relayCpuUsPerConn.addedUs >= 0 ? '+' : '−'}${Math.abs(a.relayCpuUsPerConn.addedUs).toFixed(1)}`} µs per connection`;
+    parts.push(`<text x="10" y="${y}" font-size="12">${esc(txt)}</text>`);
+  }
   const f = summary.foreignCpuShare;
   if (f) {
     y += 16;

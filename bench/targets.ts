@@ -1,16 +1,17 @@
-// The three ways to reach the service: direct, through relay (white + gray), and through a
-// two-hop haproxy chain with the same topology. Each start function either returns a running,
-// end-to-end verified target or says why it is unavailable; it never throws for an expected
-// absence (haproxy not installed, relay not built), so the other columns still run.
-import { spawnSync } from 'node:child_process';
+// The ways to reach the service: direct, through relay (white + gray), through a two-hop haproxy
+// chain with the same topology, and through relay with an authorize hook. Each start function
+// either returns a running, end-to-end verified target or says why it is unavailable; it never
+// throws for an expected absence (haproxy not installed, relay not built), so the other columns
+// still run.
+import { type ChildProcess, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { HOST, REPO_ROOT, freePorts, waitEcho } from './common.js';
-import { type Managed, isLogMsg, lastLines, spawnManaged } from './proc.js';
+import { BENCH_DIST, HOST, REPO_ROOT, freePorts, waitEcho } from './common.js';
+import { type Managed, forkScript, isLogMsg, lastLines, spawnManaged, waitMessage } from './proc.js';
 
-export type TargetName = 'direct' | 'relay' | 'haproxy';
-export const TARGET_NAMES: readonly TargetName[] = ['direct', 'relay', 'haproxy'];
+export type TargetName = 'direct' | 'relay' | 'haproxy' | 'relay+authorize';
+export const TARGET_NAMES: readonly TargetName[] = ['direct', 'relay', 'haproxy', 'relay+authorize'];
 
 export interface Target {
   name: TargetName;
@@ -22,6 +23,8 @@ export interface Target {
   info: Record<string, unknown>;
   /** null while all its processes run; otherwise which one died and how. */
   health: () => string | null;
+  /** relay+authorize only: how many requests the authorize hook has answered so far. */
+  hookRequests?: () => Promise<number | null>;
   stop: () => Promise<void>;
 }
 
@@ -172,8 +175,28 @@ export interface RelayGrayDef {
   dataPort: number;
 }
 
-export function whiteYaml(controlPort: number, grays: readonly RelayGrayDef[]): string {
-  const lines = [`control: { listen: "${HOST}:${controlPort}" }`, 'admin: { socket: null }', 'grays:'];
+/** The `authorize:` block of white.yaml (docs/hooks.md), as the relay+authorize column sets it. */
+export interface RelayAuthorizeDef {
+  url: string;
+  timeoutMs: number;
+  onTimeout: 'allow' | 'deny';
+  grayLogin: boolean;
+  clientConnect: boolean;
+}
+
+export function whiteYaml(controlPort: number, grays: readonly RelayGrayDef[], authorize: RelayAuthorizeDef | null = null): string {
+  const lines = [`control: { listen: "${HOST}:${controlPort}" }`, 'admin: { socket: null }'];
+  if (authorize) {
+    lines.push(
+      'authorize:',
+      `  url: "${authorize.url}"`,
+      `  timeout_ms: ${authorize.timeoutMs}`,
+      `  on_timeout: ${authorize.onTimeout}`,
+      `  gray_login: ${authorize.grayLogin}`,
+      `  client_connect: ${authorize.clientConnect}`,
+    );
+  }
+  lines.push('grays:');
   for (const g of grays) {
     lines.push(`  - id: ${g.id}`, `    secret: "${g.secret}"`, `    public_port: ${g.publicPort}`, `    data_port: ${g.dataPort}`);
   }
@@ -198,6 +221,10 @@ export interface RelayOptions {
   readyTimeoutMs: number;
   /** Extra node flags for one side, e.g. --cpu-prof (profile mode). */
   nodeArgs?: { white?: string[]; gray?: string[] };
+  /** An `authorize:` block for white.yaml (the relay+authorize column). */
+  authorize?: RelayAuthorizeDef;
+  /** Column name; 'relay' unless given. */
+  name?: TargetName;
 }
 
 /** Why the relay CLI cannot be used, or null if it looks runnable. */
@@ -217,7 +244,7 @@ export async function startRelay(o: RelayOptions): Promise<Started> {
   fs.mkdirSync(o.dir, { recursive: true });
   const whiteCfg = path.join(o.dir, 'white.yaml');
   const grayCfg = path.join(o.dir, 'gray.yaml');
-  fs.writeFileSync(whiteCfg, whiteYaml(controlPort, [{ id: 'bench', secret, publicPort, dataPort }]), { mode: 0o600 });
+  fs.writeFileSync(whiteCfg, whiteYaml(controlPort, [{ id: 'bench', secret, publicPort, dataPort }], o.authorize ?? null), { mode: 0o600 });
   fs.writeFileSync(grayCfg, grayYaml({ controlPort, id: 'bench', secret, targetPort: o.servicePort, pool: o.pool }), { mode: 0o600 });
 
   const deadline = Date.now() + o.readyTimeoutMs;
@@ -250,12 +277,78 @@ export async function startRelay(o: RelayOptions): Promise<Started> {
   return {
     ok: true,
     target: {
-      name: 'relay',
+      name: o.name ?? 'relay',
       port: publicPort,
       procs: { white: white.pid, gray: gray.pid },
-      info: { cli: o.cli, pool: o.pool, whiteConfig: whiteCfg, grayConfig: grayCfg },
+      info: { cli: o.cli, pool: o.pool, whiteConfig: whiteCfg, grayConfig: grayCfg, ...(o.authorize ? { authorize: o.authorize } : {}) },
       health: healthOf(white, gray),
       stop,
     },
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// relay + authorize hook
+
+/** What the relay+authorize column puts in white.yaml: the hook is asked about every client. */
+export const BENCH_AUTHORIZE = { timeoutMs: 1000, onTimeout: 'deny', grayLogin: false, clientConnect: true } as const;
+
+/**
+ * relay exactly as startRelay runs it, plus an `authorize:` block pointing at a tiny allow-all
+ * HTTP server (bench/authorize-server.ts, its own process, sampled as `authorize`). Every client
+ * connection then waits for one hook round trip before it is paired: the difference to the plain
+ * relay column is the cost of the authorize hook per connection.
+ */
+export async function startRelayWithAuthorize(o: Omit<RelayOptions, 'authorize' | 'name'>): Promise<Started> {
+  const problem = relayCliProblem(o.cli);
+  if (problem) return { ok: false, reason: problem };
+  const hook = forkScript(path.join(BENCH_DIST, 'authorize-server.js'), 'authorize');
+  const stopHook = async (): Promise<void> => {
+    if (hook.child.exitCode !== null || hook.child.signalCode !== null) return;
+    const gone = new Promise<void>((resolve) => hook.child.once('exit', () => resolve()));
+    hook.child.kill('SIGTERM');
+    await gone;
+  };
+  let port: number;
+  try {
+    ({ port } = await waitMessage(hook.child, (m): m is { type: 'ready'; port: number } => (m as { type?: string })?.type === 'ready', 10_000, 'authorize server start'));
+  } catch (e) {
+    await stopHook();
+    return { ok: false, reason: `authorize server did not start: ${(e as Error).message}${lastLines(hook.tail, 3)}` };
+  }
+  const authorize: RelayAuthorizeDef = { url: `http://${HOST}:${port}/authorize`, ...BENCH_AUTHORIZE };
+  const started = await startRelay({ ...o, authorize, name: 'relay+authorize' });
+  if (!started.ok) {
+    await stopHook();
+    return started;
+  }
+  const relay = started.target;
+  const hookExited = new Promise<string>((resolve) => hook.child.once('exit', (code, signal) => resolve(signal ? `killed by ${signal}` : `exited with code ${code}`)));
+  let hookDead: string | null = null;
+  void hookExited.then((how) => (hookDead = `authorize server ${how}${lastLines(hook.tail, 3)}`));
+  return {
+    ok: true,
+    target: {
+      ...relay,
+      procs: { ...relay.procs, authorize: hook.pid },
+      info: { ...relay.info, authorizeServer: { pid: hook.pid, port } },
+      health: () => relay.health() ?? hookDead,
+      // Requests the hook has answered so far (null if it cannot tell).
+      hookRequests: () => requestCount(hook.child),
+      stop: async () => {
+        await relay.stop();
+        await stopHook();
+      },
+    },
+  };
+}
+
+function requestCount(child: ChildProcess): Promise<number | null> {
+  if (!child.connected) return Promise.resolve(null);
+  const answer = waitMessage(child, (m): m is { type: 'count'; requests: number } => (m as { type?: string })?.type === 'count', 5_000, 'authorize server count');
+  child.send({ type: 'count' });
+  return answer.then(
+    (m) => m.requests,
+    () => null,
+  );
 }

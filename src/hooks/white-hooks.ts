@@ -14,6 +14,7 @@ export class WhiteHooks implements EventSink {
   private readonly dispatcher: HookDispatcher;
   private authorizer: Authorizer;
   private authorizeConfig: WhiteConfig['authorize'];
+  private responseMaxBytes: number;
 
   constructor(
     config: WhiteConfig,
@@ -21,7 +22,14 @@ export class WhiteHooks implements EventSink {
   ) {
     this.dispatcher = new HookDispatcher(config.hooks, config.limits, logger);
     this.authorizeConfig = config.authorize;
-    this.authorizer = new Authorizer(config.authorize, logger);
+    this.responseMaxBytes = config.limits.hookResponseMaxBytes;
+    this.authorizer = WhiteHooks.authorizerFor(config, logger);
+  }
+
+  // The authorize answer is bounded by the same configured limit as webhook answers. Enough
+  // keep-alive connections that a burst of new clients does not queue behind a few requests.
+  private static authorizerFor(config: WhiteConfig, logger: Logger): Authorizer {
+    return new Authorizer(config.authorize, logger, { responseMaxBytes: config.limits.hookResponseMaxBytes, connections: 32 });
   }
 
   emit<E extends EventName>(name: E, payload: EventPayloads[E]): void {
@@ -34,19 +42,26 @@ export class WhiteHooks implements EventSink {
     return {
       grayLogin: (grayId, remoteAddress) =>
         this.authorizer.enabled('gray_login') ? this.authorizer.decide({ kind: 'gray_login', grayId, remoteAddress }) : null,
-      clientConnect: (grayId, remoteAddress) =>
-        this.authorizer.enabled('client_connect') ? this.authorizer.decide({ kind: 'client_connect', grayId, remoteAddress }) : null,
+      clientConnect: (grayId, remoteAddress, connectionId) =>
+        this.authorizer.enabled('client_connect')
+          ? this.authorizer.decide({ kind: 'client_connect', grayId, remoteAddress, ...(connectionId ? { connectionId } : {}) })
+          : null,
     };
   }
 
   update(config: WhiteConfig): void {
     this.dispatcher.update(config.hooks);
-    if (JSON.stringify(config.authorize) !== JSON.stringify(this.authorizeConfig)) {
+    if (config.limits.hookResponseMaxBytes !== this.responseMaxBytes) {
+      // The answer cap is fixed at construction: rebuild.
       const old = this.authorizer;
-      this.authorizer = new Authorizer(config.authorize, this.logger);
-      this.authorizeConfig = config.authorize;
+      this.authorizer = WhiteHooks.authorizerFor(config, this.logger);
+      this.responseMaxBytes = config.limits.hookResponseMaxBytes;
       void old.close();
+    } else if (!sameAuthorize(config.authorize, this.authorizeConfig)) {
+      // Same cap: update in place, so open connections stay warm and decisions in flight finish.
+      this.authorizer.update(config.authorize);
     }
+    this.authorizeConfig = config.authorize;
   }
 
   stats(): WebhookStats[] {
@@ -57,4 +72,19 @@ export class WhiteHooks implements EventSink {
     await this.dispatcher.close();
     await this.authorizer.close();
   }
+}
+
+/** Field by field: JSON.stringify would not do, since secrets serialize as "[redacted]" and a
+ *  changed secret would go unnoticed. */
+function sameAuthorize(a: WhiteConfig['authorize'], b: WhiteConfig['authorize']): boolean {
+  if (a === null || b === null) return a === b;
+  const secretsEqual = a.secret === null || b.secret === null ? a.secret === b.secret : a.secret.equals(b.secret);
+  return (
+    secretsEqual &&
+    a.url === b.url &&
+    a.timeoutMs === b.timeoutMs &&
+    a.onTimeout === b.onTimeout &&
+    a.grayLogin === b.grayLogin &&
+    a.clientConnect === b.clientConnect
+  );
 }

@@ -2,7 +2,8 @@
 // the results file's structure and that the direct column has numbers. It asserts no timing or
 // ratio (the machine may be busy); it checks that the harness works, not how fast anything is.
 // haproxy and the relay CLI are pointed at paths that do not exist, so the "unavailable" paths
-// run on every machine, whether haproxy is installed or not.
+// run on every machine, whether haproxy is installed or not; a second run uses the built relay CLI
+// for the relay and relay+authorize columns.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -10,8 +11,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from '../../bench/args.js';
 
 const RUN = fileURLToPath(new URL('../../bench/run.js', import.meta.url));
+const RELAY_CLI = fileURLToPath(new URL('../../src/cli/relay.js', import.meta.url));
+const NEW_CONN_METRICS = ['new_c64_rate', 'new_c64_ttfb_p50', 'new_c64_ttfb_p99'];
 
 const METRIC_IDS = [
   'bulk_up_1', 'bulk_up_8', 'bulk_down_1', 'bulk_down_8',
@@ -83,12 +87,19 @@ test('bench --quick: direct measured, missing haproxy and relay reported and ski
   assert.match(j.targets.haproxy.reason, /haproxy not found/);
   assert.equal(j.targets.relay.available, false);
   assert.match(j.targets.relay.reason, /relay CLI not built/);
+  // The authorize column is on by default; without a relay CLI it says why it is empty.
+  assert.equal(j.targets['relay+authorize'].available, false);
+  assert.match(j.targets['relay+authorize'].reason, /relay CLI not built/);
+  assert.deepEqual(j.settings.authorize, { timeoutMs: 1000, onTimeout: 'deny', grayLogin: false, clientConnect: true, workloads: ['new-c64'] });
+  assert.match(j.summary.authorizeCost.unavailable, /relay\+authorize unavailable: relay CLI not built/);
 
   assertPositiveColumn(j, 'direct');
   for (const m of j.summary.metrics) {
     assert.equal(m.values.haproxy, undefined);
     assert.equal(m.values.relay, undefined);
+    assert.equal(m.values['relay+authorize'], undefined);
     assert.equal(m.ratios.relayVsHaproxy, null);
+    assert.equal(m.ratios.authorizeVsRelay, null);
   }
   assert.ok(Array.isArray(j.summary.errors));
   assert.deepEqual(j.summary.checks.map((c: { id: string }) => c.id), CHECK_IDS);
@@ -105,6 +116,57 @@ test('bench --quick: direct measured, missing haproxy and relay reported and ski
   // The table names the reasons so a human sees why a column is empty.
   assert.match(r.stdout, /haproxy: unavailable: haproxy not found/);
   assert.match(r.stdout, /relay: unavailable: relay CLI not built/);
+  assert.match(r.stdout, /relay\+authorize: unavailable: relay CLI not built/);
+  assert.match(r.stdout, /cost of the authorize hook per connection[^\n]*:\n\s+not measured \(relay\+authorize unavailable/);
+});
+
+test('bench options: the relay+authorize column is on by default and --no-authorize skips it', () => {
+  const def = parseArgs(['--quick']);
+  assert.equal(def.authorize, true);
+  assert.ok(def.targets.includes('relay+authorize'));
+  const off = parseArgs(['--quick', '--no-authorize']);
+  assert.equal(off.authorize, false);
+  assert.deepEqual(off.targets, ['direct', 'relay', 'haproxy']);
+  assert.deepEqual(parseArgs(['--targets', 'relay,relay+authorize']).targets, ['relay', 'relay+authorize']);
+});
+
+test('bench --quick with the built relay CLI: relay and relay+authorize columns measured', { timeout: 90_000 }, async () => {
+  assert.ok(fs.existsSync(RELAY_CLI), `relay CLI not built at ${RELAY_CLI}`);
+  const r = await runBench(['--targets', 'relay,relay+authorize', '--relay-cli', RELAY_CLI], 80_000);
+  assert.equal(r.code, 0, `exit code ${r.code}\nstderr:\n${r.stderr}`);
+  const j = r.json;
+  assert.equal(j.targets.relay.available, true, JSON.stringify(j.targets.relay));
+  assert.equal(j.targets['relay+authorize'].available, true, JSON.stringify(j.targets['relay+authorize']));
+  assert.equal(j.targets['relay+authorize'].info.authorize.clientConnect, true);
+  assertPositiveColumn(j, 'relay');
+
+  // relay+authorize: the new-connection figures only, each with its ratio to plain relay.
+  for (const m of j.summary.metrics) {
+    if (NEW_CONN_METRICS.includes(m.id)) {
+      const v = m.values['relay+authorize'];
+      assert.ok(v && Number.isFinite(v.median) && v.median > 0, `relay+authorize ${m.id}: ${JSON.stringify(v)}`);
+      assert.ok(Number.isFinite(m.ratios.authorizeVsRelay) && m.ratios.authorizeVsRelay > 0, `${m.id} ratio ${m.ratios.authorizeVsRelay}`);
+    } else {
+      assert.equal(m.values['relay+authorize'], undefined, `relay+authorize must not run ${m.id}`);
+      assert.equal(m.ratios.authorizeVsRelay, null);
+    }
+  }
+  const runs = j.measurements.filter((m: { target: string }) => m.target === 'relay+authorize');
+  assert.deepEqual(runs.map((m: { workload: string }) => m.workload), ['new-c64']);
+  const [run] = runs;
+  assert.ok(run.procs.authorize && run.procs.authorize.cpuSec >= 0, 'the hook server was sampled');
+  // The hook was really asked: at least once per counted connection.
+  assert.ok(run.result.connections > 0);
+  assert.ok(run.hookRequests >= run.result.connections, `hook answered ${run.hookRequests} for ${run.result.connections} connections`);
+
+  const cost = j.summary.authorizeCost;
+  assert.equal(cost.unavailable, null);
+  assert.equal(cost.workload, 'new-c64');
+  assert.ok(cost.connPerSec.ratio > 0);
+  assert.equal(typeof cost.ttfbP50Ms.addedMs, 'number');
+  assert.equal(cost.hookRequests, run.hookRequests);
+  assert.match(r.stdout, /relay\+authorize/);
+  assert.match(r.stdout, /cost of the authorize hook per connection[^\n]*:\n\s+rate\s/);
 });
 
 test('bench --quick with haproxy installed: chain column measured', { timeout: 90_000 }, async (t) => {

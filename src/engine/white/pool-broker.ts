@@ -24,6 +24,7 @@ interface IdleConnection {
 
 interface WaitingClient {
   readonly socket: Socket;
+  readonly id: string;
   readonly timer: NodeJS.Timeout;
   readonly onGone: () => void;
 }
@@ -32,13 +33,15 @@ export interface ActivePair {
   readonly id: string;
   readonly client: Socket;
   readonly data: Socket;
+  /** Bytes the data socket had read before pairing (the preamble), not client traffic. */
+  readonly preambleBytes: number;
 }
 
 /**
  * Decides whether a client may connect (the optional authorize hook). Returns null, synchronously,
  * when there is nothing to decide, so a connection pays for an async hop only when a hook is on.
  */
-export type Gate = (grayId: string, remoteAddress: string) => Promise<{ allow: boolean; reason: string }> | null;
+export type Gate = (grayId: string, remoteAddress: string, connectionId?: string) => Promise<{ allow: boolean; reason: string }> | null;
 
 export class PoolBroker {
   private session: GraySession | null = null;
@@ -88,7 +91,7 @@ export class PoolBroker {
     const waiting = this.waiting.shift();
     if (waiting) {
       this.unwait(waiting);
-      this.pair(waiting.socket, socket);
+      this.pair(waiting.socket, socket, waiting.id);
       this.topUp();
       return;
     }
@@ -125,22 +128,24 @@ export class PoolBroker {
     if (this.active.size >= this.limits.activeClientsPerGray) {
       return this.reject(socket, ErrorCodes.TOO_MANY_CLIENTS, `${this.active.size} active clients, limit ${this.limits.activeClientsPerGray}`);
     }
-    const decision = this.clientGate?.(this.grayId, `${socket.remoteAddress}:${socket.remotePort}`);
+    // The id exists before the gate so the authorize hook and the client.* events share it.
+    const id = randomUUID();
+    const decision = this.clientGate?.(this.grayId, `${socket.remoteAddress}:${socket.remotePort}`, id);
     if (decision) {
       decision.then(
-        (d) => (d.allow ? this.admitClient(socket) : this.reject(socket, ErrorCodes.HOOK_DENIED, d.reason)),
+        (d) => (d.allow ? this.admitClient(socket, id) : this.reject(socket, ErrorCodes.HOOK_DENIED, d.reason)),
         (err: unknown) => this.reject(socket, ErrorCodes.HOOK_DENIED, String(err)),
       );
       return;
     }
-    this.admitClient(socket);
+    this.admitClient(socket, id);
   }
 
-  private admitClient(socket: Socket): void {
+  private admitClient(socket: Socket, id: string): void {
     if (socket.destroyed) return;
     const conn = this.takeIdle();
     if (conn) {
-      this.pair(socket, conn.socket);
+      this.pair(socket, conn.socket, id);
       this.topUp();
       return;
     }
@@ -149,6 +154,7 @@ export class PoolBroker {
     }
     const waiting: WaitingClient = {
       socket,
+      id,
       timer: setTimeout(() => {
         this.unwait(waiting);
         this.reject(socket, ErrorCodes.CLIENT_WAIT_TIMEOUT, `no data connection within ${this.limits.clientWaitMs} ms`);
@@ -188,12 +194,13 @@ export class PoolBroker {
     conn.socket.destroy();
   }
 
-  private pair(client: Socket, data: Socket): void {
+  private pair(client: Socket, data: Socket, id: string): void {
     this.session?.grantImplicit();
-    const id = randomUUID();
+    // The data socket already read the gray's preamble; only what follows belongs to the client.
+    const preambleBytes = data.bytesRead;
     const clientAddress = `${client.remoteAddress}:${client.remotePort}`;
     const startedAt = Date.now();
-    const pair: ActivePair = { id, client, data };
+    const pair: ActivePair = { id, client, data, preambleBytes };
     this.active.add(pair);
     this.stats.activeClients = this.active.size;
     this.stats.clientsTotal += 1;
@@ -209,19 +216,20 @@ export class PoolBroker {
     joinSockets(client, data, (result) => {
       this.active.delete(pair);
       this.stats.activeClients = this.active.size;
+      const toClient = result.bytesFromB - preambleBytes;
       this.stats.bytesFromClients += result.bytesFromA;
-      this.stats.bytesToClients += result.bytesFromB;
+      this.stats.bytesToClients += toClient;
       const reason = result.error ? result.error.message : 'closed';
       this.events.emit('client.disconnected', {
         grayId: this.grayId,
         connectionId: id,
         clientAddress,
         bytesFromClient: result.bytesFromA,
-        bytesToClient: result.bytesFromB,
+        bytesToClient: toClient,
         durationMs: Date.now() - startedAt,
         reason,
       });
-      if (debug) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress, bytesIn: result.bytesFromA, bytesOut: result.bytesFromB, reason }, 'client closed');
+      if (debug) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress, bytesIn: result.bytesFromA, bytesOut: toClient, reason }, 'client closed');
     });
   }
 
@@ -244,7 +252,7 @@ export class PoolBroker {
     let toClients = 0;
     for (const p of this.active) {
       fromClients += p.client.bytesRead;
-      toClients += p.data.bytesRead;
+      toClients += p.data.bytesRead - p.preambleBytes;
     }
     return { fromClients, toClients };
   }
