@@ -4,10 +4,9 @@
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { GrayConfig, WhiteConfig } from '../config/types.js';
+import { grayConfigInCode, whiteConfigInCode } from '../config/in-code.js';
 import { GrayAgent } from '../engine/gray/agent.js';
 import { WhiteServer } from '../engine/white/white-server.js';
-import { resolveLimits } from '../limits.js';
 import { createLogger } from '../log.js';
 import { onStopSignal } from './signals.js';
 
@@ -18,7 +17,6 @@ export interface DemoHandle {
 
 export async function startDemo(options: { logLevel?: string } = {}): Promise<DemoHandle> {
   const logger = createLogger({ level: options.logLevel ?? 'warn', name: 'demo' });
-  const limits = resolveLimits(undefined);
   const secret = randomBytes(32);
 
   const service = http.createServer((req, res) => {
@@ -28,37 +26,12 @@ export async function startDemo(options: { logLevel?: string } = {}): Promise<De
   await new Promise<void>((resolve) => service.listen(0, '127.0.0.1', resolve));
   const servicePort = (service.address() as AddressInfo).port;
 
-  const whiteConfig: WhiteConfig = {
-    path: null,
-    control: { host: '127.0.0.1', port: 0 },
-    bind: '127.0.0.1',
-    admin: { socket: null, tcp: null },
-    portsRange: null,
-    dataSourceCheck: true,
-    grays: [{ id: 'demo', secret, publicPort: 0, dataPort: 0 }],
-    hooks: [],
-    authorize: null,
-    metrics: null,
-    log: { level: 'warn' },
-    watch: { polling: false, debounceMs: 200 },
-    limits,
-  };
+  const whiteConfig = whiteConfigInCode([{ id: 'demo', secret, publicPort: 0, dataPort: 0 }]);
   const white = new WhiteServer(whiteConfig, { logger });
   await white.start();
   const ports = white.portsOf('demo')!;
 
-  const grayConfig: GrayConfig = {
-    path: null,
-    white: { host: '127.0.0.1', port: white.controlPort },
-    dataHost: '127.0.0.1',
-    id: 'demo',
-    secret,
-    target: { host: '127.0.0.1', port: servicePort },
-    pool: 4,
-    proxyProtocol: 'none',
-    log: { level: 'warn' },
-    limits,
-  };
+  const grayConfig = grayConfigInCode('demo', secret, white.controlPort, servicePort);
   const gray = new GrayAgent(grayConfig, logger);
   const ready = new Promise<void>((resolve) => gray.once('pool-ready', () => resolve()));
   gray.start();

@@ -2,7 +2,7 @@
 // here (not in src/) so the renderer is judged by an independent reading of the format.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { GraySnapshot, WhiteSnapshot } from '../../src/engine/stats.js';
+import { newGrayStats, type GraySnapshot, type WhiteSnapshot } from '../../src/engine/stats.js';
 import { escapeLabelValue, renderMetrics } from '../../src/admin/metrics.js';
 
 interface Sample {
@@ -126,23 +126,7 @@ function parseSample(line: string, where: string): { name: string; labels: Recor
 }
 
 function gray(id: string, over: Partial<GraySnapshot> = {}): GraySnapshot {
-  return {
-    id,
-    publicPort: 8000,
-    dataPort: 9000,
-    connected: false,
-    connectedSince: null,
-    remoteAddress: null,
-    poolIdle: 0,
-    poolTarget: 0,
-    activeClients: 0,
-    pendingClients: 0,
-    clientsTotal: 0,
-    bytesFromClients: 0,
-    bytesToClients: 0,
-    lastError: null,
-    ...over,
-  };
+  return { ...newGrayStats(), id, publicPort: 8000, dataPort: 9000, connected: false, ...over };
 }
 
 const WEIRD = 'we"ird\\id\nnext';

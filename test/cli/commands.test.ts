@@ -1,5 +1,6 @@
 // The shared add/delete/show code without processes: rendering, where the admin API is found, and
 // what add writes into gray.yaml.
+import { newGrayStats } from '../../src/engine/stats.js';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
@@ -18,22 +19,7 @@ function state(overrides: Partial<AdminState> = {}): AdminState {
     configPath: '/etc/relay/white.yaml',
     startedAt: NOW - 3 * 3600_000 - 5 * 60_000,
     grays: [
-      {
-        id: 'zeta',
-        publicPort: 20002,
-        dataPort: 20003,
-        connected: false,
-        connectedSince: null,
-        remoteAddress: null,
-        poolIdle: 0,
-        poolTarget: 0,
-        activeClients: 0,
-        pendingClients: 0,
-        clientsTotal: 0,
-        bytesFromClients: 0,
-        bytesToClients: 0,
-        lastError: 'heartbeat timeout\nafter 3 missed',
-      },
+      { ...newGrayStats(), id: 'zeta', publicPort: 20002, dataPort: 20003, connected: false, lastError: 'heartbeat timeout\nafter 3 missed' },
       {
         id: 'alpha',
         publicPort: 20000,

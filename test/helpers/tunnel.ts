@@ -5,7 +5,8 @@ import net, { type AddressInfo, type Server } from 'node:net';
 import type { GrayConfig, WhiteConfig } from '../../src/config/types.js';
 import { GrayAgent } from '../../src/engine/gray/agent.js';
 import { WhiteServer } from '../../src/engine/white/white-server.js';
-import { resolveLimits, type Limits } from '../../src/limits.js';
+import type { Limits } from '../../src/limits.js';
+import { grayConfigInCode, whiteConfigInCode } from '../../src/config/in-code.js';
 import { silentLogger } from '../../src/log.js';
 
 export type ServiceHandler = (socket: net.Socket) => void;
@@ -23,38 +24,12 @@ export async function startService(handler: ServiceHandler = echoHandler): Promi
 }
 
 export function whiteConfigFor(grays: WhiteConfig['grays'], limits: Partial<Limits> = {}, extra: Partial<WhiteConfig> = {}): WhiteConfig {
-  return {
-    path: null,
-    control: { host: '127.0.0.1', port: 0 },
-    bind: '127.0.0.1',
-    admin: { socket: null, tcp: null },
-    portsRange: null,
-    dataSourceCheck: true,
-    grays,
-    hooks: [],
-    authorize: null,
-    metrics: null,
-    log: { level: 'silent' },
-    watch: { polling: false, debounceMs: 50 },
-    limits: resolveLimits(limits),
-    ...extra,
-  };
+  return whiteConfigInCode(grays, limits, { log: { level: 'silent' }, watch: { polling: false, debounceMs: 50 }, ...extra });
 }
 
+/** Tests reconnect fast: short backoff unless a test says otherwise. */
 export function grayConfigFor(id: string, secret: Buffer, controlPort: number, targetPort: number, extra: Partial<GrayConfig> = {}, limits: Partial<Limits> = {}): GrayConfig {
-  return {
-    path: null,
-    white: { host: '127.0.0.1', port: controlPort },
-    dataHost: '127.0.0.1',
-    id,
-    secret,
-    target: { host: '127.0.0.1', port: targetPort },
-    pool: 4,
-    proxyProtocol: 'none',
-    log: { level: 'silent' },
-    limits: resolveLimits({ reconnectBaseMs: 50, reconnectMaxMs: 500, ...limits }),
-    ...extra,
-  };
+  return grayConfigInCode(id, secret, controlPort, targetPort, { log: { level: 'silent' }, ...extra }, { reconnectBaseMs: 50, reconnectMaxMs: 500, ...limits });
 }
 
 export interface Tunnel {
