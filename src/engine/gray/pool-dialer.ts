@@ -113,6 +113,11 @@ export class PoolDialer {
       this.o.onActivated(socket, client, header.subarray(START_HEADER_BYTES));
     };
     socket.on('data', onData);
+    // The socket is allowHalfOpen (for forwarding), so the white's FIN on an idle connection it
+    // recycled would leave ours open in CLOSE-WAIT. Before activation a FIN means it is over.
+    socket.once('end', () => {
+      if (!activated) socket.destroy();
+    });
     socket.once('close', () => {
       this.dialing.delete(socket);
       // Closed while idle: the white recycled it or the path broke. The white grants a

@@ -35,6 +35,12 @@ export class GraySession {
     return this.outstanding.length;
   }
 
+  /** When the oldest credit in flight stops counting, or null when none is in flight. */
+  msUntilOldestCreditExpires(now = Date.now()): number | null {
+    const oldest = this.outstanding[0];
+    return oldest === undefined ? null : Math.max(0, oldest + this.creditTtlMs - now);
+  }
+
   /** A verified data connection arrived: it used the oldest outstanding credit. */
   creditUsed(): void {
     this.outstanding.shift();

@@ -25,6 +25,7 @@ interface IdleConnection {
 interface WaitingClient {
   readonly socket: Socket;
   readonly id: string;
+  readonly header: Buffer;
   readonly timer: NodeJS.Timeout;
   readonly onGone: () => void;
 }
@@ -49,6 +50,7 @@ export class PoolBroker {
   private readonly waiting: WaitingClient[] = [];
   readonly active = new Set<ActivePair>();
   private closed = false;
+  private expiryTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly grayId: string,
@@ -75,6 +77,7 @@ export class PoolBroker {
   detach(session: GraySession): void {
     if (this.session !== session) return;
     this.session = null;
+    this.clearExpiryTimer();
     this.stats.poolTarget = 0;
     for (const conn of this.idle.splice(0)) this.dropIdle(conn);
     this.stats.poolIdle = 0;
@@ -91,7 +94,7 @@ export class PoolBroker {
     const waiting = this.waiting.shift();
     if (waiting) {
       this.unwait(waiting);
-      this.pair(waiting.socket, socket, waiting.id);
+      this.pair(waiting.socket, socket, waiting.id, waiting.header);
       this.topUp();
       return;
     }
@@ -143,9 +146,13 @@ export class PoolBroker {
 
   private admitClient(socket: Socket, id: string): void {
     if (socket.destroyed) return;
+    // Addresses first: a client that reset right after connecting has none any more. It is simply
+    // gone; it must not take a pooled connection (and must not throw out of this handler).
+    const header = startHeaderFor(socket);
+    if (!header) return void socket.destroy();
     const conn = this.takeIdle();
     if (conn) {
-      this.pair(socket, conn.socket, id);
+      this.pair(socket, conn.socket, id, header);
       this.topUp();
       return;
     }
@@ -155,12 +162,18 @@ export class PoolBroker {
     const waiting: WaitingClient = {
       socket,
       id,
+      header,
       timer: setTimeout(() => {
         this.unwait(waiting);
         this.reject(socket, ErrorCodes.CLIENT_WAIT_TIMEOUT, `no data connection within ${this.limits.clientWaitMs} ms`);
       }, this.limits.clientWaitMs),
       onGone: () => this.unwait(waiting),
     };
+    // Read while waiting, into the stream's own bounded buffer (its high-water mark), so that a
+    // reset is noticed and the client leaves the queue instead of later taking a connection.
+    // A FIN is not a reason to leave: a client may half-close and still want its answer; its
+    // bytes and its FIN are delivered once it is paired.
+    socket.on('readable', keepBuffered);
     socket.once('close', waiting.onGone);
     this.waiting.push(waiting);
     this.stats.pendingClients = this.waiting.length;
@@ -169,6 +182,7 @@ export class PoolBroker {
 
   private unwait(waiting: WaitingClient): void {
     clearTimeout(waiting.timer);
+    waiting.socket.off('readable', keepBuffered);
     waiting.socket.off('close', waiting.onGone);
     const i = this.waiting.indexOf(waiting);
     if (i >= 0) this.waiting.splice(i, 1);
@@ -194,7 +208,7 @@ export class PoolBroker {
     conn.socket.destroy();
   }
 
-  private pair(client: Socket, data: Socket, id: string): void {
+  private pair(client: Socket, data: Socket, id: string, header: Buffer): void {
     this.session?.grantImplicit();
     // The data socket already read the gray's preamble; only what follows belongs to the client.
     const preambleBytes = data.bytesRead;
@@ -205,11 +219,7 @@ export class PoolBroker {
     this.stats.activeClients = this.active.size;
     this.stats.clientsTotal += 1;
     client.setNoDelay(true);
-    data.write(
-      encodeStartHeader(
-        clientAddressInfo({ address: client.remoteAddress, port: client.remotePort }, { address: client.localAddress, port: client.localPort }),
-      ),
-    );
+    data.write(header);
     this.events.emit('client.connected', { grayId: this.grayId, connectionId: id, clientAddress });
     const debug = this.logger.isLevelEnabled('debug');
     if (debug) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress }, 'client paired');
@@ -244,6 +254,23 @@ export class PoolBroker {
     const wanted = session.poolTarget + this.waiting.length - this.idle.length - inFlight;
     const allowed = Math.min(wanted, this.limits.inFlightMax - inFlight);
     if (allowed > 0) session.grant(allowed);
+    this.recheckWhenCreditsExpire(session);
+  }
+
+  /**
+   * Credits in flight stop counting after their TTL, but nothing else happens at that moment: a
+   * client waiting behind credits whose connections never came would only time out. While
+   * anyone waits, look again when the oldest credit expires.
+   */
+  private recheckWhenCreditsExpire(session: GraySession): void {
+    if (this.expiryTimer || this.waiting.length === 0) return;
+    const inMs = session.msUntilOldestCreditExpires();
+    if (inMs === null) return;
+    this.expiryTimer = setTimeout(() => {
+      this.expiryTimer = null;
+      this.topUp();
+    }, inMs + 1);
+    this.expiryTimer.unref();
   }
 
   /** Bytes of pairs still open, for live statistics. */
@@ -261,6 +288,7 @@ export class PoolBroker {
    *  unless `closeActive` (the gray was deleted from the config). */
   close(closeActive: boolean): void {
     this.closed = true;
+    this.clearExpiryTimer();
     for (const conn of this.idle.splice(0)) this.dropIdle(conn);
     for (const w of this.waiting.splice(0)) {
       clearTimeout(w.timer);
@@ -269,6 +297,11 @@ export class PoolBroker {
     this.stats.poolIdle = 0;
     this.stats.pendingClients = 0;
     if (closeActive) this.destroyActive();
+  }
+
+  private clearExpiryTimer(): void {
+    if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    this.expiryTimer = null;
   }
 
   destroyActive(): void {
@@ -294,5 +327,21 @@ export class PoolBroker {
       // joinSockets' callback runs after both closes; give it the same tick to remove the pair.
       await new Promise((r) => setImmediate(r));
     }
+  }
+}
+
+/** The 'readable' listener of a waiting client: its presence makes the stream read into its own
+ *  bounded buffer; the bytes stay there until the pair is joined. */
+function keepBuffered(): void {}
+
+/** The start header for a client, or null when its addresses are gone (it already reset). */
+function startHeaderFor(client: Socket): Buffer | null {
+  if (!client.remoteAddress || !client.localAddress) return null;
+  try {
+    return encodeStartHeader(
+      clientAddressInfo({ address: client.remoteAddress, port: client.remotePort }, { address: client.localAddress, port: client.localPort }),
+    );
+  } catch {
+    return null;
   }
 }
