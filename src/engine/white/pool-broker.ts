@@ -98,6 +98,14 @@ export class PoolBroker {
       this.topUp();
       return;
     }
+    // A burst of waiting clients was granted extra credits, and each one served also brought its
+    // implicit replacement, so after a burst more connections arrive than the pool needs. Credits
+    // cannot be taken back; the surplus is closed on arrival (the gray closes its side on our FIN)
+    // and, the pool being full, nothing replaces it.
+    if (this.idle.length >= session.poolTarget) {
+      socket.destroy();
+      return;
+    }
     // While idle the gray must stay silent: any byte is a protocol violation, and a FIN or reset
     // means the connection is gone. Either way it leaves the pool and a replacement is granted.
     const conn: IdleConnection = {
