@@ -123,6 +123,14 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
       }
       this.emit('message', message);
     }
+    // A peer that sends PINGs faster than it reads our PONGs would make us queue replies without
+    // bound (megabytes per second of flood). While our writes are backed up, stop reading it: its
+    // frames wait in the kernel (TCP flow control) and, if it never reads, nothing arrives and the
+    // heartbeat (or the auth deadline) ends the channel.
+    if (this.socket.writableNeedDrain && !this.socket.isPaused()) {
+      this.socket.pause();
+      this.socket.once('drain', () => this.socket.resume());
+    }
   }
 }
 

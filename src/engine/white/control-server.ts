@@ -106,6 +106,10 @@ export class ControlServer {
       this.deps.warnings.warn('control:handshake_timeout', { code: ErrorCodes.HANDSHAKE_TIMEOUT, remote: ip }, `TLS handshake not done within ${this.deps.limits.handshakeTimeoutMs} ms`);
       tlsSocket.destroy();
     }, this.deps.limits.handshakeTimeoutMs);
+    // A peer that hangs up mid-handshake without a TLS error (FIN before its Finished) emits
+    // neither 'error' nor 'secure': without this the deadline stayed armed, later counted and
+    // logged a handshake timeout that never happened, and kept the socket referenced until then.
+    raw.once('close', () => clearTimeout(handshakeTimer));
     let secured = false;
     tlsSocket.on('error', (err: Error) => {
       clearTimeout(handshakeTimer);

@@ -10,7 +10,7 @@ import type { Limits } from '../../limits.js';
 import type { Logger } from '../../log.js';
 import type { GrayEntry } from '../../config/types.js';
 import { normalizeIp } from '../net-util.js';
-import { parsePreamble, preambleTagValid, PreambleReader } from '../protocol/preamble.js';
+import { parsePreamble, PREAMBLE_BYTES, preambleTagValid, PreambleReader } from '../protocol/preamble.js';
 import type { RateLimitedLog } from '../../rate-limited-log.js';
 import { newGrayStats, type GrayStats } from '../stats.js';
 import type { GraySession } from './gray-session.js';
@@ -93,6 +93,18 @@ export class GrayEndpoint {
 
   private onDataConnection(socket: Socket): void {
     socket.on('error', () => socket.destroy());
+    // With data_source_check on, only the current session's control address can open a valid
+    // data connection, and that is known before a single byte arrives. Refusing everyone else
+    // here keeps strangers out of the unverified slots: before, a flood from any address could
+    // fill them and the gray's own replacement dials were refused, starving the pool.
+    if (this.ctx.dataSourceCheck) {
+      const session = this.broker.currentSession;
+      if (!session) return this.reject(socket, ErrorCodes.PREAMBLE_UNKNOWN_SESSION, `gray ${this.entry.id} has no current session`);
+      const source = normalizeIp(socket.remoteAddress);
+      if (source !== session.remoteIp) {
+        return this.reject(socket, ErrorCodes.PREAMBLE_WRONG_SOURCE, `data connection from ${source}, control connection from ${session.remoteIp}`);
+      }
+    }
     if (this.unverified >= this.ctx.limits.unverifiedDataPerPort) {
       return this.reject(socket, ErrorCodes.TOO_MANY_UNAUTHENTICATED, `${this.unverified} unverified data connections, limit ${this.ctx.limits.unverifiedDataPerPort}`);
     }
@@ -105,6 +117,7 @@ export class GrayEndpoint {
       this.unverified -= 1;
       clearTimeout(timer);
       socket.off('data', onData);
+      socket.off('end', onEnd);
       socket.off('close', settle);
     };
     const fail = (code: ErrorCode, detail: string): void => {
@@ -124,11 +137,19 @@ export class GrayEndpoint {
       if (verdict.ok) {
         settle();
         this.broker.addIdle(socket, verdict.session);
+        // WELCOME's credits are capped by inFlightMax (white-server.ts), so a pool target above
+        // the cap is reached by granting more as connections arrive, still within the cap.
+        this.broker.topUp();
       } else {
         fail(verdict.code, verdict.detail);
       }
     };
+    // The data port is allowHalfOpen, so a peer's FIN alone never closes the socket: without
+    // this, a stranger could connect, send FIN and go away, and its slot among the unverified
+    // stayed taken until the preamble deadline. A FIN before the preamble ends the attempt.
+    const onEnd = (): void => fail(ErrorCodes.PREAMBLE_INVALID, `connection ended after ${reader.receivedBytes} of ${PREAMBLE_BYTES} preamble bytes`);
     socket.on('data', onData);
+    socket.once('end', onEnd);
     socket.on('close', settle);
   }
 

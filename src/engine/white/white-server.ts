@@ -255,7 +255,9 @@ export class WhiteServer {
     this.endSession(entry.id, new RelayError(ErrorCodes.SESSION_REPLACED, `gray ${entry.id} logged in again from ${gray.remoteIp}`));
     this.sessions.set(entry.id, session);
     endpoint.attach(session);
-    const credits = session.grantInitial(session.poolTarget);
+    // Initial credits are in flight like any other: never more than inFlightMax at once, even when
+    // the pool target is larger (the endpoint grants the rest as connections arrive).
+    const credits = session.grantInitial(Math.min(session.poolTarget, limits.inFlightMax));
     channel.send({
       type: MessageType.WELCOME,
       session: sessionIdToString(session.sessionId),
