@@ -13,7 +13,7 @@ import type { Logger } from '../../log.js';
 import { Backoff } from '../backoff.js';
 import { ControlChannel } from '../control-channel.js';
 import { tlsSessionBinding } from '../tls-binding.js';
-import { formatHostPort } from '../net-util.js';
+import { formatHostPort } from '../../config/address.js';
 import { decodeProof, deriveSessionKeys, encodeProof, proofsEqual, type SessionKeys } from '../protocol/auth.js';
 import { MessageType, type Message } from '../protocol/messages.js';
 import { sessionIdFromString } from '../protocol/preamble.js';

@@ -13,7 +13,7 @@ import type { GrayEntry } from '../../config/types.js';
 import type { Limits } from '../../limits.js';
 import type { Logger } from '../../log.js';
 import { ControlChannel } from '../control-channel.js';
-import { stopListening } from './gray-endpoint.js';
+import { listenOn, stopListening } from '../listen.js';
 import { tlsSessionBinding } from '../tls-binding.js';
 import { normalizeIp } from '../net-util.js';
 import { decodeProof, deriveSessionKeys, encodeProof, proofsEqual, type SessionKeys } from '../protocol/auth.js';
@@ -56,15 +56,7 @@ export class ControlServer {
   }
 
   listen(host: string, port: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error): void =>
-        reject(new RelayError(ErrorCodes.LISTEN, `cannot listen on ${host}:${port} (control): ${err.message}`, { cause: err }));
-      this.server.once('error', onError);
-      this.server.listen({ host, port }, () => {
-        this.server.off('error', onError);
-        resolve();
-      });
-    });
+    return listenOn(this.server, host, port, 'control');
   }
 
   get port(): number {

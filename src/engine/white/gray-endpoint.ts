@@ -4,7 +4,8 @@
 // session, comes from the control connection's address (unless that check is off), carries a
 // valid tag and a fresh counter within the granted credits. Only then does the broker see it.
 import net, { type Server, type Socket } from 'node:net';
-import { ErrorCodes, RelayError, type ErrorCode } from '../../errors.js';
+import { ErrorCodes, type ErrorCode } from '../../errors.js';
+import { listenOn, stopListening } from '../listen.js';
 import type { EventSink } from '../../hooks/events.js';
 import type { Limits } from '../../limits.js';
 import type { Logger } from '../../log.js';
@@ -137,9 +138,6 @@ export class GrayEndpoint {
       if (verdict.ok) {
         settle();
         this.broker.addIdle(socket, verdict.session);
-        // WELCOME's credits are capped by inFlightMax (white-server.ts), so a pool target above
-        // the cap is reached by granting more as connections arrive, still within the cap.
-        this.broker.topUp();
       } else {
         fail(verdict.code, verdict.detail);
       }
@@ -185,25 +183,6 @@ export class GrayEndpoint {
     this.ctx.countRejection(code);
     this.ctx.warnings.warn(`${this.entry.id}:${code}`, { gray: this.entry.id, code, remote: socket.remoteAddress, detail }, 'connection refused');
   }
-}
-
-export function listenOn(server: Server, host: string, port: number, what: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error): void => reject(new RelayError(ErrorCodes.LISTEN, `cannot listen on ${host}:${port} (${what}): ${err.message}`, { cause: err }));
-    server.once('error', onError);
-    server.listen({ host, port }, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
-}
-
-/**
- * Stop accepting. Not server.close's callback: that waits for every accepted connection to
- * end, and draining those is the caller's decision. The listening handle is closed at once.
- */
-export function stopListening(server: Server): void {
-  if (server.listening) server.close();
 }
 
 function portOf(server: Server, fallback: number): number {

@@ -129,6 +129,9 @@ export class PoolBroker {
     socket.once('close', conn.onClose);
     this.idle.push(conn);
     this.stats.poolIdle = this.idle.length;
+    // WELCOME's credits are capped by inFlightMax, so a pool target above the cap is reached by
+    // granting more as connections arrive, still within the cap.
+    this.topUp();
   }
 
   /** An Internet client connected to the public port. */

@@ -7,7 +7,7 @@ import type { GrayEntry, WhiteConfig } from '../../config/types.js';
 import { ErrorCodes, RelayError, type ErrorCode } from '../../errors.js';
 import { NULL_EVENT_SINK, type EventSink } from '../../hooks/events.js';
 import type { Logger } from '../../log.js';
-import { formatHostPort } from '../net-util.js';
+import { formatHostPort } from '../../config/address.js';
 import { MESSAGE_LIMITS, MessageType } from '../protocol/messages.js';
 import { sessionIdToString } from '../protocol/preamble.js';
 import { RateLimitedLog } from '../../rate-limited-log.js';

@@ -1,0 +1,24 @@
+// Binding and unbinding the white's listeners (control port, and each gray's port pair), with
+// failures turned into RELAY_ERR_LISTEN naming what could not be bound.
+import type { Server } from 'node:net';
+import { ErrorCodes, RelayError } from '../errors.js';
+
+export function listenOn(server: Server, host: string, port: number, what: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => reject(new RelayError(ErrorCodes.LISTEN, `cannot listen on ${host}:${port} (${what}): ${err.message}`, { cause: err }));
+    server.once('error', onError);
+    server.listen({ host, port }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Stop accepting. Not server.close's callback: that waits for every accepted connection to
+ * end, and draining those is the caller's decision. The listening handle is closed at once.
+ */
+export function stopListening(server: Server): void {
+  if (server.listening) server.close();
+}
+
