@@ -58,6 +58,7 @@ export const ErrorCodes = {
   HOOK_DENIED: 'RELAY_ERR_HOOK_DENIED',
 
   // anything else: a bug or an OS failure, always with a cause
+  DATA_PLANE_UNAVAILABLE: 'RELAY_ERR_DATA_PLANE_UNAVAILABLE',
   LISTEN: 'RELAY_ERR_LISTEN',
   INTERNAL: 'RELAY_ERR_INTERNAL',
 } as const;
@@ -93,6 +94,7 @@ const USAGE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   ErrorCodes.GRAY_EXISTS,
   ErrorCodes.GRAY_UNKNOWN,
   ErrorCodes.PORTS_EXHAUSTED,
+  ErrorCodes.DATA_PLANE_UNAVAILABLE,
 ]);
 
 export function exitCodeFor(err: unknown): 1 | 2 {

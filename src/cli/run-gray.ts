@@ -1,12 +1,15 @@
 // `relay gray --config gray.yaml`: load, start the agent, stop on a signal.
 import { loadGrayConfigIsolated as loadGrayConfig } from '../config/isolated-load.js';
+import { resolveDataPlane } from '../engine/data-plane/join.js';
 import { GrayAgent } from '../engine/gray/agent.js';
 import { createLogger } from '../log.js';
+import { logDataPlane } from './data-plane-log.js';
 import { onStopSignal } from './signals.js';
 
 export async function runGray(configPath: string): Promise<void> {
   const config = await loadGrayConfig(configPath);
   const logger = createLogger({ level: config.log.level, name: 'gray' });
+  logDataPlane(logger, resolveDataPlane());
   const agent = new GrayAgent(config, logger);
   agent.start();
   onStopSignal(async (signal) => {

@@ -4,9 +4,11 @@
 import { AdminServer, type AdminState, type ReloadOutcome } from '../admin/server.js';
 import { loadWhiteConfigIsolated as loadWhiteConfig } from '../config/isolated-load.js';
 import { watchConfigFile } from '../config/watch.js';
+import { resolveDataPlane } from '../engine/data-plane/join.js';
 import { WhiteServer } from '../engine/white/white-server.js';
 import { WhiteHooks } from '../hooks/white-hooks.js';
 import { createLogger } from '../log.js';
+import { logDataPlane } from './data-plane-log.js';
 import { Reloader } from './reloader.js';
 import { onStopSignal } from './signals.js';
 import { VERSION } from '../version.js';
@@ -18,6 +20,8 @@ export interface RunWhiteOptions {
 export async function runWhite(configPath: string, options: RunWhiteOptions): Promise<void> {
   const config = await loadWhiteConfig(configPath);
   const logger = createLogger({ level: config.log.level, name: 'white' });
+  const dataPlane = resolveDataPlane();
+  logDataPlane(logger, dataPlane);
   const hooks = new WhiteHooks(config, logger);
   const server = new WhiteServer(config, { logger, events: hooks, gates: hooks.gates(), hookStats: () => hooks.stats() });
   await server.start();
@@ -33,7 +37,7 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
   // Edits saved from here on are seen; relayctl users (and tests) wait for "admin listening".
   await watcher.ready.catch(() => {});
 
-  const state = (): AdminState => ({ ...server.snapshot(), version: VERSION });
+  const state = (): AdminState => ({ ...server.snapshot(), version: VERSION, dataPlane: dataPlane.plane });
   const reloadNow = async (): Promise<ReloadOutcome> => {
     // Reloads are serialized; when one was already running, Reloader queues one more and the
     // outcome read here is the one that was running. See the note in docs/relayctl.md.

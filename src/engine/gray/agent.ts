@@ -5,7 +5,6 @@
 // stopped. A white restart (new certificate) needs nothing from the operator: the certificate is
 // not what authenticates the white; the proof bound to the TLS session is.
 import { EventEmitter } from 'node:events';
-import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import type { GrayConfig } from '../../config/types.js';
 import { ErrorCodes, RelayError } from '../../errors.js';
@@ -18,7 +17,7 @@ import { decodeProof, deriveSessionKeys, encodeProof, proofsEqual, type SessionK
 import { MessageType, type Message } from '../protocol/messages.js';
 import { sessionIdFromString } from '../protocol/preamble.js';
 import { RateLimitedLog } from '../../rate-limited-log.js';
-import { forwardToTarget } from './forwarder.js';
+import { forwardToTarget, type Forward } from './forwarder.js';
 import { PoolDialer } from './pool-dialer.js';
 
 const AGENT = 'relay/0.1.0';
@@ -36,7 +35,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   private dialer: PoolDialer | null = null;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private stopping = false;
-  private readonly active = new Set<Socket>();
+  private readonly active = new Set<Forward>();
 
   constructor(
     private readonly config: GrayConfig,
@@ -64,13 +63,13 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
     if (this.active.size > 0) {
       this.logger.info({ active: this.active.size, drainMs }, 'draining active connections');
       const deadline = Date.now() + drainMs;
-      while (this.active.size > 0 && Date.now() < deadline) {
-        await Promise.race([
-          new Promise((r) => this.active.values().next().value!.once('close', r)),
-          new Promise((r) => setTimeout(r, Math.max(1, deadline - Date.now()))),
-        ]);
-      }
-      for (const s of this.active) s.destroy();
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all([...this.active].map((f) => f.closed)),
+        new Promise((r) => (timer = setTimeout(r, Math.max(1, deadline - Date.now())))),
+      ]);
+      clearTimeout(timer);
+      for (const f of this.active) f.destroy();
     }
   }
 
@@ -157,8 +156,8 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
         this.emit('pool-ready', idle);
       },
       onActivated: (socket, client, rest) => {
-        this.active.add(socket);
-        forwardToTarget(socket, client, rest, this.config, this.logger, this.warnings, () => this.active.delete(socket));
+        const forward = forwardToTarget(socket, client, rest, this.config, this.logger, this.warnings, () => this.active.delete(forward));
+        this.active.add(forward);
       },
     });
     this.dialer = dialer;

@@ -1,12 +1,12 @@
 // An activated data connection: the white has written the start header, the client's bytes
 // follow. Connect to the local service, optionally introduce the client with a PROXY protocol
 // header, then join the two sockets. Until the service answers, the data socket is paused so a
-// fast client cannot fill our memory.
+// fast client cannot fill our memory. The returned Forward is the agent's handle for draining.
 import net, { type Socket } from 'node:net';
 import type { GrayConfig } from '../../config/types.js';
 import { ErrorCodes } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { joinSockets, tuneDataSocket, type PairResult } from '../piping.js';
+import { joinSockets, tuneDataSocket, type JoinedPair, type PairResult } from '../data-plane/join.js';
 import { encodeProxyV1, encodeProxyV2 } from '../protocol/proxy-protocol.js';
 import type { ClientAddressInfo } from '../protocol/start-header.js';
 import type { RateLimitedLog } from '../../rate-limited-log.js';
@@ -19,7 +19,17 @@ export function forwardToTarget(
   logger: Logger,
   warnings: RateLimitedLog,
   onClosed: (result: PairResult | null) => void,
-): void {
+): Forward {
+  let joined: JoinedPair | null = null;
+  let markClosed = (): void => {};
+  const forward: Forward = {
+    closed: new Promise<void>((resolve) => (markClosed = resolve)),
+    destroy: () => (joined ? joined.destroy() : (data.destroy(), target.destroy())),
+  };
+  const finish = (result: PairResult | null): void => {
+    onClosed(result);
+    markClosed();
+  };
   data.pause();
   if (rest.length > 0) data.unshift(rest);
   const target = net.connect({ host: config.target.host, port: config.target.port, allowHalfOpen: true });
@@ -33,15 +43,26 @@ export function forwardToTarget(
     );
     data.destroy();
     target.destroy();
-    onClosed(null);
+    finish(null);
   };
   target.once('error', onConnectError);
   target.once('connect', () => {
     target.off('error', onConnectError);
+    if (data.destroyed) {
+      // The client (or the white) went away while the service was answering.
+      target.destroy();
+      return finish(null);
+    }
     tuneDataSocket(target, config.limits.keepAliveDelayMs);
-    if (config.proxyProtocol === 'v1') target.write(encodeProxyV1(client));
-    else if (config.proxyProtocol === 'v2') target.write(encodeProxyV2(client));
+    const proxyHeader = config.proxyProtocol === 'v1' ? encodeProxyV1(client) : config.proxyProtocol === 'v2' ? encodeProxyV2(client) : undefined;
     logger.debug({ client: clientAddress }, 'forwarding');
-    joinSockets(data, target, onClosed);
+    joined = joinSockets(data, target, { toB: proxyHeader }, finish);
   });
+  return forward;
+}
+
+/** One client being forwarded, from activation until both sides closed. */
+export interface Forward {
+  readonly closed: Promise<void>;
+  destroy(): void;
 }

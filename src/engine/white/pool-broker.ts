@@ -10,7 +10,7 @@ import type { EventSink } from '../../hooks/events.js';
 import type { Limits } from '../../limits.js';
 import type { Logger } from '../../log.js';
 import type { GrayStats } from '../stats.js';
-import { joinSockets, tuneDataSocket } from '../piping.js';
+import { joinSockets, tuneDataSocket, type JoinedPair } from '../data-plane/join.js';
 import { clientAddressInfo, encodeStartHeader } from '../protocol/start-header.js';
 import type { GraySession } from './gray-session.js';
 
@@ -32,10 +32,12 @@ interface WaitingClient {
 
 export interface ActivePair {
   readonly id: string;
-  readonly client: Socket;
-  readonly data: Socket;
+  /** Side a is the client, side b the data connection. */
+  readonly joined: JoinedPair;
   /** Bytes the data socket had read before pairing (the preamble), not client traffic. */
   readonly preambleBytes: number;
+  /** Resolves once the pair has closed and left `active`. */
+  readonly closed: Promise<void>;
 }
 
 /**
@@ -225,16 +227,15 @@ export class PoolBroker {
     const preambleBytes = data.bytesRead;
     const clientAddress = `${client.remoteAddress}:${client.remotePort}`;
     const startedAt = Date.now();
-    const pair: ActivePair = { id, client, data, preambleBytes };
-    this.active.add(pair);
-    this.stats.activeClients = this.active.size;
-    this.stats.clientsTotal += 1;
     client.setNoDelay(true);
-    data.write(header);
+    this.stats.clientsTotal += 1;
     this.events.emit('client.connected', { grayId: this.grayId, connectionId: id, clientAddress });
     const debug = this.logger.isLevelEnabled('debug');
     if (debug) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress }, 'client paired');
-    joinSockets(client, data, (result) => {
+    let markClosed = (): void => {};
+    const closed = new Promise<void>((resolve) => (markClosed = resolve));
+    // The start header goes to the gray ahead of the client's bytes.
+    const joined = joinSockets(client, data, { toB: header }, (result) => {
       this.active.delete(pair);
       this.stats.activeClients = this.active.size;
       const toClient = result.bytesFromB - preambleBytes;
@@ -251,7 +252,11 @@ export class PoolBroker {
         reason,
       });
       if (debug) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress, bytesIn: result.bytesFromA, bytesOut: toClient, reason }, 'client closed');
+      markClosed();
     });
+    const pair: ActivePair = { id, joined, preambleBytes, closed };
+    this.active.add(pair);
+    this.stats.activeClients = this.active.size;
   }
 
   /**
@@ -289,8 +294,8 @@ export class PoolBroker {
     let fromClients = 0;
     let toClients = 0;
     for (const p of this.active) {
-      fromClients += p.client.bytesRead;
-      toClients += p.data.bytesRead - p.preambleBytes;
+      fromClients += p.joined.bytesFromA();
+      toClients += p.joined.bytesFromB() - p.preambleBytes;
     }
     return { fromClients, toClients };
   }
@@ -316,28 +321,12 @@ export class PoolBroker {
   }
 
   destroyActive(): void {
-    for (const p of this.active) {
-      p.client.destroy();
-      p.data.destroy();
-    }
+    for (const p of this.active) p.joined.destroy();
   }
 
   /** Resolves when no pair is active (for graceful shutdown). */
   async drained(): Promise<void> {
-    while (this.active.size > 0) {
-      const any = this.active.values().next().value as ActivePair;
-      await new Promise<void>((resolve) => {
-        if (any.client.destroyed && any.data.destroyed) return resolve();
-        let n = 0;
-        const done = (): void => {
-          if (++n === 2) resolve();
-        };
-        any.client.once('close', done);
-        any.data.once('close', done);
-      });
-      // joinSockets' callback runs after both closes; give it the same tick to remove the pair.
-      await new Promise((r) => setImmediate(r));
-    }
+    while (this.active.size > 0) await Promise.all([...this.active].map((p) => p.closed));
   }
 }
 

@@ -1,19 +1,12 @@
-// Joins two sockets into one full-duplex pair: the hot path. Bytes flow untouched through
-// stream.pipe (which applies backpressure: a slow reader pauses the fast writer instead of
-// growing memory), a FIN from either side is passed on as a FIN (half-close: both sockets are
-// created with allowHalfOpen), and the pair is torn down exactly once, by one function, on the
-// first error or close. Nothing here runs per chunk except Node's own pipe machinery.
+// The JavaScript data plane: bytes flow through stream.pipe (which applies backpressure: a
+// slow reader pauses the fast writer instead of growing memory), a FIN from either side is
+// passed on as a FIN (half-close: both sockets are created with allowHalfOpen), and the pair is
+// torn down exactly once, by one function, on the first error or close. Used where the native
+// splice plane is not built, is turned off (RELAY_DATA_PLANE=js), or cannot take a socket.
 import type { Socket } from 'node:net';
+import type { Heads, JoinedPair, OnPairClosed } from './joined-pair.js';
 
-export interface PairResult {
-  /** Bytes read from `a` (and so written towards `b`). */
-  readonly bytesFromA: number;
-  readonly bytesFromB: number;
-  /** The first error that ended the pair, if any. */
-  readonly error: Error | null;
-}
-
-export function joinSockets(a: Socket, b: Socket, onClosed: (result: PairResult) => void): void {
+export function joinWithStreams(a: Socket, b: Socket, heads: Heads, onClosed: OnPairClosed): JoinedPair {
   let firstError: Error | null = null;
   let closedCount = 0;
 
@@ -37,12 +30,17 @@ export function joinSockets(a: Socket, b: Socket, onClosed: (result: PairResult)
   b.on('error', fail);
   a.once('close', onClose(b));
   b.once('close', onClose(a));
+  if (heads.toA) a.write(heads.toA);
+  if (heads.toB) b.write(heads.toB);
   a.pipe(b);
   b.pipe(a);
-}
-
-/** Socket options for every socket on the data path. */
-export function tuneDataSocket(socket: Socket, keepAliveDelayMs: number): void {
-  socket.setNoDelay(true);
-  socket.setKeepAlive(true, keepAliveDelayMs);
+  return {
+    plane: 'js',
+    bytesFromA: () => a.bytesRead,
+    bytesFromB: () => b.bytesRead,
+    destroy: () => {
+      a.destroy();
+      b.destroy();
+    },
+  };
 }
