@@ -4,7 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { runRelay, runRelayToEnd, tempDir } from './harness.js';
+import { runRelay, runRelayToEnd, tempDir, writeDeployment } from './harness.js';
 
 describe('relay CLI', () => {
   it('prints help with exit 0, and usage errors with exit 2', async () => {
@@ -41,6 +41,20 @@ describe('relay CLI', () => {
       const verify = await runRelayToEnd(['verify', '--config', bad]);
       assert.equal(verify.code, 2);
       assert.match(verify.stderr, /grays\[0\]\.public_port/);
+    } finally {
+      await dir.cleanup();
+    }
+  });
+
+  it('exits 2 when RELAY_DATA_PLANE names no data plane, before listening on anything', async () => {
+    const dir = await tempDir();
+    try {
+      const d = await writeDeployment(dir.path, { targetPort: 9 });
+      const white = await runRelayToEnd(['white', '--config', d.whitePath], { RELAY_DATA_PLANE: 'fast' });
+      assert.equal(white.code, 2);
+      assert.match(white.stderr, /RELAY_DATA_PLANE=fast: expected auto, splice or js/);
+      const gray = await runRelayToEnd(['gray', '--config', d.grayPath], { RELAY_DATA_PLANE: 'fast' });
+      assert.equal(gray.code, 2);
     } finally {
       await dir.cleanup();
     }

@@ -36,7 +36,10 @@ function bulkEcho(port: number, total: number): Promise<{ sent: string; received
   });
 }
 
-describe('e2e: white and gray processes', () => {
+// The data-heavy tests run once per data plane: the native splice plane (the default) and the
+// JavaScript plane it falls back to.
+for (const plane of ['splice', 'js'] as const) describe(`e2e: white and gray processes (${plane} data plane)`, () => {
+  const env = { RELAY_DATA_PLANE: plane };
   let dir: { path: string; cleanup: () => Promise<void> };
   let service: Awaited<ReturnType<typeof startService>>;
   let d: Deployment;
@@ -47,9 +50,9 @@ describe('e2e: white and gray processes', () => {
     dir = await tempDir();
     service = await startService();
     d = await writeDeployment(dir.path, { targetPort: service.port, pool: 8 });
-    white = runRelay(['white', '--config', d.whitePath]);
+    white = runRelay(['white', '--config', d.whitePath], env);
     await white.waitForMsg('listening');
-    gray = runRelay(['gray', '--config', d.grayPath]);
+    gray = runRelay(['gray', '--config', d.grayPath], env);
     await gray.waitForMsg('pool ready');
   });
   after(async () => {
@@ -71,6 +74,13 @@ describe('e2e: white and gray processes', () => {
     }
     const logs = white.lines.map((l) => JSON.stringify(l)).join('\n') + gray.lines.map((l) => JSON.stringify(l)).join('\n');
     assert.ok(!logs.includes(d.secret), 'the secret must never be logged');
+  });
+
+  it(`says at startup that the ${plane} plane moves the bytes`, async () => {
+    for (const p of [white, gray]) {
+      const line = await p.waitForMsg('data plane');
+      assert.equal(line.dataPlane, plane);
+    }
   });
 
   it('carries 100 MB through one client with matching SHA-256 both ways', async () => {
@@ -95,8 +105,8 @@ describe('e2e: white and gray processes', () => {
     });
     const dir2 = await tempDir();
     const d2 = await writeDeployment(dir2.path, { targetPort: digestService.port, pool: 2 });
-    const w2 = runRelay(['white', '--config', d2.whitePath]);
-    const g2 = runRelay(['gray', '--config', d2.grayPath]);
+    const w2 = runRelay(['white', '--config', d2.whitePath], env);
+    const g2 = runRelay(['gray', '--config', d2.grayPath], env);
     try {
       await w2.waitForMsg('listening');
       await g2.waitForMsg('pool ready');
