@@ -9,8 +9,9 @@
 // Shape: one engine thread per Node environment owns an epoll instance. JavaScript hands over a
 // pair of connected sockets (join); the engine takes its own duplicates of the two descriptors,
 // so the JS Socket objects can be destroyed at once and an idle pair costs only this file's
-// structs and the kernel's sockets. Each direction borrows a pipe from a small free list only
-// while it has bytes in flight, so thousands of idle pairs hold no pipes. A FIN is passed on as
+// structs and the kernel's sockets. Small messages are copied with recv/send through one shared
+// buffer; once a direction streams, it splices, borrowing a pipe from a small free list only
+// while bytes are in flight, so thousands of idle pairs hold no pipes. A FIN is passed on as
 // a shutdown(SHUT_WR) once everything before it was delivered (half-close); the first error ends
 // the pair. When a pair ends, its byte counts and errno reach JavaScript through a thread-safe
 // function; JavaScript can end a pair early (destroy) or read its live counts (bytes).
@@ -41,6 +42,12 @@ namespace {
 constexpr int kPipeBytes = 256 * 1024;
 // Asked for on each splice into a pipe; the pipe's free space is the real bound.
 constexpr size_t kSpliceAsk = 1 << 20;
+// Small messages are copied through one engine-wide buffer of this size with recv/send: for a
+// few hundred bytes that is cheaper than two splices and a pipe. A read that fills the buffer
+// means a stream is flowing, and the direction switches to splice; a splice that brings less
+// than kSmallRead switches it back. (haproxy decides the same way between copying and splicing.)
+constexpr size_t kCopyBuffer = 64 * 1024;
+constexpr size_t kSmallRead = 16 * 1024;
 // Free pipes kept for reuse: enough for the directions that are busy at one moment.
 constexpr size_t kFreePipesMax = 64;
 constexpr int kEventsPerWait = 256;
@@ -61,11 +68,17 @@ struct Direction {
   int pipeWrite = -1;
   size_t inPipe = 0;
   // Bytes JavaScript had already read or must send first (a start header, a PROXY header, a
-  // waiting client's early bytes): written to dst before anything is spliced.
+  // waiting client's early bytes), and later what a copied read could not send at once:
+  // written to dst before anything else is read from src.
   std::string head;
   size_t headSent = 0;
   bool eof = false;
   bool shut = false;
+  bool splicing = false;
+  // dst refused bytes (EAGAIN): this direction waits for dst's EPOLLOUT, src left unread.
+  bool blocked = false;
+  // src reported a FIN, hang-up or error: read it to the end, never stop at a short read.
+  bool srcClosing = false;
   std::atomic<uint64_t> bytes{0};
 };
 
@@ -155,6 +168,7 @@ class Engine {
   std::atomic<int64_t> pipesOpen_{0};
   std::atomic<uint32_t> nextId_{1};
   bool stopping_ = false;
+  std::vector<char> copyBuffer_ = std::vector<char>(kCopyBuffer);  // engine thread only
 
   static bool Fail(std::string* why, const char* what) {
     *why = std::string(what) + ": " + strerror(errno);
@@ -196,7 +210,7 @@ class Engine {
             continue;
           }
         }
-        Service(pair);
+        Service(pair, side->index, events[i].events);
       }
       // Pairs ended in this batch may still have had events later in the same batch: free
       // them only now.
@@ -253,7 +267,8 @@ class Engine {
     if (pair->dead) return;
     for (int i = 0; i < 2; i++) {
       epoll_event ev{};
-      // Edge-triggered: every event runs both directions until the kernel says EAGAIN.
+      // Edge-triggered: an event is reported once, so a direction reads until the kernel says
+      // EAGAIN, a short read has emptied the queue, or its destination is full (see Service).
       ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
       ev.data.ptr = &pair->sides[i];
       if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, pair->fds[i], &ev) < 0) {
@@ -261,12 +276,29 @@ class Engine {
         return;
       }
     }
-    Service(pair);
-  }
-
-  void Service(Pair* pair) {
+    // Heads go out now; readiness at registration arrives as ordinary events.
     int error = Pump(pair->dirs[0]);
     if (error == 0) error = Pump(pair->dirs[1]);
+    Settle(pair, error);
+  }
+
+  static constexpr uint32_t kClosing = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+  static constexpr uint32_t kReadable = EPOLLIN | kClosing;
+
+  // An event on one socket moves only what it can move: readable -> the direction reading it;
+  // writable -> the direction writing to it, and only if that one was blocked. (EPOLLOUT is in
+  // almost every event mask, so pumping on it unconditionally would cost a useless recv.)
+  void Service(Pair* pair, int sideIndex, uint32_t events) {
+    Direction& from = pair->dirs[sideIndex];
+    Direction& into = pair->dirs[1 - sideIndex];
+    int error = 0;
+    if (events & kClosing) from.srcClosing = true;
+    if (events & kReadable) error = Pump(from);
+    if (error == 0 && (events & EPOLLOUT) && into.blocked) error = Pump(into);
+    Settle(pair, error);
+  }
+
+  void Settle(Pair* pair, int error) {
     if (error != 0) {
       Finish(pair, error);
     } else if (pair->dirs[0].shut && pair->dirs[1].shut) {
@@ -274,14 +306,20 @@ class Engine {
     }
   }
 
+  static int Blocked(Direction& d) {
+    d.blocked = true;
+    return 0;
+  }
+
   // Moves what can be moved now. Returns 0 (stopped on EAGAIN or done) or an errno.
   int Pump(Direction& d) {
+    d.blocked = false;
     for (;;) {
       if (d.headSent < d.head.size()) {
         ssize_t n = send(d.dst, d.head.data() + d.headSent, d.head.size() - d.headSent, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
           if (errno == EINTR) continue;
-          return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : errno;
+          return errno == EAGAIN || errno == EWOULDBLOCK ? Blocked(d) : errno;
         }
         d.headSent += static_cast<size_t>(n);
         if (d.headSent == d.head.size()) {
@@ -294,7 +332,7 @@ class Engine {
         ssize_t n = splice(d.pipeRead, nullptr, d.dst, nullptr, d.inPipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n < 0) {
           if (errno == EINTR) continue;
-          return errno == EAGAIN ? 0 : errno;  // EAGAIN: dst is full; its EPOLLOUT resumes us
+          return errno == EAGAIN ? Blocked(d) : errno;  // dst is full; its EPOLLOUT resumes us
         }
         d.inPipe -= static_cast<size_t>(n);
         if (d.inPipe == 0) ReleasePipe(d);
@@ -306,6 +344,34 @@ class Engine {
           if (shutdown(d.dst, SHUT_WR) < 0 && errno != ENOTCONN) return errno;
         }
         return 0;
+      }
+      if (!d.splicing) {
+        ssize_t n = recv(d.src, copyBuffer_.data(), copyBuffer_.size(), MSG_DONTWAIT);
+        if (n == 0) {
+          d.eof = true;
+          continue;
+        }
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : errno;
+        }
+        d.bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+        if (static_cast<size_t>(n) == copyBuffer_.size()) d.splicing = true;
+        ssize_t sent = send(d.dst, copyBuffer_.data(), static_cast<size_t>(n), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (sent < 0) {
+          if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return errno;
+          sent = 0;
+        }
+        // What dst cannot take now waits in head (empty here), which goes first next time.
+        if (sent < n) {
+          d.head.assign(copyBuffer_.data() + sent, static_cast<size_t>(n - sent));
+          return Blocked(d);
+        }
+        // A short read emptied the receive queue: anything arriving later raises a new edge,
+        // so the recv that would only say EAGAIN is skipped.
+        // (Not once a FIN was signalled: that edge is spent, so read on to the EOF.)
+        if (static_cast<size_t>(n) < copyBuffer_.size() && !d.srcClosing) return 0;
+        continue;
       }
       if (d.pipeRead < 0 && !AcquirePipe(d)) return errno;
       ssize_t n = splice(d.src, nullptr, d.pipeWrite, nullptr, kSpliceAsk, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -322,6 +388,7 @@ class Engine {
       }
       d.bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
       d.inPipe += static_cast<size_t>(n);
+      if (static_cast<size_t>(n) < kSmallRead) d.splicing = false;
     }
   }
 

@@ -235,8 +235,9 @@ describe('data plane', () => {
         assert.ok(joinWithSplice(r.a, r.b, {}, done.onClosed));
         results.push(done.result);
         rigs.push(r);
-        r.client.write(`#${i}`);
-        await received(r.service, `#${i}`.length);
+        // Enough to switch the direction from copying to splicing, so pipes are really used.
+        r.client.write(randomBytes(300_000));
+        await received(r.service, 300_000);
       }
       const busy = spliceStats();
       assert.equal(busy.pairs - before.pairs, 100);
