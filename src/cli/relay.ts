@@ -2,11 +2,7 @@
 // Entry point of `relay`. Parses the command line, runs the command, maps failures to exit
 // codes (0 ok, 1 runtime, 2 usage/config) with one readable line on stderr.
 import { parseArgs } from 'node:util';
-import { verifyConfigFile } from '../config/load.js';
 import { ErrorCodes, exitCodeFor, RelayError } from '../errors.js';
-import { runDemo } from './demo.js';
-import { runGray } from './run-gray.js';
-import { runWhite } from './run-white.js';
 import { COMMAND_USAGE, RELAY_USAGE } from './usage.js';
 import { VERSION } from '../version.js';
 
@@ -32,17 +28,18 @@ async function main(argv: string[]): Promise<number | null> {
     case 'white':
       // The console is on when a person is at the terminal, unless told otherwise: a white
       // started in the background of an interactive shell must not read the terminal (SIGTTIN).
-      await runWhite(requireConfig(config, command), {
+      await (await import('./run-white.js')).runWhite(requireConfig(config, command), {
         console: values['no-console'] === true ? false : values.console === true || process.stdin.isTTY === true,
       });
       return null; // keeps running until a signal
     case 'gray':
-      await runGray(requireConfig(config, command));
+      await (await import('./run-gray.js')).runGray(requireConfig(config, command));
       return null;
     case 'demo':
-      await runDemo();
+      await (await import('./demo.js')).runDemo();
       return null;
     case 'verify': {
+      const { verifyConfigFile } = await import('../config/load.js');
       const result = await verifyConfigFile(requireConfig(config, command));
       if (result.ok) {
         process.stdout.write(`${config}: valid ${result.kind} config\n`);
