@@ -9,7 +9,7 @@ import { ErrorCodes } from '../../src/errors.js';
 import { runRelay, tempDir, writeDeployment, type Deployment, type LogLine, type RelayProcess } from '../e2e/harness.js';
 import { roundTrip } from '../helpers/tunnel.js';
 import { MessageType } from '../../src/engine/protocol/messages.js';
-import { closeTime, FIREHOSE_BYTES, LiveTransfer, loginRaw, MiB, mib, procStats, tcpConnect, TestService, waitUntil, within } from '../soak/support.js';
+import { closeTime, FIREHOSE_BYTES, LiveTransfer, loginRaw, MiB, mib, procStats, readSlowly, tcpConnect, TestService, waitUntil, within } from '../soak/support.js';
 
 const HEARTBEAT_MS = 200;
 const MISSED = 3;
@@ -168,13 +168,7 @@ describe('faults with real processes', () => {
         hash.update(c);
         received += c.length;
       });
-      const slowUntil = Date.now() + 1500;
-      while (Date.now() < slowUntil && received < FIREHOSE_BYTES) {
-        client.resume();
-        await new Promise((r) => setImmediate(r));
-        client.pause();
-        await new Promise((r) => setTimeout(r, 10));
-      }
+      await readSlowly(client, 1500, () => received >= FIREHOSE_BYTES);
       // 3. Full speed to the end.
       client.resume();
       await within(ended, 60_000, 'the 200 MB to arrive');

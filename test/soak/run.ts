@@ -24,6 +24,7 @@ import {
   MiB,
   mib,
   procStats,
+  readSlowly,
   tcpConnect,
   TestService,
   waitUntil,
@@ -365,13 +366,7 @@ async function phaseSlowReader(d: Deployment): Promise<void> {
       hash.update(c);
       received += c.length;
     });
-    const slowUntil = Date.now() + 5000;
-    while (Date.now() < slowUntil && received < FIREHOSE_BYTES) {
-      client.resume();
-      await new Promise((r) => setImmediate(r));
-      client.pause();
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    await readSlowly(client, 5000, () => received >= FIREHOSE_BYTES);
     client.resume();
     await within(ended, 120_000, 'the 200 MB');
     const intact = received === FIREHOSE_BYTES && hash.digest('hex') === (await hose.digest);

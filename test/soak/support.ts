@@ -525,3 +525,15 @@ export class TestService {
     pump();
   }
 }
+
+/** Lets a paused socket read about one chunk every 10 ms (a slow reader) for `ms`, or until
+ *  `enough()`; the caller's 'data' listener sees the bytes. Leaves the socket paused. */
+export async function readSlowly(socket: net.Socket, ms: number, enough: () => boolean): Promise<void> {
+  const until = Date.now() + ms;
+  while (Date.now() < until && !enough()) {
+    socket.resume();
+    await new Promise((r) => setImmediate(r));
+    socket.pause();
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
