@@ -24,8 +24,16 @@ export interface DataPlaneStatus {
   readonly note: string | null;
 }
 
-/** Decides the plane once, at startup; throws when RELAY_DATA_PLANE asks for what cannot be had. */
+let resolved: DataPlaneStatus | null = null;
+
+/** Decides the plane once (the first call, at startup); throws when RELAY_DATA_PLANE asks for
+ *  what cannot be had. */
 export function resolveDataPlane(): DataPlaneStatus {
+  resolved ??= decide();
+  return resolved;
+}
+
+function decide(): DataPlaneStatus {
   const wanted = choice();
   if (wanted === 'js') return { plane: 'js', note: 'RELAY_DATA_PLANE=js' };
   if (spliceAvailable()) return { plane: 'splice', note: null };
@@ -34,11 +42,8 @@ export function resolveDataPlane(): DataPlaneStatus {
   return { plane: 'js', note: why };
 }
 
-let resolved: DataPlaneStatus | null = null;
-
 export function joinSockets(a: Socket, b: Socket, heads: Heads, onClosed: OnPairClosed): JoinedPair {
-  resolved ??= resolveDataPlane();
-  if (resolved.plane === 'splice') {
+  if (resolveDataPlane().plane === 'splice') {
     const pair = joinWithSplice(a, b, heads, onClosed);
     if (pair) return pair;
   }

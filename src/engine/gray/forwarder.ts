@@ -22,13 +22,23 @@ export function forwardToTarget(
 ): Forward {
   let joined: JoinedPair | null = null;
   let markClosed = (): void => {};
-  const forward: Forward = {
-    closed: new Promise<void>((resolve) => (markClosed = resolve)),
-    destroy: () => (joined ? joined.destroy() : (data.destroy(), target.destroy())),
-  };
+  let finished = false;
   const finish = (result: PairResult | null): void => {
+    if (finished) return;
+    finished = true;
     onClosed(result);
     markClosed();
+  };
+  const forward: Forward = {
+    closed: new Promise<void>((resolve) => (markClosed = resolve)),
+    destroy: () => {
+      if (joined) return joined.destroy();
+      // Still connecting to the service: a destroyed socket emits neither 'connect' nor
+      // 'error', so this is the forward's end.
+      data.destroy();
+      target.destroy();
+      finish(null);
+    },
   };
   data.pause();
   if (rest.length > 0) data.unshift(rest);
