@@ -8,19 +8,10 @@
 // - the engine duplicates both descriptors, and the JS sockets are destroyed at once: an open
 //   pair costs no JS objects beyond one small record, and closing Node's descriptor does not
 //   close the connection (the duplicate keeps it open).
-import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import os from 'node:os';
-import { fileURLToPath } from 'node:url';
 import type { Heads, JoinedPair, OnPairClosed } from './joined-pair.js';
-
-interface SpliceBinding {
-  init(onFinished: (id: number, bytesFromA: number, bytesFromB: number, errno: number) => void): void;
-  join(fdA: number, fdB: number, headToA: Buffer | null, headToB: Buffer | null): number;
-  destroy(id: number): void;
-  bytes(id: number): [number, number] | null;
-  stats(): { pairs: number; pipes: number };
-}
+import { errnoError, nativeEngine, nativeUnavailableReason, onNativePairEnd, type NativeBinding } from './native-engine.js';
 
 interface OpenPair {
   readonly onClosed: OnPairClosed;
@@ -29,45 +20,19 @@ interface OpenPair {
   readonly baseB: number;
 }
 
-/** From dist/src/engine/data-plane/ to the package root. */
-const MODULE_PATH = fileURLToPath(new URL('../../../../native/build/Release/relay_splice.node', import.meta.url));
 const ECANCELED = os.constants.errno.ECANCELED;
-const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([name, value]) => [value, name]));
-
-let binding: SpliceBinding | null = null;
-let loadError: string | null = null;
-let loaded = false;
 const open = new Map<number, OpenPair>();
 
-/** The started engine, or null with the reason in spliceUnavailableReason(). Loaded once. */
-function engine(): SpliceBinding | null {
-  if (loaded) return binding;
-  loaded = true;
-  if (process.platform !== 'linux') {
-    loadError = `splice(2) is Linux only (this is ${process.platform})`;
-    return null;
-  }
-  try {
-    const candidate = createRequire(import.meta.url)(MODULE_PATH) as SpliceBinding;
-    candidate.init(onFinished);
-    binding = candidate;
-  } catch (err) {
-    loadError = `${MODULE_PATH}: ${err instanceof Error ? err.message : String(err)}`;
-  }
-  return binding;
-}
-
-function onFinished(id: number, bytesFromA: number, bytesFromB: number, errno: number): void {
+onNativePairEnd((_type, id, _listener, errno, bytesFromA, bytesFromB) => {
   const pair = open.get(id);
   if (!pair) return;
   open.delete(id);
-  const error = errno === 0 || errno === ECANCELED ? null : errnoError(errno);
+  const error = errno === 0 || errno === ECANCELED ? null : errnoError(errno, 'splice');
   pair.onClosed({ bytesFromA: pair.baseA + bytesFromA, bytesFromB: pair.baseB + bytesFromB, error });
-}
+});
 
-function errnoError(errno: number): Error {
-  const name = errnoNames.get(errno) ?? `errno ${errno}`;
-  return Object.assign(new Error(`splice ${name}`), { code: name, errno: -errno });
+function engine(): NativeBinding | null {
+  return nativeEngine();
 }
 
 export function spliceAvailable(): boolean {
@@ -75,13 +40,12 @@ export function spliceAvailable(): boolean {
 }
 
 export function spliceUnavailableReason(): string | null {
-  engine();
-  return loadError;
+  return nativeUnavailableReason();
 }
 
-/** Live pairs and pipes held by the engine (for metrics and tests). */
-export function spliceStats(): { pairs: number; pipes: number } {
-  return engine()?.stats() ?? { pairs: 0, pipes: 0 };
+/** Live pairs, pipes and held connections of the engine (for metrics and tests). */
+export function spliceStats(): { pairs: number; pipes: number; conns: number } {
+  return engine()?.stats() ?? { pairs: 0, pipes: 0, conns: 0 };
 }
 
 /** Hands the pair to the engine, or returns null (nothing touched) when it cannot take it. */
@@ -106,9 +70,22 @@ export function joinWithSplice(a: Socket, b: Socket, heads: Heads, onClosed: OnP
     queueMicrotask(() => onClosed({ bytesFromA: baseA, bytesFromB: baseB, error: err instanceof Error ? err : new Error(String(err)) }));
     return { plane: 'splice', bytesFromA: () => baseA, bytesFromB: () => baseB, destroy: () => {} };
   }
-  open.set(id, { onClosed, baseA, baseB });
   a.destroy();
   b.destroy();
+  return track(native, id, onClosed, baseA, baseB);
+}
+
+/** Joins two connections the engine accepted and holds (native listeners): nothing to hand
+ *  over, no descriptor to duplicate. */
+export function joinHeldInEngine(connA: number, connB: number, heads: Heads, onClosed: OnPairClosed): JoinedPair {
+  const native = engine();
+  if (!native) throw new Error('the native engine is not loaded, yet it holds connections');
+  const id = native.joinConns(connA, connB, heads.toA ?? null, heads.toB ?? null);
+  return track(native, id, onClosed, 0, 0);
+}
+
+function track(native: NativeBinding, id: number, onClosed: OnPairClosed, baseA: number, baseB: number): JoinedPair {
+  open.set(id, { onClosed, baseA, baseB });
   let last: [number, number] = [0, 0];
   const live = (): [number, number] => (last = native.bytes(id) ?? last);
   return {

@@ -1,0 +1,87 @@
+// Loading the native engine (native/splice_relay.cc) once, and routing what it reports: the end
+// of a pair to the splice plane, accepted / refused / gone connections to the native listeners.
+// Both register here, so the addon has a single callback and a single place that knows its shape.
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeBinding {
+  init(onEvent: (...args: EventArgs) => void): void;
+  join(fdA: number, fdB: number, headToA: Buffer | null, headToB: Buffer | null): number;
+  joinConns(connA: number, connB: number, headToA: Buffer | null, headToB: Buffer | null): number;
+  destroy(id: number): void;
+  bytes(id: number): [number, number] | null;
+  stats(): { pairs: number; pipes: number; conns: number };
+  listen(ip: string, port: number, backlog: number, prefixBytes: number, prefixTimeoutMs: number, keepAliveSec: number, watchAny: boolean, magic: Buffer | null): [number, number];
+  closeListener(id: number): void;
+  filter(listenerId: number, mode: number, ip: string | null, maxPending: number): void;
+  closeConn(id: number): void;
+}
+
+/** The engine's event types (Event::Type in the addon). */
+export const EngineEvent = { pairEnd: 0, accepted: 1, refused: 2, gone: 3, listenerError: 4 } as const;
+
+/** type, id, listenerId, code, a, b, then for accepted/refused: prefix, remote ip and port,
+ *  local ip and port. */
+export type EventArgs = [type: number, id: number, listenerId: number, code: number, a: number, b: number, prefix?: Buffer, remoteIp?: string, remotePort?: number, localIp?: string, localPort?: number];
+
+export type EventHandler = (...args: EventArgs) => void;
+
+/** From dist/src/engine/data-plane/ to the package root. */
+const MODULE_PATH = fileURLToPath(new URL('../../../../native/build/Release/relay_splice.node', import.meta.url));
+
+let binding: NativeBinding | null = null;
+let loadError: string | null = null;
+let loaded = false;
+let onPairEnd: EventHandler = () => {};
+let onConnEvent: EventHandler = () => {};
+
+function dispatch(...args: EventArgs): void {
+  if (args[0] === EngineEvent.pairEnd) onPairEnd(...args);
+  else onConnEvent(...args);
+}
+
+/** The started engine, or null with the reason in nativeUnavailableReason(). Loaded once. */
+export function nativeEngine(): NativeBinding | null {
+  if (loaded) return binding;
+  loaded = true;
+  if (process.platform !== 'linux') {
+    loadError = `splice(2) is Linux only (this is ${process.platform})`;
+    return null;
+  }
+  try {
+    const candidate = createRequire(import.meta.url)(MODULE_PATH) as NativeBinding;
+    candidate.init(dispatch);
+    binding = candidate;
+  } catch (err) {
+    loadError = `${MODULE_PATH}: ${err instanceof Error ? err.message : String(err)}`;
+  }
+  return binding;
+}
+
+export function nativeUnavailableReason(): string | null {
+  nativeEngine();
+  return loadError;
+}
+
+export function onNativePairEnd(handler: EventHandler): void {
+  onPairEnd = handler;
+}
+
+export function onNativeConnEvent(handler: EventHandler): void {
+  onConnEvent = handler;
+}
+
+const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([name, value]) => [value, name]));
+
+/** An Error for an errno the engine reported, shaped like Node's system errors. */
+export function errnoError(errno: number, syscall: string): Error {
+  const name = errnoNames.get(errno) ?? `errno ${errno}`;
+  return Object.assign(new Error(`${syscall} ${name}`), { code: name, errno: -errno, syscall });
+}
+
+/** The code (EADDRINUSE...) of an exception the addon threw for a failed system call. */
+export function codeOfThrown(err: unknown): string | undefined {
+  const errno = (err as { errno?: unknown } | null)?.errno;
+  return typeof errno === 'number' ? errnoNames.get(errno) : undefined;
+}

@@ -1,0 +1,156 @@
+// A listening port owned by the native engine: it accepts on the engine thread, applies the
+// filter set here (who may connect, how many may still be reading their prefix), reads a
+// fixed-size prefix under a deadline, and only then reports the connection, which the engine
+// holds until it is joined or closed (EngineConn). No Node socket is ever made for it.
+import { ErrorCodes, RelayError } from '../../errors.js';
+import type { GoneReason, HeldConn, WatchMode } from './held-conn.js';
+import type { Heads, JoinedPair, OnPairClosed } from './joined-pair.js';
+import { codeOfThrown, EngineEvent, errnoError, nativeEngine, onNativeConnEvent, type NativeBinding } from './native-engine.js';
+import { joinHeldInEngine } from './splice-plane.js';
+
+/** Why the engine refused a connection by itself (Refusal in the addon). */
+export type Refusal = 'no-session' | 'wrong-source' | 'too-many' | 'timeout' | 'ended' | 'error' | 'bad-magic' | 'extra';
+const refusals: Record<number, Refusal> = { 1: 'no-session', 2: 'wrong-source', 3: 'too-many', 4: 'timeout', 5: 'ended', 6: 'error', 7: 'bad-magic', 8: 'extra' };
+
+export interface NativeListenerOptions {
+  readonly host: string;
+  readonly port: number;
+  /** Bytes read before the connection is reported (0: reported at accept). */
+  readonly prefixBytes: number;
+  /** What every prefix must start with; a connection is refused at its first wrong byte. */
+  readonly prefixMagic?: Buffer;
+  readonly prefixTimeoutMs: number;
+  /** TCP keepalive idle time in seconds, 0 for none. */
+  readonly keepAliveSec: number;
+  /** How the engine watches a reported connection until it is joined (see WatchMode). */
+  readonly watch: WatchMode;
+}
+
+export interface NativeListenerHandlers {
+  onConnection(conn: EngineConn, prefix: Buffer): void;
+  /** received: the prefix bytes read before the refusal. */
+  onRefused(refusal: Refusal, remoteIp: string, detail: { remotePort: number; received: Buffer; error: Error | null }): void;
+  onError(error: Error): void;
+}
+
+export type ListenerFilter = { readonly mode: 'anyone' } | { readonly mode: 'nobody' } | { readonly mode: 'only'; readonly ip: string };
+
+const listeners = new Map<number, NativeListener>();
+const conns = new Map<number, EngineConn>();
+
+onNativeConnEvent((type, id, listenerId, code, _a, b, prefix, remoteIp, remotePort, localIp, localPort) => {
+  if (type === EngineEvent.gone) return conns.get(id)?.onGone(code === 2 ? 'data' : 'closed');
+  const listener = listeners.get(listenerId);
+  if (type === EngineEvent.accepted) {
+    if (!listener) return nativeEngine()?.closeConn(id);  // its port was closed meanwhile
+    const conn = new EngineConn(id, remoteIp ?? '', remotePort ?? 0, localIp ?? '', localPort ?? 0);
+    conns.set(id, conn);
+    listener.handlers.onConnection(conn, prefix ?? Buffer.alloc(0));
+  } else if (type === EngineEvent.refused) {
+    const refusal = refusals[code] ?? 'error';
+    listener?.handlers.onRefused(refusal, remoteIp ?? '', { remotePort: remotePort ?? 0, received: prefix ?? Buffer.alloc(0), error: b !== 0 ? errnoError(b, 'recv') : null });
+  } else if (type === EngineEvent.listenerError) {
+    listener?.handlers.onError(errnoError(code, 'accept'));
+  }
+});
+
+export function nativeListenAvailable(): boolean {
+  return nativeEngine() !== null;
+}
+
+export class NativeListener {
+  private readonly native: NativeBinding;
+  private readonly id: number;
+  readonly port: number;
+  private closed = false;
+
+  /** Binds at once; throws RELAY_ERR_LISTEN naming `what` when the port cannot be had. */
+  constructor(
+    options: NativeListenerOptions,
+    readonly handlers: NativeListenerHandlers,
+    what: string,
+  ) {
+    const native = nativeEngine();
+    if (!native) throw new Error('the native engine is not loaded');
+    this.native = native;
+    try {
+      [this.id, this.port] = native.listen(options.host, options.port, 511, options.prefixBytes, options.prefixTimeoutMs, options.keepAliveSec, options.watch === 'any', options.prefixMagic ?? null);
+    } catch (err) {
+      const code = codeOfThrown(err);
+      const message = code ? `listen ${code}: ${(err as Error).message}` : String(err);
+      throw new RelayError(ErrorCodes.LISTEN, `cannot listen on ${options.host}:${options.port} (${what}): ${message}`, { cause: err });
+    }
+    listeners.set(this.id, this);
+  }
+
+  /** Who may connect at all, checked before a byte is read; maxPending caps the connections
+   *  still reading their prefix (the rest are refused as 'too-many'). */
+  setFilter(filter: ListenerFilter, maxPending: number): void {
+    if (this.closed) return;
+    const mode = filter.mode === 'anyone' ? 0 : filter.mode === 'nobody' ? 1 : 2;
+    this.native.filter(this.id, mode, filter.mode === 'only' ? filter.ip : null, maxPending);
+  }
+
+  /** Stops accepting; connections still reading their prefix are closed, reported ones stay. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    listeners.delete(this.id);
+    this.native.closeListener(this.id);
+  }
+}
+
+export class EngineConn implements HeldConn {
+  private watcher: ((reason: GoneReason) => void) | null = null;
+  private state: 'held' | 'joined' | 'closed' = 'held';
+  readonly preambleBytes = 0;  // the engine read the prefix outside the pair's counts
+
+  constructor(
+    readonly id: number,
+    readonly remoteAddress: string,
+    readonly remotePort: number,
+    readonly localAddress: string,
+    readonly localPort: number,
+  ) {}
+
+  get destroyed(): boolean {
+    return this.state !== 'held';
+  }
+
+  /** The engine watches by itself (how is fixed per listener); this only says who hears it. */
+  watch(_mode: WatchMode, onGone: (reason: GoneReason) => void): void {
+    this.watcher = onGone;
+  }
+
+  unwatch(): void {
+    this.watcher = null;
+  }
+
+  destroy(): void {
+    if (this.state !== 'held') return;
+    this.state = 'closed';
+    this.watcher = null;
+    conns.delete(this.id);
+    nativeEngine()?.closeConn(this.id);
+  }
+
+  /** The engine closed it (its peer left, or spoke when it must not). */
+  onGone(reason: GoneReason): void {
+    if (this.state !== 'held') return;
+    this.state = 'closed';
+    conns.delete(this.id);
+    const watcher = this.watcher;
+    this.watcher = null;
+    watcher?.(reason);
+  }
+
+  joinWith(other: HeldConn, heads: Heads, onClosed: OnPairClosed): JoinedPair {
+    if (!(other instanceof EngineConn)) throw new TypeError('an engine connection can only be joined with another engine connection');
+    for (const conn of [this, other]) {
+      conn.state = 'joined';
+      conn.watcher = null;
+      conns.delete(conn.id);
+    }
+    return joinHeldInEngine(this.id, other.id, heads, onClosed);
+  }
+}

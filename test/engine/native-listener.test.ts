@@ -1,0 +1,256 @@
+// The native engine's listeners (the white's intake on the splice plane), with real sockets on
+// 127.0.0.1: a connection is reported after exactly its prefix and the bytes behind it stay for
+// the pair; every refusal the engine makes by itself; the two watch modes; joining held
+// connections, also one that has gone; closing a listener; a port already taken.
+import assert from 'node:assert/strict';
+import net, { type Socket } from 'node:net';
+import { after, describe, it } from 'node:test';
+import { ErrorCodes, RelayError } from '../../src/errors.js';
+import type { GoneReason } from '../../src/engine/data-plane/held-conn.js';
+import type { PairResult } from '../../src/engine/data-plane/joined-pair.js';
+import { NativeListener, nativeListenAvailable, type EngineConn, type NativeListenerOptions, type Refusal } from '../../src/engine/data-plane/native-listener.js';
+import { spliceStats, spliceUnavailableReason } from '../../src/engine/data-plane/splice-plane.js';
+
+interface Harness {
+  listener: NativeListener;
+  conns: Array<{ conn: EngineConn; prefix: Buffer }>;
+  refusals: Array<{ refusal: Refusal; received: Buffer }>;
+  nextConn(): Promise<{ conn: EngineConn; prefix: Buffer }>;
+  nextRefusal(): Promise<{ refusal: Refusal; received: Buffer }>;
+}
+
+const open: NativeListener[] = [];
+after(() => {
+  for (const l of open) l.close();
+});
+
+function harness(options: Partial<NativeListenerOptions>): Harness {
+  const conns: Harness['conns'] = [];
+  const refusals: Harness['refusals'] = [];
+  const waiters = { conn: [] as Array<() => void>, refusal: [] as Array<() => void> };
+  const wake = (list: Array<() => void>): void => list.splice(0).forEach((f) => f());
+  const listener = new NativeListener(
+    { host: '127.0.0.1', port: 0, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: 0, watch: 'reset', ...options },
+    {
+      onConnection: (conn, prefix) => {
+        conns.push({ conn, prefix });
+        wake(waiters.conn);
+      },
+      onRefused: (refusal, _ip, detail) => {
+        refusals.push({ refusal, received: detail.received });
+        wake(waiters.refusal);
+      },
+      onError: (err) => assert.fail(err),
+    },
+    'test port',
+  );
+  open.push(listener);
+  let taken = 0;
+  let refused = 0;
+  const next = <T>(list: T[], waitList: Array<() => void>, index: () => number): Promise<T> =>
+    new Promise((resolve) => {
+      const check = (): void => {
+        if (list.length > index()) resolve(list[index()]!);
+        else waitList.push(check);
+      };
+      check();
+    });
+  return {
+    listener,
+    conns,
+    refusals,
+    nextConn: () => next(conns, waiters.conn, () => taken).then((c) => (taken++, c)),
+    nextRefusal: () => next(refusals, waiters.refusal, () => refused).then((r) => (refused++, r)),
+  };
+}
+
+async function dial(port: number, localAddress?: string): Promise<Socket> {
+  const socket = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true, ...(localAddress ? { localAddress } : {}) });
+  socket.on('error', () => {});
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  return socket;
+}
+
+/** Everything the socket receives until the other side closes (its FIN, or a reset). */
+function closed(socket: Socket): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  return new Promise((resolve) => {
+    const done = (): void => resolve(Buffer.concat(chunks));
+    socket.once('end', done).once('close', done);
+  });
+}
+
+function received(socket: Socket, bytes: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  return new Promise((resolve) => {
+    const onData = (c: Buffer): void => {
+      chunks.push(c);
+      total += c.length;
+      if (total >= bytes) {
+        socket.off('data', onData);
+        resolve(Buffer.concat(chunks));
+      }
+    };
+    socket.on('data', onData);
+  });
+}
+
+function gone(conn: EngineConn): Promise<GoneReason> {
+  return new Promise((resolve) => conn.watch('any', resolve));
+}
+
+describe('native listener', { timeout: 20_000 }, () => {
+  it('is built', () => {
+    assert.equal(nativeListenAvailable(), true, `native engine unavailable: ${spliceUnavailableReason()}`);
+  });
+
+  it('reports a connection after exactly its prefix; what follows stays for the pair, heads first', async () => {
+    const front = harness({});
+    const back = harness({ prefixBytes: 4, prefixMagic: Buffer.from('AB'), prefixTimeoutMs: 5000 });
+    const client = await dial(front.listener.port);
+    const gray = await dial(back.listener.port);
+    gray.write('ABCDearly bytes');
+    const [c, g] = await Promise.all([front.nextConn(), back.nextConn()]);
+    assert.equal(g.prefix.toString(), 'ABCD');
+    assert.equal(c.prefix.length, 0);
+    assert.equal(c.conn.remotePort, client.localPort);
+    assert.equal(c.conn.localPort, front.listener.port);
+    const result = new Promise<PairResult>((resolve) => c.conn.joinWith(g.conn, { toA: Buffer.from('[to client]'), toB: Buffer.from('[to gray]') }, resolve));
+    assert.equal((await received(client, 22)).toString(), '[to client]early bytes');
+    client.end('hello');
+    assert.equal((await closed(gray)).toString(), '[to gray]hello');
+    gray.end();
+    await closed(client);
+    const r = await result;
+    assert.deepEqual([r.bytesFromA, r.bytesFromB, r.error], [5, 11, null]);
+    assert.equal(spliceStats().conns, 0);
+  });
+
+  it('refuses by itself: a wrong first byte at once, silence at the deadline, a FIN before the prefix, bytes right behind it', async () => {
+    const h = harness({ prefixBytes: 4, prefixMagic: Buffer.from('AB'), prefixTimeoutMs: 300, watch: 'any' });
+    const wrong = await dial(h.listener.port);
+    wrong.write('AX');
+    const startedWrong = Date.now();
+    await closed(wrong);
+    assert.ok(Date.now() - startedWrong < 300, 'a wrong magic byte is refused before the deadline');
+    assert.deepEqual(await h.nextRefusal(), { refusal: 'bad-magic', received: Buffer.from('AX') });
+
+    const silent = await dial(h.listener.port);
+    silent.write('AB');
+    const startedSilent = Date.now();
+    await closed(silent);
+    assert.ok(Date.now() - startedSilent >= 250, 'silence is refused at the deadline');
+    assert.deepEqual(await h.nextRefusal(), { refusal: 'timeout', received: Buffer.from('AB') });
+
+    const ended = await dial(h.listener.port);
+    ended.end('A');
+    await closed(ended);
+    assert.deepEqual(await h.nextRefusal(), { refusal: 'ended', received: Buffer.from('A') });
+
+    const eager = await dial(h.listener.port);
+    eager.write('ABCD!');
+    await closed(eager);
+    assert.equal((await h.nextRefusal()).refusal, 'extra');
+    assert.equal(h.conns.length, 0, 'none of them was reported');
+    assert.equal(spliceStats().conns, 0);
+  });
+
+  it('filters before reading: nobody, only one source, at most maxPending still reading', async () => {
+    const h = harness({ prefixBytes: 4, prefixTimeoutMs: 5000, watch: 'any' });
+    h.listener.setFilter({ mode: 'nobody' }, 10);
+    await closed(await dial(h.listener.port));
+    assert.equal((await h.nextRefusal()).refusal, 'no-session');
+
+    h.listener.setFilter({ mode: 'only', ip: '127.0.0.2' }, 10);
+    await closed(await dial(h.listener.port, '127.0.0.1'));
+    assert.equal((await h.nextRefusal()).refusal, 'wrong-source');
+
+    h.listener.setFilter({ mode: 'only', ip: '127.0.0.1' }, 1);
+    const first = await dial(h.listener.port);
+    const second = await dial(h.listener.port);
+    await closed(second);
+    assert.equal((await h.nextRefusal()).refusal, 'too-many');
+    first.write('WXYZ');
+    const reported = await h.nextConn();
+    assert.equal(reported.prefix.toString(), 'WXYZ');
+    // The slot is free again once the first finished its prefix.
+    const third = await dial(h.listener.port);
+    third.write('1234');
+    assert.equal((await h.nextConn()).prefix.toString(), '1234');
+    for (const { conn } of h.conns) conn.destroy();
+    await Promise.all([closed(first), closed(third)]);
+    assert.equal(spliceStats().conns, 0);
+  });
+
+  it("watch 'any' hears a byte or a FIN; watch 'reset' ignores a FIN and hears a reset", async () => {
+    const pool = harness({ prefixBytes: 1, prefixTimeoutMs: 5000, watch: 'any' });
+    const talker = await dial(pool.listener.port);
+    talker.write('P');
+    const t = await pool.nextConn();
+    const talkerGone = gone(t.conn);
+    talker.write('!');
+    assert.equal(await talkerGone, 'data');
+    await closed(talker);
+    const quitter = await dial(pool.listener.port);
+    quitter.write('P');
+    const q = await pool.nextConn();
+    const quitterGone = gone(q.conn);
+    quitter.end();
+    assert.equal(await quitterGone, 'closed');
+    assert.equal(q.conn.destroyed, true);
+
+    const clients = harness({});
+    const client = await dial(clients.listener.port);
+    const c = await clients.nextConn();
+    const events: GoneReason[] = [];
+    const resetHeard = new Promise<void>((resolve) => c.conn.watch('reset', (reason) => (events.push(reason), resolve())));
+    client.end('request');
+    // A FIN alone is no reason: prove it by a reset arriving later being the first thing heard.
+    const other = await dial(clients.listener.port);
+    (await clients.nextConn()).conn.destroy();
+    await closed(other);
+    assert.deepEqual(events, [], 'a FIN is not heard');
+    client.resetAndDestroy();
+    await resetHeard;
+    assert.deepEqual(events, ['closed']);
+    assert.equal(spliceStats().conns, 0);
+  });
+
+  it('joining a connection that has gone ends the pair at once with an error, and the other is closed', async () => {
+    const h = harness({});
+    const left = await dial(h.listener.port);
+    const right = await dial(h.listener.port);
+    const first = await h.nextConn();
+    const second = await h.nextConn();
+    // Accepts may come in either order: a is left's connection.
+    const [a, b] = first.conn.remotePort === left.localPort ? [first, second] : [second, first];
+    const aGone = new Promise<void>((resolve) => a.conn.watch('reset', () => resolve()));
+    left.resetAndDestroy();
+    await aGone;
+    // JavaScript may join before it hears of the reset; the engine must cope either way.
+    const result = await new Promise<PairResult>((resolve) => a.conn.joinWith(b.conn, {}, resolve));
+    assert.match(String(result.error?.message), /ECONNRESET/);
+    await closed(right);
+    assert.equal(spliceStats().conns, 0);
+  });
+
+  it('closing a listener closes the connections still reading their prefix; a taken port is RELAY_ERR_LISTEN', async () => {
+    const h = harness({ prefixBytes: 8, prefixTimeoutMs: 5000 });
+    const waiting = await dial(h.listener.port);
+    waiting.write('1234');
+    const before = Date.now();
+    h.listener.close();
+    await closed(waiting);
+    assert.ok(Date.now() - before < 2500, 'closed with its listener, not at the deadline');
+    await assert.rejects(dial(h.listener.port), /ECONNREFUSED/);
+
+    const holder = harness({});
+    assert.throws(
+      () => new NativeListener({ host: '127.0.0.1', port: holder.listener.port, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: 0, watch: 'reset' }, { onConnection: () => {}, onRefused: () => {}, onError: () => {} }, 'second'),
+      (err: unknown) => err instanceof RelayError && err.code === ErrorCodes.LISTEN && /EADDRINUSE/.test(err.message) && /second/.test(err.message),
+    );
+    assert.equal(spliceStats().conns, 0);
+  });
+});
