@@ -30,7 +30,7 @@ export const USAGE = `usage: npm run bench -- [options]      (or: node dist/benc
                         each client) on the new-connection workload
   --quick               a few seconds in total: 1 round, 0.3 s per workload (smoke test)
   --scale               idle-connection scale test (RSS per connection) and 1,000-gray white startup
-  --profile white|gray  run that relay process under node --cpu-prof for the bulk + kept workloads
+  --profile white|gray  run that relay process under node --cpu-prof for the bulk, kept and new-connection workloads
 
   --rounds N            rounds per figure (default 3; quick 1)
   --seconds S           seconds per workload measurement (default 1.5; quick 0.3)

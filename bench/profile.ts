@@ -1,5 +1,5 @@
-// --profile white|gray: run that relay process under V8's sampling profiler for the bulk and
-// kept-connection workloads, then point at the .cpuprofile (open it in Chrome DevTools or VS Code)
+// --profile white|gray: run that relay process under V8's sampling profiler for the bulk,
+// kept- and new-connection workloads, then point at the .cpuprofile (open it in Chrome DevTools or VS Code)
 // and print the functions with the most self time, so a first look needs no tool at all.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -10,7 +10,7 @@ import type { WorkloadId } from './plan.js';
 import { workloadFor } from './plan.js';
 import { startRelay } from './targets.js';
 
-const PROFILED: readonly WorkloadId[] = ['bulk-up-1', 'bulk-down-1', 'bulk-up-8', 'bulk-down-8', 'kept-c1', 'kept-c64'];
+const PROFILED: readonly WorkloadId[] = ['bulk-up-1', 'bulk-down-1', 'bulk-up-8', 'bulk-down-8', 'kept-c1', 'kept-c64', 'new-c64'];
 
 interface CpuProfile {
   nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }[];

@@ -4,6 +4,7 @@
 import { AdminServer, type AdminState, type ReloadOutcome } from '../admin/server.js';
 import { loadWhiteConfigIsolated as loadWhiteConfig } from '../config/isolated-load.js';
 import { watchConfigFile } from '../config/watch.js';
+import { defaultIntake } from '../engine/white/gray-endpoint.js';
 import { resolveDataPlane } from '../engine/data-plane/join.js';
 import { WhiteServer } from '../engine/white/white-server.js';
 import { WhiteHooks } from '../hooks/white-hooks.js';
@@ -21,7 +22,7 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
   const config = await loadWhiteConfig(configPath);
   const logger = createLogger({ level: config.log.level, name: 'white' });
   const dataPlane = resolveDataPlane();
-  logDataPlane(logger, dataPlane);
+  logDataPlane(logger, dataPlane, defaultIntake(config.bind));
   const hooks = new WhiteHooks(config, logger);
   const server = new WhiteServer(config, { logger, events: hooks, gates: hooks.gates(), hookStats: () => hooks.stats() });
   await server.start();
@@ -37,7 +38,7 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
   // Edits saved from here on are seen; relayctl users (and tests) wait for "admin listening".
   await watcher.ready.catch(() => {});
 
-  const state = (): AdminState => ({ ...server.snapshot(), version: VERSION, dataPlane: dataPlane.plane });
+  const state = (): AdminState => ({ ...server.snapshot(), version: VERSION, dataPlane: dataPlane.plane, intake: defaultIntake(config.bind) });
   const reloadNow = async (): Promise<ReloadOutcome> => {
     // Reloads are serialized; when one was already running, Reloader queues one more and the
     // outcome read here is the one that was running. See the note in docs/relayctl.md.

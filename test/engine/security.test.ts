@@ -87,14 +87,14 @@ describe('data port', () => {
     const stranger = await sendOnDataPort(t.dataPort, randomBytes(60));
     const seen = await closedBy(stranger);
     assert.equal(seen.length, 0, 'a stranger must receive nothing');
-    assert.equal(t.white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_INVALID], 1);
+    await waitUntil(() => (t.white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_INVALID] ?? 0) === 1, 'PREAMBLE_INVALID to be counted');
     assert.equal((await roundTrip(t.publicPort, Buffer.from('still fine'))).toString(), 'still fine');
   });
 
   it('closes a silent stranger at the preamble deadline', async () => {
     const silent = await sendOnDataPort(t.dataPort, Buffer.alloc(0));
     await closedBy(silent);
-    assert.equal(t.white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_TIMEOUT], 1);
+    await waitUntil(() => (t.white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_TIMEOUT] ?? 0) === 1, 'PREAMBLE_TIMEOUT to be counted');
   });
 
   it('accepts a valid preamble once and refuses its replay', async () => {
@@ -110,7 +110,7 @@ describe('data port', () => {
 
     const replay = await sendOnDataPort(s.dataPort, s.preamble(1));
     await closedBy(replay);
-    assert.equal(white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_REPLAY], 1);
+    await waitUntil(() => (white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_REPLAY] ?? 0) === 1, 'PREAMBLE_REPLAY to be counted');
     s.socket.destroy();
   });
 
@@ -118,17 +118,17 @@ describe('data port', () => {
     const s = await rawLogin(controlPort, 'raw', secret, 2);
     const beyond = await sendOnDataPort(s.dataPort, s.preamble(s.credits + 50));
     await closedBy(beyond);
-    assert.equal(white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_NO_CREDIT], 1);
+    await waitUntil(() => (white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_NO_CREDIT] ?? 0) === 1, 'PREAMBLE_NO_CREDIT to be counted');
 
     const tampered = s.preamble(1);
     const last = tampered.length - 1;
     tampered.writeUInt8(tampered.readUInt8(last) ^ 0x01, last);
     await closedBy(await sendOnDataPort(s.dataPort, tampered));
-    assert.ok((white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_INVALID] ?? 0) >= 1);
+    await waitUntil(() => (white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_INVALID] ?? 0) >= 1, 'PREAMBLE_INVALID to be counted');
 
     const fromElsewhere = await sendOnDataPort(s.dataPort, s.preamble(1), '127.0.0.2');
     await closedBy(fromElsewhere);
-    assert.equal(white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_WRONG_SOURCE], 1);
+    await waitUntil(() => (white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_WRONG_SOURCE] ?? 0) === 1, 'PREAMBLE_WRONG_SOURCE to be counted');
 
     // Neither refusal burned counter 1: from the right address it is still accepted.
     const ok = await sendOnDataPort(s.dataPort, s.preamble(1));
@@ -145,7 +145,7 @@ describe('data port', () => {
     const fresh = await rawLogin(controlPort, 'raw', secret, 2); // replaces `old`
     await closedBy(old.socket);
     await closedBy(await sendOnDataPort(fresh.dataPort, stale));
-    assert.equal(white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_UNKNOWN_SESSION], 1);
+    await waitUntil(() => (white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_UNKNOWN_SESSION] ?? 0) === 1, 'PREAMBLE_UNKNOWN_SESSION to be counted');
     fresh.socket.destroy();
   });
 
@@ -170,7 +170,7 @@ describe('data port', () => {
     // ...and counter 4 is beyond what two pairings and one initial credit allow (1 + 2 = 3).
     const beyond = await sendOnDataPort(s.dataPort, s.preamble(4));
     await closedBy(beyond);
-    assert.ok((white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_NO_CREDIT] ?? 0) >= 1);
+    await waitUntil(() => (white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_NO_CREDIT] ?? 0) >= 1, 'PREAMBLE_NO_CREDIT to be counted');
     assert.ok(!s.received.some((m) => m.type === MessageType.GRANT), 'no GRANT is needed to replace consumed connections');
     client.destroy();
     client2.destroy();

@@ -1,21 +1,29 @@
 // One gray's pair of TCP listeners on the white: `public_port` for Internet clients and
-// `data_port` for that gray's pool. The data side is where strangers can knock, so every socket
-// there is unverified until its 60-byte preamble arrives in time, names the gray's current
-// session, comes from the control connection's address (unless that check is off), carries a
-// valid tag and a fresh counter within the granted credits. Only then does the broker see it.
-import net, { type Server, type Socket } from 'node:net';
+// `data_port` for that gray's pool. The data side is where strangers can knock, so every
+// connection there is unverified until its 60-byte preamble arrives in time, names the gray's
+// current session, comes from the control connection's address (unless that check is off),
+// carries a valid tag and a fresh counter within the granted credits. Only then does the broker
+// see it. How connections arrive (Node's listeners or the native engine's) is the intake's
+// business (port-intake.ts); the checks are here, once.
+import net from 'node:net';
 import { ErrorCodes, type ErrorCode } from '../../errors.js';
-import { listenOn, stopListening } from '../listen.js';
 import type { EventSink } from '../../hooks/events.js';
 import type { Limits } from '../../limits.js';
 import type { Logger } from '../../log.js';
 import type { GrayEntry } from '../../config/types.js';
+import type { HeldConn } from '../data-plane/held-conn.js';
+import { resolveDataPlane } from '../data-plane/join.js';
 import { normalizeIp } from '../net-util.js';
-import { parsePreamble, PREAMBLE_BYTES, preambleTagValid, PreambleReader } from '../protocol/preamble.js';
+import { parsePreamble, preambleTagValid } from '../protocol/preamble.js';
 import type { RateLimitedLog } from '../../rate-limited-log.js';
 import { newGrayStats, type GrayStats } from '../stats.js';
 import type { GraySession } from './gray-session.js';
+import { NativeIntake } from './native-intake.js';
+import { NodeIntake } from './node-intake.js';
 import { PoolBroker, type Gate } from './pool-broker.js';
+import type { IntakeOwner, PortIntake, Verdict } from './port-intake.js';
+
+export type IntakeKind = 'native' | 'node';
 
 export interface EndpointContext {
   readonly bind: string;
@@ -25,27 +33,47 @@ export interface EndpointContext {
   readonly events: EventSink;
   readonly warnings: RateLimitedLog;
   readonly clientGate: Gate | null;
-  /** Counts a rejected socket by reason (data-port and public-port rejections). */
+  /** Counts a rejected connection by reason (data-port and public-port rejections). */
   readonly countRejection: (code: ErrorCode) => void;
+  /** Who accepts; by default the native engine when the splice plane is in use and the bind
+   *  address is an IP, Node otherwise. */
+  readonly intake?: IntakeKind;
+}
+
+/** The intake a white uses when nothing asks for a particular one. */
+export function defaultIntake(bind: string): IntakeKind {
+  return resolveDataPlane().plane === 'splice' && net.isIP(bind) !== 0 ? 'native' : 'node';
 }
 
 export class GrayEndpoint {
   readonly stats: GrayStats = newGrayStats();
   readonly broker: PoolBroker;
-  private readonly publicServer: Server;
-  private readonly dataServer: Server;
-  private unverified = 0;
+  readonly intakeKind: IntakeKind;
+  private readonly intake: PortIntake;
 
   constructor(
     private current: GrayEntry,
     private readonly ctx: EndpointContext,
   ) {
-    const entry = current;
-    this.broker = new PoolBroker(entry.id, this.stats, ctx.limits, ctx.logger, ctx.events, (s, c, d) => this.reject(s, c, d), ctx.clientGate);
-    // pauseOnConnect: a client's bytes stay in the kernel until it is paired, so a waiting
-    // client costs no user-space buffer.
-    this.publicServer = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) => this.broker.onClient(s));
-    this.dataServer = net.createServer({ allowHalfOpen: true }, (s) => this.onDataConnection(s));
+    this.broker = new PoolBroker(current.id, this.stats, ctx.limits, ctx.logger, ctx.events, (c, code, d) => this.refuse(c, c.remoteAddress, code, d), ctx.clientGate);
+    this.intakeKind = ctx.intake ?? defaultIntake(ctx.bind);
+    const owner: IntakeOwner = {
+      grayId: current.id,
+      bind: ctx.bind,
+      publicPort: current.publicPort,
+      dataPort: current.dataPort,
+      dataSourceCheck: ctx.dataSourceCheck,
+      preambleTimeoutMs: ctx.limits.preambleTimeoutMs,
+      keepAliveDelayMs: ctx.limits.keepAliveDelayMs,
+      unverifiedLimit: ctx.limits.unverifiedDataPerPort,
+      currentSession: () => this.broker.currentSession,
+      verify: (remote, preamble) => this.verify(remote, preamble),
+      onClient: (client) => this.broker.onClient(client),
+      onVerified: (data, session) => this.broker.addIdle(data, session),
+      refuse: (conn, remote, code, detail) => this.refuse(conn, remote, code, detail),
+      listenerTrouble: (detail) => ctx.warnings.warn(`${current.id}:listen`, { gray: current.id, detail }, 'cannot accept'),
+    };
+    this.intake = this.intakeKind === 'native' ? new NativeIntake(owner) : new NodeIntake(owner);
   }
 
   get entry(): GrayEntry {
@@ -57,25 +85,20 @@ export class GrayEndpoint {
     this.current = entry;
   }
 
-  async listen(): Promise<void> {
-    await listenOn(this.dataServer, this.ctx.bind, this.entry.dataPort, `data_port of ${this.entry.id}`);
-    try {
-      await listenOn(this.publicServer, this.ctx.bind, this.entry.publicPort, `public_port of ${this.entry.id}`);
-    } catch (err) {
-      this.dataServer.close();
-      throw err;
-    }
+  listen(): Promise<void> {
+    return this.intake.listen();
   }
 
   /** The ports actually bound (differs from the entry when it asked for port 0, as tests do). */
   get ports(): { publicPort: number; dataPort: number } {
-    return { publicPort: portOf(this.publicServer, this.entry.publicPort), dataPort: portOf(this.dataServer, this.entry.dataPort) };
+    return this.intake.ports;
   }
 
   attach(session: GraySession): void {
     this.broker.attach(session);
     this.stats.connectedSince = session.connectedAt;
     this.stats.remoteAddress = session.remoteIp;
+    this.intake.sessionChanged();
   }
 
   detach(session: GraySession, reason: string): void {
@@ -83,75 +106,16 @@ export class GrayEndpoint {
     this.broker.detach(session);
     this.stats.connectedSince = null;
     this.stats.lastError = reason;
+    this.intake.sessionChanged();
   }
 
   /** Stop accepting on both ports; with closeActive, also cut the clients (gray deleted). */
   close(closeActive: boolean): void {
     this.broker.close(closeActive);
-    stopListening(this.publicServer);
-    stopListening(this.dataServer);
+    this.intake.close();
   }
 
-  private onDataConnection(socket: Socket): void {
-    socket.on('error', () => socket.destroy());
-    // With data_source_check on, only the current session's control address can open a valid
-    // data connection, and that is known before a single byte arrives. Refusing everyone else
-    // here keeps strangers out of the unverified slots: before, a flood from any address could
-    // fill them and the gray's own replacement dials were refused, starving the pool.
-    if (this.ctx.dataSourceCheck) {
-      const session = this.broker.currentSession;
-      if (!session) return this.reject(socket, ErrorCodes.PREAMBLE_UNKNOWN_SESSION, `gray ${this.entry.id} has no current session`);
-      const source = normalizeIp(socket.remoteAddress);
-      if (source !== session.remoteIp) {
-        return this.reject(socket, ErrorCodes.PREAMBLE_WRONG_SOURCE, `data connection from ${source}, control connection from ${session.remoteIp}`);
-      }
-    }
-    if (this.unverified >= this.ctx.limits.unverifiedDataPerPort) {
-      return this.reject(socket, ErrorCodes.TOO_MANY_UNAUTHENTICATED, `${this.unverified} unverified data connections, limit ${this.ctx.limits.unverifiedDataPerPort}`);
-    }
-    this.unverified += 1;
-    const reader = new PreambleReader();
-    let settled = false;
-    const settle = (): void => {
-      if (settled) return;
-      settled = true;
-      this.unverified -= 1;
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('end', onEnd);
-      socket.off('close', settle);
-    };
-    const fail = (code: ErrorCode, detail: string): void => {
-      settle();
-      this.reject(socket, code, detail);
-    };
-    const timer = setTimeout(() => fail(ErrorCodes.PREAMBLE_TIMEOUT, `no complete preamble within ${this.ctx.limits.preambleTimeoutMs} ms`), this.ctx.limits.preambleTimeoutMs);
-    const onData = (chunk: Buffer): void => {
-      let preamble: Buffer | null;
-      try {
-        preamble = reader.push(chunk);
-      } catch (err) {
-        return fail(ErrorCodes.PREAMBLE_INVALID, err instanceof Error ? err.message : String(err));
-      }
-      if (!preamble) return;
-      const verdict = this.verify(socket, preamble);
-      if (verdict.ok) {
-        settle();
-        this.broker.addIdle(socket, verdict.session);
-      } else {
-        fail(verdict.code, verdict.detail);
-      }
-    };
-    // The data port is allowHalfOpen, so a peer's FIN alone never closes the socket: without
-    // this, a stranger could connect, send FIN and go away, and its slot among the unverified
-    // stayed taken until the preamble deadline. A FIN before the preamble ends the attempt.
-    const onEnd = (): void => fail(ErrorCodes.PREAMBLE_INVALID, `connection ended after ${reader.receivedBytes} of ${PREAMBLE_BYTES} preamble bytes`);
-    socket.on('data', onData);
-    socket.once('end', onEnd);
-    socket.on('close', settle);
-  }
-
-  private verify(socket: Socket, preamble: Buffer): { ok: true; session: GraySession } | { ok: false; code: ErrorCode; detail: string } {
+  private verify(remoteAddress: string | undefined, preamble: Buffer): Verdict {
     let fields;
     try {
       fields = parsePreamble(preamble);
@@ -162,7 +126,7 @@ export class GrayEndpoint {
     if (!session || !session.sessionId.equals(fields.sessionId)) {
       return { ok: false, code: ErrorCodes.PREAMBLE_UNKNOWN_SESSION, detail: 'preamble names no current session of this gray' };
     }
-    const source = normalizeIp(socket.remoteAddress);
+    const source = normalizeIp(remoteAddress);
     if (this.ctx.dataSourceCheck && source !== session.remoteIp) {
       return { ok: false, code: ErrorCodes.PREAMBLE_WRONG_SOURCE, detail: `data connection from ${source}, control connection from ${session.remoteIp}` };
     }
@@ -178,14 +142,9 @@ export class GrayEndpoint {
     return { ok: true, session };
   }
 
-  private reject(socket: Socket, code: ErrorCode, detail: string): void {
-    socket.destroy();
+  private refuse(conn: HeldConn | null, remote: string | undefined, code: ErrorCode, detail: string): void {
+    conn?.destroy();
     this.ctx.countRejection(code);
-    this.ctx.warnings.warn(`${this.entry.id}:${code}`, { gray: this.entry.id, code, remote: socket.remoteAddress, detail }, 'connection refused');
+    this.ctx.warnings.warn(`${this.entry.id}:${code}`, { gray: this.entry.id, code, remote, detail }, 'connection refused');
   }
-}
-
-function portOf(server: Server, fallback: number): number {
-  const address = server.address();
-  return address && typeof address === 'object' ? address.port : fallback;
 }

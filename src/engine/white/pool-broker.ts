@@ -2,32 +2,30 @@
 // broker. It holds the idle pool, the bounded queue of clients waiting for a connection, and the
 // active pairs; it decides when to grant the gray more credits (consumed, closed or recycled
 // connections are replaced at once; waiting clients ask for extra, within the in-flight cap).
-// It never sees an unverified socket: GrayEndpoint verifies preambles before calling addIdle.
+// It never sees an unverified connection: GrayEndpoint verifies preambles before calling
+// addIdle. Connections are HeldConns: Node sockets or connections the native engine holds.
 import { randomUUID } from 'node:crypto';
-import type { Socket } from 'node:net';
 import { ErrorCodes, type ErrorCode } from '../../errors.js';
 import type { EventSink } from '../../hooks/events.js';
 import type { Limits } from '../../limits.js';
 import type { Logger } from '../../log.js';
 import type { GrayStats } from '../stats.js';
-import { joinSockets, tuneDataSocket, type JoinedPair } from '../data-plane/join.js';
+import type { HeldConn } from '../data-plane/held-conn.js';
+import type { JoinedPair } from '../data-plane/joined-pair.js';
 import { clientAddressInfo, encodeStartHeader } from '../protocol/start-header.js';
 import type { GraySession } from './gray-session.js';
 
 interface IdleConnection {
-  readonly socket: Socket;
+  readonly conn: HeldConn;
   readonly session: GraySession;
   readonly recycleTimer: NodeJS.Timeout;
-  readonly onUnexpected: () => void;
-  readonly onClose: () => void;
 }
 
 interface WaitingClient {
-  readonly socket: Socket;
+  readonly conn: HeldConn;
   readonly id: string;
   readonly header: Buffer;
   readonly timer: NodeJS.Timeout;
-  readonly onGone: () => void;
 }
 
 export interface ActivePair {
@@ -60,7 +58,7 @@ export class PoolBroker {
     private readonly limits: Readonly<Limits>,
     private readonly logger: Logger,
     private readonly events: EventSink,
-    private readonly reject: (socket: Socket, code: ErrorCode, detail: string) => void,
+    private readonly reject: (conn: HeldConn, code: ErrorCode, detail: string) => void,
     private readonly clientGate: Gate | null = null,
   ) {}
 
@@ -86,17 +84,16 @@ export class PoolBroker {
   }
 
   /** A verified data connection of the current session. */
-  addIdle(socket: Socket, session: GraySession): void {
+  addIdle(data: HeldConn, session: GraySession): void {
     if (this.closed || session !== this.session) {
-      socket.destroy();
+      data.destroy();
       return;
     }
     session.creditUsed();
-    tuneDataSocket(socket, this.limits.keepAliveDelayMs);
     const waiting = this.waiting.shift();
     if (waiting) {
       this.unwait(waiting);
-      this.pair(waiting.socket, socket, waiting.id, waiting.header);
+      this.pair(waiting.conn, data, waiting.id, waiting.header);
       this.topUp();
       return;
     }
@@ -105,30 +102,32 @@ export class PoolBroker {
     // cannot be taken back; the surplus is closed on arrival (the gray closes its side on our FIN)
     // and, the pool being full, nothing replaces it.
     if (this.idle.length >= session.poolTarget) {
-      socket.destroy();
+      data.destroy();
       return;
     }
     // While idle the gray must stay silent: any byte is a protocol violation, and a FIN or reset
-    // means the connection is gone. Either way it leaves the pool and a replacement is granted.
+    // means the connection is gone. Either way it leaves the pool and a replacement is granted,
+    // as when it has been idle too long (recycled).
+    const leave = (): void => {
+      const i = this.idle.indexOf(conn);
+      if (i >= 0) this.idle.splice(i, 1);
+      clearTimeout(conn.recycleTimer);
+      this.stats.poolIdle = this.idle.length;
+      this.topUp();
+    };
     const conn: IdleConnection = {
-      socket,
+      conn: data,
       session,
-      recycleTimer: setTimeout(() => socket.destroy(), this.limits.poolIdleMaxMs),
-      onUnexpected: () => {
-        this.reject(socket, ErrorCodes.PREAMBLE_INVALID, 'data before the start header');
-      },
-      onClose: () => {
-        const i = this.idle.indexOf(conn);
-        if (i >= 0) this.idle.splice(i, 1);
-        clearTimeout(conn.recycleTimer);
-        this.stats.poolIdle = this.idle.length;
-        this.topUp();
-      },
+      recycleTimer: setTimeout(() => {
+        data.destroy();
+        leave();
+      }, this.limits.poolIdleMaxMs),
     };
     conn.recycleTimer.unref();
-    socket.on('data', conn.onUnexpected);
-    socket.once('end', conn.onClose);
-    socket.once('close', conn.onClose);
+    data.watch('any', (reason) => {
+      if (reason === 'data') this.reject(data, ErrorCodes.PREAMBLE_INVALID, 'data before the start header');
+      leave();
+    });
     this.idle.push(conn);
     this.stats.poolIdle = this.idle.length;
     // WELCOME's credits are capped by inFlightMax, so a pool target above the cap is reached by
@@ -137,57 +136,53 @@ export class PoolBroker {
   }
 
   /** An Internet client connected to the public port. */
-  onClient(socket: Socket): void {
-    socket.on('error', () => socket.destroy());
-    if (this.closed) return void socket.destroy();
-    if (!this.session) return this.reject(socket, ErrorCodes.GRAY_OFFLINE, `gray ${this.grayId} is not connected`);
+  onClient(client: HeldConn): void {
+    if (this.closed) return void client.destroy();
+    if (!this.session) return this.reject(client, ErrorCodes.GRAY_OFFLINE, `gray ${this.grayId} is not connected`);
     if (this.active.size >= this.limits.activeClientsPerGray) {
-      return this.reject(socket, ErrorCodes.TOO_MANY_CLIENTS, `${this.active.size} active clients, limit ${this.limits.activeClientsPerGray}`);
+      return this.reject(client, ErrorCodes.TOO_MANY_CLIENTS, `${this.active.size} active clients, limit ${this.limits.activeClientsPerGray}`);
     }
     // The id exists before the gate so the authorize hook and the client.* events share it.
     const id = randomUUID();
-    const decision = this.clientGate?.(this.grayId, `${socket.remoteAddress}:${socket.remotePort}`, id);
+    const decision = this.clientGate?.(this.grayId, `${client.remoteAddress}:${client.remotePort}`, id);
     if (decision) {
       decision.then(
-        (d) => (d.allow ? this.admitClient(socket, id) : this.reject(socket, ErrorCodes.HOOK_DENIED, d.reason)),
-        (err: unknown) => this.reject(socket, ErrorCodes.HOOK_DENIED, String(err)),
+        (d) => (d.allow ? this.admitClient(client, id) : this.reject(client, ErrorCodes.HOOK_DENIED, d.reason)),
+        (err: unknown) => this.reject(client, ErrorCodes.HOOK_DENIED, String(err)),
       );
       return;
     }
-    this.admitClient(socket, id);
+    this.admitClient(client, id);
   }
 
-  private admitClient(socket: Socket, id: string): void {
-    if (socket.destroyed) return;
+  private admitClient(client: HeldConn, id: string): void {
+    if (client.destroyed) return;
     // Addresses first: a client that reset right after connecting has none any more. It is simply
     // gone; it must not take a pooled connection (and must not throw out of this handler).
-    const header = startHeaderFor(socket);
-    if (!header) return void socket.destroy();
+    const header = startHeaderFor(client);
+    if (!header) return void client.destroy();
     const conn = this.takeIdle();
     if (conn) {
-      this.pair(socket, conn.socket, id, header);
+      this.pair(client, conn.conn, id, header);
       this.topUp();
       return;
     }
     if (this.waiting.length >= this.limits.pendingClientsPerGray) {
-      return this.reject(socket, ErrorCodes.CLIENT_QUEUE_FULL, `${this.waiting.length} clients waiting, limit ${this.limits.pendingClientsPerGray}`);
+      return this.reject(client, ErrorCodes.CLIENT_QUEUE_FULL, `${this.waiting.length} clients waiting, limit ${this.limits.pendingClientsPerGray}`);
     }
     const waiting: WaitingClient = {
-      socket,
+      conn: client,
       id,
       header,
       timer: setTimeout(() => {
         this.unwait(waiting);
-        this.reject(socket, ErrorCodes.CLIENT_WAIT_TIMEOUT, `no data connection within ${this.limits.clientWaitMs} ms`);
+        this.reject(client, ErrorCodes.CLIENT_WAIT_TIMEOUT, `no data connection within ${this.limits.clientWaitMs} ms`);
       }, this.limits.clientWaitMs),
-      onGone: () => this.unwait(waiting),
     };
-    // Read while waiting, into the stream's own bounded buffer (its high-water mark), so that a
-    // reset is noticed and the client leaves the queue instead of later taking a connection.
-    // A FIN is not a reason to leave: a client may half-close and still want its answer; its
-    // bytes and its FIN are delivered once it is paired.
-    socket.on('readable', keepBuffered);
-    socket.once('close', waiting.onGone);
+    // A reset makes the client leave the queue instead of later taking a connection. A FIN is
+    // not a reason to leave: a client may half-close and still want its answer; its bytes and
+    // its FIN are delivered once it is paired.
+    client.watch('reset', () => this.unwait(waiting));
     this.waiting.push(waiting);
     this.stats.pendingClients = this.waiting.length;
     this.topUp();
@@ -195,8 +190,7 @@ export class PoolBroker {
 
   private unwait(waiting: WaitingClient): void {
     clearTimeout(waiting.timer);
-    waiting.socket.off('readable', keepBuffered);
-    waiting.socket.off('close', waiting.onGone);
+    waiting.conn.unwatch();
     const i = this.waiting.indexOf(waiting);
     if (i >= 0) this.waiting.splice(i, 1);
     this.stats.pendingClients = this.waiting.length;
@@ -208,26 +202,21 @@ export class PoolBroker {
     if (!conn) return undefined;
     this.stats.poolIdle = this.idle.length;
     clearTimeout(conn.recycleTimer);
-    conn.socket.off('data', conn.onUnexpected);
-    conn.socket.off('end', conn.onClose);
-    conn.socket.off('close', conn.onClose);
+    conn.conn.unwatch();
     return conn;
   }
 
   private dropIdle(conn: IdleConnection): void {
     clearTimeout(conn.recycleTimer);
-    conn.socket.off('end', conn.onClose);
-    conn.socket.off('close', conn.onClose);
-    conn.socket.destroy();
+    conn.conn.destroy();
   }
 
-  private pair(client: Socket, data: Socket, id: string, header: Buffer): void {
+  private pair(client: HeldConn, data: HeldConn, id: string, header: Buffer): void {
     this.session?.grantImplicit();
-    // The data socket already read the gray's preamble; only what follows belongs to the client.
-    const preambleBytes = data.bytesRead;
+    // The data connection already read the gray's preamble; only what follows is the client's.
+    const preambleBytes = data.preambleBytes;
     const clientAddress = `${client.remoteAddress}:${client.remotePort}`;
     const startedAt = Date.now();
-    client.setNoDelay(true);
     this.stats.clientsTotal += 1;
     this.events.emit('client.connected', { grayId: this.grayId, connectionId: id, clientAddress });
     const debug = this.logger.isLevelEnabled('debug');
@@ -235,7 +224,7 @@ export class PoolBroker {
     let markClosed = (): void => {};
     const closed = new Promise<void>((resolve) => (markClosed = resolve));
     // The start header goes to the gray ahead of the client's bytes.
-    const joined = joinSockets(client, data, { toB: header }, (result) => {
+    const joined = client.joinWith(data, { toB: header }, (result) => {
       this.active.delete(pair);
       this.stats.activeClients = this.active.size;
       const toClient = result.bytesFromB - preambleBytes;
@@ -308,7 +297,7 @@ export class PoolBroker {
     for (const conn of this.idle.splice(0)) this.dropIdle(conn);
     for (const w of this.waiting.splice(0)) {
       clearTimeout(w.timer);
-      w.socket.destroy();
+      w.conn.destroy();
     }
     this.stats.poolIdle = 0;
     this.stats.pendingClients = 0;
@@ -330,12 +319,8 @@ export class PoolBroker {
   }
 }
 
-/** The 'readable' listener of a waiting client: its presence makes the stream read into its own
- *  bounded buffer; the bytes stay there until the pair is joined. */
-function keepBuffered(): void {}
-
 /** The start header for a client, or null when its addresses are gone (it already reset). */
-function startHeaderFor(client: Socket): Buffer | null {
+function startHeaderFor(client: HeldConn): Buffer | null {
   if (!client.remoteAddress || !client.localAddress) return null;
   try {
     return encodeStartHeader(

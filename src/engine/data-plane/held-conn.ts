@@ -1,0 +1,31 @@
+// A connection the white holds before it is paired: an Internet client (maybe waiting for a
+// data connection) or a verified, idle data connection of the pool. Two kinds exist: a Node
+// socket (SocketConn, Node's listeners) and a connection the native engine accepted and holds
+// (EngineConn, native listeners). The pool broker sees only this interface.
+import type { Heads, JoinedPair, OnPairClosed } from './joined-pair.js';
+
+/**
+ * What a watch reports: 'any' — a byte, a FIN or a reset (a pooled connection must stay silent
+ * until it is used); 'reset' — only a reset or hang-up (a waiting client may send its request
+ * and even half-close before it is paired; those bytes are kept for the pair).
+ */
+export type WatchMode = 'any' | 'reset';
+export type GoneReason = 'data' | 'closed';
+
+export interface HeldConn {
+  readonly remoteAddress: string | undefined;
+  readonly remotePort: number | undefined;
+  readonly localAddress: string | undefined;
+  readonly localPort: number | undefined;
+  /** Bytes relay itself read from it before pairing (a data connection's preamble). */
+  readonly preambleBytes: number;
+  readonly destroyed: boolean;
+  /** onGone runs at most once, when the peer does what the mode watches for; the connection
+   *  is closed by then. Replaces an earlier watch. */
+  watch(mode: WatchMode, onGone: (reason: GoneReason) => void): void;
+  unwatch(): void;
+  /** Closes it; never calls a watch. */
+  destroy(): void;
+  /** Joins this connection (side a) with another of the same kind (side b). */
+  joinWith(other: HeldConn, heads: Heads, onClosed: OnPairClosed): JoinedPair;
+}

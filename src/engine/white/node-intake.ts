@@ -1,0 +1,113 @@
+// The port pair on Node's listeners: used with the JS data plane, or when the bind address is
+// not an IP literal. Every data socket is unverified until its 60-byte preamble arrives in time;
+// with data_source_check on, sockets from any address but the control connection's are refused
+// before a byte is read, so strangers cannot fill the unverified slots.
+import net, { type Server, type Socket } from 'node:net';
+import { ErrorCodes, type ErrorCode } from '../../errors.js';
+import { tuneDataSocket } from '../data-plane/join.js';
+import { SocketConn } from '../data-plane/socket-conn.js';
+import { listenOn, stopListening } from '../listen.js';
+import { normalizeIp } from '../net-util.js';
+import { PREAMBLE_BYTES, PreambleReader } from '../protocol/preamble.js';
+import type { IntakeOwner, PortIntake } from './port-intake.js';
+
+export class NodeIntake implements PortIntake {
+  private readonly publicServer: Server;
+  private readonly dataServer: Server;
+  private unverified = 0;
+
+  constructor(private readonly owner: IntakeOwner) {
+    // pauseOnConnect: a client's bytes stay in the kernel until it is paired, so a waiting
+    // client costs no user-space buffer.
+    this.publicServer = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) => this.onClient(s));
+    this.dataServer = net.createServer({ allowHalfOpen: true }, (s) => this.onDataConnection(s));
+  }
+
+  async listen(): Promise<void> {
+    const o = this.owner;
+    await listenOn(this.dataServer, o.bind, o.dataPort, `data_port of ${o.grayId}`);
+    try {
+      await listenOn(this.publicServer, o.bind, o.publicPort, `public_port of ${o.grayId}`);
+    } catch (err) {
+      this.dataServer.close();
+      throw err;
+    }
+  }
+
+  get ports(): { publicPort: number; dataPort: number } {
+    return { publicPort: portOf(this.publicServer, this.owner.publicPort), dataPort: portOf(this.dataServer, this.owner.dataPort) };
+  }
+
+  sessionChanged(): void {}
+
+  close(): void {
+    stopListening(this.publicServer);
+    stopListening(this.dataServer);
+  }
+
+  private onClient(socket: Socket): void {
+    socket.on('error', () => socket.destroy());
+    socket.setNoDelay(true);
+    this.owner.onClient(new SocketConn(socket, false));
+  }
+
+  private onDataConnection(socket: Socket): void {
+    const o = this.owner;
+    socket.on('error', () => socket.destroy());
+    const refuse = (code: ErrorCode, detail: string): void => o.refuse(new SocketConn(socket, true), socket.remoteAddress, code, detail);
+    if (o.dataSourceCheck) {
+      const session = o.currentSession();
+      if (!session) return refuse(ErrorCodes.PREAMBLE_UNKNOWN_SESSION, `gray ${o.grayId} has no current session`);
+      const source = normalizeIp(socket.remoteAddress);
+      if (source !== session.remoteIp) {
+        return refuse(ErrorCodes.PREAMBLE_WRONG_SOURCE, `data connection from ${source}, control connection from ${session.remoteIp}`);
+      }
+    }
+    if (this.unverified >= o.unverifiedLimit) {
+      return refuse(ErrorCodes.TOO_MANY_UNAUTHENTICATED, `${this.unverified} unverified data connections, limit ${o.unverifiedLimit}`);
+    }
+    this.unverified += 1;
+    const reader = new PreambleReader();
+    let settled = false;
+    const settle = (): void => {
+      if (settled) return;
+      settled = true;
+      this.unverified -= 1;
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('close', settle);
+    };
+    const fail = (code: ErrorCode, detail: string): void => {
+      settle();
+      refuse(code, detail);
+    };
+    const timer = setTimeout(() => fail(ErrorCodes.PREAMBLE_TIMEOUT, `no complete preamble within ${o.preambleTimeoutMs} ms`), o.preambleTimeoutMs);
+    const onData = (chunk: Buffer): void => {
+      let preamble: Buffer | null;
+      try {
+        preamble = reader.push(chunk);
+      } catch (err) {
+        return fail(ErrorCodes.PREAMBLE_INVALID, err instanceof Error ? err.message : String(err));
+      }
+      if (!preamble) return;
+      const verdict = o.verify(socket.remoteAddress, preamble);
+      if (!verdict.ok) return fail(verdict.code, verdict.detail);
+      settle();
+      tuneDataSocket(socket, o.keepAliveDelayMs);
+      o.onVerified(new SocketConn(socket, true), verdict.session);
+    };
+    // The data port is allowHalfOpen, so a peer's FIN alone never closes the socket: without
+    // this, a stranger could connect, send FIN and go away, and its slot among the unverified
+    // stayed taken until the preamble deadline. A FIN before the preamble ends the attempt.
+    const onEnd = (): void => fail(ErrorCodes.PREAMBLE_INVALID, `connection ended after ${reader.receivedBytes} of ${PREAMBLE_BYTES} preamble bytes`);
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+    socket.on('close', settle);
+  }
+}
+
+function portOf(server: Server, fallback: number): number {
+  const address = server.address();
+  return address && typeof address === 'object' ? address.port : fallback;
+}
