@@ -67,21 +67,33 @@ export class NativeIntake implements PortIntake {
   }
 
   private onRefused(refusal: Refusal, remoteIp: string, detail: { received: Buffer }): void {
+    const reason = this.refusalReason(refusal, remoteIp, detail.received);
+    if (reason) this.owner.refuse(null, remoteIp, reason[0], reason[1]);
+  }
+
+  /** The code and words for a refusal; built only for the one that happened (a flood of
+   *  strangers makes one per connection). A socket error before the preamble is simply closed,
+   *  as with Node's listeners. */
+  private refusalReason(refusal: Refusal, remoteIp: string, received: Buffer): [ErrorCode, string] | null {
     const o = this.owner;
-    const session = o.currentSession();
-    const why: Record<Refusal, [ErrorCode, string] | null> = {
-      'no-session': [ErrorCodes.PREAMBLE_UNKNOWN_SESSION, `gray ${o.grayId} has no current session`],
-      'wrong-source': [ErrorCodes.PREAMBLE_WRONG_SOURCE, `data connection from ${normalizeIp(remoteIp)}, control connection from ${session?.remoteIp ?? 'none'}`],
-      'too-many': [ErrorCodes.TOO_MANY_UNAUTHENTICATED, `unverified data connections at the limit of ${o.unverifiedLimit}`],
-      timeout: [ErrorCodes.PREAMBLE_TIMEOUT, `no complete preamble within ${o.preambleTimeoutMs} ms`],
-      ended: [ErrorCodes.PREAMBLE_INVALID, `connection ended after ${detail.received.length} of ${PREAMBLE_BYTES} preamble bytes`],
-      'bad-magic': [ErrorCodes.PREAMBLE_INVALID, magicProblem(detail.received)],
-      extra: [ErrorCodes.PREAMBLE_INVALID, 'bytes right after the preamble, expected none before the start header'],
-      // A socket error before the preamble: as with Node's listeners, simply closed.
-      error: null,
-    };
-    const reason = why[refusal];
-    if (reason) o.refuse(null, remoteIp, reason[0], reason[1]);
+    switch (refusal) {
+      case 'no-session':
+        return [ErrorCodes.PREAMBLE_UNKNOWN_SESSION, `gray ${o.grayId} has no current session`];
+      case 'wrong-source':
+        return [ErrorCodes.PREAMBLE_WRONG_SOURCE, `data connection from ${normalizeIp(remoteIp)}, control connection from ${o.currentSession()?.remoteIp ?? 'none'}`];
+      case 'too-many':
+        return [ErrorCodes.TOO_MANY_UNAUTHENTICATED, `unverified data connections at the limit of ${o.unverifiedLimit}`];
+      case 'timeout':
+        return [ErrorCodes.PREAMBLE_TIMEOUT, `no complete preamble within ${o.preambleTimeoutMs} ms`];
+      case 'ended':
+        return [ErrorCodes.PREAMBLE_INVALID, `connection ended after ${received.length} of ${PREAMBLE_BYTES} preamble bytes`];
+      case 'bad-magic':
+        return [ErrorCodes.PREAMBLE_INVALID, magicProblem(received)];
+      case 'extra':
+        return [ErrorCodes.PREAMBLE_INVALID, 'bytes right after the preamble, expected none before the start header'];
+      case 'error':
+        return null;
+    }
   }
 }
 
