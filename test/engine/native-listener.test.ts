@@ -190,9 +190,11 @@ describe('native listener', { timeout: 20_000 }, () => {
     talker.write('P');
     const t = await pool.nextConn();
     const talkerGone = gone(t.conn);
+    // Listening for the close before it can happen: a socket may emit 'end' without a reader.
+    const talkerClosed = closed(talker);
     talker.write('!');
     assert.equal(await talkerGone, 'data');
-    await closed(talker);
+    await talkerClosed;
     const quitter = await dial(pool.listener.port);
     quitter.write('P');
     const q = await pool.nextConn();
@@ -229,10 +231,11 @@ describe('native listener', { timeout: 20_000 }, () => {
     const aGone = new Promise<void>((resolve) => a.conn.watch('reset', () => resolve()));
     left.resetAndDestroy();
     await aGone;
+    const rightClosed = closed(right);
     // JavaScript may join before it hears of the reset; the engine must cope either way.
     const result = await new Promise<PairResult>((resolve) => a.conn.joinWith(b.conn, {}, resolve));
     assert.match(String(result.error?.message), /ECONNRESET/);
-    await closed(right);
+    await rightClosed;
     assert.equal(spliceStats().conns, 0);
   });
 

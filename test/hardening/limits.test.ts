@@ -643,7 +643,10 @@ describe('limits: the gray side', () => {
       proxy.freeze();
       assert.equal(await within(down, 3000, 'the gray to notice'), ErrorCodes.HEARTBEAT_TIMEOUT);
       const grayNoticedMs = Date.now() - frozenAt;
-      atLeast(grayNoticedMs, 300, 'gray-side detection');
+      // Silence is counted from the last frame received, which may have come up to one interval
+      // before the freeze: detection is due 2-3 intervals after it (CI saw 289 ms against a
+      // bound of 300 that ignored this).
+      atLeast(grayNoticedMs, 200, 'gray-side detection');
       await t.log.waitFor((l) => l.msg === 'gray disconnected' && l.code === ErrorCodes.HEARTBEAT_TIMEOUT, 'the white to notice', 3000);
 
       const back = new Promise((r) => gray.once('pool-ready', r));
