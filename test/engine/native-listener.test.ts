@@ -206,6 +206,7 @@ describe('native listener', { timeout: 20_000 }, () => {
     const clients = harness({});
     const client = await dial(clients.listener.port);
     const c = await clients.nextConn();
+    assert.throws(() => c.conn.watch('any', () => {}), /watched for 'reset' by its listener, not 'any'/);
     const events: GoneReason[] = [];
     const resetHeard = new Promise<void>((resolve) => c.conn.watch('reset', (reason) => (events.push(reason), resolve())));
     client.end('request');

@@ -43,7 +43,7 @@ onNativeConnEvent((type, id, listenerId, code, _a, b, prefix, remoteIp, remotePo
   const listener = listeners.get(listenerId);
   if (type === EngineEvent.accepted) {
     if (!listener) return nativeEngine()?.closeConn(id);  // its port was closed meanwhile
-    const conn = new EngineConn(id, remoteIp ?? '', remotePort ?? 0, localIp ?? '', localPort ?? 0);
+    const conn = new EngineConn(id, listener.watchMode, remoteIp ?? '', remotePort ?? 0, localIp ?? '', localPort ?? 0);
     conns.set(id, conn);
     listener.handlers.onConnection(conn, prefix ?? Buffer.alloc(0));
   } else if (type === EngineEvent.refused) {
@@ -62,6 +62,7 @@ export class NativeListener {
   private readonly native: NativeBinding;
   private readonly id: number;
   readonly port: number;
+  readonly watchMode: WatchMode;
   private closed = false;
 
   /** Binds at once; throws RELAY_ERR_LISTEN naming `what` when the port cannot be had. */
@@ -73,6 +74,7 @@ export class NativeListener {
     const native = nativeEngine();
     if (!native) throw new Error('the native engine is not loaded');
     this.native = native;
+    this.watchMode = options.watch;
     try {
       [this.id, this.port] = native.listen(options.host, options.port, 511, options.prefixBytes, options.prefixTimeoutMs, options.keepAliveSec, options.watch === 'any', options.prefixMagic ?? null);
     } catch (err) {
@@ -107,6 +109,8 @@ export class EngineConn implements HeldConn {
 
   constructor(
     readonly id: number,
+    /** What the engine watches this connection for: its listener's mode, fixed at accept. */
+    private readonly watchMode: WatchMode,
     readonly remoteAddress: string,
     readonly remotePort: number,
     readonly localAddress: string,
@@ -117,8 +121,11 @@ export class EngineConn implements HeldConn {
     return this.state !== 'held';
   }
 
-  /** The engine watches by itself (how is fixed per listener); this only says who hears it. */
-  watch(_mode: WatchMode, onGone: (reason: GoneReason) => void): void {
+  /** The engine watches by itself, in its listener's mode; this only says who hears it. Asking
+   *  for the other mode is a wiring mistake (the port was opened with the wrong watch), so it
+   *  throws rather than silently watching for something else. */
+  watch(mode: WatchMode, onGone: (reason: GoneReason) => void): void {
+    if (mode !== this.watchMode) throw new TypeError(`connection ${this.id} is watched for '${this.watchMode}' by its listener, not '${mode}'`);
     this.watcher = onGone;
   }
 
