@@ -23,6 +23,13 @@
 // accepted connection is held by the engine and watched: JavaScript hears when it goes away.
 // A connection therefore never becomes a Node socket: that construction and teardown was most
 // of the white's cost per client (docs/performance.md).
+//
+// Dialing: the gray's side of the same idea. The engine opens a pool connection (dial), writes
+// its preamble once connected, and reads the white's fixed-size start header; only then does
+// JavaScript hear of it. JavaScript answers with connectJoin: the engine connects to the local
+// service and joins the two at once, the service socket still connecting (a send to it waits
+// for its EPOLLOUT like any full socket). A connection that fails is reported as the end of that
+// pair, flagged as never connected, so the gray can say the service is unreachable.
 #include <node_api.h>
 
 #include <arpa/inet.h>
@@ -116,16 +123,21 @@ struct Listener {
   int64_t resumeAt = 0;  // accept paused until then (out of descriptors)
 };
 
+// A connection the engine holds before it is joined: accepted by a listener (listenerId != 0)
+// or dialed for JavaScript (listenerId == 0, see dial()).
 struct Conn {
   Kind kind = Kind::kConn;
   uint32_t id = 0;
   int fd = -1;
   uint32_t listenerId = 0;
-  enum State : uint8_t { kPrefix, kHeld, kGone } state = kPrefix;
+  enum State : uint8_t { kConnecting, kPrefix, kHeld, kGone } state = kPrefix;
   Watch watch = kWatchReset;
   uint32_t want = 0;
+  int keepAliveSec = 0;
   std::string prefix;
+  std::string preamble;  // dialed: written once connected
   sockaddr_storage remote{};
+  socklen_t remoteLen = 0;
 };
 
 // One way through a pair: bytes read from src are written to dst.
@@ -145,6 +157,9 @@ struct Direction {
   bool splicing = false;
   // dst refused bytes (EAGAIN): this direction waits for dst's EPOLLOUT, src left unread.
   bool blocked = false;
+  // dst is still connecting (connectJoin): a FIN must not be passed on yet, since shutting down
+  // a socket in SYN-SENT aborts the connection.
+  bool dstConnecting = false;
   // src reported a FIN, hang-up or error: read it to the end, never stop at a short read.
   bool srcClosing = false;
   std::atomic<uint64_t> bytes{0};
@@ -156,14 +171,22 @@ struct Pair {
   Side sides[2];
   Direction dirs[2];  // dirs[0]: fds[0] -> fds[1]; dirs[1]: fds[1] -> fds[0]
   bool dead = false;
+  // connectJoin: side B is the service, connecting until its first EPOLLOUT. A pair that ends
+  // before that never reached the service.
+  bool connectingB = false;
 };
+
+// How a pair's end is flagged to JavaScript (the event's `code` stays the errno).
+enum PairEndFlags : uint32_t { kEndedBeforeConnect = 1 };
 
 // What the engine tells JavaScript, through one thread-safe function.
 struct Event {
-  enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4 } type;
+  // kDialed: a dialed connection connected (code 0, preamble written) or failed (code errno);
+  // kHeader: a dialed connection read its prefix (the white's start header).
+  enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4, kDialed = 5, kHeader = 6 } type;
   explicit Event(Type t) : type(t) {}
   uint32_t id = 0;          // pair (kPairEnd) or connection
-  uint32_t listenerId = 0;
+  uint32_t listenerId = 0;  // 0 for a dialed connection; kPairEnd: PairEndFlags
   int32_t code = 0;         // errno (kPairEnd, kListenerError), Refusal or GoneReason
   uint64_t a = 0;           // kPairEnd: bytes from A; kRefused: prefix bytes received
   uint64_t b = 0;           // kPairEnd: bytes from B
@@ -174,9 +197,13 @@ struct Event {
 };
 
 struct Command {
-  enum Kind { kJoin, kDestroy, kStop, kJoinConns, kAddListener, kCloseListener, kFilter, kCloseConn } kind;
+  enum Kind { kJoin, kDestroy, kStop, kJoinConns, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kConnectJoin } kind;
   explicit Command(Kind k) : kind(k) {}
   Pair* pair = nullptr;
+  Conn* conn = nullptr;     // kDial
+  sockaddr_storage address{};  // kConnectJoin: the service
+  socklen_t addressLen = 0;
+  int keepAliveSec = 0;
   uint32_t id = 0;  // pair, listener or connection
   uint32_t connA = 0;
   uint32_t connB = 0;
@@ -293,6 +320,28 @@ class Engine {
   void CloseConn(uint32_t id) {
     Command c(Command::kCloseConn);
     c.id = id;
+    Post(c);
+  }
+
+  // JS thread. Takes ownership of conn (its remote address, prefix size and preamble are set).
+  void Dial(Conn* conn) {
+    Command c(Command::kDial);
+    c.conn = conn;
+    c.id = conn->id;
+    Post(c);
+  }
+
+  // JS thread. Takes ownership of pair: side A becomes the held connection connId, side B a new
+  // connection to address.
+  void ConnectJoin(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec) {
+    Register(pair);
+    Command c(Command::kConnectJoin);
+    c.pair = pair;
+    c.id = pair->id;
+    c.connA = connId;
+    c.address = address;
+    c.addressLen = len;
+    c.keepAliveSec = keepAliveSec;
     Post(c);
   }
 
@@ -446,6 +495,11 @@ class Engine {
       int soError = SocketError(pair->fds[side->index]);
       if (soError != 0) return Finish(pair, soError);
     }
+    if (side->index == 1 && pair->connectingB && (events & EPOLLOUT)) {
+      pair->connectingB = false;
+      pair->dirs[0].dstConnecting = false;
+      pair->dirs[0].blocked = true;  // whatever waited for the connect (a head, a FIN) goes now
+    }
     Service(pair, side->index, events);
   }
 
@@ -471,7 +525,7 @@ class Engine {
           stopping_ = true;
           break;
         case Command::kJoin:
-          Activate(command.pair, false);
+          Activate(command.pair, false, false);
           break;
         case Command::kJoinConns:
           ActivateConns(command.pair, command.connA, command.connB);
@@ -505,15 +559,22 @@ class Engine {
           if (it != conns_.end()) Drop(it->second);
           break;
         }
+        case Command::kDial:
+          StartDial(command.conn);
+          break;
+        case Command::kConnectJoin:
+          ActivateConnecting(command.pair, command.connA, command.address, command.addressLen, command.keepAliveSec);
+          break;
       }
     }
   }
 
   // ---- Pairs ----
 
-  // registered: the sockets are already in the epoll set (held connections being joined).
-  void Activate(Pair* pair, bool registered) {
+  // registeredA/B: that socket is already in the epoll set (a held connection being joined).
+  void Activate(Pair* pair, bool registeredA, bool registeredB) {
     if (pair->dead) return;
+    const bool registered[2] = {registeredA, registeredB};
     for (int i = 0; i < 2; i++) {
       epoll_event ev{};
       // Edge-triggered: an event is reported once, so a direction reads until the kernel says
@@ -522,7 +583,7 @@ class Engine {
       // a waiting client sent.
       ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
       ev.data.ptr = &pair->sides[i];
-      if (epoll_ctl(epollFd_, registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, pair->fds[i], &ev) < 0) {
+      if (epoll_ctl(epollFd_, registered[i] ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, pair->fds[i], &ev) < 0) {
         Finish(pair, errno);
         return;
       }
@@ -554,7 +615,40 @@ class Engine {
     pair->dirs[0].dst = pair->fds[1];
     pair->dirs[1].src = pair->fds[1];
     pair->dirs[1].dst = pair->fds[0];
-    Activate(pair, true);
+    Activate(pair, true, true);
+  }
+
+  // connectJoin: the held (dialed) connection connId and a new connection to the service become
+  // a pair at once; the service side is joined while it connects. A send to a socket in SYN-SENT
+  // says EAGAIN, so heads and early bytes wait for its EPOLLOUT like for any full socket, and a
+  // failed connect ends the pair with its errno, flagged kEndedBeforeConnect.
+  void ActivateConnecting(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec) {
+    Conn* held = HeldConn(connId);
+    if (!held) return Finish(pair, ECONNRESET);  // the white (or its client) left meanwhile
+    pair->fds[0] = held->fd;
+    held->fd = -1;
+    Forget(held);
+    pair->connectingB = true;
+    pair->dirs[0].dstConnecting = true;
+    int fd = socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return Finish(pair, errno);
+    pair->fds[1] = fd;
+    TuneSocket(fd, keepAliveSec);
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&address), len) < 0 && errno != EINPROGRESS) return Finish(pair, errno);
+    pair->dirs[0].src = pair->fds[0];
+    pair->dirs[0].dst = pair->fds[1];
+    pair->dirs[1].src = pair->fds[1];
+    pair->dirs[1].dst = pair->fds[0];
+    Activate(pair, true, false);
+  }
+
+  static void TuneSocket(int fd, int keepAliveSec) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (keepAliveSec > 0) {
+      setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &keepAliveSec, sizeof keepAliveSec);
+    }
   }
 
   static constexpr uint32_t kClosing = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
@@ -614,6 +708,7 @@ class Engine {
         continue;
       }
       if (d.eof) {
+        if (d.dstConnecting) return Blocked(d);
         if (!d.shut) {
           d.shut = true;
           if (shutdown(d.dst, SHUT_WR) < 0 && errno != ENOTCONN) return errno;
@@ -726,6 +821,7 @@ class Engine {
     event->a = pair->dirs[0].bytes.load();
     event->b = pair->dirs[1].bytes.load();
     event->code = error;
+    event->listenerId = pair->connectingB ? static_cast<uint32_t>(kEndedBeforeConnect) : 0u;
     Emit(event);
     graveyard_.push_back(pair);
   }
@@ -788,12 +884,7 @@ class Engine {
   }
 
   void Accepted(Listener* listener, int fd, const sockaddr_storage& remote) {
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (listener->keepAliveSec > 0) {
-      setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-      setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &listener->keepAliveSec, sizeof listener->keepAliveSec);
-    }
+    TuneSocket(fd, listener->keepAliveSec);
     // The filter runs before a byte is read: strangers never take an unverified slot.
     in6_addr source{};
     AsV6(remote, &source);
@@ -866,10 +957,19 @@ class Engine {
         }
         continue;
       }
-      if (n == 0) return RefuseConn(conn, kRefusedEnded, 0);
+      if (n == 0) return conn->listenerId == 0 ? Gone(conn, kGoneClosed) : RefuseConn(conn, kRefusedEnded, 0);
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      return RefuseConn(conn, kRefusedError, errno);
+      return conn->listenerId == 0 ? Gone(conn, kGoneClosed) : RefuseConn(conn, kRefusedError, errno);
+    }
+    if (conn->listenerId == 0) {
+      // A dialed connection's start header: the client's bytes may follow at once, and they
+      // stay in the kernel for the pair.
+      conn->state = Conn::kHeld;
+      auto* event = new Event(Event::kHeader);
+      event->id = conn->id;
+      event->prefix.swap(conn->prefix);
+      return Emit(event);
     }
     // The edge that brought the prefix is spent: whatever came with it (bytes, a FIN) would
     // never be reported to a watch that wants to hear of anything. Bytes right behind the prefix
@@ -913,7 +1013,9 @@ class Engine {
 
   void OnConnEvent(Conn* conn, uint32_t events) {
     if (conn->state == Conn::kGone) return;
+    if (conn->state == Conn::kConnecting) return OnDialProgress(conn, events);
     if (conn->state == Conn::kPrefix) {
+      if (conn->listenerId == 0 && (events & EPOLLERR)) return Gone(conn, kGoneClosed);
       if (events & EPOLLERR) return RefuseConn(conn, kRefusedError, SocketError(conn->fd));
       return ReadPrefix(conn);
     }
@@ -955,6 +1057,52 @@ class Engine {
     conns_.erase(conn->id);
     connsHeld_.fetch_sub(1, std::memory_order_relaxed);
     connGraveyard_.push_back(conn);
+  }
+
+  // ---- Dialing: the gray's pool connections ----
+
+  void StartDial(Conn* conn) {
+    conns_[conn->id] = conn;
+    connsHeld_.fetch_add(1, std::memory_order_relaxed);
+    conn->state = Conn::kConnecting;
+    int fd = socket(conn->remote.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return DialFailed(conn, errno);
+    conn->fd = fd;
+    TuneSocket(fd, conn->keepAliveSec);
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&conn->remote), conn->remoteLen) < 0 && errno != EINPROGRESS) return DialFailed(conn, errno);
+    // EPOLLOUT tells the connect is done; afterwards it only rides along with other events.
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.ptr = conn;
+    if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, fd, &ev) < 0) return DialFailed(conn, errno);
+  }
+
+  void OnDialProgress(Conn* conn, uint32_t events) {
+    if (events & (EPOLLERR | EPOLLHUP)) {
+      int error = SocketError(conn->fd);
+      return DialFailed(conn, error != 0 ? error : ECONNRESET);
+    }
+    if (!(events & EPOLLOUT)) return;
+    // Connected. The preamble is tiny and the send buffer empty, so it goes in one send; a
+    // short send would leave a half preamble the white must refuse, so it counts as a failure
+    // of the connection (after connecting: not retried with the same counter).
+    ssize_t n = send(conn->fd, conn->preamble.data(), conn->preamble.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    bool whole = n >= 0 && static_cast<size_t>(n) == conn->preamble.size();
+    std::string().swap(conn->preamble);
+    auto* event = new Event(Event::kDialed);
+    event->id = conn->id;
+    Emit(event);
+    conn->state = Conn::kPrefix;
+    if (!whole) return Gone(conn, kGoneClosed);
+    ReadPrefix(conn);
+  }
+
+  void DialFailed(Conn* conn, int error) {
+    auto* event = new Event(Event::kDialed);
+    event->id = conn->id;
+    event->code = error;
+    Emit(event);
+    Drop(conn);
   }
 
   void ExpireAndResume() {
@@ -1029,7 +1177,8 @@ void Unref(napi_env env, Engine* engine) {
   if (--engine->active == 0) napi_unref_threadsafe_function(env, engine->onEvent);
 }
 
-// onEvent(type, id, listenerId, code, a, b, prefix, remoteIp, remotePort, localIp, localPort)
+// onEvent(type, id, listenerId, code, a, b, prefix, remoteIp, remotePort, localIp, localPort);
+// for kPairEnd, listenerId carries PairEndFlags.
 void CallOnEvent(napi_env env, napi_value callback, void* /*context*/, void* data) {
   auto* event = static_cast<Event*>(data);
   if (env != nullptr) {
@@ -1043,9 +1192,12 @@ void CallOnEvent(napi_env env, napi_value callback, void* /*context*/, void* dat
     napi_create_double(env, static_cast<double>(event->a), &args[4]);
     napi_create_double(env, static_cast<double>(event->b), &args[5]);
     size_t argc = 6;
-    if (event->type == Event::kAccepted || event->type == Event::kRefused) {
+    if (event->type == Event::kAccepted || event->type == Event::kRefused || event->type == Event::kHeader) {
       void* copy = nullptr;
       napi_create_buffer_copy(env, event->prefix.size(), event->prefix.data(), &copy, &args[6]);
+      argc = 7;
+    }
+    if (event->hasAddresses) {
       SetAddress(env, event->remote, &args[7], &args[8]);
       SetAddress(env, event->local, &args[9], &args[10]);
       argc = 11;
@@ -1107,6 +1259,15 @@ bool ReadHead(napi_env env, napi_value value, std::string* out) {
   return true;
 }
 
+Pair* BlankPair() {
+  auto* pair = new Pair();
+  for (int i = 0; i < 2; i++) {
+    pair->sides[i].pair = pair;
+    pair->sides[i].index = i;
+  }
+  return pair;
+}
+
 // The arguments of join and joinConns: two numbers, then the optional heads.
 Pair* NewPair(napi_env env, napi_callback_info info, int32_t ids[2]) {
   size_t argc = 4;
@@ -1116,15 +1277,11 @@ Pair* NewPair(napi_env env, napi_callback_info info, int32_t ids[2]) {
     Throw(env, "join needs two descriptors or connections");
     return nullptr;
   }
-  auto* pair = new Pair();
+  Pair* pair = BlankPair();
   if ((argc > 2 && !ReadHead(env, argv[2], &pair->dirs[1].head)) || (argc > 3 && !ReadHead(env, argv[3], &pair->dirs[0].head))) {
     delete pair;
     Throw(env, "join: heads must be Buffers");
     return nullptr;
-  }
-  for (int i = 0; i < 2; i++) {
-    pair->sides[i].pair = pair;
-    pair->sides[i].index = i;
   }
   return pair;
 }
@@ -1205,6 +1362,13 @@ std::string StringArgument(napi_env env, napi_value value) {
   return text;
 }
 
+// An IP address (a JavaScript string) and a port as a socket address.
+bool ParseEndpoint(napi_env env, napi_value ip, int32_t port, sockaddr_storage* ss, socklen_t* len) {
+  if (!ParseIp(StringArgument(env, ip), ss, len)) return false;
+  reinterpret_cast<sockaddr_in*>(ss)->sin_port = htons(static_cast<uint16_t>(port));  // same offset in sockaddr_in6
+  return true;
+}
+
 // listen(ip, port, backlog, prefixBytes, prefixTimeoutMs, keepAliveSec, watchAny, magic?) =>
 // [listenerId, boundPort]. Binds here, on the JavaScript thread, so a failure is an exception
 // the caller can report at once.
@@ -1226,8 +1390,7 @@ napi_value Listen(napi_env env, napi_callback_info info) {
   }
   sockaddr_storage ss;
   socklen_t len;
-  if (!ParseIp(StringArgument(env, argv[0]), &ss, &len)) return Throw(env, "listen needs an IP address");
-  reinterpret_cast<sockaddr_in&>(ss).sin_port = htons(static_cast<uint16_t>(port));  // same offset in sockaddr_in6
+  if (!ParseEndpoint(env, argv[0], port, &ss, &len)) return Throw(env, "listen needs an IP address");
   int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return ThrowErrno(env, "socket", errno);
   int one = 1, zero = 0;
@@ -1303,6 +1466,66 @@ napi_value SetFilter(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// dial(ip, port, preamble, prefixBytes, keepAliveSec) => connId. The engine connects, writes
+// the preamble, then reads exactly prefixBytes and reports them (kHeader); until then it reports
+// the connect (kDialed, errno or 0) and a close (kGone). The connection is held afterwards.
+napi_value Dial(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env);
+  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int32_t port, prefix, keepAliveSec;
+  auto* conn = new Conn();
+  if (argc < 5 || napi_get_value_int32(env, argv[1], &port) != napi_ok || !ReadHead(env, argv[2], &conn->preamble) ||
+      napi_get_value_int32(env, argv[3], &prefix) != napi_ok || napi_get_value_int32(env, argv[4], &keepAliveSec) != napi_ok ||
+      port < 1 || port > 65535 || prefix < 1 || prefix > 4096 || keepAliveSec < 0 || conn->preamble.empty()) {
+    delete conn;
+    return Throw(env, "dial(ip, port, preamble, prefixBytes, keepAliveSec): bad arguments");
+  }
+  if (!ParseEndpoint(env, argv[0], port, &conn->remote, &conn->remoteLen)) {
+    delete conn;
+    return Throw(env, "dial needs an IP address");
+  }
+  conn->id = engine->NextId();
+  conn->want = static_cast<uint32_t>(prefix);
+  conn->keepAliveSec = keepAliveSec;
+  uint32_t id = conn->id;
+  engine->Dial(conn);
+  return Uint32(env, id);
+}
+
+// connectJoin(connId, ip, port, headToService?, keepAliveSec) => pairId: connects to the service
+// and joins it (side B) with the held connection (side A). A pair that ends before the service
+// answered is flagged kEndedBeforeConnect; one whose connection had gone ends with ECONNRESET.
+napi_value ConnectJoin(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env);
+  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  uint32_t connId;
+  int32_t port, keepAliveSec;
+  Pair* pair = BlankPair();
+  if (argc < 5 || napi_get_value_uint32(env, argv[0], &connId) != napi_ok || napi_get_value_int32(env, argv[2], &port) != napi_ok ||
+      !ReadHead(env, argv[3], &pair->dirs[0].head) || napi_get_value_int32(env, argv[4], &keepAliveSec) != napi_ok ||
+      port < 1 || port > 65535 || keepAliveSec < 0) {
+    delete pair;
+    return Throw(env, "connectJoin(connId, ip, port, headToService, keepAliveSec): bad arguments");
+  }
+  sockaddr_storage address;
+  socklen_t len;
+  if (!ParseEndpoint(env, argv[1], port, &address, &len)) {
+    delete pair;
+    return Throw(env, "connectJoin needs an IP address");
+  }
+  pair->id = engine->NextId();
+  Ref(env, engine);
+  uint32_t id = pair->id;
+  engine->ConnectJoin(pair, connId, address, len, keepAliveSec);
+  return Uint32(env, id);
+}
+
 // closeConn(id): closes a held connection.
 napi_value CloseConn(napi_env env, napi_callback_info info) {
   Engine* engine = EngineOf(env);
@@ -1370,6 +1593,8 @@ NAPI_MODULE_INIT() {
       {"closeListener", nullptr, CloseListener, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"filter", nullptr, SetFilter, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"closeConn", nullptr, CloseConn, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"dial", nullptr, Dial, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"connectJoin", nullptr, ConnectJoin, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
   return exports;

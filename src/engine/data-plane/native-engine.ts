@@ -1,6 +1,7 @@
 // Loading the native engine (native/splice_relay.cc) once, and routing what it reports: the end
-// of a pair to the splice plane, accepted / refused / gone connections to the native listeners.
-// Both register here, so the addon has a single callback and a single place that knows its shape.
+// of a pair to the splice plane, accepted / refused / gone connections to the native listeners,
+// dialed connections' progress to the engine dialer. They register here, so the addon has a
+// single callback and a single place that knows its shape.
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -16,13 +17,19 @@ export interface NativeBinding {
   closeListener(id: number): void;
   filter(listenerId: number, mode: number, ip: string | null, maxPending: number): void;
   closeConn(id: number): void;
+  dial(ip: string, port: number, preamble: Buffer, prefixBytes: number, keepAliveSec: number): number;
+  connectJoin(connId: number, ip: string, port: number, headToService: Buffer | null, keepAliveSec: number): number;
 }
 
 /** The engine's event types (Event::Type in the addon). */
-export const EngineEvent = { pairEnd: 0, accepted: 1, refused: 2, gone: 3, listenerError: 4 } as const;
+export const EngineEvent = { pairEnd: 0, accepted: 1, refused: 2, gone: 3, listenerError: 4, dialed: 5, header: 6 } as const;
 
-/** type, id, listenerId, code, a, b, then for accepted/refused: prefix, remote ip and port,
- *  local ip and port. */
+/** A pair's end carries these flags in the listenerId slot (PairEndFlags in the addon). */
+export const PairEndFlag = { endedBeforeConnect: 1 } as const;
+
+/** type, id, listenerId (0 for a dialed connection; flags for pairEnd), code, a, b, then for
+ *  accepted/refused/header: prefix, and for accepted/refused: remote ip and port, local ip and
+ *  port. */
 export type EventArgs = [type: number, id: number, listenerId: number, code: number, a: number, b: number, prefix?: Buffer, remoteIp?: string, remotePort?: number, localIp?: string, localPort?: number];
 
 export type EventHandler = (...args: EventArgs) => void;
@@ -35,9 +42,12 @@ let loadError: string | null = null;
 let loaded = false;
 let onPairEnd: EventHandler = () => {};
 let onConnEvent: EventHandler = () => {};
+let onDialEvent: EventHandler = () => {};
 
 function dispatch(...args: EventArgs): void {
-  if (args[0] === EngineEvent.pairEnd) onPairEnd(...args);
+  const [type, , listenerId] = args;
+  if (type === EngineEvent.pairEnd) onPairEnd(...args);
+  else if (type === EngineEvent.dialed || type === EngineEvent.header || (type === EngineEvent.gone && listenerId === 0)) onDialEvent(...args);
   else onConnEvent(...args);
 }
 
@@ -70,6 +80,10 @@ export function onNativePairEnd(handler: EventHandler): void {
 
 export function onNativeConnEvent(handler: EventHandler): void {
   onConnEvent = handler;
+}
+
+export function onNativeDialEvent(handler: EventHandler): void {
+  onDialEvent = handler;
 }
 
 const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([name, value]) => [value, name]));

@@ -10,11 +10,11 @@
 //   close the connection (the duplicate keeps it open).
 import type { Socket } from 'node:net';
 import os from 'node:os';
-import type { Heads, JoinedPair, OnPairClosed } from './joined-pair.js';
-import { errnoError, nativeEngine, nativeUnavailableReason, onNativePairEnd, type NativeBinding } from './native-engine.js';
+import type { Heads, JoinedPair, OnPairClosed, PairResult } from './joined-pair.js';
+import { errnoError, nativeEngine, nativeUnavailableReason, onNativePairEnd, PairEndFlag, type NativeBinding } from './native-engine.js';
 
 interface OpenPair {
-  readonly onClosed: OnPairClosed;
+  readonly onClosed: (result: PairResult, flags: number) => void;
   /** What the JS sockets had read before the handoff; the engine counts from zero. */
   readonly baseA: number;
   readonly baseB: number;
@@ -23,12 +23,12 @@ interface OpenPair {
 const ECANCELED = os.constants.errno.ECANCELED;
 const open = new Map<number, OpenPair>();
 
-onNativePairEnd((_type, id, _listener, errno, bytesFromA, bytesFromB) => {
+onNativePairEnd((_type, id, flags, errno, bytesFromA, bytesFromB) => {
   const pair = open.get(id);
   if (!pair) return;
   open.delete(id);
   const error = errno === 0 || errno === ECANCELED ? null : errnoError(errno, 'splice');
-  pair.onClosed({ bytesFromA: pair.baseA + bytesFromA, bytesFromB: pair.baseB + bytesFromB, error });
+  pair.onClosed({ bytesFromA: pair.baseA + bytesFromA, bytesFromB: pair.baseB + bytesFromB, error }, flags);
 });
 
 function engine(): NativeBinding | null {
@@ -84,7 +84,21 @@ export function joinHeldInEngine(connA: number, connB: number, heads: Heads, onC
   return track(native, id, onClosed, 0, 0);
 }
 
-function track(native: NativeBinding, id: number, onClosed: OnPairClosed, baseA: number, baseB: number): JoinedPair {
+/** Connects to a service (an IP address) and joins it (side b) with a held connection (side a)
+ *  at once; reachedService is false when the pair ended before the service answered. */
+export function connectJoinInEngine(
+  connA: number,
+  service: { readonly ip: string; readonly port: number; readonly keepAliveSec: number },
+  headToService: Buffer | undefined,
+  onClosed: (result: PairResult, reachedService: boolean) => void,
+): JoinedPair {
+  const native = engine();
+  if (!native) throw new Error('the native engine is not loaded, yet it holds connections');
+  const id = native.connectJoin(connA, service.ip, service.port, headToService ?? null, service.keepAliveSec);
+  return track(native, id, (result, flags) => onClosed(result, (flags & PairEndFlag.endedBeforeConnect) === 0), 0, 0);
+}
+
+function track(native: NativeBinding, id: number, onClosed: OpenPair['onClosed'], baseA: number, baseB: number): JoinedPair {
   open.set(id, { onClosed, baseA, baseB });
   let last: [number, number] = [0, 0];
   const live = (): [number, number] => (last = native.bytes(id) ?? last);
