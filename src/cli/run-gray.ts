@@ -9,8 +9,8 @@ import { onStopSignal } from './signals.js';
 export async function runGray(configPath: string): Promise<void> {
   const config = await loadGrayConfig(configPath);
   const logger = createLogger({ level: config.log.level, name: 'gray' });
-  logDataPlane(logger, resolveDataPlane());
   const agent = new GrayAgent(config, logger);
+  logDataPlane(logger, resolveDataPlane(), { dialer: agent.dialerKind });
   agent.start();
   onStopSignal(async (signal) => {
     logger.info({ signal }, 'stopping');

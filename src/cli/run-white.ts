@@ -22,7 +22,7 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
   const config = await loadWhiteConfig(configPath);
   const logger = createLogger({ level: config.log.level, name: 'white' });
   const dataPlane = resolveDataPlane();
-  logDataPlane(logger, dataPlane, defaultIntake(config.bind));
+  logDataPlane(logger, dataPlane, { intake: defaultIntake(config.bind) });
   const hooks = new WhiteHooks(config, logger);
   const server = new WhiteServer(config, { logger, events: hooks, gates: hooks.gates(), hookStats: () => hooks.stats() });
   await server.start();

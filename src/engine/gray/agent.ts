@@ -5,6 +5,7 @@
 // stopped. A white restart (new certificate) needs nothing from the operator: the certificate is
 // not what authenticates the white; the proof bound to the TLS session is.
 import { EventEmitter } from 'node:events';
+import net from 'node:net';
 import tls from 'node:tls';
 import type { GrayConfig } from '../../config/types.js';
 import { ErrorCodes, RelayError } from '../../errors.js';
@@ -17,10 +18,26 @@ import { decodeProof, deriveSessionKeys, encodeProof, proofsEqual, type SessionK
 import { MessageType, type Message } from '../protocol/messages.js';
 import { sessionIdFromString } from '../protocol/preamble.js';
 import { RateLimitedLog } from '../../rate-limited-log.js';
-import { forwardToTarget, type Forward } from './forwarder.js';
+import { resolveDataPlane } from '../data-plane/join.js';
+import { engineLinks } from './engine-link.js';
 import { PoolDialer } from './pool-dialer.js';
+import type { Forward, LinkContext, OpenLink } from './pool-link.js';
+import { socketLinks } from './socket-link.js';
 
 const AGENT = 'relay/0.1.0';
+
+/** Who opens the pool's data connections: the native engine, or Node sockets. */
+export type DialerKind = 'native' | 'node';
+
+/** The dialer a gray uses when nothing asks for a particular one: the engine needs the splice
+ *  plane and a service given as an IP address (it does not resolve names). */
+export function defaultDialer(config: GrayConfig): DialerKind {
+  return resolveDataPlane().plane === 'splice' && net.isIP(config.target.host) !== 0 ? 'native' : 'node';
+}
+
+export interface GrayAgentOptions {
+  readonly dialer?: DialerKind;
+}
 
 export interface GrayAgentEvents {
   connected: [{ sessionId: string; dataPort: number; fingerprint: string }];
@@ -36,12 +53,15 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   private reconnectTimer: NodeJS.Timeout | null = null;
   private stopping = false;
   private readonly active = new Set<Forward>();
+  readonly dialerKind: DialerKind;
 
   constructor(
     private readonly config: GrayConfig,
     private readonly logger: Logger,
+    options: GrayAgentOptions = {},
   ) {
     super();
+    this.dialerKind = options.dialer ?? defaultDialer(config);
     this.backoff = new Backoff(config.limits.reconnectBaseMs, config.limits.reconnectMaxMs);
     this.warnings = new RateLimitedLog(logger);
   }
@@ -126,7 +146,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
         channel.setMaxPayloadBytes(limits.frameMaxBytesAfterAuth);
         channel.startHeartbeat(message.heartbeatMs, limits.heartbeatMissed);
         this.backoff.reset();
-        this.startPool(message.session, message.dataPort, message.pool, message.credits, keys.dataKey);
+        this.startPool(message.session, this.openLinks(message.dataPort, socket.remoteAddress), message.pool, message.credits, keys.dataKey);
         this.logger.info({ gray: id, white: formatHostPort(this.config.white), fingerprint, dataPort: message.dataPort, pool: message.pool }, 'gray connected');
         this.emit('connected', { sessionId: message.session, dataPort: message.dataPort, fingerprint });
         return;
@@ -141,11 +161,21 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
     channel.send({ type: MessageType.HELLO, id, pool: this.config.pool, agent: AGENT });
   }
 
-  private startPool(session: string, dataPort: number, poolTarget: number, credits: number, dataKey: Buffer): void {
+  /** How this session's data connections are opened. The engine dials IP addresses only: a data
+   *  host that is the white's own host name is dialed at the address the control channel
+   *  reached (the same white); another host name goes through Node sockets. */
+  private openLinks(dataPort: number, controlPeer: string | undefined): { open: OpenLink; where: string } {
+    const { dataHost, white } = this.config;
+    const ctx: LinkContext = { config: this.config, logger: this.logger, warnings: this.warnings, port: dataPort };
+    const dataIp = net.isIP(dataHost) !== 0 ? dataHost : dataHost === white.host ? controlPeer : undefined;
+    if (this.dialerKind === 'native' && dataIp) return { open: engineLinks(ctx, dataIp), where: formatHostPort({ host: dataIp, port: dataPort }) };
+    return { open: socketLinks(ctx, dataHost), where: formatHostPort({ host: dataHost, port: dataPort }) };
+  }
+
+  private startPool(session: string, links: { open: OpenLink; where: string }, poolTarget: number, credits: number, dataKey: Buffer): void {
     this.dialer?.stop();
     const dialer = new PoolDialer({
-      host: this.config.dataHost,
-      port: dataPort,
+      ...links,
       sessionId: sessionIdFromString(session),
       dataKey,
       poolTarget,
@@ -155,8 +185,8 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
         this.logger.info({ gray: this.config.id, idle }, 'pool ready');
         this.emit('pool-ready', idle);
       },
-      onActivated: (socket, client, rest) => {
-        const forward = forwardToTarget(socket, client, rest, this.config, this.logger, this.warnings, () => this.active.delete(forward));
+      onActivated: (link, client) => {
+        const forward = link.forward(client, () => this.active.delete(forward));
         this.active.add(forward);
       },
     });

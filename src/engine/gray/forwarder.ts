@@ -7,9 +7,10 @@ import type { GrayConfig } from '../../config/types.js';
 import { ErrorCodes } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { joinSockets, tuneDataSocket, type JoinedPair, type PairResult } from '../data-plane/join.js';
-import { encodeProxyV1, encodeProxyV2 } from '../protocol/proxy-protocol.js';
+import { proxyHeaderFor } from '../protocol/proxy-protocol.js';
 import type { ClientAddressInfo } from '../protocol/start-header.js';
 import type { RateLimitedLog } from '../../rate-limited-log.js';
+import type { Forward } from './pool-link.js';
 
 export function forwardToTarget(
   data: Socket,
@@ -64,15 +65,9 @@ export function forwardToTarget(
       return finish(null);
     }
     tuneDataSocket(target, config.limits.keepAliveDelayMs);
-    const proxyHeader = config.proxyProtocol === 'v1' ? encodeProxyV1(client) : config.proxyProtocol === 'v2' ? encodeProxyV2(client) : undefined;
+    const proxyHeader = proxyHeaderFor(config.proxyProtocol, client);
     logger.debug({ client: clientAddress }, 'forwarding');
     joined = joinSockets(data, target, { toB: proxyHeader }, finish);
   });
   return forward;
-}
-
-/** One client being forwarded, from activation until both sides closed. */
-export interface Forward {
-  readonly closed: Promise<void>;
-  destroy(): void;
 }

@@ -19,6 +19,13 @@ const V2_TCP_OVER_IPV6 = 0x21;
 const V2_IPV4_BLOCK = 4 + 4 + 2 + 2;
 const V2_IPV6_BLOCK = 16 + 16 + 2 + 2;
 
+/** The header the service was configured to get before the client's bytes, if any. */
+export function proxyHeaderFor(version: 'none' | 'v1' | 'v2', info: ClientAddressInfo): Buffer | undefined {
+  if (version === 'v1') return encodeProxyV1(info);
+  if (version === 'v2') return encodeProxyV2(info);
+  return undefined;
+}
+
 /** "PROXY TCP4 <src> <dst> <sport> <dport>\r\n". Addresses are re-printed in canonical form, which
  *  also guarantees the line holds no spaces or CR/LF from the input. */
 export function encodeProxyV1(info: ClientAddressInfo): Buffer {
