@@ -395,11 +395,17 @@ class Engine {
     pairs_[pair->id] = pair;
   }
 
+  // Only the first command of a batch wakes the engine: RunCommands reads the eventfd before it
+  // takes the batch, so a command queued behind a pending wake is taken with it. (The gray posts
+  // a dial and a connectJoin in the same tick; each wake is a system call on both threads.)
   void Post(const Command& command) {
+    bool wake;
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      wake = commands_.empty();
       commands_.push_back(command);
     }
+    if (!wake) return;
     uint64_t one = 1;
     // A full eventfd counter still wakes the engine; nothing is lost if this write fails.
     ssize_t ignored = write(wakeFd_, &one, sizeof one);
