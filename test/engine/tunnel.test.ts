@@ -2,7 +2,9 @@
 import assert from 'node:assert/strict';
 import { randomBytes, createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { roundTrip, startTunnel, type Tunnel } from '../helpers/tunnel.js';
+import { spliceAvailable } from '../../src/engine/data-plane/splice-plane.js';
+import { defaultDialer } from '../../src/engine/gray/agent.js';
+import { grayConfigFor, roundTrip, startTunnel, type Tunnel } from '../helpers/tunnel.js';
 
 describe('tunnel (in-process)', () => {
   let t: Tunnel;
@@ -29,4 +31,28 @@ describe('tunnel (in-process)', () => {
     const snap = t.white.snapshot();
     assert.ok(snap.grays[0]!.clientsTotal >= 40);
   });
+});
+
+describe('gray dialers', () => {
+  it('the engine dials for a service given as an IP address, Node sockets for a host name', () => {
+    const config = grayConfigFor('g', randomBytes(32), 1, 2);
+    assert.equal(defaultDialer(config), spliceAvailable() ? 'native' : 'node');
+    assert.equal(defaultDialer({ ...config, target: { host: 'localhost', port: 2 } }), 'node');
+  });
+
+  for (const dialer of ['native', 'node'] as const) {
+    it(`forwards with the ${dialer} dialer, the pool refilled after each client`, { skip: dialer === 'native' && !spliceAvailable() && 'native engine unavailable' }, async () => {
+      const t = await startTunnel({ pool: 2, dialer });
+      try {
+        assert.equal(t.gray.dialerKind, dialer);
+        // More clients than the pool, one after another: each needs the replacement of the last.
+        for (let i = 0; i < 6; i++) {
+          const payload = Buffer.from(`client ${i} ${randomBytes(4).toString('hex')}`);
+          assert.equal((await roundTrip(t.publicPort, payload)).toString(), payload.toString());
+        }
+      } finally {
+        await t.stop();
+      }
+    });
+  }
 });

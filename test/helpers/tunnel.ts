@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import net, { type AddressInfo, type Server } from 'node:net';
 import type { GrayConfig, WhiteConfig } from '../../src/config/types.js';
-import { GrayAgent } from '../../src/engine/gray/agent.js';
+import { GrayAgent, type DialerKind } from '../../src/engine/gray/agent.js';
 import { WhiteServer } from '../../src/engine/white/white-server.js';
 import type { Limits } from '../../src/limits.js';
 import { grayConfigInCode, whiteConfigInCode } from '../../src/config/in-code.js';
@@ -43,7 +43,7 @@ export interface Tunnel {
 }
 
 export async function startTunnel(
-  options: { handler?: ServiceHandler; pool?: number; whiteLimits?: Partial<Limits>; gray?: Partial<GrayConfig>; white?: Partial<WhiteConfig> } = {},
+  options: { handler?: ServiceHandler; pool?: number; whiteLimits?: Partial<Limits>; gray?: Partial<GrayConfig>; white?: Partial<WhiteConfig>; dialer?: DialerKind } = {},
 ): Promise<Tunnel> {
   const service = await startService(options.handler);
   const secret = randomBytes(32);
@@ -51,7 +51,7 @@ export async function startTunnel(
     logger: silentLogger(),
   });
   await white.start();
-  const gray = new GrayAgent(grayConfigFor('g1', secret, white.controlPort, service.port, { pool: options.pool ?? 4, ...options.gray }), silentLogger());
+  const gray = new GrayAgent(grayConfigFor('g1', secret, white.controlPort, service.port, { pool: options.pool ?? 4, ...options.gray }), silentLogger(), { dialer: options.dialer });
   const ready = new Promise<void>((resolve) => gray.once('pool-ready', () => resolve()));
   gray.start();
   await ready;
