@@ -1,0 +1,56 @@
+// Dialing: the gray's pool connections. The engine connects, writes the preamble once connected
+// and then reads the white's start header like an accepted connection's prefix (intake.cc);
+// afterwards the connection is held until connectJoin (pump.cc). See engine.h for the design.
+#include "engine.h"
+
+#include <errno.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+namespace relay {
+
+void Engine::StartDial(Conn* conn) {
+  conns_[conn->id] = conn;
+  connsHeld_.fetch_add(1, std::memory_order_relaxed);
+  conn->state = Conn::kConnecting;
+  int fd = socket(conn->remote.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return DialFailed(conn, errno);
+  conn->fd = fd;
+  TuneSocket(fd, conn->keepAliveSec);
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&conn->remote), conn->remoteLen) < 0 && errno != EINPROGRESS) return DialFailed(conn, errno);
+  // EPOLLOUT tells the connect is done; afterwards it only rides along with other events.
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.ptr = conn;
+  if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, fd, &ev) < 0) return DialFailed(conn, errno);
+}
+
+void Engine::OnDialProgress(Conn* conn, uint32_t events) {
+  if (events & (EPOLLERR | EPOLLHUP)) {
+    int error = SocketError(conn->fd);
+    return DialFailed(conn, error != 0 ? error : ECONNRESET);
+  }
+  if (!(events & EPOLLOUT)) return;
+  // Connected. The preamble is tiny and the send buffer empty, so it goes in one send; a
+  // short send would leave a half preamble the white must refuse, so it counts as a failure
+  // of the connection (after connecting: not retried with the same counter).
+  ssize_t n = send(conn->fd, conn->preamble.data(), conn->preamble.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  bool whole = n >= 0 && static_cast<size_t>(n) == conn->preamble.size();
+  std::string().swap(conn->preamble);
+  auto* event = new Event(Event::kDialed);
+  event->id = conn->id;
+  Emit(event);
+  conn->state = Conn::kPrefix;
+  if (!whole) return Gone(conn, kGoneClosed);
+  ReadPrefix(conn);
+}
+
+void Engine::DialFailed(Conn* conn, int error) {
+  auto* event = new Event(Event::kDialed);
+  event->id = conn->id;
+  event->code = error;
+  Emit(event);
+  Drop(conn);
+}
+
+}  // namespace relay

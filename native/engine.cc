@@ -1,0 +1,309 @@
+// The engine's thread and its command queue: starting and stopping the thread, the calls the JS
+// thread makes (each posts a command and wakes the engine), the epoll loop that dispatches
+// events to the pairs (pump.cc), the listeners and held connections (intake.cc) and the dials
+// (dial.cc), and the cleanup when the environment goes away. See engine.h for the design.
+#include "engine.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace relay {
+
+bool Engine::Start(std::string* why) {
+  epollFd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epollFd_ < 0) return Fail(why, "epoll_create1");
+  wakeFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wakeFd_ < 0) return Fail(why, "eventfd");
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;  // the wake descriptor is the only registration without a Kind
+  if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, wakeFd_, &ev) < 0) return Fail(why, "epoll_ctl");
+  thread_ = std::thread([this] { Run(); });
+  return true;
+}
+
+void Engine::Stop() {
+  if (!thread_.joinable()) return;
+  Command stop(Command::kStop);
+  Post(stop);
+  thread_.join();
+}
+
+void Engine::Join(Pair* pair) {
+  Register(pair);
+  Command c(Command::kJoin);
+  c.pair = pair;
+  c.id = pair->id;
+  Post(c);
+}
+
+void Engine::JoinConns(Pair* pair, uint32_t connA, uint32_t connB) {
+  Register(pair);
+  Command c(Command::kJoinConns);
+  c.pair = pair;
+  c.id = pair->id;
+  c.connA = connA;
+  c.connB = connB;
+  Post(c);
+}
+
+void Engine::Destroy(uint32_t id) {
+  Command c(Command::kDestroy);
+  c.id = id;
+  Post(c);
+}
+
+void Engine::AddListener(Listener* listener) {
+  Command c(Command::kAddListener);
+  c.listener = listener;
+  c.id = listener->id;
+  Post(c);
+}
+
+void Engine::CloseListener(uint32_t id) {
+  Command c(Command::kCloseListener);
+  c.id = id;
+  Post(c);
+}
+
+void Engine::SetFilter(uint32_t id, Filter filter, const in6_addr& ip, uint32_t maxPending) {
+  Command c(Command::kFilter);
+  c.id = id;
+  c.filter = filter;
+  c.ip = ip;
+  c.maxPending = maxPending;
+  Post(c);
+}
+
+void Engine::CloseConn(uint32_t id) {
+  Command c(Command::kCloseConn);
+  c.id = id;
+  Post(c);
+}
+
+void Engine::Dial(Conn* conn) {
+  Command c(Command::kDial);
+  c.conn = conn;
+  c.id = conn->id;
+  Post(c);
+}
+
+void Engine::ConnectJoin(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec) {
+  Register(pair);
+  Command c(Command::kConnectJoin);
+  c.pair = pair;
+  c.id = pair->id;
+  c.connA = connId;
+  c.address = address;
+  c.addressLen = len;
+  c.keepAliveSec = keepAliveSec;
+  Post(c);
+}
+
+bool Engine::Bytes(uint32_t id, uint64_t* fromA, uint64_t* fromB) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = pairs_.find(id);
+  if (it == pairs_.end()) return false;
+  *fromA = it->second->dirs[0].bytes.load(std::memory_order_relaxed);
+  *fromB = it->second->dirs[1].bytes.load(std::memory_order_relaxed);
+  return true;
+}
+
+size_t Engine::PairCount() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return pairs_.size();
+}
+
+bool Engine::Fail(std::string* why, const char* what) {
+  *why = std::string(what) + ": " + strerror(errno);
+  return false;
+}
+
+void Engine::Register(Pair* pair) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  pairs_[pair->id] = pair;
+}
+
+// Only the first command of a batch wakes the engine: RunCommands reads the eventfd before it
+// takes the batch, so a command queued behind a pending wake is taken with it. (The gray posts
+// a dial and a connectJoin in the same tick; each wake is a system call on both threads.)
+void Engine::Post(const Command& command) {
+  bool wake;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    wake = commands_.empty();
+    commands_.push_back(command);
+  }
+  if (!wake) return;
+  uint64_t one = 1;
+  // A full eventfd counter still wakes the engine; nothing is lost if this write fails.
+  ssize_t ignored = write(wakeFd_, &one, sizeof one);
+  (void)ignored;
+}
+
+void Engine::Emit(Event* event) {
+  if (napi_call_threadsafe_function(onEvent, event, napi_tsfn_nonblocking) != napi_ok) delete event;
+}
+
+// Milliseconds epoll may sleep: until the next prefix deadline or paused listener's resume.
+int Engine::WaitTimeout() {
+  int64_t next = INT64_MAX;
+  if (!deadlines_.empty()) next = deadlines_.top().first;
+  for (auto& entry : listeners_) {
+    if (entry.second->resumeAt != 0 && entry.second->resumeAt < next) next = entry.second->resumeAt;
+  }
+  if (next == INT64_MAX) return -1;
+  int64_t wait = next - NowMs();
+  return wait <= 0 ? 0 : static_cast<int>(wait + 1);
+}
+
+void Engine::Run() {
+  epoll_event events[kEventsPerWait];
+  while (!stopping_) {
+    int n = epoll_wait(epollFd_, events, kEventsPerWait, WaitTimeout());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int i = 0; i < n; i++) {
+      void* ptr = events[i].data.ptr;
+      if (ptr == nullptr) {
+        RunCommands();
+        continue;
+      }
+      switch (*static_cast<Kind*>(ptr)) {
+        case Kind::kSide:
+          OnSideEvent(static_cast<Side*>(ptr), events[i].events);
+          break;
+        case Kind::kListener:
+          OnAcceptable(static_cast<Listener*>(ptr));
+          break;
+        case Kind::kConn:
+          OnConnEvent(static_cast<Conn*>(ptr), events[i].events);
+          break;
+      }
+    }
+    ExpireAndResume();
+    // Pairs and connections ended in this batch may still have had events later in the same
+    // batch: free them only now.
+    for (Pair* pair : graveyard_) delete pair;
+    graveyard_.clear();
+    for (Conn* conn : connGraveyard_) delete conn;
+    connGraveyard_.clear();
+    for (Listener* listener : listenerGraveyard_) delete listener;
+    listenerGraveyard_.clear();
+  }
+  // Stopping (the environment is going away): end what is left without telling JavaScript.
+  std::vector<Pair*> left;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& entry : pairs_) left.push_back(entry.second);
+    pairs_.clear();
+  }
+  for (Pair* pair : left) {
+    for (int fd : pair->fds) {
+      if (fd >= 0) close(fd);
+    }
+    for (Direction& d : pair->dirs) ClosePipe(d);
+    delete pair;
+  }
+  for (auto& entry : conns_) {
+    close(entry.second->fd);
+    delete entry.second;
+  }
+  for (auto& entry : listeners_) {
+    close(entry.second->fd);
+    delete entry.second;
+  }
+  for (auto& p : freePipes_) {
+    close(p.first);
+    close(p.second);
+  }
+  close(wakeFd_);
+  close(epollFd_);
+}
+
+void Engine::RunCommands() {
+  uint64_t count;
+  ssize_t ignored = read(wakeFd_, &count, sizeof count);
+  (void)ignored;
+  std::deque<Command> batch;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    batch.swap(commands_);
+  }
+  for (const Command& command : batch) {
+    switch (command.kind) {
+      case Command::kStop:
+        stopping_ = true;
+        break;
+      case Command::kJoin:
+        Activate(command.pair, false, false);
+        break;
+      case Command::kJoinConns:
+        ActivateConns(command.pair, command.connA, command.connB);
+        break;
+      case Command::kDestroy: {
+        Pair* pair = nullptr;
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          auto it = pairs_.find(command.id);
+          if (it != pairs_.end()) pair = it->second;
+        }
+        if (pair && !pair->dead) Finish(pair, ECANCELED);
+        break;
+      }
+      case Command::kAddListener:
+        StartListener(command.listener);
+        break;
+      case Command::kCloseListener:
+        StopListener(command.id);
+        break;
+      case Command::kFilter: {
+        auto it = listeners_.find(command.id);
+        if (it == listeners_.end()) break;
+        it->second->filter = command.filter;
+        it->second->allowed = command.ip;
+        it->second->maxPending = command.maxPending;
+        break;
+      }
+      case Command::kCloseConn: {
+        auto it = conns_.find(command.id);
+        if (it != conns_.end()) Drop(it->second);
+        break;
+      }
+      case Command::kDial:
+        StartDial(command.conn);
+        break;
+      case Command::kConnectJoin:
+        ActivateConnecting(command.pair, command.connA, command.address, command.addressLen, command.keepAliveSec);
+        break;
+    }
+  }
+}
+
+// ---- Socket helpers shared by the pairs, the intake and the dialer ----
+
+int Engine::SocketError(int fd) {
+  int soError = 0;
+  socklen_t len = sizeof soError;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soError, &len) < 0) return errno;
+  return soError;
+}
+
+void Engine::TuneSocket(int fd, int keepAliveSec) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (keepAliveSec > 0) {
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &keepAliveSec, sizeof keepAliveSec);
+  }
+}
+
+}  // namespace relay

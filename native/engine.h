@@ -1,0 +1,364 @@
+// The native data plane: joined socket pairs whose bytes move with splice(2) instead of
+// through JavaScript.
+//
+// Why: in the JS plane every byte is copied kernel -> user -> kernel at each hop, and those
+// copies were most of relay's bulk cost (see docs/performance.md). splice moves the pages between
+// a socket and a kernel pipe and from the pipe to the other socket without entering user space,
+// which is what a C relay such as haproxy does.
+//
+// Shape: one engine thread per Node environment owns an epoll instance. JavaScript hands over a
+// pair of connected sockets (join); the engine takes its own duplicates of the two descriptors,
+// so the JS Socket objects can be destroyed at once and an idle pair costs only this file's
+// structs and the kernel's sockets. Small messages are copied with recv/send through one shared
+// buffer; once a direction streams, it splices, borrowing a pipe from a small free list only
+// while bytes are in flight, so thousands of idle pairs hold no pipes. A FIN is passed on as
+// a shutdown(SHUT_WR) once everything before it was delivered (half-close); the first error ends
+// the pair. When a pair ends, its byte counts and errno reach JavaScript through a thread-safe
+// function; JavaScript can end a pair early (destroy) or read its live counts (bytes).
+//
+// Intake: the engine can also own listening sockets (listen). It accepts on its own thread,
+// applies the filter JavaScript set (who may connect at all, how many may be unverified), reads
+// a fixed-size prefix (the data port's preamble) under a deadline, and only then tells
+// JavaScript, which decides (verifies the preamble, pairs, refuses). Until it is joined an
+// accepted connection is held by the engine and watched: JavaScript hears when it goes away.
+// A connection therefore never becomes a Node socket: that construction and teardown was most
+// of the white's cost per client (docs/performance.md).
+//
+// Dialing: the gray's side of the same idea. The engine opens a pool connection (dial), writes
+// its preamble once connected, and reads the white's fixed-size start header; only then does
+// JavaScript hear of it. JavaScript answers with connectJoin: the engine connects to the local
+// service and joins the two at once, the service socket still connecting (a send to it waits
+// for its EPOLLOUT like any full socket). A connection that fails is reported as the end of that
+// pair, flagged as never connected, so the gray can say the service is unreachable.
+//
+// Where the code is, one concept a file: this header holds the types every part shares and the
+// Engine's declaration; engine.cc the engine thread and its command queue; pump.cc the pairs
+// (the data plane proper); intake.cc listeners and held connections; dial.cc dialing; napi.cc
+// the JavaScript surface. The types live in namespace relay (not an anonymous namespace) because
+// the Engine's methods are defined in several translation units.
+#ifndef RELAY_NATIVE_ENGINE_H_
+#define RELAY_NATIVE_ENGINE_H_
+
+#include <node_api.h>
+
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <queue>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace relay {
+
+// A pipe of 256 KiB lets one splice move a loopback burst in a single call; if the per-user
+// pipe allowance is used up the kernel refuses and the pipe keeps its default size.
+constexpr int kPipeBytes = 256 * 1024;
+// Asked for on each splice into a pipe; the pipe's free space is the real bound.
+constexpr size_t kSpliceAsk = 1 << 20;
+// Small messages are copied through one engine-wide buffer of this size with recv/send: for a
+// few hundred bytes that is cheaper than two splices and a pipe. A read that fills the buffer
+// means a stream is flowing, and the direction switches to splice; a splice that brings less
+// than kSmallRead switches it back. (haproxy decides the same way between copying and splicing.)
+constexpr size_t kCopyBuffer = 64 * 1024;
+constexpr size_t kSmallRead = 16 * 1024;
+// Free pipes kept for reuse: enough for the directions that are busy at one moment.
+constexpr size_t kFreePipesMax = 64;
+constexpr int kEventsPerWait = 256;
+
+struct Pair;
+
+// What an epoll registration points at. Every registered struct starts with its Kind, so an
+// event's pointer can be told apart before it is cast. (nullptr is the wake descriptor.)
+enum class Kind : uint8_t { kSide, kListener, kConn };
+
+// One socket of one pair.
+struct Side {
+  Kind kind = Kind::kSide;
+  Pair* pair = nullptr;
+  int index = 0;
+};
+
+// Who a listener lets in, before any byte is read (set by JavaScript, see filter()).
+enum Filter : uint8_t { kFilterAll = 0, kFilterNone = 1, kFilterSource = 2 };
+// What a held connection's watch reports: anything (a pooled connection must stay silent), or
+// only a reset/hang-up (a waiting client may send bytes or a FIN and still wants its answer).
+enum Watch : uint8_t { kWatchReset = 0, kWatchAny = 1 };
+// Why the engine refused or dropped a connection on its own (the codes JavaScript maps).
+enum Refusal : int32_t {
+  kRefusedNoSession = 1,
+  kRefusedWrongSource = 2,
+  kRefusedTooMany = 3,
+  kRefusedTimeout = 4,
+  kRefusedEnded = 5,
+  kRefusedError = 6,
+  kRefusedBadMagic = 7,  // the prefix does not start as it must: refused at the first wrong byte
+  kRefusedExtra = 8,     // bytes right behind the prefix, where the peer must wait
+};
+// Why a held connection went away.
+enum GoneReason : int32_t { kGoneClosed = 1, kGoneData = 2 };
+
+struct Listener {
+  Kind kind = Kind::kListener;
+  uint32_t id = 0;
+  int fd = -1;
+  uint32_t prefix = 0;
+  std::string magic;  // what every prefix starts with
+  int timeoutMs = 0;
+  int keepAliveSec = 0;
+  Watch watchAfter = kWatchReset;
+  Filter filter = kFilterAll;
+  in6_addr allowed{};
+  uint32_t maxPending = UINT32_MAX;
+  uint32_t pending = 0;  // connections still reading their prefix
+  int64_t resumeAt = 0;  // accept paused until then (out of descriptors)
+};
+
+// A connection the engine holds before it is joined: accepted by a listener (listenerId != 0)
+// or dialed for JavaScript (listenerId == 0, see dial()).
+struct Conn {
+  Kind kind = Kind::kConn;
+  uint32_t id = 0;
+  int fd = -1;
+  uint32_t listenerId = 0;
+  enum State : uint8_t { kConnecting, kPrefix, kHeld, kGone } state = kPrefix;
+  Watch watch = kWatchReset;
+  uint32_t want = 0;
+  int keepAliveSec = 0;
+  std::string prefix;
+  std::string preamble;  // dialed: written once connected
+  sockaddr_storage remote{};
+  socklen_t remoteLen = 0;
+};
+
+// One way through a pair: bytes read from src are written to dst.
+struct Direction {
+  int src = -1;
+  int dst = -1;
+  int pipeRead = -1;
+  int pipeWrite = -1;
+  size_t inPipe = 0;
+  // Bytes JavaScript had already read or must send first (a start header, a PROXY header, a
+  // waiting client's early bytes), and later what a copied read could not send at once:
+  // written to dst before anything else is read from src.
+  std::string head;
+  size_t headSent = 0;
+  bool eof = false;
+  bool shut = false;
+  bool splicing = false;
+  // dst refused bytes (EAGAIN): this direction waits for dst's EPOLLOUT, src left unread.
+  bool blocked = false;
+  // dst is still connecting (connectJoin): a FIN must not be passed on yet, since shutting down
+  // a socket in SYN-SENT aborts the connection.
+  bool dstConnecting = false;
+  // src reported a FIN, hang-up or error: read it to the end, never stop at a short read.
+  bool srcClosing = false;
+  std::atomic<uint64_t> bytes{0};
+};
+
+struct Pair {
+  uint32_t id = 0;
+  int fds[2] = {-1, -1};
+  Side sides[2];
+  Direction dirs[2];  // dirs[0]: fds[0] -> fds[1]; dirs[1]: fds[1] -> fds[0]
+  bool dead = false;
+  // connectJoin: side B is the service, connecting until its first EPOLLOUT. A pair that ends
+  // before that never reached the service.
+  bool connectingB = false;
+};
+
+// How a pair's end is flagged to JavaScript (the event's `code` stays the errno).
+enum PairEndFlags : uint32_t { kEndedBeforeConnect = 1 };
+
+// What the engine tells JavaScript, through one thread-safe function.
+struct Event {
+  // kDialed: a dialed connection connected (code 0, preamble written) or failed (code errno);
+  // kHeader: a dialed connection read its prefix (the white's start header).
+  enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4, kDialed = 5, kHeader = 6 } type;
+  explicit Event(Type t) : type(t) {}
+  uint32_t id = 0;          // pair (kPairEnd) or connection
+  uint32_t listenerId = 0;  // 0 for a dialed connection; kPairEnd: PairEndFlags
+  int32_t code = 0;         // errno (kPairEnd, kListenerError), Refusal or GoneReason
+  uint64_t a = 0;           // kPairEnd: bytes from A; kRefused: prefix bytes received
+  uint64_t b = 0;           // kPairEnd: bytes from B
+  std::string prefix;       // kAccepted: the prefix read
+  bool hasAddresses = false;
+  sockaddr_storage remote{};
+  sockaddr_storage local{};
+};
+
+struct Command {
+  enum Kind { kJoin, kDestroy, kStop, kJoinConns, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kConnectJoin } kind;
+  explicit Command(Kind k) : kind(k) {}
+  Pair* pair = nullptr;
+  Conn* conn = nullptr;     // kDial
+  sockaddr_storage address{};  // kConnectJoin: the service
+  socklen_t addressLen = 0;
+  int keepAliveSec = 0;
+  uint32_t id = 0;  // pair, listener or connection
+  uint32_t connA = 0;
+  uint32_t connB = 0;
+  Listener* listener = nullptr;
+  Filter filter = kFilterAll;
+  in6_addr ip{};
+  uint32_t maxPending = 0;
+};
+
+inline int64_t NowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// An address as a v6 address (IPv4 as ::ffff:a.b.c.d), for comparing sources.
+inline bool AsV6(const sockaddr_storage& ss, in6_addr* out) {
+  if (ss.ss_family == AF_INET6) {
+    *out = reinterpret_cast<const sockaddr_in6&>(ss).sin6_addr;
+    return true;
+  }
+  if (ss.ss_family == AF_INET) {
+    memset(out, 0, sizeof *out);
+    out->s6_addr[10] = 0xff;
+    out->s6_addr[11] = 0xff;
+    memcpy(&out->s6_addr[12], &reinterpret_cast<const sockaddr_in&>(ss).sin_addr, 4);
+    return true;
+  }
+  return false;
+}
+
+// Accepting stops for this long when the process is out of descriptors (level-triggered
+// readiness would otherwise spin); the waiting connections stay in the kernel's backlog.
+constexpr int kAcceptPauseMs = 100;
+// Accepts per wake-up, so one busy listener cannot starve the pairs.
+constexpr int kAcceptsPerWake = 64;
+
+class Engine {
+ public:
+  napi_threadsafe_function onEvent = nullptr;
+  // Pairs and listeners JavaScript has not yet heard the end of (JS thread only): while any is
+  // open, the thread-safe function keeps the event loop alive.
+  int active = 0;
+
+  // The JS thread's side (engine.cc). Start starts the engine thread; the other calls post a
+  // command to it, except Bytes and PairCount, which read under the mutex.
+  bool Start(std::string* why);
+  void Stop();
+
+  // JS thread. Takes ownership of pair.
+  void Join(Pair* pair);
+
+  // JS thread. Takes ownership of pair, whose sockets are the two held connections.
+  void JoinConns(Pair* pair, uint32_t connA, uint32_t connB);
+
+  void Destroy(uint32_t id);
+
+  // JS thread. Takes ownership of listener (already bound and listening).
+  void AddListener(Listener* listener);
+
+  void CloseListener(uint32_t id);
+  void SetFilter(uint32_t id, Filter filter, const in6_addr& ip, uint32_t maxPending);
+  void CloseConn(uint32_t id);
+
+  // JS thread. Takes ownership of conn (its remote address, prefix size and preamble are set).
+  void Dial(Conn* conn);
+
+  // JS thread. Takes ownership of pair: side A becomes the held connection connId, side B a new
+  // connection to address.
+  void ConnectJoin(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec);
+
+  bool Bytes(uint32_t id, uint64_t* fromA, uint64_t* fromB);
+  size_t PairCount();
+
+  int64_t PipesOpen() const { return pipesOpen_.load(std::memory_order_relaxed); }
+  int64_t ConnsHeld() const { return connsHeld_.load(std::memory_order_relaxed); }
+
+  uint32_t NextId() { return nextId_.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  int epollFd_ = -1;
+  int wakeFd_ = -1;
+  std::thread thread_;
+  std::mutex mutex_;
+  std::deque<Command> commands_;                 // guarded by mutex_
+  std::unordered_map<uint32_t, Pair*> pairs_;    // guarded by mutex_; live pairs only
+  std::vector<std::pair<int, int>> freePipes_;   // engine thread only
+  std::vector<Pair*> graveyard_;                 // engine thread only
+  std::vector<Conn*> connGraveyard_;             // engine thread only
+  std::vector<Listener*> listenerGraveyard_;     // engine thread only
+  std::unordered_map<uint32_t, Listener*> listeners_;  // engine thread only
+  std::unordered_map<uint32_t, Conn*> conns_;          // engine thread only
+  // Prefix deadlines, earliest first; stale entries (connection no longer reading) are skipped.
+  std::priority_queue<std::pair<int64_t, uint32_t>, std::vector<std::pair<int64_t, uint32_t>>, std::greater<>> deadlines_;
+  std::atomic<int64_t> pipesOpen_{0};
+  std::atomic<int64_t> connsHeld_{0};
+  std::atomic<uint32_t> nextId_{1};
+  bool stopping_ = false;
+  std::vector<char> copyBuffer_ = std::vector<char>(kCopyBuffer);  // engine thread only
+
+  // ---- The thread and its commands (engine.cc) ----
+  static bool Fail(std::string* why, const char* what);
+  void Register(Pair* pair);
+  void Post(const Command& command);
+  void Emit(Event* event);
+  int WaitTimeout();
+  void Run();
+  void RunCommands();
+  // Socket helpers shared by the pairs, the intake and the dialer.
+  static int SocketError(int fd);
+  static void TuneSocket(int fd, int keepAliveSec);
+
+  // ---- Pairs (pump.cc) ----
+  void OnSideEvent(Side* side, uint32_t events);
+  void Activate(Pair* pair, bool registeredA, bool registeredB);
+  void ActivateConns(Pair* pair, uint32_t idA, uint32_t idB);
+  void ActivateConnecting(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec);
+
+  static constexpr uint32_t kClosing = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+  static constexpr uint32_t kReadable = EPOLLIN | kClosing;
+
+  void Service(Pair* pair, int sideIndex, uint32_t events);
+  void Settle(Pair* pair, int error);
+  static int Blocked(Direction& d);
+  int Pump(Direction& d);
+  bool AcquirePipe(Direction& d);
+  void ReleasePipe(Direction& d);
+  void ClosePipe(Direction& d);
+  void Finish(Pair* pair, int error);
+
+  // ---- Intake: listeners and held connections (intake.cc) ----
+  void StartListener(Listener* listener);
+  void StopListener(uint32_t id);
+  void ListenerError(Listener* listener, int error);
+  void OnAcceptable(Listener* listener);
+  void Accepted(Listener* listener, int fd, const sockaddr_storage& remote);
+  void Refused(uint32_t listenerId, const sockaddr_storage& remote, int32_t refusal, const std::string& received, int error = 0);
+  void ReadPrefix(Conn* conn);
+  void ReleasePending(Conn* conn);
+  void AnnounceAccepted(Conn* conn);
+  void RefuseConn(Conn* conn, int32_t refusal, int error);
+  void OnConnEvent(Conn* conn, uint32_t events);
+  void Gone(Conn* conn, int32_t reason);
+  Conn* HeldConn(uint32_t id);
+  void Drop(Conn* conn);
+  void Forget(Conn* conn);
+  void ExpireAndResume();
+
+  // ---- Dialing: the gray's pool connections (dial.cc) ----
+  void StartDial(Conn* conn);
+  void OnDialProgress(Conn* conn, uint32_t events);
+  void DialFailed(Conn* conn, int error);
+};
+
+}  // namespace relay
+
+#endif  // RELAY_NATIVE_ENGINE_H_

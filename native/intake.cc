@@ -1,0 +1,268 @@
+// Intake: the listening sockets the engine owns and the connections it holds until they are
+// joined. Accepts on the engine thread, applies JavaScript's filter, reads the fixed-size prefix
+// under a deadline, refuses on its own what it can, and watches held connections so JavaScript
+// hears when one goes away (see engine.h for the design).
+#include "engine.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+namespace relay {
+
+void Engine::StartListener(Listener* listener) {
+  listeners_[listener->id] = listener;
+  epoll_event ev{};
+  ev.events = EPOLLIN;  // level-triggered: a wake-up takes at most kAcceptsPerWake
+  ev.data.ptr = listener;
+  if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, listener->fd, &ev) < 0) ListenerError(listener, errno);
+}
+
+void Engine::StopListener(uint32_t id) {
+  auto it = listeners_.find(id);
+  if (it == listeners_.end()) return;
+  Listener* listener = it->second;
+  listeners_.erase(it);
+  epoll_ctl(epollFd_, EPOLL_CTL_DEL, listener->fd, nullptr);
+  close(listener->fd);
+  // Connections still reading their prefix belonged to this port only: nobody will take them.
+  std::vector<Conn*> orphans;
+  for (auto& entry : conns_) {
+    if (entry.second->listenerId == id && entry.second->state == Conn::kPrefix) orphans.push_back(entry.second);
+  }
+  for (Conn* conn : orphans) Drop(conn);
+  listener->fd = -1;
+  listenerGraveyard_.push_back(listener);  // an event later in this batch may point at it
+}
+
+void Engine::ListenerError(Listener* listener, int error) {
+  auto* event = new Event(Event::kListenerError);
+  event->listenerId = listener->id;
+  event->code = error;
+  Emit(event);
+}
+
+void Engine::OnAcceptable(Listener* listener) {
+  if (listener->fd < 0 || listener->resumeAt != 0) return;
+  for (int i = 0; i < kAcceptsPerWake; i++) {
+    sockaddr_storage remote{};
+    socklen_t len = sizeof remote;
+    int fd = accept4(listener->fd, reinterpret_cast<sockaddr*>(&remote), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      // Out of descriptors or memory: stop accepting for a moment instead of spinning, and
+      // say so (JavaScript logs it).
+      int error = errno;
+      epoll_event ev{};
+      ev.data.ptr = listener;
+      epoll_ctl(epollFd_, EPOLL_CTL_MOD, listener->fd, &ev);
+      listener->resumeAt = NowMs() + kAcceptPauseMs;
+      ListenerError(listener, error);
+      return;
+    }
+    Accepted(listener, fd, remote);
+  }
+}
+
+void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote) {
+  TuneSocket(fd, listener->keepAliveSec);
+  // The filter runs before a byte is read: strangers never take an unverified slot.
+  in6_addr source{};
+  AsV6(remote, &source);
+  int32_t refusal = 0;
+  if (listener->filter == kFilterNone) refusal = kRefusedNoSession;
+  else if (listener->filter == kFilterSource && memcmp(&source, &listener->allowed, sizeof source) != 0) refusal = kRefusedWrongSource;
+  else if (listener->prefix > 0 && listener->pending >= listener->maxPending) refusal = kRefusedTooMany;
+  if (refusal != 0) {
+    close(fd);
+    Refused(listener->id, remote, refusal, std::string());
+    return;
+  }
+  auto* conn = new Conn();
+  conn->id = NextId();
+  conn->fd = fd;
+  conn->listenerId = listener->id;
+  conn->remote = remote;
+  conn->want = listener->prefix;
+  conn->state = listener->prefix > 0 ? Conn::kPrefix : Conn::kHeld;
+  conn->watch = listener->watchAfter;
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+  ev.data.ptr = conn;
+  if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    int error = errno;
+    close(fd);
+    delete conn;
+    Refused(listener->id, remote, kRefusedError, std::string(), error);
+    return;
+  }
+  conns_[conn->id] = conn;
+  connsHeld_.fetch_add(1, std::memory_order_relaxed);
+  if (conn->state == Conn::kHeld) return AnnounceAccepted(conn);
+  listener->pending += 1;
+  deadlines_.emplace(NowMs() + listener->timeoutMs, conn->id);
+  ReadPrefix(conn);
+}
+
+// received: the prefix bytes read before the refusal (JavaScript words the reason from them).
+void Engine::Refused(uint32_t listenerId, const sockaddr_storage& remote, int32_t refusal, const std::string& received, int error) {
+  auto* event = new Event(Event::kRefused);
+  event->listenerId = listenerId;
+  event->code = refusal;
+  event->a = received.size();
+  event->prefix = received;
+  event->b = static_cast<uint64_t>(error);
+  event->hasAddresses = true;
+  event->remote = remote;
+  Emit(event);
+}
+
+// Reads exactly the rest of the prefix: what follows stays in the kernel for the pair.
+void Engine::ReadPrefix(Conn* conn) {
+  char buffer[256];
+  auto it = listeners_.find(conn->listenerId);
+  const std::string* magic = it != listeners_.end() ? &it->second->magic : nullptr;
+  while (conn->prefix.size() < conn->want) {
+    size_t ask = std::min(sizeof buffer, static_cast<size_t>(conn->want) - conn->prefix.size());
+    ssize_t n = recv(conn->fd, buffer, ask, 0);
+    if (n > 0) {
+      size_t before = conn->prefix.size();
+      conn->prefix.append(buffer, static_cast<size_t>(n));
+      // A stranger speaking another protocol is refused at its first wrong byte, not at the
+      // deadline: it would hold an unverified slot until then.
+      if (magic) {
+        size_t end = std::min(conn->prefix.size(), magic->size());
+        for (size_t i = before; i < end; i++) {
+          if (conn->prefix[i] != (*magic)[i]) return RefuseConn(conn, kRefusedBadMagic, 0);
+        }
+      }
+      continue;
+    }
+    if (n == 0) return conn->listenerId == 0 ? Gone(conn, kGoneClosed) : RefuseConn(conn, kRefusedEnded, 0);
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    return conn->listenerId == 0 ? Gone(conn, kGoneClosed) : RefuseConn(conn, kRefusedError, errno);
+  }
+  if (conn->listenerId == 0) {
+    // A dialed connection's start header: the client's bytes may follow at once, and they
+    // stay in the kernel for the pair.
+    conn->state = Conn::kHeld;
+    auto* event = new Event(Event::kHeader);
+    event->id = conn->id;
+    event->prefix.swap(conn->prefix);
+    return Emit(event);
+  }
+  // The edge that brought the prefix is spent: whatever came with it (bytes, a FIN) would
+  // never be reported to a watch that wants to hear of anything. Bytes right behind the prefix
+  // are a protocol violation, refused before JavaScript verifies (and so spends) anything.
+  bool finished = false;
+  if (conn->watch == kWatchAny) {
+    char probe;
+    ssize_t n = recv(conn->fd, &probe, 1, MSG_PEEK);
+    if (n > 0) return RefuseConn(conn, kRefusedExtra, 0);
+    finished = n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+  }
+  ReleasePending(conn);
+  conn->state = Conn::kHeld;
+  AnnounceAccepted(conn);
+  if (finished) Gone(conn, kGoneClosed);
+}
+
+void Engine::ReleasePending(Conn* conn) {
+  if (conn->state != Conn::kPrefix) return;
+  auto it = listeners_.find(conn->listenerId);
+  if (it != listeners_.end() && it->second->pending > 0) it->second->pending -= 1;
+}
+
+void Engine::AnnounceAccepted(Conn* conn) {
+  auto* event = new Event(Event::kAccepted);
+  event->id = conn->id;
+  event->listenerId = conn->listenerId;
+  event->prefix = conn->prefix;
+  event->hasAddresses = true;
+  event->remote = conn->remote;
+  socklen_t len = sizeof event->local;
+  getsockname(conn->fd, reinterpret_cast<sockaddr*>(&event->local), &len);
+  Emit(event);
+  std::string().swap(conn->prefix);
+}
+
+void Engine::RefuseConn(Conn* conn, int32_t refusal, int error) {
+  Refused(conn->listenerId, conn->remote, refusal, conn->prefix, error);
+  Drop(conn);
+}
+
+void Engine::OnConnEvent(Conn* conn, uint32_t events) {
+  if (conn->state == Conn::kGone) return;
+  if (conn->state == Conn::kConnecting) return OnDialProgress(conn, events);
+  if (conn->state == Conn::kPrefix) {
+    if (conn->listenerId == 0 && (events & EPOLLERR)) return Gone(conn, kGoneClosed);
+    if (events & EPOLLERR) return RefuseConn(conn, kRefusedError, SocketError(conn->fd));
+    return ReadPrefix(conn);
+  }
+  if (events & (EPOLLERR | EPOLLHUP)) return Gone(conn, kGoneClosed);
+  if (conn->watch != kWatchAny) return;  // a waiting client's bytes and FIN wait for the pair
+  if (events & EPOLLRDHUP) return Gone(conn, kGoneClosed);
+  if (events & EPOLLIN) return Gone(conn, kGoneData);
+}
+
+// A held connection went away (or spoke when it must not): JavaScript hears it, and the
+// engine closes it.
+void Engine::Gone(Conn* conn, int32_t reason) {
+  auto* event = new Event(Event::kGone);
+  event->id = conn->id;
+  event->listenerId = conn->listenerId;
+  event->code = reason;
+  Emit(event);
+  Drop(conn);
+}
+
+Conn* Engine::HeldConn(uint32_t id) {
+  auto it = conns_.find(id);
+  return it != conns_.end() && it->second->state == Conn::kHeld ? it->second : nullptr;
+}
+
+// Closes the connection (if it still has its socket) and forgets it.
+void Engine::Drop(Conn* conn) {
+  ReleasePending(conn);
+  if (conn->fd >= 0) {
+    epoll_ctl(epollFd_, EPOLL_CTL_DEL, conn->fd, nullptr);
+    close(conn->fd);
+    conn->fd = -1;
+  }
+  Forget(conn);
+}
+
+void Engine::Forget(Conn* conn) {
+  conn->state = Conn::kGone;
+  conns_.erase(conn->id);
+  connsHeld_.fetch_sub(1, std::memory_order_relaxed);
+  connGraveyard_.push_back(conn);
+}
+
+void Engine::ExpireAndResume() {
+  if (deadlines_.empty() && listeners_.empty()) return;
+  int64_t now = NowMs();
+  while (!deadlines_.empty() && deadlines_.top().first <= now) {
+    uint32_t id = deadlines_.top().second;
+    deadlines_.pop();
+    auto it = conns_.find(id);
+    if (it != conns_.end() && it->second->state == Conn::kPrefix) RefuseConn(it->second, kRefusedTimeout, 0);
+  }
+  for (auto& entry : listeners_) {
+    Listener* listener = entry.second;
+    if (listener->resumeAt == 0 || listener->resumeAt > now) continue;
+    listener->resumeAt = 0;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = listener;
+    epoll_ctl(epollFd_, EPOLL_CTL_MOD, listener->fd, &ev);
+  }
+}
+
+}  // namespace relay

@@ -1,0 +1,503 @@
+// The JavaScript surface: the module's functions (init, join, joinConns, listen, filter, dial,
+// connectJoin, closeConn, closeListener, destroy, bytes, stats) and the thread-safe function
+// that carries the engine's events to JavaScript. Each call checks its arguments here, on the
+// JavaScript thread, and hands the engine (engine.h) a command.
+#include <node_api.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "engine.h"
+
+namespace {
+
+using relay::AsV6;
+using relay::Conn;
+using relay::Engine;
+using relay::Event;
+using relay::Filter;
+using relay::kFilterSource;
+using relay::kWatchAny;
+using relay::kWatchReset;
+using relay::Listener;
+using relay::Pair;
+
+Engine* EngineOf(napi_env env) {
+  void* data = nullptr;
+  napi_get_instance_data(env, &data);
+  return static_cast<Engine*>(data);
+}
+
+napi_value Throw(napi_env env, const std::string& message) {
+  napi_throw_error(env, "RELAY_ERR_DATA_PLANE", message.c_str());
+  return nullptr;
+}
+
+// An error carrying the errno of a failed system call (JavaScript names it).
+napi_value ThrowErrno(napi_env env, const char* syscall, int error) {
+  napi_value message, err, number, name;
+  std::string text = std::string(syscall) + ": " + strerror(error);
+  napi_create_string_utf8(env, text.c_str(), NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, nullptr, message, &err);
+  napi_create_int32(env, error, &number);
+  napi_set_named_property(env, err, "errno", number);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &name);
+  napi_set_named_property(env, err, "syscall", name);
+  napi_throw(env, err);
+  return nullptr;
+}
+
+void SetAddress(napi_env env, const sockaddr_storage& ss, napi_value* ip, napi_value* port) {
+  char text[INET6_ADDRSTRLEN] = "";
+  int number = 0;
+  if (ss.ss_family == AF_INET) {
+    auto& in = reinterpret_cast<const sockaddr_in&>(ss);
+    inet_ntop(AF_INET, &in.sin_addr, text, sizeof text);
+    number = ntohs(in.sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    auto& in6 = reinterpret_cast<const sockaddr_in6&>(ss);
+    inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof text);
+    number = ntohs(in6.sin6_port);
+  }
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, ip);
+  napi_create_int32(env, number, port);
+}
+
+void Ref(napi_env env, Engine* engine) {
+  if (engine->active++ == 0) napi_ref_threadsafe_function(env, engine->onEvent);
+}
+
+void Unref(napi_env env, Engine* engine) {
+  if (--engine->active == 0) napi_unref_threadsafe_function(env, engine->onEvent);
+}
+
+// onEvent(type, id, listenerId, code, a, b, prefix, remoteIp, remotePort, localIp, localPort);
+// for kPairEnd, listenerId carries PairEndFlags.
+void CallOnEvent(napi_env env, napi_value callback, void* /*context*/, void* data) {
+  auto* event = static_cast<Event*>(data);
+  if (env != nullptr) {
+    Engine* engine = EngineOf(env);
+    if (engine && event->type == Event::kPairEnd) Unref(env, engine);
+    napi_value args[11];
+    napi_create_int32(env, event->type, &args[0]);
+    napi_create_uint32(env, event->id, &args[1]);
+    napi_create_uint32(env, event->listenerId, &args[2]);
+    napi_create_int32(env, event->code, &args[3]);
+    napi_create_double(env, static_cast<double>(event->a), &args[4]);
+    napi_create_double(env, static_cast<double>(event->b), &args[5]);
+    size_t argc = 6;
+    if (event->type == Event::kAccepted || event->type == Event::kRefused || event->type == Event::kHeader) {
+      void* copy = nullptr;
+      napi_create_buffer_copy(env, event->prefix.size(), event->prefix.data(), &copy, &args[6]);
+      argc = 7;
+    }
+    if (event->hasAddresses) {
+      SetAddress(env, event->remote, &args[7], &args[8]);
+      SetAddress(env, event->local, &args[9], &args[10]);
+      argc = 11;
+    }
+    napi_value global;
+    napi_get_global(env, &global);
+    napi_call_function(env, global, callback, argc, args, nullptr);
+  }
+  delete event;
+}
+
+void Cleanup(void* arg) {
+  auto* engine = static_cast<Engine*>(arg);
+  engine->Stop();
+  if (engine->onEvent) napi_release_threadsafe_function(engine->onEvent, napi_tsfn_abort);
+  delete engine;
+}
+
+// init(onEvent): starts the engine.
+napi_value Init(napi_env env, napi_callback_info info) {
+  if (EngineOf(env) != nullptr) return Throw(env, "the data plane is already started");
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  napi_valuetype type;
+  if (argc < 1 || napi_typeof(env, argv[0], &type) != napi_ok || type != napi_function) return Throw(env, "init needs a callback");
+  auto* engine = new Engine();
+  napi_value name;
+  napi_create_string_utf8(env, "relay-splice", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[0], nullptr, name, 0, 1, nullptr, nullptr, nullptr, CallOnEvent, &engine->onEvent) != napi_ok) {
+    delete engine;
+    return Throw(env, "napi_create_threadsafe_function failed");
+  }
+  // Referenced only while pairs or listeners are open, so an idle engine never keeps the
+  // process alive.
+  napi_unref_threadsafe_function(env, engine->onEvent);
+  std::string why;
+  if (!engine->Start(&why)) {
+    napi_release_threadsafe_function(engine->onEvent, napi_tsfn_abort);
+    delete engine;
+    return Throw(env, why);
+  }
+  napi_set_instance_data(env, engine, nullptr, nullptr);
+  napi_add_env_cleanup_hook(env, Cleanup, engine);
+  return nullptr;
+}
+
+bool ReadHead(napi_env env, napi_value value, std::string* out) {
+  napi_valuetype type;
+  napi_typeof(env, value, &type);
+  if (type == napi_undefined || type == napi_null) return true;
+  bool isBuffer = false;
+  napi_is_buffer(env, value, &isBuffer);
+  if (!isBuffer) return false;
+  void* data;
+  size_t length;
+  napi_get_buffer_info(env, value, &data, &length);
+  out->assign(static_cast<const char*>(data), length);
+  return true;
+}
+
+Pair* BlankPair() {
+  auto* pair = new Pair();
+  for (int i = 0; i < 2; i++) {
+    pair->sides[i].pair = pair;
+    pair->sides[i].index = i;
+  }
+  return pair;
+}
+
+// The arguments of join and joinConns: two numbers, then the optional heads.
+Pair* NewPair(napi_env env, napi_callback_info info, int32_t ids[2]) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &ids[0]) != napi_ok || napi_get_value_int32(env, argv[1], &ids[1]) != napi_ok || ids[0] < 0 || ids[1] < 0) {
+    Throw(env, "join needs two descriptors or connections");
+    return nullptr;
+  }
+  Pair* pair = BlankPair();
+  if ((argc > 2 && !ReadHead(env, argv[2], &pair->dirs[1].head)) || (argc > 3 && !ReadHead(env, argv[3], &pair->dirs[0].head))) {
+    delete pair;
+    Throw(env, "join: heads must be Buffers");
+    return nullptr;
+  }
+  return pair;
+}
+
+napi_value Uint32(napi_env env, uint32_t value) {
+  napi_value result;
+  napi_create_uint32(env, value, &result);
+  return result;
+}
+
+// join(fdA, fdB, headToA?: Buffer, headToB?: Buffer) => id. Duplicates both descriptors; the
+// caller closes its own.
+napi_value Join(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env);
+  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  int32_t fds[2];
+  Pair* pair = NewPair(env, info, fds);
+  if (pair == nullptr) return nullptr;
+  int dupA = fcntl(fds[0], F_DUPFD_CLOEXEC, 0);
+  int dupB = dupA < 0 ? -1 : fcntl(fds[1], F_DUPFD_CLOEXEC, 0);
+  if (dupA < 0 || dupB < 0) {
+    int error = errno;
+    if (dupA >= 0) close(dupA);
+    delete pair;
+    return ThrowErrno(env, "dup", error);
+  }
+  for (int fd : {dupA, dupB}) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  pair->id = engine->NextId();
+  pair->fds[0] = dupA;
+  pair->fds[1] = dupB;
+  pair->dirs[0].src = dupA;
+  pair->dirs[0].dst = dupB;
+  pair->dirs[1].src = dupB;
+  pair->dirs[1].dst = dupA;
+  Ref(env, engine);
+  uint32_t id = pair->id;
+  engine->Join(pair);
+  return Uint32(env, id);
+}
+
+// joinConns(connA, connB, headToA?, headToB?) => id: two held connections become a pair. If
+// either has gone meanwhile, the pair ends at once with ECONNRESET.
+napi_value JoinConns(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env);
+  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  int32_t conns[2];
+  Pair* pair = NewPair(env, info, conns);
+  if (pair == nullptr) return nullptr;
+  pair->id = engine->NextId();
+  Ref(env, engine);
+  uint32_t id = pair->id;
+  engine->JoinConns(pair, static_cast<uint32_t>(conns[0]), static_cast<uint32_t>(conns[1]));
+  return Uint32(env, id);
+}
+
+bool ParseIp(const std::string& text, sockaddr_storage* ss, socklen_t* len) {
+  memset(ss, 0, sizeof *ss);
+  auto* in = reinterpret_cast<sockaddr_in*>(ss);
+  if (inet_pton(AF_INET, text.c_str(), &in->sin_addr) == 1) {
+    in->sin_family = AF_INET;
+    *len = sizeof *in;
+    return true;
+  }
+  auto* in6 = reinterpret_cast<sockaddr_in6*>(ss);
+  if (inet_pton(AF_INET6, text.c_str(), &in6->sin6_addr) == 1) {
+    in6->sin6_family = AF_INET6;
+    *len = sizeof *in6;
+    return true;
+  }
+  return false;
+}
+
+std::string StringArgument(napi_env env, napi_value value) {
+  size_t length = 0;
+  if (napi_get_value_string_utf8(env, value, nullptr, 0, &length) != napi_ok) return "";
+  std::string text(length, '\0');
+  napi_get_value_string_utf8(env, value, &text[0], length + 1, &length);
+  return text;
+}
+
+// An IP address (a JavaScript string) and a port as a socket address.
+bool ParseEndpoint(napi_env env, napi_value ip, int32_t port, sockaddr_storage* ss, socklen_t* len) {
+  if (!ParseIp(StringArgument(env, ip), ss, len)) return false;
+  reinterpret_cast<sockaddr_in*>(ss)->sin_port = htons(static_cast<uint16_t>(port));  // same offset in sockaddr_in6
+  return true;
+}
+
+// listen(ip, port, backlog, prefixBytes, prefixTimeoutMs, keepAliveSec, watchAny, magic?) =>
+// [listenerId, boundPort]. Binds here, on the JavaScript thread, so a failure is an exception
+// the caller can report at once.
+napi_value Listen(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env);
+  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  size_t argc = 8;
+  napi_value argv[8];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int32_t port, backlog, prefix, timeoutMs, keepAliveSec;
+  std::string magic;
+  if (argc > 7 && !ReadHead(env, argv[7], &magic)) return Throw(env, "listen: magic must be a Buffer");
+  bool watchAny = false;
+  if (argc < 7 || napi_get_value_int32(env, argv[1], &port) != napi_ok || napi_get_value_int32(env, argv[2], &backlog) != napi_ok ||
+      napi_get_value_int32(env, argv[3], &prefix) != napi_ok || napi_get_value_int32(env, argv[4], &timeoutMs) != napi_ok ||
+      napi_get_value_int32(env, argv[5], &keepAliveSec) != napi_ok || napi_get_value_bool(env, argv[6], &watchAny) != napi_ok ||
+      port < 0 || port > 65535 || prefix < 0 || prefix > 4096 || timeoutMs < 0 || backlog < 1) {
+    return Throw(env, "listen(ip, port, backlog, prefixBytes, prefixTimeoutMs, keepAliveSec, watchAny): bad arguments");
+  }
+  sockaddr_storage ss;
+  socklen_t len;
+  if (!ParseEndpoint(env, argv[0], port, &ss, &len)) return Throw(env, "listen needs an IP address");
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ThrowErrno(env, "socket", errno);
+  int one = 1, zero = 0;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  // As Node does: "::" also takes IPv4 clients.
+  if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) < 0 || listen(fd, backlog) < 0) {
+    int error = errno;
+    close(fd);
+    return ThrowErrno(env, "listen", error);
+  }
+  sockaddr_storage bound{};
+  socklen_t boundLen = sizeof bound;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &boundLen);
+  auto* listener = new Listener();
+  listener->id = engine->NextId();
+  listener->fd = fd;
+  listener->prefix = static_cast<uint32_t>(prefix);
+  listener->magic = magic;
+  listener->timeoutMs = timeoutMs;
+  listener->keepAliveSec = keepAliveSec;
+  listener->watchAfter = watchAny ? kWatchAny : kWatchReset;
+  uint32_t id = listener->id;
+  Ref(env, engine);
+  engine->AddListener(listener);
+  napi_value result;
+  napi_create_array_with_length(env, 2, &result);
+  napi_set_element(env, result, 0, Uint32(env, id));
+  napi_set_element(env, result, 1, Uint32(env, ntohs(reinterpret_cast<sockaddr_in&>(bound).sin_port)));
+  return result;
+}
+
+uint32_t IdArgument(napi_env env, napi_callback_info info, bool* ok) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  uint32_t id = 0;
+  *ok = argc >= 1 && napi_get_value_uint32(env, argv[0], &id) == napi_ok;
+  return id;
+}
+
+// closeListener(id): stops accepting; connections still reading their prefix are closed.
+napi_value CloseListener(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env);
+  bool ok;
+  uint32_t id = IdArgument(env, info, &ok);
+  if (!engine || !ok) return nullptr;
+  engine->CloseListener(id);
+  Unref(env, engine);
+  return nullptr;
+}
+
+// filter(listenerId, mode, ip, maxPending): who may connect before a byte is read. mode 0:
+// anyone; 1: nobody; 2: only ip. maxPending caps the connections still reading their prefix.
+napi_value SetFilter(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env);
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  uint32_t id, mode, maxPending;
+  if (!engine || argc < 4 || napi_get_value_uint32(env, argv[0], &id) != napi_ok || napi_get_value_uint32(env, argv[1], &mode) != napi_ok ||
+      napi_get_value_uint32(env, argv[3], &maxPending) != napi_ok || mode > kFilterSource) {
+    return Throw(env, "filter(listenerId, mode, ip, maxPending): bad arguments");
+  }
+  in6_addr ip{};
+  if (mode == kFilterSource) {
+    sockaddr_storage ss;
+    socklen_t len;
+    if (!ParseIp(StringArgument(env, argv[2]), &ss, &len)) return Throw(env, "filter needs an IP address");
+    AsV6(ss, &ip);
+  }
+  engine->SetFilter(id, static_cast<Filter>(mode), ip, maxPending);
+  return nullptr;
+}
+
+// dial(ip, port, preamble, prefixBytes, keepAliveSec) => connId. The engine connects, writes
+// the preamble, then reads exactly prefixBytes and reports them (kHeader); until then it reports
+// the connect (kDialed, errno or 0) and a close (kGone). The connection is held afterwards.
+napi_value Dial(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env);
+  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int32_t port, prefix, keepAliveSec;
+  auto* conn = new Conn();
+  if (argc < 5 || napi_get_value_int32(env, argv[1], &port) != napi_ok || !ReadHead(env, argv[2], &conn->preamble) ||
+      napi_get_value_int32(env, argv[3], &prefix) != napi_ok || napi_get_value_int32(env, argv[4], &keepAliveSec) != napi_ok ||
+      port < 1 || port > 65535 || prefix < 1 || prefix > 4096 || keepAliveSec < 0 || conn->preamble.empty()) {
+    delete conn;
+    return Throw(env, "dial(ip, port, preamble, prefixBytes, keepAliveSec): bad arguments");
+  }
+  if (!ParseEndpoint(env, argv[0], port, &conn->remote, &conn->remoteLen)) {
+    delete conn;
+    return Throw(env, "dial needs an IP address");
+  }
+  conn->id = engine->NextId();
+  conn->want = static_cast<uint32_t>(prefix);
+  conn->keepAliveSec = keepAliveSec;
+  uint32_t id = conn->id;
+  engine->Dial(conn);
+  return Uint32(env, id);
+}
+
+// connectJoin(connId, ip, port, headToService?, keepAliveSec) => pairId: connects to the service
+// and joins it (side B) with the held connection (side A). A pair that ends before the service
+// answered is flagged kEndedBeforeConnect; one whose connection had gone ends with ECONNRESET.
+napi_value ConnectJoin(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env);
+  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  uint32_t connId;
+  int32_t port, keepAliveSec;
+  Pair* pair = BlankPair();
+  if (argc < 5 || napi_get_value_uint32(env, argv[0], &connId) != napi_ok || napi_get_value_int32(env, argv[2], &port) != napi_ok ||
+      !ReadHead(env, argv[3], &pair->dirs[0].head) || napi_get_value_int32(env, argv[4], &keepAliveSec) != napi_ok ||
+      port < 1 || port > 65535 || keepAliveSec < 0) {
+    delete pair;
+    return Throw(env, "connectJoin(connId, ip, port, headToService, keepAliveSec): bad arguments");
+  }
+  sockaddr_storage address;
+  socklen_t len;
+  if (!ParseEndpoint(env, argv[1], port, &address, &len)) {
+    delete pair;
+    return Throw(env, "connectJoin needs an IP address");
+  }
+  pair->id = engine->NextId();
+  Ref(env, engine);
+  uint32_t id = pair->id;
+  engine->ConnectJoin(pair, connId, address, len, keepAliveSec);
+  return Uint32(env, id);
+}
+
+// closeConn(id): closes a held connection.
+napi_value CloseConn(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env);
+  bool ok;
+  uint32_t id = IdArgument(env, info, &ok);
+  if (engine && ok) engine->CloseConn(id);
+  return nullptr;
+}
+
+// destroy(id): ends a pair now (its callback still runs, with ECANCELED).
+napi_value Destroy(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env);
+  bool ok;
+  uint32_t id = IdArgument(env, info, &ok);
+  if (engine && ok) engine->Destroy(id);
+  return nullptr;
+}
+
+// bytes(id) => [fromA, fromB] for a live pair, else null.
+napi_value Bytes(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env);
+  bool ok;
+  uint32_t id = IdArgument(env, info, &ok);
+  uint64_t fromA, fromB;
+  napi_value result;
+  if (!engine || !ok || !engine->Bytes(id, &fromA, &fromB)) {
+    napi_get_null(env, &result);
+    return result;
+  }
+  napi_create_array_with_length(env, 2, &result);
+  napi_value a, b;
+  napi_create_double(env, static_cast<double>(fromA), &a);
+  napi_create_double(env, static_cast<double>(fromB), &b);
+  napi_set_element(env, result, 0, a);
+  napi_set_element(env, result, 1, b);
+  return result;
+}
+
+// stats() => { pairs, pipes, conns }: live pairs, pipes open (in use or free), connections
+// accepted and not yet joined or closed.
+napi_value Stats(napi_env env, napi_callback_info /*info*/) {
+  Engine* engine = EngineOf(env);
+  napi_value result, pairs, pipes, conns;
+  napi_create_object(env, &result);
+  napi_create_double(env, engine ? static_cast<double>(engine->PairCount()) : 0, &pairs);
+  napi_create_double(env, engine ? static_cast<double>(engine->PipesOpen()) : 0, &pipes);
+  napi_create_double(env, engine ? static_cast<double>(engine->ConnsHeld()) : 0, &conns);
+  napi_set_named_property(env, result, "pairs", pairs);
+  napi_set_named_property(env, result, "pipes", pipes);
+  napi_set_named_property(env, result, "conns", conns);
+  return result;
+}
+
+}  // namespace
+
+NAPI_MODULE_INIT() {
+  napi_property_descriptor properties[] = {
+      {"init", nullptr, Init, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"join", nullptr, Join, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"joinConns", nullptr, JoinConns, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"destroy", nullptr, Destroy, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"bytes", nullptr, Bytes, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"stats", nullptr, Stats, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"listen", nullptr, Listen, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"closeListener", nullptr, CloseListener, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"filter", nullptr, SetFilter, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"closeConn", nullptr, CloseConn, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"dial", nullptr, Dial, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"connectJoin", nullptr, ConnectJoin, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
+  return exports;
+}
