@@ -1,4 +1,4 @@
-// Loading the native engine (native/splice_relay.cc) once, and routing what it reports: the end
+// Loading the native engine (native/, see engine.h) once, and routing what it reports: the end
 // of a pair to the splice plane, accepted / refused / gone connections to the native listeners,
 // dialed connections' progress to the engine dialer. They register here, so the addon has a
 // single callback and a single place that knows its shape.

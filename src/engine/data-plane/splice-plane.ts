@@ -1,4 +1,4 @@
-// The native data plane (native/splice_relay.cc): a joined pair is handed to an engine thread
+// The native data plane (native/, see engine.h): a joined pair is handed to an engine thread
 // that moves its bytes with splice(2), never through JavaScript. The handoff is the delicate
 // part, and all of it is here:
 // - only a socket with nothing left to write may be handed over (a queued write would be lost
