@@ -53,11 +53,13 @@ void Engine::JoinConns(Pair* pair, uint32_t connA, uint32_t connB) {
   Post(c);
 }
 
-void Engine::Destroy(uint32_t id) {
-  Command c(Command::kDestroy);
+void Engine::PostForId(Command::Kind kind, uint32_t id) {
+  Command c(kind);
   c.id = id;
   Post(c);
 }
+
+void Engine::Destroy(uint32_t id) { PostForId(Command::kDestroy, id); }
 
 void Engine::AddListener(Listener* listener) {
   Command c(Command::kAddListener);
@@ -66,11 +68,7 @@ void Engine::AddListener(Listener* listener) {
   Post(c);
 }
 
-void Engine::CloseListener(uint32_t id) {
-  Command c(Command::kCloseListener);
-  c.id = id;
-  Post(c);
-}
+void Engine::CloseListener(uint32_t id) { PostForId(Command::kCloseListener, id); }
 
 void Engine::SetFilter(uint32_t id, Filter filter, const in6_addr& ip, uint32_t maxPending) {
   Command c(Command::kFilter);
@@ -81,11 +79,7 @@ void Engine::SetFilter(uint32_t id, Filter filter, const in6_addr& ip, uint32_t 
   Post(c);
 }
 
-void Engine::CloseConn(uint32_t id) {
-  Command c(Command::kCloseConn);
-  c.id = id;
-  Post(c);
-}
+void Engine::CloseConn(uint32_t id) { PostForId(Command::kCloseConn, id); }
 
 void Engine::Dial(Conn* conn) {
   Command c(Command::kDial);

@@ -309,6 +309,7 @@ class Engine {
   static bool Fail(std::string* why, const char* what);
   void Register(Pair* pair);
   void Post(const Command& command);
+  void PostForId(Command::Kind kind, uint32_t id);  // the commands that carry only an id
   void Emit(Event* event);
   int WaitTimeout();
   void Run();

@@ -428,23 +428,20 @@ napi_value ConnectJoin(napi_env env, napi_callback_info info) {
   return Uint32(env, id);
 }
 
-// closeConn(id): closes a held connection.
-napi_value CloseConn(napi_env env, napi_callback_info info) {
+// A function of one id that only posts a command: a missing engine or a bad id does nothing.
+napi_value ForId(napi_env env, napi_callback_info info, void (Engine::*action)(uint32_t)) {
   Engine* engine = EngineOf(env);
   bool ok;
   uint32_t id = IdArgument(env, info, &ok);
-  if (engine && ok) engine->CloseConn(id);
+  if (engine && ok) (engine->*action)(id);
   return nullptr;
 }
 
+// closeConn(id): closes a held connection.
+napi_value CloseConn(napi_env env, napi_callback_info info) { return ForId(env, info, &Engine::CloseConn); }
+
 // destroy(id): ends a pair now (its callback still runs, with ECANCELED).
-napi_value Destroy(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env);
-  bool ok;
-  uint32_t id = IdArgument(env, info, &ok);
-  if (engine && ok) engine->Destroy(id);
-  return nullptr;
-}
+napi_value Destroy(napi_env env, napi_callback_info info) { return ForId(env, info, &Engine::Destroy); }
 
 // bytes(id) => [fromA, fromB] for a live pair, else null.
 napi_value Bytes(napi_env env, napi_callback_info info) {

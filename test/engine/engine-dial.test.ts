@@ -123,6 +123,20 @@ describe('native engine dialing', { skip: !engineDialAvailable() && `native engi
     service.server.close();
   });
 
+  it('refuses what it cannot dial, and a join of a connection that is not yet held', async () => {
+    const noop = { onConnected: () => {}, onFailed: () => {}, onPrefix: () => {}, onClosed: () => {} };
+    assert.throws(() => DialedConn.open({ ip: 'localhost', port: whitePort, keepAliveSec: 0 }, randomBytes(60), PREFIX, noop), /dial needs an IP address/);
+    assert.throws(() => DialedConn.open({ ip: '127.0.0.1', port: whitePort, keepAliveSec: 0 }, Buffer.alloc(0), PREFIX, noop), /bad arguments/);
+    const d = dial(whitePort, randomBytes(60));
+    const socket = await nextAccepted();
+    await d.connected;
+    // Idle: the white has not written the start header, so there is nothing to forward yet.
+    assert.throws(() => d.conn.connectJoin({ ip: '127.0.0.1', port: whitePort, keepAliveSec: 0 }, undefined, () => assert.fail('no pair')), /is idle, not held/);
+    const gone = readAll(socket);
+    d.conn.destroy();
+    await gone;
+  });
+
   it('a dial nobody answers is reported as failed with its errno, and the engine holds nothing', async () => {
     const before = spliceStats().conns;
     const d = dial(await closedPort(), randomBytes(60));

@@ -44,8 +44,7 @@ export class DialedConn {
   private state: 'dialing' | 'idle' | 'held' | 'joined' | 'closed' = 'dialing';
   private readonly id: number;
 
-  /** Throws for arguments the engine refuses (not an IP address, an empty preamble). */
-  constructor(
+  private constructor(
     private readonly native: NativeBinding,
     to: Endpoint,
     preamble: Buffer,
@@ -56,6 +55,7 @@ export class DialedConn {
     dialed.set(this.id, this);
   }
 
+  /** Throws for arguments the engine refuses (not an IP address, an empty preamble). */
   static open(to: Endpoint, preamble: Buffer, prefixBytes: number, handlers: DialHandlers): DialedConn {
     const native = nativeEngine();
     if (!native) throw new Error('the native engine is not loaded');

@@ -20,8 +20,8 @@ import { sessionIdFromString } from '../protocol/preamble.js';
 import { RateLimitedLog } from '../../rate-limited-log.js';
 import { resolveDataPlane } from '../data-plane/join.js';
 import { engineLinks } from './engine-link.js';
-import { PoolDialer } from './pool-dialer.js';
-import type { Forward, LinkContext, OpenLink } from './pool-link.js';
+import { PoolDialer, type PoolLinks } from './pool-dialer.js';
+import type { Forward, LinkContext } from './pool-link.js';
 import { socketLinks } from './socket-link.js';
 
 const AGENT = 'relay/0.1.0';
@@ -164,7 +164,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   /** How this session's data connections are opened. The engine dials IP addresses only: a data
    *  host that is the white's own host name is dialed at the address the control channel
    *  reached (the same white); another host name goes through Node sockets. */
-  private openLinks(dataPort: number, controlPeer: string | undefined): { open: OpenLink; where: string } {
+  private openLinks(dataPort: number, controlPeer: string | undefined): PoolLinks {
     const { dataHost, white } = this.config;
     const ctx: LinkContext = { config: this.config, logger: this.logger, warnings: this.warnings, port: dataPort };
     const dataIp = net.isIP(dataHost) !== 0 ? dataHost : dataHost === white.host ? controlPeer : undefined;
@@ -172,7 +172,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
     return { open: socketLinks(ctx, dataHost), where: formatHostPort({ host: dataHost, port: dataPort }) };
   }
 
-  private startPool(session: string, links: { open: OpenLink; where: string }, poolTarget: number, credits: number, dataKey: Buffer): void {
+  private startPool(session: string, links: PoolLinks, poolTarget: number, credits: number, dataKey: Buffer): void {
     this.dialer?.stop();
     const dialer = new PoolDialer({
       ...links,

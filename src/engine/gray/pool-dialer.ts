@@ -10,10 +10,13 @@ import { encodePreamble } from '../protocol/preamble.js';
 import { decodeStartHeader, type ClientAddressInfo } from '../protocol/start-header.js';
 import type { OpenLink, PoolLink } from './pool-link.js';
 
-export interface PoolDialerOptions {
+/** How the pool's connections are opened, and where they go (host:port, for logs). */
+export interface PoolLinks {
   readonly open: OpenLink;
-  /** The white's data port as host:port, for logs. */
   readonly where: string;
+}
+
+export interface PoolDialerOptions extends PoolLinks {
   readonly sessionId: Buffer;
   readonly dataKey: Buffer;
   readonly poolTarget: number;
