@@ -83,6 +83,18 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
     Refused(listener->id, remote, refusal, std::string());
     return;
   }
+  // A connection reported at accept (a client) may have been reset while it waited in the
+  // backlog. Its reset would reach JavaScript only after the next epoll_wait, possibly after a
+  // pooled connection accepted in the same batch, which JavaScript would then spend on it (the
+  // join ends both). One getsockopt refuses it before anyone hears of it.
+  if (listener->prefix == 0) {
+    int error = SocketError(fd);
+    if (error != 0) {
+      close(fd);
+      Refused(listener->id, remote, kRefusedError, std::string(), error);
+      return;
+    }
+  }
   auto* conn = new Conn();
   conn->id = NextId();
   conn->fd = fd;

@@ -180,7 +180,11 @@ describe('faults with real processes', () => {
       );
       assert.equal(received, FIREHOSE_BYTES);
       assert.equal(hash.digest('hex'), await hose.digest, 'SHA-256 of the 200 MB matches');
-      assert.ok(parked < 64 * MiB, `${mib(parked)} accepted from the service for a client that reads nothing`);
+      // With the splice plane nothing is buffered in user space (the RSS checks below): what the
+      // service gets rid of sits in kernel socket buffers along the chain, which autotuning grows
+      // up to the machine's limits (tcp_rmem is 32 MiB here; 25-64 MiB were parked in four runs).
+      const chain = kernelChainBytes();
+      assert.ok(parked < chain && parked < FIREHOSE_BYTES, `${mib(parked)} accepted from the service for a client that reads nothing (kernel buffers allow ${mib(chain)})`);
       assert.ok(grown.white < 64 * MiB, `white RSS grew by ${mib(grown.white)}`);
       assert.ok(grown.gray < 64 * MiB, `gray RSS grew by ${mib(grown.gray)}`);
     } finally {
@@ -356,3 +360,11 @@ describe('queued clients that send data', () => {
     }
   });
 });
+
+/** The most that kernel buffers can hold between the service and the client: three TCP
+ *  connections (service-gray, gray-white, white-client), each with a receive and a send buffer
+ *  at their autotuning limits, plus one 256 KiB pipe per hop and the service's last block. */
+function kernelChainBytes(): number {
+  const max = (name: string): number => Number(readFileSync(`/proc/sys/net/ipv4/${name}`, 'utf8').trim().split(/\s+/)[2]);
+  return 3 * (max('tcp_rmem') + max('tcp_wmem')) + 3 * 256 * 1024;
+}
