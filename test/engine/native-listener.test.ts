@@ -10,6 +10,7 @@ import type { GoneReason } from '../../src/engine/data-plane/held-conn.js';
 import type { PairResult } from '../../src/engine/data-plane/joined-pair.js';
 import { NativeListener, nativeListenAvailable, type EngineConn, type NativeListenerOptions, type Refusal } from '../../src/engine/data-plane/native-listener.js';
 import { spliceStats, spliceUnavailableReason } from '../../src/engine/data-plane/splice-plane.js';
+import { defaultIntake } from '../../src/engine/white/gray-endpoint.js';
 
 interface Harness {
   listener: NativeListener;
@@ -104,6 +105,13 @@ function gone(conn: EngineConn): Promise<GoneReason> {
 describe('native listener', { timeout: 20_000 }, () => {
   it('is built', () => {
     assert.equal(nativeListenAvailable(), true, `native engine unavailable: ${spliceUnavailableReason()}`);
+  });
+
+  it('serves a white whose bind is an IP address the engine parses; a host name or a zone index stays with Node', () => {
+    assert.equal(defaultIntake('127.0.0.1'), 'native');
+    assert.equal(defaultIntake('::'), 'native');
+    assert.equal(defaultIntake('localhost'), 'node');
+    assert.equal(defaultIntake('fe80::1%lo'), 'node');
   });
 
   it('reports a connection after exactly its prefix; what follows stays for the pair, heads first', async () => {

@@ -38,6 +38,9 @@ describe('gray dialers', () => {
     const config = grayConfigFor('g', randomBytes(32), 1, 2);
     assert.equal(defaultDialer(config), spliceAvailable() ? 'native' : 'node');
     assert.equal(defaultDialer({ ...config, target: { host: 'localhost', port: 2 } }), 'node');
+    // A zone index: Node connects to it, the engine's inet_pton would refuse it.
+    assert.equal(defaultDialer({ ...config, target: { host: 'fe80::1%lo', port: 2 } }), 'node');
+    assert.equal(defaultDialer({ ...config, target: { host: '::1', port: 2 } }), spliceAvailable() ? 'native' : 'node');
   });
 
   for (const dialer of ['native', 'node'] as const) {

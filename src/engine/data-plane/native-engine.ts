@@ -3,6 +3,7 @@
 // dialed connections' progress to the engine dialer. They register here, so the addon has a
 // single callback and a single place that knows its shape.
 import { createRequire } from 'node:module';
+import net from 'node:net';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 
@@ -33,6 +34,13 @@ export const PairEndFlag = { endedBeforeConnect: 1 } as const;
 export type EventArgs = [type: number, id: number, listenerId: number, code: number, a: number, b: number, prefix?: Buffer, remoteIp?: string, remotePort?: number, localIp?: string, localPort?: number];
 
 export type EventHandler = (...args: EventArgs) => void;
+
+/** Whether the engine can listen on or dial this host: an IP address its inet_pton parses. A
+ *  host name, and an IPv6 address with a zone index (fe80::1%eth0, which Node accepts and the
+ *  config allows), stay with Node's sockets. */
+export function engineTakesAddress(host: string): boolean {
+  return net.isIP(host) !== 0 && !host.includes('%');
+}
 
 /** From dist/src/engine/data-plane/ to the package root. */
 const MODULE_PATH = fileURLToPath(new URL('../../../../native/build/Release/relay_splice.node', import.meta.url));

@@ -19,6 +19,7 @@ import { MessageType, type Message } from '../protocol/messages.js';
 import { sessionIdFromString } from '../protocol/preamble.js';
 import { RateLimitedLog } from '../../rate-limited-log.js';
 import { resolveDataPlane } from '../data-plane/join.js';
+import { engineTakesAddress } from '../data-plane/native-engine.js';
 import { engineLinks } from './engine-link.js';
 import { PoolDialer, type PoolLinks } from './pool-dialer.js';
 import type { Forward, LinkContext } from './pool-link.js';
@@ -32,7 +33,7 @@ export type DialerKind = 'native' | 'node';
 /** The dialer a gray uses when nothing asks for a particular one: the engine needs the splice
  *  plane and a service given as an IP address (it does not resolve names). */
 export function defaultDialer(config: GrayConfig): DialerKind {
-  return resolveDataPlane().plane === 'splice' && net.isIP(config.target.host) !== 0 ? 'native' : 'node';
+  return resolveDataPlane().plane === 'splice' && engineTakesAddress(config.target.host) ? 'native' : 'node';
 }
 
 export interface GrayAgentOptions {
@@ -104,7 +105,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
       // The certificate is self-signed and new at every white start; the white is authenticated
       // by its proof over this session's keying material instead (checked below).
       rejectUnauthorized: false,
-      ...(isIpLiteral(white.host) ? {} : { servername: white.host }),
+      ...(net.isIP(white.host) !== 0 ? {} : { servername: white.host }),
     });
     const handshakeTimer = setTimeout(() => socket.destroy(new RelayError(ErrorCodes.HANDSHAKE_TIMEOUT, `TLS handshake with ${where} not done within ${limits.handshakeTimeoutMs} ms`)), limits.handshakeTimeoutMs);
     socket.once('error', (err) => {
@@ -168,7 +169,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
     const { dataHost, white } = this.config;
     const ctx: LinkContext = { config: this.config, logger: this.logger, warnings: this.warnings, port: dataPort };
     const dataIp = net.isIP(dataHost) !== 0 ? dataHost : dataHost === white.host ? controlPeer : undefined;
-    if (this.dialerKind === 'native' && dataIp) return { open: engineLinks(ctx, dataIp), where: formatHostPort({ host: dataIp, port: dataPort }) };
+    if (this.dialerKind === 'native' && dataIp && engineTakesAddress(dataIp)) return { open: engineLinks(ctx, dataIp), where: formatHostPort({ host: dataIp, port: dataPort }) };
     return { open: socketLinks(ctx, dataHost), where: formatHostPort({ host: dataHost, port: dataPort }) };
   }
 
@@ -215,8 +216,4 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
       this.connect();
     }, delayMs);
   }
-}
-
-function isIpLiteral(host: string): boolean {
-  return /^[\d.]+$/.test(host) || host.includes(':');
 }

@@ -5,7 +5,6 @@
 // carries a valid tag and a fresh counter within the granted credits. Only then does the broker
 // see it. How connections arrive (Node's listeners or the native engine's) is the intake's
 // business (port-intake.ts); the checks are here, once.
-import net from 'node:net';
 import { ErrorCodes, type ErrorCode } from '../../errors.js';
 import type { EventSink } from '../../hooks/events.js';
 import type { Limits } from '../../limits.js';
@@ -13,6 +12,7 @@ import type { Logger } from '../../log.js';
 import type { GrayEntry } from '../../config/types.js';
 import type { HeldConn } from '../data-plane/held-conn.js';
 import { resolveDataPlane } from '../data-plane/join.js';
+import { engineTakesAddress } from '../data-plane/native-engine.js';
 import { normalizeIp } from '../net-util.js';
 import { parsePreamble, preambleTagValid } from '../protocol/preamble.js';
 import type { RateLimitedLog } from '../../rate-limited-log.js';
@@ -42,7 +42,7 @@ export interface EndpointContext {
 
 /** The intake a white uses when nothing asks for a particular one. */
 export function defaultIntake(bind: string): IntakeKind {
-  return resolveDataPlane().plane === 'splice' && net.isIP(bind) !== 0 ? 'native' : 'node';
+  return resolveDataPlane().plane === 'splice' && engineTakesAddress(bind) ? 'native' : 'node';
 }
 
 export class GrayEndpoint {
