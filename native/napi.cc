@@ -16,6 +16,7 @@
 #include <string>
 
 #include "engine.h"
+#include "memory.h"
 
 namespace {
 
@@ -494,6 +495,7 @@ NAPI_MODULE_INIT() {
       {"closeConn", nullptr, CloseConn, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"dial", nullptr, Dial, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"connectJoin", nullptr, ConnectJoin, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"releaseMemory", nullptr, relay::ReleaseMemory, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
   return exports;

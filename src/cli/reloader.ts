@@ -7,6 +7,7 @@ import type { WhiteConfig } from '../config/types.js';
 import type { WhiteServer } from '../engine/white/white-server.js';
 import type { WhiteHooks } from '../hooks/white-hooks.js';
 import type { Logger } from '../log.js';
+import { releaseMemory } from './release-memory.js';
 
 export class Reloader {
   private running: Promise<void> | null = null;
@@ -26,6 +27,9 @@ export class Reloader {
     }
     this.running = this.once(why).finally(() => {
       this.running = null;
+      // The load ran in a worker and the apply may have rebuilt much: give that back, unless
+      // another reload follows at once.
+      if (!this.again) releaseMemory(this.logger, 'reload');
       if (this.again) {
         this.again = false;
         void this.run('change during reload');

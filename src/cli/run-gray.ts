@@ -4,6 +4,7 @@ import { resolveDataPlane } from '../engine/data-plane/join.js';
 import { GrayAgent } from '../engine/gray/agent.js';
 import { createLogger } from '../log.js';
 import { logDataPlane } from './data-plane-log.js';
+import { releaseMemory } from './release-memory.js';
 import { onStopSignal } from './signals.js';
 
 export async function runGray(configPath: string): Promise<void> {
@@ -12,6 +13,7 @@ export async function runGray(configPath: string): Promise<void> {
   const agent = new GrayAgent(config, logger);
   logDataPlane(logger, resolveDataPlane(), { dialer: agent.dialerKind });
   agent.start();
+  releaseMemory(logger, 'startup');
   onStopSignal(async (signal) => {
     logger.info({ signal }, 'stopping');
     await agent.stop();

@@ -11,6 +11,7 @@ import { WhiteHooks } from '../hooks/white-hooks.js';
 import { createLogger } from '../log.js';
 import { logDataPlane } from './data-plane-log.js';
 import { Reloader } from './reloader.js';
+import { releaseMemory } from './release-memory.js';
 import { onStopSignal } from './signals.js';
 import { VERSION } from '../version.js';
 
@@ -57,6 +58,7 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
     throw err;
   }
   logger.info({ ...admin.addresses }, 'admin listening');
+  releaseMemory(logger, 'startup');
 
   // Loaded only for a person at a terminal: it brings the config editor (yaml, ajv) with it,
   // which a white in production never needs in its own heap.

@@ -1,0 +1,13 @@
+// Giving memory back to the operating system once a burst of one-off work is over (see memory.cc).
+#ifndef RELAY_NATIVE_MEMORY_H_
+#define RELAY_NATIVE_MEMORY_H_
+
+#include <node_api.h>
+
+namespace relay {
+
+napi_value ReleaseMemory(napi_env env, napi_callback_info info);
+
+}  // namespace relay
+
+#endif  // RELAY_NATIVE_MEMORY_H_
