@@ -121,6 +121,10 @@ struct Listener {
   in6_addr allowed{};
   uint32_t maxPending = UINT32_MAX;
   uint32_t pending = 0;  // connections still reading their prefix
+  // The bound address: every accepted connection's local address, unless bound to a wildcard
+  // (0.0.0.0, ::), where it depends on the connection and getsockname must ask.
+  sockaddr_storage local{};
+  bool localIsWildcard = true;
   int64_t resumeAt = 0;  // accept paused until then (out of descriptors)
 };
 
@@ -283,6 +287,10 @@ class Engine {
   int64_t ConnsHeld() const { return connsHeld_.load(std::memory_order_relaxed); }
 
   uint32_t NextId() { return nextId_.fetch_add(1, std::memory_order_relaxed); }
+  // TCP_NODELAY, and keepalive after keepAliveSec (0: none). Set on a listening socket, it is
+  // inherited by every socket accepted from it (Linux copies these options at accept), so the
+  // accept path pays no setsockopt.
+  static void TuneSocket(int fd, int keepAliveSec);
 
  private:
   int epollFd_ = -1;
@@ -316,7 +324,6 @@ class Engine {
   void RunCommands();
   // Socket helpers shared by the pairs, the intake and the dialer.
   static int SocketError(int fd);
-  static void TuneSocket(int fd, int keepAliveSec);
 
   // ---- Pairs (pump.cc) ----
   void OnSideEvent(Side* side, uint32_t events);

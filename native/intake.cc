@@ -69,8 +69,8 @@ void Engine::OnAcceptable(Listener* listener) {
   }
 }
 
+// The socket options came with the socket: the listener has them (see TuneSocket).
 void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote) {
-  TuneSocket(fd, listener->keepAliveSec);
   // The filter runs before a byte is read: strangers never take an unverified slot.
   in6_addr source{};
   AsV6(remote, &source);
@@ -198,8 +198,17 @@ void Engine::AnnounceAccepted(Conn* conn) {
   event->prefix = conn->prefix;
   event->hasAddresses = true;
   event->remote = conn->remote;
-  socklen_t len = sizeof event->local;
-  getsockname(conn->fd, reinterpret_cast<sockaddr*>(&event->local), &len);
+  // Only a client's local address is wanted (it goes into the start header); a connection that
+  // sent a prefix is a data connection, where only the source counts, and is reported without.
+  if (conn->want == 0) {
+    auto it = listeners_.find(conn->listenerId);
+    if (it != listeners_.end() && !it->second->localIsWildcard) {
+      event->local = it->second->local;
+    } else {
+      socklen_t len = sizeof event->local;
+      getsockname(conn->fd, reinterpret_cast<sockaddr*>(&event->local), &len);
+    }
+  }
   Emit(event);
   std::string().swap(conn->prefix);
 }

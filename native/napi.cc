@@ -265,6 +265,13 @@ std::string StringArgument(napi_env env, napi_value value) {
   return text;
 }
 
+// 0.0.0.0 or ::, where an accepted connection's local address depends on the connection.
+bool IsWildcard(const sockaddr_storage& ss) {
+  if (ss.ss_family == AF_INET) return reinterpret_cast<const sockaddr_in&>(ss).sin_addr.s_addr == htonl(INADDR_ANY);
+  if (ss.ss_family == AF_INET6) return IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const sockaddr_in6&>(ss).sin6_addr);
+  return true;
+}
+
 // An IP address (a JavaScript string) and a port as a socket address.
 bool ParseEndpoint(napi_env env, napi_value ip, int32_t port, sockaddr_storage* ss, socklen_t* len) {
   if (!ParseIp(StringArgument(env, ip), ss, len)) return false;
@@ -300,6 +307,7 @@ napi_value Listen(napi_env env, napi_callback_info info) {
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   // As Node does: "::" also takes IPv4 clients.
   if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+  Engine::TuneSocket(fd, keepAliveSec);  // inherited by the accepted sockets
   if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) < 0 || listen(fd, backlog) < 0) {
     int error = errno;
     close(fd);
@@ -315,6 +323,8 @@ napi_value Listen(napi_env env, napi_callback_info info) {
   listener->magic = magic;
   listener->timeoutMs = timeoutMs;
   listener->keepAliveSec = keepAliveSec;
+  listener->local = bound;
+  listener->localIsWildcard = IsWildcard(bound);
   listener->watchAfter = watchAny ? kWatchAny : kWatchReset;
   uint32_t id = listener->id;
   Ref(env, engine);

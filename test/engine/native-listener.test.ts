@@ -3,6 +3,7 @@
 // the pair; every refusal the engine makes by itself; the two watch modes; joining held
 // connections, also one that has gone; closing a listener; a port already taken.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import net, { type Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { ErrorCodes, RelayError } from '../../src/errors.js';
@@ -65,6 +66,18 @@ function harness(options: Partial<NativeListenerOptions>): Harness {
   };
 }
 
+/** The kernel's timer on the established IPv4 socket local:remote (seen from the accepting side). */
+function tcpTimer(localPort: number, remotePort: number): { kind: number; ticks: number } {
+  const hex = (n: number): string => n.toString(16).toUpperCase().padStart(4, '0');
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 6 || !f[1]!.endsWith(`:${hex(localPort)}`) || !f[2]!.endsWith(`:${hex(remotePort)}`) || f[3] !== '01') continue;
+    const [kind, ticks] = f[5]!.split(':');
+    return { kind: parseInt(kind!, 16), ticks: parseInt(ticks!, 16) };
+  }
+  throw new Error(`no established socket 127.0.0.1:${localPort} <- :${remotePort} in /proc/net/tcp`);
+}
+
 async function dial(port: number, localAddress?: string): Promise<Socket> {
   const socket = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true, ...(localAddress ? { localAddress } : {}) });
   socket.on('error', () => {});
@@ -114,6 +127,31 @@ describe('native listener', { timeout: 20_000 }, () => {
     assert.equal(defaultIntake('fe80::1%lo'), 'node');
   });
 
+  it("gives accepted connections the listener's socket options and local address, also on a wildcard bind", async () => {
+    // The engine sets TCP_NODELAY and keepalive once, on the listening socket, and Linux copies
+    // them to each accepted socket; the local address is the bound one unless it is a wildcard.
+    const kept = harness({ keepAliveSec: 37 });
+    const wildcard = harness({ host: '0.0.0.0' });
+    for (const [h, keepAlive] of [[kept, true], [wildcard, false]] as const) {
+      const client = await dial(h.listener.port);
+      const { conn } = await h.nextConn();
+      try {
+        assert.deepEqual([conn.localAddress, conn.localPort], ['127.0.0.1', h.listener.port]);
+        const timer = tcpTimer(h.listener.port, client.localPort!);
+        if (keepAlive) {
+          // /proc/net/tcp: timer 2 is keepalive; its expiry is in clock ticks (USER_HZ, 100/s).
+          assert.equal(timer.kind, 2);
+          assert.ok(timer.ticks > 30 * 100 && timer.ticks <= 37 * 100, `keepalive due in ${timer.ticks} ticks, expected about 37 s`);
+        } else {
+          assert.equal(timer.kind, 0, 'no keepalive timer without keepAliveSec');
+        }
+      } finally {
+        conn.destroy();
+        client.destroy();
+      }
+    }
+  });
+
   it('reports a connection after exactly its prefix; what follows stays for the pair, heads first', async () => {
     const front = harness({});
     const back = harness({ prefixBytes: 4, prefixMagic: Buffer.from('AB'), prefixTimeoutMs: 5000 });
@@ -125,6 +163,7 @@ describe('native listener', { timeout: 20_000 }, () => {
     assert.equal(c.prefix.length, 0);
     assert.equal(c.conn.remotePort, client.localPort);
     assert.equal(c.conn.localPort, front.listener.port);
+    assert.deepEqual([g.conn.localAddress, g.conn.localPort], ['', 0], 'a data connection is reported without its local address');
     const result = new Promise<PairResult>((resolve) => c.conn.joinWith(g.conn, { toA: Buffer.from('[to client]'), toB: Buffer.from('[to gray]') }, resolve));
     assert.equal((await received(client, 22)).toString(), '[to client]early bytes');
     client.end('hello');

@@ -113,6 +113,8 @@ export class EngineConn implements HeldConn {
     private readonly watchMode: WatchMode,
     readonly remoteAddress: string,
     readonly remotePort: number,
+    /** '' and 0 for a connection that sent a prefix (a data connection): only a client's local
+     *  address is needed, for its start header, so the engine does not ask for the others. */
     readonly localAddress: string,
     readonly localPort: number,
   ) {}
