@@ -75,6 +75,8 @@ constexpr size_t kSmallRead = 16 * 1024;
 // Free pipes kept for reuse: enough for the directions that are busy at one moment.
 constexpr size_t kFreePipesMax = 64;
 constexpr int kEventsPerWait = 256;
+// The white's start header on a pooled connection (src/engine/protocol/start-header.ts).
+constexpr size_t kStartHeaderBytes = 40;
 
 struct Pair;
 
@@ -143,6 +145,13 @@ struct Conn {
   std::string preamble;  // dialed: written once connected
   sockaddr_storage remote{};
   socklen_t remoteLen = 0;
+  // Dialed with a service (forwardOnHeader): once a well-formed start header is read, the engine
+  // joins the connection with a new connection to the service by itself, without waiting for
+  // JavaScript's connectJoin (see ForwardOnHeader in dial.cc).
+  bool forwardOnHeader = false;
+  sockaddr_storage service{};
+  socklen_t serviceLen = 0;
+  int serviceKeepAliveSec = 0;
 };
 
 // One way through a pair: bytes read from src are written to dst.
@@ -171,6 +180,12 @@ struct Direction {
 };
 
 struct Pair {
+  Pair() {
+    for (int i = 0; i < 2; i++) {
+      sides[i].pair = this;
+      sides[i].index = i;
+    }
+  }
   uint32_t id = 0;
   int fds[2] = {-1, -1};
   Side sides[2];
@@ -187,7 +202,8 @@ enum PairEndFlags : uint32_t { kEndedBeforeConnect = 1 };
 // What the engine tells JavaScript, through one thread-safe function.
 struct Event {
   // kDialed: a dialed connection connected (code 0, preamble written) or failed (code errno);
-  // kHeader: a dialed connection read its prefix (the white's start header).
+  // kHeader: a dialed connection read its prefix (the white's start header); b is the pair the
+  // engine made of it by itself (forwardOnHeader), or 0 when JavaScript is to join it.
   enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4, kDialed = 5, kHeader = 6 } type;
   explicit Event(Type t) : type(t) {}
   uint32_t id = 0;          // pair (kPairEnd) or connection
@@ -351,6 +367,7 @@ class Engine {
   void Accepted(Listener* listener, int fd, const sockaddr_storage& remote);
   void Refused(uint32_t listenerId, const sockaddr_storage& remote, int32_t refusal, const std::string& received, int error = 0);
   void ReadPrefix(Conn* conn);
+  bool ForwardOnHeader(Conn* conn, Event* header);
   void ReleasePending(Conn* conn);
   void AnnounceAccepted(Conn* conn);
   void RefuseConn(Conn* conn, int32_t refusal, int error);

@@ -167,6 +167,7 @@ void Engine::ReadPrefix(Conn* conn) {
     auto* event = new Event(Event::kHeader);
     event->id = conn->id;
     event->prefix.swap(conn->prefix);
+    if (conn->forwardOnHeader && ForwardOnHeader(conn, event)) return;
     return Emit(event);
   }
   // The edge that brought the prefix is spent: whatever came with it (bytes, a FIN) would

@@ -87,6 +87,9 @@ void CallOnEvent(napi_env env, napi_value callback, void* /*context*/, void* dat
   if (env != nullptr) {
     Engine* engine = EngineOf(env);
     if (engine && event->type == Event::kPairEnd) Unref(env, engine);
+    // A pair the engine made on its own (forwardOnHeader) keeps the process alive like one
+    // JavaScript asked for; its kPairEnd, always later in this queue, releases it.
+    if (engine && event->type == Event::kHeader && event->b != 0) Ref(env, engine);
     napi_value args[11];
     napi_create_int32(env, event->type, &args[0]);
     napi_create_uint32(env, event->id, &args[1]);
@@ -162,15 +165,6 @@ bool ReadHead(napi_env env, napi_value value, std::string* out) {
   return true;
 }
 
-Pair* BlankPair() {
-  auto* pair = new Pair();
-  for (int i = 0; i < 2; i++) {
-    pair->sides[i].pair = pair;
-    pair->sides[i].index = i;
-  }
-  return pair;
-}
-
 // The arguments of join and joinConns: two numbers, then the optional heads.
 Pair* NewPair(napi_env env, napi_callback_info info, int32_t ids[2]) {
   size_t argc = 4;
@@ -180,7 +174,7 @@ Pair* NewPair(napi_env env, napi_callback_info info, int32_t ids[2]) {
     Throw(env, "join needs two descriptors or connections");
     return nullptr;
   }
-  Pair* pair = BlankPair();
+  Pair* pair = new Pair();
   if ((argc > 2 && !ReadHead(env, argv[2], &pair->dirs[1].head)) || (argc > 3 && !ReadHead(env, argv[3], &pair->dirs[0].head))) {
     delete pair;
     Throw(env, "join: heads must be Buffers");
@@ -385,8 +379,8 @@ napi_value SetFilter(napi_env env, napi_callback_info info) {
 napi_value Dial(napi_env env, napi_callback_info info) {
   Engine* engine = EngineOf(env);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 8;
+  napi_value argv[8];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   int32_t port, prefix, keepAliveSec;
   auto* conn = new Conn();
@@ -399,6 +393,19 @@ napi_value Dial(napi_env env, napi_callback_info info) {
   if (!ParseEndpoint(env, argv[0], port, &conn->remote, &conn->remoteLen)) {
     delete conn;
     return Throw(env, "dial needs an IP address");
+  }
+  // Optional: the service to forward to as soon as the start header is in (forwardOnHeader).
+  napi_valuetype serviceType = napi_undefined;
+  if (argc >= 8) napi_typeof(env, argv[5], &serviceType);
+  if (serviceType != napi_undefined && serviceType != napi_null) {
+    int32_t servicePort, serviceKeepAliveSec;
+    if (napi_get_value_int32(env, argv[6], &servicePort) != napi_ok || napi_get_value_int32(env, argv[7], &serviceKeepAliveSec) != napi_ok ||
+        servicePort < 1 || servicePort > 65535 || serviceKeepAliveSec < 0 || !ParseEndpoint(env, argv[5], servicePort, &conn->service, &conn->serviceLen)) {
+      delete conn;
+      return Throw(env, "dial: the service to forward to needs an IP address, a port and a keepalive");
+    }
+    conn->forwardOnHeader = true;
+    conn->serviceKeepAliveSec = serviceKeepAliveSec;
   }
   conn->id = engine->NextId();
   conn->want = static_cast<uint32_t>(prefix);
@@ -419,7 +426,7 @@ napi_value ConnectJoin(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   uint32_t connId;
   int32_t port, keepAliveSec;
-  Pair* pair = BlankPair();
+  Pair* pair = new Pair();
   if (argc < 5 || napi_get_value_uint32(env, argv[0], &connId) != napi_ok || napi_get_value_int32(env, argv[2], &port) != napi_ok ||
       !ReadHead(env, argv[3], &pair->dirs[0].head) || napi_get_value_int32(env, argv[4], &keepAliveSec) != napi_ok ||
       port < 1 || port > 65535 || keepAliveSec < 0) {

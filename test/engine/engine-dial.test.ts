@@ -2,7 +2,8 @@
 // sockets on 127.0.0.1: the preamble goes out once connected and the prefix is reported exactly,
 // the bytes behind it reaching the service; a refused dial, an idle connection the white closes,
 // a service that refuses (flagged as never reached); and a client's FIN that arrives while the
-// service is still connecting, which must wait rather than abort that connection.
+// service is still connecting, which must wait rather than abort that connection. With forwardTo
+// the engine joins the service by itself once a well-formed start header is in.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -23,7 +24,7 @@ interface Dialed {
   closed: Promise<void>;
 }
 
-function dial(port: number, preamble: Buffer): Dialed {
+function dial(port: number, preamble: Buffer, forwardTo?: Endpoint): Dialed {
   const settle = <T>(): [Promise<T>, (value: T) => void] => {
     let resolve!: (value: T) => void;
     const promise = new Promise<T>((r) => (resolve = r));
@@ -38,7 +39,7 @@ function dial(port: number, preamble: Buffer): Dialed {
     onFailed: (error) => onFailed(error),
     onPrefix: (bytes) => onPrefix(bytes),
     onClosed: () => onClosed(),
-  });
+  }, forwardTo);
   return { conn, connected, failed, prefix, closed };
 }
 
@@ -56,6 +57,7 @@ function readExactly(socket: Socket, n: number): Promise<Buffer> {
     };
     socket.on('data', onData);
     socket.once('error', reject);
+    socket.resume();  // a previous read paused it
   });
 }
 
@@ -120,6 +122,81 @@ describe('native engine dialing', { skip: !engineDialAvailable() && `native engi
     assert.equal(result.error, null);
     assert.equal(result.bytesFromA, 5, 'the client bytes behind the prefix, not the prefix');
     assert.equal(result.bytesFromB, 10, 'the echo of head and bytes');
+    service.server.close();
+  });
+
+  /** A start header as the white writes it: version 1, IPv4, the given source port. */
+  function startHeader(version = 1): Buffer {
+    const header = Buffer.alloc(PREFIX);
+    header[0] = version;
+    header[1] = 4;
+    header.writeUInt16BE(40_000, 2);
+    header.writeUInt16BE(443, 4);
+    header.set([127, 0, 0, 1], 8);
+    header.set([127, 0, 0, 1], 24);
+    return header;
+  }
+
+  it('with forwardTo, joins the service by itself once a well-formed start header is in; JavaScript then only takes charge', async () => {
+    const service = await startService();
+    const to: Endpoint = { ip: '127.0.0.1', port: service.port, keepAliveSec: 0 };
+    const pairsBefore = spliceStats().pairs;
+    const d = dial(whitePort, randomBytes(60), to);
+    const socket = await nextAccepted();
+    await readExactly(socket, 60);
+    const header = startHeader();
+    socket.write(Buffer.concat([header, Buffer.from('hello')]));
+    assert.deepEqual(await d.prefix, header);
+    assert.equal(spliceStats().pairs - pairsBefore, 1, 'the pair existed before JavaScript heard of the header');
+    // The echo comes back although JavaScript has not asked for any join.
+    assert.equal((await readExactly(socket, 5)).toString(), 'hello');
+    const ended = new Promise<[PairResult, boolean]>((resolve) => d.conn.connectJoin(to, undefined, (result, reached) => resolve([result, reached])));
+    socket.end('!');
+    assert.equal((await readAll(socket)).toString(), '!');
+    const [result, reachedService] = await ended;
+    assert.deepEqual([result.error, reachedService, result.bytesFromA, result.bytesFromB], [null, true, 6, 6]);
+    service.server.close();
+  });
+
+  it('with forwardTo, leaves a malformed start header held for JavaScript, which may still join it', async () => {
+    const service = await startService();
+    const to: Endpoint = { ip: '127.0.0.1', port: service.port, keepAliveSec: 0 };
+    const pairsBefore = spliceStats().pairs;
+    const d = dial(whitePort, randomBytes(60), to);
+    const socket = await nextAccepted();
+    await readExactly(socket, 60);
+    socket.write(Buffer.concat([startHeader(2), Buffer.from('hello')]));
+    assert.equal((await d.prefix)[0], 2);
+    assert.equal(spliceStats().pairs - pairsBefore, 0, 'nothing was forwarded');
+    const ended = new Promise<PairResult>((resolve) => d.conn.connectJoin(to, Buffer.from('HEAD:'), (result) => resolve(result)));
+    const echoed = readAll(socket);
+    socket.end();
+    assert.equal((await echoed).toString(), 'HEAD:hello');
+    assert.equal((await ended).error, null);
+    service.server.close();
+  });
+
+  it('a forwarded connection takes no head, and destroying it ends its pair at the white and the service', async () => {
+    const serviceSide: Socket[] = [];
+    let serviceClosed!: () => void;
+    const serviceGone = new Promise<void>((resolve) => (serviceClosed = resolve));
+    const service = await startService((s) => {
+      serviceSide.push(s);
+      s.on('end', serviceClosed);
+      s.resume();
+    });
+    const to: Endpoint = { ip: '127.0.0.1', port: service.port, keepAliveSec: 0 };
+    const d = dial(whitePort, randomBytes(60), to);
+    const socket = await nextAccepted();
+    await readExactly(socket, 60);
+    socket.write(startHeader());
+    await d.prefix;
+    assert.throws(() => d.conn.connectJoin(to, Buffer.from('PROXY '), () => assert.fail('not joined')), /no head can go to the service/);
+    const whiteSaw = readAll(socket);
+    d.conn.destroy();
+    assert.equal((await whiteSaw).length, 0);
+    await serviceGone;
+    assert.equal(serviceSide.length, 1, 'the service had the one forwarded connection');
     service.server.close();
   });
 

@@ -3,17 +3,20 @@
 // start header and only then reports it; until the connection is joined (connectJoin) the engine
 // keeps watching it for a reset. No Node socket is made for it, neither for the connection to
 // the service it is joined with: those two constructions and the replacement's dial were most of
-// the gray's JavaScript cost per client (docs/performance.md).
+// the gray's JavaScript cost per client (docs/performance.md). Opened with forwardTo, the engine
+// also connects to the service and joins the two the moment the header is in, without waiting
+// for JavaScript: a new client's first bytes then cross the gray on the engine thread alone.
 import { EngineEvent, errnoError, nativeEngine, onNativeDialEvent, type NativeBinding } from './native-engine.js';
 import type { JoinedPair, PairResult } from './joined-pair.js';
-import { connectJoinInEngine } from './splice-plane.js';
+import { adoptForwardedInEngine, connectJoinInEngine } from './splice-plane.js';
 
 export interface DialHandlers {
   /** Connected, and the preamble was handed to the kernel in one piece. */
   onConnected(): void;
   /** The connection could not be made: nothing was sent. */
   onFailed(error: Error): void;
-  /** The prefix arrived; the connection is held, and must now be joined or destroyed. */
+  /** The prefix arrived; the connection is held (or already forwarded, see forwardTo), and must
+   *  now be joined (connectJoin) or destroyed. */
   onPrefix(prefix: Buffer): void;
   /** Closed by the peer (or reset) after connecting and before joining; the engine closed it. */
   onClosed(): void;
@@ -28,11 +31,15 @@ export interface Endpoint {
 
 const dialed = new Map<number, DialedConn>();
 
-onNativeDialEvent((type, id, _listenerId, code, _a, _b, prefix) => {
+onNativeDialEvent((type, id, _listenerId, code, _a, b, prefix) => {
   const conn = dialed.get(id);
-  if (!conn) return;
+  if (!conn) {
+    // Destroyed while the engine was forwarding it: the pair it made has nobody, so it ends.
+    if (type === EngineEvent.header && b !== 0) adoptForwardedInEngine(b).pair.destroy();
+    return;
+  }
   if (type === EngineEvent.dialed) conn.onDialed(code);
-  else if (type === EngineEvent.header) conn.onPrefix(prefix ?? Buffer.alloc(0));
+  else if (type === EngineEvent.header) conn.onPrefix(prefix ?? Buffer.alloc(0), b);
   else if (type === EngineEvent.gone) conn.onGone();
 });
 
@@ -41,8 +48,9 @@ export function engineDialAvailable(): boolean {
 }
 
 export class DialedConn {
-  private state: 'dialing' | 'idle' | 'held' | 'joined' | 'closed' = 'dialing';
+  private state: 'dialing' | 'idle' | 'held' | 'forwarded' | 'joined' | 'closed' = 'dialing';
   private readonly id: number;
+  private forwarded: ReturnType<typeof adoptForwardedInEngine> | null = null;
 
   private constructor(
     private readonly native: NativeBinding,
@@ -50,28 +58,41 @@ export class DialedConn {
     preamble: Buffer,
     prefixBytes: number,
     private readonly handlers: DialHandlers,
+    forwardTo: Endpoint | undefined,
   ) {
-    this.id = native.dial(to.ip, to.port, preamble, prefixBytes, to.keepAliveSec);
+    this.id = forwardTo
+      ? native.dial(to.ip, to.port, preamble, prefixBytes, to.keepAliveSec, forwardTo.ip, forwardTo.port, forwardTo.keepAliveSec)
+      : native.dial(to.ip, to.port, preamble, prefixBytes, to.keepAliveSec);
     dialed.set(this.id, this);
   }
 
-  /** Throws for arguments the engine refuses (not an IP address, an empty preamble). */
-  static open(to: Endpoint, preamble: Buffer, prefixBytes: number, handlers: DialHandlers): DialedConn {
+  /** Throws for arguments the engine refuses (not an IP address, an empty preamble). forwardTo:
+   *  the service to join with as soon as a well-formed start header is in (no head can be sent
+   *  to it then, so not with a PROXY protocol header). */
+  static open(to: Endpoint, preamble: Buffer, prefixBytes: number, handlers: DialHandlers, forwardTo?: Endpoint): DialedConn {
     const native = nativeEngine();
     if (!native) throw new Error('the native engine is not loaded');
-    return new DialedConn(native, to, preamble, prefixBytes, handlers);
+    return new DialedConn(native, to, preamble, prefixBytes, handlers, forwardTo);
   }
 
   /** Closes it, unless it is joined (then the pair owns it); no handler runs afterwards. */
   destroy(): void {
     if (this.state === 'joined' || this.state === 'closed') return;
+    if (this.state === 'forwarded') this.forwarded!.pair.destroy();
+    else this.native.closeConn(this.id);
     this.state = 'closed';
     dialed.delete(this.id);
-    this.native.closeConn(this.id);
   }
 
-  /** Joins the held connection (side a) with a new connection to the service (side b). */
+  /** Joins the held connection (side a) with a new connection to the service (side b). When the
+   *  engine already did (forwardTo), this takes charge of that pair; it has no head to send. */
   connectJoin(service: Endpoint, headToService: Buffer | undefined, onClosed: (result: PairResult, reachedService: boolean) => void): JoinedPair {
+    if (this.state === 'forwarded') {
+      if (headToService && headToService.length > 0) throw new Error(`connection ${this.id} was forwarded by the engine: no head can go to the service now`);
+      this.state = 'joined';
+      this.forwarded!.onClosed(onClosed);
+      return this.forwarded!.pair;
+    }
     if (this.state !== 'held') throw new Error(`connection ${this.id} is ${this.state}, not held: it cannot be joined`);
     this.state = 'joined';
     dialed.delete(this.id);
@@ -89,9 +110,16 @@ export class DialedConn {
     this.handlers.onFailed(errnoError(errno, 'connect'));
   }
 
-  onPrefix(prefix: Buffer): void {
+  /** forwardedPair: the pair the engine made of it (forwardTo), or 0. */
+  onPrefix(prefix: Buffer, forwardedPair: number): void {
     if (this.state !== 'idle') return;
-    this.state = 'held';
+    if (forwardedPair !== 0) {
+      this.state = 'forwarded';
+      dialed.delete(this.id);
+      this.forwarded = adoptForwardedInEngine(forwardedPair);
+    } else {
+      this.state = 'held';
+    }
     this.handlers.onPrefix(prefix);
   }
 

@@ -18,7 +18,8 @@ export interface NativeBinding {
   closeListener(id: number): void;
   filter(listenerId: number, mode: number, ip: string | null, maxPending: number): void;
   closeConn(id: number): void;
-  dial(ip: string, port: number, preamble: Buffer, prefixBytes: number, keepAliveSec: number): number;
+  /** With serviceIp: forward to that service as soon as a well-formed start header is read. */
+  dial(ip: string, port: number, preamble: Buffer, prefixBytes: number, keepAliveSec: number, serviceIp?: string, servicePort?: number, serviceKeepAliveSec?: number): number;
   connectJoin(connId: number, ip: string, port: number, headToService: Buffer | null, keepAliveSec: number): number;
   /** A memory-reducing collection of this isolate, then malloc_trim (native/memory.cc). */
   releaseMemory(): void;
@@ -30,7 +31,8 @@ export const EngineEvent = { pairEnd: 0, accepted: 1, refused: 2, gone: 3, liste
 /** A pair's end carries these flags in the listenerId slot (PairEndFlags in the addon). */
 export const PairEndFlag = { endedBeforeConnect: 1 } as const;
 
-/** type, id, listenerId (0 for a dialed connection; flags for pairEnd), code, a, b, then for
+/** type, id, listenerId (0 for a dialed connection; flags for pairEnd), code, a, b (for header:
+ *  the pair the engine forwarded it into, or 0), then for
  *  accepted/refused/header: prefix, and for accepted/refused: remote ip and port, local ip and
  *  port. */
 export type EventArgs = [type: number, id: number, listenerId: number, code: number, a: number, b: number, prefix?: Buffer, remoteIp?: string, remotePort?: number, localIp?: string, localPort?: number];

@@ -98,6 +98,27 @@ export function connectJoinInEngine(
   return track(native, id, (result, flags) => onClosed(result, (flags & PairEndFlag.endedBeforeConnect) === 0), 0, 0);
 }
 
+/** A pair the engine made by itself: a dialed connection forwarded to its service as soon as
+ *  the start header arrived (forwardTo in engine-dial.ts). Whoever takes charge of it later says
+ *  where its end goes (onClosed); an end that comes first waits for that. */
+export function adoptForwardedInEngine(id: number): { pair: JoinedPair; onClosed(handler: (result: PairResult, reachedService: boolean) => void): void } {
+  const native = engine();
+  if (!native) throw new Error('the native engine is not loaded, yet it made a pair');
+  let ended: [PairResult, boolean] | null = null;
+  let handler: ((result: PairResult, reachedService: boolean) => void) | null = null;
+  const pair = track(native, id, (result, flags) => {
+    ended = [result, (flags & PairEndFlag.endedBeforeConnect) === 0];
+    if (handler) handler(...ended);
+  }, 0, 0);
+  return {
+    pair,
+    onClosed: (h) => {
+      handler = h;
+      if (ended) h(...ended);
+    },
+  };
+}
+
 function track(native: NativeBinding, id: number, onClosed: OpenPair['onClosed'], baseA: number, baseB: number): JoinedPair {
   open.set(id, { onClosed, baseA, baseB });
   let last: [number, number] = [0, 0];

@@ -1,6 +1,7 @@
 // A pooled data connection the native engine dials and holds (engine-dial.ts). Activated, it is
 // joined with a connection to the service that the engine opens itself, so a client costs the
-// gray's JavaScript one event and one call, and no socket object. Needs IP addresses for the
+// gray's JavaScript one event and one call, and no socket object; without a PROXY header the
+// engine does even that on its own as the start header arrives. Needs IP addresses for the
 // white's data host and the service: the engine does not resolve names.
 import { ErrorCodes } from '../../errors.js';
 import { DialedConn, type Endpoint } from '../data-plane/engine-dial.js';
@@ -14,12 +15,15 @@ export function engineLinks(ctx: LinkContext, dataIp: string): OpenLink {
   const keepAliveSec = Math.max(1, Math.round(ctx.config.limits.keepAliveDelayMs / 1000));
   const white: Endpoint = { ip: dataIp, port: ctx.port, keepAliveSec };
   const service: Endpoint = { ip: ctx.config.target.host, port: ctx.config.target.port, keepAliveSec };
+  // Without a PROXY header to write first, the engine forwards to the service the moment the
+  // start header is in; JavaScript then only takes charge of the pair (forward, below).
+  const forwardTo = ctx.config.proxyProtocol === 'none' ? service : undefined;
   return (preamble, events) => new EngineLink(ctx, service, DialedConn.open(white, preamble, START_HEADER_BYTES, {
     onConnected: () => events.connected(),
     onFailed: (error) => events.failed(error),
     onPrefix: (header) => events.activated(header),
     onClosed: () => events.closed(),
-  }));
+  }, forwardTo));
 }
 
 class EngineLink implements PoolLink {
