@@ -11,7 +11,7 @@ import { WhiteHooks } from '../hooks/white-hooks.js';
 import { createLogger } from '../log.js';
 import { logDataPlane } from './data-plane-log.js';
 import { Reloader } from './reloader.js';
-import { releaseMemory } from './release-memory.js';
+import { releaseMemory, watchBursts } from './release-memory.js';
 import { onStopSignal } from './signals.js';
 import { VERSION } from '../version.js';
 
@@ -59,6 +59,7 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
   }
   logger.info({ ...admin.addresses }, 'admin listening');
   releaseMemory(logger, 'startup');
+  const stopBurstWatch = watchBursts(logger, () => server.clientsServed());
 
   // Loaded only for a person at a terminal: it brings the config editor (yaml, ajv) with it,
   // which a white in production never needs in its own heap.
@@ -75,6 +76,7 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
   onStopSignal(async (signal) => {
     logger.info({ signal }, 'stopping');
     whiteConsole?.close();
+    stopBurstWatch();
     // First, so relayctl says "not running" rather than showing a white that is going away.
     await admin.close();
     await watcher.close();

@@ -1,11 +1,12 @@
 // releaseMemory (src/cli/release-memory.ts, native/memory.cc): garbage that a burst of one-off
 // work left in the V8 heap is given back at once, not at some later collection, and the call
-// says so in the log with the resident sizes.
+// says so in the log with the resident sizes. BurstRelease: when the white does that after a
+// burst of new clients.
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import v8 from 'node:v8';
-import { releaseMemory } from '../../src/cli/release-memory.js';
+import { BurstRelease, releaseMemory } from '../../src/cli/release-memory.js';
 import { spliceUnavailableReason } from '../../src/engine/data-plane/splice-plane.js';
 import { createLogger } from '../../src/log.js';
 
@@ -31,5 +32,39 @@ describe('releaseMemory', { skip: spliceUnavailableReason() ?? false }, () => {
     assert.ok(logged, `no "memory released" line in ${lines.join('')}`);
     assert.equal(logged.after, 'test');
     assert.ok(Number(logged.rssAfterMB) < Number(logged.rssBeforeMB), `resident ${logged.rssBeforeMB} -> ${logged.rssAfterMB} MB`);
+  });
+});
+
+describe('BurstRelease', () => {
+  it('releases once a burst is over: not while clients arrive, not for a small one, once per burst', () => {
+    let served = 0;
+    let releases = 0;
+    const burst = new BurstRelease(() => served, () => releases++, 100);
+    const checks: boolean[] = [];
+    for (const arrived of [60, 50, 0, 0]) {
+      served += arrived;
+      checks.push(burst.check());
+    }
+    assert.deepEqual(checks, [false, false, true, false], 'released at the first quiet check after 110 clients, then not again');
+    served += 40;  // a small burst
+    assert.equal(burst.check(), false);
+    assert.equal(burst.check(), false, '40 clients are no burst');
+    served += 70;  // together with the 40 before: 110
+    assert.equal(burst.check(), false);
+    assert.equal(burst.check(), true);
+    assert.equal(releases, 2);
+  });
+
+  it('counts from where it started and takes a shrinking total (a removed gray) as no new clients', () => {
+    let served = 5000;
+    let releases = 0;
+    const burst = new BurstRelease(() => served, () => releases++, 100);
+    assert.equal(burst.check(), false, 'clients served before it started are not a burst');
+    served = 4000;
+    assert.equal(burst.check(), false);
+    served = 4150;
+    assert.equal(burst.check(), false);
+    assert.equal(burst.check(), true);
+    assert.equal(releases, 1);
   });
 });

@@ -162,6 +162,13 @@ export class WhiteServer {
     return result;
   }
 
+  /** Clients paired so far over the grays configured now (cheap: no snapshot). */
+  clientsServed(): number {
+    let total = 0;
+    for (const e of this.endpoints.values()) total += e.stats.clientsTotal;
+    return total;
+  }
+
   snapshot(): WhiteSnapshot {
     return {
       configPath: this.config.path,
