@@ -28,13 +28,16 @@
 // its preamble once connected, and reads the white's fixed-size start header; only then does
 // JavaScript hear of it. JavaScript answers with connectJoin: the engine connects to the local
 // service and joins the two at once, the service socket still connecting (a send to it waits
-// for its EPOLLOUT like any full socket). A connection that fails is reported as the end of that
+// for its EPOLLOUT like any full socket). Dialed with the service's address (forwardOnHeader),
+// the engine does that by itself as soon as a well-formed header is in, and JavaScript hears
+// the header together with the pair's id. A connection that fails is reported as the end of that
 // pair, flagged as never connected, so the gray can say the service is unreachable.
 //
 // Where the code is, one concept a file: this header holds the types every part shares and the
 // Engine's declaration; engine.cc the engine thread and its command queue; pump.cc the pairs
-// (the data plane proper); intake.cc listeners and held connections; dial.cc dialing; napi.cc
-// the JavaScript surface. The types live in namespace relay (not an anonymous namespace) because
+// (the data plane proper); intake.cc listeners and held connections; dial.cc dialing and the
+// forward on a start header; napi.cc the JavaScript surface (and memory.cc its one call that is
+// not the engine's: giving startup's memory back). The types live in namespace relay (not an anonymous namespace) because
 // the Engine's methods are defined in several translation units.
 #ifndef RELAY_NATIVE_ENGINE_H_
 #define RELAY_NATIVE_ENGINE_H_
