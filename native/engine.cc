@@ -278,6 +278,22 @@ void Engine::RunCommands() {
       case Command::kConnectJoin:
         ActivateConnecting(command.pair, command.connA, command.address, command.addressLen, command.keepAliveSec);
         break;
+      case Command::kLend:
+        KeepLent(command.id, command.connA);
+        break;
+      case Command::kPairLent: {
+        // A client that went away meanwhile gets kNoneLent too (after its kGone), so JavaScript
+        // never waits for an answer.
+        auto it = listeners_.find(command.id);
+        Conn* client = HeldConn(command.connA);
+        if (!client || it == listeners_.end() || !PairWithLent(it->second, client)) {
+          auto* event = new Event(Event::kNoneLent);
+          event->id = command.connA;
+          event->listenerId = command.id;
+          Emit(event);
+        }
+        break;
+      }
     }
   }
 }

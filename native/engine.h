@@ -126,6 +126,10 @@ struct Listener {
   in6_addr allowed{};
   uint32_t maxPending = UINT32_MAX;
   uint32_t pending = 0;  // connections still reading their prefix
+  // A public port's lent connections (lend.cc): held data connections JavaScript verified and
+  // handed over, newest last; a client accepted here takes one at once. Ids of connections that
+  // went away meanwhile are skipped when met.
+  std::vector<uint32_t> lent;
   // The bound address: every accepted connection's local address, unless bound to a wildcard
   // (0.0.0.0, ::), where it depends on the connection and getsockname must ask.
   sockaddr_storage local{};
@@ -207,7 +211,9 @@ struct Event {
   // kDialed: a dialed connection connected (code 0, preamble written) or failed (code errno);
   // kHeader: a dialed connection read its prefix (the white's start header); b is the pair the
   // engine made of it by itself (forwardOnHeader), or 0 when JavaScript is to join it.
-  enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4, kDialed = 5, kHeader = 6 } type;
+  // kPaired: a client (a) was paired with a lent connection (b) into pair id (lend.cc); kNoneLent:
+  // pairLent found no lent connection for client id.
+  enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4, kDialed = 5, kHeader = 6, kPaired = 7, kNoneLent = 8 } type;
   explicit Event(Type t) : type(t) {}
   uint32_t id = 0;          // pair (kPairEnd) or connection
   uint32_t listenerId = 0;  // 0 for a dialed connection; kPairEnd: PairEndFlags
@@ -221,7 +227,7 @@ struct Event {
 };
 
 struct Command {
-  enum Kind { kJoin, kDestroy, kStop, kJoinConns, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kConnectJoin } kind;
+  enum Kind { kJoin, kDestroy, kStop, kJoinConns, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kConnectJoin, kLend, kPairLent } kind;
   explicit Command(Kind k) : kind(k) {}
   Pair* pair = nullptr;
   Conn* conn = nullptr;     // kDial
@@ -299,6 +305,11 @@ class Engine {
   // connection to address.
   void ConnectJoin(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec);
 
+  // JS thread (lend.cc). Lend: the held connection connId becomes one of listener's lent
+  // connections. PairLent: the held client connId takes one of them now, or kNoneLent says none.
+  void Lend(uint32_t listenerId, uint32_t connId);
+  void PairLent(uint32_t listenerId, uint32_t clientId);
+
   bool Bytes(uint32_t id, uint64_t* fromA, uint64_t* fromB);
   size_t PairCount();
 
@@ -370,6 +381,8 @@ class Engine {
   void Accepted(Listener* listener, int fd, const sockaddr_storage& remote);
   void Refused(uint32_t listenerId, const sockaddr_storage& remote, int32_t refusal, const std::string& received, int error = 0);
   void ReadPrefix(Conn* conn);
+  bool PairWithLent(Listener* listener, Conn* client);
+  void KeepLent(uint32_t listenerId, uint32_t connId);
   bool ForwardOnHeader(Conn* conn, Event* header);
   void ReleasePending(Conn* conn);
   void AnnounceAccepted(Conn* conn);

@@ -115,7 +115,10 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   }
   conns_[conn->id] = conn;
   connsHeld_.fetch_add(1, std::memory_order_relaxed);
-  if (conn->state == Conn::kHeld) return AnnounceAccepted(conn);
+  if (conn->state == Conn::kHeld) {
+    if (PairWithLent(listener, conn)) return;  // a client with a lent connection on hand
+    return AnnounceAccepted(conn);
+  }
   listener->pending += 1;
   deadlines_.emplace(NowMs() + listener->timeoutMs, conn->id);
   ReadPrefix(conn);

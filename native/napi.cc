@@ -89,7 +89,7 @@ void CallOnEvent(napi_env env, napi_value callback, void* /*context*/, void* dat
     if (engine && event->type == Event::kPairEnd) Unref(env, engine);
     // A pair the engine made on its own (forwardOnHeader) keeps the process alive like one
     // JavaScript asked for; its kPairEnd, always later in this queue, releases it.
-    if (engine && event->type == Event::kHeader && event->b != 0) Ref(env, engine);
+    if (engine && ((event->type == Event::kHeader && event->b != 0) || event->type == Event::kPaired)) Ref(env, engine);
     napi_value args[11];
     napi_create_int32(env, event->type, &args[0]);
     napi_create_uint32(env, event->id, &args[1]);
@@ -232,6 +232,30 @@ napi_value JoinConns(napi_env env, napi_callback_info info) {
   uint32_t id = pair->id;
   engine->JoinConns(pair, static_cast<uint32_t>(conns[0]), static_cast<uint32_t>(conns[1]));
   return Uint32(env, id);
+}
+
+// lend(listenerId, connId), pairLent(listenerId, clientConnId): see lend.cc.
+napi_value LendOrPair(napi_env env, napi_callback_info info, bool lend) {
+  Engine* engine = EngineOf(env);
+  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  uint32_t listenerId, connId;
+  if (argc < 2 || napi_get_value_uint32(env, argv[0], &listenerId) != napi_ok || napi_get_value_uint32(env, argv[1], &connId) != napi_ok) {
+    return Throw(env, lend ? "lend(listenerId, connId): bad arguments" : "pairLent(listenerId, connId): bad arguments");
+  }
+  if (lend) engine->Lend(listenerId, connId);
+  else engine->PairLent(listenerId, connId);
+  return nullptr;
+}
+
+napi_value Lend(napi_env env, napi_callback_info info) {
+  return LendOrPair(env, info, true);
+}
+
+napi_value PairLent(napi_env env, napi_callback_info info) {
+  return LendOrPair(env, info, false);
 }
 
 bool ParseIp(const std::string& text, sockaddr_storage* ss, socklen_t* len) {
@@ -512,6 +536,8 @@ NAPI_MODULE_INIT() {
       {"closeConn", nullptr, CloseConn, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"dial", nullptr, Dial, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"connectJoin", nullptr, ConnectJoin, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"lend", nullptr, Lend, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"pairLent", nullptr, PairLent, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"releaseMemory", nullptr, relay::ReleaseMemory, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);

@@ -56,6 +56,7 @@ export class Reloader {
       counters.reloads.ok += 1;
       counters.lastReload = { at: Date.now(), ok: true, error: null };
       this.hooks?.update(next);
+      this.server.gatesChanged();
       this.logger.info({ why, path: this.path, ...result }, 'config reloaded');
       this.hooks?.emit('config.reloaded', { path: this.path, ...result });
     } catch (err) {

@@ -46,6 +46,7 @@ export class WhiteHooks implements EventSink {
         this.authorizer.enabled('client_connect')
           ? this.authorizer.decide({ kind: 'client_connect', grayId, remoteAddress, ...(connectionId ? { connectionId } : {}) })
           : null,
+      clientConnectDeciding: () => this.authorizer.enabled('client_connect'),
     };
   }
 

@@ -9,13 +9,21 @@ import { after, describe, it } from 'node:test';
 import { ErrorCodes, RelayError } from '../../src/errors.js';
 import type { GoneReason } from '../../src/engine/data-plane/held-conn.js';
 import type { PairResult } from '../../src/engine/data-plane/joined-pair.js';
-import { NativeListener, nativeListenAvailable, type EngineConn, type NativeListenerOptions, type Refusal } from '../../src/engine/data-plane/native-listener.js';
+import { NativeListener, nativeListenAvailable, type AdoptPair, type EngineConn, type NativeListenerOptions, type Refusal } from '../../src/engine/data-plane/native-listener.js';
+import { clientAddressInfo, encodeStartHeader } from '../../src/engine/protocol/start-header.js';
 import { spliceStats, spliceUnavailableReason } from '../../src/engine/data-plane/splice-plane.js';
 import { defaultIntake } from '../../src/engine/white/gray-endpoint.js';
+
+interface Paired {
+  client: EngineConn;
+  data: EngineConn | undefined;
+  adopt: AdoptPair;
+}
 
 interface Harness {
   listener: NativeListener;
   conns: Array<{ conn: EngineConn; prefix: Buffer }>;
+  nextPaired(): Promise<Paired>;
   refusals: Array<{ refusal: Refusal; received: Buffer }>;
   nextConn(): Promise<{ conn: EngineConn; prefix: Buffer }>;
   nextRefusal(): Promise<{ refusal: Refusal; received: Buffer }>;
@@ -29,7 +37,8 @@ after(() => {
 function harness(options: Partial<NativeListenerOptions>): Harness {
   const conns: Harness['conns'] = [];
   const refusals: Harness['refusals'] = [];
-  const waiters = { conn: [] as Array<() => void>, refusal: [] as Array<() => void> };
+  const paired: Paired[] = [];
+  const waiters = { conn: [] as Array<() => void>, refusal: [] as Array<() => void>, paired: [] as Array<() => void> };
   const wake = (list: Array<() => void>): void => list.splice(0).forEach((f) => f());
   const listener = new NativeListener(
     { host: '127.0.0.1', port: 0, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: 0, watch: 'reset', ...options },
@@ -37,6 +46,10 @@ function harness(options: Partial<NativeListenerOptions>): Harness {
       onConnection: (conn, prefix) => {
         conns.push({ conn, prefix });
         wake(waiters.conn);
+      },
+      onPaired: (client, data, adopt) => {
+        paired.push({ client, data, adopt });
+        wake(waiters.paired);
       },
       onRefused: (refusal, _ip, detail) => {
         refusals.push({ refusal, received: detail.received });
@@ -49,6 +62,7 @@ function harness(options: Partial<NativeListenerOptions>): Harness {
   open.push(listener);
   let taken = 0;
   let refused = 0;
+  let pairedTaken = 0;
   const next = <T>(list: T[], waitList: Array<() => void>, index: () => number): Promise<T> =>
     new Promise((resolve) => {
       const check = (): void => {
@@ -63,6 +77,7 @@ function harness(options: Partial<NativeListenerOptions>): Harness {
     refusals,
     nextConn: () => next(conns, waiters.conn, () => taken).then((c) => (taken++, c)),
     nextRefusal: () => next(refusals, waiters.refusal, () => refused).then((r) => (refused++, r)),
+    nextPaired: () => next(paired, waiters.paired, () => pairedTaken).then((p) => (pairedTaken++, p)),
   };
 }
 
@@ -150,6 +165,62 @@ describe('native listener', { timeout: 20_000 }, () => {
         client.destroy();
       }
     }
+  });
+
+  it('pairs in the engine: a client asks for a lent connection (pairLent), or one is paired at accept; the start header is the one JavaScript would build', { timeout: 10_000 }, async () => {
+    const front = harness({});
+    const back = harness({ prefixBytes: 4, prefixMagic: Buffer.from('AB'), prefixTimeoutMs: 5000, watch: 'any' });
+    const grays: Socket[] = [];
+    const lendOne = async (): Promise<EngineConn> => {
+      const gray = await dial(back.listener.port);
+      gray.write('ABCD');
+      grays.push(gray);
+      const { conn } = await back.nextConn();
+      assert.equal(front.listener.lend(conn), true);
+      return conn;
+    };
+    const headerFor = (client: Socket): Buffer =>
+      encodeStartHeader(clientAddressInfo({ address: client.localAddress, port: client.localPort }, { address: client.remoteAddress, port: client.remotePort }));
+
+    // Nothing lent: a client is reported, and pairLent says there is none.
+    const first = await dial(front.listener.port);
+    const announced = (await front.nextConn()).conn;
+    await new Promise<void>((resolve) => front.listener.pairLent(announced, resolve));
+
+    // Lent now (commands are taken in order, so the lend comes before the request).
+    const lent = await lendOne();
+    assert.throws(() => lent.joinWith(announced, {}, () => {}), /is lent to the engine/);
+    front.listener.pairLent(announced, () => assert.fail('a connection was lent'));
+    const p1 = await front.nextPaired();
+    assert.equal(p1.client, announced, 'the client JavaScript admitted');
+    assert.equal(p1.data, lent);
+    const ended1 = new Promise<PairResult>((resolve) => p1.adopt(resolve));
+    first.write('one');
+    assert.deepEqual(await received(grays[0]!, 43), Buffer.concat([headerFor(first), Buffer.from('one')]));
+
+    // A client announced while nothing is lent; then two are lent and it takes one by request.
+    // The other is surely lent when the next client comes (commands are taken in order), and the
+    // engine pairs that client at accept, never announcing it.
+    const asking = await dial(front.listener.port);
+    const askingConn = (await front.nextConn()).conn;
+    const older = await lendOne();
+    const newer = await lendOne();
+    front.listener.pairLent(askingConn, () => assert.fail('two were lent'));
+    assert.equal((await front.nextPaired()).data, newer, 'the newest lent connection goes first');
+    const second = await dial(front.listener.port);
+    const p2 = await front.nextPaired();
+    assert.equal(p2.data, older);
+    assert.deepEqual([p2.client.remotePort, p2.client.localPort], [second.localPort, front.listener.port]);
+    const ended2 = new Promise<PairResult>((resolve) => p2.adopt(resolve));
+    second.end('two');
+    assert.deepEqual(await closed(grays[1]!), Buffer.concat([headerFor(second), Buffer.from('two')]));
+    grays[1]!.end();
+    await closed(second);
+    assert.deepEqual([(await ended2).bytesFromA, (await ended2).error], [3, null]);
+    first.destroy();
+    asking.destroy();
+    for (const g of grays) g.destroy();
+    await ended1;
   });
 
   it('reports a connection after exactly its prefix; what follows stays for the pair, heads first', async () => {

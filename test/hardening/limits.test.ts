@@ -400,7 +400,7 @@ describe('limits: data port and clients', () => {
     }
   });
 
-  it('activeClientsPerGray: the third concurrent client is refused; one leaving makes room', async () => {
+  it('activeClientsPerGray: the third concurrent client is refused; one leaving makes room', { timeout: 20_000 }, async () => {
     const tunnel = await startTunnel({ pool: 4, whiteLimits: { activeClientsPerGray: 2 } });
     try {
       const pair = async (): Promise<net.Socket> => {

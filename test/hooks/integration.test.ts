@@ -248,6 +248,7 @@ async function startStack(
       // src/cli/reloader.ts: apply to the engine, then to the hooks.
       await white.applyConfig(next);
       hooks.update(next);
+      white.gatesChanged();
     },
     stop() {
       stopping ??= (async () => {
@@ -552,6 +553,27 @@ test('authorize client_connect: a hanging hook follows on_timeout (allow, then d
   assert.equal(denied.received.length, 0);
   assert.equal(oracle.hits.length, 2, 'the reloaded hook was asked');
   assert.equal(stack.serviceConnections(), 1, 'on_timeout: deny keeps the client from the service');
+  assert.equal(stack.white.counters.dataRejections[HOOK_DENIED], 1);
+});
+
+test('authorize client_connect switched on by a reload: what was lent to the engine comes back, and the next client is asked', { timeout: 20_000 }, async (t) => {
+  const defer = cleanup(t);
+  const oracle = await Receiver.start(json({ allow: false, reason: 'nope' }));
+  defer(() => oracle.close());
+  const stack = await startStack();
+  defer(() => stack.stop());
+  await grayReady(stack);
+  // Without a hook the white lends its idle connections to the engine, which pairs clients at
+  // accept: the other three of the first four are lent when the hook is switched on.
+  const payload = Buffer.from('before the hook');
+  assert.ok((await exchange(stack.publicPort, payload)).reply.equals(payload));
+  assert.ok(stack.white.snapshot().grays[0]!.poolIdle >= 3, 'idle (lent) connections before the reload');
+
+  await stack.reload({ ...stack.config, authorize: authorizeConfig(oracle.url('/authorize')) });
+  const denied = await refused(stack.publicPort, Buffer.from('after the hook'));
+  assert.equal(denied.received.length, 0);
+  assert.equal(oracle.hits.length, 1, 'the hook was asked');
+  assert.equal(stack.serviceConnections(), 1, 'the denied client never reached the service');
   assert.equal(stack.white.counters.dataRejections[HOOK_DENIED], 1);
 });
 

@@ -6,9 +6,9 @@
 // the gray's JavaScript cost per client (docs/performance.md). Opened with forwardTo, the engine
 // also connects to the service and joins the two the moment the header is in, without waiting
 // for JavaScript: a new client's first bytes then cross the gray on the engine thread alone.
-import { EngineEvent, errnoError, nativeEngine, onNativeDialEvent, type NativeBinding } from './native-engine.js';
+import { EngineEvent, errnoError, nativeEngine, onNativeDialEvent, PairEndFlag, type NativeBinding } from './native-engine.js';
 import type { JoinedPair, PairResult } from './joined-pair.js';
-import { adoptForwardedInEngine, connectJoinInEngine } from './splice-plane.js';
+import { adoptEnginePair, connectJoinInEngine } from './splice-plane.js';
 
 export interface DialHandlers {
   /** Connected, and the preamble was handed to the kernel in one piece. */
@@ -35,7 +35,7 @@ onNativeDialEvent((type, id, _listenerId, code, _a, b, prefix) => {
   const conn = dialed.get(id);
   if (!conn) {
     // Destroyed while the engine was forwarding it: the pair it made has nobody, so it ends.
-    if (type === EngineEvent.header && b !== 0) adoptForwardedInEngine(b).pair.destroy();
+    if (type === EngineEvent.header && b !== 0) adoptEnginePair(b).pair.destroy();
     return;
   }
   if (type === EngineEvent.dialed) conn.onDialed(code);
@@ -50,7 +50,7 @@ export function engineDialAvailable(): boolean {
 export class DialedConn {
   private state: 'dialing' | 'idle' | 'held' | 'forwarded' | 'joined' | 'closed' = 'dialing';
   private readonly id: number;
-  private forwarded: ReturnType<typeof adoptForwardedInEngine> | null = null;
+  private forwarded: ReturnType<typeof adoptEnginePair> | null = null;
 
   private constructor(
     private readonly native: NativeBinding,
@@ -90,7 +90,7 @@ export class DialedConn {
     if (this.state === 'forwarded') {
       if (headToService && headToService.length > 0) throw new Error(`connection ${this.id} was forwarded by the engine: no head can go to the service now`);
       this.state = 'joined';
-      this.forwarded!.onClosed(onClosed);
+      this.forwarded!.onClosed((result, flags) => onClosed(result, (flags & PairEndFlag.endedBeforeConnect) === 0));
       return this.forwarded!.pair;
     }
     if (this.state !== 'held') throw new Error(`connection ${this.id} is ${this.state}, not held: it cannot be joined`);
@@ -116,7 +116,7 @@ export class DialedConn {
     if (forwardedPair !== 0) {
       this.state = 'forwarded';
       dialed.delete(this.id);
-      this.forwarded = adoptForwardedInEngine(forwardedPair);
+      this.forwarded = adoptEnginePair(forwardedPair);
     } else {
       this.state = 'held';
     }

@@ -21,20 +21,24 @@ export interface NativeBinding {
   /** With serviceIp: forward to that service as soon as a well-formed start header is read. */
   dial(ip: string, port: number, preamble: Buffer, prefixBytes: number, keepAliveSec: number, serviceIp?: string, servicePort?: number, serviceKeepAliveSec?: number): number;
   connectJoin(connId: number, ip: string, port: number, headToService: Buffer | null, keepAliveSec: number): number;
+  /** Lent connections (native/lend.cc): connId may be paired by the engine with a client of listenerId. */
+  lend(listenerId: number, connId: number): void;
+  /** Pairs the held client clientId with one of listenerId's lent connections (paired), or says none (noneLent). */
+  pairLent(listenerId: number, clientId: number): void;
   /** A memory-reducing collection of this isolate, then malloc_trim (native/memory.cc). */
   releaseMemory(): void;
 }
 
 /** The engine's event types (Event::Type in the addon). */
-export const EngineEvent = { pairEnd: 0, accepted: 1, refused: 2, gone: 3, listenerError: 4, dialed: 5, header: 6 } as const;
+export const EngineEvent = { pairEnd: 0, accepted: 1, refused: 2, gone: 3, listenerError: 4, dialed: 5, header: 6, paired: 7, noneLent: 8 } as const;
 
 /** A pair's end carries these flags in the listenerId slot (PairEndFlags in the addon). */
 export const PairEndFlag = { endedBeforeConnect: 1 } as const;
 
 /** type, id, listenerId (0 for a dialed connection; flags for pairEnd), code, a, b (for header:
- *  the pair the engine forwarded it into, or 0), then for
- *  accepted/refused/header: prefix, and for accepted/refused: remote ip and port, local ip and
- *  port. */
+ *  the pair the engine forwarded it into, or 0; for paired: the client's and the lent
+ *  connection's ids), then for accepted/refused/header: prefix, and for accepted/refused/paired:
+ *  remote ip and port, local ip and port. */
 export type EventArgs = [type: number, id: number, listenerId: number, code: number, a: number, b: number, prefix?: Buffer, remoteIp?: string, remotePort?: number, localIp?: string, localPort?: number];
 
 export type EventHandler = (...args: EventArgs) => void;

@@ -1,12 +1,14 @@
 // A listening port owned by the native engine: it accepts on the engine thread, applies the
 // filter set here (who may connect, how many may still be reading their prefix), reads a
 // fixed-size prefix under a deadline, and only then reports the connection, which the engine
-// holds until it is joined or closed (EngineConn). No Node socket is ever made for it.
+// holds until it is joined or closed (EngineConn). No Node socket is ever made for it. A public
+// port can also be lent held data connections (lend): the engine then pairs a client with one
+// the moment it accepts it, and reports the pair (onPaired).
 import { ErrorCodes, RelayError } from '../../errors.js';
 import type { GoneReason, HeldConn, WatchMode } from './held-conn.js';
 import type { Heads, JoinedPair, OnPairClosed } from './joined-pair.js';
 import { codeOfThrown, EngineEvent, errnoError, nativeEngine, onNativeConnEvent, type NativeBinding } from './native-engine.js';
-import { joinHeldInEngine } from './splice-plane.js';
+import { adoptEnginePair, joinHeldInEngine } from './splice-plane.js';
 
 /** Why the engine refused a connection by itself (Refusal in the addon). */
 export type Refusal = 'no-session' | 'wrong-source' | 'too-many' | 'timeout' | 'ended' | 'error' | 'bad-magic' | 'extra';
@@ -26,8 +28,13 @@ export interface NativeListenerOptions {
   readonly watch: WatchMode;
 }
 
+/** A pair the engine made of a client and a lent connection: take charge of its end. */
+export type AdoptPair = (onClosed: OnPairClosed) => JoinedPair;
+
 export interface NativeListenerHandlers {
   onConnection(conn: EngineConn, prefix: Buffer): void;
+  /** The engine paired client with the lent connection data (see lend); the pair is running. */
+  onPaired?(client: EngineConn, data: EngineConn | undefined, adopt: AdoptPair): void;
   /** received: the prefix bytes read before the refusal. */
   onRefused(refusal: Refusal, remoteIp: string, detail: { remotePort: number; received: Buffer; error: Error | null }): void;
   onError(error: Error): void;
@@ -37,9 +44,32 @@ export type ListenerFilter = { readonly mode: 'anyone' } | { readonly mode: 'nob
 
 const listeners = new Map<number, NativeListener>();
 const conns = new Map<number, EngineConn>();
+/** Clients for which pairLent is under way: what to do if the engine has none. */
+const noneLentHandlers = new Map<number, () => void>();
 
-onNativeConnEvent((type, id, listenerId, code, _a, b, prefix, remoteIp, remotePort, localIp, localPort) => {
+onNativeConnEvent((type, id, listenerId, code, a, b, prefix, remoteIp, remotePort, localIp, localPort) => {
   if (type === EngineEvent.gone) return conns.get(id)?.onGone(code === 2 ? 'data' : 'closed');
+  if (type === EngineEvent.paired) {
+    noneLentHandlers.delete(a);
+    const adopted = adoptEnginePair(id);
+    const listener = listeners.get(listenerId);
+    // A client JavaScript admitted (pairLent) is known already; one paired at accept is new.
+    const client = conns.get(a) ?? new EngineConn(a, 'reset', remoteIp ?? '', remotePort ?? 0, localIp ?? '', localPort ?? 0);
+    const data = conns.get(b);
+    client.joinedByEngine();
+    data?.joinedByEngine();
+    if (!listener?.handlers.onPaired) return adopted.pair.destroy();  // its port was closed meanwhile
+    listener.handlers.onPaired(client, data, (onClosed) => {
+      adopted.onClosed((result) => onClosed(result));
+      return adopted.pair;
+    });
+    return;
+  }
+  if (type === EngineEvent.noneLent) {
+    const handler = noneLentHandlers.get(id);
+    noneLentHandlers.delete(id);
+    return handler?.();
+  }
   const listener = listeners.get(listenerId);
   if (type === EngineEvent.accepted) {
     if (!listener) return nativeEngine()?.closeConn(id);  // its port was closed meanwhile
@@ -93,6 +123,25 @@ export class NativeListener {
     this.native.filter(this.id, mode, filter.mode === 'only' ? filter.ip : null, maxPending);
   }
 
+  /** Lends a held connection (of another listener, such as the data port) to this port: the
+   *  engine pairs it with a client it accepts here, and reports that with onPaired. From now on
+   *  only the engine may join it; closing it (destroy) is how it is taken back. */
+  lend(conn: EngineConn): boolean {
+    if (this.closed || conn.destroyed) return false;
+    conn.lent = true;
+    this.native.lend(this.id, conn.id);
+    return true;
+  }
+
+  /** Pairs a held client of this port with one of its lent connections (reported by onPaired),
+   *  or calls onNone when the engine has none left. */
+  pairLent(client: EngineConn, onNone: () => void): void {
+    if (this.closed || client.destroyed) return onNone();
+    noneLentHandlers.set(client.id, onNone);
+    client.unwatch();
+    this.native.pairLent(this.id, client.id);
+  }
+
   /** Stops accepting; connections still reading their prefix are closed, reported ones stay. */
   close(): void {
     if (this.closed) return;
@@ -105,6 +154,8 @@ export class NativeListener {
 export class EngineConn implements HeldConn {
   private watcher: ((reason: GoneReason) => void) | null = null;
   private state: 'held' | 'joined' | 'closed' = 'held';
+  /** Lent to a public port (NativeListener.lend): only the engine may join it now. */
+  lent = false;
   readonly preambleBytes = 0;  // the engine read the prefix outside the pair's counts
 
   constructor(
@@ -153,8 +204,17 @@ export class EngineConn implements HeldConn {
     watcher?.(reason);
   }
 
+  /** The engine joined it by itself (a lent connection, or the client it was paired with). */
+  joinedByEngine(): void {
+    this.state = 'joined';
+    this.watcher = null;
+    conns.delete(this.id);
+  }
+
   joinWith(other: HeldConn, heads: Heads, onClosed: OnPairClosed): JoinedPair {
     if (!(other instanceof EngineConn)) throw new TypeError('an engine connection can only be joined with another engine connection');
+    // The engine may be pairing a lent one with a client right now: it is not ours to join.
+    if (this.lent || other.lent) throw new Error(`connection ${this.lent ? this.id : other.id} is lent to the engine: it cannot be joined here`);
     for (const conn of [this, other]) {
       conn.state = 'joined';
       conn.watcher = null;

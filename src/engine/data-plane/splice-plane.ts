@@ -98,16 +98,16 @@ export function connectJoinInEngine(
   return track(native, id, (result, flags) => onClosed(result, (flags & PairEndFlag.endedBeforeConnect) === 0), 0, 0);
 }
 
-/** A pair the engine made by itself: a dialed connection forwarded to its service as soon as
- *  the start header arrived (forwardTo in engine-dial.ts). Whoever takes charge of it later says
- *  where its end goes (onClosed); an end that comes first waits for that. */
-export function adoptForwardedInEngine(id: number): { pair: JoinedPair; onClosed(handler: (result: PairResult, reachedService: boolean) => void): void } {
+/** A pair the engine made by itself (a dialed connection forwarded on its start header, a
+ *  client paired with a lent connection). Whoever takes charge of it later says where its end
+ *  goes (onClosed, with the PairEndFlag bits); an end that comes first waits for that. */
+export function adoptEnginePair(id: number): { pair: JoinedPair; onClosed(handler: (result: PairResult, flags: number) => void): void } {
   const native = engine();
   if (!native) throw new Error('the native engine is not loaded, yet it made a pair');
-  let ended: [PairResult, boolean] | null = null;
-  let handler: ((result: PairResult, reachedService: boolean) => void) | null = null;
+  let ended: [PairResult, number] | null = null;
+  let handler: ((result: PairResult, flags: number) => void) | null = null;
   const pair = track(native, id, (result, flags) => {
-    ended = [result, (flags & PairEndFlag.endedBeforeConnect) === 0];
+    ended = [result, flags];
     if (handler) handler(...ended);
   }, 0, 0);
   return {

@@ -33,6 +33,8 @@ export interface EndpointContext {
   readonly events: EventSink;
   readonly warnings: RateLimitedLog;
   readonly clientGate: Gate | null;
+  /** Whether clientGate decides anything now (see WhiteGates.clientConnectDeciding). */
+  readonly clientGateDeciding?: () => boolean;
   /** Counts a rejected connection by reason (data-port and public-port rejections). */
   readonly countRejection: (code: ErrorCode) => void;
   /** Who accepts; by default the native engine when the splice plane is in use and the bind
@@ -55,7 +57,7 @@ export class GrayEndpoint {
     private current: GrayEntry,
     private readonly ctx: EndpointContext,
   ) {
-    this.broker = new PoolBroker(current.id, this.stats, ctx.limits, ctx.logger, ctx.events, (c, code, d) => this.refuse(c, c.remoteAddress, code, d), ctx.clientGate);
+    this.broker = new PoolBroker(current.id, this.stats, ctx.limits, ctx.logger, ctx.events, (c, code, d) => this.refuse(c, c.remoteAddress, code, d), ctx.clientGate, ctx.clientGateDeciding);
     this.intakeKind = ctx.intake ?? defaultIntake(ctx.bind);
     const owner: IntakeOwner = {
       grayId: current.id,
@@ -70,10 +72,12 @@ export class GrayEndpoint {
       verify: (remote, preamble) => this.verify(remote, preamble),
       onClient: (client) => this.broker.onClient(client),
       onVerified: (data, session) => this.broker.addIdle(data, session),
+      onLentPaired: (client, data, adopt) => this.broker.onLentPaired(client, data, adopt),
       refuse: (conn, remote, code, detail) => this.refuse(conn, remote, code, detail),
       listenerTrouble: (detail) => ctx.warnings.warn(`${current.id}:listen`, { gray: current.id, detail }, 'cannot accept'),
     };
     this.intake = this.intakeKind === 'native' ? new NativeIntake(owner) : new NodeIntake(owner);
+    if (this.intake.lender) this.broker.useLender(this.intake.lender);
   }
 
   get entry(): GrayEntry {

@@ -7,13 +7,18 @@ import { ErrorCodes, type ErrorCode } from '../../errors.js';
 import { NativeListener, type EngineConn, type ListenerFilter, type Refusal } from '../data-plane/native-listener.js';
 import { normalizeIp } from '../net-util.js';
 import { PREAMBLE_BYTES, PREAMBLE_MAGIC, PreambleReader } from '../protocol/preamble.js';
-import type { IntakeOwner, PortIntake } from './port-intake.js';
+import type { IntakeOwner, Lender, PortIntake } from './port-intake.js';
 
 export class NativeIntake implements PortIntake {
   private data: NativeListener | null = null;
   private public: NativeListener | null = null;
 
   constructor(private readonly owner: IntakeOwner) {}
+
+  readonly lender: Lender = {
+    lend: (conn) => this.public?.lend(conn as EngineConn) ?? false,
+    pairLent: (client, onNone) => (this.public ? this.public.pairLent(client as EngineConn, onNone) : onNone()),
+  };
 
   async listen(): Promise<void> {
     const o = this.owner;
@@ -35,7 +40,7 @@ export class NativeIntake implements PortIntake {
     try {
       this.public = new NativeListener(
         { host: o.bind, port: o.publicPort, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: 0, watch: 'reset' },
-        { onConnection: (conn) => o.onClient(conn), onRefused: () => {}, onError: onError('public_port') },
+        { onConnection: (conn) => o.onClient(conn), onPaired: (client, data, adopt) => o.onLentPaired(client, data, adopt), onRefused: () => {}, onError: onError('public_port') },
         `public_port of ${o.grayId}`,
       );
     } catch (err) {

@@ -4,6 +4,12 @@
 // connections are replaced at once; waiting clients ask for extra, within the in-flight cap).
 // It never sees an unverified connection: GrayEndpoint verifies preambles before calling
 // addIdle. Connections are HeldConns: Node sockets or connections the native engine holds.
+// With the native intake (a Lender) idle connections are lent to the engine when no client is
+// waiting, and the engine pairs them with the next clients by itself (onLentPaired): a lent
+// connection is the engine's to hand out, so a client admitted here while some are lent asks
+// the engine for one (pairLent) instead of taking one itself. At most activeClientsPerGray minus
+// the active clients are lent, so the engine's pairs keep that limit; none when an authorize
+// hook must see each client first.
 import { randomUUID } from 'node:crypto';
 import { ErrorCodes, type ErrorCode } from '../../errors.js';
 import type { EventSink } from '../../hooks/events.js';
@@ -11,9 +17,10 @@ import type { Limits } from '../../limits.js';
 import type { Logger } from '../../log.js';
 import type { GrayStats } from '../stats.js';
 import type { HeldConn } from '../data-plane/held-conn.js';
-import type { JoinedPair } from '../data-plane/joined-pair.js';
+import type { JoinedPair, OnPairClosed } from '../data-plane/joined-pair.js';
 import { clientAddressInfo, encodeStartHeader } from '../protocol/start-header.js';
 import type { GraySession } from './gray-session.js';
+import type { Lender } from './port-intake.js';
 
 interface IdleConnection {
   readonly conn: HeldConn;
@@ -49,6 +56,11 @@ export class PoolBroker {
   private readonly idle: IdleConnection[] = [];
   private readonly waiting: WaitingClient[] = [];
   readonly active = new Set<ActivePair>();
+  private lender: Lender | null = null;
+  /** Idle connections lent to the engine; they come back only by being closed. */
+  private readonly lent = new Map<HeldConn, IdleConnection>();
+  /** Admitted clients waiting for the engine's answer to pairLent, with their ids. */
+  private readonly askingEngine = new Map<HeldConn, string>();
   private closed = false;
   private expiryTimer: NodeJS.Timeout | null = null;
 
@@ -60,10 +72,20 @@ export class PoolBroker {
     private readonly events: EventSink,
     private readonly reject: (conn: HeldConn, code: ErrorCode, detail: string) => void,
     private readonly clientGate: Gate | null = null,
+    private readonly clientGateDeciding: () => boolean = () => clientGate !== null,
   ) {}
 
   get currentSession(): GraySession | null {
     return this.session;
+  }
+
+  /** The intake can pair in the engine (the native intake). */
+  useLender(lender: Lender): void {
+    this.lender = lender;
+  }
+
+  private idleCount(): number {
+    return this.idle.length + this.lent.size;
   }
 
   /** Install a freshly authenticated session; the previous one (if any) is already detached. */
@@ -79,7 +101,7 @@ export class PoolBroker {
     this.session = null;
     this.clearExpiryTimer();
     this.stats.poolTarget = 0;
-    for (const conn of this.idle.splice(0)) this.dropIdle(conn);
+    this.dropAllIdle();
     this.stats.poolIdle = 0;
   }
 
@@ -101,7 +123,7 @@ export class PoolBroker {
     // implicit replacement, so after a burst more connections arrive than the pool needs. Credits
     // cannot be taken back; the surplus is closed on arrival (the gray closes its side on our FIN)
     // and, the pool being full, nothing replaces it.
-    if (this.idle.length >= session.poolTarget) {
+    if (this.idleCount() >= session.poolTarget) {
       data.destroy();
       return;
     }
@@ -111,8 +133,9 @@ export class PoolBroker {
     const leave = (): void => {
       const i = this.idle.indexOf(conn);
       if (i >= 0) this.idle.splice(i, 1);
+      this.lent.delete(data);
       clearTimeout(conn.recycleTimer);
-      this.stats.poolIdle = this.idle.length;
+      this.stats.poolIdle = this.idleCount();
       this.topUp();
     };
     const conn: IdleConnection = {
@@ -128,8 +151,9 @@ export class PoolBroker {
       if (reason === 'data') this.reject(data, ErrorCodes.PREAMBLE_INVALID, 'data before the start header');
       leave();
     });
-    this.idle.push(conn);
-    this.stats.poolIdle = this.idle.length;
+    if (this.mayLend() && this.lender!.lend(data)) this.lent.set(data, conn);
+    else this.idle.push(conn);
+    this.stats.poolIdle = this.idleCount();
     // WELCOME's credits are capped by inFlightMax, so a pool target above the cap is reached by
     // granting more as connections arrive, still within the cap.
     this.topUp();
@@ -161,6 +185,33 @@ export class PoolBroker {
     // gone; it must not take a pooled connection (and must not throw out of this handler).
     const header = startHeaderFor(client);
     if (!header) return void client.destroy();
+    if (this.lender && this.lent.size > 0) {
+      this.askingEngine.set(client, id);
+      this.lender.pairLent(client, () => {
+        this.askingEngine.delete(client);
+        if (!client.destroyed && !this.closed) this.admitHere(client, id, header);
+      });
+      return;
+    }
+    this.admitHere(client, id, header);
+  }
+
+  /** The engine paired a client with a lent connection (data: undefined if it was closed here
+   *  meanwhile, such as by its recycle timer); adopt takes charge of the running pair. */
+  onLentPaired(client: HeldConn, data: HeldConn | undefined, adopt: (onClosed: OnPairClosed) => JoinedPair): void {
+    const lentConn = data ? this.lent.get(data) : undefined;
+    if (data) this.lent.delete(data);
+    if (lentConn) clearTimeout(lentConn.recycleTimer);
+    this.stats.poolIdle = this.idleCount();
+    const id = this.askingEngine.get(client) ?? randomUUID();
+    this.askingEngine.delete(client);
+    if (this.closed) return void adopt(() => {}).destroy();
+    this.track(client, 0, id, adopt);
+    this.topUp();
+  }
+
+  /** Pairs with an idle connection that is not lent, or queues. */
+  private admitHere(client: HeldConn, id: string, header: Buffer): void {
     const conn = this.takeIdle();
     if (conn) {
       this.pair(client, conn.conn, id, header);
@@ -196,11 +247,45 @@ export class PoolBroker {
     this.stats.pendingClients = this.waiting.length;
   }
 
+  /** Whether one more connection may be lent: the engine's pairs must keep the active-client
+   *  limit, and with an authorize hook every client must be asked about first. */
+  private mayLend(): boolean {
+    return this.lender !== null && !this.clientGateDeciding() && this.active.size + this.lent.size < this.limits.activeClientsPerGray;
+  }
+
+  /** The authorize hook may have been switched on: then what is lent comes back (closed; the
+   *  gray replaces it), so no client reaches the gray without the hook's word. */
+  gatesChanged(): void {
+    if (this.lent.size === 0 || !this.clientGateDeciding()) return this.lendSpare();
+    for (const conn of this.lent.values()) this.dropIdle(conn);
+    this.lent.clear();
+    this.stats.poolIdle = this.idleCount();
+    this.topUp();
+  }
+
+  /** Lends idle connections kept back while the active-client limit was near. */
+  private lendSpare(): void {
+    while (this.idle.length > 0 && this.mayLend()) {
+      const conn = this.idle.pop()!;
+      if (!this.lender!.lend(conn.conn)) {
+        this.idle.push(conn);
+        return;
+      }
+      this.lent.set(conn.conn, conn);
+    }
+  }
+
+  private dropAllIdle(): void {
+    for (const conn of this.idle.splice(0)) this.dropIdle(conn);
+    for (const conn of this.lent.values()) this.dropIdle(conn);
+    this.lent.clear();
+  }
+
   /** Newest first: the most recently verified connection is the likeliest to be alive. */
   private takeIdle(): IdleConnection | undefined {
     const conn = this.idle.pop();
     if (!conn) return undefined;
-    this.stats.poolIdle = this.idle.length;
+    this.stats.poolIdle = this.idleCount();
     clearTimeout(conn.recycleTimer);
     conn.conn.unwatch();
     return conn;
@@ -212,9 +297,14 @@ export class PoolBroker {
   }
 
   private pair(client: HeldConn, data: HeldConn, id: string, header: Buffer): void {
-    this.session?.grantImplicit();
     // The data connection already read the gray's preamble; only what follows is the client's.
-    const preambleBytes = data.preambleBytes;
+    // The start header goes to the gray ahead of the client's bytes.
+    this.track(client, data.preambleBytes, id, (onClosed) => client.joinWith(data, { toB: header }, onClosed));
+  }
+
+  /** Counts, reports and keeps an active pair that join starts (or that the engine started). */
+  private track(client: HeldConn, preambleBytes: number, id: string, join: (onClosed: OnPairClosed) => JoinedPair): void {
+    this.session?.grantImplicit();
     const clientAddress = `${client.remoteAddress}:${client.remotePort}`;
     const startedAt = Date.now();
     this.stats.clientsTotal += 1;
@@ -223,8 +313,7 @@ export class PoolBroker {
     if (debug) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress }, 'client paired');
     let markClosed = (): void => {};
     const closed = new Promise<void>((resolve) => (markClosed = resolve));
-    // The start header goes to the gray ahead of the client's bytes.
-    const joined = client.joinWith(data, { toB: header }, (result) => {
+    const joined = join((result) => {
       this.active.delete(pair);
       this.stats.activeClients = this.active.size;
       const toClient = result.bytesFromB - preambleBytes;
@@ -241,6 +330,7 @@ export class PoolBroker {
         reason,
       });
       if (debug) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress, bytesIn: result.bytesFromA, bytesOut: toClient, reason }, 'client closed');
+      this.lendSpare();
       markClosed();
     });
     const pair: ActivePair = { id, joined, preambleBytes, closed };
@@ -256,7 +346,7 @@ export class PoolBroker {
     const session = this.session;
     if (!session || this.closed || session.channel.isClosed) return;
     const inFlight = session.inFlight();
-    const wanted = session.poolTarget + this.waiting.length - this.idle.length - inFlight;
+    const wanted = session.poolTarget + this.waiting.length - this.idleCount() - inFlight;
     const allowed = Math.min(wanted, this.limits.inFlightMax - inFlight);
     if (allowed > 0) session.grant(allowed);
     this.recheckWhenCreditsExpire(session);
@@ -294,11 +384,13 @@ export class PoolBroker {
   close(closeActive: boolean): void {
     this.closed = true;
     this.clearExpiryTimer();
-    for (const conn of this.idle.splice(0)) this.dropIdle(conn);
+    this.dropAllIdle();
     for (const w of this.waiting.splice(0)) {
       clearTimeout(w.timer);
       w.conn.destroy();
     }
+    for (const client of this.askingEngine.keys()) client.destroy();
+    this.askingEngine.clear();
     this.stats.poolIdle = 0;
     this.stats.pendingClients = 0;
     if (closeActive) this.destroyActive();

@@ -4,6 +4,7 @@
 // and the same HeldConns to the pool broker.
 import type { ErrorCode } from '../../errors.js';
 import type { HeldConn } from '../data-plane/held-conn.js';
+import type { JoinedPair, OnPairClosed } from '../data-plane/joined-pair.js';
 import type { GraySession } from './gray-session.js';
 
 export type Verdict = { ok: true; session: GraySession } | { ok: false; code: ErrorCode; detail: string };
@@ -23,13 +24,27 @@ export interface IntakeOwner {
   verify(remoteAddress: string | undefined, preamble: Buffer): Verdict;
   onClient(client: HeldConn): void;
   onVerified(data: HeldConn, session: GraySession): void;
+  /** The engine paired a client with a lent connection (see Lender); adopt takes charge of the
+   *  running pair. data is undefined if it was closed meanwhile on this side. */
+  onLentPaired(client: HeldConn, data: HeldConn | undefined, adopt: (onClosed: OnPairClosed) => JoinedPair): void;
   /** Counts and logs a refused connection; closes it when there is one. */
   refuse(conn: HeldConn | null, remote: string | undefined, code: ErrorCode, detail: string): void;
   /** A listener cannot accept for a moment (out of descriptors): worth a warning. */
   listenerTrouble(detail: string): void;
 }
 
+/** Pairing in the native engine (native/lend.cc): an idle, verified connection lent to the public
+ *  port is paired with the next client there without JavaScript. */
+export interface Lender {
+  /** False when it cannot be lent (the port is not listening): keep it. */
+  lend(conn: HeldConn): boolean;
+  /** Pairs an admitted client with a lent connection (reported by onLentPaired), or onNone. */
+  pairLent(client: HeldConn, onNone: () => void): void;
+}
+
 export interface PortIntake {
+  /** Present when the intake can pair in the engine. */
+  readonly lender?: Lender;
   listen(): Promise<void>;
   /** The ports actually bound (they differ from the entry's when it asked for port 0). */
   readonly ports: { publicPort: number; dataPort: number };

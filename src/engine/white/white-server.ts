@@ -22,6 +22,10 @@ import type { Gate } from './pool-broker.js';
 export interface WhiteGates {
   readonly grayLogin: Gate | null;
   readonly clientConnect: Gate | null;
+  /** Whether clientConnect decides anything now (an authorize hook may come and go with a
+   *  reload); while it does, no connection is lent to the engine (pool-broker.ts). Without
+   *  it, a clientConnect gate is taken to decide always. */
+  readonly clientConnectDeciding?: () => boolean;
 }
 
 export interface WhiteServerDeps {
@@ -162,6 +166,17 @@ export class WhiteServer {
     return result;
   }
 
+  private clientGateDeciding(): () => boolean {
+    const gates = this.deps.gates;
+    if (!gates?.clientConnect) return () => false;
+    return gates.clientConnectDeciding ?? (() => true);
+  }
+
+  /** The hooks were reloaded: a gate that now decides takes back what was lent to the engine. */
+  gatesChanged(): void {
+    for (const e of this.endpoints.values()) e.broker.gatesChanged();
+  }
+
   /** Clients paired so far over the grays configured now (cheap: no snapshot). */
   clientsServed(): number {
     let total = 0;
@@ -224,6 +239,7 @@ export class WhiteServer {
       events: this.events,
       warnings: this.warnings,
       clientGate: this.deps.gates?.clientConnect ?? null,
+      clientGateDeciding: this.clientGateDeciding(),
       countRejection: (code: ErrorCode) => bump(this.counters.dataRejections, code),
     });
     await endpoint.listen();
