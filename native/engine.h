@@ -19,7 +19,8 @@
 // Intake: the engine can also own listening sockets (listen). It accepts on its own thread,
 // applies the filter JavaScript set (who may connect at all, how many may be unverified), reads
 // a fixed-size prefix (the data port's preamble) under a deadline, and only then tells
-// JavaScript, which decides (verifies the preamble, pairs, refuses). Until it is joined an
+// JavaScript, which decides (verifies the preamble, pairs, refuses; or lends a verified
+// connection to the public port, where the engine pairs the next client with it by itself). Until it is joined an
 // accepted connection is held by the engine and watched: JavaScript hears when it goes away.
 // A connection therefore never becomes a Node socket: that construction and teardown was most
 // of the white's cost per client (docs/performance.md).
@@ -35,7 +36,8 @@
 //
 // Where the code is, one concept a file: this header holds the types every part shares and the
 // Engine's declaration; engine.cc the engine thread and its command queue; pump.cc the pairs
-// (the data plane proper); intake.cc listeners and held connections; dial.cc dialing and the
+// (the data plane proper); intake.cc listeners and held connections; lend.cc the public port's
+// lent connections and the pairing at accept; dial.cc dialing and the
 // forward on a start header; napi.cc the JavaScript surface (and memory.cc its one call that is
 // not the engine's: giving startup's memory back). The types live in namespace relay (not an anonymous namespace) because
 // the Engine's methods are defined in several translation units.
