@@ -137,13 +137,20 @@ describe('native engine dialing', { skip: !engineDialAvailable() && `native engi
     return header;
   }
 
-  it('with forwardTo, joins the service by itself once a well-formed start header is in; JavaScript then only takes charge', async () => {
-    const service = await startService();
-    const to: Endpoint = { ip: '127.0.0.1', port: service.port, keepAliveSec: 0 };
+  /** A dial with forwardTo the service on servicePort, up to the white side having read its
+   *  preamble; pairsBefore: the engine's pairs before it. */
+  async function forwardingDial(servicePort: number): Promise<{ to: Endpoint; d: Dialed; socket: Socket; pairsBefore: number }> {
+    const to: Endpoint = { ip: '127.0.0.1', port: servicePort, keepAliveSec: 0 };
     const pairsBefore = spliceStats().pairs;
     const d = dial(whitePort, randomBytes(60), to);
     const socket = await nextAccepted();
     await readExactly(socket, 60);
+    return { to, d, socket, pairsBefore };
+  }
+
+  it('with forwardTo, joins the service by itself once a well-formed start header is in; JavaScript then only takes charge', async () => {
+    const service = await startService();
+    const { to, d, socket, pairsBefore } = await forwardingDial(service.port);
     const header = startHeader();
     socket.write(Buffer.concat([header, Buffer.from('hello')]));
     assert.deepEqual(await d.prefix, header);
@@ -160,11 +167,7 @@ describe('native engine dialing', { skip: !engineDialAvailable() && `native engi
 
   it('with forwardTo, leaves a malformed start header held for JavaScript, which may still join it', async () => {
     const service = await startService();
-    const to: Endpoint = { ip: '127.0.0.1', port: service.port, keepAliveSec: 0 };
-    const pairsBefore = spliceStats().pairs;
-    const d = dial(whitePort, randomBytes(60), to);
-    const socket = await nextAccepted();
-    await readExactly(socket, 60);
+    const { to, d, socket, pairsBefore } = await forwardingDial(service.port);
     socket.write(Buffer.concat([startHeader(2), Buffer.from('hello')]));
     assert.equal((await d.prefix)[0], 2);
     assert.equal(spliceStats().pairs - pairsBefore, 0, 'nothing was forwarded');
@@ -185,10 +188,7 @@ describe('native engine dialing', { skip: !engineDialAvailable() && `native engi
       s.on('end', serviceClosed);
       s.resume();
     });
-    const to: Endpoint = { ip: '127.0.0.1', port: service.port, keepAliveSec: 0 };
-    const d = dial(whitePort, randomBytes(60), to);
-    const socket = await nextAccepted();
-    await readExactly(socket, 60);
+    const { to, d, socket } = await forwardingDial(service.port);
     socket.write(startHeader());
     await d.prefix;
     assert.throws(() => d.conn.connectJoin(to, Buffer.from('PROXY '), () => assert.fail('not joined')), /no head can go to the service/);
