@@ -53,9 +53,10 @@ void Engine::JoinConns(Pair* pair, uint32_t connA, uint32_t connB) {
   Post(c);
 }
 
-void Engine::PostForId(Command::Kind kind, uint32_t id) {
+void Engine::PostForId(Command::Kind kind, uint32_t id, uint32_t connA) {
   Command c(kind);
   c.id = id;
+  c.connA = connA;
   Post(c);
 }
 

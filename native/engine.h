@@ -20,8 +20,9 @@
 // applies the filter JavaScript set (who may connect at all, how many may be unverified), reads
 // a fixed-size prefix (the data port's preamble) under a deadline, and only then tells
 // JavaScript, which decides (verifies the preamble, pairs, refuses; or lends a verified
-// connection to the public port, where the engine pairs the next client with it by itself). Until it is joined an
-// accepted connection is held by the engine and watched: JavaScript hears when it goes away.
+// connection to the public port, where the engine pairs the next client with it by itself).
+// Until it is joined an accepted connection is held by the engine and watched: JavaScript hears
+// when it goes away.
 // A connection therefore never becomes a Node socket: that construction and teardown was most
 // of the white's cost per client (docs/performance.md).
 //
@@ -31,16 +32,16 @@
 // service and joins the two at once, the service socket still connecting (a send to it waits
 // for its EPOLLOUT like any full socket). Dialed with the service's address (forwardOnHeader),
 // the engine does that by itself as soon as a well-formed header is in, and JavaScript hears
-// the header together with the pair's id. A connection that fails is reported as the end of that
-// pair, flagged as never connected, so the gray can say the service is unreachable.
+// the header together with the pair's id. A connection that fails is reported as the end of
+// that pair, flagged as never connected, so the gray can say the service is unreachable.
 //
 // Where the code is, one concept a file: this header holds the types every part shares and the
 // Engine's declaration; engine.cc the engine thread and its command queue; pump.cc the pairs
 // (the data plane proper); intake.cc listeners and held connections; lend.cc the public port's
-// lent connections and the pairing at accept; dial.cc dialing and the
-// forward on a start header; napi.cc the JavaScript surface (and memory.cc its one call that is
-// not the engine's: giving startup's memory back). The types live in namespace relay (not an anonymous namespace) because
-// the Engine's methods are defined in several translation units.
+// lent connections and the pairing at accept; dial.cc dialing and the forward on a start
+// header; napi.cc the JavaScript surface (and memory.cc its one call that is not the engine's:
+// giving startup's memory back). The types live in namespace relay (not an anonymous
+// namespace) because the Engine's methods are defined in several translation units.
 #ifndef RELAY_NATIVE_ENGINE_H_
 #define RELAY_NATIVE_ENGINE_H_
 
@@ -349,7 +350,8 @@ class Engine {
   static bool Fail(std::string* why, const char* what);
   void Register(Pair* pair);
   void Post(const Command& command);
-  void PostForId(Command::Kind kind, uint32_t id);  // the commands that carry only an id
+  // The commands that carry only ids: of a pair, listener or connection, and a connection.
+  void PostForId(Command::Kind kind, uint32_t id, uint32_t connA = 0);
   void Emit(Event* event);
   int WaitTimeout();
   void Run();
@@ -384,6 +386,9 @@ class Engine {
   void Refused(uint32_t listenerId, const sockaddr_storage& remote, int32_t refusal, const std::string& received, int error = 0);
   void ReadPrefix(Conn* conn);
   bool PairWithLent(Listener* listener, Conn* client);
+  // A client's local address: the listener's bound one, or getsockname's when the listener is
+  // gone or bound to a wildcard.
+  static bool ClientLocalAddress(const Listener* listener, int fd, sockaddr_storage* out);
   void KeepLent(uint32_t listenerId, uint32_t connId);
   bool ForwardOnHeader(Conn* conn, Event* header);
   void ReleasePending(Conn* conn);

@@ -206,15 +206,19 @@ void Engine::AnnounceAccepted(Conn* conn) {
   // sent a prefix is a data connection, where only the source counts, and is reported without.
   if (conn->want == 0) {
     auto it = listeners_.find(conn->listenerId);
-    if (it != listeners_.end() && !it->second->localIsWildcard) {
-      event->local = it->second->local;
-    } else {
-      socklen_t len = sizeof event->local;
-      getsockname(conn->fd, reinterpret_cast<sockaddr*>(&event->local), &len);
-    }
+    ClientLocalAddress(it != listeners_.end() ? it->second : nullptr, conn->fd, &event->local);
   }
   Emit(event);
   std::string().swap(conn->prefix);
+}
+
+bool Engine::ClientLocalAddress(const Listener* listener, int fd, sockaddr_storage* out) {
+  if (listener != nullptr && !listener->localIsWildcard) {
+    *out = listener->local;
+    return true;
+  }
+  socklen_t len = sizeof *out;
+  return getsockname(fd, reinterpret_cast<sockaddr*>(out), &len) == 0;
 }
 
 void Engine::RefuseConn(Conn* conn, int32_t refusal, int error) {

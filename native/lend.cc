@@ -85,19 +85,9 @@ bool StartHeader(const sockaddr_storage& remote, const sockaddr_storage& local, 
 
 }  // namespace
 
-void Engine::Lend(uint32_t listenerId, uint32_t connId) {
-  Command c(Command::kLend);
-  c.id = listenerId;
-  c.connA = connId;
-  Post(c);
-}
+void Engine::Lend(uint32_t listenerId, uint32_t connId) { PostForId(Command::kLend, listenerId, connId); }
 
-void Engine::PairLent(uint32_t listenerId, uint32_t clientId) {
-  Command c(Command::kPairLent);
-  c.id = listenerId;
-  c.connA = clientId;
-  Post(c);
-}
+void Engine::PairLent(uint32_t listenerId, uint32_t clientId) { PostForId(Command::kPairLent, listenerId, clientId); }
 
 void Engine::KeepLent(uint32_t listenerId, uint32_t connId) {
   auto it = listeners_.find(listenerId);
@@ -113,13 +103,7 @@ bool Engine::PairWithLent(Listener* listener, Conn* client) {
   if (listener->lent.empty()) return false;
   std::string header;
   sockaddr_storage local{};
-  if (listener->localIsWildcard) {
-    socklen_t len = sizeof local;
-    if (getsockname(client->fd, reinterpret_cast<sockaddr*>(&local), &len) < 0) return false;
-  } else {
-    local = listener->local;
-  }
-  if (!StartHeader(client->remote, local, &header)) return false;
+  if (!ClientLocalAddress(listener, client->fd, &local) || !StartHeader(client->remote, local, &header)) return false;
   while (!listener->lent.empty()) {
     uint32_t dataId = listener->lent.back();
     listener->lent.pop_back();
