@@ -63,13 +63,31 @@ void Engine::PostForId(Command::Kind kind, uint32_t id, uint32_t connA) {
 void Engine::Destroy(uint32_t id) { PostForId(Command::kDestroy, id); }
 
 void Engine::AddListener(Listener* listener) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    listenerFds_[listener->id] = listener->fd;
+  }
   Command c(Command::kAddListener);
   c.listener = listener;
   c.id = listener->id;
   Post(c);
 }
 
-void Engine::CloseListener(uint32_t id) { PostForId(Command::kCloseListener, id); }
+void Engine::CloseListener(uint32_t id) {
+  // The command alone would leave the port accepting until the engine thread takes it: a
+  // client could still connect after "config reloaded" said the gray was removed. shutdown()
+  // on a listening socket stops it listening (new SYNs are refused, the backlog is reset) while
+  // the descriptor stays the engine's to close; its accept then says EINVAL.
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = listenerFds_.find(id);
+    if (it != listenerFds_.end()) {
+      shutdown(it->second, SHUT_RDWR);
+      listenerFds_.erase(it);
+    }
+  }
+  PostForId(Command::kCloseListener, id);
+}
 
 void Engine::SetFilter(uint32_t id, Filter filter, const in6_addr& ip, uint32_t maxPending) {
   Command c(Command::kFilter);

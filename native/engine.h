@@ -297,6 +297,8 @@ class Engine {
   // JS thread. Takes ownership of listener (already bound and listening).
   void AddListener(Listener* listener);
 
+  // Refuses new connections at once (shutdown of the listening socket, on the calling thread),
+  // so a port is closed when JavaScript says so; the engine then closes it for good.
   void CloseListener(uint32_t id);
   void SetFilter(uint32_t id, Filter filter, const in6_addr& ip, uint32_t maxPending);
   void CloseConn(uint32_t id);
@@ -337,6 +339,7 @@ class Engine {
   std::vector<Conn*> connGraveyard_;             // engine thread only
   std::vector<Listener*> listenerGraveyard_;     // engine thread only
   std::unordered_map<uint32_t, Listener*> listeners_;  // engine thread only
+  std::unordered_map<uint32_t, int> listenerFds_;      // guarded by mutex_; for CloseListener
   std::unordered_map<uint32_t, Conn*> conns_;          // engine thread only
   // Prefix deadlines, earliest first; stale entries (connection no longer reading) are skipped.
   std::priority_queue<std::pair<int64_t, uint32_t>, std::vector<std::pair<int64_t, uint32_t>>, std::greater<>> deadlines_;

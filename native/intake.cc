@@ -55,6 +55,7 @@ void Engine::OnAcceptable(Listener* listener) {
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      if (errno == EINVAL) return;  // shut down by CloseListener; its command follows
       // Out of descriptors or memory: stop accepting for a moment instead of spinning, and
       // say so (JavaScript logs it).
       int error = errno;
@@ -257,14 +258,16 @@ Conn* Engine::HeldConn(uint32_t id) {
 }
 
 // Closes the connection (if it still has its socket) and forgets it.
+// Forgotten (and counted out) before the close, so whoever sees the close sees the count too.
 void Engine::Drop(Conn* conn) {
   ReleasePending(conn);
-  if (conn->fd >= 0) {
-    epoll_ctl(epollFd_, EPOLL_CTL_DEL, conn->fd, nullptr);
-    close(conn->fd);
-    conn->fd = -1;
-  }
+  int fd = conn->fd;
+  conn->fd = -1;
   Forget(conn);
+  if (fd >= 0) {
+    epoll_ctl(epollFd_, EPOLL_CTL_DEL, fd, nullptr);
+    close(fd);
+  }
 }
 
 void Engine::Forget(Conn* conn) {

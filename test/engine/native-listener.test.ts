@@ -358,6 +358,22 @@ describe('native listener', { timeout: 20_000 }, () => {
     assert.equal(spliceStats().conns, 0);
   });
 
+  it('a closed listener refuses a connection at once, before the engine thread has taken the close', async () => {
+    // Reloads log "config reloaded" right after close(): a client connecting then must be refused.
+    for (let i = 0; i < 50; i++) {
+      const h = harness({});
+      const socket = new net.Socket();
+      socket.on('error', () => {});
+      h.listener.close();
+      const result = await new Promise<string>((resolve) => {
+        socket.once('connect', () => resolve('connected')).once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+        socket.connect(h.listener.port, '127.0.0.1');
+      });
+      socket.destroy();
+      assert.equal(result, 'ECONNREFUSED', `attempt ${i}`);
+    }
+  });
+
   it('closing a listener closes the connections still reading their prefix; a taken port is RELAY_ERR_LISTEN', async () => {
     const h = harness({ prefixBytes: 8, prefixTimeoutMs: 5000 });
     const waiting = await dial(h.listener.port);
