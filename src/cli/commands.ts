@@ -190,12 +190,12 @@ export function renderShow(state: AdminState, now = Date.now()): string {
       .map((g) => [
         g.id,
         `${g.publicPort}/${g.dataPort}`,
-        g.connected ? `connected since ${when(g.connectedSince, now)}` : 'offline',
+        g.portsBound === false ? 'ports not bound, retrying' : g.connected ? `connected since ${when(g.connectedSince, now)}` : 'offline',
         g.remoteAddress ?? '-',
         `${g.poolIdle}/${g.poolTarget}`,
         `${g.activeClients} active, ${g.pendingClients} pending`,
         `${formatBytes(g.bytesFromClients)} / ${formatBytes(g.bytesToClients)}`,
-        g.lastError === null ? '-' : oneLine(g.lastError),
+        g.listenError ? oneLine(g.listenError) : g.lastError === null ? '-' : oneLine(g.lastError),
       ]);
     out.push(...table(['GRAY', 'PUBLIC/DATA', 'STATUS', 'REMOTE', 'POOL IDLE/TARGET', 'CLIENTS', 'IN / OUT', 'LAST ERROR'], rows));
   }
@@ -205,10 +205,13 @@ export function renderShow(state: AdminState, now = Date.now()): string {
   if (c.lastReload === null) {
     facts.push(['last reload', 'none since start']);
   } else {
-    facts.push(['last reload', `${when(c.lastReload.at, now)}: ${c.lastReload.ok ? 'applied' : 'FAILED, the previous config stays'}`]);
+    const notApplied = c.lastReload.notApplied ?? [];
+    const outcome = !c.lastReload.ok ? 'FAILED, the previous config stays' : notApplied.length > 0 ? 'applied, except:' : 'applied';
+    facts.push(['last reload', `${when(c.lastReload.at, now)}: ${outcome}`]);
     if (!c.lastReload.ok && c.lastReload.error) {
       for (const line of c.lastReload.error.split('\n')) facts.push(['', `  ${line}`]);
     }
+    if (c.lastReload.ok) for (const line of notApplied) facts.push(['', `  ${oneLine(line)}`]);
   }
   facts.push(['reloads', `${c.reloads.ok} applied, ${c.reloads.rejected} rejected`]);
   if (state.hooks.length === 0) facts.push(['hooks', 'none']);

@@ -82,9 +82,13 @@ async function main(argv: string[]): Promise<number> {
           return 0;
         }
         const outcome = await client.reload();
-        if (outcome.ok) {
+        if (outcome.ok && (outcome.notApplied ?? []).length === 0) {
           process.stderr.write('reloaded: the white runs the file as it is now\n');
           return 0;
+        }
+        if (outcome.ok) {
+          process.stderr.write(`reloaded, but not all of it is in force:\n${(outcome.notApplied ?? []).map((l) => `  ${l}\n`).join('')}`);
+          return 1;
         }
         process.stderr.write(`reload rejected; the running config stays:\n${outcome.error ?? ''}\n`);
         return 2;

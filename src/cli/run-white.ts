@@ -45,9 +45,10 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
     // outcome read here is the one that was running. See the note in docs/relayctl.md.
     await reload.run('admin API');
     const last = server.counters.lastReload;
-    return last === null ? { ok: false, at: Date.now(), error: 'no reload has run' } : { ok: last.ok, at: last.at, error: last.error };
+    return last === null ? { ok: false, at: Date.now(), error: 'no reload has run', notApplied: [] } : { ok: last.ok, at: last.at, error: last.error, notApplied: last.notApplied };
   };
-  // Admin and metrics listeners are taken from the config at start; changing them needs a restart.
+  // Admin and metrics listeners are taken from the config at start; changing them needs a restart
+  // (a reload says so, see RESTART_NEEDED in white-server.ts).
   const admin = new AdminServer({ socket: config.admin.socket, tcp: config.admin.tcp, metrics: config.metrics, logger }, { state, reload: reloadNow });
   try {
     await admin.start();

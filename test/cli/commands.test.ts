@@ -19,7 +19,7 @@ function state(overrides: Partial<AdminState> = {}): AdminState {
     configPath: '/etc/relay/white.yaml',
     startedAt: NOW - 3 * 3600_000 - 5 * 60_000,
     grays: [
-      { ...newGrayStats(), id: 'zeta', publicPort: 20002, dataPort: 20003, connected: false, lastError: 'heartbeat timeout\nafter 3 missed' },
+      { ...newGrayStats(), id: 'zeta', publicPort: 20002, dataPort: 20003, connected: false, portsBound: true, lastError: 'heartbeat timeout\nafter 3 missed' },
       {
         id: 'alpha',
         publicPort: 20000,
@@ -35,6 +35,9 @@ function state(overrides: Partial<AdminState> = {}): AdminState {
         bytesFromClients: 1536,
         bytesToClients: 3 * 1024 * 1024,
         lastError: null,
+        portsBound: true,
+        listenError: null,
+        bindFailures: 0,
       },
     ],
     counters: {

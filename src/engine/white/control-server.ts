@@ -46,7 +46,7 @@ export interface ControlServerDeps {
 }
 
 export class ControlServer {
-  private readonly server: Server;
+  private server: Server;
   /** Answers unknown ids with a proof that looks like any other. */
   private readonly dummySecret = randomBytes(32);
   private readonly pending = new Set<Socket>();
@@ -57,6 +57,33 @@ export class ControlServer {
 
   listen(host: string, port: number): Promise<void> {
     return listenOn(this.server, host, port, 'control');
+  }
+
+  /**
+   * Moves the listener to a new address (a reload changed control.listen). The new one is bound
+   * before the old one closes, so the port is never without a listener; when the new address
+   * needs the old one's port (the same port on another host, or a wildcard), the old one is
+   * closed first and taken back if the new bind fails. Authenticated sessions are not touched.
+   * Throws RELAY_ERR_LISTEN when the new address cannot be had; the old one then stays.
+   */
+  async rebind(host: string, port: number): Promise<void> {
+    const old = this.server;
+    const oldAddress = old.address();
+    const next = net.createServer((socket) => this.onConnection(socket));
+    try {
+      await listenOn(next, host, port, 'control');
+    } catch (err) {
+      if (!(oldAddress && typeof oldAddress === 'object' && oldAddress.port === port)) throw err;
+      stopListening(old);
+      try {
+        await listenOn(next, host, port, 'control');
+      } catch (again) {
+        await listenOn(old, oldAddress.address, oldAddress.port, 'control').catch(() => {});
+        throw again;
+      }
+    }
+    this.server = next;
+    stopListening(old);
   }
 
   get port(): number {

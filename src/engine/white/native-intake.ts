@@ -12,6 +12,8 @@ import type { IntakeOwner, Lender, PortIntake } from './port-intake.js';
 export class NativeIntake implements PortIntake {
   private data: NativeListener | null = null;
   private public: NativeListener | null = null;
+  /** What the engine's listeners were given at bind; it cannot change them afterwards. */
+  private boundWith: { preambleTimeoutMs: number; keepAliveDelayMs: number } | null = null;
 
   constructor(private readonly owner: IntakeOwner) {}
 
@@ -45,8 +47,19 @@ export class NativeIntake implements PortIntake {
       );
     } catch (err) {
       this.data.close();
+      this.data = null;
       throw err;
     }
+    this.boundWith = { preambleTimeoutMs: o.preambleTimeoutMs, keepAliveDelayMs: o.keepAliveDelayMs };
+  }
+
+  fixedAtBind(): string[] {
+    const o = this.owner;
+    const fixed: string[] = [];
+    if (!this.boundWith) return fixed;
+    if (this.boundWith.preambleTimeoutMs !== o.preambleTimeoutMs) fixed.push('limits.preamble_timeout_ms');
+    if (this.boundWith.keepAliveDelayMs !== o.keepAliveDelayMs) fixed.push('limits.keep_alive_delay_ms');
+    return fixed;
   }
 
   get ports(): { publicPort: number; dataPort: number } {

@@ -263,6 +263,22 @@ export class PoolBroker {
     this.topUp();
   }
 
+  /** The limits were reloaded (they are read at each use): what is lent must keep a lowered
+   *  active-client limit, so the surplus comes back (closed; the gray replaces it), and a raised
+   *  one lends more. */
+  limitsChanged(): void {
+    const over = this.active.size + this.lent.size - this.limits.activeClientsPerGray;
+    if (over > 0) {
+      for (const conn of [...this.lent.values()].slice(0, over)) {
+        this.lent.delete(conn.conn);
+        this.dropIdle(conn);
+      }
+      this.stats.poolIdle = this.idleCount();
+    }
+    this.lendSpare();
+    this.topUp();
+  }
+
   /** Lends idle connections kept back while the active-client limit was near. */
   private lendSpare(): void {
     while (this.idle.length > 0 && this.mayLend()) {
