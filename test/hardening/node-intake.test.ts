@@ -11,6 +11,7 @@ process.env.RELAY_DATA_PLANE = 'js';
 await import('../engine/security.test.js');
 await import('./hostile-data.test.js');
 await import('./limits.test.js');
+await import('./reload-live.test.js');
 
 it('ran the suites above on Node listeners', () => {
   assert.equal(resolveDataPlane().plane, 'js');
