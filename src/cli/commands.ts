@@ -11,6 +11,7 @@ import { formatHostPort, parseHostPort } from '../config/address.js';
 import { addGray, deleteGray, renderGrayConfig, type AddedGray, type RemovedGray } from '../config/edit.js';
 import { issuesError, labelFor } from '../config/issues.js';
 import { readConfigText } from '../config/load.js';
+import { ephemeralOverlap, ephemeralPortRange, parsePortRange } from '../config/ports.js';
 import { whiteSchema } from '../config/schema.js';
 import { parseYaml } from '../config/yaml.js';
 import { ErrorCodes, RelayError } from '../errors.js';
@@ -85,7 +86,7 @@ export interface AddOutcome {
   readonly entry: AddedGray;
   /** The complete gray.yaml for the new gray (contains its secret). */
   readonly grayYaml: string;
-  /** One line for a person. */
+  /** One line for a person: what was written where (whoever runs add says how it is applied). */
   readonly summary: string;
   /** Things the person should check (a guessed white address). */
   readonly warnings: readonly string[];
@@ -101,6 +102,10 @@ export async function addCommand(configPath: string, args: AddArgs): Promise<Add
     ...(args.dataPort === undefined ? {} : { dataPort: args.dataPort }),
   });
   const warnings: string[] = [];
+  const range = field(await readRawConfig(configPath), 'ports', 'range');
+  const parsedRange = typeof range === 'string' ? parsePortRange(range) : null;
+  const overlap = parsedRange?.ok ? ephemeralOverlap(parsedRange.value, await ephemeralPortRange()) : null;
+  if (overlap) warnings.push(overlap);
   let white = args.white;
   if (white === undefined) {
     const guess = await guessWhiteAddress(configPath);
@@ -108,7 +113,7 @@ export async function addCommand(configPath: string, args: AddArgs): Promise<Add
     if (guess.warning) warnings.push(guess.warning);
   }
   const grayYaml = renderGrayConfig({ white, id: entry.id, secret: entry.secret, ...(args.target === undefined ? {} : { target: args.target }) });
-  const summary = `added gray "${entry.id}" to ${configPath}: public port ${entry.publicPort}, data port ${entry.dataPort}; the running white applies it on its next reload`;
+  const summary = `added gray "${entry.id}" to ${configPath}: public port ${entry.publicPort}, data port ${entry.dataPort}`;
   return { entry, grayYaml, summary, warnings };
 }
 

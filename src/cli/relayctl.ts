@@ -57,8 +57,11 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'add': {
       const outcome = await addCommand(config, addArgsFrom(parsed, 'relayctl add'));
+      // Printed only once the running white has the gray, so a gray started right after this
+      // command is known when it logs in.
+      const applied = await askWhiteToApply(config, outcome.entry.id);
       process.stdout.write(outcome.grayYaml);
-      process.stderr.write(`${outcome.summary}\n`);
+      process.stderr.write(`${outcome.summary}; ${applied}\n`);
       for (const w of outcome.warnings) process.stderr.write(`warning: ${w}\n`);
       return 0;
     }
@@ -98,6 +101,37 @@ async function main(argv: string[]): Promise<number> {
     }
   }
   return 2;
+}
+
+/** How long relayctl add waits for the running white to apply the edit. */
+const APPLY_WAIT_MS = 15_000;
+
+/** Asks the running white to reload now (admin API) and says how that went, in a few words. */
+async function askWhiteToApply(config: string, id: string): Promise<string> {
+  let target: AdminTarget;
+  try {
+    target = await adminTargetFor(config);
+  } catch {
+    return 'the white applies it on its next reload (no admin API configured to ask it now)';
+  }
+  const { AdminClient } = await import('../admin/client.js');
+  const client = new AdminClient(target, { timeoutMs: APPLY_WAIT_MS });
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const outcome = await Promise.race([
+      client.reload(),
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${APPLY_WAIT_MS} ms`)), APPLY_WAIT_MS))),
+    ]);
+    if (!outcome.ok) return `the running white did not apply the file: ${outcome.error ?? 'no reason given'}`;
+    const mine = (outcome.notApplied ?? []).filter((line) => line.startsWith(`grays[${id}]`));
+    return mine.length > 0 ? `the running white has it, but ${mine.join('; ')}` : 'the running white has applied it';
+  } catch (err) {
+    if (err instanceof RelayError && err.code === ErrorCodes.ADMIN_UNREACHABLE) return 'the white is not running; it applies the file when it starts';
+    return `could not ask the running white to apply it now (${err instanceof Error ? err.message : String(err)}); it applies the save on its next reload`;
+  } finally {
+    clearTimeout(timer);
+    await client.close().catch(() => {});
+  }
 }
 
 function noPositionals(positionals: string[], command: string): void {

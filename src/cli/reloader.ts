@@ -52,8 +52,20 @@ export class Reloader {
       return;
     }
     try {
-      const previousLevel = this.server.currentConfig.log.level;
+      const previous = this.server.currentConfig;
+      const previousLevel = previous.log.level;
       const result = await this.server.applyConfig(next);
+      // A webhook already delivering keeps the queue and attempt bounds it was made with.
+      const hookLimits = [
+        ['hookQueueLength', 'hook_queue_length'],
+        ['hookMaxAttempts', 'hook_max_attempts'],
+        ['hookResponseMaxBytes', 'hook_response_max_bytes'],
+      ] as const;
+      for (const [key, name] of hookLimits) {
+        if (this.hooks && previous.hooks.length > 0 && previous.limits[key] !== next.limits[key]) {
+          result.notApplied.push(`limits.${name}: webhooks already configured keep the value they started with; restart needed`);
+        }
+      }
       if (next.log.level !== previousLevel) {
         // The environment wins over the file, at start and at reload alike.
         if (process.env.RELAY_LOG_LEVEL) result.notApplied.push(`log.level: RELAY_LOG_LEVEL=${process.env.RELAY_LOG_LEVEL} is set and overrides the file`);

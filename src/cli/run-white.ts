@@ -3,6 +3,7 @@
 // run the console when asked.
 import { AdminServer, type AdminState, type ReloadOutcome } from '../admin/server.js';
 import { loadWhiteConfigIsolated as loadWhiteConfig } from '../config/isolated-load.js';
+import { ephemeralOverlap, ephemeralPortRange } from '../config/ports.js';
 import { watchConfigFile } from '../config/watch.js';
 import { defaultIntake } from '../engine/white/gray-endpoint.js';
 import { resolveDataPlane } from '../engine/data-plane/join.js';
@@ -24,6 +25,10 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
   const logger = createLogger({ level: config.log.level, name: 'white' });
   const dataPlane = resolveDataPlane();
   logDataPlane(logger, dataPlane, { intake: defaultIntake(config.bind) });
+  if (config.portsRange) {
+    const overlap = ephemeralOverlap(config.portsRange, await ephemeralPortRange());
+    if (overlap) logger.warn({ portsRange: `${config.portsRange.from}-${config.portsRange.to}` }, overlap);
+  }
   const hooks = new WhiteHooks(config, logger);
   const server = new WhiteServer(config, { logger, events: hooks, gates: hooks.gates(), hookStats: () => hooks.stats() });
   await server.start();

@@ -12,6 +12,7 @@ await import('../engine/security.test.js');
 await import('./hostile-data.test.js');
 await import('./limits.test.js');
 await import('./reload-live.test.js');
+await import('./ports.test.js');
 
 it('ran the suites above on Node listeners', () => {
   assert.equal(resolveDataPlane().plane, 'js');
