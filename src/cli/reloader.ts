@@ -3,6 +3,7 @@
 // to hooks, and the next good save wins. Reloads are serialized: a save that lands during a
 // reload triggers exactly one more.
 import { loadWhiteConfigIsolated as loadWhiteConfig } from '../config/isolated-load.js';
+import { diffWhiteConfigs } from '../config/diff.js';
 import type { WhiteConfig } from '../config/types.js';
 import type { WhiteServer } from '../engine/white/white-server.js';
 import type { WhiteHooks } from '../hooks/white-hooks.js';
@@ -53,7 +54,7 @@ export class Reloader {
     }
     try {
       const previous = this.server.currentConfig;
-      const previousLevel = previous.log.level;
+      const settings = diffWhiteConfigs(previous, next).globalChanged;
       const result = await this.server.applyConfig(next);
       // A webhook already delivering keeps the queue and attempt bounds it was made with.
       const hookLimits = [
@@ -66,7 +67,7 @@ export class Reloader {
           result.notApplied.push(`limits.${name}: webhooks already configured keep the value they started with; restart needed`);
         }
       }
-      if (next.log.level !== previousLevel) {
+      if (next.log.level !== this.logger.level) {
         // The environment wins over the file, at start and at reload alike.
         if (process.env.RELAY_LOG_LEVEL) result.notApplied.push(`log.level: RELAY_LOG_LEVEL=${process.env.RELAY_LOG_LEVEL} is set and overrides the file`);
         else this.logger.level = next.log.level;
@@ -77,7 +78,7 @@ export class Reloader {
       this.server.gatesChanged();
       // Never a plain success when part of the file is not in force: each part is named.
       for (const line of result.notApplied) this.logger.warn({ why, path: this.path, notApplied: line }, 'config setting not applied');
-      this.logger[result.notApplied.length > 0 ? 'warn' : 'info']({ why, path: this.path, ...result }, 'config reloaded');
+      this.logger[result.notApplied.length > 0 ? 'warn' : 'info']({ why, path: this.path, settings, ...result }, 'config reloaded');
       this.hooks?.emit('config.reloaded', { path: this.path, added: result.added, removed: result.removed, changed: result.changed });
     } catch (err) {
       // Not expected (a port that cannot be bound is retried, not thrown): say so; what was

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import type { AdminState } from '../../src/admin/server.js';
 import { ephemeralPortRange } from '../../src/config/ports.js';
 import { roundTrip, startService } from '../helpers/tunnel.js';
-import { freePort, RelayProcess, runRelay, runRelayToEnd, tempDir } from './harness.js';
+import { freePort, RELAY_CLI, RelayProcess, runRelay, runRelayToEnd, tempDir } from './harness.js';
 
 const RELAYCTL_CLI = resolve(dirname(fileURLToPath(import.meta.url)), '../../src/cli/relayctl.js');
 const T = { timeout: 60_000 };
@@ -37,7 +37,7 @@ function grayYaml(id: string, secret: string, controlPort: number, targetPort: n
   return [`white: "127.0.0.1:${controlPort}"`, `id: ${id}`, `secret: "${secret}"`, `target: "127.0.0.1:${targetPort}"`, 'pool: 2', 'limits: { reconnect_base_ms: 100, reconnect_max_ms: 500 }', ''].join('\n');
 }
 
-describe('e2e: ports held by another program', () => {
+describe('e2e: ports held by another program, and what a reload cannot apply', () => {
   let dir: { path: string; cleanup: () => Promise<void> };
   let service: Awaited<ReturnType<typeof startService>>;
   let whitePath: string;
@@ -81,7 +81,10 @@ describe('e2e: ports held by another program', () => {
         '',
       ].join('\n'),
     );
-    white = runRelay(['white', '--config', whitePath]);
+    // Without RELAY_LOG_LEVEL (runRelay sets it), so the file's log.level governs.
+    const env = { ...process.env };
+    delete env.RELAY_LOG_LEVEL;
+    white = new RelayProcess(spawn(process.execPath, [RELAY_CLI, 'white', '--config', whitePath], { stdio: ['ignore', 'pipe', 'pipe'], env }));
     procs.push(white);
     await white.waitForMsg('admin listening');
   }, T);
@@ -137,5 +140,20 @@ describe('e2e: ports held by another program', () => {
     await gray.waitForMsg('pool ready');
     assert.equal(gray.lines.filter((l) => l.msg === 'control session ended').length, 0, 'no failed login before it connected');
     assert.equal((await roundTrip(publicPort, Buffer.from('added and served'))).toString(), 'added and served');
+  });
+
+  it('relayctl reload and show name what a reload cannot apply (metrics.listen), and log.level is applied at once', T, async () => {
+    const text = await readFile(whitePath, 'utf8');
+    await writeFile(whitePath, `log: { level: debug }\nmetrics: { listen: "127.0.0.1:${await freePort()}" }\n${text}`);
+    const reload = await relayctl(['reload', '--config', whitePath]);
+    assert.equal(reload.code, 1, reload.stderr);
+    assert.match(reload.stderr, /^reloaded, but not all of it is in force:\n {2}metrics\.listen: the metrics listener is bound at start; restart needed$/m);
+    const warned = await white.waitFor((l) => l.msg === 'config setting not applied', 'the not-applied warning');
+    assert.match(String(warned.notApplied), /^metrics\.listen: /);
+    const show = await relayctl(['show', '--config', whitePath]);
+    assert.match(show.stdout, /last reload +.*: applied, except:\n +metrics\.listen: the metrics listener is bound at start; restart needed/);
+    // debug is in force: a client now gets its own log line.
+    assert.equal((await roundTrip(blocked.port, Buffer.from('seen at debug'))).toString(), 'seen at debug');
+    await white.waitFor((l) => l.msg === 'client paired' && l.gray === 'blocked', 'a debug line for the client');
   });
 });

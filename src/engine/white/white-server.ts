@@ -8,7 +8,7 @@ import { ErrorCodes, RelayError, type ErrorCode } from '../../errors.js';
 import { NULL_EVENT_SINK, type EventSink } from '../../hooks/events.js';
 import type { Logger } from '../../log.js';
 import { formatHostPort } from '../../config/address.js';
-import { diffWhiteConfigs } from '../../config/diff.js';
+import { deepEqual } from '../../config/diff.js';
 import type { Limits } from '../../limits.js';
 import { MESSAGE_LIMITS, MessageType } from '../protocol/messages.js';
 import { sessionIdToString } from '../protocol/preamble.js';
@@ -62,6 +62,8 @@ export class WhiteServer {
   private readonly limits: Limits;
   /** Where the control port really listens (a reload may fail to move it). */
   private controlAddress: WhiteConfig['control'];
+  /** The config at start: what the settings that need a restart still run with. */
+  private readonly startConfig: WhiteConfig;
   readonly counters: WhiteCounters = {
     authFailures: 0,
     dataRejections: {},
@@ -77,6 +79,7 @@ export class WhiteServer {
     this.config = config;
     this.limits = { ...config.limits };
     this.controlAddress = config.control;
+    this.startConfig = config;
     this.events = deps.events ?? NULL_EVENT_SINK;
     this.warnings = new RateLimitedLog(deps.logger);
   }
@@ -143,7 +146,6 @@ export class WhiteServer {
    * What cannot be applied is returned in notApplied, never skipped in silence.
    */
   async applyConfig(next: WhiteConfig): Promise<ApplyResult> {
-    const globals = diffWhiteConfigs(this.config, next).globalChanged;
     // Diff the grays against what is really running (not the previous config), so a gray whose
     // apply failed last time is simply tried again.
     const before = new Map([...this.endpoints].map(([id, e]) => [id, e.entry]));
@@ -200,10 +202,8 @@ export class WhiteServer {
     for (const [key, ids] of fixed) {
       result.notApplied.push(`${key}: the native engine's listeners of ${ids.join(', ')} keep the value they were bound with; restart the white to apply it to them`);
     }
-    for (const key of globals) {
-      const why = RESTART_NEEDED[key];
-      if (why) result.notApplied.push(why);
-    }
+    // Against the start, not the previous reload: until a restart they still differ.
+    for (const [key, why] of RESTART_NEEDED) if (!deepEqual(this.startConfig[key], next[key])) result.notApplied.push(why);
     return result;
   }
 
@@ -355,11 +355,11 @@ export class WhiteServer {
 }
 
 /** Settings a running white does not change; run-white.ts owns these listeners and watchers. */
-const RESTART_NEEDED: Partial<Record<string, string>> = {
-  admin: 'admin: the admin listeners (admin.socket, admin.tcp) are bound at start; restart needed',
-  metrics: 'metrics.listen: the metrics listener is bound at start; restart needed',
-  watch: 'watch: the file watcher is set up at start; restart needed',
-};
+const RESTART_NEEDED: ReadonlyArray<readonly [keyof WhiteConfig, string]> = [
+  ['admin', 'admin: the admin listeners (admin.socket, admin.tcp) are bound at start; restart needed'],
+  ['metrics', 'metrics.listen: the metrics listener is bound at start; restart needed'],
+  ['watch', 'watch: the file watcher is set up at start; restart needed'],
+];
 
 function sameAddress(a: WhiteConfig['control'], b: WhiteConfig['control']): boolean {
   return a.host === b.host && a.port === b.port;
