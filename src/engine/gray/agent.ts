@@ -48,6 +48,9 @@ export interface GrayAgentEvents {
 
 export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   private readonly backoff: Backoff;
+  /** After another agent took this id's session: long waits, growing while it keeps happening,
+   *  so two grays sharing an id by mistake do not take the session from each other endlessly. */
+  private readonly replacedBackoff: Backoff;
   private readonly warnings: RateLimitedLog;
   private channel: ControlChannel | null = null;
   private dialer: PoolDialer | null = null;
@@ -64,6 +67,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
     super();
     this.dialerKind = options.dialer ?? defaultDialer(config);
     this.backoff = new Backoff(config.limits.reconnectBaseMs, config.limits.reconnectMaxMs);
+    this.replacedBackoff = new Backoff(config.limits.reconnectMaxMs, config.limits.reconnectMaxMs * 4);
     this.warnings = new RateLimitedLog(logger);
   }
 
@@ -134,7 +138,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
         keys = deriveSessionKeys(secret, tlsSessionBinding(socket), id);
         if (!proofsEqual(keys.whiteProof, decodeProof(message.proof))) {
           // Wrong secret on the white's side, or someone in the middle: never send our proof.
-          channel.close(new RelayError(ErrorCodes.WHITE_PROOF_INVALID, `the white at ${formatHostPort(this.config.white)} did not prove it knows the secret (wrong secret, or a man in the middle; certificate ${fingerprint})`));
+          channel.close(new RelayError(ErrorCodes.WHITE_PROOF_INVALID, `the white at ${formatHostPort(this.config.white)} did not prove it knows the secret (wrong secret, or the id is not known to the white yet, or a man in the middle; certificate ${fingerprint})`));
           return;
         }
         channel.send({ type: MessageType.GRAY_PROOF, proof: encodeProof(keys.grayProof) });
@@ -202,14 +206,23 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
     this.dialer = null;
     this.emit('disconnected', reason);
     if (this.stopping) return;
+    if (reason.code === ErrorCodes.SESSION_REPLACED) {
+      // The white's words name the other agent's address.
+      const said = reason.message.replace(/^peer closed: [A-Z_]+: /, '');
+      const delayMs = this.replacedBackoff.next();
+      this.logger.error({ gray: this.config.id, code: reason.code, reason: reason.message, retryInMs: delayMs }, `${said}; this agent waits before logging in again (two grays with the same id?)`);
+      this.scheduleReconnect(reason.message, delayMs);
+      return;
+    }
+    this.replacedBackoff.reset();
     const level = reason.code === ErrorCodes.AUTH_FAILED || reason.code === ErrorCodes.WHITE_PROOF_INVALID ? 'error' : 'warn';
     this.logger[level]({ gray: this.config.id, code: reason.code, reason: reason.message }, 'control session ended');
     this.scheduleReconnect(reason.message);
   }
 
-  private scheduleReconnect(why: string): void {
+  private scheduleReconnect(why: string, fixedDelayMs?: number): void {
     if (this.stopping || this.reconnectTimer) return;
-    const delayMs = this.backoff.next();
+    const delayMs = fixedDelayMs ?? this.backoff.next();
     this.logger.info({ gray: this.config.id, white: formatHostPort(this.config.white), retryInMs: delayMs, attempt: this.backoff.attempts, why }, 'reconnecting');
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;

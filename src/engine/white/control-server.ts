@@ -177,6 +177,15 @@ export class ControlServer {
 
     const onMessage = (message: Message): void => {
       if (state === 'hello' && message.type === MessageType.HELLO) {
+        const penaltyMs = this.deps.admission.penaltyLeft(ip, message.id);
+        if (penaltyMs > 0) {
+          // Refused before any proof: this id failed from this address moments ago.
+          state = 'done';
+          finish();
+          this.deps.countRejection('penalty');
+          channel.close(new RelayError(ErrorCodes.AUTH_FAILED, `recent failed logins as ${message.id} from ${ip}: refused for ${penaltyMs} ms more`));
+          return;
+        }
         hello = { id: message.id, pool: message.pool };
         entry = this.deps.lookup(message.id);
         const ekm = tlsSessionBinding(socket);
@@ -213,9 +222,13 @@ export class ControlServer {
   }
 
   private failLogin(id: string, ip: string): void {
-    const penaltyMs = this.deps.admission.recordFailure(ip);
+    const penaltyMs = this.deps.admission.recordFailure(ip, id);
     this.deps.onAuthFailed(id, ip);
-    this.deps.warnings.warn(`auth:${ip}`, { code: ErrorCodes.AUTH_FAILED, gray: id, remote: ip, penaltyMs }, 'gray authentication failed');
+    this.deps.warnings.warn(
+      `auth:${ip}:${id}`,
+      { code: ErrorCodes.AUTH_FAILED, gray: id, remote: ip, penaltyMs, known: this.deps.lookup(id) !== undefined },
+      'gray authentication failed (wrong secret, or the id is not in the config)',
+    );
   }
 
   private accept(gray: AuthenticatedGray, release: () => void, finish: () => void, markDone: () => void): void {
@@ -223,7 +236,7 @@ export class ControlServer {
     markDone();
     finish();
     release();
-    this.deps.admission.recordSuccess(gray.remoteIp);
+    this.deps.admission.recordSuccess(gray.remoteIp, gray.entry.id);
     gray.channel.setMaxPayloadBytes(this.deps.limits.frameMaxBytesAfterAuth);
     this.deps.onAuthenticated(gray);
   }

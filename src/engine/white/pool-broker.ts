@@ -11,6 +11,7 @@
 // the active clients are lent, so the engine's pairs keep that limit; none when an authorize
 // hook must see each client first.
 import { randomUUID } from 'node:crypto';
+import { formatHostPort } from '../../config/address.js';
 import { ErrorCodes, type ErrorCode } from '../../errors.js';
 import type { EventSink } from '../../hooks/events.js';
 import type { Limits } from '../../limits.js';
@@ -168,7 +169,7 @@ export class PoolBroker {
     }
     // The id exists before the gate so the authorize hook and the client.* events share it.
     const id = randomUUID();
-    const decision = this.clientGate?.(this.grayId, `${client.remoteAddress}:${client.remotePort}`, id);
+    const decision = this.clientGate?.(this.grayId, formatHostPort({ host: client.remoteAddress ?? '', port: client.remotePort ?? 0 }), id);
     if (decision) {
       decision.then(
         (d) => (d.allow ? this.admitClient(client, id) : this.reject(client, ErrorCodes.HOOK_DENIED, d.reason)),
@@ -321,7 +322,7 @@ export class PoolBroker {
   /** Counts, reports and keeps an active pair that join starts (or that the engine started). */
   private track(client: HeldConn, preambleBytes: number, id: string, join: (onClosed: OnPairClosed) => JoinedPair): void {
     this.session?.grantImplicit();
-    const clientAddress = `${client.remoteAddress}:${client.remotePort}`;
+    const clientAddress = formatHostPort({ host: client.remoteAddress ?? '', port: client.remotePort ?? 0 });
     const startedAt = Date.now();
     this.stats.clientsTotal += 1;
     this.events.emit('client.connected', { grayId: this.grayId, connectionId: id, clientAddress });

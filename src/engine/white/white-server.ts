@@ -324,8 +324,16 @@ export class WhiteServer {
       Math.min(gray.requestedPool, limits.poolMax),
       limits.preambleTimeoutMs * 2 + limits.heartbeatIntervalMs,
     );
-    // A second login replaces the first only now, after it has authenticated.
-    this.endSession(entry.id, new RelayError(ErrorCodes.SESSION_REPLACED, `gray ${entry.id} logged in again from ${gray.remoteIp}`));
+    // A second login replaces the first only now, after it has authenticated. Both sides say who
+    // came, so two processes sharing an id by mistake are told apart (the gray backs off).
+    const previous = this.sessions.get(entry.id);
+    if (previous) {
+      const from = formatHostPort({ host: gray.remoteIp, port: channel.socket.remotePort ?? 0 });
+      const before = formatHostPort({ host: previous.remoteIp, port: previous.channel.socket.remotePort ?? 0 });
+      const message = `another agent logged in as ${entry.id} from ${from}`;
+      this.deps.logger.warn({ gray: entry.id, remote: from, replaced: before, code: ErrorCodes.SESSION_REPLACED }, `${message}; it replaces the session from ${before}`);
+      this.endSession(entry.id, new RelayError(ErrorCodes.SESSION_REPLACED, message));
+    }
     this.sessions.set(entry.id, session);
     endpoint.attach(session);
     // Initial credits are in flight like any other: never more than inFlightMax at once, even when
