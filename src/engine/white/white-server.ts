@@ -127,7 +127,14 @@ export class WhiteServer {
     });
     // A gray whose ports cannot be bound does not stop the others (its endpoint retries).
     for (const entry of this.config.grays) await this.addEndpoint(entry);
-    await this.control.listen(this.config.control.host, this.config.control.port);
+    try {
+      await this.control.listen(this.config.control.host, this.config.control.port);
+    } catch (err) {
+      // Without its control port the white cannot serve anyone: let go of what is bound.
+      for (const e of this.endpoints.values()) e.close(true);
+      this.endpoints.clear();
+      throw err;
+    }
     logger.info(
       {
         control: formatHostPort({ host: this.config.control.host, port: this.control.port }),
