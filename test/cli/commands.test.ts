@@ -86,6 +86,25 @@ describe('show rendering', () => {
     for (const line of lines) assert.equal(line, line.trimEnd(), 'no trailing spaces');
   });
 
+  it('shows a gray whose ports are not bound with the OS error, and a reload applied but not all of it', () => {
+    const text = renderShow(
+      state({
+        grays: [{ ...newGrayStats(), id: 'held', publicPort: 39000, dataPort: 39001, connected: false, portsBound: false, listenError: 'cannot listen on 0.0.0.0:39000 (public_port of held): listen EADDRINUSE', bindFailures: 3 }],
+        counters: {
+          authFailures: 0,
+          dataRejections: {},
+          controlRejections: {},
+          reloads: { ok: 1, rejected: 0 },
+          lastReload: { at: NOW - 1000, ok: true, error: null, notApplied: ['grays[held]: listen EADDRINUSE; retrying', 'metrics.listen: the metrics listener is bound at start; restart needed'] },
+        },
+      }),
+      NOW,
+    );
+    assert.match(text, /^held +39000\/39001 +ports not bound, retrying .*listen EADDRINUSE$/m);
+    assert.match(text, /^last reload +.*: applied, except:\n +grays\[held\]: listen EADDRINUSE; retrying\n +metrics\.listen: the metrics listener is bound at start; restart needed$/m);
+    assert.doesNotMatch(text, /FAILED/);
+  });
+
   it('says so when there are no grays, no reload yet and no hooks', () => {
     const text = renderShow(state({ grays: [], hooks: [], counters: { ...state().counters, lastReload: null } }), NOW);
     assert.match(text, /^no grays in the config$/m);

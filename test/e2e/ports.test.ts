@@ -122,7 +122,7 @@ describe('e2e: ports held by another program, and what a reload cannot apply', (
     assert.equal(refused.code, 'RELAY_ERR_PORTS_UNBOUND');
     assert.match(String(refused.reason), /EADDRINUSE/);
     await blocked.release();
-    await white.waitFor((l) => l.msg === 'ports of a gray bound' && l.gray === 'blocked', 'the retry to bind');
+    await white.waitFor((l) => l.msg === 'ports of a gray bound' && l.gray === 'blocked', 'the retry to bind', 30_000);
     await gray.waitForMsg('pool ready');
     assert.equal((await roundTrip(blocked.port, Buffer.from('after the release'))).toString(), 'after the release');
   });

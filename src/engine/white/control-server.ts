@@ -227,7 +227,7 @@ export class ControlServer {
     this.deps.warnings.warn(
       `auth:${ip}:${id}`,
       { code: ErrorCodes.AUTH_FAILED, gray: id, remote: ip, penaltyMs, known: this.deps.lookup(id) !== undefined },
-      'gray authentication failed (wrong secret, or the id is not in the config)',
+      'gray authentication failed',
     );
   }
 

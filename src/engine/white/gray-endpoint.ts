@@ -27,9 +27,9 @@ import type { IntakeOwner, PortIntake, Verdict } from './port-intake.js';
 export type IntakeKind = 'native' | 'node';
 
 /** Retrying a port pair that could not be bound: soon at first (a port freed a moment later),
- *  then every half minute at most. */
+ *  then every 5 s at most (a bind that fails costs one system call; a gray waits no longer). */
 const PORT_RETRY_BASE_MS = 250;
-const PORT_RETRY_MAX_MS = 30_000;
+const PORT_RETRY_MAX_MS = 5_000;
 
 export interface EndpointContext {
   readonly bind: string;
