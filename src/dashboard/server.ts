@@ -149,6 +149,8 @@ export class DashboardServer {
     if (asset !== undefined) return send(res, 200, asset.type, asset.body);
     if (path === '/api/state') return send(res, 200, 'application/json; charset=utf-8', Buffer.from(JSON.stringify(this.feed.full())));
     if (path === '/api/events') return this.stream(req, res, url);
+    // Browsers ask for it on their own; an empty answer keeps their consoles quiet.
+    if (path === '/favicon.ico') return void res.writeHead(204).end();
     return sendText(res, 404, `no page ${path}\n`);
   }
 

@@ -210,7 +210,8 @@ function layout(): void {
     if (v.tr.hidden === visible) v.tr.hidden = !visible;
     if (visible) shown++;
   }
-  $('shown').textContent = filterWords.length === 0 ? `${views.size} grays` : `${shown} of ${views.size} grays`;
+  const grays = `${views.size} ${views.size === 1 ? 'gray' : 'grays'}`;
+  $('shown').textContent = filterWords.length === 0 ? grays : `${shown} of ${grays} shown`;
   $('empty').hidden = views.size > 0;
   for (const th of document.querySelectorAll<HTMLElement>('th[data-sort]')) {
     if (th.dataset.sort === sortKey) th.setAttribute('aria-sort', sortDir > 0 ? 'ascending' : 'descending');
