@@ -298,7 +298,7 @@ grays: []
     yaml: `control: { listen: "0.0.0.0:7000" }
 dashboard: { listen: "[::1]:7400", token: "short", open: true }
 `,
-    errors: ['w.yaml: dashboard.open: unknown key', 'w.yaml: dashboard.token: the value is 5 characters long, at least 32 required'],
+    errors: ['w.yaml: dashboard.token: the value is 5 characters long, at least 32 required', 'w.yaml: dashboard.open: unknown key'],
   },
   {
     name: 'bad ports.range',
