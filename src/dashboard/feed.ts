@@ -292,8 +292,9 @@ export class DashboardFeed implements EventSink {
       const total = row.bytesIn + row.bytesOut;
       const before = this.lastBytes.get(id);
       this.lastBytes.set(id, total);
-      // A gray seen for the first time moved nothing yet as far as the history knows.
-      const moved = before === undefined ? 0 : Math.max(0, total - before);
+      // A gray's counters start at 0 with its listeners, which the feed saw come (at start or in
+      // a reload); counters that went down (a gray moved to new ports) restart from there.
+      const moved = Math.max(0, total - (before ?? 0));
       let series = this.series.get(id);
       if (series === undefined) {
         if (moved === 0) continue;

@@ -73,10 +73,13 @@ function formatAge(ms: number): string {
   return `${Math.floor(h / 24)}d ${h % 24}h`;
 }
 
+// Made once: toLocaleString() builds a formatter on every call, too slow for 1,000 rows.
+const timeOfDay = new Intl.DateTimeFormat(undefined, { timeStyle: 'medium' });
+const dateAndTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+
 function clock(at: number): string {
-  const d = new Date(at);
-  const sameDay = new Date().toDateString() === d.toDateString();
-  return sameDay ? d.toLocaleTimeString() : d.toLocaleString();
+  const sameDay = new Date().toDateString() === new Date(at).toDateString();
+  return sameDay ? timeOfDay.format(at) : dateAndTime.format(at);
 }
 
 function serverNow(): number {
@@ -130,7 +133,7 @@ function fill(view: RowView, row: GrayRow, fresh: boolean): void {
   }
   cells.remote.textContent = row.remote ?? '';
   cells.status.title = row.lastError ?? '';
-  cells.since.title = `since ${new Date(row.since).toLocaleString()}`;
+  if (fresh || old.since !== row.since) cells.since.title = `since ${dateAndTime.format(row.since)}`;
   cells.since.textContent = formatAge(serverNow() - row.since);
   cells.publicPort.textContent = String(row.publicPort);
   cells.dataPort.textContent = String(row.dataPort);
@@ -195,17 +198,19 @@ function matches(row: GrayRow): boolean {
 }
 
 /** Puts rows in order (moving nodes only when the order changed) and applies the filter. */
-function layout(): void {
-  const sorted = [...views.values()].sort(compare);
-  const ids = sorted.map((v) => v.row.id);
-  if (ids.length !== order.length || ids.some((id, i) => id !== order[i])) {
-    const frag = document.createDocumentFragment();
-    for (const v of sorted) frag.append(v.tr);
-    tbody().append(frag);
-    order = ids;
+function layout(resort = true): void {
+  if (resort) {
+    const sorted = [...views.values()].sort(compare);
+    const ids = sorted.map((v) => v.row.id);
+    if (ids.length !== order.length || ids.some((id, i) => id !== order[i])) {
+      const frag = document.createDocumentFragment();
+      for (const v of sorted) frag.append(v.tr);
+      tbody().append(frag);
+      order = ids;
+    }
   }
   let shown = 0;
-  for (const v of sorted) {
+  for (const v of views.values()) {
     const visible = matches(v.row);
     if (v.tr.hidden === visible) v.tr.hidden = !visible;
     if (visible) shown++;
@@ -258,20 +263,23 @@ function addEvents(more: readonly EventRow[]): void {
 }
 
 function addSamples(samples: readonly TrafficSample[]): void {
-  let touched = false;
+  const touched = new Set<RowView>();
   for (const s of samples) {
     if (s.k <= lastK) continue;
     // Samples the page missed (the stream was away) count as nothing moved.
     const steps = Math.min(points, s.k - lastK);
     for (const v of views.values()) {
+      const value = s.values[v.row.id] ?? 0;
+      // A quiet gray's flat line stays as it is: no work for most rows of a big white.
+      if (value === 0 && v.series.every((n) => n === 0)) continue;
       for (let i = 1; i < steps; i++) v.series.push(0);
-      v.series.push(s.values[v.row.id] ?? 0);
+      v.series.push(value);
       v.series.splice(0, v.series.length - points);
+      touched.add(v);
     }
     lastK = s.k;
-    touched = true;
   }
-  if (touched) for (const v of views.values()) drawSpark(v);
+  for (const v of touched) drawSpark(v);
 }
 
 function applyFull(s: FullState): void {
@@ -346,7 +354,7 @@ function wireControls(): void {
   const filter = $<HTMLInputElement>('filter');
   filter.addEventListener('input', () => {
     filterWords = filter.value.toLowerCase().split(/\s+/).filter((w) => w !== '');
-    layout();
+    layout(false);
   });
   for (const th of document.querySelectorAll<HTMLElement>('th[data-sort]')) {
     th.addEventListener('click', () => {
@@ -359,7 +367,11 @@ function wireControls(): void {
   // Ages tick locally; nothing is fetched for them.
   setInterval(() => {
     const now = serverNow();
-    for (const v of views.values()) if (!v.tr.hidden) v.cells.since.textContent = formatAge(now - v.row.since);
+    for (const v of views.values()) {
+      if (v.tr.hidden) continue;
+      const text = formatAge(now - v.row.since);
+      if (v.cells.since.textContent !== text) v.cells.since.textContent = text;
+    }
   }, 1000);
 }
 
