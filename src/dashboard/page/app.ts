@@ -40,6 +40,8 @@ let sortDir = 1;
 let filterWords: string[] = [];
 let order: string[] = [];
 let firstRender = true;
+let version = '';
+let startedAt = 0;
 
 const $ = <T extends HTMLElement>(id: string): T => document.getElementById(id) as T;
 const tbody = (): HTMLTableSectionElement => document.querySelector('#grays tbody') as HTMLTableSectionElement;
@@ -282,12 +284,18 @@ function addSamples(samples: readonly TrafficSample[]): void {
   for (const v of touched) drawSpark(v);
 }
 
+function showVersion(): void {
+  $('version').textContent = `white ${version}, up ${formatAge(serverNow() - startedAt)}`;
+}
+
 function applyFull(s: FullState): void {
   position = `${s.epoch}.${s.seq}`;
   skew = s.now - Date.now();
   points = s.traffic.points;
   lastK = s.traffic.lastK;
-  $('version').textContent = `white ${s.version}, up ${formatAge(s.now - s.startedAt)}`;
+  version = s.version;
+  startedAt = s.startedAt;
+  showVersion();
   $('traffic-head').textContent = `traffic (${Math.round((s.traffic.points * s.traffic.intervalMs) / 60000)} min)`;
   views.clear();
   tbody().replaceChildren();
@@ -367,6 +375,7 @@ function wireControls(): void {
   // Ages tick locally; nothing is fetched for them.
   setInterval(() => {
     const now = serverNow();
+    showVersion();
     for (const v of views.values()) {
       if (v.tr.hidden) continue;
       const text = formatAge(now - v.row.since);
