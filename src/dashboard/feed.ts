@@ -288,6 +288,7 @@ export class DashboardFeed implements EventSink {
     this.refresh();
     const points = this.limits.samplePoints;
     const values: Record<string, number> = {};
+    const anyLine = this.series.size > 0;
     for (const [id, { value: row }] of this.rows) {
       const total = row.bytesIn + row.bytesOut;
       const before = this.lastBytes.get(id);
@@ -306,7 +307,11 @@ export class DashboardFeed implements EventSink {
       if (moved > 0) values[id] = moved;
       else if (series.every((n) => n === 0)) this.series.delete(id);
     }
-    const sample: TrafficSample = { k: ++this.sampleCount, at: Date.now(), values };
+    this.sampleCount += 1;
+    // Nothing moved and every line is flat: there is nothing to tell (a page counts a gap in
+    // `k` as quiet samples), and no message goes out every sampleIntervalMs for nothing.
+    if (Object.keys(values).length === 0 && !anyLine) return;
+    const sample: TrafficSample = { k: this.sampleCount, at: Date.now(), values };
     this.samples.push({ value: sample, v: ++this.seq });
     if (this.samples.length > points) this.samples.splice(0, this.samples.length - points);
     this.pumpAll();

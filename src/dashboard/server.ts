@@ -10,6 +10,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import { isIP, type AddressInfo } from 'node:net';
+import { gzip } from 'node:zlib';
 import type { HostPort } from '../config/types.js';
 import { ErrorCodes, RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -31,6 +32,9 @@ export const DASHBOARD_LIMITS: DashboardLimits = {
   headersTimeoutMs: 5_000,
   keepAliveTimeoutMs: 5_000,
 };
+
+/** Smaller states go as they are: compressing them saves less than it costs. */
+const GZIP_MIN_BYTES = 4096;
 
 /** Sent with every answer. The page loads only its own script and style sheet, talks only to
  *  its own origin, may not be framed, and sends no referrer anywhere. */
@@ -147,11 +151,30 @@ export class DashboardServer {
     const path = url.pathname === '/index.html' ? '/' : url.pathname;
     const asset = this.assets.get(path);
     if (asset !== undefined) return send(res, 200, asset.type, asset.body);
-    if (path === '/api/state') return send(res, 200, 'application/json; charset=utf-8', Buffer.from(JSON.stringify(this.feed.full())));
+    if (path === '/api/state') return this.state(req, res);
     if (path === '/api/events') return this.stream(req, res, url);
     // Browsers ask for it on their own; an empty answer keeps their consoles quiet.
     if (path === '/favicon.ico') return void res.writeHead(204).end();
     return sendText(res, 404, `no page ${path}\n`);
+  }
+
+  /** The state of a big white is mostly the same keys again and again: gzip takes it to a
+   *  tenth or less, for a browser on a slow link. */
+  private state(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const body = Buffer.from(JSON.stringify(this.feed.full()));
+    res.setHeader('vary', 'accept-encoding');
+    if (body.length < GZIP_MIN_BYTES || !/\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''))) {
+      return send(res, 200, 'application/json; charset=utf-8', body);
+    }
+    // On libuv's thread pool: the white's event loop carries the tunnel meanwhile.
+    gzip(body, (err, packed) => {
+      if (err !== null) {
+        this.options.logger.warn({ err }, 'dashboard: gzip failed; sending the state as it is');
+        return send(res, 200, 'application/json; charset=utf-8', body);
+      }
+      res.setHeader('content-encoding', 'gzip');
+      send(res, 200, 'application/json; charset=utf-8', packed);
+    });
   }
 
   private stream(req: http.IncomingMessage, res: http.ServerResponse, url: URL): void {

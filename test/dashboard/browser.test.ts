@@ -144,14 +144,20 @@ describe('dashboard in a real browser', () => {
           if (attempt === 2) throw err;
         }
       }
-      const state = await fetch(`${url}api/state`);
-      const stateBytes = (await state.arrayBuffer()).byteLength;
-      const pageBytes = await Promise.all(['', 'app.js', 'style.css'].map(async (p) => (await (await fetch(`${url}${p}`)).arrayBuffer()).byteLength));
 
       const seen = watchPage(page);
       await page.goto(url);
       await page.waitForSelector(`body[data-rendered="${count}"]`, { timeout: 30_000 });
       const firstRender = await page.evaluate(() => performance.getEntriesByName('relay-first-render')[0]!.startTime);
+      // What went over the wire (encoded) and what the page parsed (decoded), as the browser saw it.
+      const sizes = await page.evaluate(() => {
+        const nav = performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming;
+        const entries = [nav, ...(performance.getEntriesByType('resource') as PerformanceResourceTiming[])];
+        return entries.map((e) => ({ name: new URL(e.name).pathname, encoded: e.encodedBodySize, decoded: e.decodedBodySize }));
+      });
+      const sizeOf = (path: string): { encoded: number; decoded: number } => sizes.find((e) => e.name === path)!;
+      const state = sizeOf('/api/state');
+      assert.ok(state.encoded > 0 && state.encoded < state.decoded, 'the state came gzipped');
       assert.equal(await page.$$eval('#grays tbody tr', (trs) => trs.length), count);
       assert.equal(await visibleRows(page), count);
       assert.equal(await page.$eval('#t-online', (e) => e.textContent), `0 / ${count}`);
@@ -190,7 +196,8 @@ describe('dashboard in a real browser', () => {
       assert.deepEqual(seen.errors, []);
 
       const report =
-        `${count} grays: /api/state ${stateBytes} bytes (${(stateBytes / count).toFixed(0)} per gray); page ${pageBytes[0]} + app.js ${pageBytes[1]} + style.css ${pageBytes[2]} bytes; ` +
+        `${count} grays: /api/state ${state.encoded} bytes gzipped, ${state.decoded} as JSON (${(state.decoded / count).toFixed(0)} per gray); ` +
+        `page ${sizeOf('/').decoded} + app.js ${sizeOf('/app.js').decoded} + style.css ${sizeOf('/style.css').decoded} bytes; ` +
         `first render ${firstRender.toFixed(0)} ms after navigation start; filter ${byId.ms.toFixed(1)} ms (by id) ${all.ms.toFixed(1)} ms (all shown); two sorts (ascending, then descending) ${sortMs.toFixed(1)} ms`;
       t.diagnostic(report);
       console.log(`dashboard: ${report}`);

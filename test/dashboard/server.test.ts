@@ -5,8 +5,10 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
+import { gunzipSync } from 'node:zlib';
 import { DashboardFeed, FEED_LIMITS } from '../../src/dashboard/feed.js';
 import { DASHBOARD_LIMITS, DashboardServer, SECURITY_HEADERS } from '../../src/dashboard/server.js';
+import { newGrayStats } from '../../src/engine/stats.js';
 import { silentLogger } from '../../src/log.js';
 import { startTunnel, type Tunnel } from '../helpers/tunnel.js';
 
@@ -35,6 +37,18 @@ function request(port: number, path: string, options: { method?: string; headers
     });
     req.on('error', reject);
     req.end();
+  });
+}
+
+function requestBytes(port: number, path: string, headers: Record<string, string>): Promise<{ headers: http.IncomingHttpHeaders; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path, headers, agent: false }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ headers: res.headers, body: Buffer.concat(chunks) }));
+      })
+      .on('error', reject);
   });
 }
 
@@ -196,6 +210,28 @@ describe('dashboard server', () => {
     } finally {
       for (const s of streams) s.close();
     }
+  });
+
+  it('gzips a big state for a client that takes gzip, and says it varies', async (t) => {
+    const grays = Array.from({ length: 200 }, (_, i) => ({ ...newGrayStats(), id: `gray-${i}`, publicPort: 20000 + i, dataPort: 30000 + i, connected: false }));
+    const big = new DashboardFeed({ version: 'test', snapshot: () => ({ ...tunnel.white.snapshot(), grays }) });
+    big.start();
+    const server = new DashboardServer({ host: '127.0.0.1', port: 0, token: null, logger: silentLogger() }, big);
+    await server.start();
+    t.after(async () => {
+      await server.close();
+      big.stop();
+    });
+    const raw = await requestBytes(server.address!.port, '/api/state', { 'accept-encoding': 'gzip, deflate' });
+    assert.equal(raw.headers['content-encoding'], 'gzip');
+    assert.equal(raw.headers.vary, 'accept-encoding');
+    const state = JSON.parse(gunzipSync(raw.body).toString('utf8')) as { grays: unknown[] };
+    assert.equal(state.grays.length, 200);
+    const plain = await requestBytes(server.address!.port, '/api/state', {});
+    assert.equal(plain.headers['content-encoding'], undefined);
+    assert.ok(raw.body.length * 5 < plain.body.length, `${raw.body.length} gzipped vs ${plain.body.length}`);
+    const small = await requestBytes(open.address!.port, '/api/state', { 'accept-encoding': 'gzip' });
+    assert.equal(small.headers['content-encoding'], undefined, 'a small state goes as it is');
   });
 
   it('never sends a secret: gray secrets, the token, hook URLs', async () => {
