@@ -3,7 +3,7 @@
 // grays (payload and time to first render reported, not asserted); and the token in a browser.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { rm, writeFile } from 'node:fs/promises';
+import { appendFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'puppeteer-core';
@@ -94,6 +94,16 @@ describe('dashboard in a real browser', () => {
       assert.equal(await page.$eval('#t-online', (e) => e.textContent), '0 / 1');
       const kinds = await page.$$eval('#events li .kind', (els) => els.map((e) => e.textContent));
       assert.deepEqual(kinds.slice(0, 2), ['gray.disconnected', 'gray.connected'], 'newest first');
+
+      // A reload that adds a gray: a new row and the event, still without a reload of the page.
+      const [publicPort, dataPort] = [await freePort(), await freePort()];
+      await appendFile(d.whitePath, `  - id: added-later\n    secret: "${randomBytes(32).toString('base64url')}"\n    public_port: ${publicPort}\n    data_port: ${dataPort}\n`);
+      await white.waitForMsg('config reloaded');
+      await page.waitForSelector('tr[data-id="added-later"].offline', { timeout: 5000 });
+      await page.waitForFunction(() => document.querySelector('#events li .kind')?.textContent === 'config.reloaded', { timeout: 5000 });
+      assert.equal(await page.$eval('#events li .text', (e) => e.textContent), 'added added-later');
+      assert.equal(await page.$eval('#t-online', (e) => e.textContent), '0 / 2');
+      assert.equal(await page.evaluate(() => (window as unknown as { marker?: string }).marker), 'same page', 'no reload');
       const offline = join(dir.path, 'dashboard-offline.png');
       await page.screenshot({ path: offline, fullPage: true });
 
