@@ -1,6 +1,6 @@
 // The white's status page as one piece for the CLI: the feed (fed by the white's snapshot and
 // events) and its HTTP listener. Taken from the config at start, like the admin listeners.
-import { formatHostPort } from '../config/address.js';
+import { formatHostPort, isLoopbackHost } from '../config/address.js';
 import type { HostPort, WhiteConfig } from '../config/types.js';
 import type { EventSink } from '../hooks/events.js';
 import type { Logger } from '../log.js';
@@ -12,7 +12,7 @@ export class Dashboard {
   private readonly server: DashboardServer;
 
   constructor(
-    config: NonNullable<WhiteConfig['dashboard']>,
+    private readonly config: NonNullable<WhiteConfig['dashboard']>,
     source: FeedSource,
     private readonly logger: Logger,
   ) {
@@ -40,6 +40,9 @@ export class Dashboard {
     }
     const at = this.server.address!;
     this.logger.info({ url: `http://${formatHostPort(at)}/` }, 'dashboard listening');
+    if (!isLoopbackHost(this.config.host)) {
+      this.logger.warn({ listen: formatHostPort(this.config) }, 'dashboard reachable from other machines over plain HTTP: its token crosses the network in clear; put TLS in front (docs/dashboard.md)');
+    }
   }
 
   async close(): Promise<void> {

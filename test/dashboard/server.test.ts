@@ -4,12 +4,14 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
+import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { gunzipSync } from 'node:zlib';
+import { Dashboard } from '../../src/dashboard/dashboard.js';
 import { DashboardFeed, FEED_LIMITS } from '../../src/dashboard/feed.js';
 import { DASHBOARD_LIMITS, DashboardServer, SECURITY_HEADERS } from '../../src/dashboard/server.js';
 import { newGrayStats } from '../../src/engine/stats.js';
-import { silentLogger } from '../../src/log.js';
+import { createLogger, silentLogger } from '../../src/log.js';
 import { startTunnel, type Tunnel } from '../helpers/tunnel.js';
 
 const TOKEN = 'dashboard-token-0123456789abcdef0123456789';
@@ -232,6 +234,25 @@ describe('dashboard server', () => {
     assert.ok(raw.body.length * 5 < plain.body.length, `${raw.body.length} gzipped vs ${plain.body.length}`);
     const small = await requestBytes(open.address!.port, '/api/state', { 'accept-encoding': 'gzip' });
     assert.equal(small.headers['content-encoding'], undefined, 'a small state goes as it is');
+  });
+
+  it('warns when it listens beyond loopback, where the token crosses the network in clear', async () => {
+    const lines: Array<{ msg: string; level: number }> = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString('utf8').split('\n').filter(Boolean)) lines.push(JSON.parse(l) as { msg: string; level: number });
+        done();
+      },
+    });
+    const logger = createLogger({ level: 'info', destination });
+    for (const host of ['127.0.0.1', '0.0.0.0']) {
+      const dashboard = new Dashboard({ host, port: 0, token: TOKEN }, { version: 'test', snapshot: () => tunnel.white.snapshot() }, logger);
+      await dashboard.start();
+      await dashboard.close();
+    }
+    const warnings = lines.filter((l) => l.level === 40).map((l) => l.msg);
+    assert.equal(lines.filter((l) => l.msg === 'dashboard listening').length, 2);
+    assert.deepEqual(warnings, ['dashboard reachable from other machines over plain HTTP: its token crosses the network in clear; put TLS in front (docs/dashboard.md)']);
   });
 
   it('never sends a secret: gray secrets, the token, hook URLs', async () => {
