@@ -11,6 +11,7 @@ import { Dashboard } from '../../src/dashboard/dashboard.js';
 import { DashboardFeed, FEED_LIMITS } from '../../src/dashboard/feed.js';
 import { DASHBOARD_LIMITS, DashboardServer, SECURITY_HEADERS } from '../../src/dashboard/server.js';
 import { newGrayStats } from '../../src/engine/stats.js';
+import { ErrorCodes, RelayError } from '../../src/errors.js';
 import { createLogger, silentLogger } from '../../src/log.js';
 import { startTunnel, type Tunnel } from '../helpers/tunnel.js';
 
@@ -253,6 +254,19 @@ describe('dashboard server', () => {
     const warnings = lines.filter((l) => l.level === 40).map((l) => l.msg);
     assert.equal(lines.filter((l) => l.msg === 'dashboard listening').length, 2);
     assert.deepEqual(warnings, ['dashboard reachable from other machines over plain HTTP: its token crosses the network in clear; put TLS in front (docs/dashboard.md)']);
+  });
+
+  it('a port already taken is a clear LISTEN error, and nothing is left open', async () => {
+    const taken = open.address!.port;
+    const second = new DashboardServer({ host: '127.0.0.1', port: taken, token: null, logger: silentLogger() }, feed);
+    await assert.rejects(second.start(), (err: unknown) => {
+      assert.ok(err instanceof RelayError);
+      assert.equal(err.code, ErrorCodes.LISTEN);
+      assert.equal(err.message, `dashboard 127.0.0.1:${taken}: cannot listen (EADDRINUSE)`);
+      return true;
+    });
+    assert.equal(second.address, null);
+    await second.close();
   });
 
   it('never sends a secret: gray secrets, the token, hook URLs', async () => {
