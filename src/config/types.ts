@@ -54,6 +54,8 @@ export interface WhiteConfig {
   readonly hooks: readonly HookConfig[];
   readonly authorize: AuthorizeHookConfig | null;
   readonly metrics: HostPort | null;
+  /** Optional read-only status page (src/dashboard/); a token is required off loopback. */
+  readonly dashboard: (HostPort & { readonly token: string | null }) | null;
   readonly log: { readonly level: string };
   readonly watch: { readonly polling: boolean; readonly debounceMs: number };
   readonly limits: Readonly<Limits>;
