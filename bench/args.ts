@@ -13,6 +13,9 @@ export interface Options {
   outDir: string;
   haproxyBin: string;
   haproxySplice: SpliceMode;
+  /** The wrk workload's load generator and service: names are looked up (and installed with apt-get when missing), paths used as they are. */
+  wrkBin: string;
+  nginxBin: string;
   relayCli: string;
   pool: number;
   readyTimeoutMs: number;
@@ -27,7 +30,9 @@ export const USAGE = `usage: npm run bench -- [options]      (or: node dist/benc
 
   (no mode flag)        standard run: direct, haproxy chain and relay, all workloads, 3 rounds;
                         plus relay+authorize (relay asking an allow-all authorize hook before
-                        each client) on the new-connection workload
+                        each client) on the new-connection workload; the wrk workload (new
+                        connections from wrk to nginx) installs wrk and nginx-light with
+                        apt-get when they are missing
   --quick               a few seconds in total: 1 round, 0.3 s per workload (smoke test)
   --scale               idle-connection scale test (RSS per connection) and 1,000-gray white startup
   --profile white|gray  run that relay process under node --cpu-prof for the bulk, kept and new-connection workloads
@@ -39,6 +44,8 @@ export const USAGE = `usage: npm run bench -- [options]      (or: node dist/benc
   --out DIR             where results go (default bench/results)
   --haproxy BIN         haproxy binary (default: haproxy on PATH)
   --haproxy-splice M    auto (option splice-auto, default), always (splice-request/response), off
+  --wrk BIN             wrk binary (default: wrk on PATH, installed when missing)
+  --nginx BIN           nginx binary (default: nginx on PATH or in /usr/sbin, installed when missing)
   --relay-cli FILE      relay CLI script (default dist/src/cli/relay.js)
   --pool N              gray pool size for relay (default 64)
   --scale-clients N     idle clients in --scale (default 10000; capped by ulimit -n)
@@ -56,6 +63,8 @@ export function parseArgs(argv: readonly string[]): Options {
     outDir: path.join(REPO_ROOT, 'bench/results'),
     haproxyBin: 'haproxy',
     haproxySplice: 'auto',
+    wrkBin: 'wrk',
+    nginxBin: 'nginx',
     relayCli: DEFAULT_RELAY_CLI,
     pool: 64,
     readyTimeoutMs: 20_000,
@@ -117,6 +126,12 @@ export function parseArgs(argv: readonly string[]): Options {
         o.haproxySplice = v;
         break;
       }
+      case '--wrk':
+        o.wrkBin = value(a);
+        break;
+      case '--nginx':
+        o.nginxBin = value(a);
+        break;
       case '--no-authorize':
         o.authorize = false;
         break;
