@@ -2,6 +2,7 @@
 // on 2 cores; --quick is for the smoke test.
 import path from 'node:path';
 import { REPO_ROOT } from './common.js';
+import { WORKLOAD_IDS, type WorkloadId } from './plan.js';
 import { DEFAULT_RELAY_CLI, type SpliceMode, TARGET_NAMES, type TargetName } from './targets.js';
 
 export interface Options {
@@ -10,6 +11,7 @@ export interface Options {
   seconds: number;
   warmupSeconds: number;
   targets: TargetName[];
+  workloads: WorkloadId[];
   outDir: string;
   haproxyBin: string;
   haproxySplice: SpliceMode;
@@ -40,6 +42,8 @@ export const USAGE = `usage: npm run bench -- [options]      (or: node dist/benc
   --rounds N            rounds per figure (default 3; quick 1)
   --seconds S           seconds per workload measurement (default 1.5; quick 0.3)
   --targets LIST        comma list of direct,haproxy,relay,relay+authorize (default all)
+  --workloads LIST      comma list of ${WORKLOAD_IDS.join(',')}
+                        (default all)
   --no-authorize        skip the relay+authorize column
   --out DIR             where results go (default bench/results)
   --haproxy BIN         haproxy binary (default: haproxy on PATH)
@@ -60,6 +64,7 @@ export function parseArgs(argv: readonly string[]): Options {
     seconds: 1.5,
     warmupSeconds: 0.25,
     targets: [...TARGET_NAMES],
+    workloads: [...WORKLOAD_IDS],
     outDir: path.join(REPO_ROOT, 'bench/results'),
     haproxyBin: 'haproxy',
     haproxySplice: 'auto',
@@ -112,6 +117,13 @@ export function parseArgs(argv: readonly string[]): Options {
         const list = value(a).split(',').map((s) => s.trim()).filter(Boolean);
         for (const t of list) if (!TARGET_NAMES.includes(t as TargetName)) throw new Error(`--targets: unknown target ${JSON.stringify(t)}`);
         o.targets = list as TargetName[];
+        break;
+      }
+      case '--workloads': {
+        const list = value(a).split(',').map((s) => s.trim()).filter(Boolean);
+        for (const w of list) if (!WORKLOAD_IDS.includes(w as WorkloadId)) throw new Error(`--workloads: unknown workload ${JSON.stringify(w)}`);
+        // Always in the standard order, so the table and the JSON read the same whatever was asked.
+        o.workloads = WORKLOAD_IDS.filter((w) => list.includes(w));
         break;
       }
       case '--out':
