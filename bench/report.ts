@@ -334,7 +334,7 @@ export function renderTables(summary: Summary, status: Record<TargetName, Target
   for (const c of summary.checks) {
     const mark = c.pass === null ? '?' : c.pass ? '✓' : '✗';
     const measured = c.measured === null ? `not measured (${c.note})` : `${c.measured.toFixed(2)}${c.note ? ` (${c.note})` : ''}`;
-    out.push(`  ${mark} ${pad(c.label, 44)} ${pad(`${opSymbol(c.op)} ${c.value}`, 6)} measured ${measured}`);
+    out.push(`  ${mark} ${pad(c.label, 48)} ${pad(`${opSymbol(c.op)} ${c.value}`, 6)} measured ${measured}`);
   }
   for (const t of TARGET_NAMES) {
     const s = status[t];
