@@ -1,7 +1,8 @@
 // Entry point of the benchmark (`npm run bench -- [options]`). The standard run measures every
 // workload three ways in one run (direct to the service, through relay, through a two-hop haproxy
-// chain), plus relay with an authorize hook on the new-connection workload, over several rounds,
-// and writes a table, a JSON file and an SVG chart. See docs/bench.md.
+// chain), plus relay with an authorize hook on the new-connection workload, and new connections
+// from wrk to nginx through a second instance of each target, over several rounds, and writes a
+// table, a JSON file and an SVG chart. See docs/bench.md.
 import path from 'node:path';
 import { findOrInstall } from './apt.js';
 import { type Options, USAGE, parseArgs } from './args.js';
