@@ -153,6 +153,18 @@ test('bench options: the relay+authorize column is on by default and --no-author
   assert.deepEqual(parseArgs(['--targets', 'relay,relay+authorize']).targets, ['relay', 'relay+authorize']);
 });
 
+test('bench options: --workloads picks workloads in the standard order, all by default; --wrk and --nginx take a binary', () => {
+  const def = parseArgs(['--quick']);
+  assert.deepEqual(def.workloads, [...LOADGEN_WORKLOADS.split(','), 'new-c64-wrk']);
+  assert.equal(def.wrkBin, 'wrk');
+  assert.equal(def.nginxBin, 'nginx');
+  assert.deepEqual(parseArgs(['--workloads', 'new-c64-wrk,new-c64']).workloads, ['new-c64', 'new-c64-wrk']);
+  assert.throws(() => parseArgs(['--workloads', 'new-c64,new-c128']), /--workloads: unknown workload "new-c128"/);
+  const o = parseArgs(['--wrk', '/opt/wrk', '--nginx', '/opt/nginx']);
+  assert.equal(o.wrkBin, '/opt/wrk');
+  assert.equal(o.nginxBin, '/opt/nginx');
+});
+
 test('bench --quick with the built relay CLI: relay and relay+authorize columns measured', { timeout: 90_000 }, async () => {
   assert.ok(fs.existsSync(RELAY_CLI), `relay CLI not built at ${RELAY_CLI}`);
   // 1 s windows rather than quick's 0.3 s: on a machine loaded by the rest of the suite, 0.3 s
