@@ -20,8 +20,10 @@ export interface RunWhiteOptions {
 }
 
 export async function runWhite(configPath: string, options: RunWhiteOptions): Promise<void> {
-  const config = await loadWhiteConfig(configPath);
+  const warnings: string[] = [];
+  const config = await loadWhiteConfig(configPath, { warnings });
   const logger = createLogger({ level: config.log.level, name: 'white' });
+  for (const warning of warnings) logger.warn({ path: configPath }, warning);
   const dataPlane = resolveDataPlane();
   logDataPlane(logger, dataPlane, { intake: defaultIntake(config.bind) });
   const hooks = new WhiteHooks(config, logger);
