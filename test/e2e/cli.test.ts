@@ -5,7 +5,7 @@ import { writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { RELAY_CLI, runRelay, runRelayToEnd, tempDir, writeDeployment } from './harness.js';
+import { RELAY_CLI, RelayProcess, runRelay, runRelayToEnd, tempDir, writeDeployment } from './harness.js';
 
 describe('relay CLI', () => {
   it('prints help with exit 0, and usage errors with exit 2', async () => {
@@ -83,6 +83,25 @@ describe('relay CLI', () => {
       const readable = ((await stat(name)).mode & 0o044) !== 0;
       assert.equal(/holds inline secrets/.test(run.stderr), readable, run.stderr);
       assert.equal(run.stderr.split('\n').filter((l) => l !== '' && !/holds inline secrets/.test(l)).length, 0, run.stderr);
+    }
+  });
+
+  it('the console\'s /quit stops the white cleanly (exit 0, "stopping" logged)', async () => {
+    const dir = await tempDir();
+    try {
+      const d = await writeDeployment(dir.path, { targetPort: 9 });
+      const child = spawn(process.execPath, [RELAY_CLI, 'white', '--config', d.whitePath, '--console'], {
+        stdio: ['pipe', 'pipe', 'pipe'],
+        env: { ...process.env, RELAY_LOG_LEVEL: 'info' },
+      });
+      const white = new RelayProcess(child);
+      await white.waitForMsg('admin listening');
+      child.stdin!.write('/quit\n');
+      await white.waitForMsg('stopping');
+      const { code } = await white.exited;
+      assert.equal(code, 0, white.tail());
+    } finally {
+      await dir.cleanup();
     }
   });
 
