@@ -4,12 +4,13 @@
 // never reports a success it did not get, and never hands an impostor anything it can use.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { AdminServer, type AdminState } from '../../src/admin/server.js';
+import { ADMIN_LIMITS, AdminServer, type AdminState } from '../../src/admin/server.js';
 import { silentLogger } from '../../src/log.js';
 import { VERSION } from '../../src/version.js';
 import { tempDir } from './harness.js';
@@ -138,6 +139,72 @@ describe('e2e: relayctl against an admin listener that is not a healthy white', 
     assert.equal(run.code, 1, run.stderr);
     assert.equal(run.stdout, '');
     assert.match(run.stderr, /closed the connection in the middle of its answer/);
+  });
+});
+
+describe('e2e: relayctl against the real admin TCP listener', () => {
+  let dir: { path: string; cleanup: () => Promise<void> };
+  let admin: AdminServer;
+  let config: string;
+  let reloads = 0;
+  before(async () => {
+    dir = await tempDir();
+    admin = new AdminServer(
+      { socket: null, tcp: { host: '127.0.0.1', port: 0, token: TOKEN }, metrics: null, logger: silentLogger() },
+      {
+        state: emptyState,
+        reload: async () => {
+          reloads += 1;
+          return { ok: true, at: Date.now(), error: null };
+        },
+      },
+    );
+    await admin.start();
+    config = join(dir.path, 'white.yaml');
+    const port = admin.addresses.tcp!.port;
+    await writeFile(config, `control: { listen: "127.0.0.1:7000" }\nadmin:\n  socket: null\n  tcp: { listen: "127.0.0.1:${port}", token: "${TOKEN}" }\ngrays: []\n`, { mode: 0o600 });
+  });
+  after(async () => {
+    await admin?.close();
+    await dir?.cleanup();
+  });
+
+  it('show and reload work over TCP with the challenge-response', async () => {
+    const show = await relayctl(['show', '--config', config]);
+    assert.equal(show.code, 0, show.stderr);
+    assert.match(show.stdout, /^no grays in the config$/m);
+    const before = reloads;
+    const reload = await relayctl(['reload', '--config', config]);
+    assert.equal(reload.code, 0, reload.stderr);
+    assert.equal(reload.stderr, 'reloaded: the white runs the file as it is now\n');
+    assert.equal(reloads, before + 1);
+  });
+
+  it(`past the white's ${ADMIN_LIMITS.maxConnections} admin connections, show and reload fail with exit 1 instead of printing nothing`, async () => {
+    const port = admin.addresses.tcp!.port;
+    const held: net.Socket[] = [];
+    try {
+      // Any local user can hold every slot: idle connections that never send a request.
+      for (let i = 0; i < ADMIN_LIMITS.maxConnections; i++) {
+        const s = net.connect({ host: '127.0.0.1', port });
+        s.on('error', () => {});
+        await once(s, 'connect');
+        held.push(s);
+      }
+      const before = reloads;
+      for (const command of ['show', 'reload']) {
+        const run = await relayctl([command, '--config', config]);
+        assert.equal(run.code, 1, `${command}: ${run.stderr}`);
+        assert.equal(run.stdout, '');
+        assert.match(run.stderr, /closed the connection without answering \(too many admin connections at once, or not the white\)/);
+      }
+      assert.equal(reloads, before);
+    } finally {
+      for (const s of held) s.destroy();
+    }
+    // Slots freed: it answers again.
+    const show = await relayctl(['show', '--config', config]);
+    assert.equal(show.code, 0, show.stderr);
   });
 });
 
