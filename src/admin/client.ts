@@ -130,11 +130,13 @@ export class AdminClient {
             fail(new RelayError(ErrorCodes.ADMIN_REQUEST, `${method} ${path}: the answer from the ${this.where} is over ${MAX_RESPONSE_BYTES} bytes`));
           } else chunks.push(chunk);
         });
-        res.on('error', (err: NodeJS.ErrnoException) => fail(this.fromSocketError(err)));
-        // Ended before its declared length (aborted) is a cut answer, not a short one.
-        res.on('aborted', () => fail(this.unreachable(`the ${this.where} closed the connection in the middle of its answer`, 'ECONNRESET')));
+        // A connection that ends before the declared length is a cut answer, not a short one:
+        // the answer is complete only at 'end'; an error or a close before it is a failure.
+        const cut = (err?: Error): void => fail(this.unreachable(`the ${this.where} closed the connection in the middle of its answer`, 'ECONNRESET', err));
+        res.on('error', cut);
+        res.on('close', () => cut());
         res.on('end', () => {
-          if (!res.complete) return fail(this.unreachable(`the ${this.where} closed the connection in the middle of its answer`, 'ECONNRESET'));
+          if (!res.complete) return cut();
           settle(() => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
         });
       });
