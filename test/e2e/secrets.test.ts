@@ -94,6 +94,22 @@ describe('e2e: files that hold secrets', () => {
     await chmod(gray, 0o600);
   });
 
+  it('an admin token with spaces fails relay verify with the position, and relayctl refuses it before connecting', async () => {
+    const file = join(dir.path, 'spaced.yaml');
+    await writeFile(
+      file,
+      `control: { listen: "127.0.0.1:7000" }\nadmin:\n  socket: null\n  tcp: { listen: "127.0.0.1:${await freePort()}", token: "correct horse battery staple and more words" }\ngrays: []\n`,
+      { mode: 0o600 },
+    );
+    const verify = await runRelayToEnd(['verify', '--config', file]);
+    assert.equal(verify.code, 2);
+    assert.match(verify.stderr, /admin\.tcp\.token: has a space at position 8; a token is visible ASCII characters only/);
+    assert.doesNotMatch(verify.stderr, /horse/, 'the token is not shown');
+    const show = await relayctl(['show', '--config', file]);
+    assert.equal(show.code, 2);
+    assert.match(show.stderr, /admin\.tcp\.token: has a space at position 8/);
+  });
+
   it('relayctl add --out writes the gray\'s file with mode 0600, and refuses to overwrite one, leaving both files as they were', async () => {
     const out = join(dir.path, 'b-gray.yaml');
     const ports = ['--public-port', String(await freePort()), '--data-port', String(await freePort())];
