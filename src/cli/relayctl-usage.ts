@@ -2,7 +2,7 @@
 export const RELAYCTL_USAGE = `relayctl — manage a relay white server's grays
 
 Usage:
-  relayctl add <id> [options]      register a gray in white.yaml and print its gray.yaml
+  relayctl add <id> [options]      register a gray in white.yaml; its gray.yaml to --out FILE or stdout
   relayctl delete <id> [options]   remove a gray from white.yaml
   relayctl show [--json]           live state of the running white (admin socket)
   relayctl reload                  ask the running white to reload its file now
