@@ -8,8 +8,10 @@ import { releaseMemory } from './release-memory.js';
 import { onStopSignal } from './signals.js';
 
 export async function runGray(configPath: string): Promise<void> {
-  const config = await loadGrayConfig(configPath);
+  const warnings: string[] = [];
+  const config = await loadGrayConfig(configPath, { warnings });
   const logger = createLogger({ level: config.log.level, name: 'gray' });
+  for (const warning of warnings) logger.warn({ path: configPath }, warning);
   const agent = new GrayAgent(config, logger);
   logDataPlane(logger, resolveDataPlane(), { dialer: agent.dialerKind });
   agent.start();

@@ -13,6 +13,7 @@ import { createLogger } from '../log.js';
 import { logDataPlane } from './data-plane-log.js';
 import { Reloader } from './reloader.js';
 import { releaseMemory, watchBursts } from './release-memory.js';
+import { PromptGuard } from './prompt-guard.js';
 import { onStopSignal } from './signals.js';
 import { VERSION } from '../version.js';
 
@@ -21,8 +22,12 @@ export interface RunWhiteOptions {
 }
 
 export async function runWhite(configPath: string, options: RunWhiteOptions): Promise<void> {
-  const config = await loadWhiteConfig(configPath);
-  const logger = createLogger({ level: config.log.level, name: 'white' });
+  const warnings: string[] = [];
+  const config = await loadWhiteConfig(configPath, { warnings });
+  // With the console on, log lines step around its prompt (both are on the terminal).
+  const guard = options.console ? new PromptGuard() : undefined;
+  const logger = createLogger({ level: config.log.level, name: 'white', ...(guard ? { guard } : {}) });
+  for (const warning of warnings) logger.warn({ path: configPath }, warning);
   const dataPlane = resolveDataPlane();
   logDataPlane(logger, dataPlane, { intake: defaultIntake(config.bind) });
   const hooks = new WhiteHooks(config, logger);
@@ -77,6 +82,8 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
         input: process.stdin,
         output: process.stderr,
         onInterrupt: () => process.kill(process.pid, 'SIGINT'),
+        onQuit: () => process.kill(process.pid, 'SIGINT'),
+        ...(guard ? { guard } : {}),
       })
     : null;
 

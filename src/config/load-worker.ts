@@ -5,8 +5,9 @@ import { RelayError } from '../errors.js';
 import { loadGrayConfig, loadWhiteConfig } from './load.js';
 
 const { kind, path } = workerData as { kind: 'white' | 'gray'; path: string };
-(kind === 'white' ? loadWhiteConfig(path) : loadGrayConfig(path)).then(
-  (config) => parentPort!.postMessage({ ok: true, config }),
+const warnings: string[] = [];
+(kind === 'white' ? loadWhiteConfig(path, { warnings }) : loadGrayConfig(path, { warnings })).then(
+  (config) => parentPort!.postMessage({ ok: true, config, warnings }),
   (err: unknown) =>
     parentPort!.postMessage({
       ok: false,

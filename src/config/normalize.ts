@@ -12,6 +12,7 @@ import { DEFAULT_LIMITS, resolveLimits, type Limits } from '../limits.js';
 import { parseHost, parseHostPort, isLoopbackHost } from './address.js';
 import { type IssueList, type PathSegment } from './issues.js';
 import { checkPortClashes, parsePortRange, type PortClaim, type PortRange } from './ports.js';
+import { adminTokenProblem, MAX_TOKEN_CHARS, MIN_TOKEN_CHARS } from '../admin/admin-auth.js';
 import { resolveSecret, type SecretContext } from './secret.js';
 import { camelCase, snakeCase } from './schema.js';
 import type { AuthorizeHookConfig, GrayConfig, GrayEntry, HookConfig, HostPort, ProxyProtocol, WhiteConfig } from './types.js';
@@ -125,7 +126,12 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
         `${JSON.stringify(tcpRaw.listen)} is not a loopback address; the admin TCP listener may only use 127.0.0.1, ::1 or localhost`,
       );
     }
-    if (listen !== null) adminTcp = { host: listen.host, port: listen.port, token: str(tcpRaw.token, '') };
+    const token = str(tcpRaw.token, '');
+    // The schema reports a length out of bounds; the rest of the rule (the one the admin server
+    // enforces too) is checked here.
+    const tokenProblem = token.length >= MIN_TOKEN_CHARS && token.length <= MAX_TOKEN_CHARS ? adminTokenProblem(token) : null;
+    if (tokenProblem !== null) issues.add(['admin', 'tcp', 'token'], tokenProblem);
+    if (listen !== null) adminTcp = { host: listen.host, port: listen.port, token };
   }
 
   // ports.range

@@ -43,7 +43,7 @@ export interface WhiteConfig {
   readonly admin: {
     /** Unix socket path (mode 0600), or null to disable. */
     readonly socket: string | null;
-    /** Optional loopback TCP admin listener; requires a bearer token. */
+    /** Optional loopback TCP admin listener; requests carry a single-use HMAC under the token (admin-auth.ts). */
     readonly tcp: (HostPort & { readonly token: string }) | null;
   };
   /** Range that `relayctl add` allocates ports from, inclusive. */

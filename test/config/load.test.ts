@@ -507,28 +507,22 @@ test('verifyConfigFile detects the kind and reports instead of throwing', async 
   assert.deepEqual(r, { ok: false, errors: [`${join(dir, 'missing.yaml')}: does not exist`] });
 });
 
-test('the examples load (every key shown)', async (t) => {
-  const dir = await tempDir(t);
-  // Copied next to the secret file the example references, which is not shipped.
-  await copyFile(join(REPO, 'examples/relay.yaml'), join(dir, 'relay.yaml'));
-  await copyFile(join(REPO, 'examples/gray.yaml'), join(dir, 'gray.yaml'));
-  await mkdir(join(dir, 'secrets'));
-  await writeFile(join(dir, 'secrets/authorize.key'), generateSecret(), { mode: 0o600 });
-  const env = { RELAY_HOOK_SECRET: generateSecret(), RELAY_SECRET_OFFICE_NAS: generateSecret(), RELAY_SECRET: generateSecret() };
-  const white = await loadWhiteConfig(join(dir, 'relay.yaml'), { env });
+test('the examples load as shipped, with no environment and no other file (every key shown)', async () => {
+  const white = await loadWhiteConfig(join(REPO, 'examples/white.yaml'), { env: {} });
   assert.deepEqual(
     white.grays.map((g) => g.id),
     ['office-nas', 'lab-camera'],
   );
-  assert.ok(white.authorize !== null && white.metrics !== null && white.admin.tcp !== null && white.portsRange !== null && white.dashboard !== null);
-  const gray = await loadGrayConfig(join(dir, 'gray.yaml'), { env });
+  assert.ok(white.authorize !== null && white.metrics !== null && white.admin.tcp !== null && white.portsRange !== null && white.hooks.length === 1 && white.dashboard !== null);
+  const gray = await loadGrayConfig(join(REPO, 'examples/gray.yaml'), { env: {} });
   assert.equal(gray.id, 'office-nas');
+  assert.ok(gray.secret.equals(white.grays[0]!.secret), 'the two examples belong together');
 
   // "Every key shown": each property of the schemas appears in the example.
-  const text = await readFile(join(REPO, 'examples/relay.yaml'), 'utf8');
+  const text = await readFile(join(REPO, 'examples/white.yaml'), 'utf8');
   for (const key of schemaKeys(whiteSchema())) {
     if (key === 'secret' || key === 'secret_file' || key === 'secret_env') continue;
-    assert.match(text, new RegExp(`\\b${key}:`), `examples/relay.yaml shows ${key}`);
+    assert.match(text, new RegExp(`\\b${key}:`), `examples/white.yaml shows ${key}`);
   }
   const grayText = await readFile(join(REPO, 'examples/gray.yaml'), 'utf8');
   for (const key of schemaKeys(graySchema())) {
