@@ -98,7 +98,7 @@ struct Side {
 };
 
 // Who a listener lets in, before any byte is read (set by JavaScript, see filter()).
-enum Filter : uint8_t { kFilterAll = 0, kFilterNone = 1, kFilterSource = 2 };
+enum Filter : uint8_t { kFilterAnyone = 0, kFilterNobody = 1, kFilterOnly = 2 };
 // What a held connection's watch reports: anything (a pooled connection must stay silent), or
 // only a reset/hang-up (a waiting client may send bytes or a FIN and still wants its answer).
 enum Watch : uint8_t { kWatchReset = 0, kWatchAny = 1 };
@@ -125,7 +125,7 @@ struct Listener {
   int timeoutMs = 0;
   int keepAliveSec = 0;
   Watch watchAfter = kWatchReset;
-  Filter filter = kFilterAll;
+  Filter filter = kFilterAnyone;
   in6_addr allowed{};
   uint32_t maxPending = UINT32_MAX;
   uint32_t pending = 0;  // connections still reading their prefix
@@ -241,7 +241,7 @@ struct Command {
   uint32_t connA = 0;
   uint32_t connB = 0;
   Listener* listener = nullptr;
-  Filter filter = kFilterAll;
+  Filter filter = kFilterAnyone;
   in6_addr ip{};
   uint32_t maxPending = 0;
 };

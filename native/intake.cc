@@ -76,8 +76,8 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   in6_addr source{};
   AsV6(remote, &source);
   int32_t refusal = 0;
-  if (listener->filter == kFilterNone) refusal = kRefusedNoSession;
-  else if (listener->filter == kFilterSource && memcmp(&source, &listener->allowed, sizeof source) != 0) refusal = kRefusedWrongSource;
+  if (listener->filter == kFilterNobody) refusal = kRefusedNoSession;
+  else if (listener->filter == kFilterOnly && memcmp(&source, &listener->allowed, sizeof source) != 0) refusal = kRefusedWrongSource;
   else if (listener->prefix > 0 && listener->pending >= listener->maxPending) refusal = kRefusedTooMany;
   if (refusal != 0) {
     close(fd);

@@ -5,7 +5,7 @@
 import type { GrayConfig } from '../../config/types.js';
 import type { Logger } from '../../log.js';
 import type { RateLimitedLog } from '../../rate-limited-log.js';
-import type { PairResult } from '../data-plane/joined-pair.js';
+import type { PairEnd } from '../substrate/pair.js';
 import type { ClientAddressInfo } from '../protocol/start-header.js';
 
 export interface LinkEvents {
@@ -21,7 +21,7 @@ export interface LinkEvents {
 
 export interface PoolLink {
   /** Connects an activated link to the local service and joins the two. */
-  forward(client: ClientAddressInfo, onClosed: (result: PairResult | null) => void): Forward;
+  forward(client: ClientAddressInfo, onClosed: (result: PairEnd | null) => void): Forward;
   destroy(): void;
 }
 
