@@ -1,6 +1,6 @@
-// The JavaScript surface: createEngine (one engine thread, an object of its methods: join,
-// joinConns, listen, filter, dial, connectJoin, closeConn, closeListener, destroy, bytes,
-// stats, lend, pairLent), releaseMemory, and the thread-safe function that carries an engine's
+// The JavaScript surface: createEngine (one engine thread, an object of its methods: listen,
+// filter, closeListener, dial, closeConn, join, forward, lend, joinLent, destroy, bytes,
+// stats), releaseMemory, and the thread-safe function that carries an engine's
 // events to JavaScript. Each call checks its arguments here, on the
 // JavaScript thread, and hands the engine (engine.h) a command.
 #include <node_api.h>
@@ -10,7 +10,6 @@
 #include <netinet/in.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -94,9 +93,9 @@ void CallOnEvent(napi_env env, napi_value callback, void* context, void* data) {
   if (env != nullptr) {
     auto* engine = static_cast<Engine*>(context);
     if (engine && event->type == Event::kPairEnd) Unref(env, engine);
-    // A pair the engine made on its own (forwardOnHeader) keeps the process alive like one
+    // A pair the engine made on its own (a forward on a start header, a join with a lent one) keeps the process alive like one
     // JavaScript asked for; its kPairEnd, always later in this queue, releases it.
-    if (engine && ((event->type == Event::kHeader && event->b != 0) || event->type == Event::kPaired)) Ref(env, engine);
+    if (engine && ((event->type == Event::kHeader && event->b != 0) || event->type == Event::kJoinedLent)) Ref(env, engine);
     napi_value args[11];
     napi_create_int32(env, event->type, &args[0]);
     napi_create_uint32(env, event->id, &args[1]);
@@ -173,13 +172,13 @@ bool ReadHead(napi_env env, napi_value value, std::string* out) {
   return true;
 }
 
-// The arguments of join and joinConns: two numbers, then the optional heads.
+// The arguments of join: two connections, then the optional heads.
 Pair* NewPair(napi_env env, napi_callback_info info, int32_t ids[2]) {
   size_t argc = 4;
   napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   if (argc < 2 || napi_get_value_int32(env, argv[0], &ids[0]) != napi_ok || napi_get_value_int32(env, argv[1], &ids[1]) != napi_ok || ids[0] < 0 || ids[1] < 0) {
-    Throw(env, "join needs two descriptors or connections");
+    Throw(env, "join needs two held connections");
     return nullptr;
   }
   Pair* pair = new Pair();
@@ -197,39 +196,9 @@ napi_value Uint32(napi_env env, uint32_t value) {
   return result;
 }
 
-// join(fdA, fdB, headToA?: Buffer, headToB?: Buffer) => id. Duplicates both descriptors; the
-// caller closes its own.
+// join(connA, connB, headToA?, headToB?) => id: two held connections become a pair. If either
+// has gone meanwhile, the pair ends at once with ECONNRESET.
 napi_value Join(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
-  if (engine == nullptr) return Throw(env, "the data plane is not started");
-  int32_t fds[2];
-  Pair* pair = NewPair(env, info, fds);
-  if (pair == nullptr) return nullptr;
-  int dupA = fcntl(fds[0], F_DUPFD_CLOEXEC, 0);
-  int dupB = dupA < 0 ? -1 : fcntl(fds[1], F_DUPFD_CLOEXEC, 0);
-  if (dupA < 0 || dupB < 0) {
-    int error = errno;
-    if (dupA >= 0) close(dupA);
-    delete pair;
-    return ThrowErrno(env, "dup", error);
-  }
-  for (int fd : {dupA, dupB}) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-  pair->id = engine->NextId();
-  pair->fds[0] = dupA;
-  pair->fds[1] = dupB;
-  pair->dirs[0].src = dupA;
-  pair->dirs[0].dst = dupB;
-  pair->dirs[1].src = dupB;
-  pair->dirs[1].dst = dupA;
-  Ref(env, engine);
-  uint32_t id = pair->id;
-  engine->Join(pair);
-  return Uint32(env, id);
-}
-
-// joinConns(connA, connB, headToA?, headToB?) => id: two held connections become a pair. If
-// either has gone meanwhile, the pair ends at once with ECONNRESET.
-napi_value JoinConns(napi_env env, napi_callback_info info) {
   Engine* engine = EngineOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   int32_t conns[2];
@@ -238,11 +207,11 @@ napi_value JoinConns(napi_env env, napi_callback_info info) {
   pair->id = engine->NextId();
   Ref(env, engine);
   uint32_t id = pair->id;
-  engine->JoinConns(pair, static_cast<uint32_t>(conns[0]), static_cast<uint32_t>(conns[1]));
+  engine->Join(pair, static_cast<uint32_t>(conns[0]), static_cast<uint32_t>(conns[1]));
   return Uint32(env, id);
 }
 
-// lend(listenerId, connId), pairLent(listenerId, clientConnId): see lend.cc.
+// lend(listenerId, connId), joinLent(listenerId, clientConnId): see lend.cc.
 napi_value LendOrPair(napi_env env, napi_callback_info info, bool lend) {
   Engine* engine = EngineOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
@@ -251,10 +220,10 @@ napi_value LendOrPair(napi_env env, napi_callback_info info, bool lend) {
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   uint32_t listenerId, connId;
   if (argc < 2 || napi_get_value_uint32(env, argv[0], &listenerId) != napi_ok || napi_get_value_uint32(env, argv[1], &connId) != napi_ok) {
-    return Throw(env, lend ? "lend(listenerId, connId): bad arguments" : "pairLent(listenerId, connId): bad arguments");
+    return Throw(env, lend ? "lend(listenerId, connId): bad arguments" : "joinLent(listenerId, connId): bad arguments");
   }
   if (lend) engine->Lend(listenerId, connId);
-  else engine->PairLent(listenerId, connId);
+  else engine->JoinLent(listenerId, connId);
   return nullptr;
 }
 
@@ -262,7 +231,7 @@ napi_value Lend(napi_env env, napi_callback_info info) {
   return LendOrPair(env, info, true);
 }
 
-napi_value PairLent(napi_env env, napi_callback_info info) {
+napi_value JoinLent(napi_env env, napi_callback_info info) {
   return LendOrPair(env, info, false);
 }
 
@@ -436,7 +405,7 @@ napi_value Dial(napi_env env, napi_callback_info info) {
     delete conn;
     return Throw(env, "dial needs an IP address");
   }
-  // Optional: the service to forward to as soon as the start header is in (forwardOnHeader).
+  // Optional: the service to forward to as soon as the start header is in (Conn::forward).
   napi_valuetype serviceType = napi_undefined;
   if (argc >= 8) napi_typeof(env, argv[5], &serviceType);
   if (serviceType != napi_undefined && serviceType != napi_null) {
@@ -446,7 +415,7 @@ napi_value Dial(napi_env env, napi_callback_info info) {
       delete conn;
       return Throw(env, "dial: the service to forward to needs an IP address, a port and a keepalive");
     }
-    conn->forwardOnHeader = true;
+    conn->forward = true;
     conn->serviceKeepAliveSec = serviceKeepAliveSec;
   }
   conn->id = engine->NextId();
@@ -457,10 +426,10 @@ napi_value Dial(napi_env env, napi_callback_info info) {
   return Uint32(env, id);
 }
 
-// connectJoin(connId, ip, port, headToService?, keepAliveSec) => pairId: connects to the service
+// forward(connId, ip, port, headToService?, keepAliveSec) => pairId: connects to the service
 // and joins it (side B) with the held connection (side A). A pair that ends before the service
 // answered is flagged kEndedBeforeConnect; one whose connection had gone ends with ECONNRESET.
-napi_value ConnectJoin(napi_env env, napi_callback_info info) {
+napi_value Forward(napi_env env, napi_callback_info info) {
   Engine* engine = EngineOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   size_t argc = 5;
@@ -473,18 +442,18 @@ napi_value ConnectJoin(napi_env env, napi_callback_info info) {
       !ReadHead(env, argv[3], &pair->dirs[0].head) || napi_get_value_int32(env, argv[4], &keepAliveSec) != napi_ok ||
       port < 1 || port > 65535 || keepAliveSec < 0) {
     delete pair;
-    return Throw(env, "connectJoin(connId, ip, port, headToService, keepAliveSec): bad arguments");
+    return Throw(env, "forward(connId, ip, port, headToService, keepAliveSec): bad arguments");
   }
   sockaddr_storage address;
   socklen_t len;
   if (!ParseEndpoint(env, argv[1], port, &address, &len)) {
     delete pair;
-    return Throw(env, "connectJoin needs an IP address");
+    return Throw(env, "forward needs an IP address");
   }
   pair->id = engine->NextId();
   Ref(env, engine);
   uint32_t id = pair->id;
-  engine->ConnectJoin(pair, connId, address, len, keepAliveSec);
+  engine->Forward(pair, connId, address, len, keepAliveSec);
   return Uint32(env, id);
 }
 
@@ -541,7 +510,6 @@ napi_value Stats(napi_env env, napi_callback_info info) {
 napi_value Methods(napi_env env, Engine* engine) {
   napi_property_descriptor properties[] = {
       {"join", nullptr, Join, nullptr, nullptr, nullptr, napi_default, engine},
-      {"joinConns", nullptr, JoinConns, nullptr, nullptr, nullptr, napi_default, engine},
       {"destroy", nullptr, Destroy, nullptr, nullptr, nullptr, napi_default, engine},
       {"bytes", nullptr, Bytes, nullptr, nullptr, nullptr, napi_default, engine},
       {"stats", nullptr, Stats, nullptr, nullptr, nullptr, napi_default, engine},
@@ -550,9 +518,9 @@ napi_value Methods(napi_env env, Engine* engine) {
       {"filter", nullptr, SetFilter, nullptr, nullptr, nullptr, napi_default, engine},
       {"closeConn", nullptr, CloseConn, nullptr, nullptr, nullptr, napi_default, engine},
       {"dial", nullptr, Dial, nullptr, nullptr, nullptr, napi_default, engine},
-      {"connectJoin", nullptr, ConnectJoin, nullptr, nullptr, nullptr, napi_default, engine},
+      {"forward", nullptr, Forward, nullptr, nullptr, nullptr, napi_default, engine},
       {"lend", nullptr, Lend, nullptr, nullptr, nullptr, napi_default, engine},
-      {"pairLent", nullptr, PairLent, nullptr, nullptr, nullptr, napi_default, engine},
+      {"joinLent", nullptr, JoinLent, nullptr, nullptr, nullptr, napi_default, engine},
   };
   napi_value object;
   napi_create_object(env, &object);

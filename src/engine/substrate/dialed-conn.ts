@@ -76,7 +76,7 @@ export class DialedConn implements ConnOwner {
     if (this.state !== 'held') throw new Error(`connection ${this.id} is ${this.state}, not held: it cannot be forwarded`);
     this.state = 'joined';
     this.engine.removeConn(this.id);
-    const id = this.engine.handle.connectJoin(this.id, service.ip, service.port, headToService ?? null, service.keepAliveSec);
+    const id = this.engine.handle.forward(this.id, service.ip, service.port, headToService ?? null, service.keepAliveSec);
     return this.engine.track(id).onEnd(onPairEnd);
   }
 

@@ -12,7 +12,7 @@ import type { Heads, OnPairEnd, Pair, PairEnd } from './pair.js';
 
 /** An engine's methods as the addon gives them (native/napi.cc). */
 export interface EngineHandle {
-  joinConns(connA: number, connB: number, headToA: Buffer | null, headToB: Buffer | null): number;
+  join(connA: number, connB: number, headToA: Buffer | null, headToB: Buffer | null): number;
   destroy(id: number): void;
   bytes(id: number): [number, number] | null;
   stats(): EngineStats;
@@ -22,9 +22,9 @@ export interface EngineHandle {
   closeConn(id: number): void;
   /** With serviceIp: forward to that service as soon as a well-formed start header is read. */
   dial(ip: string, port: number, preamble: Buffer, prefixBytes: number, keepAliveSec: number, serviceIp?: string, servicePort?: number, serviceKeepAliveSec?: number): number;
-  connectJoin(connId: number, ip: string, port: number, headToService: Buffer | null, keepAliveSec: number): number;
+  forward(connId: number, ip: string, port: number, headToService: Buffer | null, keepAliveSec: number): number;
   lend(listenerId: number, connId: number): void;
-  pairLent(listenerId: number, clientId: number): void;
+  joinLent(listenerId: number, clientId: number): void;
 }
 
 interface Addon {
@@ -46,7 +46,7 @@ export interface ListenerOwner {
   refused(event: EngineEventOf<'refused'>): void;
   failed(event: EngineEventOf<'listenerError'>): void;
   /** The engine joined a client of this listener with a lent connection into pair. */
-  paired(event: EngineEventOf<'paired'>, pair: EnginePair): void;
+  joinedLent(event: EngineEventOf<'joinedLent'>, pair: EnginePair): void;
 }
 
 /** What owns a held or dialed connection's events. pair: for a header the engine forwarded. */
@@ -126,7 +126,7 @@ export class Engine {
 
   /** Joins two held connections (side a, side b): nothing to hand over. */
   join(connA: number, connB: number, heads: Heads, onEnd: OnPairEnd): Pair {
-    return this.track(this.handle.joinConns(connA, connB, heads.toA ?? null, heads.toB ?? null)).onEnd(onEnd);
+    return this.track(this.handle.join(connA, connB, heads.toA ?? null, heads.toB ?? null)).onEnd(onEnd);
   }
 
   private route(event: EngineEvent): void {
@@ -146,11 +146,11 @@ export class Engine {
         return this.listeners.get(event.listener)?.refused(event);
       case 'listenerError':
         return this.listeners.get(event.listener)?.failed(event);
-      case 'paired': {
+      case 'joinedLent': {
         const pair = this.track(event.pair);
         const listener = this.listeners.get(event.listener);
         if (!listener) return pair.destroy();  // its port was closed meanwhile
-        return listener.paired(event, pair);
+        return listener.joinedLent(event, pair);
       }
       case 'header': {
         const pair = event.pair !== 0 ? this.track(event.pair) : null;

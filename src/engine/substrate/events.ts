@@ -35,7 +35,7 @@ export type EngineEvent =
    *  into with the service by itself, or 0 when JavaScript is to forward it. */
   | { readonly type: 'header'; readonly conn: number; readonly header: Buffer; readonly pair: number }
   /** The engine joined the held client with a lent connection into pair. */
-  | { readonly type: 'paired'; readonly pair: number; readonly listener: number; readonly client: number; readonly lent: number; readonly remote: Address; readonly local: Address }
+  | { readonly type: 'joinedLent'; readonly pair: number; readonly listener: number; readonly client: number; readonly lent: number; readonly remote: Address; readonly local: Address }
   /** joinLent found no lent connection for this client. */
   | { readonly type: 'noneLent'; readonly client: number };
 
@@ -77,8 +77,8 @@ export function decodeEvent(...[type, id, listenerId, code, a, b, prefix, remote
       return { type: 'dialed', conn: id, errno: code };
     case EventType.header:
       return { type: 'header', conn: id, header: prefix ?? EMPTY, pair: b };
-    case EventType.paired:
-      return { type: 'paired', pair: id, listener: listenerId, client: a, lent: b, remote: remote(), local: local() ?? { ip: '', port: 0 } };
+    case EventType.joinedLent:
+      return { type: 'joinedLent', pair: id, listener: listenerId, client: a, lent: b, remote: remote(), local: local() ?? { ip: '', port: 0 } };
     case EventType.noneLent:
       return { type: 'noneLent', client: id };
     default:

@@ -91,7 +91,7 @@ export class EngineListener implements ListenerOwner {
   joinLent(client: EngineConn, onNone: () => void): void {
     if (this.closed || client.destroyed) return onNone();
     client.askLent(onNone);
-    this.engine.handle.pairLent(this.id, client.id);
+    this.engine.handle.joinLent(this.id, client.id);
   }
 
   /** Stops accepting; connections still reading their prefix are closed, reported ones stay. */
@@ -115,7 +115,7 @@ export class EngineListener implements ListenerOwner {
     this.handlers.onError(errnoError(event.errno, 'accept'));
   }
 
-  paired(event: EngineEventOf<'paired'>, pair: EnginePair): void {
+  joinedLent(event: EngineEventOf<'joinedLent'>, pair: EnginePair): void {
     // A client JavaScript admitted (joinLent) is known already; one paired at accept is new.
     const client = heldConn(this.engine, event.client) ?? new EngineConn(this.engine, event.client, 'reset', event.remote.ip, event.remote.port, event.local.ip, event.local.port);
     const data = heldConn(this.engine, event.lent);
