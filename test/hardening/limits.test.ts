@@ -354,7 +354,7 @@ describe('limits: data port and clients', () => {
       const extra = await tcpConnect(s.welcome.dataPort);
       const started = Date.now();
       assert.ok((await closeTime(extra, started)) < 2500, 'refused at once, not at the preamble deadline');
-      // The native intake counts on the JS thread after its engine thread closed the socket.
+      // The engine's intake counts on the JS thread after its engine thread closed the socket.
       await waitUntil(() => t.data(ErrorCodes.TOO_MANY_UNAUTHENTICATED) === 1, 'the refusal to be counted');
       for (const h of held) h.destroy();
       // The slots come back: a real preamble is accepted (retried while the white processes the

@@ -3,7 +3,7 @@
 // under a deadline, and only then reports the connection, which the engine holds until it is
 // joined or closed (EngineConn). No Node socket is ever made for it. A public port can also be
 // lent held data connections (lend): the engine then joins a client with one the moment it
-// accepts it, and reports the pair (onPaired).
+// accepts it, and reports the pair (onJoinedLent).
 import { ErrorCodes, RelayError } from '../../errors.js';
 import { FilterMode } from './codes.js';
 import { codeOfThrown, errnoError, type ConnOwner, type Engine, type EnginePair, type ListenerOwner } from './engine.js';
@@ -34,7 +34,7 @@ export type TakePair = (onEnd: OnPairEnd) => Pair;
 export interface ListenerHandlers {
   onConnection(conn: EngineConn, prefix: Buffer): void;
   /** The engine joined client with the lent connection data (see lend); the pair is running. */
-  onPaired?(client: EngineConn, data: EngineConn | undefined, take: TakePair): void;
+  onJoinedLent?(client: EngineConn, data: EngineConn | undefined, take: TakePair): void;
   /** received: the prefix bytes read before the refusal. */
   onRefused(refusal: Refusal, remoteIp: string, detail: { remotePort: number; received: Buffer; error: Error | null }): void;
   onError(error: Error): void;
@@ -46,9 +46,6 @@ export class EngineListener implements ListenerOwner {
   private readonly id: number;
   readonly port: number;
   readonly watchMode: WatchMode;
-  /** Held connections reported here and not yet joined or closed (a client paired at accept is
-   *  not among them). */
-  private readonly held = new Map<number, EngineConn>();
   private closed = false;
 
   /** Binds at once; throws RELAY_ERR_LISTEN naming `what` when the port cannot be had. */
@@ -77,7 +74,7 @@ export class EngineListener implements ListenerOwner {
   }
 
   /** Lends a held connection (of another listener, such as the data port) to this port: the
-   *  engine joins it with a client it accepts here, and reports that with onPaired. From now on
+   *  engine joins it with a client it accepts here, and reports that with onJoinedLent. From now on
    *  only the engine may join it; closing it (destroy) is how it is taken back. */
   lend(conn: EngineConn): boolean {
     if (this.closed || conn.destroyed) return false;
@@ -87,7 +84,7 @@ export class EngineListener implements ListenerOwner {
   }
 
   /** Joins a held client of this port with one of its lent connections (reported by
-   *  onPaired), or calls onNone when the engine has none left. */
+   *  onJoinedLent), or calls onNone when the engine has none left. */
   joinLent(client: EngineConn, onNone: () => void): void {
     if (this.closed || client.destroyed) return onNone();
     client.askLent(onNone);
@@ -116,13 +113,13 @@ export class EngineListener implements ListenerOwner {
   }
 
   joinedLent(event: EngineEventOf<'joinedLent'>, pair: EnginePair): void {
-    // A client JavaScript admitted (joinLent) is known already; one paired at accept is new.
+    // A client JavaScript admitted (joinLent) is known already; one joined at accept is new.
     const client = heldConn(this.engine, event.client) ?? new EngineConn(this.engine, event.client, 'reset', event.remote.ip, event.remote.port, event.local.ip, event.local.port);
     const data = heldConn(this.engine, event.lent);
     client.joinedByEngine();
     data?.joinedByEngine();
-    if (!this.handlers.onPaired) return pair.destroy();
-    this.handlers.onPaired(client, data, (onEnd) => pair.onEnd((end) => onEnd(end)));
+    if (!this.handlers.onJoinedLent) return pair.destroy();
+    this.handlers.onJoinedLent(client, data, (onEnd) => pair.onEnd((end) => onEnd(end)));
   }
 }
 
@@ -197,7 +194,7 @@ export class EngineConn implements HeldConn, ConnOwner {
     watcher?.(event.reason);
   }
 
-  /** The engine joined it by itself (a lent connection, or the client it was paired with). */
+  /** The engine joined it by itself (a lent connection, or the client it was joined with). */
   joinedByEngine(): void {
     this.state = 'joined';
     this.watcher = null;

@@ -55,7 +55,7 @@ export class EngineIntake implements PortIntake, Lender {
         { host: s.bind, port: s.publicPort, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: 0, watch: 'reset' },
         {
           onConnection: (conn) => endpoint.broker.onClient(conn),
-          onPaired: (client, data, take) => endpoint.broker.onLentPaired(client, data, take),
+          onJoinedLent: (client, data, take) => endpoint.broker.onJoinedLent(client, data, take),
           onRefused: () => {},
           onError: onError('public_port'),
         },

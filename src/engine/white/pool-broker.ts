@@ -5,7 +5,7 @@
 // It never sees an unverified connection: GrayEndpoint verifies preambles before calling
 // addIdle. Connections are held connections: ones an engine holds, or Node sockets on the JS plane.
 // With an engine (its intake is a Lender) idle connections are lent to the engine when no client is
-// waiting, and the engine pairs them with the next clients by itself (onLentPaired): a lent
+// waiting, and the engine joins them with the next clients by itself (onJoinedLent): a lent
 // connection is the engine's to hand out, so a client admitted here while some are lent asks
 // the engine for one (joinLent) instead of taking one itself. At most activeClientsPerGray minus
 // the active clients are lent, so the engine's pairs keep that limit; none when an authorize
@@ -196,9 +196,9 @@ export class PoolBroker {
     this.admitHere(client, id, header);
   }
 
-  /** The engine paired a client with a lent connection (data: undefined if it was closed here
+  /** The engine joined a client with a lent connection (data: undefined if it was closed here
    *  meanwhile, such as by its recycle timer); take takes charge of the running pair. */
-  onLentPaired(client: HeldConn, data: HeldConn | undefined, take: (onEnd: OnPairEnd) => Pair): void {
+  onJoinedLent(client: HeldConn, data: HeldConn | undefined, take: (onEnd: OnPairEnd) => Pair): void {
     const lentConn = data ? this.lent.get(data) : undefined;
     if (data) this.lent.delete(data);
     if (lentConn) clearTimeout(lentConn.recycleTimer);

@@ -25,7 +25,7 @@ export interface IntakeSettings {
 export interface Lender {
   /** False when it cannot be lent (the port is not listening): keep it. */
   lend(conn: HeldConn): boolean;
-  /** Joins an admitted client with a lent connection (reported by onLentPaired), or onNone. */
+  /** Joins an admitted client with a lent connection (reported by onJoinedLent), or onNone. */
   joinLent(client: HeldConn, onNone: () => void): void;
 }
 

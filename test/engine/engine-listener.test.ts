@@ -1,4 +1,4 @@
-// The native engine's listeners (the white's intake on the splice plane), with real sockets on
+// An engine's listeners (the white's intake with an engine), with real sockets on
 // 127.0.0.1: a connection is reported after exactly its prefix and the bytes behind it stay for
 // the pair; every refusal the engine makes by itself; the two watch modes; joining held
 // connections, also one that has gone; closing a listener; a port already taken.
@@ -46,7 +46,7 @@ function harness(options: Partial<ListenerOptions>): Harness {
         conns.push({ conn, prefix });
         wake(waiters.conn);
       },
-      onPaired: (client, data, take) => {
+      onJoinedLent: (client, data, take) => {
         paired.push({ client, data, take });
         wake(waiters.paired);
       },
@@ -129,7 +129,7 @@ function gone(conn: EngineConn): Promise<GoneReason> {
   return new Promise((resolve) => conn.watch('any', resolve));
 }
 
-describe('native listener', { timeout: 20_000 }, () => {
+describe('engine listener', { timeout: 20_000 }, () => {
   it('is built', () => {
     assert.ok(testEngine(), String(noEngine()));
   });

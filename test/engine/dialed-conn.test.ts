@@ -1,4 +1,4 @@
-// The native engine's dialed connections (the gray's pool on the splice plane), with real
+// An engine's dialed connections (the gray's pool with an engine), with real
 // sockets on 127.0.0.1: the preamble goes out once connected and the prefix is reported exactly,
 // the bytes behind it reaching the service; a refused dial, an idle connection the white closes,
 // a service that refuses (flagged as never reached); and a client's FIN that arrives while the
@@ -77,7 +77,7 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-describe('native engine dialing', { skip: noEngine() }, () => {
+describe('engine dialing', { skip: noEngine() }, () => {
   let white: net.Server;
   let whitePort: number;
   const accepted: Socket[] = [];
