@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes, createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { jsDataPlane, type DataPlane } from '../../src/engine/substrate/data-plane.js';
-import { testDataPlane } from '../helpers/data-plane.js';
+import { engineDataPlane, noEngine, testEngine } from '../helpers/data-plane.js';
 import { roundTrip, startTunnel, type Tunnel } from '../helpers/tunnel.js';
 import { waitUntil } from '../soak/support.js';
 
@@ -36,11 +36,11 @@ describe('tunnel (in-process)', () => {
 
 describe('both data planes in one process', () => {
   const planes: Array<[string, () => DataPlane]> = [
-    ['engine', testDataPlane],
+    ['engine', engineDataPlane],
     ['js', () => jsDataPlane('test')],
   ];
   for (const [name, plane] of planes) {
-    it(`forwards on the ${name} plane, the pool refilled after each client`, { skip: name === 'engine' && (testDataPlane().note ?? false) }, async () => {
+    it(`forwards on the ${name} plane, the pool refilled after each client`, { skip: name === 'engine' && noEngine() }, async () => {
       const t = await startTunnel({ pool: 2, dataPlane: plane() });
       try {
         assert.equal(t.white.dataPlane.name, name === 'engine' ? 'splice' : 'js');
@@ -55,9 +55,9 @@ describe('both data planes in one process', () => {
     });
   }
 
-  it('with an engine, host names (bind, data host, target) are resolved for it, and every data connection is the engine\'s', { skip: testDataPlane().note ?? false }, async () => {
-    const engine = testDataPlane().engine!;
-    const t = await startTunnel({ pool: 2, white: { bind: 'localhost' }, gray: { dataHost: 'localhost' }, targetHost: 'localhost' });
+  it('with an engine, host names (bind, data host, target) are resolved for it, and every data connection is the engine\'s', { skip: noEngine() }, async () => {
+    const engine = testEngine()!;
+    const t = await startTunnel({ pool: 2, dataPlane: engineDataPlane(), white: { bind: 'localhost' }, gray: { dataHost: 'localhost' }, targetHost: 'localhost' });
     try {
       // Two idle connections held by the white's engine, two dialed ones held by the gray's (one
       // engine here): none of them a Node socket.

@@ -25,3 +25,11 @@ export function testEngine(): Engine | null {
 export function noEngine(): string | false {
   return testEngine() ? false : `no engine: ${String(engine)}`;
 }
+
+/** A data plane on testEngine(), whatever RELAY_DATA_PLANE says (for tests of the engine plane
+ *  that run in every test run). */
+export function engineDataPlane(): DataPlane {
+  const engine = testEngine();
+  if (!engine) throw new Error(String(noEngine()));
+  return { name: 'splice', engine, note: null };
+}
