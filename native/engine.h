@@ -364,7 +364,7 @@ class Engine {
 
   // ---- Pairs (pump.cc) ----
   void OnSideEvent(Side* side, uint32_t events);
-  void Activate(Pair* pair, bool registeredB);
+  void Arm(Pair* pair, bool registeredB);
   void StartJoin(Pair* pair, uint32_t idA, uint32_t idB);
   void StartForward(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec);
 

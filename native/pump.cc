@@ -26,9 +26,10 @@ void Engine::OnSideEvent(Side* side, uint32_t events) {
   Service(pair, side->index, events);
 }
 
+// Arm: the pair's two sockets are registered for its events and its heads go out.
 // registeredB: side B is already in the epoll set (a held connection being joined, not a new
 // connection to a service); side A always is.
-void Engine::Activate(Pair* pair, bool registeredB) {
+void Engine::Arm(Pair* pair, bool registeredB) {
   if (pair->dead) return;
   const bool registered[2] = {true, registeredB};
   for (int i = 0; i < 2; i++) {
@@ -71,7 +72,7 @@ void Engine::StartJoin(Pair* pair, uint32_t idA, uint32_t idB) {
   pair->dirs[0].dst = pair->fds[1];
   pair->dirs[1].src = pair->fds[1];
   pair->dirs[1].dst = pair->fds[0];
-  Activate(pair, true);
+  Arm(pair, true);
 }
 
 // Forward: the held (dialed) connection connId and a new connection to the service become a
@@ -95,7 +96,7 @@ void Engine::StartForward(Pair* pair, uint32_t connId, const sockaddr_storage& a
   pair->dirs[0].dst = pair->fds[1];
   pair->dirs[1].src = pair->fds[1];
   pair->dirs[1].dst = pair->fds[0];
-  Activate(pair, false);
+  Arm(pair, false);
 }
 
 // An event on one socket moves only what it can move: readable -> the direction reading it;

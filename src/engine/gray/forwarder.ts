@@ -1,5 +1,5 @@
-// An activated data connection: the white has written the start header, the client's bytes
-// follow. Connect to the local service, optionally introduce the client with a PROXY protocol
+// The JS plane's forward of an activated data connection (with an engine, the engine forwards:
+// engine-link.ts): the white has written the start header, the client's bytes follow. Connect to the local service, optionally introduce the client with a PROXY protocol
 // header, then join the two sockets. Until the service answers, the data socket is paused so a
 // fast client cannot fill our memory. The returned Forward is the agent's handle for draining.
 import net, { type Socket } from 'node:net';

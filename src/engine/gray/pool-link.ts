@@ -1,5 +1,5 @@
-// One pooled data connection as the pool dialer sees it, whichever way it is opened: a Node
-// socket (socket-link.ts) or a connection the native engine dials and holds (engine-link.ts).
+// One pooled data connection as the pool dialer sees it, whichever plane opens it: a connection
+// an engine dials and holds (engine-link.ts), or a Node socket on the JS plane (socket-link.ts).
 // The dialer owns the counters and credits; a link only connects, writes its preamble, waits
 // for the white's start header and, once activated, forwards to the local service.
 import type { GrayConfig } from '../../config/types.js';

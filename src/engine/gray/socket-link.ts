@@ -1,5 +1,4 @@
-// A pooled data connection on a Node socket: used when the native engine is not (the JS data
-// plane), or when the white's data host or the service is a host name the engine cannot dial.
+// A pooled data connection on a Node socket: the JS plane's (with an engine, engine-link.ts).
 import net from 'node:net';
 import { tuneDataSocket } from '../substrate/data-plane.js';
 import type { PairEnd } from '../substrate/pair.js';
