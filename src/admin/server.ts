@@ -32,7 +32,7 @@ import {
 import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics.js';
 
 /** `GET /v1/state`: the engine's snapshot plus the white's version and data plane. */
-export type AdminState = WhiteSnapshot & { version: string; dataPlane?: 'splice' | 'js'; intake?: 'native' | 'node' };
+export type AdminState = WhiteSnapshot & { version: string; dataPlane?: 'splice' | 'js' };
 
 /** `POST /v1/reload`: what the reload it ran ended with. */
 export interface ReloadOutcome {

@@ -29,7 +29,7 @@ export class Reloader {
       this.running = null;
       // The load ran in a worker and the apply may have rebuilt much: give that back, unless
       // another reload follows at once.
-      if (!this.again) releaseMemory(this.logger, 'reload');
+      if (!this.again) releaseMemory(this.server.dataPlane, this.logger, 'reload');
       if (this.again) {
         this.again = false;
         void this.run('change during reload');

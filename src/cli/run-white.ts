@@ -5,8 +5,7 @@ import { AdminServer, type AdminState, type ReloadOutcome } from '../admin/serve
 import { loadWhiteConfigIsolated as loadWhiteConfig } from '../config/isolated-load.js';
 import { watchConfigFile } from '../config/watch.js';
 import { Dashboard } from '../dashboard/dashboard.js';
-import { defaultIntake } from '../engine/white/gray-endpoint.js';
-import { resolveDataPlane } from '../engine/data-plane/join.js';
+import { openDataPlane } from '../engine/substrate/data-plane.js';
 import { WhiteServer } from '../engine/white/white-server.js';
 import { WhiteHooks } from '../hooks/white-hooks.js';
 import { createLogger } from '../log.js';
@@ -28,10 +27,10 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
   const guard = options.console ? new PromptGuard() : undefined;
   const logger = createLogger({ level: config.log.level, name: 'white', ...(guard ? { guard } : {}) });
   for (const warning of warnings) logger.warn({ path: configPath }, warning);
-  const dataPlane = resolveDataPlane();
-  logDataPlane(logger, dataPlane, { intake: defaultIntake(config.bind) });
+  const dataPlane = openDataPlane();
+  logDataPlane(logger, dataPlane);
   const hooks = new WhiteHooks(config, logger);
-  const server = new WhiteServer(config, { logger, events: hooks, gates: hooks.gates(), hookStats: () => hooks.stats() });
+  const server = new WhiteServer(config, { dataPlane, logger, events: hooks, gates: hooks.gates(), hookStats: () => hooks.stats() });
   // Its feed hears every event from the start, so the page's event list misses none.
   const dashboard = config.dashboard === null ? null : new Dashboard(config.dashboard, { snapshot: () => server.snapshot(), version: VERSION }, logger);
   if (dashboard !== null) hooks.tap(dashboard.events);
@@ -48,7 +47,7 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
   // Edits saved from here on are seen; relayctl users (and tests) wait for "admin listening".
   await watcher.ready.catch(() => {});
 
-  const state = (): AdminState => ({ ...server.snapshot(), version: VERSION, dataPlane: dataPlane.plane, intake: defaultIntake(config.bind) });
+  const state = (): AdminState => ({ ...server.snapshot(), version: VERSION, dataPlane: dataPlane.name });
   const reloadNow = async (): Promise<ReloadOutcome> => {
     // Reloads are serialized; when one was already running, Reloader queues one more and the
     // outcome read here is the one that was running. See the note in docs/relayctl.md.
@@ -70,8 +69,8 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
     throw err;
   }
   logger.info({ ...admin.addresses }, 'admin listening');
-  releaseMemory(logger, 'startup');
-  const stopBurstWatch = watchBursts(logger, () => server.clientsServed());
+  releaseMemory(dataPlane, logger, 'startup');
+  const stopBurstWatch = watchBursts(dataPlane, logger, () => server.clientsServed());
 
   // Loaded only for a person at a terminal: it brings the config editor (yaml, ajv) with it,
   // which a white in production never needs in its own heap.

@@ -18,8 +18,8 @@ import { decodeProof, deriveSessionKeys, encodeProof, proofsEqual, type SessionK
 import { MessageType, type Message } from '../protocol/messages.js';
 import { sessionIdFromString } from '../protocol/preamble.js';
 import { RateLimitedLog } from '../../rate-limited-log.js';
-import { resolveDataPlane } from '../data-plane/join.js';
-import { engineTakesAddress } from '../data-plane/native-engine.js';
+import { resolveHost } from '../net-util.js';
+import type { DataPlane } from '../substrate/data-plane.js';
 import { engineLinks } from './engine-link.js';
 import { PoolDialer, type PoolLinks } from './pool-dialer.js';
 import type { Forward, LinkContext } from './pool-link.js';
@@ -27,17 +27,16 @@ import { socketLinks } from './socket-link.js';
 
 const AGENT = 'relay/0.1.0';
 
-/** Who opens the pool's data connections: the native engine, or Node sockets. */
-export type DialerKind = 'native' | 'node';
-
-/** The dialer a gray uses when nothing asks for a particular one: the engine needs the splice
- *  plane and a service given as an IP address (it does not resolve names). */
-export function defaultDialer(config: GrayConfig): DialerKind {
-  return resolveDataPlane().plane === 'splice' && engineTakesAddress(config.target.host) ? 'native' : 'node';
+export interface GrayAgentOptions {
+  /** This process's data plane (openDataPlane, once at startup). */
+  readonly dataPlane: DataPlane;
 }
 
-export interface GrayAgentOptions {
-  readonly dialer?: DialerKind;
+/** With an engine: the IP addresses it dials, resolved before each control connection. data is
+ *  null when the data host is the white's own host name (dialed at the control channel's peer). */
+interface EngineAddresses {
+  readonly data: string | null;
+  readonly target: string;
 }
 
 export interface GrayAgentEvents {
@@ -54,15 +53,15 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   private reconnectTimer: NodeJS.Timeout | null = null;
   private stopping = false;
   private readonly active = new Set<Forward>();
-  readonly dialerKind: DialerKind;
+  private readonly dataPlane: DataPlane;
 
   constructor(
     private readonly config: GrayConfig,
     private readonly logger: Logger,
-    options: GrayAgentOptions = {},
+    options: GrayAgentOptions,
   ) {
     super();
-    this.dialerKind = options.dialer ?? defaultDialer(config);
+    this.dataPlane = options.dataPlane;
     this.backoff = new Backoff(config.limits.reconnectBaseMs, config.limits.reconnectMaxMs);
     this.warnings = new RateLimitedLog(logger);
   }
@@ -96,6 +95,33 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
 
   private connect(): void {
     if (this.stopping) return;
+    if (!this.dataPlane.engine) return this.connectControl(null);
+    this.resolveForEngine().then(
+      (addresses) => this.connectControl(addresses),
+      (err: Error) => {
+        this.logger.warn({ gray: this.config.id, code: ErrorCodes.TARGET_UNREACHABLE, detail: err.message }, 'cannot resolve an address to dial');
+        this.scheduleReconnect(err.message);
+      },
+    );
+  }
+
+  /** An engine dials IP addresses: host names are resolved here, as Node's connect would, once
+   *  per control connection (so a changed DNS answer is seen at the next reconnect). */
+  private async resolveForEngine(): Promise<EngineAddresses> {
+    const { dataHost, white, target } = this.config;
+    const resolve = async (what: string, host: string): Promise<string> => {
+      try {
+        return await resolveHost(host);
+      } catch (err) {
+        throw new Error(`${what} ${host}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    };
+    const data = net.isIP(dataHost) === 0 && dataHost === white.host ? null : await resolve('data host', dataHost);
+    return { data, target: await resolve('target', target.host) };
+  }
+
+  private connectControl(addresses: EngineAddresses | null): void {
+    if (this.stopping) return;
     const { white, limits, id, secret } = this.config;
     const where = formatHostPort(white);
     const socket = tls.connect({
@@ -117,12 +143,12 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
       const fingerprint = socket.getPeerCertificate().fingerprint256 ?? '';
       const channel = new ControlChannel(socket, { maxPayloadBytes: limits.frameMaxBytesBeforeAuth });
       this.channel = channel;
-      this.handshake(channel, socket, fingerprint, id, secret);
+      this.handshake(channel, socket, fingerprint, id, secret, addresses);
       channel.once('closed', (reason) => this.onClosed(channel, reason));
     });
   }
 
-  private handshake(channel: ControlChannel, socket: tls.TLSSocket, fingerprint: string, id: string, secret: Buffer): void {
+  private handshake(channel: ControlChannel, socket: tls.TLSSocket, fingerprint: string, id: string, secret: Buffer, addresses: EngineAddresses | null): void {
     const { limits } = this.config;
     let keys: SessionKeys | null = null;
     let state: 'white-proof' | 'welcome' | 'ready' = 'white-proof';
@@ -147,7 +173,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
         channel.setMaxPayloadBytes(limits.frameMaxBytesAfterAuth);
         channel.startHeartbeat(message.heartbeatMs, limits.heartbeatMissed);
         this.backoff.reset();
-        this.startPool(message.session, this.openLinks(message.dataPort, socket.remoteAddress), message.pool, message.credits, keys.dataKey);
+        this.startPool(message.session, this.openLinks(message.dataPort, socket.remoteAddress, addresses), message.pool, message.credits, keys.dataKey);
         this.logger.info({ gray: id, white: formatHostPort(this.config.white), fingerprint, dataPort: message.dataPort, pool: message.pool }, 'gray connected');
         this.emit('connected', { sessionId: message.session, dataPort: message.dataPort, fingerprint });
         return;
@@ -162,15 +188,16 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
     channel.send({ type: MessageType.HELLO, id, pool: this.config.pool, agent: AGENT });
   }
 
-  /** How this session's data connections are opened. The engine dials IP addresses only: a data
-   *  host that is the white's own host name is dialed at the address the control channel
-   *  reached (the same white); another host name goes through Node sockets. */
-  private openLinks(dataPort: number, controlPeer: string | undefined): PoolLinks {
-    const { dataHost, white } = this.config;
+  /** How this session's data connections are opened: by the engine at the addresses resolved
+   *  for this connection (a data host that is the white's own host name is dialed at the address
+   *  the control channel reached: the same white), or by Node sockets on the JS plane. */
+  private openLinks(dataPort: number, controlPeer: string | undefined, addresses: EngineAddresses | null): PoolLinks {
     const ctx: LinkContext = { config: this.config, logger: this.logger, warnings: this.warnings, port: dataPort };
-    const dataIp = net.isIP(dataHost) !== 0 ? dataHost : dataHost === white.host ? controlPeer : undefined;
-    if (this.dialerKind === 'native' && dataIp && engineTakesAddress(dataIp)) return { open: engineLinks(ctx, dataIp), where: formatHostPort({ host: dataIp, port: dataPort }) };
-    return { open: socketLinks(ctx, dataHost), where: formatHostPort({ host: dataHost, port: dataPort }) };
+    const engine = this.dataPlane.engine;
+    if (!engine || !addresses) return { open: socketLinks(ctx, this.config.dataHost), where: formatHostPort({ host: this.config.dataHost, port: dataPort }) };
+    // The control socket has its peer's address while it is open, and it is open here.
+    const dataIp = addresses.data ?? controlPeer ?? '';
+    return { open: engineLinks(engine, ctx, dataIp, addresses.target), where: formatHostPort({ host: dataIp, port: dataPort }) };
   }
 
   private startPool(session: string, links: PoolLinks, poolTarget: number, credits: number, dataKey: Buffer): void {

@@ -11,6 +11,8 @@ import { formatHostPort } from '../../config/address.js';
 import { MESSAGE_LIMITS, MessageType } from '../protocol/messages.js';
 import { sessionIdToString } from '../protocol/preamble.js';
 import { RateLimitedLog } from '../../rate-limited-log.js';
+import { resolveHost } from '../net-util.js';
+import type { DataPlane } from '../substrate/data-plane.js';
 import type { WhiteCounters, WhiteSnapshot } from '../stats.js';
 import { createInMemoryIdentity, type InMemoryIdentity } from '../tls-cert.js';
 import { Admission } from './admission.js';
@@ -29,6 +31,8 @@ export interface WhiteGates {
 }
 
 export interface WhiteServerDeps {
+  /** This process's data plane (openDataPlane, once at startup). */
+  readonly dataPlane: DataPlane;
   readonly logger: Logger;
   readonly events?: EventSink;
   readonly gates?: WhiteGates;
@@ -75,6 +79,10 @@ export class WhiteServer {
 
   get controlPort(): number {
     return this.control?.port ?? 0;
+  }
+
+  get dataPlane(): DataPlane {
+    return this.deps.dataPlane;
   }
 
   get currentConfig(): WhiteConfig {
@@ -232,7 +240,8 @@ export class WhiteServer {
 
   private async addEndpoint(entry: GrayEntry): Promise<void> {
     const endpoint = new GrayEndpoint(entry, {
-      bind: this.config.bind,
+      dataPlane: this.deps.dataPlane,
+      bind: await this.bindAddress(entry),
       dataSourceCheck: this.config.dataSourceCheck,
       limits: this.config.limits,
       logger: this.deps.logger,
@@ -244,6 +253,18 @@ export class WhiteServer {
     });
     await endpoint.listen();
     this.endpoints.set(entry.id, endpoint);
+  }
+
+  /** The address a gray's ports listen on: an engine takes an IP address, so a host name is
+   *  resolved here, at each (re)start of the ports, as Node's listen would resolve it. */
+  private async bindAddress(entry: GrayEntry): Promise<string> {
+    const bind = this.config.bind;
+    if (!this.deps.dataPlane.engine) return bind;
+    try {
+      return await resolveHost(bind);
+    } catch (err) {
+      throw new RelayError(ErrorCodes.LISTEN, `cannot listen on ${bind}:${entry.publicPort} (public_port of ${entry.id}): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
   }
 
   private async removeEndpoint(id: string, reason: RelayError, closeClients: boolean): Promise<void> {

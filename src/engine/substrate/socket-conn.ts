@@ -1,9 +1,9 @@
-// HeldConn over a Node socket: what Node's listeners (the JS data plane, or a bind address
-// that is not an IP) give the pool broker.
+// A held connection on a Node socket: what the JS plane's listeners (node-intake.ts) give the
+// pool broker.
 import type { Socket } from 'node:net';
 import type { GoneReason, HeldConn, WatchMode } from './held-conn.js';
-import { joinSockets } from './join.js';
-import type { Heads, JoinedPair, OnPairClosed } from './joined-pair.js';
+import { join } from './js-plane.js';
+import type { Heads, Pair, OnPairEnd } from './pair.js';
 
 export class SocketConn implements HeldConn {
   private stopWatching: (() => void) | null = null;
@@ -75,11 +75,11 @@ export class SocketConn implements HeldConn {
     this.socket.destroy();
   }
 
-  joinWith(other: HeldConn, heads: Heads, onClosed: OnPairClosed): JoinedPair {
+  joinWith(other: HeldConn, heads: Heads, onClosed: OnPairEnd): Pair {
     if (!(other instanceof SocketConn)) throw new TypeError('a Node socket can only be joined with another Node socket here');
     this.unwatch();
     other.unwatch();
-    return joinSockets(this.socket, other.socket, heads, onClosed);
+    return join(this.socket, other.socket, heads, onClosed);
   }
 }
 

@@ -1,4 +1,4 @@
-// The native engine's listeners (the white's intake on the splice plane), with real sockets on
+// An engine's listeners (the white's intake with an engine), with real sockets on
 // 127.0.0.1: a connection is reported after exactly its prefix and the bytes behind it stay for
 // the pair; every refusal the engine makes by itself; the two watch modes; joining held
 // connections, also one that has gone; closing a listener; a port already taken.
@@ -7,21 +7,20 @@ import { readFileSync } from 'node:fs';
 import net, { type Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { ErrorCodes, RelayError } from '../../src/errors.js';
-import type { GoneReason } from '../../src/engine/data-plane/held-conn.js';
-import type { PairResult } from '../../src/engine/data-plane/joined-pair.js';
-import { NativeListener, nativeListenAvailable, type AdoptPair, type EngineConn, type NativeListenerOptions, type Refusal } from '../../src/engine/data-plane/native-listener.js';
+import type { GoneReason } from '../../src/engine/substrate/held-conn.js';
+import type { PairEnd } from '../../src/engine/substrate/pair.js';
+import { EngineListener, type EngineConn, type ListenerOptions, type Refusal, type TakePair } from '../../src/engine/substrate/listener.js';
 import { clientAddressInfo, encodeStartHeader } from '../../src/engine/protocol/start-header.js';
-import { spliceStats, spliceUnavailableReason } from '../../src/engine/data-plane/splice-plane.js';
-import { defaultIntake } from '../../src/engine/white/gray-endpoint.js';
+import { noEngine, testEngine } from '../helpers/data-plane.js';
 
 interface Paired {
   client: EngineConn;
   data: EngineConn | undefined;
-  adopt: AdoptPair;
+  take: TakePair;
 }
 
 interface Harness {
-  listener: NativeListener;
+  listener: EngineListener;
   conns: Array<{ conn: EngineConn; prefix: Buffer }>;
   nextPaired(): Promise<Paired>;
   refusals: Array<{ refusal: Refusal; received: Buffer }>;
@@ -29,26 +28,26 @@ interface Harness {
   nextRefusal(): Promise<{ refusal: Refusal; received: Buffer }>;
 }
 
-const open: NativeListener[] = [];
+const open: EngineListener[] = [];
 after(() => {
   for (const l of open) l.close();
 });
 
-function harness(options: Partial<NativeListenerOptions>): Harness {
+function harness(options: Partial<ListenerOptions>): Harness {
   const conns: Harness['conns'] = [];
   const refusals: Harness['refusals'] = [];
   const paired: Paired[] = [];
   const waiters = { conn: [] as Array<() => void>, refusal: [] as Array<() => void>, paired: [] as Array<() => void> };
   const wake = (list: Array<() => void>): void => list.splice(0).forEach((f) => f());
-  const listener = new NativeListener(
+  const listener = new EngineListener(testEngine()!, 
     { host: '127.0.0.1', port: 0, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: 0, watch: 'reset', ...options },
     {
       onConnection: (conn, prefix) => {
         conns.push({ conn, prefix });
         wake(waiters.conn);
       },
-      onPaired: (client, data, adopt) => {
-        paired.push({ client, data, adopt });
+      onJoinedLent: (client, data, take) => {
+        paired.push({ client, data, take });
         wake(waiters.paired);
       },
       onRefused: (refusal, _ip, detail) => {
@@ -130,16 +129,21 @@ function gone(conn: EngineConn): Promise<GoneReason> {
   return new Promise((resolve) => conn.watch('any', resolve));
 }
 
-describe('native listener', { timeout: 20_000 }, () => {
+describe('engine listener', { timeout: 20_000 }, () => {
   it('is built', () => {
-    assert.equal(nativeListenAvailable(), true, `native engine unavailable: ${spliceUnavailableReason()}`);
+    assert.ok(testEngine(), String(noEngine()));
   });
 
-  it('serves a white whose bind is an IP address the engine parses; a host name or a zone index stays with Node', () => {
-    assert.equal(defaultIntake('127.0.0.1'), 'native');
-    assert.equal(defaultIntake('::'), 'native');
-    assert.equal(defaultIntake('localhost'), 'node');
-    assert.equal(defaultIntake('fe80::1%lo'), 'node');
+  it('listens on any address Node would take: IPv4, IPv6, an IPv6 address with a zone index', async () => {
+    for (const host of ['127.0.0.1', '::1', '::1%lo']) {
+      const h = harness({ host });
+      const socket = net.connect({ host: host.split('%')[0]!, port: h.listener.port });
+      const { conn } = await h.nextConn();
+      assert.equal(conn.localPort, h.listener.port);
+      socket.destroy();
+      conn.destroy();
+      h.listener.close();
+    }
   });
 
   it("gives accepted connections the listener's socket options and local address, also on a wildcard bind", async () => {
@@ -167,7 +171,7 @@ describe('native listener', { timeout: 20_000 }, () => {
     }
   });
 
-  it('pairs in the engine: a client asks for a lent connection (pairLent), or one is paired at accept; the start header is the one JavaScript would build', { timeout: 10_000 }, async () => {
+  it('pairs in the engine: a client asks for a lent connection (joinLent), or one is paired at accept; the start header is the one JavaScript would build', { timeout: 10_000 }, async () => {
     const front = harness({});
     const back = harness({ prefixBytes: 4, prefixMagic: Buffer.from('AB'), prefixTimeoutMs: 5000, watch: 'any' });
     const grays: Socket[] = [];
@@ -182,19 +186,19 @@ describe('native listener', { timeout: 20_000 }, () => {
     const headerFor = (client: Socket): Buffer =>
       encodeStartHeader(clientAddressInfo({ address: client.localAddress, port: client.localPort }, { address: client.remoteAddress, port: client.remotePort }));
 
-    // Nothing lent: a client is reported, and pairLent says there is none.
+    // Nothing lent: a client is reported, and joinLent says there is none.
     const first = await dial(front.listener.port);
     const announced = (await front.nextConn()).conn;
-    await new Promise<void>((resolve) => front.listener.pairLent(announced, resolve));
+    await new Promise<void>((resolve) => front.listener.joinLent(announced, resolve));
 
     // Lent now (commands are taken in order, so the lend comes before the request).
     const lent = await lendOne();
     assert.throws(() => lent.joinWith(announced, {}, () => {}), /is lent to the engine/);
-    front.listener.pairLent(announced, () => assert.fail('a connection was lent'));
+    front.listener.joinLent(announced, () => assert.fail('a connection was lent'));
     const p1 = await front.nextPaired();
     assert.equal(p1.client, announced, 'the client JavaScript admitted');
     assert.equal(p1.data, lent);
-    const ended1 = new Promise<PairResult>((resolve) => p1.adopt(resolve));
+    const ended1 = new Promise<PairEnd>((resolve) => p1.take(resolve));
     first.write('one');
     assert.deepEqual(await received(grays[0]!, 43), Buffer.concat([headerFor(first), Buffer.from('one')]));
 
@@ -205,13 +209,13 @@ describe('native listener', { timeout: 20_000 }, () => {
     const askingConn = (await front.nextConn()).conn;
     const older = await lendOne();
     const newer = await lendOne();
-    front.listener.pairLent(askingConn, () => assert.fail('two were lent'));
+    front.listener.joinLent(askingConn, () => assert.fail('two were lent'));
     assert.equal((await front.nextPaired()).data, newer, 'the newest lent connection goes first');
     const second = await dial(front.listener.port);
     const p2 = await front.nextPaired();
     assert.equal(p2.data, older);
     assert.deepEqual([p2.client.remotePort, p2.client.localPort], [second.localPort, front.listener.port]);
-    const ended2 = new Promise<PairResult>((resolve) => p2.adopt(resolve));
+    const ended2 = new Promise<PairEnd>((resolve) => p2.take(resolve));
     second.end('two');
     assert.deepEqual(await closed(grays[1]!), Buffer.concat([headerFor(second), Buffer.from('two')]));
     grays[1]!.end();
@@ -235,7 +239,7 @@ describe('native listener', { timeout: 20_000 }, () => {
     assert.equal(c.conn.remotePort, client.localPort);
     assert.equal(c.conn.localPort, front.listener.port);
     assert.deepEqual([g.conn.localAddress, g.conn.localPort], ['', 0], 'a data connection is reported without its local address');
-    const result = new Promise<PairResult>((resolve) => c.conn.joinWith(g.conn, { toA: Buffer.from('[to client]'), toB: Buffer.from('[to gray]') }, resolve));
+    const result = new Promise<PairEnd>((resolve) => c.conn.joinWith(g.conn, { toA: Buffer.from('[to client]'), toB: Buffer.from('[to gray]') }, resolve));
     assert.equal((await received(client, 22)).toString(), '[to client]early bytes');
     client.end('hello');
     assert.equal((await closed(gray)).toString(), '[to gray]hello');
@@ -243,7 +247,7 @@ describe('native listener', { timeout: 20_000 }, () => {
     await closed(client);
     const r = await result;
     assert.deepEqual([r.bytesFromA, r.bytesFromB, r.error], [5, 11, null]);
-    assert.equal(spliceStats().conns, 0);
+    assert.equal(testEngine()!.stats().conns, 0);
   });
 
   it('refuses by itself: a wrong first byte at once, silence at the deadline, a FIN before the prefix, bytes right behind it', async () => {
@@ -272,7 +276,7 @@ describe('native listener', { timeout: 20_000 }, () => {
     await closed(eager);
     assert.equal((await h.nextRefusal()).refusal, 'extra');
     assert.equal(h.conns.length, 0, 'none of them was reported');
-    assert.equal(spliceStats().conns, 0);
+    assert.equal(testEngine()!.stats().conns, 0);
   });
 
   it('filters before reading: nobody, only one source, at most maxPending still reading', async () => {
@@ -299,7 +303,7 @@ describe('native listener', { timeout: 20_000 }, () => {
     assert.equal((await h.nextConn()).prefix.toString(), '1234');
     for (const { conn } of h.conns) conn.destroy();
     await Promise.all([closed(first), closed(third)]);
-    assert.equal(spliceStats().conns, 0);
+    assert.equal(testEngine()!.stats().conns, 0);
   });
 
   it("watch 'any' hears a byte or a FIN; watch 'reset' ignores a FIN and hears a reset", async () => {
@@ -336,7 +340,7 @@ describe('native listener', { timeout: 20_000 }, () => {
     client.resetAndDestroy();
     await resetHeard;
     assert.deepEqual(events, ['closed']);
-    assert.equal(spliceStats().conns, 0);
+    assert.equal(testEngine()!.stats().conns, 0);
   });
 
   it('joining a connection that has gone ends the pair at once with an error, and the other is closed', async () => {
@@ -352,10 +356,10 @@ describe('native listener', { timeout: 20_000 }, () => {
     await aGone;
     const rightClosed = closed(right);
     // JavaScript may join before it hears of the reset; the engine must cope either way.
-    const result = await new Promise<PairResult>((resolve) => a.conn.joinWith(b.conn, {}, resolve));
+    const result = await new Promise<PairEnd>((resolve) => a.conn.joinWith(b.conn, {}, resolve));
     assert.match(String(result.error?.message), /ECONNRESET/);
     await rightClosed;
-    assert.equal(spliceStats().conns, 0);
+    assert.equal(testEngine()!.stats().conns, 0);
   });
 
   it('a closed listener refuses a connection at once, before the engine thread has taken the close', async () => {
@@ -386,9 +390,9 @@ describe('native listener', { timeout: 20_000 }, () => {
 
     const holder = harness({});
     assert.throws(
-      () => new NativeListener({ host: '127.0.0.1', port: holder.listener.port, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: 0, watch: 'reset' }, { onConnection: () => {}, onRefused: () => {}, onError: () => {} }, 'second'),
+      () => new EngineListener(testEngine()!, { host: '127.0.0.1', port: holder.listener.port, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: 0, watch: 'reset' }, { onConnection: () => {}, onRefused: () => {}, onError: () => {} }, 'second'),
       (err: unknown) => err instanceof RelayError && err.code === ErrorCodes.LISTEN && /EADDRINUSE/.test(err.message) && /second/.test(err.message),
     );
-    assert.equal(spliceStats().conns, 0);
+    assert.equal(testEngine()!.stats().conns, 0);
   });
 });

@@ -1,17 +1,17 @@
-// The native engine's dialed connections (the gray's pool on the splice plane), with real
+// An engine's dialed connections (the gray's pool with an engine), with real
 // sockets on 127.0.0.1: the preamble goes out once connected and the prefix is reported exactly,
 // the bytes behind it reaching the service; a refused dial, an idle connection the white closes,
 // a service that refuses (flagged as never reached); and a client's FIN that arrives while the
-// service is still connecting, which must wait rather than abort that connection. With forwardTo
-// the engine joins the service by itself once a well-formed start header is in.
+// service is still connecting, which must wait rather than abort that connection. Dialed with a
+// service, the engine forwards by itself once a well-formed start header is in.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { DialedConn, engineDialAvailable, type Endpoint } from '../../src/engine/data-plane/engine-dial.js';
-import type { PairResult } from '../../src/engine/data-plane/joined-pair.js';
-import { spliceStats, spliceUnavailableReason } from '../../src/engine/data-plane/splice-plane.js';
+import { DialedConn, type Endpoint } from '../../src/engine/substrate/dialed-conn.js';
+import type { PairEnd } from '../../src/engine/substrate/pair.js';
+import { noEngine, testEngine } from '../helpers/data-plane.js';
 import { startService } from '../helpers/tunnel.js';
 
 const PREFIX = 40;
@@ -24,7 +24,7 @@ interface Dialed {
   closed: Promise<void>;
 }
 
-function dial(port: number, preamble: Buffer, forwardTo?: Endpoint): Dialed {
+function dial(port: number, preamble: Buffer, service?: Endpoint): Dialed {
   const settle = <T>(): [Promise<T>, (value: T) => void] => {
     let resolve!: (value: T) => void;
     const promise = new Promise<T>((r) => (resolve = r));
@@ -34,12 +34,12 @@ function dial(port: number, preamble: Buffer, forwardTo?: Endpoint): Dialed {
   const [failed, onFailed] = settle<Error>();
   const [prefix, onPrefix] = settle<Buffer>();
   const [closed, onClosed] = settle<void>();
-  const conn = DialedConn.open({ ip: '127.0.0.1', port, keepAliveSec: 0 }, preamble, PREFIX, {
+  const conn = new DialedConn(testEngine()!, { ip: '127.0.0.1', port, keepAliveSec: 0 }, preamble, PREFIX, {
     onConnected: () => onConnected(),
     onFailed: (error) => onFailed(error),
     onPrefix: (bytes) => onPrefix(bytes),
     onClosed: () => onClosed(),
-  }, forwardTo);
+  }, service);
   return { conn, connected, failed, prefix, closed };
 }
 
@@ -77,7 +77,7 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-describe('native engine dialing', { skip: !engineDialAvailable() && `native engine unavailable: ${spliceUnavailableReason()}` }, () => {
+describe('engine dialing', { skip: noEngine() }, () => {
   let white: net.Server;
   let whitePort: number;
   const accepted: Socket[] = [];
@@ -110,9 +110,9 @@ describe('native engine dialing', { skip: !engineDialAvailable() && `native engi
     socket.write(Buffer.concat([header, Buffer.from('hello')]));
     assert.deepEqual(await d.prefix, header);
 
-    const ended = new Promise<[PairResult, boolean]>((resolve) => {
+    const ended = new Promise<[PairEnd, boolean]>((resolve) => {
       const to: Endpoint = { ip: '127.0.0.1', port: service.port, keepAliveSec: 0 };
-      d.conn.connectJoin(to, Buffer.from('HEAD:'), (result, reached) => resolve([result, reached]));
+      d.conn.forward(to, Buffer.from('HEAD:'), (result, reached) => resolve([result, reached]));
     });
     const echoed = readAll(socket);
     socket.end();
@@ -137,27 +137,27 @@ describe('native engine dialing', { skip: !engineDialAvailable() && `native engi
     return header;
   }
 
-  /** A dial with forwardTo the service on servicePort, up to the white side having read its
+  /** A dial that forwards to the service on servicePort, up to the white side having read its
    *  preamble; pairsBefore: the engine's pairs before it. */
   async function forwardingDial(servicePort: number): Promise<{ to: Endpoint; d: Dialed; socket: Socket; pairsBefore: number }> {
     const to: Endpoint = { ip: '127.0.0.1', port: servicePort, keepAliveSec: 0 };
-    const pairsBefore = spliceStats().pairs;
+    const pairsBefore = testEngine()!.stats().pairs;
     const d = dial(whitePort, randomBytes(60), to);
     const socket = await nextAccepted();
     await readExactly(socket, 60);
     return { to, d, socket, pairsBefore };
   }
 
-  it('with forwardTo, joins the service by itself once a well-formed start header is in; JavaScript then only takes charge', async () => {
+  it('dialed with a service, forwards the service by itself once a well-formed start header is in; JavaScript then only takes charge', async () => {
     const service = await startService();
     const { to, d, socket, pairsBefore } = await forwardingDial(service.port);
     const header = startHeader();
     socket.write(Buffer.concat([header, Buffer.from('hello')]));
     assert.deepEqual(await d.prefix, header);
-    assert.equal(spliceStats().pairs - pairsBefore, 1, 'the pair existed before JavaScript heard of the header');
+    assert.equal(testEngine()!.stats().pairs - pairsBefore, 1, 'the pair existed before JavaScript heard of the header');
     // The echo comes back although JavaScript has not asked for any join.
     assert.equal((await readExactly(socket, 5)).toString(), 'hello');
-    const ended = new Promise<[PairResult, boolean]>((resolve) => d.conn.connectJoin(to, undefined, (result, reached) => resolve([result, reached])));
+    const ended = new Promise<[PairEnd, boolean]>((resolve) => d.conn.forward(to, undefined, (result, reached) => resolve([result, reached])));
     socket.end('!');
     assert.equal((await readAll(socket)).toString(), '!');
     const [result, reachedService] = await ended;
@@ -165,13 +165,13 @@ describe('native engine dialing', { skip: !engineDialAvailable() && `native engi
     service.server.close();
   });
 
-  it('with forwardTo, leaves a malformed start header held for JavaScript, which may still join it', async () => {
+  it('dialed with a service, leaves a malformed start header held for JavaScript, which may still join it', async () => {
     const service = await startService();
     const { to, d, socket, pairsBefore } = await forwardingDial(service.port);
     socket.write(Buffer.concat([startHeader(2), Buffer.from('hello')]));
     assert.equal((await d.prefix)[0], 2);
-    assert.equal(spliceStats().pairs - pairsBefore, 0, 'nothing was forwarded');
-    const ended = new Promise<PairResult>((resolve) => d.conn.connectJoin(to, Buffer.from('HEAD:'), (result) => resolve(result)));
+    assert.equal(testEngine()!.stats().pairs - pairsBefore, 0, 'nothing was forwarded');
+    const ended = new Promise<PairEnd>((resolve) => d.conn.forward(to, Buffer.from('HEAD:'), (result) => resolve(result)));
     const echoed = readAll(socket);
     socket.end();
     assert.equal((await echoed).toString(), 'HEAD:hello');
@@ -191,7 +191,7 @@ describe('native engine dialing', { skip: !engineDialAvailable() && `native engi
     const { to, d, socket } = await forwardingDial(service.port);
     socket.write(startHeader());
     await d.prefix;
-    assert.throws(() => d.conn.connectJoin(to, Buffer.from('PROXY '), () => assert.fail('not joined')), /no head can go to the service/);
+    assert.throws(() => d.conn.forward(to, Buffer.from('PROXY '), () => assert.fail('not joined')), /no head can go to the service/);
     const whiteSaw = readAll(socket);
     d.conn.destroy();
     assert.equal((await whiteSaw).length, 0);
@@ -202,25 +202,25 @@ describe('native engine dialing', { skip: !engineDialAvailable() && `native engi
 
   it('refuses what it cannot dial, and a join of a connection that is not yet held', async () => {
     const noop = { onConnected: () => {}, onFailed: () => {}, onPrefix: () => {}, onClosed: () => {} };
-    assert.throws(() => DialedConn.open({ ip: 'localhost', port: whitePort, keepAliveSec: 0 }, randomBytes(60), PREFIX, noop), /dial needs an IP address/);
-    assert.throws(() => DialedConn.open({ ip: '127.0.0.1', port: whitePort, keepAliveSec: 0 }, Buffer.alloc(0), PREFIX, noop), /bad arguments/);
+    assert.throws(() => new DialedConn(testEngine()!, { ip: 'localhost', port: whitePort, keepAliveSec: 0 }, randomBytes(60), PREFIX, noop), /dial needs an IP address/);
+    assert.throws(() => new DialedConn(testEngine()!, { ip: '127.0.0.1', port: whitePort, keepAliveSec: 0 }, Buffer.alloc(0), PREFIX, noop), /bad arguments/);
     const d = dial(whitePort, randomBytes(60));
     const socket = await nextAccepted();
     await d.connected;
     // Idle: the white has not written the start header, so there is nothing to forward yet.
-    assert.throws(() => d.conn.connectJoin({ ip: '127.0.0.1', port: whitePort, keepAliveSec: 0 }, undefined, () => assert.fail('no pair')), /is idle, not held/);
+    assert.throws(() => d.conn.forward({ ip: '127.0.0.1', port: whitePort, keepAliveSec: 0 }, undefined, () => assert.fail('no pair')), /is idle, not held/);
     const gone = readAll(socket);
     d.conn.destroy();
     await gone;
   });
 
   it('a dial nobody answers is reported as failed with its errno, and the engine holds nothing', async () => {
-    const before = spliceStats().conns;
+    const before = testEngine()!.stats().conns;
     const d = dial(await closedPort(), randomBytes(60));
     const error = (await d.failed) as NodeJS.ErrnoException;
     assert.equal(error.code, 'ECONNREFUSED');
     assert.equal(error.syscall, 'connect');
-    assert.equal(spliceStats().conns, before);
+    assert.equal(testEngine()!.stats().conns, before);
   });
 
   it('an idle connection the white closes is reported closed; destroy closes one at the white', async () => {
@@ -246,7 +246,7 @@ describe('native engine dialing', { skip: !engineDialAvailable() && `native engi
     await d.prefix;
     const endedAtWhite = readAll(socket);
     const to: Endpoint = { ip: '127.0.0.1', port: await closedPort(), keepAliveSec: 0 };
-    const [result, reachedService] = await new Promise<[PairResult, boolean]>((resolve) => d.conn.connectJoin(to, undefined, (r, reached) => resolve([r, reached])));
+    const [result, reachedService] = await new Promise<[PairEnd, boolean]>((resolve) => d.conn.forward(to, undefined, (r, reached) => resolve([r, reached])));
     assert.equal(reachedService, false);
     assert.equal((result.error as NodeJS.ErrnoException | null)?.code, 'ECONNREFUSED');
     assert.equal((await endedAtWhite).length, 0);
@@ -266,7 +266,7 @@ describe('native engine dialing', { skip: !engineDialAvailable() && `native engi
       socket.end(randomBytes(PREFIX)); // the header, then at once the client's FIN
       await d.prefix;
       const answer = readAll(socket);
-      const ended = new Promise<[PairResult, boolean]>((resolve) => d.conn.connectJoin({ ip: '127.0.0.1', port, keepAliveSec: 0 }, undefined, (r, reached) => resolve([r, reached])));
+      const ended = new Promise<[PairEnd, boolean]>((resolve) => d.conn.forward({ ip: '127.0.0.1', port, keepAliveSec: 0 }, undefined, (r, reached) => resolve([r, reached])));
       child.stdin.write('accept\n'); // the service starts accepting: the retransmitted SYN gets in
       assert.equal((await answer).toString(), 'banner:eof');
       const [result, reachedService] = await ended;

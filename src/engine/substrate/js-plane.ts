@@ -1,12 +1,12 @@
 // The JavaScript data plane: bytes flow through stream.pipe (which applies backpressure: a
 // slow reader pauses the fast writer instead of growing memory), a FIN from either side is
 // passed on as a FIN (half-close: both sockets are created with allowHalfOpen), and the pair is
-// torn down exactly once, by one function, on the first error or close. Used where the native
-// splice plane is not built, is turned off (RELAY_DATA_PLANE=js), or cannot take a socket.
+// torn down exactly once, by one function, on the first error or close. The JS plane's pairs,
+// where there is no engine (see data-plane.ts).
 import type { Socket } from 'node:net';
-import type { Heads, JoinedPair, OnPairClosed } from './joined-pair.js';
+import type { Heads, Pair, OnPairEnd } from './pair.js';
 
-export function joinWithStreams(a: Socket, b: Socket, heads: Heads, onClosed: OnPairClosed): JoinedPair {
+export function join(a: Socket, b: Socket, heads: Heads, onClosed: OnPairEnd): Pair {
   let firstError: Error | null = null;
   let closedCount = 0;
 

@@ -1,8 +1,11 @@
-// A connection the white holds before it is paired: an Internet client (maybe waiting for a
-// data connection) or a verified, idle data connection of the pool. Two kinds exist: a Node
-// socket (SocketConn, Node's listeners) and a connection the native engine accepted and holds
-// (EngineConn, native listeners). The pool broker sees only this interface.
-import type { Heads, JoinedPair, OnPairClosed } from './joined-pair.js';
+// A held connection on the white, before it is joined: an Internet client (maybe waiting for a
+// data connection) or a verified, idle data connection of the pool. An engine holds it
+// (EngineConn), or on the JS plane a Node socket is it (SocketConn). The pool broker sees only
+// this interface.
+import type { GoneReason } from './events.js';
+import type { Heads, Pair, OnPairEnd } from './pair.js';
+
+export type { GoneReason } from './events.js';
 
 /**
  * What a watch reports: 'any' — a byte, a FIN or a reset (a pooled connection must stay silent
@@ -10,7 +13,6 @@ import type { Heads, JoinedPair, OnPairClosed } from './joined-pair.js';
  * and even half-close before it is paired; those bytes are kept for the pair).
  */
 export type WatchMode = 'any' | 'reset';
-export type GoneReason = 'data' | 'closed';
 
 export interface HeldConn {
   readonly remoteAddress: string | undefined;
@@ -27,5 +29,5 @@ export interface HeldConn {
   /** Closes it; never calls a watch. */
   destroy(): void;
   /** Joins this connection (side a) with another of the same kind (side b). */
-  joinWith(other: HeldConn, heads: Heads, onClosed: OnPairClosed): JoinedPair;
+  joinWith(other: HeldConn, heads: Heads, onClosed: OnPairEnd): Pair;
 }
