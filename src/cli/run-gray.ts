@@ -1,22 +1,26 @@
-// `relay gray --config gray.yaml`: load, start the agent, stop on a signal.
+// `relay gray --config gray.yaml`: load, keep a session with every white, stop on a signal.
 import { loadGrayConfigIsolated as loadGrayConfig } from '../config/isolated-load.js';
 import { resolveDataPlane } from '../engine/data-plane/join.js';
-import { GrayAgent } from '../engine/gray/agent.js';
+import { defaultDialer } from '../engine/gray/agent.js';
+import { WhiteSessions } from '../engine/gray/white-sessions.js';
 import { createLogger } from '../log.js';
 import { logDataPlane } from './data-plane-log.js';
 import { releaseMemory } from './release-memory.js';
 import { onStopSignal } from './signals.js';
 
-export async function runGray(configPath: string): Promise<void> {
+/** The running gray: its sessions, one per white (state() lists them for a status page). */
+export async function runGray(configPath: string): Promise<WhiteSessions> {
   const config = await loadGrayConfig(configPath);
   const logger = createLogger({ level: config.log.level, name: 'gray' });
-  const agent = new GrayAgent(config, logger);
-  logDataPlane(logger, resolveDataPlane(), { dialer: agent.dialerKind });
-  agent.start();
+  const dialer = defaultDialer(config);
+  const sessions = new WhiteSessions(config, logger, { dialer });
+  logDataPlane(logger, resolveDataPlane(), { dialer });
+  await sessions.start();
   releaseMemory(logger, 'startup');
   onStopSignal(async (signal) => {
     logger.info({ signal }, 'stopping');
-    await agent.stop();
+    await sessions.stop();
     logger.info('stopped');
   });
+  return sessions;
 }

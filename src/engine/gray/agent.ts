@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
-import type { GrayConfig } from '../../config/types.js';
+import type { GrayConfig, HostPort } from '../../config/types.js';
 import { ErrorCodes, RelayError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { Backoff } from '../backoff.js';
@@ -36,14 +36,49 @@ export function defaultDialer(config: GrayConfig): DialerKind {
   return resolveDataPlane().plane === 'splice' && engineTakesAddress(config.target.host) ? 'native' : 'node';
 }
 
+/** The one white a GrayAgent keeps its session with. */
+export interface WhiteTarget {
+  /** Where the control channel dials: an IP address once a host name has been resolved. */
+  readonly control: HostPort;
+  /** Host to open data connections to; null: the address the control channel reached. */
+  readonly dataHost: string | null;
+}
+
+/** The config's only white, dialed as written: for a GrayAgent used on its own (demo, tests). */
+export function firstWhite(config: GrayConfig): WhiteTarget {
+  const control = config.whites[0];
+  if (control === undefined) throw new RelayError(ErrorCodes.CONFIG_INVALID, 'the gray config names no white');
+  return { control, dataHost: config.dataHost };
+}
+
 export interface GrayAgentOptions {
   readonly dialer?: DialerKind;
+  /** Which white this session is with; the config's first white by default. */
+  readonly white?: WhiteTarget;
+}
+
+/** One session's state, for logs, status pages and readiness. */
+export interface WhiteSessionState {
+  /** The address dialed (host:port). */
+  readonly white: string;
+  readonly connected: boolean;
+  /** Epoch ms of the current session's start, null while not connected. */
+  readonly connectedSince: number | null;
+  /** Verified idle data connections waiting in this white's pool. */
+  readonly poolIdle: number;
+  readonly poolTarget: number;
+  readonly activeForwards: number;
+  /** Failed attempts since the last successful login. */
+  readonly reconnectAttempts: number;
+  readonly lastError: { readonly code: string; readonly message: string; readonly at: number } | null;
 }
 
 export interface GrayAgentEvents {
   connected: [{ sessionId: string; dataPort: number; fingerprint: string }];
   disconnected: [RelayError];
   'pool-ready': [number];
+  /** A connect failed or the session ended; the next attempt is in delayMs. */
+  reconnecting: [{ attempt: number; delayMs: number; why: string }];
 }
 
 export class GrayAgent extends EventEmitter<GrayAgentEvents> {
@@ -54,17 +89,27 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   private reconnectTimer: NodeJS.Timeout | null = null;
   private stopping = false;
   private readonly active = new Set<Forward>();
+  private readonly logger: Logger;
+  private connectedSince: number | null = null;
+  private poolTarget = 0;
+  private lastError: WhiteSessionState['lastError'] = null;
   readonly dialerKind: DialerKind;
+  readonly white: WhiteTarget;
+  /** host:port of the white, as in logs (the key `white`). */
+  readonly where: string;
 
   constructor(
     private readonly config: GrayConfig,
-    private readonly logger: Logger,
+    logger: Logger,
     options: GrayAgentOptions = {},
   ) {
     super();
+    this.white = options.white ?? firstWhite(config);
+    this.where = formatHostPort(this.white.control);
+    this.logger = logger.child({ white: this.where });
     this.dialerKind = options.dialer ?? defaultDialer(config);
     this.backoff = new Backoff(config.limits.reconnectBaseMs, config.limits.reconnectMaxMs);
-    this.warnings = new RateLimitedLog(logger);
+    this.warnings = new RateLimitedLog(this.logger);
   }
 
   get activeForwards(): number {
@@ -73,6 +118,19 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
 
   start(): void {
     this.connect();
+  }
+
+  state(): WhiteSessionState {
+    return {
+      white: this.where,
+      connected: this.connectedSince !== null,
+      connectedSince: this.connectedSince,
+      poolIdle: this.dialer?.idleCount ?? 0,
+      poolTarget: this.connectedSince === null ? 0 : this.poolTarget,
+      activeForwards: this.active.size,
+      reconnectAttempts: this.backoff.attempts,
+      lastError: this.lastError,
+    };
   }
 
   /** Stop reconnecting, end the session and the idle pool, let active forwards finish up to drainMs. */
@@ -96,8 +154,9 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
 
   private connect(): void {
     if (this.stopping) return;
-    const { white, limits, id, secret } = this.config;
-    const where = formatHostPort(white);
+    const { limits, id, secret } = this.config;
+    const { where } = this;
+    const white = this.white.control;
     const socket = tls.connect({
       host: white.host,
       port: white.port,
@@ -110,7 +169,11 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
     const handshakeTimer = setTimeout(() => socket.destroy(new RelayError(ErrorCodes.HANDSHAKE_TIMEOUT, `TLS handshake with ${where} not done within ${limits.handshakeTimeoutMs} ms`)), limits.handshakeTimeoutMs);
     socket.once('error', (err) => {
       clearTimeout(handshakeTimer);
-      if (!this.channel || this.channel.socket !== socket) this.scheduleReconnect(err.message);
+      if (!this.channel || this.channel.socket !== socket) {
+        // An OS error (ECONNREFUSED, ETIMEDOUT) or the handshake deadline's RelayError.
+        this.lastError = { code: (err as NodeJS.ErrnoException).code ?? ErrorCodes.INTERNAL, message: err.message, at: Date.now() };
+        this.scheduleReconnect(err.message);
+      }
     });
     socket.once('secureConnect', () => {
       clearTimeout(handshakeTimer);
@@ -134,7 +197,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
         keys = deriveSessionKeys(secret, tlsSessionBinding(socket), id);
         if (!proofsEqual(keys.whiteProof, decodeProof(message.proof))) {
           // Wrong secret on the white's side, or someone in the middle: never send our proof.
-          channel.close(new RelayError(ErrorCodes.WHITE_PROOF_INVALID, `the white at ${formatHostPort(this.config.white)} did not prove it knows the secret (wrong secret, or a man in the middle; certificate ${fingerprint})`));
+          channel.close(new RelayError(ErrorCodes.WHITE_PROOF_INVALID, `the white at ${this.where} did not prove it knows the secret (wrong secret, or a man in the middle; certificate ${fingerprint})`));
           return;
         }
         channel.send({ type: MessageType.GRAY_PROOF, proof: encodeProof(keys.grayProof) });
@@ -147,8 +210,10 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
         channel.setMaxPayloadBytes(limits.frameMaxBytesAfterAuth);
         channel.startHeartbeat(message.heartbeatMs, limits.heartbeatMissed);
         this.backoff.reset();
+        this.connectedSince = Date.now();
+        this.poolTarget = message.pool;
         this.startPool(message.session, this.openLinks(message.dataPort, socket.remoteAddress), message.pool, message.credits, keys.dataKey);
-        this.logger.info({ gray: id, white: formatHostPort(this.config.white), fingerprint, dataPort: message.dataPort, pool: message.pool }, 'gray connected');
+        this.logger.info({ gray: id, fingerprint, dataPort: message.dataPort, pool: message.pool }, 'gray connected');
         this.emit('connected', { sessionId: message.session, dataPort: message.dataPort, fingerprint });
         return;
       }
@@ -166,7 +231,8 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
    *  host that is the white's own host name is dialed at the address the control channel
    *  reached (the same white); another host name goes through Node sockets. */
   private openLinks(dataPort: number, controlPeer: string | undefined): PoolLinks {
-    const { dataHost, white } = this.config;
+    const white = this.white.control;
+    const dataHost = this.white.dataHost ?? white.host;
     const ctx: LinkContext = { config: this.config, logger: this.logger, warnings: this.warnings, port: dataPort };
     const dataIp = net.isIP(dataHost) !== 0 ? dataHost : dataHost === white.host ? controlPeer : undefined;
     if (this.dialerKind === 'native' && dataIp && engineTakesAddress(dataIp)) return { open: engineLinks(ctx, dataIp), where: formatHostPort({ host: dataIp, port: dataPort }) };
@@ -200,6 +266,8 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
     this.channel = null;
     this.dialer?.stop();
     this.dialer = null;
+    this.connectedSince = null;
+    if (reason.code !== ErrorCodes.SHUTDOWN) this.lastError = { code: reason.code, message: reason.message, at: Date.now() };
     this.emit('disconnected', reason);
     if (this.stopping) return;
     const level = reason.code === ErrorCodes.AUTH_FAILED || reason.code === ErrorCodes.WHITE_PROOF_INVALID ? 'error' : 'warn';
@@ -210,7 +278,8 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   private scheduleReconnect(why: string): void {
     if (this.stopping || this.reconnectTimer) return;
     const delayMs = this.backoff.next();
-    this.logger.info({ gray: this.config.id, white: formatHostPort(this.config.white), retryInMs: delayMs, attempt: this.backoff.attempts, why }, 'reconnecting');
+    this.logger.info({ gray: this.config.id, retryInMs: delayMs, attempt: this.backoff.attempts, why }, 'reconnecting');
+    this.emit('reconnecting', { attempt: this.backoff.attempts, delayMs, why });
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
       this.connect();
