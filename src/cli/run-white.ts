@@ -3,6 +3,7 @@
 // run the console when asked.
 import { AdminServer, type AdminState, type ReloadOutcome } from '../admin/server.js';
 import { loadWhiteConfigIsolated as loadWhiteConfig } from '../config/isolated-load.js';
+import type { WhiteOverrides } from '../config/types.js';
 import { watchConfigFile } from '../config/watch.js';
 import { defaultIntake } from '../engine/white/gray-endpoint.js';
 import { resolveDataPlane } from '../engine/data-plane/join.js';
@@ -17,18 +18,22 @@ import { VERSION } from '../version.js';
 
 export interface RunWhiteOptions {
   readonly console: boolean;
+  /** Per-host settings from the command line; they win over the file, across reloads. */
+  readonly overrides?: WhiteOverrides;
 }
 
 export async function runWhite(configPath: string, options: RunWhiteOptions): Promise<void> {
-  const config = await loadWhiteConfig(configPath);
+  const overrides = options.overrides ?? {};
+  const config = await loadWhiteConfig(configPath, overrides);
   const logger = createLogger({ level: config.log.level, name: 'white' });
+  if (Object.keys(overrides).length > 0) logger.info({ overrides }, 'command-line settings override the file');
   const dataPlane = resolveDataPlane();
   logDataPlane(logger, dataPlane, { intake: defaultIntake(config.bind) });
   const hooks = new WhiteHooks(config, logger);
   const server = new WhiteServer(config, { logger, events: hooks, gates: hooks.gates(), hookStats: () => hooks.stats() });
   await server.start();
 
-  const reload = new Reloader(configPath, server, logger, hooks);
+  const reload = new Reloader(configPath, server, logger, hooks, overrides);
   const watcher = watchConfigFile(configPath, {
     polling: config.watch.polling,
     debounceMs: config.watch.debounceMs,
@@ -48,7 +53,7 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
     return last === null ? { ok: false, at: Date.now(), error: 'no reload has run' } : { ok: last.ok, at: last.at, error: last.error };
   };
   // Admin and metrics listeners are taken from the config at start; changing them needs a restart.
-  const admin = new AdminServer({ socket: config.admin.socket, tcp: config.admin.tcp, metrics: config.metrics, logger }, { state, reload: reloadNow });
+  const admin = new AdminServer({ socket: config.admin.socket, tcp: config.admin.tcp, metrics: config.metrics, logger }, { state, reload: reloadNow, grayReadiness: (id) => server.grayReadiness(id) });
   try {
     await admin.start();
   } catch (err) {

@@ -7,13 +7,13 @@ import { Worker } from 'node:worker_threads';
 import { ErrorCodes, RelayError, type ErrorCode } from '../errors.js';
 import { deepFreeze } from './freeze.js';
 import { redacted } from './secret.js';
-import type { GrayConfig, WhiteConfig } from './types.js';
+import type { GrayConfig, WhiteConfig, WhiteOverrides } from './types.js';
 
 type WorkerAnswer = { ok: true; config: unknown } | { ok: false; code: ErrorCode; message: string; details: Record<string, unknown> };
 
-function loadInWorker(kind: 'white' | 'gray', path: string): Promise<unknown> {
+function loadInWorker(kind: 'white' | 'gray', path: string, overrides: WhiteOverrides = {}): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./load-worker.js', import.meta.url), { workerData: { kind, path } });
+    const worker = new Worker(new URL('./load-worker.js', import.meta.url), { workerData: { kind, path, overrides } });
     worker.once('message', (answer: WorkerAnswer) => {
       void worker.terminate();
       if (answer.ok) resolve(answer.config);
@@ -28,8 +28,8 @@ function secretBuffer(value: unknown): Buffer {
   return redacted(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
 }
 
-export async function loadWhiteConfigIsolated(path: string): Promise<WhiteConfig> {
-  const c = (await loadInWorker('white', path)) as WhiteConfig & Record<string, unknown>;
+export async function loadWhiteConfigIsolated(path: string, overrides: WhiteOverrides = {}): Promise<WhiteConfig> {
+  const c = (await loadInWorker('white', path, overrides)) as WhiteConfig & Record<string, unknown>;
   const config = {
     ...c,
     grays: c.grays.map((g) => ({ ...g, secret: secretBuffer(g.secret) })),

@@ -3,9 +3,10 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { RelayError } from '../errors.js';
 import { loadGrayConfig, loadWhiteConfig } from './load.js';
+import type { WhiteOverrides } from './types.js';
 
-const { kind, path } = workerData as { kind: 'white' | 'gray'; path: string };
-(kind === 'white' ? loadWhiteConfig(path) : loadGrayConfig(path)).then(
+const { kind, path, overrides } = workerData as { kind: 'white' | 'gray'; path: string; overrides: WhiteOverrides };
+(kind === 'white' ? loadWhiteConfig(path, { overrides }) : loadGrayConfig(path)).then(
   (config) => parentPort!.postMessage({ ok: true, config }),
   (err: unknown) =>
     parentPort!.postMessage({

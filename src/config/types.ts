@@ -79,3 +79,18 @@ export interface GrayConfig {
   readonly log: { readonly level: string };
   readonly limits: Readonly<Limits>;
 }
+
+/**
+ * Per-host settings given on `relay white`'s command line, so several whites can run from one
+ * shared file. Each replaces the file's key before validation, on every load and reload.
+ */
+export interface WhiteOverrides {
+  /** `bind`. */
+  readonly bind?: string;
+  /** `control.listen`, host:port. */
+  readonly controlListen?: string;
+  /** `admin.socket`, an absolute path. */
+  readonly adminSocket?: string;
+  /** `metrics.listen`, host:port. */
+  readonly metricsListen?: string;
+}

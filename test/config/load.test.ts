@@ -214,6 +214,25 @@ test('white takes a list of addresses; data_host is refused with a list; resolve
   assert.deepEqual(errorsOf(empty), ['g.yaml: white: has 0 items, at least 1 required']);
 });
 
+test('command-line overrides replace the per-host keys of a white file; a bad one is named by its flag', async () => {
+  const text = `control: { listen: "0.0.0.0:7000" }\nbind: "0.0.0.0"\nmetrics: { listen: "127.0.0.1:9100" }\ngrays:\n  - { id: a, secret: "${S1}", public_port: 7100, data_port: 7101 }\n`;
+  const c = await parseWhiteConfig(text, null, {
+    overrides: { bind: '10.0.0.2', controlListen: '10.0.0.2:7000', adminSocket: '/run/relay/w2.sock', metricsListen: '10.0.0.2:9100' },
+  });
+  assert.equal(c.bind, '10.0.0.2');
+  assert.deepEqual(c.control, { host: '10.0.0.2', port: 7000 });
+  assert.equal(c.admin.socket, '/run/relay/w2.sock');
+  assert.deepEqual(c.metrics, { host: '10.0.0.2', port: 9100 });
+  // A file without admin or metrics sections gets them from the flags.
+  const bare = await parseWhiteConfig('control: { listen: "0.0.0.0:7000" }\n', null, { overrides: { metricsListen: '127.0.0.1:9200' } });
+  assert.deepEqual(bare.metrics, { host: '127.0.0.1', port: 9200 });
+  const err = await loadError(parseWhiteConfig(text, 'w.yaml', { overrides: { controlListen: '0.0.0.0:7100' } }));
+  assert.ok(
+    errorsOf(err).some((line) => line.includes('set by --control-listen') && line.includes('7100')),
+    errorsOf(err).join('\n'),
+  );
+});
+
 // Each case: a white config and the exact lines expected (file label "w.yaml").
 const INVALID_WHITE: Array<{ name: string; yaml: string; errors: string[]; code?: string }> = [
   {
