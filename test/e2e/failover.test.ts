@@ -165,6 +165,10 @@ describe('failover behind HAProxy', () => {
         servedByRestartedWhite: servedByRestarted,
       };
       t.diagnostic(`failover figures: ${JSON.stringify(figures)}`);
+      for (const r of failed) {
+        const s = serverOf.get(r.clientPort);
+        t.diagnostic(`failed client ${r.n}: started ${r.startedAt - killedAt} ms from the kill, ${r.error}, haproxy ${s ? `${s.server} ${s.state} retries ${s.retries}` : 'no log'}`);
+      }
       process.stdout.write(`failover figures: ${JSON.stringify(figures)}\n`);
       assert.equal(typeof listening.control, 'string');
 
