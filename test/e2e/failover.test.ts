@@ -148,11 +148,20 @@ describe('failover behind HAProxy', () => {
         throw new Error(`${err.message}: ${hp.sessions.length} logged of ${connected.length}; missing ${missing.length}: ${JSON.stringify(missing.slice(0, 5))}; other haproxy output: ${hp.stderr.slice(-5).join(' | ')}`);
       });
 
-      const serverOf = new Map(hp.sessions.map((s) => [s.clientPort, s]));
+      // A client port can come back: a reset connection leaves no TIME_WAIT behind. Sessions with
+      // one port are one after the other, and logged in that order: pair them up in order.
+      const byPort = new Map<number, Array<(typeof hp.sessions)[number]>>();
+      for (const s of hp.sessions) byPort.set(s.clientPort, [...(byPort.get(s.clientPort) ?? []), s]);
+      const serverOfClient = new Map<ClientResult, (typeof hp.sessions)[number]>();
+      for (const r of [...all].sort((x, y) => x.startedAt - y.startedAt)) {
+        const next = byPort.get(r.clientPort)?.shift();
+        if (next) serverOfClient.set(r, next);
+      }
+      const serverOf = { get: (r: ClientResult) => serverOfClient.get(r) };
       const failed = all.filter((r) => !r.ok);
       const killedName = `w${KILLED + 1}`;
-      const inFlightOnKilled = failed.filter((r) => r.startedAt <= killedAt && serverOf.get(r.clientPort)?.server === killedName);
-      const servedByRestarted = all.filter((r) => r.ok && r.startedAt >= backUpAt && serverOf.get(r.clientPort)?.server === killedName).length;
+      const inFlightOnKilled = failed.filter((r) => r.startedAt <= killedAt && serverOf.get(r)?.server === killedName);
+      const servedByRestarted = all.filter((r) => r.ok && r.startedAt >= backUpAt && serverOf.get(r)?.server === killedName).length;
       const retried = hp.sessions.filter((s) => s.retries > 0).length;
       const figures = {
         started: all.length,
@@ -166,14 +175,14 @@ describe('failover behind HAProxy', () => {
       };
       t.diagnostic(`failover figures: ${JSON.stringify(figures)}`);
       for (const r of failed) {
-        const s = serverOf.get(r.clientPort);
+        const s = serverOf.get(r);
         t.diagnostic(`failed client ${r.n}: started ${r.startedAt - killedAt} ms from the kill, ${r.error}, haproxy ${s ? `${s.server} ${s.state} retries ${s.retries}` : 'no log'}`);
       }
       process.stdout.write(`failover figures: ${JSON.stringify(figures)}\n`);
       assert.equal(typeof listening.control, 'string');
 
       for (const r of failed) {
-        const s = serverOf.get(r.clientPort);
+        const s = serverOf.get(r);
         assert.ok(r.startedAt <= killedAt, `client ${r.n} started ${r.startedAt - killedAt} ms after the kill and failed (${r.error}, server ${s?.server ?? '?'})`);
         assert.equal(s?.server, killedName, `client ${r.n} failed (${r.error}) on ${s?.server ?? 'no server'}, not on the killed white`);
       }
