@@ -1,9 +1,10 @@
-// The gray agent: dials the white's control port over TLS 1.3, checks the white's proof before
-// revealing its own (a man in the middle learns nothing), receives its data port and credits,
-// keeps the pool full, forwards each activated connection to the local service, and reconnects
-// with capped, jittered exponential backoff whenever the control session ends — forever, until
-// stopped. A white restart (new certificate) needs nothing from the operator: the certificate is
-// not what authenticates the white; the proof bound to the TLS session is.
+// The gray's session with one white (WhiteSessions holds one per white): dials the white's
+// control port over TLS 1.3, checks the white's proof before revealing its own (a man in the
+// middle learns nothing), receives its data port and credits, keeps the pool full, forwards each
+// activated connection to the local service, and reconnects with capped, jittered exponential
+// backoff whenever the control session ends — forever, until stopped. A white restart (new
+// certificate) needs nothing from the operator: the certificate is not what authenticates the
+// white; the proof bound to the TLS session is.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';

@@ -113,7 +113,7 @@ export class WhiteSessions extends EventEmitter<WhiteSessionsEvents> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    await this.refreshing?.catch(() => {});
+    // A lookup still running is not waited for (DNS can be slow): apply() does nothing once stopped.
     const all = [...this.sessions.values()];
     this.sessions.clear();
     await Promise.all(all.map((s) => s.stop(drainMs)));
