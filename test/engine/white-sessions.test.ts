@@ -105,9 +105,10 @@ describe('white session set (resolution, add, remove)', () => {
     await set.stop();
   });
 
-  it('a dual-stack name is one white: the family of the first answer is kept', () => {
+  it('a dual-stack name is one white: its IPv4 addresses, or its IPv6 ones when it has no IPv4', () => {
     assert.deepEqual(pickFamily(['10.0.0.1', '2001:db8::1', '10.0.0.2', '10.0.0.1']), ['10.0.0.1', '10.0.0.2']);
-    assert.deepEqual(pickFamily(['2001:db8::1', '10.0.0.1']), ['2001:db8::1']);
+    assert.deepEqual(pickFamily(['::1', '127.0.0.1']), ['127.0.0.1']);
+    assert.deepEqual(pickFamily(['2001:db8::1', '2001:db8::2']), ['2001:db8::1', '2001:db8::2']);
     assert.deepEqual(pickFamily([]), []);
   });
 
@@ -128,6 +129,16 @@ async function startWhite(host: string, secret: Buffer, controlPort = 0): Promis
   const white = new WhiteServer(whiteConfigFor([{ id: 'g1', secret, publicPort: 0, dataPort: 0 }], {}, { control: { host, port: controlPort }, bind: host }), { logger: silentLogger() });
   await white.start();
   return white;
+}
+
+/** Waits for the white to see an idle pooled connection, then sends `text` through it. */
+async function roundTripWhenReady(white: WhiteServer, text: string): Promise<Buffer> {
+  const deadline = Date.now() + 10_000;
+  while ((white.grayReadiness('g1')?.poolIdle ?? 0) < 1) {
+    if (Date.now() > deadline) throw new Error('the gray never filled its pool on this white');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return roundTrip(white.portsOf('g1')!.publicPort, Buffer.from(text));
 }
 
 /** A WhiteSessions of real GrayAgents, with the agents reachable by address for their events. */
@@ -227,6 +238,23 @@ describe('white session set with real whites', () => {
       await set.stop(100);
       await a.stop(100);
       await b.stop(100);
+      service.server.close();
+    }
+  });
+
+  it('the system resolver: "localhost" is dialed at its IPv4 address', async () => {
+    const secret = randomBytes(32);
+    const service = await startService();
+    const white = await startWhite('127.0.0.1', secret);
+    const config: GrayConfig = { ...grayConfigFor('g1', secret, white.controlPort, service.port, { pool: 1 }), whites: [{ host: 'localhost', port: white.controlPort }] };
+    const set = new WhiteSessions(config, silentLogger());
+    try {
+      await set.start();
+      assert.deepEqual(set.state().map((s) => s.white), [`127.0.0.1:${white.controlPort}`]);
+      assert.equal((await roundTripWhenReady(white, 'localhost')).toString(), 'localhost');
+    } finally {
+      await set.stop(100);
+      await white.stop(100);
       service.server.close();
     }
   });

@@ -183,13 +183,13 @@ export class WhiteSessions extends EventEmitter<WhiteSessionsEvents> {
 }
 
 /**
- * The addresses of one family: the family of the resolver's first answer. A white with both an
- * A and an AAAA record is one machine; a session per family would log in twice with one id and
- * the two sessions would replace each other there.
+ * The addresses of one family: IPv4 when the name has any, else IPv6. A white with both an A and
+ * an AAAA record is one machine; a session per family would log in twice with one id and the two
+ * sessions would replace each other there. IPv4 because a white listening on "0.0.0.0" takes only
+ * IPv4 and one on "[::]" takes both (Linux dual-stack), as "localhost" resolving to ::1 first
+ * must not leave a gray dialing a white that listens on 127.0.0.1.
  */
 export function pickFamily(addresses: readonly string[]): string[] {
-  const first = addresses[0];
-  if (first === undefined) return [];
-  const family = net.isIP(first);
-  return [...new Set(addresses.filter((a) => net.isIP(a) === family))];
+  const v4 = addresses.filter((a) => net.isIPv4(a));
+  return [...new Set(v4.length > 0 ? v4 : addresses.filter((a) => net.isIPv6(a)))];
 }
