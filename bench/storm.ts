@@ -1,5 +1,5 @@
 // `npm run storm [-- SESSIONS]`: the reconnect storm at 1,000 gray sessions (test/e2e/storm.ts),
-// too slow for `npm test`, which runs it at 200. Prints the figures; exits 1 when a check fails.
+// too slow for `npm test`, which runs it at 100. Prints the figures; exits 1 when a check fails.
 import { runStorm } from '../test/e2e/storm.js';
 
 const sessions = Number(process.argv[2] ?? 1000);

@@ -3,7 +3,7 @@
 // every session comes back at once. Measured: the time from the restarted white listening to all
 // N pools ready again, the white's RSS per session, its control-connection refusals by reason (the
 // admission limits at work: every session comes from 127.0.0.1, over unauthenticated_per_ip), and
-// its descriptors at the peak. Used by test/e2e/storm.test.ts (a small N in `npm test`) and
+// its descriptors at the peak. Used by test/e2e/storm.test.ts (100 sessions in `npm test`) and
 // bench/storm.ts (`npm run storm`, N = 1000).
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
