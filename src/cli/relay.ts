@@ -48,7 +48,9 @@ async function main(argv: string[]): Promise<number | null> {
       return null;
     case 'verify': {
       const { verifyConfigFile } = await import('../config/load.js');
-      const result = await verifyConfigFile(requireConfig(config, command));
+      const warnings: string[] = [];
+      const result = await verifyConfigFile(requireConfig(config, command), { warnings });
+      for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
       if (result.ok) {
         process.stdout.write(`${config}: valid ${result.kind} config\n`);
         return 0;

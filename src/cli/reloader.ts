@@ -44,7 +44,7 @@ export class Reloader {
     const counters = this.server.counters;
     let next: WhiteConfig;
     try {
-      next = await loadWhiteConfig(this.path, this.overrides);
+      next = await loadWhiteConfig(this.path, { overrides: this.overrides });
     } catch (err) {
       const error = err instanceof Error ? err.message : String(err);
       counters.reloads.rejected += 1;

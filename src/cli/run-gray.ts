@@ -10,8 +10,10 @@ import { onStopSignal } from './signals.js';
 
 /** The running gray: its sessions, one per white (state() lists them for a status page). */
 export async function runGray(configPath: string): Promise<WhiteSessions> {
-  const config = await loadGrayConfig(configPath);
+  const warnings: string[] = [];
+  const config = await loadGrayConfig(configPath, { warnings });
   const logger = createLogger({ level: config.log.level, name: 'gray' });
+  for (const warning of warnings) logger.warn({ path: configPath }, warning);
   const dialer = defaultDialer(config);
   const sessions = new WhiteSessions(config, logger, { dialer });
   logDataPlane(logger, resolveDataPlane(), { dialer });

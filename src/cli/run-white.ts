@@ -1,10 +1,11 @@
 // `relay white --config white.yaml`: load, start, then keep the running server in step with
-// the file (watch + SIGHUP + POST /v1/reload → Reloader), serve the admin API and metrics, and
-// run the console when asked.
+// the file (watch + SIGHUP + POST /v1/reload → Reloader), serve the admin API, metrics and the
+// dashboard, and run the console when asked.
 import { AdminServer, type AdminState, type ReloadOutcome } from '../admin/server.js';
 import { loadWhiteConfigIsolated as loadWhiteConfig } from '../config/isolated-load.js';
 import type { WhiteOverrides } from '../config/types.js';
 import { watchConfigFile } from '../config/watch.js';
+import { Dashboard } from '../dashboard/dashboard.js';
 import { defaultIntake } from '../engine/white/gray-endpoint.js';
 import { resolveDataPlane } from '../engine/data-plane/join.js';
 import { WhiteServer } from '../engine/white/white-server.js';
@@ -13,6 +14,7 @@ import { createLogger } from '../log.js';
 import { logDataPlane } from './data-plane-log.js';
 import { Reloader } from './reloader.js';
 import { releaseMemory, watchBursts } from './release-memory.js';
+import { PromptGuard } from './prompt-guard.js';
 import { onStopSignal } from './signals.js';
 import { VERSION } from '../version.js';
 
@@ -24,13 +26,20 @@ export interface RunWhiteOptions {
 
 export async function runWhite(configPath: string, options: RunWhiteOptions): Promise<void> {
   const overrides = options.overrides ?? {};
-  const config = await loadWhiteConfig(configPath, overrides);
-  const logger = createLogger({ level: config.log.level, name: 'white' });
+  const warnings: string[] = [];
+  const config = await loadWhiteConfig(configPath, { warnings, overrides });
+  // With the console on, log lines step around its prompt (both are on the terminal).
+  const guard = options.console ? new PromptGuard() : undefined;
+  const logger = createLogger({ level: config.log.level, name: 'white', ...(guard ? { guard } : {}) });
+  for (const warning of warnings) logger.warn({ path: configPath }, warning);
   if (Object.keys(overrides).length > 0) logger.info({ overrides }, 'command-line settings override the file');
   const dataPlane = resolveDataPlane();
   logDataPlane(logger, dataPlane, { intake: defaultIntake(config.bind) });
   const hooks = new WhiteHooks(config, logger);
   const server = new WhiteServer(config, { logger, events: hooks, gates: hooks.gates(), hookStats: () => hooks.stats() });
+  // Its feed hears every event from the start, so the page's event list misses none.
+  const dashboard = config.dashboard === null ? null : new Dashboard(config.dashboard, { snapshot: () => server.snapshot(), version: VERSION }, logger);
+  if (dashboard !== null) hooks.tap(dashboard.events);
   await server.start();
 
   const reload = new Reloader(configPath, server, logger, hooks, overrides);
@@ -52,11 +61,14 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
     const last = server.counters.lastReload;
     return last === null ? { ok: false, at: Date.now(), error: 'no reload has run' } : { ok: last.ok, at: last.at, error: last.error };
   };
-  // Admin and metrics listeners are taken from the config at start; changing them needs a restart.
+  // Admin, metrics and dashboard listeners are taken from the config at start; changing them
+  // needs a restart.
   const admin = new AdminServer({ socket: config.admin.socket, tcp: config.admin.tcp, metrics: config.metrics, logger }, { state, reload: reloadNow, grayReadiness: (id) => server.grayReadiness(id) });
   try {
     await admin.start();
+    await dashboard?.start();
   } catch (err) {
+    await admin.close();
     await watcher.close();
     await server.stop(0);
     await hooks.close();
@@ -75,6 +87,8 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
         input: process.stdin,
         output: process.stderr,
         onInterrupt: () => process.kill(process.pid, 'SIGINT'),
+        onQuit: () => process.kill(process.pid, 'SIGINT'),
+        ...(guard ? { guard } : {}),
       })
     : null;
 
@@ -84,6 +98,7 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
     stopBurstWatch();
     // First, so relayctl says "not running" rather than showing a white that is going away.
     await admin.close();
+    await dashboard?.close();
     await watcher.close();
     await server.stop();
     await hooks.close();

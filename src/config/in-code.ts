@@ -16,6 +16,7 @@ export function whiteConfigInCode(grays: readonly GrayEntry[], limits: Partial<L
     hooks: [],
     authorize: null,
     metrics: null,
+    dashboard: null,
     log: { level: 'warn' },
     watch: { polling: false, debounceMs: 200 },
     limits: resolveLimits(limits),

@@ -6,8 +6,9 @@ import { loadGrayConfig, loadWhiteConfig } from './load.js';
 import type { WhiteOverrides } from './types.js';
 
 const { kind, path, overrides } = workerData as { kind: 'white' | 'gray'; path: string; overrides: WhiteOverrides };
-(kind === 'white' ? loadWhiteConfig(path, { overrides }) : loadGrayConfig(path)).then(
-  (config) => parentPort!.postMessage({ ok: true, config }),
+const warnings: string[] = [];
+(kind === 'white' ? loadWhiteConfig(path, { warnings, overrides }) : loadGrayConfig(path, { warnings })).then(
+  (config) => parentPort!.postMessage({ ok: true, config, warnings }),
   (err: unknown) =>
     parentPort!.postMessage({
       ok: false,

@@ -4,6 +4,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { ErrorCodes, RelayError, isRelayError } from '../errors.js';
+import { inlineSecretPaths, secretExposureWarning } from './exposure.js';
 import { deepFreeze } from './freeze.js';
 import { IssueList, issuesError, labelFor, renderIssue, type Issue } from './issues.js';
 import { normalizeGray, normalizeWhite } from './normalize.js';
@@ -19,6 +20,8 @@ export interface ParseOptions {
    * unreadable file). For relayctl, whose shell is not the white's environment. Default false.
    */
   readonly lenientSecretSources?: boolean;
+  /** When given (with a path), warnings about the file are pushed here: inline secrets others can read. */
+  readonly warnings?: string[];
   /** White only: command-line values that replace the file's keys (see WhiteOverrides). */
   readonly overrides?: WhiteOverrides;
 }
@@ -80,6 +83,10 @@ async function check(kind: Kind, text: string, path: string | null, opts: ParseO
     const found = data === null || data === undefined ? 'nothing' : Array.isArray(data) ? 'a list' : `a ${typeof data}`;
     issues.add('', `the file must be a YAML mapping of keys to values, found ${found}`);
     return { config: null, issues };
+  }
+  if (opts.warnings !== undefined && path !== null) {
+    const warning = await secretExposureWarning(path, inlineSecretPaths(data));
+    if (warning !== null) opts.warnings.push(warning);
   }
   const overridden = kind === 'white' && opts.overrides ? applyOverrides(data as Record<string, unknown>, opts.overrides) : [];
   validateAgainstSchema(kind, data, issues);

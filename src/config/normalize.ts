@@ -1,6 +1,7 @@
 // From the validated YAML data (snake_case, defaults filled in by the schema) to the frozen
 // camelCase shapes in types.ts. This is also where the rules a JSON Schema cannot express live:
-// host:port syntax, port clashes, unique ids, secrets, loopback-only admin TCP.
+// host:port syntax, port clashes, unique ids, secrets, loopback-only admin TCP, a token for a
+// dashboard off loopback.
 //
 // The input has passed the schema only if no issue was recorded; the code therefore checks every
 // type it relies on, so that it can still add its own findings next to the schema's (all errors at
@@ -11,6 +12,7 @@ import { DEFAULT_LIMITS, resolveLimits, type Limits } from '../limits.js';
 import { parseHost, parseHostPort, isLoopbackHost } from './address.js';
 import { type IssueList, type PathSegment } from './issues.js';
 import { checkPortClashes, parsePortRange, type PortClaim, type PortRange } from './ports.js';
+import { adminTokenProblem, MAX_TOKEN_CHARS, MIN_TOKEN_CHARS } from '../admin/admin-auth.js';
 import { resolveSecret, type SecretContext } from './secret.js';
 import { camelCase, snakeCase } from './schema.js';
 import type { AuthorizeHookConfig, GrayConfig, GrayEntry, HookConfig, HostPort, ProxyProtocol, WhiteConfig } from './types.js';
@@ -124,7 +126,12 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
         `${JSON.stringify(tcpRaw.listen)} is not a loopback address; the admin TCP listener may only use 127.0.0.1, ::1 or localhost`,
       );
     }
-    if (listen !== null) adminTcp = { host: listen.host, port: listen.port, token: str(tcpRaw.token, '') };
+    const token = str(tcpRaw.token, '');
+    // The schema reports a length out of bounds; the rest of the rule (the one the admin server
+    // enforces too) is checked here.
+    const tokenProblem = token.length >= MIN_TOKEN_CHARS && token.length <= MAX_TOKEN_CHARS ? adminTokenProblem(token) : null;
+    if (tokenProblem !== null) issues.add(['admin', 'tcp', 'token'], tokenProblem);
+    if (listen !== null) adminTcp = { host: listen.host, port: listen.port, token };
   }
 
   // ports.range
@@ -138,6 +145,21 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
 
   const metricsRaw = obj(raw.metrics);
   const metrics = metricsRaw === null ? null : hostPortAt(metricsRaw.listen, ['metrics', 'listen'], ctx);
+
+  // dashboard: anyone who can reach a non-loopback address could read it, so that needs a token.
+  let dashboard: WhiteConfig['dashboard'] = null;
+  const dashboardRaw = obj(raw.dashboard);
+  if (dashboardRaw !== null) {
+    const listen = hostPortAt(dashboardRaw.listen, ['dashboard', 'listen'], ctx);
+    const token = typeof dashboardRaw.token === 'string' ? dashboardRaw.token : null;
+    if (listen !== null && !isLoopbackHost(listen.host) && token === null) {
+      issues.add(
+        ['dashboard', 'listen'],
+        `${JSON.stringify(dashboardRaw.listen)} is not a loopback address; a dashboard reachable from other machines requires dashboard.token`,
+      );
+    }
+    if (listen !== null) dashboard = { host: listen.host, port: listen.port, token };
+  }
 
   // hooks
   const hooks: HookConfig[] = [];
@@ -178,6 +200,7 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
   if (control.port !== 0) claims.push({ port: control.port, path: ['control', 'listen'], owner: 'the control port (control.listen)' });
   if (adminTcp !== null) claims.push({ port: adminTcp.port, path: ['admin', 'tcp', 'listen'], owner: 'the admin TCP port (admin.tcp.listen)' });
   if (metrics !== null) claims.push({ port: metrics.port, path: ['metrics', 'listen'], owner: 'the metrics port (metrics.listen)' });
+  if (dashboard !== null) claims.push({ port: dashboard.port, path: ['dashboard', 'listen'], owner: 'the dashboard port (dashboard.listen)' });
 
   for (const [i, g] of graysRaw.entries()) {
     const go = obj(g);
@@ -209,6 +232,7 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
     hooks,
     authorize,
     metrics,
+    dashboard,
     log: logAt(raw.log),
     watch: { polling: bool(watchRaw.polling, false), debounceMs: int(watchRaw.debounce_ms, 200) },
     limits,

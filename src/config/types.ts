@@ -43,7 +43,7 @@ export interface WhiteConfig {
   readonly admin: {
     /** Unix socket path (mode 0600), or null to disable. */
     readonly socket: string | null;
-    /** Optional loopback TCP admin listener; requires a bearer token. */
+    /** Optional loopback TCP admin listener; requests carry a single-use HMAC under the token (admin-auth.ts). */
     readonly tcp: (HostPort & { readonly token: string }) | null;
   };
   /** Range that `relayctl add` allocates ports from, inclusive. */
@@ -54,6 +54,8 @@ export interface WhiteConfig {
   readonly hooks: readonly HookConfig[];
   readonly authorize: AuthorizeHookConfig | null;
   readonly metrics: HostPort | null;
+  /** Optional read-only status page (src/dashboard/); a token is required off loopback. */
+  readonly dashboard: (HostPort & { readonly token: string | null }) | null;
   readonly log: { readonly level: string };
   readonly watch: { readonly polling: boolean; readonly debounceMs: number };
   readonly limits: Readonly<Limits>;

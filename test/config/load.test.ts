@@ -68,6 +68,7 @@ test('a minimal white config loads with every default filled in', async (t) => {
   assert.deepEqual(c.hooks, []);
   assert.equal(c.authorize, null);
   assert.equal(c.metrics, null);
+  assert.equal(c.dashboard, null, 'no dashboard unless asked for');
   assert.deepEqual(c.log, { level: 'info' });
   assert.deepEqual(c.watch, { polling: false, debounceMs: 200 });
   assert.deepEqual({ ...c.limits }, { ...DEFAULT_LIMITS });
@@ -117,6 +118,7 @@ data_source_check: false
 log: { level: debug }
 watch: { polling: true, debounce_ms: 50 }
 metrics: { listen: "127.0.0.1:9100" }
+dashboard: { listen: "0.0.0.0:7400", token: "${'d'.repeat(32)}" }
 hooks:
   - url: "https://example.com/hook"
     events: ["gray.connected"]
@@ -141,6 +143,7 @@ grays: []
   assert.equal(c.log.level, 'debug');
   assert.deepEqual(c.watch, { polling: true, debounceMs: 50 });
   assert.deepEqual(c.metrics, { host: '127.0.0.1', port: 9100 });
+  assert.deepEqual(c.dashboard, { host: '0.0.0.0', port: 7400, token: 'd'.repeat(32) });
   assert.equal(c.hooks.length, 2);
   assert.deepEqual(c.hooks[0]!.events, ['gray.connected']);
   assert.ok(c.hooks[0]!.secret!.equals(Buffer.from(S2, 'base64url')), 'secret_file is read and trimmed');
@@ -323,6 +326,23 @@ admin: { tcp: { listen: "0.0.0.0:7001", token: "short" } }
     ],
   },
   {
+    name: 'dashboard off loopback without a token, short token',
+    yaml: `control: { listen: "0.0.0.0:7000" }
+dashboard: { listen: "0.0.0.0:7400" }
+metrics: { listen: "127.0.0.1:9100" }
+authorize: { url: "http://127.0.0.1:8088/", secret: "${S1}" }
+grays: []
+`,
+    errors: ['w.yaml: dashboard.listen: "0.0.0.0:7400" is not a loopback address; a dashboard reachable from other machines requires dashboard.token'],
+  },
+  {
+    name: 'dashboard token too short, unknown dashboard key',
+    yaml: `control: { listen: "0.0.0.0:7000" }
+dashboard: { listen: "[::1]:7400", token: "short", open: true }
+`,
+    errors: ['w.yaml: dashboard.token: the value is 5 characters long, at least 32 required', 'w.yaml: dashboard.open: unknown key'],
+  },
+  {
     name: 'bad ports.range',
     yaml: 'control: { listen: "0.0.0.0:7000" }\nports: { range: "30000-20000" }\n',
     errors: ['w.yaml: ports.range: "30000-20000": starts above its end'],
@@ -436,6 +456,27 @@ limits: { poll_max: 3 }
   assert.equal(issues[1]!.line, 5, 'details carry the line number');
 });
 
+test('dashboard: {} serves on 127.0.0.1:7400 without a token; loopback needs none', async () => {
+  const c = await parseWhiteConfig('control: { listen: "0.0.0.0:7000" }\ndashboard: {}\n', null);
+  assert.deepEqual(c.dashboard, { host: '127.0.0.1', port: 7400, token: null });
+  const v6 = await parseWhiteConfig('control: { listen: "0.0.0.0:7000" }\ndashboard: { listen: "[::1]:7500" }\n', null);
+  assert.deepEqual(v6.dashboard, { host: '::1', port: 7500, token: null });
+  const off = await parseWhiteConfig('control: { listen: "0.0.0.0:7000" }\ndashboard: null\n', null);
+  assert.equal(off.dashboard, null);
+});
+
+test('the dashboard port clashes like any other', async () => {
+  const err = await loadError(
+    parseWhiteConfig(`control: { listen: "0.0.0.0:7000" }\ndashboard: { listen: "127.0.0.1:7000" }\ngrays:\n  - { id: a, secret: "${S1}", public_port: 7400, data_port: 20001 }\n`, 'white.yaml'),
+  );
+  assert.equal(err.code, ErrorCodes.CONFIG_CONFLICT);
+  assert.deepEqual(errorsOf(err), ['white.yaml: dashboard.listen: 7000 is already the control port (control.listen)']);
+  const second = await loadError(
+    parseWhiteConfig(`control: { listen: "0.0.0.0:7000" }\ndashboard: {}\ngrays:\n  - { id: a, secret: "${S1}", public_port: 7400, data_port: 20001 }\n`, 'white.yaml'),
+  );
+  assert.deepEqual(errorsOf(second), ['white.yaml: grays[0].public_port: 7400 is already the dashboard port (dashboard.listen)']);
+});
+
 test('port clashes of every kind are reported', async () => {
   const text = `control: { listen: "0.0.0.0:7000" }
 admin: { tcp: { listen: "127.0.0.1:7001", token: "${'x'.repeat(40)}" } }
@@ -508,28 +549,22 @@ test('verifyConfigFile detects the kind and reports instead of throwing', async 
   assert.deepEqual(r, { ok: false, errors: [`${join(dir, 'missing.yaml')}: does not exist`] });
 });
 
-test('the examples load (every key shown)', async (t) => {
-  const dir = await tempDir(t);
-  // Copied next to the secret file the example references, which is not shipped.
-  await copyFile(join(REPO, 'examples/relay.yaml'), join(dir, 'relay.yaml'));
-  await copyFile(join(REPO, 'examples/gray.yaml'), join(dir, 'gray.yaml'));
-  await mkdir(join(dir, 'secrets'));
-  await writeFile(join(dir, 'secrets/authorize.key'), generateSecret(), { mode: 0o600 });
-  const env = { RELAY_HOOK_SECRET: generateSecret(), RELAY_SECRET_OFFICE_NAS: generateSecret(), RELAY_SECRET: generateSecret() };
-  const white = await loadWhiteConfig(join(dir, 'relay.yaml'), { env });
+test('the examples load as shipped, with no environment and no other file (every key shown)', async () => {
+  const white = await loadWhiteConfig(join(REPO, 'examples/white.yaml'), { env: {} });
   assert.deepEqual(
     white.grays.map((g) => g.id),
     ['office-nas', 'lab-camera'],
   );
-  assert.ok(white.authorize !== null && white.metrics !== null && white.admin.tcp !== null && white.portsRange !== null);
-  const gray = await loadGrayConfig(join(dir, 'gray.yaml'), { env });
+  assert.ok(white.authorize !== null && white.metrics !== null && white.admin.tcp !== null && white.portsRange !== null && white.hooks.length === 1 && white.dashboard !== null);
+  const gray = await loadGrayConfig(join(REPO, 'examples/gray.yaml'), { env: {} });
   assert.equal(gray.id, 'office-nas');
+  assert.ok(gray.secret.equals(white.grays[0]!.secret), 'the two examples belong together');
 
   // "Every key shown": each property of the schemas appears in the example.
-  const text = await readFile(join(REPO, 'examples/relay.yaml'), 'utf8');
+  const text = await readFile(join(REPO, 'examples/white.yaml'), 'utf8');
   for (const key of schemaKeys(whiteSchema())) {
     if (key === 'secret' || key === 'secret_file' || key === 'secret_env') continue;
-    assert.match(text, new RegExp(`\\b${key}:`), `examples/relay.yaml shows ${key}`);
+    assert.match(text, new RegExp(`\\b${key}:`), `examples/white.yaml shows ${key}`);
   }
   const grayText = await readFile(join(REPO, 'examples/gray.yaml'), 'utf8');
   for (const key of schemaKeys(graySchema())) {

@@ -1,6 +1,6 @@
 // The Kubernetes example (deploy/kubernetes/): every manifest validates against the Kubernetes API
 // schemas (kubernetes-models, ajv, offline), the pieces refer to each other correctly, and the
-// shared relay.yaml inside the ConfigMap is a valid white config.
+// shared white.yaml inside the ConfigMap is a valid white config.
 import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -91,7 +91,7 @@ describe('deploy/kubernetes', () => {
       assert.ok(e.valueFrom.secretKeyRef.key in secret.stringData);
       env[e.name] = 'kZ1iQw2lWk3oPq9sUeM0bVn7XcR5tY8aDf4gHj6kLzA';
     }
-    const white = await parseWhiteConfig(text, '/etc/relay/config/relay.yaml', { env });
+    const white = await parseWhiteConfig(text, '/etc/relay/config/white.yaml', { env });
     const containerPorts = new Map((container.ports as Array<{ name: string; containerPort: number }>).map((p) => [p.name, p.containerPort]));
     assert.equal(white.control.port, containerPorts.get('control'));
     assert.equal(white.metrics?.port, containerPorts.get('metrics'));

@@ -77,7 +77,7 @@ describe('failover behind HAProxy', () => {
     const secret = randomBytes(32).toString('base64url');
     const [control, publicPort, dataPort, metrics] = (await distinctPorts(4)) as [number, number, number, number];
     const ports: SharedPorts = { control, publicPort, dataPort, metrics };
-    const whitePath = join(dir.path, 'relay.yaml');
+    const whitePath = join(dir.path, 'white.yaml');
     await writeFile(whitePath, sharedWhiteFile(ports, [{ id: 'g1', secret }]));
     const socketOf = (i: number): string => join(dir.path, `w${i + 1}.sock`);
     const whites: RelayProcess[] = WHITES.map((host, i) => startWhiteOn(host, whitePath, ports, socketOf(i)));

@@ -94,7 +94,7 @@ export async function runStorm(o: StormOptions): Promise<StormFigures> {
   const service = await startService();
   const secrets = Array.from({ length: o.sessions }, () => randomBytes(32));
   const [control, metrics] = [await freePort(), await freePort()];
-  const whitePath = join(dir.path, 'relay.yaml');
+  const whitePath = join(dir.path, 'white.yaml');
   let white: RelayProcess | null = null;
   const agents: GrayAgent[] = [];
   const start = async (): Promise<RelayProcess> => {
