@@ -24,6 +24,8 @@ export interface StormOptions {
   readonly reconnectMaxMs: number;
   /** Deadline for all sessions to be back after the restarted white listens. */
   readonly boundMs: number;
+  /** The white's limits.unauthenticated_per_ip; its default (16) when absent. */
+  readonly unauthenticatedPerIp?: number;
   readonly log?: (line: string) => void;
 }
 
@@ -106,7 +108,9 @@ export async function runStorm(o: StormOptions): Promise<StormFigures> {
     // Ports on the white's own loopback address, a block free on 127.0.0.1's ephemeral range side.
     for (let attempt = 0; ; attempt++) {
       const base = 10_000 + Math.floor(Math.random() * (28_000 - 2 * o.sessions));
-      const lines = ['control: { listen: "127.0.0.1:1" }', 'admin: { socket: null }', 'log: { level: warn }', 'grays:'];
+      const lines = ['control: { listen: "127.0.0.1:1" }', 'admin: { socket: null }', 'log: { level: warn }'];
+      if (o.unauthenticatedPerIp !== undefined) lines.push(`limits: { unauthenticated_per_ip: ${o.unauthenticatedPerIp} }`);
+      lines.push('grays:');
       secrets.forEach((s, i) => lines.push(`  - { id: s${i}, secret: "${s.toString('base64url')}", public_port: ${base + 2 * i}, data_port: ${base + 2 * i + 1} }`));
       await writeFile(whitePath, `${lines.join('\n')}\n`);
       try {
@@ -157,7 +161,7 @@ export async function runStorm(o: StormOptions): Promise<StormFigures> {
     const whiteAlive = white.child.exitCode === null && white.child.signalCode === null;
     // Listeners (2 per gray), control + one pooled connection per session, the admission cap,
     // and a margin for the process's own (stdio, epoll, engine, metrics).
-    const unauthenticatedPerIp = DEFAULT_LIMITS.unauthenticatedPerIp;
+    const unauthenticatedPerIp = o.unauthenticatedPerIp ?? DEFAULT_LIMITS.unauthenticatedPerIp;
     const fdBound = 4 * o.sessions + DEFAULT_LIMITS.unauthenticatedTotal + 128;
     return {
       sessions: o.sessions,
