@@ -6,8 +6,9 @@
 //   another container); there anyone on the host can connect, and anyone can listen on the port
 //   while the white is not, so requests carry a single-use HMAC under the token and the token
 //   itself never crosses the wire (admin-auth.ts);
-// - optionally a metrics-only TCP listener (config `metrics`), for Prometheus: it serves
-//   /metrics and nothing else, so opening it to a scraper exposes no control.
+// - optionally a metrics-only TCP listener (config `metrics`), for Prometheus and load balancers:
+//   it serves /metrics and the readiness checks (/readyz, /readyz/gray/<id>) and nothing else,
+//   so opening it to a scraper exposes no control.
 //
 // Every listener is bounded: request headers and bodies are capped, a request must arrive within
 // a deadline, handlers have a deadline, connections are capped. The API has no request bodies
@@ -30,6 +31,7 @@ import {
   serverProof,
 } from './admin-auth.js';
 import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics.js';
+import { grayReadiness, type GrayReadiness } from './readiness.js';
 
 /** `GET /v1/state`: the engine's snapshot plus the white's version and data plane. */
 export type AdminState = WhiteSnapshot & { version: string; dataPlane?: 'splice' | 'js' };
@@ -45,6 +47,9 @@ export interface ReloadOutcome {
 export interface AdminHandlers {
   state(): AdminState;
   reload(): Promise<ReloadOutcome>;
+  /** One gray's readiness without a whole snapshot (load balancers ask often); undefined: not in
+   *  the config. Read from state() when absent. */
+  grayReadiness?(id: string): GrayReadiness | undefined;
 }
 
 export interface AdminServerOptions {
@@ -123,7 +128,7 @@ export class AdminServer {
         await listenTcp(this.tcpServer, tcp, 'admin TCP listener');
       }
       if (metrics !== null) {
-        this.metricsServer = this.createServer({ '/metrics': api['/metrics']! }, null);
+        this.metricsServer = this.createServer({ '/metrics': api['/metrics']!, '/readyz': api['/readyz']!, '/readyz/gray/': api['/readyz/gray/']! }, null);
         await listenTcp(this.metricsServer, metrics, 'metrics listener');
       }
     } catch (err) {
@@ -157,6 +162,21 @@ export class AdminServer {
           res.end(body);
         },
       },
+      // Answering at all means listening with a loaded config: the listeners start after both.
+      '/readyz': both((_req, res) => sendText(res, 200, 'white is up')),
+      // A key ending in '/' takes every path under it: /readyz/gray/<id>.
+      '/readyz/gray/': both((req, res) => {
+        const raw = new URL(req.url ?? '/', 'http://admin').pathname.slice('/readyz/gray/'.length);
+        let id = raw;
+        try {
+          id = decodeURIComponent(raw);
+        } catch {
+          // Not valid percent-encoding: no configured id looks like it, so it is answered as unknown.
+        }
+        const gray = this.handlers.grayReadiness ? this.handlers.grayReadiness(id) : this.handlers.state().grays.find((g) => g.id === id);
+        const answer = grayReadiness(id, gray);
+        sendText(res, answer.status, answer.text);
+      }),
       '/v1/reload': {
         POST: async (_req, res) => {
           const outcome = await this.handlers.reload();
@@ -195,7 +215,7 @@ export class AdminServer {
         return sendJson(res, 413, { error: `request body over ${ADMIN_LIMITS.maxBodyBytes} bytes` }, true);
       }
       const path = new URL(req.url ?? '/', 'http://admin').pathname;
-      const methods = Object.hasOwn(routes, path) ? routes[path] : undefined;
+      const methods = Object.hasOwn(routes, path) ? routes[path] : prefixRoute(routes, path);
       if (!methods) return sendJson(res, 404, { error: `no route ${path}` });
       const method = req.method ?? 'GET';
       const route = Object.hasOwn(methods, method) ? methods[method] : undefined;
@@ -354,6 +374,26 @@ function readCappedBody(req: http.IncomingMessage): Promise<boolean> {
     req.once('end', () => resolve(seen <= ADMIN_LIMITS.maxBodyBytes));
     req.once('error', () => resolve(false));
   });
+}
+
+/** The routes of the longest key ending in '/' that `path` extends, if any. */
+function prefixRoute(routes: RouteTable, path: string): RouteTable[string] | undefined {
+  let best: string | null = null;
+  for (const key of Object.keys(routes)) {
+    if (key.endsWith('/') && path.startsWith(key) && path.length > key.length && (best === null || key.length > best.length)) best = key;
+  }
+  return best === null ? undefined : routes[best];
+}
+
+/** GET, and HEAD for checkers that send it (node:http leaves the body out of a HEAD answer). */
+function both(route: Route): { readonly [method: string]: Route } {
+  return { GET: route, HEAD: route };
+}
+
+function sendText(res: http.ServerResponse, status: number, line: string): void {
+  const text = `${line}\n`;
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
 }
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown, close = false): void {

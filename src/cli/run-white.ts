@@ -3,6 +3,7 @@
 // dashboard, and run the console when asked.
 import { AdminServer, type AdminState, type ReloadOutcome } from '../admin/server.js';
 import { loadWhiteConfigIsolated as loadWhiteConfig } from '../config/isolated-load.js';
+import type { WhiteOverrides } from '../config/types.js';
 import { watchConfigFile } from '../config/watch.js';
 import { Dashboard } from '../dashboard/dashboard.js';
 import { openDataPlane } from '../engine/substrate/data-plane.js';
@@ -18,15 +19,19 @@ import { VERSION } from '../version.js';
 
 export interface RunWhiteOptions {
   readonly console: boolean;
+  /** Per-host settings from the command line; they win over the file, across reloads. */
+  readonly overrides?: WhiteOverrides;
 }
 
 export async function runWhite(configPath: string, options: RunWhiteOptions): Promise<void> {
+  const overrides = options.overrides ?? {};
   const warnings: string[] = [];
-  const config = await loadWhiteConfig(configPath, { warnings });
+  const config = await loadWhiteConfig(configPath, { warnings, overrides });
   // With the console on, log lines step around its prompt (both are on the terminal).
   const guard = options.console ? new PromptGuard() : undefined;
   const logger = createLogger({ level: config.log.level, name: 'white', ...(guard ? { guard } : {}) });
   for (const warning of warnings) logger.warn({ path: configPath }, warning);
+  if (Object.keys(overrides).length > 0) logger.info({ overrides }, 'command-line settings override the file');
   const dataPlane = openDataPlane();
   logDataPlane(logger, dataPlane);
   const hooks = new WhiteHooks(config, logger);
@@ -36,7 +41,7 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
   if (dashboard !== null) hooks.tap(dashboard.events);
   await server.start();
 
-  const reload = new Reloader(configPath, server, logger, hooks);
+  const reload = new Reloader(configPath, server, logger, hooks, overrides);
   const watcher = watchConfigFile(configPath, {
     polling: config.watch.polling,
     debounceMs: config.watch.debounceMs,
@@ -57,7 +62,7 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
   };
   // Admin, metrics and dashboard listeners are taken from the config at start; changing them
   // needs a restart.
-  const admin = new AdminServer({ socket: config.admin.socket, tcp: config.admin.tcp, metrics: config.metrics, logger }, { state, reload: reloadNow });
+  const admin = new AdminServer({ socket: config.admin.socket, tcp: config.admin.tcp, metrics: config.metrics, logger }, { state, reload: reloadNow, grayReadiness: (id) => server.grayReadiness(id) });
   try {
     await admin.start();
     await dashboard?.start();

@@ -34,8 +34,9 @@ export function grayConfigInCode(
 ): GrayConfig {
   return {
     path: null,
-    white: { host: '127.0.0.1', port: controlPort },
-    dataHost: '127.0.0.1',
+    whites: [{ host: '127.0.0.1', port: controlPort }],
+    dataHost: null,
+    resolveIntervalMs: 30_000,
     id,
     secret,
     target: { host: '127.0.0.1', port: targetPort },

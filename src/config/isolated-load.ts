@@ -7,18 +7,20 @@ import { Worker } from 'node:worker_threads';
 import { ErrorCodes, RelayError, type ErrorCode } from '../errors.js';
 import { deepFreeze } from './freeze.js';
 import { redacted } from './secret.js';
-import type { GrayConfig, WhiteConfig } from './types.js';
+import type { GrayConfig, WhiteConfig, WhiteOverrides } from './types.js';
 
 type WorkerAnswer = { ok: true; config: unknown; warnings: string[] } | { ok: false; code: ErrorCode; message: string; details: Record<string, unknown> };
 
 export interface IsolatedLoadOptions {
   /** Warnings about the file (inline secrets others can read) are pushed here. */
   readonly warnings?: string[];
+  /** White only: command-line values that replace the file's keys (see WhiteOverrides). */
+  readonly overrides?: WhiteOverrides;
 }
 
 function loadInWorker(kind: 'white' | 'gray', path: string, opts: IsolatedLoadOptions): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./load-worker.js', import.meta.url), { workerData: { kind, path } });
+    const worker = new Worker(new URL('./load-worker.js', import.meta.url), { workerData: { kind, path, overrides: opts.overrides ?? {} } });
     worker.once('message', (answer: WorkerAnswer) => {
       void worker.terminate();
       if (answer.ok) {

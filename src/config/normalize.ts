@@ -256,12 +256,23 @@ function urlAt(v: unknown, segments: PathSegment[], ctx: NormalizeContext): stri
 
 export async function normalizeGray(raw: Obj, ctx: NormalizeContext): Promise<GrayConfig> {
   const { issues } = ctx;
-  const white = hostPortAt(raw.white, ['white'], ctx) ?? { host: '', port: 0 };
-  let dataHost = white.host;
+  const whites: HostPort[] = [];
+  if (Array.isArray(raw.white)) {
+    for (const [i, w] of raw.white.entries()) {
+      const hp = hostPortAt(w, ['white', i], ctx);
+      if (hp !== null) whites.push(hp);
+    }
+  } else {
+    const hp = hostPortAt(raw.white, ['white'], ctx);
+    if (hp !== null) whites.push(hp);
+  }
+  let dataHost: string | null = null;
   if (typeof raw.data_host === 'string') {
     const parsed = parseHost(raw.data_host);
-    if (parsed.ok) dataHost = parsed.value;
-    else issues.add(['data_host'], `${JSON.stringify(raw.data_host)} ${parsed.reason}`);
+    if (!parsed.ok) issues.add(['data_host'], `${JSON.stringify(raw.data_host)} ${parsed.reason}`);
+    // One data host for several whites would send every session's pool to one of them.
+    else if (Array.isArray(raw.white)) issues.add(['data_host'], `${JSON.stringify(raw.data_host)} is given with a list of whites; data_host is only for a single white (each session opens its data connections to the white it reached)`);
+    else dataHost = parsed.value;
   }
   const target = hostPortAt(raw.target, ['target'], ctx) ?? { host: '', port: 0 };
   const secret = await resolveSecret(raw, [], secretContext(ctx), issues);
@@ -269,8 +280,9 @@ export async function normalizeGray(raw: Obj, ctx: NormalizeContext): Promise<Gr
   const proxyProtocol: ProxyProtocol = pp === 'v1' || pp === 'v2' ? pp : 'none';
   return {
     path: ctx.path,
-    white,
+    whites,
     dataHost,
+    resolveIntervalMs: int(raw.resolve_interval_ms, 30_000),
     id: str(raw.id, ''),
     secret: secret ?? Buffer.alloc(0),
     target,
@@ -280,4 +292,3 @@ export async function normalizeGray(raw: Obj, ctx: NormalizeContext): Promise<Gr
     limits: limitsAt(raw.limits, ['limits'], ctx),
   };
 }
-

@@ -157,8 +157,7 @@ describe('commands on a config file', () => {
     assert.match(out.warnings[0]!, /--white/);
     const gray = await parseGrayConfig(out.grayYaml, null);
     assert.equal(gray.id, 'g1');
-    assert.equal(gray.white.host, hostname());
-    assert.equal(gray.white.port, 7400);
+    assert.deepEqual(gray.whites, [{ host: hostname(), port: 7400 }]);
     assert.equal(gray.secret.toString('base64url'), out.entry.secret);
     assert.deepEqual(gray.target, { host: '127.0.0.1', port: 8080 });
 

@@ -169,12 +169,13 @@ test('`grays:` with nothing after it means no grays', async () => {
   assert.deepEqual(c.grays, []);
 });
 
-test('a gray config loads with defaults; data_host defaults to the white host', async (t) => {
+test('a gray config loads with defaults; without data_host each session dials its own white', async (t) => {
   const dir = await tempDir(t);
   const file = await writeConfig(dir, 'gray.yaml', `white: "white.example.com:7000"\nid: office-nas\nsecret: "${S1}"\ntarget: "127.0.0.1:8080"\n`);
   const c = await loadGrayConfig(file);
-  assert.deepEqual(c.white, { host: 'white.example.com', port: 7000 });
-  assert.equal(c.dataHost, 'white.example.com');
+  assert.deepEqual(c.whites, [{ host: 'white.example.com', port: 7000 }]);
+  assert.equal(c.dataHost, null);
+  assert.equal(c.resolveIntervalMs, 30_000);
   assert.equal(c.id, 'office-nas');
   assert.deepEqual(c.target, { host: '127.0.0.1', port: 8080 });
   assert.equal(c.pool, 8);
@@ -186,12 +187,53 @@ test('a gray config loads with defaults; data_host defaults to the white host', 
     `white: "[2001:db8::1]:7000"\ndata_host: "[2001:db8::2]"\nid: a\nsecret: "${S1}"\ntarget: "[::1]:80"\npool: 1024\nproxy_protocol: v2\nlimits: { reconnect_max_ms: 1000 }\n`,
     null,
   );
-  assert.deepEqual(v6.white, { host: '2001:db8::1', port: 7000 });
+  assert.deepEqual(v6.whites, [{ host: '2001:db8::1', port: 7000 }]);
   assert.equal(v6.dataHost, '2001:db8::2');
   assert.deepEqual(v6.target, { host: '::1', port: 80 });
   assert.equal(v6.pool, 1024);
   assert.equal(v6.proxyProtocol, 'v2');
   assert.equal(v6.limits.reconnectMaxMs, 1000);
+});
+
+test('white takes a list of addresses; data_host is refused with a list; resolve_interval_ms is checked', async () => {
+  const c = await parseGrayConfig(`white: ["10.0.0.1:7000", "whites.example.com:7000", "[2001:db8::1]:7001"]\nid: a\nsecret: "${S1}"\ntarget: "127.0.0.1:80"\nresolve_interval_ms: 5000\n`, null);
+  assert.deepEqual(c.whites, [
+    { host: '10.0.0.1', port: 7000 },
+    { host: 'whites.example.com', port: 7000 },
+    { host: '2001:db8::1', port: 7001 },
+  ]);
+  assert.equal(c.dataHost, null);
+  assert.equal(c.resolveIntervalMs, 5000);
+  const err = await loadError(
+    parseGrayConfig(`white: ["w1:7000", "w1:7000", "w2"]\ndata_host: "d"\nid: a\nsecret: "${S1}"\ntarget: "127.0.0.1:80"\nresolve_interval_ms: 10\n`, 'g.yaml'),
+  );
+  assert.deepEqual(errorsOf(err), [
+    'g.yaml: white: items 0 and 1 are the same ("w1:7000")',
+    'g.yaml: white[2]: "w2" is not a host:port address like "white.example.com:7000" or "[2001:db8::1]:7000"',
+    'g.yaml: data_host: "d" is given with a list of whites; data_host is only for a single white (each session opens its data connections to the white it reached)',
+    'g.yaml: resolve_interval_ms: 10 is below the minimum 1000',
+  ]);
+  const empty = await loadError(parseGrayConfig(`white: []\nid: a\nsecret: "${S1}"\ntarget: "127.0.0.1:80"\n`, 'g.yaml'));
+  assert.deepEqual(errorsOf(empty), ['g.yaml: white: has 0 items, at least 1 required']);
+});
+
+test('command-line overrides replace the per-host keys of a white file; a bad one is named by its flag', async () => {
+  const text = `control: { listen: "0.0.0.0:7000" }\nbind: "0.0.0.0"\nmetrics: { listen: "127.0.0.1:9100" }\ngrays:\n  - { id: a, secret: "${S1}", public_port: 7100, data_port: 7101 }\n`;
+  const c = await parseWhiteConfig(text, null, {
+    overrides: { bind: '10.0.0.2', controlListen: '10.0.0.2:7000', adminSocket: '/run/relay/w2.sock', metricsListen: '10.0.0.2:9100' },
+  });
+  assert.equal(c.bind, '10.0.0.2');
+  assert.deepEqual(c.control, { host: '10.0.0.2', port: 7000 });
+  assert.equal(c.admin.socket, '/run/relay/w2.sock');
+  assert.deepEqual(c.metrics, { host: '10.0.0.2', port: 9100 });
+  // A file without admin or metrics sections gets them from the flags.
+  const bare = await parseWhiteConfig('control: { listen: "0.0.0.0:7000" }\n', null, { overrides: { metricsListen: '127.0.0.1:9200' } });
+  assert.deepEqual(bare.metrics, { host: '127.0.0.1', port: 9200 });
+  const err = await loadError(parseWhiteConfig(text, 'w.yaml', { overrides: { controlListen: '0.0.0.0:7100' } }));
+  assert.ok(
+    errorsOf(err).some((line) => line.includes('set by --control-listen') && line.includes('7100')),
+    errorsOf(err).join('\n'),
+  );
 });
 
 // Each case: a white config and the exact lines expected (file label "w.yaml").
@@ -373,7 +415,7 @@ test('invalid gray configs name the path, the value and the rule', async () => {
     parseGrayConfig(`white: "white.example.com"\nid: a\nsecret_file: ""\ntarget: "127.0.0.1:8080"\npool: 0\nproxy_protocol: v3\ncolour: 1\n`, 'g.yaml'),
   );
   assert.deepEqual(errorsOf(err), [
-    'g.yaml: white: "white.example.com" is not a host:port address like "white.example.com:7000" or "[2001:db8::1]:7000"',
+    'g.yaml: white: "white.example.com" is not a host:port address like "white.example.com:7000" or "[2001:db8::1]:7000", or a list of them (the gray keeps a session with every white; a host name resolving to several addresses means one session per address)',
     'g.yaml: secret_file: "" is 0 characters long, at least 1 required',
     'g.yaml: pool: 0 is below the minimum 1',
     'g.yaml: proxy_protocol: "v3" is not one of "none", "v1", "v2"',

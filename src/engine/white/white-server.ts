@@ -192,6 +192,12 @@ export class WhiteServer {
     return total;
   }
 
+  /** One gray's readiness for a load balancer's check; undefined when the id is not configured. */
+  grayReadiness(id: string): { connected: boolean; poolIdle: number; poolTarget: number } | undefined {
+    const e = this.endpoints.get(id);
+    return e === undefined ? undefined : { connected: this.sessions.has(id), poolIdle: e.stats.poolIdle, poolTarget: e.stats.poolTarget };
+  }
+
   snapshot(): WhiteSnapshot {
     return {
       configPath: this.config.path,
