@@ -32,6 +32,7 @@ class FakeSession implements WhiteSession {
 function fakeSet(config: GrayConfig, answers: Map<string, string[] | Error>) {
   const made: FakeSession[] = [];
   const set = new WhiteSessions(config, silentLogger(), {
+    dataPlane: testDataPlane(),
     resolve: async (host) => {
       const a = answers.get(host);
       if (a === undefined) throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' });
@@ -146,6 +147,7 @@ async function roundTripWhenReady(white: WhiteServer, text: string): Promise<Buf
 function agentSet(config: GrayConfig, resolve?: (host: string) => Promise<string[]>) {
   const agents = new Map<string, GrayAgent>();
   const set = new WhiteSessions(config, silentLogger(), {
+    dataPlane: testDataPlane(),
     ...(resolve ? { resolve } : {}),
     createSession: (white, logger) => {
       const agent = new GrayAgent(config, logger, { white, dataPlane: testDataPlane() });
@@ -248,7 +250,7 @@ describe('white session set with real whites', () => {
     const service = await startService();
     const white = await startWhite('127.0.0.1', secret);
     const config: GrayConfig = { ...grayConfigFor('g1', secret, white.controlPort, service.port, { pool: 1 }), whites: [{ host: 'localhost', port: white.controlPort }] };
-    const set = new WhiteSessions(config, silentLogger());
+    const set = new WhiteSessions(config, silentLogger(), { dataPlane: testDataPlane() });
     try {
       await set.start();
       assert.deepEqual(set.state().map((s) => s.white), [`127.0.0.1:${white.controlPort}`]);

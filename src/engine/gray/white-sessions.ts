@@ -30,8 +30,8 @@ export interface WhiteSession {
 export interface WhiteSessionsOptions {
   readonly resolve?: ResolveHost;
   /** The process's data plane, for the GrayAgents this builds. */
-  readonly dataPlane?: DataPlane;
-  /** Builds one session; a GrayAgent by default (which needs dataPlane). */
+  readonly dataPlane: DataPlane;
+  /** Builds one session; a GrayAgent by default. */
   readonly createSession?: (white: WhiteTarget, logger: Logger) => WhiteSession;
 }
 
@@ -66,17 +66,12 @@ export class WhiteSessions extends EventEmitter<WhiteSessionsEvents> {
   constructor(
     private readonly config: GrayConfig,
     private readonly logger: Logger,
-    options: WhiteSessionsOptions = {},
+    options: WhiteSessionsOptions,
   ) {
     super();
     this.resolve = options.resolve ?? systemResolve;
     const { dataPlane } = options;
-    this.createSession =
-      options.createSession ??
-      ((white, log) => {
-        if (!dataPlane) throw new Error('WhiteSessions needs a dataPlane or a createSession');
-        return new GrayAgent(config, log, { white, dataPlane });
-      });
+    this.createSession = options.createSession ?? ((white, log) => new GrayAgent(config, log, { white, dataPlane }));
     // data_host is only allowed with one white: it names that white's data address, so the
     // white is one machine and its name is dialed as written.
     const pinned = config.dataHost !== null;
