@@ -76,8 +76,8 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   in6_addr source{};
   AsV6(remote, &source);
   int32_t refusal = 0;
-  if (listener->filter == kFilterNone) refusal = kRefusedNoSession;
-  else if (listener->filter == kFilterSource && memcmp(&source, &listener->allowed, sizeof source) != 0) refusal = kRefusedWrongSource;
+  if (listener->filter == kFilterNobody) refusal = kRefusedNoSession;
+  else if (listener->filter == kFilterOnly && memcmp(&source, &listener->allowed, sizeof source) != 0) refusal = kRefusedWrongSource;
   else if (listener->prefix > 0 && listener->pending >= listener->maxPending) refusal = kRefusedTooMany;
   if (refusal != 0) {
     close(fd);
@@ -117,7 +117,7 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   conns_[conn->id] = conn;
   connsHeld_.fetch_add(1, std::memory_order_relaxed);
   if (conn->state == Conn::kHeld) {
-    if (PairWithLent(listener, conn)) return;  // a client with a lent connection on hand
+    if (TakeLent(listener, conn)) return;  // a client with a lent connection on hand
     return AnnounceAccepted(conn);
   }
   listener->pending += 1;
@@ -171,7 +171,7 @@ void Engine::ReadPrefix(Conn* conn) {
     auto* event = new Event(Event::kHeader);
     event->id = conn->id;
     event->prefix.swap(conn->prefix);
-    if (conn->forwardOnHeader && ForwardOnHeader(conn, event)) return;
+    if (conn->forward && ForwardDialed(conn, event)) return;
     return Emit(event);
   }
   // The edge that brought the prefix is spent: whatever came with it (bytes, a FIN) would

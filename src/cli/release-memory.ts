@@ -4,13 +4,11 @@
 // grows its heap by about 10 MB, which V8 returns only at some later full collection that a white
 // whose bytes move in the engine may not run for a long time. Only with the native plane, which
 // has the call. Logged at debug with the sizes, so the effect can be seen (log.level: debug).
-import { resolveDataPlane } from '../engine/data-plane/join.js';
-import { nativeEngine } from '../engine/data-plane/native-engine.js';
+import type { DataPlane } from '../engine/substrate/data-plane.js';
 import type { Logger } from '../log.js';
 
-export function releaseMemory(logger: Logger, after: string): void {
-  if (resolveDataPlane().plane !== 'splice') return;
-  const engine = nativeEngine();
+export function releaseMemory(dataPlane: DataPlane, logger: Logger, after: string): void {
+  const engine = dataPlane.engine;
   if (!engine) return;
   const before = process.memoryUsage.rss();
   const startedAt = performance.now();
@@ -59,9 +57,9 @@ export class BurstRelease {
 }
 
 /** Checks every BURST_CHECK_MS without keeping the process alive; returns the stop. */
-export function watchBursts(logger: Logger, clientsServed: () => number): () => void {
-  if (resolveDataPlane().plane !== 'splice') return () => {};
-  const burst = new BurstRelease(clientsServed, () => releaseMemory(logger, 'client burst'));
+export function watchBursts(dataPlane: DataPlane, logger: Logger, clientsServed: () => number): () => void {
+  if (!dataPlane.engine) return () => {};
+  const burst = new BurstRelease(clientsServed, () => releaseMemory(dataPlane, logger, 'client burst'));
   const timer = setInterval(() => burst.check(), BURST_CHECK_MS);
   timer.unref();
   return () => clearInterval(timer);

@@ -4,7 +4,7 @@
 // reload triggers exactly one more.
 import { loadWhiteConfigIsolated as loadWhiteConfig } from '../config/isolated-load.js';
 import { diffWhiteConfigs } from '../config/diff.js';
-import type { WhiteConfig } from '../config/types.js';
+import type { WhiteConfig, WhiteOverrides } from '../config/types.js';
 import type { WhiteServer } from '../engine/white/white-server.js';
 import type { WhiteHooks } from '../hooks/white-hooks.js';
 import type { Logger } from '../log.js';
@@ -19,6 +19,8 @@ export class Reloader {
     private readonly server: WhiteServer,
     private readonly logger: Logger,
     private readonly hooks: WhiteHooks | null = null,
+    /** Command-line settings that win over the file, on every reload as at start. */
+    private readonly overrides: WhiteOverrides = {},
   ) {}
 
   run(why: string): Promise<void> {
@@ -30,7 +32,7 @@ export class Reloader {
       this.running = null;
       // The load ran in a worker and the apply may have rebuilt much: give that back, unless
       // another reload follows at once.
-      if (!this.again) releaseMemory(this.logger, 'reload');
+      if (!this.again) releaseMemory(this.server.dataPlane, this.logger, 'reload');
       if (this.again) {
         this.again = false;
         void this.run('change during reload');
@@ -43,7 +45,7 @@ export class Reloader {
     const counters = this.server.counters;
     let next: WhiteConfig;
     try {
-      next = await loadWhiteConfig(this.path);
+      next = await loadWhiteConfig(this.path, { overrides: this.overrides });
     } catch (err) {
       const error = err instanceof Error ? err.message : String(err);
       counters.reloads.rejected += 1;

@@ -16,6 +16,7 @@ export function whiteConfigInCode(grays: readonly GrayEntry[], limits: Partial<L
     hooks: [],
     authorize: null,
     metrics: null,
+    dashboard: null,
     log: { level: 'warn' },
     watch: { polling: false, debounceMs: 200 },
     limits: resolveLimits(limits),
@@ -33,8 +34,9 @@ export function grayConfigInCode(
 ): GrayConfig {
   return {
     path: null,
-    white: { host: '127.0.0.1', port: controlPort },
-    dataHost: '127.0.0.1',
+    whites: [{ host: '127.0.0.1', port: controlPort }],
+    dataHost: null,
+    resolveIntervalMs: 30_000,
     id,
     secret,
     target: { host: '127.0.0.1', port: targetPort },

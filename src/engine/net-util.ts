@@ -1,7 +1,16 @@
 // Small address helpers shared by both sides.
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
 
 /** `::ffff:1.2.3.4` and `1.2.3.4` are the same peer; compare source addresses in this form. */
 export function normalizeIp(address: string | undefined): string {
   if (!address) return 'unknown';
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+/** The address a host name stands for, as Node's own listen and connect would pick it (the first
+ *  dns.lookup answer); an IP address is returned as it is. An engine takes addresses only. */
+export async function resolveHost(host: string): Promise<string> {
+  if (isIP(host) !== 0) return host;
+  return (await lookup(host)).address;
 }

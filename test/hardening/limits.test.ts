@@ -19,6 +19,7 @@ import { WhiteServer } from '../../src/engine/white/white-server.js';
 import { resolveLimits, type Limits } from '../../src/limits.js';
 import { freePort } from '../e2e/harness.js';
 import { grayConfigFor, roundTrip, startService, startTunnel, whiteConfigFor } from '../helpers/tunnel.js';
+import { testDataPlane } from '../helpers/data-plane.js';
 import {
   captureClientHello,
   captureLogger,
@@ -49,7 +50,7 @@ interface TestWhite {
 
 async function whiteWith(limits: Partial<Limits>, grays: WhiteConfig['grays'] = [{ id: RAW, secret: SECRET, publicPort: 0, dataPort: 0 }]): Promise<TestWhite> {
   const log = captureLogger();
-  const white = new WhiteServer(whiteConfigFor(grays, limits), { logger: log.logger });
+  const white = new WhiteServer(whiteConfigFor(grays, limits), { dataPlane: testDataPlane(), logger: log.logger });
   await white.start();
   return {
     white,
@@ -267,7 +268,7 @@ describe('limits: admission before TLS', () => {
       // While full, nobody else gets in; once the flood ends a gray logs in.
       assert.equal(await tlsAttempt(t.white.controlPort, '127.0.0.1'), null);
       for (const s of held.splice(0)) s.destroy();
-      const gray = new GrayAgent(grayConfigFor(RAW, SECRET, t.white.controlPort, service.port, { pool: 1 }), t.log.logger);
+      const gray = new GrayAgent(grayConfigFor(RAW, SECRET, t.white.controlPort, service.port, { pool: 1 }), t.log.logger, { dataPlane: testDataPlane() });
       const connected = new Promise((r) => gray.once('connected', r));
       gray.start();
       await within(connected, 8000, 'the gray to log in after the flood');
@@ -377,7 +378,7 @@ describe('limits: data port and clients', () => {
       const extra = await tcpConnect(s.welcome.dataPort);
       const started = Date.now();
       assert.ok((await closeTime(extra, started)) < 2500, 'refused at once, not at the preamble deadline');
-      // The native intake counts on the JS thread after its engine thread closed the socket.
+      // The engine's intake counts on the JS thread after its engine thread closed the socket.
       await waitUntil(() => t.data(ErrorCodes.TOO_MANY_UNAUTHENTICATED) === 1, 'the refusal to be counted');
       for (const h of held) h.destroy();
       // The slots come back: a real preamble is accepted (retried while the white processes the
@@ -618,7 +619,7 @@ describe('limits: the gray side', () => {
       await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
       return (server.address() as net.AddressInfo).port;
     };
-    const grayAgainst = (port: number): GrayAgent => new GrayAgent(grayConfigFor(RAW, SECRET, port, 9, { pool: 1 }, limits), log.logger);
+    const grayAgainst = (port: number): GrayAgent => new GrayAgent(grayConfigFor(RAW, SECRET, port, 9, { pool: 1 }, limits), log.logger, { dataPlane: testDataPlane() });
     try {
       // A white that accepts TCP and never answers the ClientHello.
       const silentPort = await listen(net.createServer((s) => s.on('error', () => {})));
@@ -654,7 +655,7 @@ describe('limits: the gray side', () => {
     const service = await startService();
     const t = await whiteWith({ heartbeatIntervalMs: 100, heartbeatMissed: 3 });
     const proxy = new FreezableProxy(t.white.controlPort);
-    const gray = new GrayAgent(grayConfigFor(RAW, SECRET, await proxy.listen(), service.port, { pool: 2 }, { handshakeTimeoutMs: 1000 }), captureLogger().logger);
+    const gray = new GrayAgent(grayConfigFor(RAW, SECRET, await proxy.listen(), service.port, { pool: 2 }, { handshakeTimeoutMs: 1000 }), captureLogger().logger, { dataPlane: testDataPlane() });
     try {
       const ready = new Promise((r) => gray.once('pool-ready', r));
       gray.start();
@@ -688,7 +689,7 @@ describe('limits: the gray side', () => {
   it('reconnectBaseMs/reconnectMaxMs: retries back off exponentially within [base/2, max]', async () => {
     const log = captureLogger();
     const port = await freePort();
-    const gray = new GrayAgent(grayConfigFor(RAW, SECRET, port, 9, { pool: 1 }, { reconnectBaseMs: 20, reconnectMaxMs: 80 }), log.logger);
+    const gray = new GrayAgent(grayConfigFor(RAW, SECRET, port, 9, { pool: 1 }, { reconnectBaseMs: 20, reconnectMaxMs: 80 }), log.logger, { dataPlane: testDataPlane() });
     gray.start();
     try {
       await log.waitFor((l) => l.msg === 'reconnecting' && Number(l.attempt) >= 8, 'eight attempts');

@@ -13,6 +13,7 @@ import { WhiteServer } from '../../src/engine/white/white-server.js';
 import { RateLimitedLog } from '../../src/rate-limited-log.js';
 import { grayConfigFor, startService, whiteConfigFor } from '../helpers/tunnel.js';
 import { captureLogger } from '../soak/support.js';
+import { testDataPlane } from '../helpers/data-plane.js';
 
 const SECRET = randomBytes(32);
 
@@ -20,14 +21,14 @@ describe('errors that say what happened', () => {
   it('two agents with one id: both sides name the other agent, and the replaced one backs off instead of flapping', { timeout: 30_000 }, async () => {
     const service = await startService();
     const whiteLog = captureLogger();
-    const white = new WhiteServer(whiteConfigFor([{ id: 'twin', secret: SECRET, publicPort: 0, dataPort: 0 }]), { logger: whiteLog.logger });
+    const white = new WhiteServer(whiteConfigFor([{ id: 'twin', secret: SECRET, publicPort: 0, dataPort: 0 }]), { dataPlane: testDataPlane(), logger: whiteLog.logger });
     await white.start();
     // reconnect_max_ms 1000: a replaced agent waits at least half of it; any other end of a
     // session is retried within reconnect_base_ms (50).
     const limits = { reconnectBaseMs: 50, reconnectMaxMs: 1000 };
     const logA = captureLogger();
-    const a = new GrayAgent(grayConfigFor('twin', SECRET, white.controlPort, service.port, { pool: 1 }, limits), logA.logger);
-    const b = new GrayAgent(grayConfigFor('twin', SECRET, white.controlPort, service.port, { pool: 1 }, limits), captureLogger().logger);
+    const a = new GrayAgent(grayConfigFor('twin', SECRET, white.controlPort, service.port, { pool: 1 }, limits), logA.logger, { dataPlane: testDataPlane() });
+    const b = new GrayAgent(grayConfigFor('twin', SECRET, white.controlPort, service.port, { pool: 1 }, limits), captureLogger().logger, { dataPlane: testDataPlane() });
     const replaced: Array<{ who: string; at: number }> = [];
     const onReplaced = (who: string) => (reason: RelayError) => {
       if (reason.code === ErrorCodes.SESSION_REPLACED) replaced.push({ who, at: Date.now() });
@@ -73,12 +74,12 @@ describe('errors that say what happened', () => {
         ],
         { authFailurePenaltyBaseMs: 60_000, authFailurePenaltyMaxMs: 60_000 },
       ),
-      { logger: whiteLog.logger },
+      { dataPlane: testDataPlane(), logger: whiteLog.logger },
     );
     await white.start();
     const badLog = captureLogger();
-    const bad = new GrayAgent(grayConfigFor('bad', randomBytes(32), white.controlPort, service.port, { pool: 1 }), badLog.logger);
-    const good = new GrayAgent(grayConfigFor('good', goodSecret, white.controlPort, service.port, { pool: 1 }), captureLogger().logger);
+    const bad = new GrayAgent(grayConfigFor('bad', randomBytes(32), white.controlPort, service.port, { pool: 1 }), badLog.logger, { dataPlane: testDataPlane() });
+    const good = new GrayAgent(grayConfigFor('good', goodSecret, white.controlPort, service.port, { pool: 1 }), captureLogger().logger, { dataPlane: testDataPlane() });
     try {
       bad.start();
       const failed = await badLog.waitFor((l) => l.code === ErrorCodes.WHITE_PROOF_INVALID, 'the bad gray\'s failure');
@@ -102,9 +103,9 @@ describe('errors that say what happened', () => {
   it('a gray that stops is logged on the white as a lost connection, not an internal error', { timeout: 20_000 }, async () => {
     const service = await startService();
     const whiteLog = captureLogger();
-    const white = new WhiteServer(whiteConfigFor([{ id: 'g', secret: SECRET, publicPort: 0, dataPort: 0 }]), { logger: whiteLog.logger });
+    const white = new WhiteServer(whiteConfigFor([{ id: 'g', secret: SECRET, publicPort: 0, dataPort: 0 }]), { dataPlane: testDataPlane(), logger: whiteLog.logger });
     await white.start();
-    const gray = new GrayAgent(grayConfigFor('g', SECRET, white.controlPort, service.port, { pool: 1 }), captureLogger().logger);
+    const gray = new GrayAgent(grayConfigFor('g', SECRET, white.controlPort, service.port, { pool: 1 }), captureLogger().logger, { dataPlane: testDataPlane() });
     try {
       const ready = new Promise<void>((r) => gray.once('pool-ready', () => r()));
       gray.start();

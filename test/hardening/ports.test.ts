@@ -12,6 +12,7 @@ import { ErrorCodes } from '../../src/errors.js';
 import { WhiteServer } from '../../src/engine/white/white-server.js';
 import { silentLogger } from '../../src/log.js';
 import { rawLogin } from '../helpers/raw-gray.js';
+import { testDataPlane } from '../helpers/data-plane.js';
 import { whiteConfigFor } from '../helpers/tunnel.js';
 
 async function waitUntil(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
@@ -39,7 +40,7 @@ describe('ports that cannot be bound', () => {
         { id: 'a', secret: A, publicPort: held.port, dataPort: 0 },
         { id: 'b', secret: B, publicPort: 0, dataPort: 0 },
       ]),
-      { logger: silentLogger() },
+      { dataPlane: testDataPlane(), logger: silentLogger() },
     );
     await white.start(); // does not throw: one taken port is not the whole white's failure
     try {
@@ -71,7 +72,7 @@ describe('ports that cannot be bound', () => {
   it('by reload: the gray added on a taken port is reported as not applied, the other one is live', { timeout: 30_000 }, async () => {
     const held = await holdPort();
     const config = whiteConfigFor([]);
-    const white = new WhiteServer(config, { logger: silentLogger() });
+    const white = new WhiteServer(config, { dataPlane: testDataPlane(), logger: silentLogger() });
     await white.start();
     try {
       const result = await white.applyConfig({

@@ -12,6 +12,7 @@ import { ErrorCodes } from '../../src/errors.js';
 import { WhiteServer } from '../../src/engine/white/white-server.js';
 import type { Limits } from '../../src/limits.js';
 import { silentLogger } from '../../src/log.js';
+import { testDataPlane } from '../helpers/data-plane.js';
 import { rawLogin, rawTlsConnect, sendOnDataPort } from '../helpers/raw-gray.js';
 import { closedBy, roundTrip, startTunnel, whiteConfigFor } from '../helpers/tunnel.js';
 
@@ -39,7 +40,7 @@ const SECRET = randomBytes(32);
 
 async function rawWhite(extra: Partial<WhiteConfig> = {}, limits: Partial<Limits> = {}): Promise<{ white: WhiteServer; config: WhiteConfig }> {
   const config = whiteConfigFor([{ id: 'raw', secret: SECRET, publicPort: 0, dataPort: 0 }], limits, { bind: '127.0.0.1', ...extra });
-  const white = new WhiteServer(config, { logger: silentLogger() });
+  const white = new WhiteServer(config, { dataPlane: testDataPlane(), logger: silentLogger() });
   await white.start();
   return { white, config };
 }

@@ -3,11 +3,13 @@
 import { randomBytes } from 'node:crypto';
 import net, { type AddressInfo, type Server } from 'node:net';
 import type { GrayConfig, WhiteConfig } from '../../src/config/types.js';
-import { GrayAgent, type DialerKind } from '../../src/engine/gray/agent.js';
+import { GrayAgent } from '../../src/engine/gray/agent.js';
+import type { DataPlane } from '../../src/engine/substrate/data-plane.js';
 import { WhiteServer } from '../../src/engine/white/white-server.js';
 import type { Limits } from '../../src/limits.js';
 import { grayConfigInCode, whiteConfigInCode } from '../../src/config/in-code.js';
 import { silentLogger } from '../../src/log.js';
+import { testDataPlane } from './data-plane.js';
 
 export type ServiceHandler = (socket: net.Socket) => void;
 
@@ -43,15 +45,24 @@ export interface Tunnel {
 }
 
 export async function startTunnel(
-  options: { handler?: ServiceHandler; pool?: number; whiteLimits?: Partial<Limits>; gray?: Partial<GrayConfig>; white?: Partial<WhiteConfig>; dialer?: DialerKind } = {},
+  options: { handler?: ServiceHandler; pool?: number; whiteLimits?: Partial<Limits>; gray?: Partial<GrayConfig>; white?: Partial<WhiteConfig>; dataPlane?: DataPlane; targetHost?: string } = {},
 ): Promise<Tunnel> {
   const service = await startService(options.handler);
   const secret = randomBytes(32);
+  const dataPlane = options.dataPlane ?? testDataPlane();
   const white = new WhiteServer(whiteConfigFor([{ id: 'g1', secret, publicPort: 0, dataPort: 0 }], options.whiteLimits, options.white), {
+    dataPlane,
     logger: silentLogger(),
   });
   await white.start();
-  const gray = new GrayAgent(grayConfigFor('g1', secret, white.controlPort, service.port, { pool: options.pool ?? 4, ...options.gray }), silentLogger(), { dialer: options.dialer });
+  const gray = new GrayAgent(grayConfigFor('g1', secret, white.controlPort, service.port, {
+      pool: options.pool ?? 4,
+      ...(options.targetHost ? { target: { host: options.targetHost, port: service.port } } : {}),
+      ...options.gray,
+    }),
+    silentLogger(),
+    { dataPlane },
+  );
   const ready = new Promise<void>((resolve) => gray.once('pool-ready', () => resolve()));
   gray.start();
   await ready;

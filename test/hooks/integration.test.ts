@@ -24,6 +24,7 @@ import { WhiteHooks } from '../../src/hooks/white-hooks.js';
 import type { Limits } from '../../src/limits.js';
 import { silentLogger } from '../../src/log.js';
 import { echoHandler, grayConfigFor, startService, whiteConfigFor, type ServiceHandler } from '../helpers/tunnel.js';
+import { testDataPlane } from '../helpers/data-plane.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const ISO_MS_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
@@ -224,7 +225,7 @@ async function startStack(
   const logger = silentLogger();
   // The same three lines as src/cli/run-white.ts.
   const hooks = new WhiteHooks(config, logger);
-  const white = new WhiteServer(config, { logger, events: hooks, gates: hooks.gates(), hookStats: () => hooks.stats() });
+  const white = new WhiteServer(config, { dataPlane: testDataPlane(), logger, events: hooks, gates: hooks.gates(), hookStats: () => hooks.stats() });
   await white.start();
   const grays: GrayAgent[] = [];
   let stopping: Promise<void> | null = null;
@@ -239,7 +240,7 @@ async function startStack(
     servicePort: service.port,
     serviceConnections: () => accepted,
     gray(g = {}) {
-      const agent = new GrayAgent(grayConfigFor(g.id ?? 'g1', g.secret ?? secret, white.controlPort, service.port, { pool: 4 }), silentLogger());
+      const agent = new GrayAgent(grayConfigFor(g.id ?? 'g1', g.secret ?? secret, white.controlPort, service.port, { pool: 4 }), silentLogger(), { dataPlane: testDataPlane() });
       grays.push(agent);
       agent.start();
       return agent;

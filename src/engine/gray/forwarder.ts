@@ -1,5 +1,5 @@
-// An activated data connection: the white has written the start header, the client's bytes
-// follow. Connect to the local service, optionally introduce the client with a PROXY protocol
+// The JS plane's forward of an activated data connection (with an engine, the engine forwards:
+// engine-link.ts): the white has written the start header, the client's bytes follow. Connect to the local service, optionally introduce the client with a PROXY protocol
 // header, then join the two sockets. Until the service answers, the data socket is paused so a
 // fast client cannot fill our memory. The returned Forward is the agent's handle for draining.
 import net, { type Socket } from 'node:net';
@@ -7,7 +7,9 @@ import { formatHostPort } from '../../config/address.js';
 import type { GrayConfig, HostPort } from '../../config/types.js';
 import { ErrorCodes } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { joinSockets, tuneDataSocket, type JoinedPair, type PairResult } from '../data-plane/join.js';
+import { tuneDataSocket } from '../substrate/data-plane.js';
+import { join } from '../substrate/js-plane.js';
+import type { Pair, PairEnd } from '../substrate/pair.js';
 import { proxyHeaderFor } from '../protocol/proxy-protocol.js';
 import type { ClientAddressInfo } from '../protocol/start-header.js';
 import type { RateLimitedLog } from '../../rate-limited-log.js';
@@ -20,12 +22,12 @@ export function forwardToTarget(
   config: GrayConfig,
   logger: Logger,
   warnings: RateLimitedLog,
-  onClosed: (result: PairResult | null) => void,
+  onClosed: (result: PairEnd | null) => void,
 ): Forward {
-  let joined: JoinedPair | null = null;
+  let joined: Pair | null = null;
   let markClosed = (): void => {};
   let finished = false;
-  const finish = (result: PairResult | null): void => {
+  const finish = (result: PairEnd | null): void => {
     if (finished) return;
     finished = true;
     onClosed(result);
@@ -64,7 +66,7 @@ export function forwardToTarget(
     tuneDataSocket(target, config.limits.keepAliveDelayMs);
     const proxyHeader = proxyHeaderFor(config.proxyProtocol, client);
     logger.debug({ client: clientAddress }, 'forwarding');
-    joined = joinSockets(data, target, { toB: proxyHeader }, finish);
+    joined = join(data, target, { toB: proxyHeader }, finish);
   });
   return forward;
 }

@@ -1,8 +1,7 @@
-// A pooled data connection on a Node socket: used when the native engine is not (the JS data
-// plane), or when the white's data host or the service is a host name the engine cannot dial.
+// A pooled data connection on a Node socket: the JS plane's (with an engine, engine-link.ts).
 import net from 'node:net';
-import { tuneDataSocket } from '../data-plane/join.js';
-import type { PairResult } from '../data-plane/joined-pair.js';
+import { tuneDataSocket } from '../substrate/data-plane.js';
+import type { PairEnd } from '../substrate/pair.js';
 import { START_HEADER_BYTES, type ClientAddressInfo } from '../protocol/start-header.js';
 import { forwardToTarget } from './forwarder.js';
 import type { Forward, LinkContext, LinkEvents, OpenLink, PoolLink } from './pool-link.js';
@@ -56,7 +55,7 @@ class SocketLink implements PoolLink {
     });
   }
 
-  forward(client: ClientAddressInfo, onClosed: (result: PairResult | null) => void): Forward {
+  forward(client: ClientAddressInfo, onClosed: (result: PairEnd | null) => void): Forward {
     const { config, logger, warnings } = this.ctx;
     return forwardToTarget(this.socket, client, this.rest, config, logger, warnings, onClosed);
   }

@@ -3,11 +3,11 @@
 // active pairs; it decides when to grant the gray more credits (consumed, closed or recycled
 // connections are replaced at once; waiting clients ask for extra, within the in-flight cap).
 // It never sees an unverified connection: GrayEndpoint verifies preambles before calling
-// addIdle. Connections are HeldConns: Node sockets or connections the native engine holds.
-// With the native intake (a Lender) idle connections are lent to the engine when no client is
-// waiting, and the engine pairs them with the next clients by itself (onLentPaired): a lent
+// addIdle. Connections are held connections: ones an engine holds, or Node sockets on the JS plane.
+// With an engine (its intake is a Lender) idle connections are lent to the engine when no client is
+// waiting, and the engine joins them with the next clients by itself (onJoinedLent): a lent
 // connection is the engine's to hand out, so a client admitted here while some are lent asks
-// the engine for one (pairLent) instead of taking one itself. At most activeClientsPerGray minus
+// the engine for one (joinLent) instead of taking one itself. At most activeClientsPerGray minus
 // the active clients are lent, so the engine's pairs keep that limit; none when an authorize
 // hook must see each client first.
 import { randomUUID } from 'node:crypto';
@@ -17,8 +17,8 @@ import type { EventSink } from '../../hooks/events.js';
 import type { Limits } from '../../limits.js';
 import type { Logger } from '../../log.js';
 import type { GrayStats } from '../stats.js';
-import type { HeldConn } from '../data-plane/held-conn.js';
-import type { JoinedPair, OnPairClosed } from '../data-plane/joined-pair.js';
+import type { HeldConn } from '../substrate/held-conn.js';
+import type { Pair, OnPairEnd } from '../substrate/pair.js';
 import { clientAddressInfo, encodeStartHeader } from '../protocol/start-header.js';
 import type { GraySession } from './gray-session.js';
 import type { Lender } from './port-intake.js';
@@ -39,7 +39,7 @@ interface WaitingClient {
 export interface ActivePair {
   readonly id: string;
   /** Side a is the client, side b the data connection. */
-  readonly joined: JoinedPair;
+  readonly joined: Pair;
   /** Bytes the data socket had read before pairing (the preamble), not client traffic. */
   readonly preambleBytes: number;
   /** Resolves once the pair has closed and left `active`. */
@@ -60,7 +60,7 @@ export class PoolBroker {
   private lender: Lender | null = null;
   /** Idle connections lent to the engine; they come back only by being closed. */
   private readonly lent = new Map<HeldConn, IdleConnection>();
-  /** Admitted clients waiting for the engine's answer to pairLent, with their ids. */
+  /** Admitted clients waiting for the engine's answer to joinLent, with their ids. */
   private readonly askingEngine = new Map<HeldConn, string>();
   private closed = false;
   private expiryTimer: NodeJS.Timeout | null = null;
@@ -80,7 +80,7 @@ export class PoolBroker {
     return this.session;
   }
 
-  /** The intake can pair in the engine (the native intake). */
+  /** The intake can pair in the engine (an engine's intake). */
   useLender(lender: Lender): void {
     this.lender = lender;
   }
@@ -188,7 +188,7 @@ export class PoolBroker {
     if (!header) return void client.destroy();
     if (this.lender && this.lent.size > 0) {
       this.askingEngine.set(client, id);
-      this.lender.pairLent(client, () => {
+      this.lender.joinLent(client, () => {
         this.askingEngine.delete(client);
         if (!client.destroyed && !this.closed) this.admitHere(client, id, header);
       });
@@ -197,17 +197,17 @@ export class PoolBroker {
     this.admitHere(client, id, header);
   }
 
-  /** The engine paired a client with a lent connection (data: undefined if it was closed here
-   *  meanwhile, such as by its recycle timer); adopt takes charge of the running pair. */
-  onLentPaired(client: HeldConn, data: HeldConn | undefined, adopt: (onClosed: OnPairClosed) => JoinedPair): void {
+  /** The engine joined a client with a lent connection (data: undefined if it was closed here
+   *  meanwhile, such as by its recycle timer); take takes charge of the running pair. */
+  onJoinedLent(client: HeldConn, data: HeldConn | undefined, take: (onEnd: OnPairEnd) => Pair): void {
     const lentConn = data ? this.lent.get(data) : undefined;
     if (data) this.lent.delete(data);
     if (lentConn) clearTimeout(lentConn.recycleTimer);
     this.stats.poolIdle = this.idleCount();
     const id = this.askingEngine.get(client) ?? randomUUID();
     this.askingEngine.delete(client);
-    if (this.closed) return void adopt(() => {}).destroy();
-    this.track(client, 0, id, adopt);
+    if (this.closed) return void take(() => {}).destroy();
+    this.track(client, 0, id, take);
     this.topUp();
   }
 
@@ -320,7 +320,7 @@ export class PoolBroker {
   }
 
   /** Counts, reports and keeps an active pair that join starts (or that the engine started). */
-  private track(client: HeldConn, preambleBytes: number, id: string, join: (onClosed: OnPairClosed) => JoinedPair): void {
+  private track(client: HeldConn, preambleBytes: number, id: string, join: (onClosed: OnPairEnd) => Pair): void {
     this.session?.grantImplicit();
     const clientAddress = formatHostPort({ host: client.remoteAddress ?? '', port: client.remotePort ?? 0 });
     const startedAt = Date.now();

@@ -13,6 +13,8 @@ import type { Limits } from '../../limits.js';
 import { MESSAGE_LIMITS, MessageType } from '../protocol/messages.js';
 import { sessionIdToString } from '../protocol/preamble.js';
 import { RateLimitedLog } from '../../rate-limited-log.js';
+import { resolveHost } from '../net-util.js';
+import type { DataPlane } from '../substrate/data-plane.js';
 import type { WhiteCounters, WhiteSnapshot } from '../stats.js';
 import { createInMemoryIdentity, type InMemoryIdentity } from '../tls-cert.js';
 import { Admission } from './admission.js';
@@ -31,6 +33,8 @@ export interface WhiteGates {
 }
 
 export interface WhiteServerDeps {
+  /** This process's data plane (openDataPlane, once at startup). */
+  readonly dataPlane: DataPlane;
   readonly logger: Logger;
   readonly events?: EventSink;
   readonly gates?: WhiteGates;
@@ -62,6 +66,8 @@ export class WhiteServer {
   private readonly limits: Limits;
   /** Where the control port really listens (a reload may fail to move it). */
   private controlAddress: WhiteConfig['control'];
+  /** The bind address as configured (endpoints hold it resolved) that the grays' ports use. */
+  private runningBind: string;
   /** The config at start: what the settings that need a restart still run with. */
   private readonly startConfig: WhiteConfig;
   readonly counters: WhiteCounters = {
@@ -80,6 +86,7 @@ export class WhiteServer {
     this.limits = { ...config.limits };
     this.controlAddress = config.control;
     this.startConfig = config;
+    this.runningBind = config.bind;
     this.events = deps.events ?? NULL_EVENT_SINK;
     this.warnings = new RateLimitedLog(deps.logger);
   }
@@ -90,6 +97,10 @@ export class WhiteServer {
 
   get controlPort(): number {
     return this.control?.port ?? 0;
+  }
+
+  get dataPlane(): DataPlane {
+    return this.deps.dataPlane;
   }
 
   get currentConfig(): WhiteConfig {
@@ -185,7 +196,7 @@ export class WhiteServer {
         continue;
       }
       const portsChanged = old.publicPort !== entry.publicPort || old.dataPort !== entry.dataPort;
-      const bindChanged = this.endpoints.get(id)?.bindAddress !== next.bind;
+      const bindChanged = next.bind !== this.runningBind;
       const secretChanged = !old.secret.equals(entry.secret);
       if (!portsChanged && !bindChanged && !secretChanged) continue;
       result.changed.push(id);
@@ -201,6 +212,7 @@ export class WhiteServer {
         this.endpoints.get(id)?.replaceEntry(entry);
       }
     }
+    this.runningBind = next.bind;
     const fixed = new Map<string, string[]>();
     for (const e of this.endpoints.values()) {
       for (const key of e.settingsChanged()) fixed.set(key, [...(fixed.get(key) ?? []), e.entry.id]);
@@ -230,6 +242,12 @@ export class WhiteServer {
     let total = 0;
     for (const e of this.endpoints.values()) total += e.stats.clientsTotal;
     return total;
+  }
+
+  /** One gray's readiness for a load balancer's check; undefined when the id is not configured. */
+  grayReadiness(id: string): { connected: boolean; poolIdle: number; poolTarget: number } | undefined {
+    const e = this.endpoints.get(id);
+    return e === undefined ? undefined : { connected: this.sessions.has(id), poolIdle: e.stats.poolIdle, poolTarget: e.stats.poolTarget };
   }
 
   snapshot(): WhiteSnapshot {
@@ -281,7 +299,8 @@ export class WhiteServer {
   private async addEndpoint(entry: GrayEntry): Promise<void> {
     const live = (): WhiteConfig => this.config;
     const endpoint = new GrayEndpoint(entry, {
-      bind: this.config.bind,
+      dataPlane: this.deps.dataPlane,
+      bind: await this.bindAddress(entry),
       get dataSourceCheck() {
         return live().dataSourceCheck;
       },
@@ -295,6 +314,18 @@ export class WhiteServer {
     });
     this.endpoints.set(entry.id, endpoint);
     await endpoint.bind();
+  }
+
+  /** The address a gray's ports listen on: an engine takes an IP address, so a host name is
+   *  resolved here, at each (re)start of the ports, as Node's listen would resolve it. */
+  private async bindAddress(entry: GrayEntry): Promise<string> {
+    const bind = this.config.bind;
+    if (!this.deps.dataPlane.engine) return bind;
+    try {
+      return await resolveHost(bind);
+    } catch (err) {
+      throw new RelayError(ErrorCodes.LISTEN, `cannot listen on ${bind}:${entry.publicPort} (public_port of ${entry.id}): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
   }
 
   private async removeEndpoint(id: string, reason: RelayError, closeClients: boolean): Promise<void> {
@@ -374,6 +405,7 @@ const RESTART_NEEDED: ReadonlyArray<readonly [keyof WhiteConfig, string]> = [
   ['admin', 'admin: the admin listeners (admin.socket, admin.tcp) are bound at start; restart needed'],
   ['metrics', 'metrics.listen: the metrics listener is bound at start; restart needed'],
   ['watch', 'watch: the file watcher is set up at start; restart needed'],
+  ['dashboard', 'dashboard: the dashboard listener is bound at start; restart needed'],
 ];
 
 function sameAddress(a: WhiteConfig['control'], b: WhiteConfig['control']): boolean {
