@@ -1,7 +1,7 @@
 // A gray's port that cannot be bound costs only that gray: the white starts (or reloads) anyway,
 // the other grays are served, the failed gray's logins are refused with RELAY_ERR_PORTS_UNBOUND,
 // the OS error shows in the snapshot and the metrics, and the ports are bound by themselves once
-// the other program lets go of them, without an edit. node-intake.test.ts runs this file again
+// the other program lets go of them, without an edit. js-plane.test.ts runs this file again
 // on Node's listeners.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';

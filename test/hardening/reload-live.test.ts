@@ -1,8 +1,8 @@
 // A reload applies what it says to what is already running: the data port's source check, the
 // limits of the pool broker and of the control port's admission, the control address and the
 // bind address. Each test switches one setting on a running white (applyConfig, what every
-// reload calls) and shows the new value at work on the next connection. node-intake.test.ts runs
-// this file again on Node's listeners.
+// reload calls) and shows the new value at work on the next connection. js-plane.test.ts runs
+// this file again on the JS plane.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
