@@ -2,7 +2,7 @@
 // the other grays are served, the failed gray's logins are refused with RELAY_ERR_PORTS_UNBOUND,
 // the OS error shows in the snapshot and the metrics, and the ports are bound by themselves once
 // the other program lets go of them, without an edit. js-plane.test.ts runs this file again
-// on Node's listeners.
+// on the JS plane.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
