@@ -106,6 +106,16 @@ const gone = (socket: Socket): Promise<void> =>
     socket.once('close', () => resolve());
   });
 
+/** How the relay's side of `socket` ended, as the far end sees it: 'reset' (ECONNRESET),
+ *  'end' (a FIN: a clean end), or another error's code. Reads (and drops) what arrives. */
+function ending(socket: Socket): Promise<string> {
+  socket.on('data', () => {});
+  return new Promise((resolve) => {
+    socket.once('end', () => resolve('end'));
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNRESET' ? 'reset' : `error ${err.code}`));
+  });
+}
+
 describe('data plane', () => {
   let front: Server;
   let back: Server;
@@ -171,6 +181,55 @@ describe('data plane', () => {
         const result = await done.result;
         assert.ok(result.error, 'a reset must surface as an error');
         await clientGone;
+      });
+
+      it('a service that resets mid-download makes the client see a reset, not a clean end', async () => {
+        const r = await rig(front, back);
+        const done = closedResult();
+        plane.join(r.a, r.b, {}, done.onClosed);
+        r.service.on('error', () => {});
+        const atClient = ending(r.client);
+        r.service.write(randomBytes(1024 * 1024));
+        await received(r.client, 64 * 1024); // part of the download is through
+        r.service.resetAndDestroy();
+        assert.equal(await atClient, 'reset');
+        assert.ok((await done.result).error, 'the reset is the pair\'s error');
+      });
+
+      it('a client that resets mid-upload makes the service see a reset, not a clean end', async () => {
+        const r = await rig(front, back);
+        const done = closedResult();
+        plane.join(r.a, r.b, {}, done.onClosed);
+        r.client.on('error', () => {});
+        const atService = ending(r.service);
+        r.client.write(randomBytes(1024 * 1024));
+        await received(r.service, 64 * 1024);
+        r.client.resetAndDestroy();
+        assert.equal(await atService, 'reset');
+        assert.ok((await done.result).error);
+      });
+
+      it('destroy() (a drain deadline, a removed gray) resets both ends', async () => {
+        const r = await rig(front, back);
+        const done = closedResult();
+        const pair = plane.join(r.a, r.b, {}, done.onClosed);
+        r.client.write('ping');
+        await received(r.service, 4);
+        const ends = Promise.all([ending(r.client), ending(r.service)]);
+        pair.destroy();
+        assert.deepEqual(await ends, ['reset', 'reset']);
+        assert.equal((await done.result).error, null, 'destroy() is not an error of the pair');
+      });
+
+      it('passes a FIN on as a FIN after a one-way download', async () => {
+        const r = await rig(front, back);
+        const done = closedResult();
+        plane.join(r.a, r.b, {}, done.onClosed);
+        const atClient = ending(r.client);
+        r.service.end(randomBytes(1024 * 1024));
+        assert.equal(await atClient, 'end');
+        r.client.end();
+        assert.equal((await done.result).error, null);
       });
 
       it('destroy() closes both sides and reports once, without an error', async () => {

@@ -1,9 +1,12 @@
 // The JavaScript data plane: bytes flow through stream.pipe (which applies backpressure: a
 // slow reader pauses the fast writer instead of growing memory), a FIN from either side is
 // passed on as a FIN (half-close: both sockets are created with allowHalfOpen), and the pair is
-// torn down exactly once, by one function, on the first error or close. Used where the native
+// torn down exactly once, by one function, on the first error or close. A teardown that is not
+// two FINs (an error, destroy()) resets both sockets, so an abort reaches the far ends as an
+// abort, never as a clean end after a partial transfer. Used where the native
 // splice plane is not built, is turned off (RELAY_DATA_PLANE=js), or cannot take a socket.
 import type { Socket } from 'node:net';
+import { resetSocket } from '../net-util.js';
 import type { Heads, JoinedPair, OnPairClosed } from './joined-pair.js';
 
 export function joinWithStreams(a: Socket, b: Socket, heads: Heads, onClosed: OnPairClosed): JoinedPair {
@@ -13,15 +16,15 @@ export function joinWithStreams(a: Socket, b: Socket, heads: Heads, onClosed: On
   const fail = (err: Error): void => {
     // A broken socket cannot deliver anything more: tear the whole pair down now.
     if (!firstError) firstError = err;
-    a.destroy();
-    b.destroy();
+    resetSocket(a);
+    resetSocket(b);
   };
   const onClose = (other: Socket) => (): void => {
     // A clean close means this socket read EOF (so `other` was ended by pipe) and flushed its
     // writes (so `other` had already delivered EOF to us). `other` is then finishing on its own
     // and must not be destroyed: it may still be flushing the last bytes to its peer. Any other
-    // close (destroy, reset) ends the pair.
-    if (!(other.readableEnded && other.writableEnded)) other.destroy();
+    // close (destroy, reset) ends the pair, with a reset.
+    if (!(other.readableEnded && other.writableEnded)) resetSocket(other);
     closedCount += 1;
     if (closedCount === 2) onClosed({ bytesFromA: a.bytesRead, bytesFromB: b.bytesRead, error: firstError });
   };
@@ -39,8 +42,8 @@ export function joinWithStreams(a: Socket, b: Socket, heads: Heads, onClosed: On
     bytesFromA: () => a.bytesRead,
     bytesFromB: () => b.bytesRead,
     destroy: () => {
-      a.destroy();
-      b.destroy();
+      resetSocket(a);
+      resetSocket(b);
     },
   };
 }

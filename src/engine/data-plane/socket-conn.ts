@@ -1,6 +1,7 @@
 // HeldConn over a Node socket: what Node's listeners (the JS data plane, or a bind address
 // that is not an IP) give the pool broker.
 import type { Socket } from 'node:net';
+import { resetSocket } from '../net-util.js';
 import type { GoneReason, HeldConn, WatchMode } from './held-conn.js';
 import { joinSockets } from './join.js';
 import type { Heads, JoinedPair, OnPairClosed } from './joined-pair.js';
@@ -72,7 +73,7 @@ export class SocketConn implements HeldConn {
 
   destroy(): void {
     this.unwatch();
-    this.socket.destroy();
+    resetSocket(this.socket);
   }
 
   joinWith(other: HeldConn, heads: Heads, onClosed: OnPairClosed): JoinedPair {

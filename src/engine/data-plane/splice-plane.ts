@@ -10,6 +10,7 @@
 //   close the connection (the duplicate keeps it open).
 import type { Socket } from 'node:net';
 import os from 'node:os';
+import { resetSocket } from '../net-util.js';
 import type { Heads, JoinedPair, OnPairClosed, PairResult } from './joined-pair.js';
 import { errnoError, nativeEngine, nativeUnavailableReason, onNativePairEnd, PairEndFlag, type NativeBinding } from './native-engine.js';
 
@@ -65,8 +66,8 @@ export function joinWithSplice(a: Socket, b: Socket, heads: Heads, onClosed: OnP
   } catch (err) {
     // Out of descriptors, typically. The buffered bytes are already taken, so the pair cannot
     // fall back to the JS plane intact: end it, as the JS plane would on a socket error.
-    a.destroy();
-    b.destroy();
+    resetSocket(a);
+    resetSocket(b);
     queueMicrotask(() => onClosed({ bytesFromA: baseA, bytesFromB: baseB, error: err instanceof Error ? err : new Error(String(err)) }));
     return { plane: 'splice', bytesFromA: () => baseA, bytesFromB: () => baseB, destroy: () => {} };
   }

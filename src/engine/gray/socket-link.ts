@@ -2,6 +2,7 @@
 // plane), or when the white's data host or the service is a host name the engine cannot dial.
 import net from 'node:net';
 import { tuneDataSocket } from '../data-plane/join.js';
+import { resetSocket } from '../net-util.js';
 import type { PairResult } from '../data-plane/joined-pair.js';
 import { START_HEADER_BYTES, type ClientAddressInfo } from '../protocol/start-header.js';
 import { forwardToTarget } from './forwarder.js';
@@ -61,7 +62,9 @@ class SocketLink implements PoolLink {
     return forwardToTarget(this.socket, client, this.rest, config, logger, warnings, onClosed);
   }
 
+  /** Reset, not FIN: once activated, the white's client must hear an abort (an invalid start
+   *  header), and an idle one is gone for the white either way. */
   destroy(): void {
-    this.socket.destroy();
+    resetSocket(this.socket);
   }
 }
