@@ -106,13 +106,16 @@ const gone = (socket: Socket): Promise<void> =>
     socket.once('close', () => resolve());
   });
 
-/** How the relay's side of `socket` ended, as the far end sees it: 'reset' (ECONNRESET),
- *  'end' (a FIN: a clean end), or another error's code. Reads (and drops) what arrives. */
+/** How the far end of `socket` ended: 'reset' (ECONNRESET), 'end' (a FIN: a clean end), or
+ *  another error's code. Reads (and drops) what arrives. The socket must be allowHalfOpen: on
+ *  'end' an empty write asks the kernel whether it was a FIN or a reset, because libuv reports a
+ *  reset that arrives together with data as an end (a hang-up after a short read counts as EOF). */
 function ending(socket: Socket): Promise<string> {
   socket.on('data', () => {});
+  const named = (err: NodeJS.ErrnoException): string => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? 'reset' : `error ${err.code}`);
   return new Promise((resolve) => {
-    socket.once('end', () => resolve('end'));
-    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNRESET' ? 'reset' : `error ${err.code}`));
+    socket.once('end', () => socket.write(Buffer.alloc(0), (err) => resolve(err ? named(err) : 'end')));
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(named(err)));
   });
 }
 

@@ -35,8 +35,22 @@ export function joinWithStreams(a: Socket, b: Socket, heads: Heads, onClosed: On
   b.once('close', onClose(a));
   if (heads.toA) a.write(heads.toA);
   if (heads.toB) b.write(heads.toB);
-  a.pipe(b);
-  b.pipe(a);
+  // The FIN is passed on by hand: libuv reports a reset that arrives together with data as an
+  // end (a hang-up after a short read counts as EOF, and the read that would say ECONNRESET is
+  // never made), and passing that on as a FIN is the silent truncation this plane must not do.
+  // An empty write tells them apart: it fails on a reset socket, and succeeds on one that only
+  // received a FIN (it is queued behind what is still to be written there, so it costs no order).
+  const passEnd = (from: Socket, to: Socket) => (): void => {
+    if (from.writableEnded || from.destroyed) return void to.end();
+    from.write(Buffer.alloc(0), (err) => {
+      if (err) fail(err);
+      else to.end();
+    });
+  };
+  a.once('end', passEnd(a, b));
+  b.once('end', passEnd(b, a));
+  a.pipe(b, { end: false });
+  b.pipe(a, { end: false });
   return {
     plane: 'js',
     bytesFromA: () => a.bytesRead,
