@@ -6,21 +6,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import net, { type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { startService } from '../helpers/tunnel.js';
+import { ending, startService } from '../helpers/tunnel.js';
 import { freePort, runRelay, tempDir, writeDeployment, type Deployment, type RelayProcess } from './harness.js';
-
-/** How the far end of `socket` ended: 'reset' (ECONNRESET), 'end' (a FIN: a clean end), or
- *  another error's code. Reads (and drops) what arrives. The socket must be allowHalfOpen: on
- *  'end' an empty write asks the kernel whether it was a FIN or a reset, because libuv reports a
- *  reset that arrives together with data as an end (a hang-up after a short read counts as EOF). */
-function ending(socket: Socket): Promise<string> {
-  socket.on('data', () => {});
-  const named = (err: NodeJS.ErrnoException): string => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? 'reset' : `error ${err.code}`);
-  return new Promise((resolve) => {
-    socket.once('end', () => socket.write(Buffer.alloc(0), (err) => resolve(err ? named(err) : 'end')));
-    socket.once('error', (err: NodeJS.ErrnoException) => resolve(named(err)));
-  });
-}
 
 async function connect(port: number): Promise<Socket> {
   const socket = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true });

@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import type { Heads, JoinedPair, OnPairClosed, PairResult } from '../../src/engine/data-plane/joined-pair.js';
 import { joinWithStreams } from '../../src/engine/data-plane/js-plane.js';
 import { joinWithSplice, spliceAvailable, spliceStats, spliceUnavailableReason } from '../../src/engine/data-plane/splice-plane.js';
+import { ending } from '../helpers/tunnel.js';
 
 type Join = (a: Socket, b: Socket, heads: Heads, onClosed: OnPairClosed) => JoinedPair;
 
@@ -105,19 +106,6 @@ const gone = (socket: Socket): Promise<void> =>
     socket.once('end', () => resolve());
     socket.once('close', () => resolve());
   });
-
-/** How the far end of `socket` ended: 'reset' (ECONNRESET), 'end' (a FIN: a clean end), or
- *  another error's code. Reads (and drops) what arrives. The socket must be allowHalfOpen: on
- *  'end' an empty write asks the kernel whether it was a FIN or a reset, because libuv reports a
- *  reset that arrives together with data as an end (a hang-up after a short read counts as EOF). */
-function ending(socket: Socket): Promise<string> {
-  socket.on('data', () => {});
-  const named = (err: NodeJS.ErrnoException): string => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? 'reset' : `error ${err.code}`);
-  return new Promise((resolve) => {
-    socket.once('end', () => socket.write(Buffer.alloc(0), (err) => resolve(err ? named(err) : 'end')));
-    socket.once('error', (err: NodeJS.ErrnoException) => resolve(named(err)));
-  });
-}
 
 describe('data plane', () => {
   let front: Server;

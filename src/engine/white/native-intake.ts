@@ -39,7 +39,7 @@ export class NativeIntake implements PortIntake {
     this.sessionChanged();
     try {
       this.public = new NativeListener(
-        { host: o.bind, port: o.publicPort, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: 0, watch: 'reset' },
+        { host: o.bind, port: o.publicPort, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: o.clientKeepAliveMs > 0 ? Math.max(1, Math.round(o.clientKeepAliveMs / 1000)) : 0, watch: 'reset' },
         { onConnection: (conn) => o.onClient(conn), onPaired: (client, data, adopt) => o.onLentPaired(client, data, adopt), onRefused: () => {}, onError: onError('public_port') },
         `public_port of ${o.grayId}`,
       );

@@ -48,6 +48,8 @@ export class NodeIntake implements PortIntake {
   private onClient(socket: Socket): void {
     socket.on('error', () => socket.destroy());
     socket.setNoDelay(true);
+    // libuv probes once a second, ten times, after the delay: the engine's listener does the same.
+    if (this.owner.clientKeepAliveMs > 0) socket.setKeepAlive(true, this.owner.clientKeepAliveMs);
     this.owner.onClient(new SocketConn(socket, false));
   }
 
