@@ -80,7 +80,7 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   else if (listener->filter == kFilterSource && memcmp(&source, &listener->allowed, sizeof source) != 0) refusal = kRefusedWrongSource;
   else if (listener->prefix > 0 && listener->pending >= listener->maxPending) refusal = kRefusedTooMany;
   if (refusal != 0) {
-    Abort(fd);
+    close(fd);  // refused before a byte is read: nothing to abort (see security.md)
     Refused(listener->id, remote, refusal, std::string());
     return;
   }

@@ -71,114 +71,117 @@ async function abortService(): Promise<{ port: number; close(): void; nextEnding
   };
 }
 
-for (const plane of ['splice', 'js'] as const) describe(`e2e: an abort reaches the far end as an abort (${plane} data plane)`, () => {
-  const env = { RELAY_DATA_PLANE: plane };
-  const running: RelayProcess[] = [];
-  const dirs: Array<{ cleanup: () => Promise<void> }> = [];
-  let service: Awaited<ReturnType<typeof abortService>>;
+// The two planes run side by side: most of the time is processes starting.
+describe('e2e: an abort reaches the far end as an abort', { concurrency: 2 }, () => {
+  for (const plane of ['splice', 'js'] as const) describe(`${plane} data plane`, () => {
+    const env = { RELAY_DATA_PLANE: plane };
+    const running: RelayProcess[] = [];
+    const dirs: Array<{ cleanup: () => Promise<void> }> = [];
+    let service: Awaited<ReturnType<typeof abortService>>;
 
-  /** A white and (unless withGray is false) its gray, both ready. */
-  async function deploy(opts: { targetPort?: number; whiteExtra?: string; withGray?: boolean; pool?: number } = {}): Promise<{ d: Deployment; white: RelayProcess; gray: RelayProcess | null }> {
-    const dir = await tempDir();
-    dirs.push(dir);
-    const d = await writeDeployment(dir.path, { targetPort: opts.targetPort ?? service.port, pool: opts.pool ?? 2, whiteExtra: opts.whiteExtra });
-    const white = runRelay(['white', '--config', d.whitePath], env);
-    running.push(white);
-    await white.waitForMsg('listening');
-    if (opts.withGray === false) return { d, white, gray: null };
-    const gray = runRelay(['gray', '--config', d.grayPath], env);
-    running.push(gray);
-    await gray.waitForMsg('pool ready');
-    return { d, white, gray };
-  }
-
-  let shared: Awaited<ReturnType<typeof deploy>>;
-  before(async () => {
-    service = await abortService();
-    shared = await deploy();
-  });
-  after(async () => {
-    for (const p of running) await p.kill();
-    service?.close();
-    for (const dir of dirs) await dir.cleanup();
-  });
-
-  it('a service that resets mid-download: the client sees ECONNRESET, not a clean end', async () => {
-    const { d } = shared;
-    const client = await connect(d.publicPort);
-    const outcome = ending(client);
-    const partly = receivedAtLeast(client, 64 * 1024);
-    client.write('D');
-    await partly;
-    client.write('reset now');
-    assert.equal(await outcome, 'reset');
-  });
-
-  it('a client that resets mid-upload: the service sees ECONNRESET, not a clean end', async () => {
-    const { d } = shared;
-    const client = await connect(d.publicPort);
-    client.on('error', () => {});
-    const atService = service.nextEnding();
-    const heard = new Promise((resolve) => client.once('data', resolve));
-    client.write('U');
-    client.write(randomBytes(256 * 1024));
-    await heard;
-    client.resetAndDestroy();
-    assert.equal(await atService, 'reset');
-  });
-
-  it('the service refuses the connection on the gray: the client is reset, and the gray says so', async () => {
-    const { d, gray } = await deploy({ targetPort: await freePort() });
-    const client = await connect(d.publicPort);
-    const outcome = ending(client);
-    client.write('hello');
-    assert.equal(await outcome, 'reset');
-    await gray!.waitFor((l) => l.msg === 'local service unreachable', 'the unreachable service logged');
-  });
-
-  it('the gray is offline: the client is reset, not answered with an empty end', async () => {
-    const { d } = await deploy({ withGray: false });
-    // The reset may come before Node reports the connect: ending() hears it either way.
-    const client = net.connect({ host: '127.0.0.1', port: d.publicPort, allowHalfOpen: true });
-    assert.equal(await ending(client), 'reset');
-  });
-
-  it('no data connection comes: a client past the queue limit and one past its wait are reset', async () => {
-    const { d, white, gray } = await deploy({ whiteExtra: 'limits: { client_wait_ms: 500, pending_clients_per_gray: 1 }' });
-    // A stopped gray dials no replacement: the idle pool is used up, then clients must wait.
-    gray!.child.kill('SIGSTOP');
-    try {
-      const clients: Socket[] = [];
-      const outcomes: Array<Promise<string>> = [];
-      for (let i = 0; i < 4; i++) {
-        const c = net.connect({ host: '127.0.0.1', port: d.publicPort, allowHalfOpen: true });
-        outcomes.push(ending(c));
-        clients.push(c);
-        await new Promise((resolve) => c.once('connect', resolve).once('error', resolve));
-      }
-      // The first two took the two idle connections; the third waits, the fourth finds the
-      // queue full.
-      assert.deepEqual(await Promise.all(outcomes.slice(2)), ['reset', 'reset']);
-      await white.waitFor((l) => l.msg === 'connection refused' && l.code === 'RELAY_ERR_CLIENT_QUEUE_FULL', 'a queue-full refusal');
-      await white.waitFor((l) => l.msg === 'connection refused' && l.code === 'RELAY_ERR_CLIENT_WAIT_TIMEOUT', 'a wait-timeout refusal');
-      for (const c of clients) c.destroy();
-    } finally {
-      gray!.child.kill('SIGCONT');
+    /** A white and (unless withGray is false) its gray, both ready. */
+    async function deploy(opts: { targetPort?: number; whiteExtra?: string; withGray?: boolean; pool?: number } = {}): Promise<{ d: Deployment; white: RelayProcess; gray: RelayProcess | null }> {
+      const dir = await tempDir();
+      dirs.push(dir);
+      const d = await writeDeployment(dir.path, { targetPort: opts.targetPort ?? service.port, pool: opts.pool ?? 2, whiteExtra: opts.whiteExtra });
+      const white = runRelay(['white', '--config', d.whitePath], env);
+      running.push(white);
+      await white.waitForMsg('listening');
+      if (opts.withGray === false) return { d, white, gray: null };
+      const gray = runRelay(['gray', '--config', d.grayPath], env);
+      running.push(gray);
+      await gray.waitForMsg('pool ready');
+      return { d, white, gray };
     }
-  });
 
-  it('SIGTERM past the drain deadline: the active client and the service are both reset', async () => {
-    const { d, white } = await deploy({ whiteExtra: 'limits: { drain_timeout_ms: 300 }' });
-    const client = await connect(d.publicPort);
-    const atService = service.nextEnding();
-    const answered = new Promise((resolve) => client.once('data', resolve));
-    client.write('H');
-    await answered; // the pair is live end to end
-    const outcome = ending(client);
-    white.child.kill('SIGTERM');
-    await white.waitForMsg('draining active clients');
-    assert.equal(await outcome, 'reset');
-    assert.equal(await atService, 'reset');
-    assert.equal((await white.exited).code, 0);
+    let shared: Awaited<ReturnType<typeof deploy>>;
+    before(async () => {
+      service = await abortService();
+      shared = await deploy();
+    });
+    after(async () => {
+      for (const p of running) await p.kill();
+      service?.close();
+      for (const dir of dirs) await dir.cleanup();
+    });
+
+    it('a service that resets mid-download: the client sees ECONNRESET, not a clean end', async () => {
+      const { d } = shared;
+      const client = await connect(d.publicPort);
+      const outcome = ending(client);
+      const partly = receivedAtLeast(client, 64 * 1024);
+      client.write('D');
+      await partly;
+      client.write('reset now');
+      assert.equal(await outcome, 'reset');
+    });
+
+    it('a client that resets mid-upload: the service sees ECONNRESET, not a clean end', async () => {
+      const { d } = shared;
+      const client = await connect(d.publicPort);
+      client.on('error', () => {});
+      const atService = service.nextEnding();
+      const heard = new Promise((resolve) => client.once('data', resolve));
+      client.write('U');
+      client.write(randomBytes(256 * 1024));
+      await heard;
+      client.resetAndDestroy();
+      assert.equal(await atService, 'reset');
+    });
+
+    it('the service refuses the connection on the gray: the client is reset, and the gray says so', async () => {
+      const { d, gray } = await deploy({ targetPort: await freePort() });
+      const client = await connect(d.publicPort);
+      const outcome = ending(client);
+      client.write('hello');
+      assert.equal(await outcome, 'reset');
+      await gray!.waitFor((l) => l.msg === 'local service unreachable', 'the unreachable service logged');
+    });
+
+    it('the gray is offline: the client is reset, not answered with an empty end', async () => {
+      const { d } = await deploy({ withGray: false });
+      // The reset may come before Node reports the connect: ending() hears it either way.
+      const client = net.connect({ host: '127.0.0.1', port: d.publicPort, allowHalfOpen: true });
+      assert.equal(await ending(client), 'reset');
+    });
+
+    it('no data connection comes: a client past the queue limit and one past its wait are reset', async () => {
+      const { d, white, gray } = await deploy({ whiteExtra: 'limits: { client_wait_ms: 500, pending_clients_per_gray: 1 }' });
+      // A stopped gray dials no replacement: the idle pool is used up, then clients must wait.
+      gray!.child.kill('SIGSTOP');
+      try {
+        const clients: Socket[] = [];
+        const outcomes: Array<Promise<string>> = [];
+        for (let i = 0; i < 4; i++) {
+          const c = net.connect({ host: '127.0.0.1', port: d.publicPort, allowHalfOpen: true });
+          outcomes.push(ending(c));
+          clients.push(c);
+          await new Promise((resolve) => c.once('connect', resolve).once('error', resolve));
+        }
+        // The first two took the two idle connections; the third waits, the fourth finds the
+        // queue full.
+        assert.deepEqual(await Promise.all(outcomes.slice(2)), ['reset', 'reset']);
+        await white.waitFor((l) => l.msg === 'connection refused' && l.code === 'RELAY_ERR_CLIENT_QUEUE_FULL', 'a queue-full refusal');
+        await white.waitFor((l) => l.msg === 'connection refused' && l.code === 'RELAY_ERR_CLIENT_WAIT_TIMEOUT', 'a wait-timeout refusal');
+        for (const c of clients) c.destroy();
+      } finally {
+        gray!.child.kill('SIGCONT');
+      }
+    });
+
+    it('SIGTERM past the drain deadline: the active client and the service are both reset', async () => {
+      const { d, white } = await deploy({ whiteExtra: 'limits: { drain_timeout_ms: 300 }' });
+      const client = await connect(d.publicPort);
+      const atService = service.nextEnding();
+      const answered = new Promise((resolve) => client.once('data', resolve));
+      client.write('H');
+      await answered; // the pair is live end to end
+      const outcome = ending(client);
+      white.child.kill('SIGTERM');
+      await white.waitForMsg('draining active clients');
+      assert.equal(await outcome, 'reset');
+      assert.equal(await atService, 'reset');
+      assert.equal((await white.exited).code, 0);
+    });
   });
 });

@@ -14,14 +14,19 @@ const ip = (...args: string[]): string => execFileSync('ip', args, { encoding: '
 
 /** A namespace with one veth link to this one: WHITE_IP here, CLIENT_IP in there. */
 class LinkedNamespace {
-  readonly name = `relay-t${process.pid}`;
-  readonly outside = `rlyo${process.pid % 100000}`;
-  readonly inside = `rlyi${process.pid % 100000}`;
+  readonly name: string;
+  readonly outside: string;
+  readonly inside: string;
   readonly whiteIp: string;
   readonly clientIp: string;
 
-  constructor() {
-    const net = (process.pid % 250) + 1;
+  /** index: which of this process's namespaces (0 or 1), so they can run side by side. */
+  constructor(index: number) {
+    const tag = `${process.pid % 100000}${index}`;
+    this.name = `relay-t${tag}`;
+    this.outside = `rlyo${tag}`;
+    this.inside = `rlyi${tag}`;
+    const net = ((process.pid % 120) * 2 + index) + 1;
     this.whiteIp = `10.213.${net}.1`;
     this.clientIp = `10.213.${net}.2`;
   }
@@ -90,67 +95,70 @@ function socketsTo(ipv4: string): string[] {
     .filter((inode) => inode !== '0');
 }
 
-for (const plane of ['splice', 'js'] as const) describe(`e2e: a client whose network vanishes (${plane} data plane)`, () => {
-  const ns = new LinkedNamespace();
-  let dir: { path: string; cleanup: () => Promise<void> };
-  let white: RelayProcess | undefined;
-  let gray: RelayProcess | undefined;
-  let client: ChildProcess | undefined;
-  let service: Awaited<ReturnType<typeof startService>>;
-  const serviceEnds: Array<Promise<string>> = [];
+// The two planes run side by side: most of the time is waiting for keepalive probes.
+describe('e2e: a client whose network vanishes', { concurrency: 2 }, () => {
+  for (const [index, plane] of (['splice', 'js'] as const).entries()) describe(`${plane} data plane`, () => {
+    const ns = new LinkedNamespace(index);
+    let dir: { path: string; cleanup: () => Promise<void> };
+    let white: RelayProcess | undefined;
+    let gray: RelayProcess | undefined;
+    let client: ChildProcess | undefined;
+    let service: Awaited<ReturnType<typeof startService>>;
+    const serviceEnds: Array<Promise<string>> = [];
 
-  before(() => ns.create());
-  after(async () => {
-    if (client && client.exitCode === null) {
-      client.kill('SIGKILL');
-      await new Promise((r) => client!.once('exit', r));
-    }
-    await gray?.kill();
-    await white?.kill();
-    service?.server.close();
-    await dir?.cleanup();
-    ns.remove();
-  });
-
-  it('the white notices by keepalive, resets the pair (the service sees it too) and frees the client\'s descriptors', { timeout: 60_000 }, async () => {
-    dir = await tempDir();
-    service = await startService((socket) => {
-      serviceEnds.push(ending(socket));
-      socket.once('data', (c: Buffer) => socket.write(c));
-    });
-    const d = await writeDeployment(dir.path, {
-      targetPort: service.port,
-      bind: ns.whiteIp,
-      dataHost: ns.whiteIp,
-      pool: 2,
-      // Data connections come from the white's veth address, the control connection from 127.0.0.1.
-      whiteExtra: 'data_source_check: false\nlimits: { client_keep_alive_delay_ms: 1000 }',
-    });
-    const env = { RELAY_DATA_PLANE: plane, RELAY_LOG_LEVEL: 'debug' };
-    white = runRelay(['white', '--config', d.whitePath], env);
-    await white.waitForMsg('listening');
-    gray = runRelay(['gray', '--config', d.grayPath], env);
-    await gray.waitForMsg('pool ready');
-
-    const script = `const s = require('net').connect(${d.publicPort}, '${ns.whiteIp}', () => s.write('hello'));
-      s.once('data', () => console.log('paired'));
-      s.on('error', () => {});`;
-    client = spawn('ip', ['netns', 'exec', ns.name, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-    await new Promise<void>((resolve, reject) => {
-      client!.stdout!.setEncoding('utf8').on('data', (t: string) => t.includes('paired') && resolve());
-      client!.once('exit', (code) => reject(new Error(`the client in the namespace exited (${code}) before it was paired`)));
+    before(() => ns.create());
+    after(async () => {
+      if (client && client.exitCode === null) {
+        client.kill('SIGKILL');
+        await new Promise((r) => client!.once('exit', r));
+      }
+      await gray?.kill();
+      await white?.kill();
+      service?.server.close();
+      await dir?.cleanup();
+      ns.remove();
     });
 
-    const pid = white.child.pid!;
-    const held = socketsTo(ns.clientIp).filter((inode) => socketInodes(pid).has(inode));
-    assert.equal(held.length, 1, 'the white holds one descriptor for the client');
+    it('the white notices by keepalive, resets the pair (the service sees it too) and frees the client\'s descriptors', { timeout: 60_000 }, async () => {
+      dir = await tempDir();
+      service = await startService((socket) => {
+        serviceEnds.push(ending(socket));
+        socket.once('data', (c: Buffer) => socket.write(c));
+      });
+      const d = await writeDeployment(dir.path, {
+        targetPort: service.port,
+        bind: ns.whiteIp,
+        dataHost: ns.whiteIp,
+        pool: 2,
+        // Data connections come from the white's veth address, the control connection from 127.0.0.1.
+        whiteExtra: 'data_source_check: false\nlimits: { client_keep_alive_delay_ms: 1000 }',
+      });
+      const env = { RELAY_DATA_PLANE: plane, RELAY_LOG_LEVEL: 'debug' };
+      white = runRelay(['white', '--config', d.whitePath], env);
+      await white.waitForMsg('listening');
+      gray = runRelay(['gray', '--config', d.grayPath], env);
+      await gray.waitForMsg('pool ready');
 
-    ns.cut();
-    const closed = await white.waitFor((l) => l.msg === 'client closed', 'the white ending the vanished client\'s pair', 30_000);
-    assert.match(String(closed.reason), /ETIMEDOUT|timed out/, 'ended by keepalive');
-    assert.equal(socketInodes(pid).has(held[0]!), false, 'the client\'s descriptor is closed');
-    assert.deepEqual(socketsTo(ns.clientIp), [], 'no socket to the client is left on the white');
-    assert.equal(serviceEnds.length, 1);
-    assert.equal(await serviceEnds[0], 'reset', 'the gray reset the service connection in turn');
+      const script = `const s = require('net').connect(${d.publicPort}, '${ns.whiteIp}', () => s.write('hello'));
+        s.once('data', () => console.log('paired'));
+        s.on('error', () => {});`;
+      client = spawn('ip', ['netns', 'exec', ns.name, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      await new Promise<void>((resolve, reject) => {
+        client!.stdout!.setEncoding('utf8').on('data', (t: string) => t.includes('paired') && resolve());
+        client!.once('exit', (code) => reject(new Error(`the client in the namespace exited (${code}) before it was paired`)));
+      });
+
+      const pid = white.child.pid!;
+      const held = socketsTo(ns.clientIp).filter((inode) => socketInodes(pid).has(inode));
+      assert.equal(held.length, 1, 'the white holds one descriptor for the client');
+
+      ns.cut();
+      const closed = await white.waitFor((l) => l.msg === 'client closed', 'the white ending the vanished client\'s pair', 30_000);
+      assert.match(String(closed.reason), /ETIMEDOUT|timed out/, 'ended by keepalive');
+      assert.equal(socketInodes(pid).has(held[0]!), false, 'the client\'s descriptor is closed');
+      assert.deepEqual(socketsTo(ns.clientIp), [], 'no socket to the client is left on the white');
+      assert.equal(serviceEnds.length, 1);
+      assert.equal(await serviceEnds[0], 'reset', 'the gray reset the service connection in turn');
+    });
   });
 });

@@ -57,16 +57,21 @@ export class NodeIntake implements PortIntake {
     const o = this.owner;
     socket.on('error', () => socket.destroy());
     const refuse = (code: ErrorCode, detail: string): void => o.refuse(new SocketConn(socket, true), socket.remoteAddress, code, detail);
+    // Refused before a byte is read: closed, as the engine's intake does (it has nothing to abort).
+    const refuseAtAccept = (code: ErrorCode, detail: string): void => {
+      socket.destroy();
+      o.refuse(null, socket.remoteAddress, code, detail);
+    };
     if (o.dataSourceCheck) {
       const session = o.currentSession();
-      if (!session) return refuse(ErrorCodes.PREAMBLE_UNKNOWN_SESSION, `gray ${o.grayId} has no current session`);
+      if (!session) return refuseAtAccept(ErrorCodes.PREAMBLE_UNKNOWN_SESSION, `gray ${o.grayId} has no current session`);
       const source = normalizeIp(socket.remoteAddress);
       if (source !== session.remoteIp) {
-        return refuse(ErrorCodes.PREAMBLE_WRONG_SOURCE, `data connection from ${source}, control connection from ${session.remoteIp}`);
+        return refuseAtAccept(ErrorCodes.PREAMBLE_WRONG_SOURCE, `data connection from ${source}, control connection from ${session.remoteIp}`);
       }
     }
     if (this.unverified >= o.unverifiedLimit) {
-      return refuse(ErrorCodes.TOO_MANY_UNAUTHENTICATED, `${this.unverified} unverified data connections, limit ${o.unverifiedLimit}`);
+      return refuseAtAccept(ErrorCodes.TOO_MANY_UNAUTHENTICATED, `${this.unverified} unverified data connections, limit ${o.unverifiedLimit}`);
     }
     this.unverified += 1;
     const reader = new PreambleReader();

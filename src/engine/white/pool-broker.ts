@@ -59,8 +59,9 @@ export interface IdleTimeout {
   onTimeout(client: string, idleMs: number): void;
 }
 
-/** How often pairs are checked for idleness: a quarter of the timeout (so a pair ends between
- *  it and 1.25 times it), within bounds that keep the check cheap for long timeouts. */
+/** How often pairs are checked for idleness: a quarter of the timeout, within bounds that keep
+ *  the check cheap for long timeouts. A byte is seen at the check after it, so a pair ends after
+ *  at least the timeout of silence and at most the timeout plus two checks. */
 const idleCheckMs = (timeoutMs: number): number => Math.min(5_000, Math.max(25, Math.floor(timeoutMs / 4)));
 
 interface Activity {
