@@ -71,8 +71,8 @@ async function abortService(): Promise<{ port: number; close(): void; nextEnding
   };
 }
 
-// The two planes run side by side: most of the time is processes starting.
-describe('e2e: an abort reaches the far end as an abort', { concurrency: 2 }, () => {
+// Both data planes, one after the other.
+describe('e2e: an abort reaches the far end as an abort', () => {
   for (const plane of ['splice', 'js'] as const) describe(`${plane} data plane`, () => {
     const env = { RELAY_DATA_PLANE: plane };
     const running: RelayProcess[] = [];

@@ -95,8 +95,8 @@ function socketsTo(ipv4: string): string[] {
     .filter((inode) => inode !== '0');
 }
 
-// The two planes run side by side: most of the time is waiting for keepalive probes.
-describe('e2e: a client whose network vanishes', { concurrency: 2 }, () => {
+// Both data planes, one after the other (each with its own namespace).
+describe('e2e: a client whose network vanishes', () => {
   for (const [index, plane] of (['splice', 'js'] as const).entries()) describe(`${plane} data plane`, () => {
     const ns = new LinkedNamespace(index);
     let dir: { path: string; cleanup: () => Promise<void> };
