@@ -111,6 +111,7 @@ export function renderMetrics(snapshot: WhiteSnapshot): string {
     total,
     bytesFrom,
     bytesTo,
+    idleTimeouts,
     dataRej,
     ctlRej,
     authFail,
