@@ -67,6 +67,7 @@ export function renderMetrics(snapshot: WhiteSnapshot): string {
   const total = f('relay_clients_total', 'counter', 'Client connections accepted on the gray\'s public port.');
   const bytesFrom = f('relay_bytes_from_clients_total', 'counter', 'Bytes received from clients and forwarded to the gray.');
   const bytesTo = f('relay_bytes_to_clients_total', 'counter', 'Bytes received from the gray and sent to clients.');
+  const idleTimeouts = f('relay_client_idle_timeouts_total', 'counter', 'Client connections reset after idle_timeout_ms with no byte either way.');
   for (const g of snapshot.grays) {
     const l = { gray: g.id };
     grayConnected.add(g.connected ? 1 : 0, l);
@@ -77,6 +78,7 @@ export function renderMetrics(snapshot: WhiteSnapshot): string {
     total.add(g.clientsTotal, l);
     bytesFrom.add(g.bytesFromClients, l);
     bytesTo.add(g.bytesToClients, l);
+    idleTimeouts.add(g.idleTimeouts, l);
   }
 
   const dataRej = f('relay_data_rejections_total', 'counter', 'Data-port connections refused, by reason.');
@@ -109,6 +111,7 @@ export function renderMetrics(snapshot: WhiteSnapshot): string {
     total,
     bytesFrom,
     bytesTo,
+    idleTimeouts,
     dataRej,
     ctlRej,
     authFail,

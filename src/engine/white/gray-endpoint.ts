@@ -27,6 +27,8 @@ export interface EndpointContext {
   /** The address to listen on: with an engine, an IP address (the white resolves a name). */
   readonly bind: string;
   readonly dataSourceCheck: boolean;
+  /** TCP keepalive delay on public-port client sockets; 0: none. */
+  readonly clientKeepAliveMs?: number;
   readonly limits: Readonly<Limits>;
   readonly logger: Logger;
   readonly events: EventSink;
@@ -47,13 +49,20 @@ export class GrayEndpoint {
     private current: GrayEntry,
     private readonly ctx: EndpointContext,
   ) {
-    this.broker = new PoolBroker(current.id, this.stats, ctx.limits, ctx.logger, ctx.events, (c, code, d) => this.refuse(c, c.remoteAddress, code, d), ctx.clientGate, ctx.clientGateDeciding);
+    this.broker = new PoolBroker(current.id, this.stats, ctx.limits, ctx.logger, ctx.events, (c, code, d) => this.refuse(c, c.remoteAddress, code, d), ctx.clientGate, ctx.clientGateDeciding, {
+      timeoutMs: () => this.current.idleTimeoutMs ?? null,
+      onTimeout: (client, idleMs) => {
+        this.stats.idleTimeouts += 1;
+        ctx.warnings.warn(`${current.id}:${ErrorCodes.CLIENT_IDLE_TIMEOUT}`, { gray: current.id, code: ErrorCodes.CLIENT_IDLE_TIMEOUT, client, idleMs }, 'client idle, reset');
+      },
+    });
     const settings: IntakeSettings = {
       grayId: current.id,
       bind: ctx.bind,
       publicPort: current.publicPort,
       dataPort: current.dataPort,
       dataSourceCheck: ctx.dataSourceCheck,
+      clientKeepAliveMs: ctx.clientKeepAliveMs ?? ctx.limits.clientKeepAliveDelayMs,
       preambleTimeoutMs: ctx.limits.preambleTimeoutMs,
       keepAliveDelayMs: ctx.limits.keepAliveDelayMs,
       unverifiedLimit: ctx.limits.unverifiedDataPerPort,
@@ -72,9 +81,10 @@ export class GrayEndpoint {
     return this.current;
   }
 
-  /** Same id and ports, new secret: the listeners and clients stay. */
+  /** Same id and ports, new secret or idle timeout: the listeners and clients stay. */
   replaceEntry(entry: GrayEntry): void {
     this.current = entry;
+    this.broker.settingsChanged();
   }
 
   listen(): Promise<void> {

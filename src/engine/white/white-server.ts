@@ -157,7 +157,8 @@ export class WhiteServer {
       }
       const portsChanged = old.publicPort !== entry.publicPort || old.dataPort !== entry.dataPort;
       const secretChanged = !old.secret.equals(entry.secret);
-      if (!portsChanged && !secretChanged) continue;
+      const settingsChanged = (old.idleTimeoutMs ?? null) !== (entry.idleTimeoutMs ?? null);
+      if (!portsChanged && !secretChanged && !settingsChanged) continue;
       result.changed.push(id);
       if (portsChanged) {
         // Moving a gray: its existing clients keep their sockets; its session must reconnect to
@@ -166,8 +167,9 @@ export class WhiteServer {
         await this.addEndpoint(entry);
       } else {
         // Logins are checked against the live config, so the new secret is already in force;
-        // the session proven with the old one must go. Ports and clients stay.
-        this.endSession(id, new RelayError(ErrorCodes.GRAY_REMOVED, `secret of gray ${id} changed`));
+        // the session proven with the old one must go. Ports and clients stay. (An idle timeout
+        // is read from the entry at each check, so replacing the entry applies it.)
+        if (secretChanged) this.endSession(id, new RelayError(ErrorCodes.GRAY_REMOVED, `secret of gray ${id} changed`));
         this.endpoints.get(id)?.replaceEntry(entry);
       }
     }
@@ -249,6 +251,7 @@ export class WhiteServer {
       dataPlane: this.deps.dataPlane,
       bind: await this.bindAddress(entry),
       dataSourceCheck: this.config.dataSourceCheck,
+      clientKeepAliveMs: this.config.clientKeepAlive ? this.config.limits.clientKeepAliveDelayMs : 0,
       limits: this.config.limits,
       logger: this.deps.logger,
       events: this.events,
