@@ -581,7 +581,7 @@ describe('limits: data port and clients', () => {
   it('clientKeepAliveDelayMs: public-port client sockets carry a keepalive timer of that delay; client_keep_alive: false leaves them without', async () => {
     for (const on of [true, false]) {
       const log = captureLogger();
-      const white = new WhiteServer(whiteConfigFor([{ id: RAW, secret: SECRET, publicPort: 0, dataPort: 0 }], { clientKeepAliveDelayMs: 9000 }, { clientKeepAlive: on }), { logger: log.logger });
+      const white = new WhiteServer(whiteConfigFor([{ id: RAW, secret: SECRET, publicPort: 0, dataPort: 0 }], { clientKeepAliveDelayMs: 9000 }, { clientKeepAlive: on }), { dataPlane: testDataPlane(), logger: log.logger });
       await white.start();
       try {
         const s = await loginRaw(white.controlPort, RAW, SECRET, 1); // never opens a data connection
