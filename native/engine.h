@@ -15,7 +15,8 @@
 // buffer; once a direction streams, it splices, borrowing a pipe from a small free list only
 // while bytes are in flight, so thousands of idle pairs hold no pipes. A FIN is passed on as
 // a shutdown(SHUT_WR) once everything before it was delivered (half-close); the first error ends
-// the pair. When a pair ends, its byte counts and errno reach JavaScript through a thread-safe
+// the pair, and the pair's sockets are then closed with a reset, so an abort reaches both far
+// ends as an abort (only a FIN is passed on as a FIN). When a pair ends, its byte counts and errno reach JavaScript through a thread-safe
 // function; JavaScript can end a pair early (destroy) or read its live counts (bytes).
 //
 // Intake: the engine can also own listening sockets (listen). It accepts on its own thread,
@@ -85,6 +86,10 @@ constexpr size_t kFreePipesMax = 64;
 constexpr int kEventsPerWait = 256;
 // The white's start header on a pooled connection (src/engine/protocol/start-header.ts).
 constexpr size_t kStartHeaderBytes = 40;
+// Keepalive probes once a socket has been idle for its keepalive time: one a second, ten in all,
+// as libuv sets them for Node's sockets, so both data planes give up on a vanished peer alike.
+constexpr int kKeepAliveIntervalSec = 1;
+constexpr int kKeepAliveProbes = 10;
 
 struct Pair;
 
@@ -326,6 +331,10 @@ class Engine {
   // inherited by every socket accepted from it (Linux copies these options at accept), so the
   // accept path pays no setsockopt.
   static void TuneSocket(int fd, int keepAliveSec);
+  // Closes fd with a reset (SO_LINGER {1, 0}) instead of a FIN: how an abort reaches the peer.
+  // Whatever the socket still had to send is discarded; the peer's read says ECONNRESET, so it
+  // cannot take a cut transfer for a complete one.
+  static void Abort(int fd);
 
  private:
   int epollFd_ = -1;

@@ -80,7 +80,7 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   else if (listener->filter == kFilterOnly && memcmp(&source, &listener->allowed, sizeof source) != 0) refusal = kRefusedWrongSource;
   else if (listener->prefix > 0 && listener->pending >= listener->maxPending) refusal = kRefusedTooMany;
   if (refusal != 0) {
-    close(fd);
+    close(fd);  // refused before a byte is read: nothing to abort (see security.md)
     Refused(listener->id, remote, refusal, std::string());
     return;
   }
@@ -109,7 +109,7 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   ev.data.ptr = conn;
   if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, fd, &ev) < 0) {
     int error = errno;
-    close(fd);
+    Abort(fd);
     delete conn;
     Refused(listener->id, remote, kRefusedError, std::string(), error);
     return;
@@ -257,8 +257,11 @@ Conn* Engine::HeldConn(uint32_t id) {
   return it != conns_.end() && it->second->state == Conn::kHeld ? it->second : nullptr;
 }
 
-// Closes the connection (if it still has its socket) and forgets it.
-// Forgotten (and counted out) before the close, so whoever sees the close sees the count too.
+// Closes the connection (if it still has its socket) with a reset and forgets it: a held
+// connection relay lets go of unjoined was refused (a client nobody can serve, a data connection
+// that failed its checks) or is gone already, and a reset tells the peer it got no answer, which
+// a FIN would not. Forgotten (and counted out) before the close, so whoever sees the close sees
+// the count too.
 void Engine::Drop(Conn* conn) {
   ReleasePending(conn);
   int fd = conn->fd;
@@ -266,7 +269,7 @@ void Engine::Drop(Conn* conn) {
   Forget(conn);
   if (fd >= 0) {
     epoll_ctl(epollFd_, EPOLL_CTL_DEL, fd, nullptr);
-    close(fd);
+    Abort(fd);
   }
 }
 

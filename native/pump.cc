@@ -254,7 +254,10 @@ void Engine::Finish(Pair* pair, int error) {
     // Explicitly: a registration outlives close() while another descriptor (Node's, not yet
     // closed) still refers to the same socket.
     epoll_ctl(epollFd_, EPOLL_CTL_DEL, fd, nullptr);
-    close(fd);
+    // An error (a reset, a failed connect) or destroy() is an abort: both far ends hear a reset.
+    // Only the end of both directions (each FIN passed on) closes with a FIN.
+    if (error != 0) Abort(fd);
+    else close(fd);
   }
   for (Direction& d : pair->dirs) {
     if (d.inPipe > 0) ClosePipe(d);  // undelivered bytes must not reach the next user

@@ -69,6 +69,7 @@ export function renderMetrics(snapshot: WhiteSnapshot): string {
   const bytesTo = f('relay_bytes_to_clients_total', 'counter', 'Bytes received from the gray and sent to clients.');
   const portsBound = f('relay_gray_ports_bound', 'gauge', '1 if both of the gray\'s ports are listening, 0 while the white retries binding them.');
   const bindFailures = f('relay_gray_bind_failures_total', 'counter', 'Failed attempts to bind the gray\'s public_port and data_port.');
+  const idleTimeouts = f('relay_client_idle_timeouts_total', 'counter', 'Client connections reset after idle_timeout_ms with no byte either way.');
   for (const g of snapshot.grays) {
     const l = { gray: g.id };
     portsBound.add(g.portsBound ? 1 : 0, l);
@@ -81,6 +82,7 @@ export function renderMetrics(snapshot: WhiteSnapshot): string {
     total.add(g.clientsTotal, l);
     bytesFrom.add(g.bytesFromClients, l);
     bytesTo.add(g.bytesToClients, l);
+    idleTimeouts.add(g.idleTimeouts, l);
   }
 
   const dataRej = f('relay_data_rejections_total', 'counter', 'Data-port connections refused, by reason.');
@@ -118,6 +120,7 @@ export function renderMetrics(snapshot: WhiteSnapshot): string {
     bytesTo,
     portsBound,
     bindFailures,
+    idleTimeouts,
     dataRej,
     ctlRej,
     authFail,

@@ -12,6 +12,7 @@ export function whiteConfigInCode(grays: readonly GrayEntry[], limits: Partial<L
     admin: { socket: null, tcp: null },
     portsRange: null,
     dataSourceCheck: true,
+    clientKeepAlive: true,
     grays,
     hooks: [],
     authorize: null,

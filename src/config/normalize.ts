@@ -216,7 +216,8 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
     if (publicPort >= 1 && publicPort <= 65535) claims.push({ port: publicPort, path: ['grays', i, 'public_port'], owner: `the public_port of grays[${i}]` });
     if (dataPort >= 1 && dataPort <= 65535) claims.push({ port: dataPort, path: ['grays', i, 'data_port'], owner: `the data_port of grays[${i}]` });
     const secret = await resolveSecret(go, ['grays', i], secretContext(ctx), issues);
-    grays.push({ id, secret: secret ?? Buffer.alloc(0), publicPort, dataPort });
+    const idleTimeoutMs = typeof go.idle_timeout_ms === 'number' ? go.idle_timeout_ms : null;
+    grays.push({ id, secret: secret ?? Buffer.alloc(0), publicPort, dataPort, idleTimeoutMs });
   }
   checkPortClashes(claims, issues);
 
@@ -228,6 +229,7 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
     admin: { socket, tcp: adminTcp },
     portsRange,
     dataSourceCheck: bool(raw.data_source_check, true),
+    clientKeepAlive: bool(raw.client_keep_alive, true),
     grays,
     hooks,
     authorize,

@@ -13,6 +13,8 @@ export interface GrayEntry {
   readonly secret: Buffer;
   readonly publicPort: number;
   readonly dataPort: number;
+  /** No byte either way for this long ends a client's pair with a reset; null (or absent): never. */
+  readonly idleTimeoutMs?: number | null;
 }
 
 export interface HookConfig {
@@ -50,6 +52,8 @@ export interface WhiteConfig {
   readonly portsRange: { readonly from: number; readonly to: number } | null;
   /** Require data connections to come from the control connection's IP. */
   readonly dataSourceCheck: boolean;
+  /** TCP keepalive on public-port client sockets (limits.clientKeepAliveDelayMs). */
+  readonly clientKeepAlive: boolean;
   readonly grays: readonly GrayEntry[];
   readonly hooks: readonly HookConfig[];
   readonly authorize: AuthorizeHookConfig | null;

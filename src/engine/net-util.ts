@@ -1,6 +1,6 @@
 // Small address helpers shared by both sides.
 import { lookup } from 'node:dns/promises';
-import { isIP } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 
 /** `::ffff:1.2.3.4` and `1.2.3.4` are the same peer; compare source addresses in this form. */
 export function normalizeIp(address: string | undefined): string {
@@ -13,4 +13,15 @@ export function normalizeIp(address: string | undefined): string {
 export async function resolveHost(host: string): Promise<string> {
   if (isIP(host) !== 0) return host;
   return (await lookup(host)).address;
+}
+
+/** Ends a socket with a reset instead of a FIN: how relay passes an abort on, and how it refuses
+ *  a connection it cannot serve, so the peer can tell either from a complete, empty answer.
+ *  Anything still queued to send is discarded. A socket already destroyed is left alone. */
+export function resetSocket(socket: Socket): void {
+  if (socket.destroyed) return;
+  // Without a handle (never connected, or already closed) there is nothing to reset;
+  // resetAndDestroy would destroy it with an ERR_SOCKET_CLOSED error instead.
+  if (!(socket as unknown as { _handle?: unknown })._handle) return void socket.destroy();
+  socket.resetAndDestroy();
 }

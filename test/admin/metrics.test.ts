@@ -136,7 +136,7 @@ function snapshot(): WhiteSnapshot {
     configPath: '/etc/relay/white.yaml',
     startedAt: 1_700_000_000_500,
     grays: [
-      gray('alpha', { connected: true, connectedSince: 1, remoteAddress: '10.0.0.7:5000', poolIdle: 7, poolTarget: 8, activeClients: 3, pendingClients: 1, clientsTotal: 1234, bytesFromClients: 9_007_199_254_740_000, bytesToClients: 42 }),
+      gray('alpha', { connected: true, connectedSince: 1, remoteAddress: '10.0.0.7:5000', poolIdle: 7, poolTarget: 8, activeClients: 3, pendingClients: 1, clientsTotal: 1234, idleTimeouts: 6, bytesFromClients: 9_007_199_254_740_000, bytesToClients: 42 }),
       gray('beta'),
       gray(WEIRD, { connected: true, poolIdle: 1, poolTarget: 2, clientsTotal: 5 }),
     ],
@@ -177,6 +177,7 @@ test('renders every documented metric, parseable strictly, with the snapshot val
     relay_clients_total: 'counter',
     relay_bytes_from_clients_total: 'counter',
     relay_bytes_to_clients_total: 'counter',
+    relay_client_idle_timeouts_total: 'counter',
     relay_data_rejections_total: 'counter',
     relay_control_rejections_total: 'counter',
     relay_auth_failures_total: 'counter',
@@ -202,6 +203,7 @@ test('renders every documented metric, parseable strictly, with the snapshot val
     ['relay_clients_total', 'clientsTotal'],
     ['relay_bytes_from_clients_total', 'bytesFromClients'],
     ['relay_bytes_to_clients_total', 'bytesToClients'],
+    ['relay_client_idle_timeouts_total', 'idleTimeouts'],
   ];
   for (const g of snapshot().grays) {
     assert.equal(value(fams, 'relay_gray_connected', { gray: g.id }), g.connected ? 1 : 0);

@@ -32,7 +32,7 @@ function state(overrides: Partial<AdminState> = {}): AdminState {
         poolTarget: 8,
         activeClients: 2,
         pendingClients: 1,
-        clientsTotal: 40,
+        idleTimeouts: 0, clientsTotal: 40,
         bytesFromClients: 1536,
         bytesToClients: 3 * 1024 * 1024,
         lastError: null,

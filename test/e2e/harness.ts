@@ -157,7 +157,7 @@ export interface Deployment {
 /** Writes a white.yaml with one gray and the matching gray.yaml. */
 export async function writeDeployment(
   dir: string,
-  opts: { targetPort: number; id?: string; graySecret?: string; grayId?: string; whiteHost?: string; dataHost?: string; pool?: number; whiteExtra?: string; grayExtra?: string },
+  opts: { targetPort: number; bind?: string; id?: string; graySecret?: string; grayId?: string; whiteHost?: string; dataHost?: string; pool?: number; whiteExtra?: string; grayExtra?: string },
 ): Promise<Deployment> {
   const secret = randomBytes(32).toString('base64url');
   const [controlPort, publicPort, dataPort] = [await freePort(), await freePort(), await freePort()];
@@ -168,7 +168,7 @@ export async function writeDeployment(
     whitePath,
     [
       `control: { listen: "127.0.0.1:${controlPort}" }`,
-      `bind: "127.0.0.1"`,
+      `bind: "${opts.bind ?? '127.0.0.1'}"`,
       `admin: { socket: null }`,
       opts.whiteExtra ?? '',
       `grays:`,

@@ -11,6 +11,7 @@ import type { Heads, Pair, OnPairEnd, PairEnd } from '../../src/engine/substrate
 import { join as jsJoin } from '../../src/engine/substrate/js-plane.js';
 import { EngineListener, type EngineConn } from '../../src/engine/substrate/listener.js';
 import { noEngine, testEngine } from '../helpers/data-plane.js';
+import { ending } from '../helpers/tunnel.js';
 
 /** The relay in the middle: `client` talks to side a, `service` to side b, and join makes them
  *  a pair. */
@@ -250,6 +251,55 @@ describe('data plane', () => {
         const result = await done.result;
         assert.ok(result.error, 'a reset must surface as an error');
         await clientGone;
+      });
+
+      it('a service that resets mid-download makes the client see a reset, not a clean end', async () => {
+        const r = await plane.rig();
+        const done = closedResult();
+        r.join({}, done.onClosed);
+        r.service.on('error', () => {});
+        const atClient = ending(r.client);
+        r.service.write(randomBytes(1024 * 1024));
+        await received(r.client, 64 * 1024); // part of the download is through
+        r.service.resetAndDestroy();
+        assert.equal(await atClient, 'reset');
+        assert.ok((await done.result).error, 'the reset is the pair\'s error');
+      });
+
+      it('a client that resets mid-upload makes the service see a reset, not a clean end', async () => {
+        const r = await plane.rig();
+        const done = closedResult();
+        r.join({}, done.onClosed);
+        r.client.on('error', () => {});
+        const atService = ending(r.service);
+        r.client.write(randomBytes(1024 * 1024));
+        await received(r.service, 64 * 1024);
+        r.client.resetAndDestroy();
+        assert.equal(await atService, 'reset');
+        assert.ok((await done.result).error);
+      });
+
+      it('destroy() (a drain deadline, a removed gray) resets both ends', async () => {
+        const r = await plane.rig();
+        const done = closedResult();
+        const pair = r.join({}, done.onClosed);
+        r.client.write('ping');
+        await received(r.service, 4);
+        const ends = Promise.all([ending(r.client), ending(r.service)]);
+        pair.destroy();
+        assert.deepEqual(await ends, ['reset', 'reset']);
+        assert.equal((await done.result).error, null, 'destroy() is not an error of the pair');
+      });
+
+      it('passes a FIN on as a FIN after a one-way download', async () => {
+        const r = await plane.rig();
+        const done = closedResult();
+        r.join({}, done.onClosed);
+        const atClient = ending(r.client);
+        r.service.end(randomBytes(1024 * 1024));
+        assert.equal(await atClient, 'end');
+        r.client.end();
+        assert.equal((await done.result).error, null);
       });
 
       it('destroy() closes both sides and reports once, without an error', async () => {

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { DialedConn, type Endpoint } from '../../src/engine/substrate/dialed-conn.js';
 import type { PairEnd } from '../../src/engine/substrate/pair.js';
 import { noEngine, testEngine } from '../helpers/data-plane.js';
-import { startService } from '../helpers/tunnel.js';
+import { ending, startService } from '../helpers/tunnel.js';
 
 const PREFIX = 40;
 
@@ -66,6 +66,13 @@ function readAll(socket: Socket): Promise<Buffer> {
   socket.on('data', (c: Buffer) => chunks.push(c));
   socket.resume();
   return new Promise((resolve) => socket.once('end', () => resolve(Buffer.concat(chunks))));
+}
+
+/** Collects what arrives; the returned function gives it so far. */
+function received(socket: Socket): () => Buffer {
+  const chunks: Buffer[] = [];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  return () => Buffer.concat(chunks);
 }
 
 /** A port nobody listens on (bound, then released). */
@@ -179,23 +186,24 @@ describe('engine dialing', { skip: noEngine() }, () => {
     service.server.close();
   });
 
-  it('a forwarded connection takes no head, and destroying it ends its pair at the white and the service', async () => {
+  it('a forwarded connection takes no head, and destroying it resets its pair at the white and the service', async () => {
     const serviceSide: Socket[] = [];
-    let serviceClosed!: () => void;
-    const serviceGone = new Promise<void>((resolve) => (serviceClosed = resolve));
+    let serviceEnded!: (how: Promise<string>) => void;
+    const serviceGone = new Promise<Promise<string>>((resolve) => (serviceEnded = resolve));
     const service = await startService((s) => {
       serviceSide.push(s);
-      s.on('end', serviceClosed);
-      s.resume();
+      serviceEnded(ending(s));
     });
     const { to, d, socket } = await forwardingDial(service.port);
     socket.write(startHeader());
     await d.prefix;
     assert.throws(() => d.conn.forward(to, Buffer.from('PROXY '), () => assert.fail('not joined')), /no head can go to the service/);
-    const whiteSaw = readAll(socket);
+    const whiteSaw = received(socket);
+    const atWhite = ending(socket);
     d.conn.destroy();
-    assert.equal((await whiteSaw).length, 0);
-    await serviceGone;
+    assert.equal(await atWhite, 'reset', 'destroy() is an abort');
+    assert.equal(whiteSaw().length, 0);
+    assert.equal(await (await serviceGone), 'reset');
     assert.equal(serviceSide.length, 1, 'the service had the one forwarded connection');
     service.server.close();
   });
@@ -209,9 +217,9 @@ describe('engine dialing', { skip: noEngine() }, () => {
     await d.connected;
     // Idle: the white has not written the start header, so there is nothing to forward yet.
     assert.throws(() => d.conn.forward({ ip: '127.0.0.1', port: whitePort, keepAliveSec: 0 }, undefined, () => assert.fail('no pair')), /is idle, not held/);
-    const gone = readAll(socket);
+    const gone = ending(socket);
     d.conn.destroy();
-    await gone;
+    assert.equal(await gone, 'reset');
   });
 
   it('a dial nobody answers is reported as failed with its errno, and the engine holds nothing', async () => {
@@ -233,23 +241,27 @@ describe('engine dialing', { skip: noEngine() }, () => {
     const second = dial(whitePort, randomBytes(60));
     const secondAtWhite = await nextAccepted();
     await second.connected;
-    const gone = readAll(secondAtWhite);
+    const got = received(secondAtWhite);
+    const gone = ending(secondAtWhite);
     second.conn.destroy();
-    assert.equal((await gone).length, 60, 'only the preamble was sent before the close');
+    assert.equal(await gone, 'reset');
+    assert.equal(got().length, 60, 'only the preamble was sent before the close');
   });
 
-  it('a service that refuses ends the pair with its errno, flagged as never reached, and closes the data connection', async () => {
+  it('a service that refuses ends the pair with its errno, flagged as never reached, and resets the data connection', async () => {
     const d = dial(whitePort, randomBytes(60));
     const socket = await nextAccepted();
     await readExactly(socket, 60);
     socket.write(randomBytes(PREFIX));
     await d.prefix;
-    const endedAtWhite = readAll(socket);
+    const whiteGot = received(socket);
+    const endedAtWhite = ending(socket);
     const to: Endpoint = { ip: '127.0.0.1', port: await closedPort(), keepAliveSec: 0 };
     const [result, reachedService] = await new Promise<[PairEnd, boolean]>((resolve) => d.conn.forward(to, undefined, (r, reached) => resolve([r, reached])));
     assert.equal(reachedService, false);
     assert.equal((result.error as NodeJS.ErrnoException | null)?.code, 'ECONNREFUSED');
-    assert.equal((await endedAtWhite).length, 0);
+    assert.equal(await endedAtWhite, 'reset', 'the white must hear a refusal, not an empty answer');
+    assert.equal(whiteGot().length, 0);
   });
 
   // The service's accept queue is full, so its SYN is dropped and the connect stays in SYN-SENT

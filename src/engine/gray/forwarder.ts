@@ -10,6 +10,7 @@ import type { Logger } from '../../log.js';
 import { tuneDataSocket } from '../substrate/data-plane.js';
 import { join } from '../substrate/js-plane.js';
 import type { Pair, PairEnd } from '../substrate/pair.js';
+import { resetSocket } from '../net-util.js';
 import { proxyHeaderFor } from '../protocol/proxy-protocol.js';
 import type { ClientAddressInfo } from '../protocol/start-header.js';
 import type { RateLimitedLog } from '../../rate-limited-log.js';
@@ -38,8 +39,8 @@ export function forwardToTarget(
     destroy: () => {
       if (joined) return joined.destroy();
       // Still connecting to the service: a destroyed socket emits neither 'connect' nor
-      // 'error', so this is the forward's end.
-      data.destroy();
+      // 'error', so this is the forward's end. The white resets its client in turn.
+      resetSocket(data);
       target.destroy();
       finish(null);
     },
@@ -49,9 +50,10 @@ export function forwardToTarget(
   const target = net.connect({ host: config.target.host, port: config.target.port, allowHalfOpen: true });
   const clientAddress = formatHostPort({ host: client.srcAddress, port: client.srcPort });
   const onConnectError = (err: Error): void => {
-    // The service refused or is gone: close the client at once rather than leave it hanging.
+    // The service refused or is gone: reset the data connection at once (the white resets its
+    // client in turn), so the client hears a refusal, not an empty answer.
     warnTargetFailed(warnings, config.target, client, err);
-    data.destroy();
+    resetSocket(data);
     target.destroy();
     finish(null);
   };
@@ -60,7 +62,7 @@ export function forwardToTarget(
     target.off('error', onConnectError);
     if (data.destroyed) {
       // The client (or the white) went away while the service was answering.
-      target.destroy();
+      resetSocket(target);
       return finish(null);
     }
     tuneDataSocket(target, config.limits.keepAliveDelayMs);

@@ -2,6 +2,7 @@
 import net from 'node:net';
 import { tuneDataSocket } from '../substrate/data-plane.js';
 import type { PairEnd } from '../substrate/pair.js';
+import { resetSocket } from '../net-util.js';
 import { START_HEADER_BYTES, type ClientAddressInfo } from '../protocol/start-header.js';
 import { forwardToTarget } from './forwarder.js';
 import type { Forward, LinkContext, LinkEvents, OpenLink, PoolLink } from './pool-link.js';
@@ -60,7 +61,9 @@ class SocketLink implements PoolLink {
     return forwardToTarget(this.socket, client, this.rest, config, logger, warnings, onClosed);
   }
 
+  /** Reset, not FIN: once activated, the white's client must hear an abort (an invalid start
+   *  header), and an idle one is gone for the white either way. */
   destroy(): void {
-    this.socket.destroy();
+    resetSocket(this.socket);
   }
 }

@@ -26,7 +26,8 @@ export interface HeldConn {
    *  is closed by then. Replaces an earlier watch. */
   watch(mode: WatchMode, onGone: (reason: GoneReason) => void): void;
   unwatch(): void;
-  /** Closes it; never calls a watch. */
+  /** Closes it with a reset (a refused client must not take a FIN for an empty answer); never
+   *  calls a watch. */
   destroy(): void;
   /** Joins this connection (side a) with another of the same kind (side b). */
   joinWith(other: HeldConn, heads: Heads, onClosed: OnPairEnd): Pair;

@@ -1,6 +1,7 @@
 // A held connection on a Node socket: what the JS plane's listeners (node-intake.ts) give the
 // pool broker.
 import type { Socket } from 'node:net';
+import { resetSocket } from '../net-util.js';
 import type { GoneReason, HeldConn, WatchMode } from './held-conn.js';
 import { join } from './js-plane.js';
 import type { Heads, Pair, OnPairEnd } from './pair.js';
@@ -72,7 +73,7 @@ export class SocketConn implements HeldConn {
 
   destroy(): void {
     this.unwatch();
-    this.socket.destroy();
+    resetSocket(this.socket);
   }
 
   joinWith(other: HeldConn, heads: Heads, onClosed: OnPairEnd): Pair {

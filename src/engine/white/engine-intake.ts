@@ -54,7 +54,7 @@ export class EngineIntake implements PortIntake, Lender {
     try {
       this.public = new EngineListener(
         this.engine,
-        { host: s.bind, port: s.publicPort, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: 0, watch: 'reset' },
+        { host: s.bind, port: s.publicPort, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: s.clientKeepAliveMs > 0 ? Math.max(1, Math.round(s.clientKeepAliveMs / 1000)) : 0, watch: 'reset' },
         {
           onConnection: (conn) => endpoint.broker.onClient(conn),
           onJoinedLent: (client, data, take) => endpoint.broker.onJoinedLent(client, data, take),

@@ -34,6 +34,8 @@ export interface EndpointContext {
   readonly bind: string;
   /** Read at each use: a reload may switch it (the white passes a getter). */
   readonly dataSourceCheck: boolean;
+  /** TCP keepalive delay on public-port client sockets; 0: none. */
+  readonly clientKeepAliveMs?: number;
   /** The white's live limits: one object that a reload updates in place, read at each use. */
   readonly limits: Readonly<Limits>;
   readonly logger: Logger;
@@ -58,7 +60,13 @@ export class GrayEndpoint {
     private current: GrayEntry,
     private readonly ctx: EndpointContext,
   ) {
-    this.broker = new PoolBroker(current.id, this.stats, ctx.limits, ctx.logger, ctx.events, (c, code, d) => this.refuse(c, c.remoteAddress, code, d), ctx.clientGate, ctx.clientGateDeciding);
+    this.broker = new PoolBroker(current.id, this.stats, ctx.limits, ctx.logger, ctx.events, (c, code, d) => this.refuse(c, c.remoteAddress, code, d), ctx.clientGate, ctx.clientGateDeciding, {
+      timeoutMs: () => this.current.idleTimeoutMs ?? null,
+      onTimeout: (client, idleMs) => {
+        this.stats.idleTimeouts += 1;
+        ctx.warnings.warn(`${current.id}:${ErrorCodes.CLIENT_IDLE_TIMEOUT}`, { gray: current.id, code: ErrorCodes.CLIENT_IDLE_TIMEOUT, client, idleMs }, 'client idle, reset');
+      },
+    });
     // Settings are read at each use, so a reload's new values reach the running intake.
     const settings: IntakeSettings = {
       grayId: current.id,
@@ -68,6 +76,7 @@ export class GrayEndpoint {
       get dataSourceCheck() {
         return ctx.dataSourceCheck;
       },
+      clientKeepAliveMs: ctx.clientKeepAliveMs ?? ctx.limits.clientKeepAliveDelayMs,
       get preambleTimeoutMs() {
         return ctx.limits.preambleTimeoutMs;
       },
@@ -92,9 +101,10 @@ export class GrayEndpoint {
     return this.current;
   }
 
-  /** Same id and ports, new secret: the listeners and clients stay. */
+  /** Same id and ports, new secret or idle timeout: the listeners and clients stay. */
   replaceEntry(entry: GrayEntry): void {
     this.current = entry;
+    this.broker.settingsChanged();
   }
 
   /** Whether both ports are listening (see bind). */

@@ -51,6 +51,8 @@ export class NodeIntake implements PortIntake {
   private onClient(socket: Socket): void {
     socket.on('error', () => socket.destroy());
     socket.setNoDelay(true);
+    // libuv probes once a second, ten times, after the delay: the engine's listener does the same.
+    if (this.s.clientKeepAliveMs > 0) socket.setKeepAlive(true, this.s.clientKeepAliveMs);
     this.endpoint.broker.onClient(new SocketConn(socket, false));
   }
 
@@ -59,16 +61,21 @@ export class NodeIntake implements PortIntake {
     const endpoint = this.endpoint;
     socket.on('error', () => socket.destroy());
     const refuse = (code: ErrorCode, detail: string): void => endpoint.refuse(new SocketConn(socket, true), socket.remoteAddress, code, detail);
+    // Refused before a byte is read: closed, as the engine's intake does (it has nothing to abort).
+    const refuseAtAccept = (code: ErrorCode, detail: string): void => {
+      socket.destroy();
+      endpoint.refuse(null, socket.remoteAddress, code, detail);
+    };
     if (o.dataSourceCheck) {
       const session = endpoint.broker.currentSession;
-      if (!session) return refuse(ErrorCodes.PREAMBLE_UNKNOWN_SESSION, `gray ${o.grayId} has no current session`);
+      if (!session) return refuseAtAccept(ErrorCodes.PREAMBLE_UNKNOWN_SESSION, `gray ${o.grayId} has no current session`);
       const source = normalizeIp(socket.remoteAddress);
       if (source !== session.remoteIp) {
-        return refuse(ErrorCodes.PREAMBLE_WRONG_SOURCE, `data connection from ${source}, control connection from ${session.remoteIp}`);
+        return refuseAtAccept(ErrorCodes.PREAMBLE_WRONG_SOURCE, `data connection from ${source}, control connection from ${session.remoteIp}`);
       }
     }
     if (this.unverified >= o.unverifiedLimit) {
-      return refuse(ErrorCodes.TOO_MANY_UNAUTHENTICATED, `${this.unverified} unverified data connections, limit ${o.unverifiedLimit}`);
+      return refuseAtAccept(ErrorCodes.TOO_MANY_UNAUTHENTICATED, `${this.unverified} unverified data connections, limit ${o.unverifiedLimit}`);
     }
     this.unverified += 1;
     const reader = new PreambleReader();

@@ -44,6 +44,7 @@ export interface ActivePair {
   readonly preambleBytes: number;
   /** Resolves once the pair has closed and left `active`. */
   readonly closed: Promise<void>;
+  readonly clientAddress: string;
 }
 
 /**
@@ -51,6 +52,23 @@ export interface ActivePair {
  * when there is nothing to decide, so a connection pays for an async hop only when a hook is on.
  */
 export type Gate = (grayId: string, remoteAddress: string, connectionId?: string) => Promise<{ allow: boolean; reason: string }> | null;
+
+/** The gray's optional idle timeout: read at each check, so a reload applies to running pairs. */
+export interface IdleTimeout {
+  timeoutMs(): number | null;
+  /** A pair was reset for it (client address, how long it had been idle). */
+  onTimeout(client: string, idleMs: number): void;
+}
+
+/** How often pairs are checked for idleness: a quarter of the timeout, within bounds that keep
+ *  the check cheap for long timeouts. A byte is seen at the check after it, so a pair ends after
+ *  at least the timeout of silence and at most the timeout plus two checks. */
+const idleCheckMs = (timeoutMs: number): number => Math.min(5_000, Math.max(25, Math.floor(timeoutMs / 4)));
+
+interface Activity {
+  bytes: number;
+  since: number;
+}
 
 export class PoolBroker {
   private session: GraySession | null = null;
@@ -64,6 +82,10 @@ export class PoolBroker {
   private readonly askingEngine = new Map<HeldConn, string>();
   private closed = false;
   private expiryTimer: NodeJS.Timeout | null = null;
+  /** Active pairs' last seen byte total and since when (for the idle timeout). */
+  private readonly activity = new Map<ActivePair, Activity>();
+  private idleTimer: NodeJS.Timeout | null = null;
+  private readonly endedIdle = new Set<ActivePair>();
 
   constructor(
     readonly grayId: string,
@@ -74,6 +96,7 @@ export class PoolBroker {
     private readonly reject: (conn: HeldConn, code: ErrorCode, detail: string) => void,
     private readonly clientGate: Gate | null = null,
     private readonly clientGateDeciding: () => boolean = () => clientGate !== null,
+    private readonly idleTimeout: IdleTimeout | null = null,
   ) {}
 
   get currentSession(): GraySession | null {
@@ -332,11 +355,13 @@ export class PoolBroker {
     const closed = new Promise<void>((resolve) => (markClosed = resolve));
     const joined = join((result) => {
       this.active.delete(pair);
+      this.activity.delete(pair);
+      const idled = this.endedIdle.delete(pair);
       this.stats.activeClients = this.active.size;
       const toClient = result.bytesFromB - preambleBytes;
       this.stats.bytesFromClients += result.bytesFromA;
       this.stats.bytesToClients += toClient;
-      const reason = result.error ? result.error.message : 'closed';
+      const reason = idled ? 'idle timeout' : result.error ? result.error.message : 'closed';
       this.events.emit('client.disconnected', {
         grayId: this.grayId,
         connectionId: id,
@@ -350,9 +375,48 @@ export class PoolBroker {
       this.lendSpare();
       markClosed();
     });
-    const pair: ActivePair = { id, joined, preambleBytes, closed };
+    const pair: ActivePair = { id, joined, preambleBytes, closed, clientAddress };
     this.active.add(pair);
     this.stats.activeClients = this.active.size;
+    if (this.idleTimeout) {
+      this.activity.set(pair, { bytes: preambleBytes, since: startedAt });
+      this.checkIdleLater();
+    }
+  }
+
+  /** The gray's entry was replaced (a reload): its idle timeout may have been switched on. */
+  settingsChanged(): void {
+    this.checkIdleLater();
+  }
+
+  private checkIdleLater(): void {
+    const timeoutMs = this.idleTimeout?.timeoutMs();
+    if (this.idleTimer || !timeoutMs || this.activity.size === 0) return;
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = null;
+      this.checkIdle();
+    }, idleCheckMs(timeoutMs));
+    this.idleTimer.unref();
+  }
+
+  /** Resets pairs with no byte either way for the idle timeout (live counts of both planes). */
+  private checkIdle(): void {
+    const timeoutMs = this.idleTimeout?.timeoutMs();
+    if (!timeoutMs) return;
+    const now = Date.now();
+    for (const [pair, seen] of this.activity) {
+      const bytes = pair.joined.bytesFromA() + pair.joined.bytesFromB();
+      if (bytes !== seen.bytes) {
+        seen.bytes = bytes;
+        seen.since = now;
+      } else if (now - seen.since >= timeoutMs) {
+        this.activity.delete(pair);
+        this.endedIdle.add(pair);
+        this.idleTimeout!.onTimeout(pair.clientAddress, now - seen.since);
+        pair.joined.destroy();
+      }
+    }
+    this.checkIdleLater();
   }
 
   /**
@@ -401,6 +465,7 @@ export class PoolBroker {
   close(closeActive: boolean): void {
     this.closed = true;
     this.clearExpiryTimer();
+    if (closeActive) this.clearIdleTimer();
     this.dropAllIdle();
     for (const w of this.waiting.splice(0)) {
       clearTimeout(w.timer);
@@ -411,6 +476,11 @@ export class PoolBroker {
     this.stats.poolIdle = 0;
     this.stats.pendingClients = 0;
     if (closeActive) this.destroyActive();
+  }
+
+  private clearIdleTimer(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
   }
 
   private clearExpiryTimer(): void {

@@ -15,6 +15,8 @@ export interface IntakeSettings {
   readonly publicPort: number;
   readonly dataPort: number;
   readonly dataSourceCheck: boolean;
+  /** TCP keepalive delay on public-port client sockets; 0: none. */
+  readonly clientKeepAliveMs: number;
   readonly preambleTimeoutMs: number;
   readonly keepAliveDelayMs: number;
   readonly unverifiedLimit: number;

@@ -198,7 +198,8 @@ export class WhiteServer {
       const portsChanged = old.publicPort !== entry.publicPort || old.dataPort !== entry.dataPort;
       const bindChanged = next.bind !== this.runningBind;
       const secretChanged = !old.secret.equals(entry.secret);
-      if (!portsChanged && !bindChanged && !secretChanged) continue;
+      const settingsChanged = (old.idleTimeoutMs ?? null) !== (entry.idleTimeoutMs ?? null);
+      if (!portsChanged && !bindChanged && !secretChanged && !settingsChanged) continue;
       result.changed.push(id);
       if (portsChanged || bindChanged) {
         // Moving a gray: its existing clients keep their sockets; its session must reconnect to
@@ -207,8 +208,9 @@ export class WhiteServer {
         await this.addEndpoint(entry);
       } else {
         // Logins are checked against the live config, so the new secret is already in force;
-        // the session proven with the old one must go. Ports and clients stay.
-        this.endSession(id, new RelayError(ErrorCodes.GRAY_REMOVED, `secret of gray ${id} changed`));
+        // the session proven with the old one must go. Ports and clients stay. (An idle timeout
+        // is read from the entry at each check, so replacing the entry applies it.)
+        if (secretChanged) this.endSession(id, new RelayError(ErrorCodes.GRAY_REMOVED, `secret of gray ${id} changed`));
         this.endpoints.get(id)?.replaceEntry(entry);
       }
     }
@@ -304,6 +306,7 @@ export class WhiteServer {
       get dataSourceCheck() {
         return live().dataSourceCheck;
       },
+      clientKeepAliveMs: this.config.clientKeepAlive ? this.config.limits.clientKeepAliveDelayMs : 0,
       limits: this.limits,
       logger: this.deps.logger,
       events: this.events,
