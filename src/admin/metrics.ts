@@ -67,9 +67,13 @@ export function renderMetrics(snapshot: WhiteSnapshot): string {
   const total = f('relay_clients_total', 'counter', 'Client connections accepted on the gray\'s public port.');
   const bytesFrom = f('relay_bytes_from_clients_total', 'counter', 'Bytes received from clients and forwarded to the gray.');
   const bytesTo = f('relay_bytes_to_clients_total', 'counter', 'Bytes received from the gray and sent to clients.');
+  const portsBound = f('relay_gray_ports_bound', 'gauge', '1 if both of the gray\'s ports are listening, 0 while the white retries binding them.');
+  const bindFailures = f('relay_gray_bind_failures_total', 'counter', 'Failed attempts to bind the gray\'s public_port and data_port.');
   const idleTimeouts = f('relay_client_idle_timeouts_total', 'counter', 'Client connections reset after idle_timeout_ms with no byte either way.');
   for (const g of snapshot.grays) {
     const l = { gray: g.id };
+    portsBound.add(g.portsBound ? 1 : 0, l);
+    bindFailures.add(g.bindFailures, l);
     grayConnected.add(g.connected ? 1 : 0, l);
     poolIdle.add(g.poolIdle, l);
     poolTarget.add(g.poolTarget, l);
@@ -89,6 +93,9 @@ export function renderMetrics(snapshot: WhiteSnapshot): string {
   const reloads = f('relay_reloads_total', 'counter', 'Configuration reloads, by result.')
     .add(c.reloads.ok, { result: 'ok' })
     .add(c.reloads.rejected, { result: 'rejected' });
+  const notApplied = f('relay_config_not_applied', 'gauge', 'Settings or grays of the last applied reload that are not in force (need a restart, or ports not bound yet).').add(
+    c.lastReload?.notApplied?.length ?? 0,
+  );
 
   const hookDeliveries = f('relay_hook_deliveries_total', 'counter', 'Webhook events settled, by result (delivered, or failed after all attempts).');
   const hookQueue = f('relay_hook_queue', 'gauge', 'Webhook events accepted and not yet settled, including the one in flight.');
@@ -111,11 +118,14 @@ export function renderMetrics(snapshot: WhiteSnapshot): string {
     total,
     bytesFrom,
     bytesTo,
+    portsBound,
+    bindFailures,
     idleTimeouts,
     dataRej,
     ctlRej,
     authFail,
     reloads,
+    notApplied,
     hookDeliveries,
     hookQueue,
     hookDropped,

@@ -42,6 +42,8 @@ export interface ReloadOutcome {
   /** Epoch ms when the reload finished. */
   readonly at: number;
   readonly error: string | null;
+  /** Applied, but not all of it: what the white does not run as the file says, "key: why". */
+  readonly notApplied?: readonly string[];
 }
 
 export interface AdminHandlers {

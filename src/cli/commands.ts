@@ -14,6 +14,7 @@ import { secretExposureWarning } from '../config/exposure.js';
 import { addGray, deleteGray, renderGrayConfig, type AddedGray, type RemovedGray } from '../config/edit.js';
 import { issuesError, labelFor } from '../config/issues.js';
 import { readConfigText } from '../config/load.js';
+import { ephemeralOverlap, ephemeralPortRange, parsePortRange } from '../config/ports.js';
 import { whiteSchema } from '../config/schema.js';
 import { parseYaml } from '../config/yaml.js';
 import { ErrorCodes, RelayError } from '../errors.js';
@@ -88,7 +89,7 @@ export interface AddOutcome {
   readonly entry: AddedGray;
   /** The complete gray.yaml for the new gray (contains its secret). */
   readonly grayYaml: string;
-  /** One line for a person. */
+  /** One line for a person: what was written where (whoever runs add says how it is applied). */
   readonly summary: string;
   /** Things the person should check (a guessed white address). */
   readonly warnings: readonly string[];
@@ -107,6 +108,10 @@ export async function addCommand(configPath: string, args: AddArgs): Promise<Add
   // The new entry's secret is inline: the white's file is now as private as its mode.
   const exposed = await secretExposureWarning(configPath, [`the secret of "${entry.id}"`]);
   if (exposed !== null) warnings.push(exposed);
+  const range = field(await readRawConfig(configPath), 'ports', 'range');
+  const parsedRange = typeof range === 'string' ? parsePortRange(range) : null;
+  const overlap = parsedRange?.ok ? ephemeralOverlap(parsedRange.value, await ephemeralPortRange()) : null;
+  if (overlap) warnings.push(overlap);
   let white = args.white;
   if (white === undefined) {
     const guess = await guessWhiteAddress(configPath);
@@ -114,7 +119,7 @@ export async function addCommand(configPath: string, args: AddArgs): Promise<Add
     if (guess.warning) warnings.push(guess.warning);
   }
   const grayYaml = renderGrayConfig({ white, id: entry.id, secret: entry.secret, ...(args.target === undefined ? {} : { target: args.target }) });
-  const summary = `added gray "${entry.id}" to ${configPath}: public port ${entry.publicPort}, data port ${entry.dataPort}; the running white applies it on its next reload`;
+  const summary = `added gray "${entry.id}" to ${configPath}: public port ${entry.publicPort}, data port ${entry.dataPort}`;
   return { entry, grayYaml, summary, warnings };
 }
 
@@ -217,12 +222,12 @@ export function renderShow(state: AdminState, now = Date.now()): string {
       .map((g) => [
         g.id,
         `${g.publicPort}/${g.dataPort}`,
-        g.connected ? `connected since ${when(g.connectedSince, now)}` : 'offline',
+        g.portsBound === false ? 'ports not bound, retrying' : g.connected ? `connected since ${when(g.connectedSince, now)}` : 'offline',
         g.remoteAddress ?? '-',
         `${g.poolIdle}/${g.poolTarget}`,
         `${g.activeClients} active, ${g.pendingClients} pending`,
         `${formatBytes(g.bytesFromClients)} / ${formatBytes(g.bytesToClients)}`,
-        g.lastError === null ? '-' : oneLine(g.lastError),
+        g.listenError ? oneLine(g.listenError) : g.lastError === null ? '-' : oneLine(g.lastError),
       ]);
     out.push(...table(['GRAY', 'PUBLIC/DATA', 'STATUS', 'REMOTE', 'POOL IDLE/TARGET', 'CLIENTS', 'IN / OUT', 'LAST ERROR'], rows));
   }
@@ -232,10 +237,13 @@ export function renderShow(state: AdminState, now = Date.now()): string {
   if (c.lastReload === null) {
     facts.push(['last reload', 'none since start']);
   } else {
-    facts.push(['last reload', `${when(c.lastReload.at, now)}: ${c.lastReload.ok ? 'applied' : 'FAILED, the previous config stays'}`]);
+    const notApplied = c.lastReload.notApplied ?? [];
+    const outcome = !c.lastReload.ok ? 'FAILED, the previous config stays' : notApplied.length > 0 ? 'applied, except:' : 'applied';
+    facts.push(['last reload', `${when(c.lastReload.at, now)}: ${outcome}`]);
     if (!c.lastReload.ok && c.lastReload.error) {
       for (const line of c.lastReload.error.split('\n')) facts.push(['', `  ${line}`]);
     }
+    if (c.lastReload.ok) for (const line of notApplied) facts.push(['', `  ${oneLine(line)}`]);
   }
   facts.push(['reloads', `${c.reloads.ok} applied, ${c.reloads.rejected} rejected`]);
   if (state.hooks.length === 0) facts.push(['hooks', 'none']);

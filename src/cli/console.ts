@@ -95,7 +95,8 @@ async function runLine(line: string, options: ConsoleOptions, write: (text: stri
     }
     case '/add': {
       const outcome = await addCommand(options.configPath, addArgsFrom(parseCommandArgs(args, ADD_OPTIONS), '/add'));
-      write(outcome.summary);
+      // The white running this console sees the save through its watcher, like any other.
+      write(`${outcome.summary}; this white applies it on its reload`);
       for (const w of outcome.warnings) write(`warning: ${w}`);
       write(`----- gray.yaml for "${outcome.entry.id}" (keep it private: it holds the secret) -----`);
       write(outcome.grayYaml);

@@ -53,6 +53,13 @@ async function main(argv: string[]): Promise<number | null> {
       for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
       if (result.ok) {
         process.stdout.write(`${config}: valid ${result.kind} config\n`);
+        if (result.kind === 'white') {
+          const { loadWhiteConfig } = await import('../config/load.js');
+          const { ephemeralOverlap, ephemeralPortRange } = await import('../config/ports.js');
+          const { portsRange } = await loadWhiteConfig(requireConfig(config, command));
+          const overlap = portsRange ? ephemeralOverlap(portsRange, await ephemeralPortRange()) : null;
+          if (overlap) process.stderr.write(`${config}: warning: ${overlap}\n`);
+        }
         return 0;
       }
       process.stderr.write(`${result.errors.join('\n')}\n`);

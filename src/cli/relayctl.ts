@@ -70,7 +70,10 @@ async function main(argv: string[]): Promise<number> {
       }
       if (outFile === null) process.stdout.write(outcome.grayYaml);
       else await outFile.write(outcome.grayYaml);
-      process.stderr.write(`${outcome.summary}\n`);
+      // Said only once the running white has the gray, so a gray started right after this
+      // command is known when it logs in.
+      const applied = await askWhiteToApply(config, outcome.entry.id);
+      process.stderr.write(`${outcome.summary}; ${applied}\n`);
       if (outFile !== null) process.stderr.write(`wrote the gray's config to ${outFile.path} (mode 0600: it holds the secret)\n`);
       for (const w of outcome.warnings) process.stderr.write(`warning: ${w}\n`);
       return 0;
@@ -97,9 +100,13 @@ async function main(argv: string[]): Promise<number> {
           return 0;
         }
         const outcome = await client.reload();
-        if (outcome.ok) {
+        if (outcome.ok && (outcome.notApplied ?? []).length === 0) {
           process.stderr.write('reloaded: the white runs the file as it is now\n');
           return 0;
+        }
+        if (outcome.ok) {
+          process.stderr.write(`reloaded, but not all of it is in force:\n${(outcome.notApplied ?? []).map((l) => `  ${l}\n`).join('')}`);
+          return 1;
         }
         process.stderr.write(`reload rejected; the running config stays:\n${outcome.error ?? ''}\n`);
         return 2;
@@ -109,6 +116,32 @@ async function main(argv: string[]): Promise<number> {
     }
   }
   return 2;
+}
+
+/** How long relayctl add waits for the running white to apply the edit. */
+const APPLY_WAIT_MS = 15_000;
+
+/** Asks the running white to reload now (admin API) and says how that went, in a few words. */
+async function askWhiteToApply(config: string, id: string): Promise<string> {
+  let target: AdminTarget;
+  try {
+    target = await adminTargetFor(config);
+  } catch {
+    return 'the white applies it on its next reload (no admin API configured to ask it now)';
+  }
+  const { AdminClient } = await import('../admin/client.js');
+  const client = new AdminClient(target, { timeoutMs: APPLY_WAIT_MS, reloadTimeoutMs: APPLY_WAIT_MS });
+  try {
+    const outcome = await client.reload();
+    if (!outcome.ok) return `the running white did not apply the file: ${outcome.error ?? 'no reason given'}`;
+    const mine = (outcome.notApplied ?? []).filter((line) => line.startsWith(`grays[${id}]`));
+    return mine.length > 0 ? `the running white has it, but ${mine.join('; ')}` : 'the running white has applied it';
+  } catch (err) {
+    if (err instanceof RelayError && err.code === ErrorCodes.ADMIN_UNREACHABLE) return 'the white is not running; it applies the file when it starts';
+    return `could not ask the running white to apply it now (${err instanceof Error ? err.message : String(err)}); it applies the save on its next reload`;
+  } finally {
+    await client.close().catch(() => {});
+  }
 }
 
 function secondsOption(flag: string, text: string): number {

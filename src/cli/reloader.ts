@@ -3,6 +3,7 @@
 // to hooks, and the next good save wins. Reloads are serialized: a save that lands during a
 // reload triggers exactly one more.
 import { loadWhiteConfigIsolated as loadWhiteConfig } from '../config/isolated-load.js';
+import { diffWhiteConfigs } from '../config/diff.js';
 import type { WhiteConfig, WhiteOverrides } from '../config/types.js';
 import type { WhiteServer } from '../engine/white/white-server.js';
 import type { WhiteHooks } from '../hooks/white-hooks.js';
@@ -48,25 +49,45 @@ export class Reloader {
     } catch (err) {
       const error = err instanceof Error ? err.message : String(err);
       counters.reloads.rejected += 1;
-      counters.lastReload = { at: Date.now(), ok: false, error };
+      counters.lastReload = { at: Date.now(), ok: false, error, notApplied: [] };
       this.logger.error({ why, path: this.path, code: (err as { code?: string }).code, error }, 'config rejected; the running config stays');
       this.hooks?.emit('config.rejected', { path: this.path, error });
       return;
     }
     try {
+      const previous = this.server.currentConfig;
+      const settings = diffWhiteConfigs(previous, next).globalChanged;
       const result = await this.server.applyConfig(next);
+      // A webhook already delivering keeps the queue and attempt bounds it was made with.
+      const hookLimits = [
+        ['hookQueueLength', 'hook_queue_length'],
+        ['hookMaxAttempts', 'hook_max_attempts'],
+        ['hookResponseMaxBytes', 'hook_response_max_bytes'],
+      ] as const;
+      for (const [key, name] of hookLimits) {
+        if (this.hooks && previous.hooks.length > 0 && previous.limits[key] !== next.limits[key]) {
+          result.notApplied.push(`limits.${name}: webhooks already configured keep the value they started with; restart needed`);
+        }
+      }
+      if (next.log.level !== this.logger.level) {
+        // The environment wins over the file, at start and at reload alike.
+        if (process.env.RELAY_LOG_LEVEL) result.notApplied.push(`log.level: RELAY_LOG_LEVEL=${process.env.RELAY_LOG_LEVEL} is set and overrides the file`);
+        else this.logger.level = next.log.level;
+      }
       counters.reloads.ok += 1;
-      counters.lastReload = { at: Date.now(), ok: true, error: null };
+      counters.lastReload = { at: Date.now(), ok: true, error: null, notApplied: result.notApplied };
       this.hooks?.update(next);
       this.server.gatesChanged();
-      this.logger.info({ why, path: this.path, ...result }, 'config reloaded');
-      this.hooks?.emit('config.reloaded', { path: this.path, ...result });
+      // Never a plain success when part of the file is not in force: each part is named.
+      for (const line of result.notApplied) this.logger.warn({ why, path: this.path, notApplied: line }, 'config setting not applied');
+      this.logger[result.notApplied.length > 0 ? 'warn' : 'info']({ why, path: this.path, settings, ...result }, 'config reloaded');
+      this.hooks?.emit('config.reloaded', { path: this.path, added: result.added, removed: result.removed, changed: result.changed });
     } catch (err) {
-      // Applying can fail half-way (a new port already taken by another program): say so; the
-      // grays that were applied stay applied, the failed one is retried on the next save.
+      // Not expected (a port that cannot be bound is retried, not thrown): say so; what was
+      // applied stays applied, and the next save tries the rest again.
       const error = err instanceof Error ? err.message : String(err);
       counters.reloads.rejected += 1;
-      counters.lastReload = { at: Date.now(), ok: false, error };
+      counters.lastReload = { at: Date.now(), ok: false, error, notApplied: [] };
       this.logger.error({ why, path: this.path, error }, 'config reload failed while applying');
       this.hooks?.emit('config.rejected', { path: this.path, error });
     }

@@ -3,6 +3,7 @@
 // dashboard, and run the console when asked.
 import { AdminServer, type AdminState, type ReloadOutcome } from '../admin/server.js';
 import { loadWhiteConfigIsolated as loadWhiteConfig } from '../config/isolated-load.js';
+import { ephemeralOverlap, ephemeralPortRange } from '../config/ports.js';
 import type { WhiteOverrides } from '../config/types.js';
 import { watchConfigFile } from '../config/watch.js';
 import { Dashboard } from '../dashboard/dashboard.js';
@@ -34,6 +35,10 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
   if (Object.keys(overrides).length > 0) logger.info({ overrides }, 'command-line settings override the file');
   const dataPlane = openDataPlane();
   logDataPlane(logger, dataPlane);
+  if (config.portsRange) {
+    const overlap = ephemeralOverlap(config.portsRange, await ephemeralPortRange());
+    if (overlap) logger.warn({ portsRange: `${config.portsRange.from}-${config.portsRange.to}` }, overlap);
+  }
   const hooks = new WhiteHooks(config, logger);
   const server = new WhiteServer(config, { dataPlane, logger, events: hooks, gates: hooks.gates(), hookStats: () => hooks.stats() });
   // Its feed hears every event from the start, so the page's event list misses none.
@@ -58,10 +63,10 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
     // outcome read here is the one that was running. See the note in docs/relayctl.md.
     await reload.run('admin API');
     const last = server.counters.lastReload;
-    return last === null ? { ok: false, at: Date.now(), error: 'no reload has run' } : { ok: last.ok, at: last.at, error: last.error };
+    return last === null ? { ok: false, at: Date.now(), error: 'no reload has run', notApplied: [] } : { ok: last.ok, at: last.at, error: last.error, notApplied: last.notApplied };
   };
   // Admin, metrics and dashboard listeners are taken from the config at start; changing them
-  // needs a restart.
+  // needs a restart (a reload says so, see RESTART_NEEDED in white-server.ts).
   const admin = new AdminServer({ socket: config.admin.socket, tcp: config.admin.tcp, metrics: config.metrics, logger }, { state, reload: reloadNow, grayReadiness: (id) => server.grayReadiness(id) });
   try {
     await admin.start();

@@ -17,6 +17,7 @@ import { writeFileAtomic } from './atomic-write.js';
 import { issuesError, labelFor } from './issues.js';
 import { parseWhiteConfig, readConfigText } from './load.js';
 import { withFileLock, type LockOptions } from './lock.js';
+import { canListen } from '../engine/listen.js';
 import { allocatePorts } from './ports.js';
 import { generateSecret } from './secret.js';
 import { parseYaml } from './yaml.js';
@@ -96,7 +97,7 @@ export async function addGray(path: string, request: AddGrayRequest, opts: EditO
           { details: { file: path } },
         );
       }
-      free = allocatePorts(current.portsRange, used, needed);
+      free = await allocatePorts(current.portsRange, used, needed, (port) => canListen(current.bind, port));
     }
     const publicPort = request.publicPort ?? free.shift()!;
     const dataPort = request.dataPort ?? free.shift()!;

@@ -29,8 +29,10 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
     this.decoder = new FrameDecoder({ maxPayloadBytes: options.maxPayloadBytes, expectPreface: true });
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (err) => this.close(new RelayError(ErrorCodes.INTERNAL, `control socket error: ${err.message}`, { cause: err }), false));
-    socket.on('close', () => this.close(new RelayError(ErrorCodes.INTERNAL, 'control connection closed by peer'), false));
+    // Without a BYE: the peer process stopped or the network dropped the connection. Ordinary
+    // for a white or a gray, not a bug.
+    socket.on('error', (err) => this.close(new RelayError(ErrorCodes.CONNECTION_LOST, `control connection lost: ${err.message}`, { cause: err }), false));
+    socket.on('close', () => this.close(new RelayError(ErrorCodes.CONNECTION_LOST, 'control connection closed by the peer without a word'), false));
     socket.write(encodePreface());
   }
 

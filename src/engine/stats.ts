@@ -14,6 +14,11 @@ export interface GrayStats {
   bytesFromClients: number; // counted when a pair closes, plus live pairs at snapshot time
   bytesToClients: number;
   lastError: string | null;
+  /** Both ports listening. False until the first bind, and while a failed one is retried. */
+  portsBound: boolean;
+  /** Why the last bind failed (the OS error), null once bound. */
+  listenError: string | null;
+  bindFailures: number;
 }
 
 export interface WhiteCounters {
@@ -21,7 +26,9 @@ export interface WhiteCounters {
   dataRejections: Record<string, number>; // by reason code
   controlRejections: Record<string, number>;
   reloads: { ok: number; rejected: number };
-  lastReload: { at: number; ok: boolean; error: string | null } | null;
+  /** notApplied: what the white does not run as the file says (a setting that needs a restart,
+   *  a port that cannot be bound yet), one "key: why" line each. */
+  lastReload: { at: number; ok: boolean; error: string | null; notApplied?: string[] } | null;
 }
 
 export interface GraySnapshot extends GrayStats {
@@ -52,5 +59,8 @@ export function newGrayStats(): GrayStats {
     bytesFromClients: 0,
     bytesToClients: 0,
     lastError: null,
+    portsBound: false,
+    listenError: null,
+    bindFailures: 0,
   };
 }

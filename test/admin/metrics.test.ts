@@ -145,7 +145,7 @@ function snapshot(): WhiteSnapshot {
       dataRejections: { preamble_invalid: 4, wrong_source: 2 },
       controlRejections: { too_many_unauthenticated: 9 },
       reloads: { ok: 3, rejected: 1 },
-      lastReload: { at: 1, ok: true, error: null },
+      lastReload: { at: 1, ok: true, error: null, notApplied: ['metrics.listen: restart needed'] },
     },
     hooks: [
       { url: 'http://127.0.0.1:8080/hook?q="x"', delivered: 10, failed: 2, dropped: 1, queued: 4, lastError: 'HTTP 500' },
@@ -182,6 +182,9 @@ test('renders every documented metric, parseable strictly, with the snapshot val
     relay_control_rejections_total: 'counter',
     relay_auth_failures_total: 'counter',
     relay_reloads_total: 'counter',
+    relay_config_not_applied: 'gauge',
+    relay_gray_ports_bound: 'gauge',
+    relay_gray_bind_failures_total: 'counter',
     relay_hook_deliveries_total: 'counter',
     relay_hook_queue: 'gauge',
     relay_hook_dropped_total: 'counter',
@@ -191,6 +194,7 @@ test('renders every documented metric, parseable strictly, with the snapshot val
 
   assert.equal(value(fams, 'relay_start_time_seconds'), 1_700_000_000.5);
   assert.equal(value(fams, 'relay_grays_connected'), 2);
+  assert.equal(value(fams, 'relay_config_not_applied'), 1);
   const perGray: Array<[string, keyof GraySnapshot]> = [
     ['relay_pool_idle', 'poolIdle'],
     ['relay_pool_target', 'poolTarget'],

@@ -20,7 +20,7 @@ function state(overrides: Partial<AdminState> = {}): AdminState {
     configPath: '/etc/relay/white.yaml',
     startedAt: NOW - 3 * 3600_000 - 5 * 60_000,
     grays: [
-      { ...newGrayStats(), id: 'zeta', publicPort: 20002, dataPort: 20003, connected: false, lastError: 'heartbeat timeout\nafter 3 missed' },
+      { ...newGrayStats(), id: 'zeta', publicPort: 20002, dataPort: 20003, connected: false, portsBound: true, lastError: 'heartbeat timeout\nafter 3 missed' },
       {
         id: 'alpha',
         publicPort: 20000,
@@ -36,6 +36,9 @@ function state(overrides: Partial<AdminState> = {}): AdminState {
         bytesFromClients: 1536,
         bytesToClients: 3 * 1024 * 1024,
         lastError: null,
+        portsBound: true,
+        listenError: null,
+        bindFailures: 0,
       },
     ],
     counters: {
@@ -82,6 +85,25 @@ describe('show rendering', () => {
     assert.match(text, /^hooks\s+https:\/\/hooks\.example\/relay: 5 delivered, 1 failed, 0 dropped, 2 queued; last error: HTTP 500$/m);
     assert.match(text, /^white\s+version 9\.9\.9, up 3h 5m, 4 failed gray logins$/m);
     for (const line of lines) assert.equal(line, line.trimEnd(), 'no trailing spaces');
+  });
+
+  it('shows a gray whose ports are not bound with the OS error, and a reload applied but not all of it', () => {
+    const text = renderShow(
+      state({
+        grays: [{ ...newGrayStats(), id: 'held', publicPort: 39000, dataPort: 39001, connected: false, portsBound: false, listenError: 'cannot listen on 0.0.0.0:39000 (public_port of held): listen EADDRINUSE', bindFailures: 3 }],
+        counters: {
+          authFailures: 0,
+          dataRejections: {},
+          controlRejections: {},
+          reloads: { ok: 1, rejected: 0 },
+          lastReload: { at: NOW - 1000, ok: true, error: null, notApplied: ['grays[held]: listen EADDRINUSE; retrying', 'metrics.listen: the metrics listener is bound at start; restart needed'] },
+        },
+      }),
+      NOW,
+    );
+    assert.match(text, /^held +39000\/39001 +ports not bound, retrying .*listen EADDRINUSE$/m);
+    assert.match(text, /^last reload +.*: applied, except:\n +grays\[held\]: listen EADDRINUSE; retrying\n +metrics\.listen: the metrics listener is bound at start; restart needed$/m);
+    assert.doesNotMatch(text, /FAILED/);
   });
 
   it('says so when there are no grays, no reload yet and no hooks', () => {

@@ -10,6 +10,8 @@ process.env.RELAY_DATA_PLANE = 'js';
 await import('../engine/security.test.js');
 await import('./hostile-data.test.js');
 await import('./limits.test.js');
+await import('./reload-live.test.js');
+await import('./ports.test.js');
 
 it('ran the suites above on the JS plane', () => {
   const plane = testDataPlane();

@@ -210,20 +210,23 @@ describe('limits: admission before TLS', () => {
     assert.equal(admission.unauthenticated, 9);
   });
 
-  it('Admission: per-IP cap, and a penalty that doubles per failure up to the max and ends on success', () => {
+  it('Admission: per-IP cap, and a penalty per IP and id that doubles per failure up to the max and ends on success', () => {
     const admission = new Admission(resolveLimits({ unauthenticatedPerIp: 2, authFailurePenaltyBaseMs: 250, authFailurePenaltyMaxMs: 30_000 }), () => 1);
-    assert.equal(admission.admit('a', 0), null);
-    assert.equal(admission.admit('a', 0), null);
-    assert.equal(admission.admit('a', 0), 'per_ip_limit');
-    assert.equal(admission.admit('b', 0), null);
-    const penalties = Array.from({ length: 10 }, () => admission.recordFailure('p', 1000));
+    assert.equal(admission.admit('a'), null);
+    assert.equal(admission.admit('a'), null);
+    assert.equal(admission.admit('a'), 'per_ip_limit');
+    assert.equal(admission.admit('b'), null);
+    const penalties = Array.from({ length: 10 }, () => admission.recordFailure('p', 'g', 1000));
     assert.deepEqual(penalties, [250, 500, 1000, 2000, 4000, 8000, 16_000, 30_000, 30_000, 30_000]);
-    assert.equal(admission.admit('p', 1000 + 29_999), 'penalty');
-    assert.equal(admission.admit('p', 1000 + 30_000), null);
-    admission.recordSuccess('p');
-    assert.equal(admission.recordFailure('p', 0), 250, 'a success forgets the history');
+    assert.equal(admission.penaltyLeft('p', 'g', 1000 + 29_999), 1);
+    assert.equal(admission.penaltyLeft('p', 'g', 1000 + 30_000), 0);
+    assert.equal(admission.penaltyLeft('p', 'other', 1000), 0, 'another id from the same address is not penalized');
+    assert.equal(admission.penaltyLeft('q', 'g', 1000), 0, 'the same id from another address is not penalized');
+    assert.equal(admission.admit('p'), null, 'the address itself is still admitted');
+    admission.recordSuccess('p', 'g');
+    assert.equal(admission.recordFailure('p', 'g', 0), 250, 'a success forgets the history');
     // The penalty table is bounded: a distributed attack cannot grow it without end.
-    for (let i = 0; i < 25_000; i++) admission.recordFailure(`f${i}`, 0);
+    for (let i = 0; i < 25_000; i++) admission.recordFailure(`f${i}`, 'g', 0);
     const tracked = (admission as unknown as { penalties: Map<string, unknown> }).penalties.size;
     assert.ok(tracked <= 10_000, `${tracked} penalties tracked`);
   });
@@ -290,38 +293,59 @@ describe('limits: admission before TLS', () => {
     }
   });
 
-  it('authFailurePenaltyBaseMs: a failed login refuses that address before TLS; a second failure doubles the window', async () => {
+  it('authFailurePenaltyBaseMs: a failed login refuses that id from that address at HELLO; a second failure doubles the window; other ids from the address are not refused', async () => {
     const base = 500;
-    const t = await whiteWith({ authFailurePenaltyBaseMs: base, authFailurePenaltyMaxMs: 4000 });
+    const OTHER = 'other';
+    const t = await whiteWith({ authFailurePenaltyBaseMs: base, authFailurePenaltyMaxMs: 4000 }, [
+      { id: RAW, secret: SECRET, publicPort: 0, dataPort: 0 },
+      { id: OTHER, secret: SECRET, publicPort: 0, dataPort: 0 },
+    ]);
     try {
       const ip = '127.0.0.7';
-      const failLogin = async (): Promise<number> => {
+      /** HELLO as `id` from ip: the probe when the white answers with its proof, null when it refuses. */
+      const hello = async (id: string): Promise<ControlProbe | null> => {
         const probe = await ControlProbe.open(t.white.controlPort, ip);
         probe.preface();
-        probe.send({ type: MessageType.HELLO, id: RAW, pool: 1, agent: 'guess' });
-        await probe.next((m) => m.type === MessageType.WHITE_PROOF);
+        probe.send({ type: MessageType.HELLO, id, pool: 1, agent: 'guess' });
+        const answer = await probe.next((m) => m.type === MessageType.WHITE_PROOF || m.type === MessageType.BYE);
+        if (answer.type === MessageType.WHITE_PROOF) return probe;
+        assert.equal(await probe.byeCode(), ErrorCodes.AUTH_FAILED);
+        return null;
+      };
+      /** A wrong proof on an answered HELLO: a failed login. Returns when it was sent. */
+      const fail = async (probe: ControlProbe | null): Promise<number> => {
+        assert.ok(probe, 'the HELLO was answered');
         const sentAt = Date.now();
         probe.send({ type: MessageType.GRAY_PROOF, proof: randomBytes(32).toString('base64url') });
         assert.equal(await probe.byeCode(), ErrorCodes.AUTH_FAILED);
         return sentAt;
       };
-      const tlsErrors = t.control('tls_error');
-      const first = await failLogin();
-      assert.equal(await tlsAttempt(t.white.controlPort, ip), null, 'refused during the penalty');
+      /** Polls HELLOs as RAW until one is answered (bounded); returns it and the ms since `since`. */
+      const answeredAfter = async (since: number): Promise<[ControlProbe, number]> => {
+        const deadline = Date.now() + 6000;
+        for (;;) {
+          const probe = await hello(RAW);
+          if (probe) return [probe, Date.now() - since];
+          if (Date.now() > deadline) throw new Error('still refused after 6 s');
+          await new Promise((r) => setTimeout(r, 25));
+        }
+      };
+      const first = await fail(await hello(RAW));
+      assert.equal(await hello(RAW), null, 'refused during the penalty');
       assert.ok(t.control('penalty') >= 1);
-      assert.equal(t.control('tls_error'), tlsErrors, 'refused before any TLS work');
-      const other = await tlsAttempt(t.white.controlPort, '127.0.0.8');
-      assert.ok(other, 'another address is not penalized');
+      const other = await hello(OTHER);
+      assert.ok(other, 'another id from the same address is not penalized');
       other.destroy();
-      const window1 = await admittedAfter(t.white.controlPort, ip, first);
+      const [again, window1] = await answeredAfter(first);
       atLeast(window1, base, 'first refusal window');
-      await t.log.waitFor((l) => l.msg === 'gray authentication failed' && l.penaltyMs === base, 'the penalty in the log');
+      await t.log.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('gray authentication failed') && l.penaltyMs === base, 'the penalty in the log');
 
-      const second = await failLogin();
-      assert.equal(await tlsAttempt(t.white.controlPort, ip), null);
-      const window2 = await admittedAfter(t.white.controlPort, ip, second);
+      const second = await fail(again);
+      assert.equal(await hello(RAW), null);
+      const [last, window2] = await answeredAfter(second);
       atLeast(window2, 2 * base, 'second refusal window');
-      assert.equal(t.white.snapshot().counters.authFailures, 2);
+      last.destroy();
+      assert.ok(t.white.snapshot().counters.authFailures >= 2);
     } finally {
       await t.stop();
     }

@@ -83,6 +83,9 @@ export interface GrayAgentEvents {
 
 export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   private readonly backoff: Backoff;
+  /** After another agent took this id's session: long waits, growing while it keeps happening,
+   *  so two grays sharing an id by mistake do not take the session from each other endlessly. */
+  private readonly replacedBackoff: Backoff;
   private readonly warnings: RateLimitedLog;
   private channel: ControlChannel | null = null;
   private dialer: PoolDialer | null = null;
@@ -109,6 +112,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
     this.logger = logger.child({ white: this.where });
     this.dataPlane = options.dataPlane;
     this.backoff = new Backoff(config.limits.reconnectBaseMs, config.limits.reconnectMaxMs);
+    this.replacedBackoff = new Backoff(config.limits.reconnectMaxMs, config.limits.reconnectMaxMs * 4);
     this.warnings = new RateLimitedLog(this.logger);
   }
 
@@ -225,7 +229,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
         keys = deriveSessionKeys(secret, tlsSessionBinding(socket), id);
         if (!proofsEqual(keys.whiteProof, decodeProof(message.proof))) {
           // Wrong secret on the white's side, or someone in the middle: never send our proof.
-          channel.close(new RelayError(ErrorCodes.WHITE_PROOF_INVALID, `the white at ${this.where} did not prove it knows the secret (wrong secret, or a man in the middle; certificate ${fingerprint})`));
+          channel.close(new RelayError(ErrorCodes.WHITE_PROOF_INVALID, `the white at ${this.where} did not prove it knows the secret (wrong secret, or the id is not known to the white yet, or a man in the middle; certificate ${fingerprint})`));
           return;
         }
         channel.send({ type: MessageType.GRAY_PROOF, proof: encodeProof(keys.grayProof) });
@@ -302,14 +306,23 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
     if (reason.code !== ErrorCodes.SHUTDOWN) this.lastError = { code: reason.code, message: reason.message, at: Date.now() };
     this.emit('disconnected', reason);
     if (this.stopping) return;
+    if (reason.code === ErrorCodes.SESSION_REPLACED) {
+      // The white's words name the other agent's address.
+      const said = reason.message.replace(/^peer closed: [A-Z_]+: /, '');
+      const delayMs = this.replacedBackoff.next();
+      this.logger.error({ gray: this.config.id, code: reason.code, reason: reason.message, retryInMs: delayMs }, `${said}; this agent waits before logging in again (two grays with the same id?)`);
+      this.scheduleReconnect(reason.message, delayMs);
+      return;
+    }
+    this.replacedBackoff.reset();
     const level = reason.code === ErrorCodes.AUTH_FAILED || reason.code === ErrorCodes.WHITE_PROOF_INVALID ? 'error' : 'warn';
     this.logger[level]({ gray: this.config.id, code: reason.code, reason: reason.message }, 'control session ended');
     this.scheduleReconnect(reason.message);
   }
 
-  private scheduleReconnect(why: string): void {
+  private scheduleReconnect(why: string, fixedDelayMs?: number): void {
     if (this.stopping || this.reconnectTimer) return;
-    const delayMs = this.backoff.next();
+    const delayMs = fixedDelayMs ?? this.backoff.next();
     this.logger.info({ gray: this.config.id, retryInMs: delayMs, attempt: this.backoff.attempts, why }, 'reconnecting');
     this.emit('reconnecting', { attempt: this.backoff.attempts, delayMs, why });
     this.reconnectTimer = setTimeout(() => {

@@ -3,12 +3,13 @@
 // client costs the gray's JavaScript one event and one call, and no socket object; without a
 // PROXY header the engine does even that on its own as the start header arrives. The white's
 // data host and the service are IP addresses here (the agent resolves names).
-import { ErrorCodes } from '../../errors.js';
+import { formatHostPort } from '../../config/address.js';
 import type { Engine } from '../substrate/engine.js';
 import { DialedConn, type Endpoint } from '../substrate/dialed-conn.js';
 import type { PairEnd } from '../substrate/pair.js';
 import { proxyHeaderFor } from '../protocol/proxy-protocol.js';
 import { START_HEADER_BYTES, type ClientAddressInfo } from '../protocol/start-header.js';
+import { warnTargetFailed } from './forwarder.js';
 import type { Forward, LinkContext, LinkEvents, OpenLink, PoolLink } from './pool-link.js';
 
 /** dataIp, serviceIp: the white's data host and the service as IP addresses. */
@@ -40,17 +41,11 @@ class EngineLink implements PoolLink {
     const { ip, port } = this.service;
     const pair = this.conn.forward(this.service, proxyHeaderFor(this.ctx.config.proxyProtocol, client), (result, reachedService) => {
       // A pair ended by destroy() (a drain) has no error: only a failed connect is reported.
-      if (!reachedService && result.error) {
-        this.ctx.warnings.warn(
-          'target',
-          { code: ErrorCodes.TARGET_UNREACHABLE, target: `${ip}:${port}`, client: `${client.srcAddress}:${client.srcPort}`, detail: result.error.message },
-          'local service unreachable',
-        );
-      }
+      if (!reachedService && result.error) warnTargetFailed(this.ctx.warnings, { host: ip, port }, client, result.error);
       onClosed(result);
       markClosed();
     });
-    this.ctx.logger.debug({ client: `${client.srcAddress}:${client.srcPort}` }, 'forwarding');
+    this.ctx.logger.debug({ client: formatHostPort({ host: client.srcAddress, port: client.srcPort }) }, 'forwarding');
     return { closed, destroy: () => pair.destroy() };
   }
 

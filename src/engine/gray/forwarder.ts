@@ -3,7 +3,8 @@
 // header, then join the two sockets. Until the service answers, the data socket is paused so a
 // fast client cannot fill our memory. The returned Forward is the agent's handle for draining.
 import net, { type Socket } from 'node:net';
-import type { GrayConfig } from '../../config/types.js';
+import { formatHostPort } from '../../config/address.js';
+import type { GrayConfig, HostPort } from '../../config/types.js';
 import { ErrorCodes } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { tuneDataSocket } from '../substrate/data-plane.js';
@@ -47,15 +48,11 @@ export function forwardToTarget(
   data.pause();
   if (rest.length > 0) data.unshift(rest);
   const target = net.connect({ host: config.target.host, port: config.target.port, allowHalfOpen: true });
-  const clientAddress = `${client.srcAddress}:${client.srcPort}`;
+  const clientAddress = formatHostPort({ host: client.srcAddress, port: client.srcPort });
   const onConnectError = (err: Error): void => {
     // The service refused or is gone: reset the data connection at once (the white resets its
     // client in turn), so the client hears a refusal, not an empty answer.
-    warnings.warn(
-      'target',
-      { code: ErrorCodes.TARGET_UNREACHABLE, target: `${config.target.host}:${config.target.port}`, client: clientAddress, detail: err.message },
-      'local service unreachable',
-    );
+    warnTargetFailed(warnings, config.target, client, err);
     resetSocket(data);
     target.destroy();
     finish(null);
@@ -74,4 +71,20 @@ export function forwardToTarget(
     joined = join(data, target, { toB: proxyHeader }, finish);
   });
   return forward;
+}
+
+/** Logs (rate limited) why a client could not be forwarded to the service: the service did not
+ *  answer, or this process is out of file descriptors, which says nothing about the service. */
+export function warnTargetFailed(warnings: RateLimitedLog, target: HostPort, client: ClientAddressInfo, error: Error): void {
+  const code = (error as NodeJS.ErrnoException).code;
+  const fields = { target: formatHostPort(target), client: formatHostPort({ host: client.srcAddress, port: client.srcPort }), detail: error.message };
+  if (code === 'EMFILE' || code === 'ENFILE') {
+    warnings.warn(
+      'target:fds',
+      { ...fields, code: ErrorCodes.TOO_MANY_OPEN_FILES },
+      `out of file descriptors (${code}): cannot open a connection to the local service; raise the open-file limit (ulimit -n) or lower the pool`,
+    );
+    return;
+  }
+  warnings.warn('target', { ...fields, code: ErrorCodes.TARGET_UNREACHABLE }, 'local service unreachable');
 }

@@ -46,7 +46,7 @@ export interface ControlServerDeps {
 }
 
 export class ControlServer {
-  private readonly server: Server;
+  private server: Server;
   /** Answers unknown ids with a proof that looks like any other. */
   private readonly dummySecret = randomBytes(32);
   private readonly pending = new Set<Socket>();
@@ -57,6 +57,33 @@ export class ControlServer {
 
   listen(host: string, port: number): Promise<void> {
     return listenOn(this.server, host, port, 'control');
+  }
+
+  /**
+   * Moves the listener to a new address (a reload changed control.listen). The new one is bound
+   * before the old one closes, so the port is never without a listener; when the new address
+   * needs the old one's port (the same port on another host, or a wildcard), the old one is
+   * closed first and taken back if the new bind fails. Authenticated sessions are not touched.
+   * Throws RELAY_ERR_LISTEN when the new address cannot be had; the old one then stays.
+   */
+  async rebind(host: string, port: number): Promise<void> {
+    const old = this.server;
+    const oldAddress = old.address();
+    const next = net.createServer((socket) => this.onConnection(socket));
+    try {
+      await listenOn(next, host, port, 'control');
+    } catch (err) {
+      if (!(oldAddress && typeof oldAddress === 'object' && oldAddress.port === port)) throw err;
+      stopListening(old);
+      try {
+        await listenOn(next, host, port, 'control');
+      } catch (again) {
+        await listenOn(old, oldAddress.address, oldAddress.port, 'control').catch(() => {});
+        throw again;
+      }
+    }
+    this.server = next;
+    stopListening(old);
   }
 
   get port(): number {
@@ -150,6 +177,15 @@ export class ControlServer {
 
     const onMessage = (message: Message): void => {
       if (state === 'hello' && message.type === MessageType.HELLO) {
+        const penaltyMs = this.deps.admission.penaltyLeft(ip, message.id);
+        if (penaltyMs > 0) {
+          // Refused before any proof: this id failed from this address moments ago.
+          state = 'done';
+          finish();
+          this.deps.countRejection('penalty');
+          channel.close(new RelayError(ErrorCodes.AUTH_FAILED, `recent failed logins as ${message.id} from ${ip}: refused for ${penaltyMs} ms more`));
+          return;
+        }
         hello = { id: message.id, pool: message.pool };
         entry = this.deps.lookup(message.id);
         const ekm = tlsSessionBinding(socket);
@@ -186,9 +222,13 @@ export class ControlServer {
   }
 
   private failLogin(id: string, ip: string): void {
-    const penaltyMs = this.deps.admission.recordFailure(ip);
+    const penaltyMs = this.deps.admission.recordFailure(ip, id);
     this.deps.onAuthFailed(id, ip);
-    this.deps.warnings.warn(`auth:${ip}`, { code: ErrorCodes.AUTH_FAILED, gray: id, remote: ip, penaltyMs }, 'gray authentication failed');
+    this.deps.warnings.warn(
+      `auth:${ip}:${id}`,
+      { code: ErrorCodes.AUTH_FAILED, gray: id, remote: ip, penaltyMs, known: this.deps.lookup(id) !== undefined },
+      'gray authentication failed',
+    );
   }
 
   private accept(gray: AuthenticatedGray, release: () => void, finish: () => void, markDone: () => void): void {
@@ -196,7 +236,7 @@ export class ControlServer {
     markDone();
     finish();
     release();
-    this.deps.admission.recordSuccess(gray.remoteIp);
+    this.deps.admission.recordSuccess(gray.remoteIp, gray.entry.id);
     gray.channel.setMaxPayloadBytes(this.deps.limits.frameMaxBytesAfterAuth);
     this.deps.onAuthenticated(gray);
   }

@@ -15,6 +15,8 @@ import type { IntakeSettings, Lender, PortIntake } from './port-intake.js';
 export class EngineIntake implements PortIntake, Lender {
   private data: EngineListener | null = null;
   private public: EngineListener | null = null;
+  /** What the engine's listeners were given at bind; it cannot change them afterwards. */
+  private boundWith: { preambleTimeoutMs: number; keepAliveDelayMs: number } | null = null;
 
   constructor(
     private readonly engine: Engine,
@@ -63,8 +65,18 @@ export class EngineIntake implements PortIntake, Lender {
       );
     } catch (err) {
       this.data.close();
+      this.data = null;
       throw err;
     }
+    this.boundWith = { preambleTimeoutMs: s.preambleTimeoutMs, keepAliveDelayMs: s.keepAliveDelayMs };
+  }
+
+  fixedAtBind(): string[] {
+    const fixed: string[] = [];
+    if (!this.boundWith) return fixed;
+    if (this.boundWith.preambleTimeoutMs !== this.s.preambleTimeoutMs) fixed.push('limits.preamble_timeout_ms');
+    if (this.boundWith.keepAliveDelayMs !== this.s.keepAliveDelayMs) fixed.push('limits.keep_alive_delay_ms');
+    return fixed;
   }
 
   get ports(): { publicPort: number; dataPort: number } {

@@ -16,19 +16,27 @@ import { normalizeIp } from '../net-util.js';
 import { parsePreamble, preambleTagValid } from '../protocol/preamble.js';
 import type { RateLimitedLog } from '../../rate-limited-log.js';
 import { newGrayStats, type GrayStats } from '../stats.js';
+import { Backoff } from '../backoff.js';
 import type { GraySession } from './gray-session.js';
 import { EngineIntake } from './engine-intake.js';
 import { NodeIntake } from './node-intake.js';
 import { PoolBroker, type Gate } from './pool-broker.js';
 import type { IntakeSettings, PortIntake, Verdict } from './port-intake.js';
 
+/** Retrying a port pair that could not be bound: soon at first (a port freed a moment later),
+ *  then every 5 s at most (a bind that fails costs one system call; a gray waits no longer). */
+const PORT_RETRY_BASE_MS = 250;
+const PORT_RETRY_MAX_MS = 5_000;
+
 export interface EndpointContext {
   readonly dataPlane: DataPlane;
   /** The address to listen on: with an engine, an IP address (the white resolves a name). */
   readonly bind: string;
+  /** Read at each use: a reload may switch it (the white passes a getter). */
   readonly dataSourceCheck: boolean;
   /** TCP keepalive delay on public-port client sockets; 0: none. */
   readonly clientKeepAliveMs?: number;
+  /** The white's live limits: one object that a reload updates in place, read at each use. */
   readonly limits: Readonly<Limits>;
   readonly logger: Logger;
   readonly events: EventSink;
@@ -44,6 +52,9 @@ export class GrayEndpoint {
   readonly stats: GrayStats = newGrayStats();
   readonly broker: PoolBroker;
   private readonly intake: PortIntake;
+  private readonly bindRetry = new Backoff(PORT_RETRY_BASE_MS, PORT_RETRY_MAX_MS);
+  private bindTimer: NodeJS.Timeout | null = null;
+  private closed = false;
 
   constructor(
     private current: GrayEntry,
@@ -56,16 +67,25 @@ export class GrayEndpoint {
         ctx.warnings.warn(`${current.id}:${ErrorCodes.CLIENT_IDLE_TIMEOUT}`, { gray: current.id, code: ErrorCodes.CLIENT_IDLE_TIMEOUT, client, idleMs }, 'client idle, reset');
       },
     });
+    // Settings are read at each use, so a reload's new values reach the running intake.
     const settings: IntakeSettings = {
       grayId: current.id,
       bind: ctx.bind,
       publicPort: current.publicPort,
       dataPort: current.dataPort,
-      dataSourceCheck: ctx.dataSourceCheck,
+      get dataSourceCheck() {
+        return ctx.dataSourceCheck;
+      },
       clientKeepAliveMs: ctx.clientKeepAliveMs ?? ctx.limits.clientKeepAliveDelayMs,
-      preambleTimeoutMs: ctx.limits.preambleTimeoutMs,
-      keepAliveDelayMs: ctx.limits.keepAliveDelayMs,
-      unverifiedLimit: ctx.limits.unverifiedDataPerPort,
+      get preambleTimeoutMs() {
+        return ctx.limits.preambleTimeoutMs;
+      },
+      get keepAliveDelayMs() {
+        return ctx.limits.keepAliveDelayMs;
+      },
+      get unverifiedLimit() {
+        return ctx.limits.unverifiedDataPerPort;
+      },
     };
     const engine = ctx.dataPlane.engine;
     if (engine) {
@@ -87,8 +107,58 @@ export class GrayEndpoint {
     this.broker.settingsChanged();
   }
 
-  listen(): Promise<void> {
-    return this.intake.listen();
+  /** Whether both ports are listening (see bind). */
+  get bound(): boolean {
+    return this.stats.portsBound;
+  }
+
+  /**
+   * Binds the port pair. A port that cannot be had (taken by another program, a bind address
+   * gone) costs this gray only: the OS error is kept for the snapshot and logged, and binding is
+   * tried again with backoff until it works or the endpoint is closed. Resolves with that error,
+   * or null once bound.
+   */
+  async bind(): Promise<string | null> {
+    if (this.closed) return null;
+    try {
+      await this.intake.listen();
+    } catch (err) {
+      const error = err instanceof Error ? err.message : String(err);
+      this.stats.bindFailures += 1;
+      // The first failure and a different one are worth a line; the same one again is not.
+      if (error !== this.stats.listenError) {
+        this.ctx.logger.error({ gray: this.entry.id, code: ErrorCodes.LISTEN, error, retrying: true }, 'cannot bind the ports of a gray; retrying');
+      }
+      this.stats.listenError = error;
+      this.scheduleBind();
+      return error;
+    }
+    if (this.closed) {
+      this.intake.close();
+      return null;
+    }
+    if (this.stats.listenError !== null) this.ctx.logger.info({ gray: this.entry.id, ...this.ports, attempts: this.bindRetry.attempts + 1 }, 'ports of a gray bound');
+    this.stats.portsBound = true;
+    this.stats.listenError = null;
+    this.bindRetry.reset();
+    return null;
+  }
+
+  private scheduleBind(): void {
+    if (this.closed) return;
+    this.bindTimer = setTimeout(() => {
+      this.bindTimer = null;
+      void this.bind();
+    }, this.bindRetry.next());
+    this.bindTimer.unref();
+  }
+
+  /** The white's settings changed (a reload): apply what the running intake and broker hold.
+   *  Returns the settings this endpoint's listeners cannot take until they are bound again. */
+  settingsChanged(): string[] {
+    this.intake.sessionChanged();
+    this.broker.limitsChanged();
+    return this.stats.portsBound ? (this.intake.fixedAtBind?.() ?? []) : [];
   }
 
   /** The ports actually bound (differs from the entry when it asked for port 0, as tests do). */
@@ -113,6 +183,9 @@ export class GrayEndpoint {
 
   /** Stop accepting on both ports; with closeActive, also cut the clients (gray deleted). */
   close(closeActive: boolean): void {
+    this.closed = true;
+    if (this.bindTimer) clearTimeout(this.bindTimer);
+    this.bindTimer = null;
     this.broker.close(closeActive);
     this.intake.close();
   }

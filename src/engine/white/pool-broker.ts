@@ -11,6 +11,7 @@
 // the active clients are lent, so the engine's pairs keep that limit; none when an authorize
 // hook must see each client first.
 import { randomUUID } from 'node:crypto';
+import { formatHostPort } from '../../config/address.js';
 import { ErrorCodes, type ErrorCode } from '../../errors.js';
 import type { EventSink } from '../../hooks/events.js';
 import type { Limits } from '../../limits.js';
@@ -191,7 +192,7 @@ export class PoolBroker {
     }
     // The id exists before the gate so the authorize hook and the client.* events share it.
     const id = randomUUID();
-    const decision = this.clientGate?.(this.grayId, `${client.remoteAddress}:${client.remotePort}`, id);
+    const decision = this.clientGate?.(this.grayId, formatHostPort({ host: client.remoteAddress ?? '', port: client.remotePort ?? 0 }), id);
     if (decision) {
       decision.then(
         (d) => (d.allow ? this.admitClient(client, id) : this.reject(client, ErrorCodes.HOOK_DENIED, d.reason)),
@@ -286,6 +287,22 @@ export class PoolBroker {
     this.topUp();
   }
 
+  /** The limits were reloaded (they are read at each use): what is lent must keep a lowered
+   *  active-client limit, so the surplus comes back (closed; the gray replaces it), and a raised
+   *  one lends more. */
+  limitsChanged(): void {
+    const over = this.active.size + this.lent.size - this.limits.activeClientsPerGray;
+    if (over > 0) {
+      for (const conn of [...this.lent.values()].slice(0, over)) {
+        this.lent.delete(conn.conn);
+        this.dropIdle(conn);
+      }
+      this.stats.poolIdle = this.idleCount();
+    }
+    this.lendSpare();
+    this.topUp();
+  }
+
   /** Lends idle connections kept back while the active-client limit was near. */
   private lendSpare(): void {
     while (this.idle.length > 0 && this.mayLend()) {
@@ -328,7 +345,7 @@ export class PoolBroker {
   /** Counts, reports and keeps an active pair that join starts (or that the engine started). */
   private track(client: HeldConn, preambleBytes: number, id: string, join: (onClosed: OnPairEnd) => Pair): void {
     this.session?.grantImplicit();
-    const clientAddress = `${client.remoteAddress}:${client.remotePort}`;
+    const clientAddress = formatHostPort({ host: client.remoteAddress ?? '', port: client.remotePort ?? 0 });
     const startedAt = Date.now();
     this.stats.clientsTotal += 1;
     this.events.emit('client.connected', { grayId: this.grayId, connectionId: id, clientAddress });

@@ -39,4 +39,7 @@ export interface PortIntake {
   sessionChanged(): void;
   /** Stops accepting on both ports. */
   close(): void;
+  /** Settings ("limits.x") whose current value the bound listeners do not have: they took it
+   *  when they were bound and keep it until they are bound again. */
+  fixedAtBind?(): string[];
 }

@@ -8,6 +8,8 @@ import { ErrorCodes, RelayError, type ErrorCode } from '../../errors.js';
 import { NULL_EVENT_SINK, type EventSink } from '../../hooks/events.js';
 import type { Logger } from '../../log.js';
 import { formatHostPort } from '../../config/address.js';
+import { deepEqual } from '../../config/diff.js';
+import type { Limits } from '../../limits.js';
 import { MESSAGE_LIMITS, MessageType } from '../protocol/messages.js';
 import { sessionIdToString } from '../protocol/preamble.js';
 import { RateLimitedLog } from '../../rate-limited-log.js';
@@ -44,6 +46,10 @@ export interface ApplyResult {
   readonly added: string[];
   readonly removed: string[];
   readonly changed: string[];
+  /** What the white does not run as the new config says, one "key: why" line each: a setting
+   *  that needs a restart, a port that cannot be bound yet (retried), a control address that
+   *  could not be had. Empty when all of it is applied. */
+  readonly notApplied: string[];
 }
 
 export class WhiteServer {
@@ -56,6 +62,14 @@ export class WhiteServer {
   private readonly warnings: RateLimitedLog;
   private readonly startedAt = Date.now();
   private stopping = false;
+  /** The limits everything running reads at each use; a reload updates this object in place. */
+  private readonly limits: Limits;
+  /** Where the control port really listens (a reload may fail to move it). */
+  private controlAddress: WhiteConfig['control'];
+  /** The bind address as configured (endpoints hold it resolved) that the grays' ports use. */
+  private runningBind: string;
+  /** The config at start: what the settings that need a restart still run with. */
+  private readonly startConfig: WhiteConfig;
   readonly counters: WhiteCounters = {
     authFailures: 0,
     dataRejections: {},
@@ -69,6 +83,10 @@ export class WhiteServer {
     private readonly deps: WhiteServerDeps,
   ) {
     this.config = config;
+    this.limits = { ...config.limits };
+    this.controlAddress = config.control;
+    this.startConfig = config;
+    this.runningBind = config.bind;
     this.events = deps.events ?? NULL_EVENT_SINK;
     this.warnings = new RateLimitedLog(deps.logger);
   }
@@ -102,7 +120,7 @@ export class WhiteServer {
       cert: this.identity.certPem,
       minVersion: 'TLSv1.3',
     });
-    const limits = this.config.limits;
+    const limits = this.limits;
     this.control = new ControlServer({
       secureContext,
       limits,
@@ -118,30 +136,52 @@ export class WhiteServer {
       },
       countRejection: (reason) => bump(this.counters.controlRejections, reason),
     });
+    // A gray whose ports cannot be bound does not stop the others (its endpoint retries).
     for (const entry of this.config.grays) await this.addEndpoint(entry);
-    await this.control.listen(this.config.control.host, this.config.control.port);
+    try {
+      await this.control.listen(this.config.control.host, this.config.control.port);
+    } catch (err) {
+      // Without its control port the white cannot serve anyone: let go of what is bound.
+      for (const e of this.endpoints.values()) e.close(true);
+      this.endpoints.clear();
+      throw err;
+    }
     logger.info(
       {
         control: formatHostPort({ host: this.config.control.host, port: this.control.port }),
         fingerprint: this.identity.fingerprint256,
-        grays: [...this.endpoints.values()].map((e) => ({ id: e.entry.id, ...e.ports })),
+        grays: [...this.endpoints.values()].map((e) => ({ id: e.entry.id, ...e.ports, ...(e.stats.listenError === null ? {} : { error: e.stats.listenError }) })),
       },
       'listening',
     );
   }
 
   /**
-   * Apply a new, already validated config: added grays get their port pair, removed ones are
-   * closed with their session and clients, changed ones are moved (ports) or logged out
-   * (secret), unchanged ones are not touched at all.
+   * Apply a new, already validated config: settings that everything running reads at each use
+   * (limits, data_source_check) take effect at once; the control port moves; added grays get
+   * their port pair, removed ones are closed with their session and clients, changed ones are
+   * moved (ports, bind address) or logged out (secret), unchanged ones are not touched at all.
+   * What cannot be applied is returned in notApplied, never skipped in silence.
    */
   async applyConfig(next: WhiteConfig): Promise<ApplyResult> {
-    // Diff against what is really running (not the previous config), so a gray whose apply
-    // failed last time (its port was taken) is simply tried again.
+    // Diff the grays against what is really running (not the previous config), so a gray whose
+    // apply failed last time is simply tried again.
     const before = new Map([...this.endpoints].map(([id, e]) => [id, e.entry]));
     const after = new Map(next.grays.map((g) => [g.id, g]));
-    const result: ApplyResult = { added: [], removed: [], changed: [] };
+    const result: ApplyResult = { added: [], removed: [], changed: [], notApplied: [] };
     this.config = next;
+    Object.assign(this.limits, next.limits);
+    if (!sameAddress(this.controlAddress, next.control) && this.control) {
+      try {
+        await this.control.rebind(next.control.host, next.control.port);
+        this.controlAddress = next.control;
+        this.deps.logger.info({ control: formatHostPort({ host: next.control.host, port: this.control.port }) }, 'control port moved');
+      } catch (err) {
+        const why = err instanceof Error ? err.message : String(err);
+        result.notApplied.push(`control.listen: ${why}; the control port stays on ${formatHostPort(this.controlAddress)}`);
+        // Tried again at the next reload: the next diff starts from the running address.
+      }
+    }
     for (const [id] of before) {
       if (!after.has(id)) {
         await this.removeEndpoint(id, new RelayError(ErrorCodes.GRAY_REMOVED, `gray ${id} was removed from the config`), true);
@@ -156,14 +196,15 @@ export class WhiteServer {
         continue;
       }
       const portsChanged = old.publicPort !== entry.publicPort || old.dataPort !== entry.dataPort;
+      const bindChanged = next.bind !== this.runningBind;
       const secretChanged = !old.secret.equals(entry.secret);
       const settingsChanged = (old.idleTimeoutMs ?? null) !== (entry.idleTimeoutMs ?? null);
-      if (!portsChanged && !secretChanged && !settingsChanged) continue;
+      if (!portsChanged && !bindChanged && !secretChanged && !settingsChanged) continue;
       result.changed.push(id);
-      if (portsChanged) {
+      if (portsChanged || bindChanged) {
         // Moving a gray: its existing clients keep their sockets; its session must reconnect to
         // learn the new data port.
-        await this.removeEndpoint(id, new RelayError(ErrorCodes.GRAY_REMOVED, `ports of gray ${id} changed`), false);
+        await this.removeEndpoint(id, new RelayError(ErrorCodes.GRAY_REMOVED, `${portsChanged ? 'ports' : 'bind address'} of gray ${id} changed`), false);
         await this.addEndpoint(entry);
       } else {
         // Logins are checked against the live config, so the new secret is already in force;
@@ -173,6 +214,17 @@ export class WhiteServer {
         this.endpoints.get(id)?.replaceEntry(entry);
       }
     }
+    this.runningBind = next.bind;
+    const fixed = new Map<string, string[]>();
+    for (const e of this.endpoints.values()) {
+      for (const key of e.settingsChanged()) fixed.set(key, [...(fixed.get(key) ?? []), e.entry.id]);
+      if (e.stats.listenError !== null) result.notApplied.push(`grays[${e.entry.id}]: ${e.stats.listenError}; retrying`);
+    }
+    for (const [key, ids] of fixed) {
+      result.notApplied.push(`${key}: the native engine's listeners of ${ids.join(', ')} keep the value they were bound with; restart the white to apply it to them`);
+    }
+    // Against the start, not the previous reload: until a restart they still differ.
+    for (const [key, why] of RESTART_NEEDED) if (!deepEqual(this.startConfig[key], next[key])) result.notApplied.push(why);
     return result;
   }
 
@@ -247,12 +299,15 @@ export class WhiteServer {
   }
 
   private async addEndpoint(entry: GrayEntry): Promise<void> {
+    const live = (): WhiteConfig => this.config;
     const endpoint = new GrayEndpoint(entry, {
       dataPlane: this.deps.dataPlane,
       bind: await this.bindAddress(entry),
-      dataSourceCheck: this.config.dataSourceCheck,
+      get dataSourceCheck() {
+        return live().dataSourceCheck;
+      },
       clientKeepAliveMs: this.config.clientKeepAlive ? this.config.limits.clientKeepAliveDelayMs : 0,
-      limits: this.config.limits,
+      limits: this.limits,
       logger: this.deps.logger,
       events: this.events,
       warnings: this.warnings,
@@ -260,8 +315,8 @@ export class WhiteServer {
       clientGateDeciding: this.clientGateDeciding(),
       countRejection: (code: ErrorCode) => bump(this.counters.dataRejections, code),
     });
-    await endpoint.listen();
     this.endpoints.set(entry.id, endpoint);
+    await endpoint.bind();
   }
 
   /** The address a gray's ports listen on: an engine takes an IP address, so a host name is
@@ -295,7 +350,13 @@ export class WhiteServer {
       channel.close(new RelayError(ErrorCodes.GRAY_REMOVED, `gray ${entry.id} is not served`));
       return;
     }
-    const limits = this.config.limits;
+    if (!endpoint.bound) {
+      // Its clients could not reach it, and its pool would have nowhere to go.
+      const why = endpoint.stats.listenError ?? 'not bound yet';
+      channel.close(new RelayError(ErrorCodes.PORTS_UNBOUND, `the white cannot listen on the ports of gray ${entry.id} (${why}); it keeps trying`));
+      return;
+    }
+    const limits = this.limits;
     const session = new GraySession(
       entry.id,
       channel,
@@ -304,8 +365,16 @@ export class WhiteServer {
       Math.min(gray.requestedPool, limits.poolMax),
       limits.preambleTimeoutMs * 2 + limits.heartbeatIntervalMs,
     );
-    // A second login replaces the first only now, after it has authenticated.
-    this.endSession(entry.id, new RelayError(ErrorCodes.SESSION_REPLACED, `gray ${entry.id} logged in again from ${gray.remoteIp}`));
+    // A second login replaces the first only now, after it has authenticated. Both sides say who
+    // came, so two processes sharing an id by mistake are told apart (the gray backs off).
+    const previous = this.sessions.get(entry.id);
+    if (previous) {
+      const from = formatHostPort({ host: gray.remoteIp, port: channel.socket.remotePort ?? 0 });
+      const before = formatHostPort({ host: previous.remoteIp, port: previous.channel.socket.remotePort ?? 0 });
+      const message = `another agent logged in as ${entry.id} from ${from}`;
+      this.deps.logger.warn({ gray: entry.id, remote: from, replaced: before, code: ErrorCodes.SESSION_REPLACED }, `${message}; it replaces the session from ${before}`);
+      this.endSession(entry.id, new RelayError(ErrorCodes.SESSION_REPLACED, message));
+    }
     this.sessions.set(entry.id, session);
     endpoint.attach(session);
     // Initial credits are in flight like any other: never more than inFlightMax at once, even when
@@ -332,6 +401,18 @@ export class WhiteServer {
       this.events.emit('gray.disconnected', { grayId: entry.id, remoteAddress: gray.remoteIp, sessionId, reason: reason.message });
     });
   }
+}
+
+/** Settings a running white does not change; run-white.ts owns these listeners and watchers. */
+const RESTART_NEEDED: ReadonlyArray<readonly [keyof WhiteConfig, string]> = [
+  ['admin', 'admin: the admin listeners (admin.socket, admin.tcp) are bound at start; restart needed'],
+  ['metrics', 'metrics.listen: the metrics listener is bound at start; restart needed'],
+  ['watch', 'watch: the file watcher is set up at start; restart needed'],
+  ['dashboard', 'dashboard: the dashboard listener is bound at start; restart needed'],
+];
+
+function sameAddress(a: WhiteConfig['control'], b: WhiteConfig['control']): boolean {
+  return a.host === b.host && a.port === b.port;
 }
 
 function bump(counts: Record<string, number>, key: string): void {
