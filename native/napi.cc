@@ -538,7 +538,7 @@ NAPI_MODULE_INIT() {
       {"connectJoin", nullptr, ConnectJoin, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"lend", nullptr, Lend, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"pairLent", nullptr, PairLent, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"releaseMemory", nullptr, relay::ReleaseMemory, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"trimMalloc", nullptr, relay::TrimMalloc, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
   return exports;

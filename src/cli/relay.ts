@@ -13,7 +13,7 @@ async function main(argv: string[]): Promise<number | null> {
     return command ? 0 : 2;
   }
   if (command === '--version' || command === '-v') {
-    process.stdout.write(`${VERSION}\n`);
+    process.stdout.write(await versionText());
     return 0;
   }
   const usage = COMMAND_USAGE[command];
@@ -50,6 +50,16 @@ async function main(argv: string[]): Promise<number | null> {
     }
   }
   return 2;
+}
+
+/** The version, the protocol it speaks and the data plane this machine would run. */
+async function versionText(): Promise<string> {
+  const { PROTOCOL_VERSION } = await import('../engine/protocol/constants.js');
+  const { resolveDataPlane } = await import('../engine/data-plane/join.js');
+  const { nativeModulePath } = await import('../engine/data-plane/native-engine.js');
+  const plane = resolveDataPlane();
+  const detail = plane.plane === 'splice' ? nativeModulePath() : plane.note;
+  return `relay ${VERSION}\nprotocol ${PROTOCOL_VERSION}\ndata plane ${plane.plane}${detail ? ` (${detail})` : ''}\n`;
 }
 
 function parseArgsOrThrow(args: string[]) {

@@ -25,8 +25,8 @@ export interface NativeBinding {
   lend(listenerId: number, connId: number): void;
   /** Pairs the held client clientId with one of listenerId's lent connections (paired), or says none (noneLent). */
   pairLent(listenerId: number, clientId: number): void;
-  /** A memory-reducing collection of this isolate, then malloc_trim (native/memory.cc). */
-  releaseMemory(): void;
+  /** malloc_trim: free malloc pages back to the system (native/memory.cc). */
+  trimMalloc(): void;
 }
 
 /** The engine's event types (Event::Type in the addon). */
@@ -50,8 +50,10 @@ export function engineTakesAddress(host: string): boolean {
   return net.isIP(host) !== 0 && !host.includes('%');
 }
 
-/** From dist/src/engine/data-plane/ to the package root. */
-const MODULE_PATH = fileURLToPath(new URL('../../../../native/build/Release/relay_splice.node', import.meta.url));
+/** From dist/src/engine/data-plane/ to the package root: node-gyp-build takes build/Release
+ *  there (built from source) or else the prebuilt binary under native/prebuilds/. */
+const NATIVE_DIR = fileURLToPath(new URL('../../../../native', import.meta.url));
+let modulePath: string | null = null;
 
 let binding: NativeBinding | null = null;
 let loadError: string | null = null;
@@ -76,13 +78,20 @@ export function nativeEngine(): NativeBinding | null {
     return null;
   }
   try {
-    const candidate = createRequire(import.meta.url)(MODULE_PATH) as NativeBinding;
+    const require = createRequire(import.meta.url);
+    modulePath = (require('node-gyp-build') as { resolve(dir: string): string }).resolve(NATIVE_DIR);
+    const candidate = require(modulePath) as NativeBinding;
     candidate.init(dispatch);
     binding = candidate;
   } catch (err) {
-    loadError = `${MODULE_PATH}: ${err instanceof Error ? err.message : String(err)}`;
+    loadError = `${modulePath ?? NATIVE_DIR}: ${err instanceof Error ? err.message.replace(/\s+/g, ' ').trim() : String(err)}`;
   }
   return binding;
+}
+
+/** The addon file that was loaded (built here or prebuilt), or null. */
+export function nativeModulePath(): string | null {
+  return nativeEngine() ? modulePath : null;
 }
 
 export function nativeUnavailableReason(): string | null {

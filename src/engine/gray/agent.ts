@@ -18,6 +18,7 @@ import { decodeProof, deriveSessionKeys, encodeProof, proofsEqual, type SessionK
 import { MessageType, type Message } from '../protocol/messages.js';
 import { sessionIdFromString } from '../protocol/preamble.js';
 import { RateLimitedLog } from '../../rate-limited-log.js';
+import { VERSION } from '../../version.js';
 import { resolveDataPlane } from '../data-plane/join.js';
 import { engineTakesAddress } from '../data-plane/native-engine.js';
 import { engineLinks } from './engine-link.js';
@@ -25,7 +26,7 @@ import { PoolDialer, type PoolLinks } from './pool-dialer.js';
 import type { Forward, LinkContext } from './pool-link.js';
 import { socketLinks } from './socket-link.js';
 
-const AGENT = 'relay/0.1.0';
+const AGENT = `relay/${VERSION}`;
 
 /** Who opens the pool's data connections: the native engine, or Node sockets. */
 export type DialerKind = 'native' | 'node';
