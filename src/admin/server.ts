@@ -4,8 +4,9 @@
 // - a Unix socket, mode 0600: the file system decides who may talk to the white (its own user);
 // - optionally a loopback TCP listener, for places where a socket file is awkward (a sidecar in
 //   another container); there anyone on the host can connect, so it needs a bearer token;
-// - optionally a metrics-only TCP listener (config `metrics`), for Prometheus: it serves
-//   /metrics and nothing else, so opening it to a scraper exposes no control.
+// - optionally a metrics-only TCP listener (config `metrics`), for Prometheus and health checks:
+//   it serves /metrics and /healthz and nothing else, so opening it to a scraper exposes no
+//   control.
 //
 // Every listener is bounded: request headers and bodies are capped, a request must arrive within
 // a deadline, handlers have a deadline, connections are capped. The API has no request bodies
@@ -19,6 +20,7 @@ import type { WhiteSnapshot } from '../engine/stats.js';
 import { ErrorCodes, RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics.js';
+import { startProcessMetrics } from './process-metrics.js';
 
 /** `GET /v1/state`: the engine's snapshot plus the white's version and data plane. */
 export type AdminState = WhiteSnapshot & { version: string; dataPlane?: 'splice' | 'js'; intake?: 'native' | 'node' };
@@ -57,6 +59,9 @@ export const ADMIN_LIMITS = {
 } as const;
 
 type Route = (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void> | void;
+/** GET /healthz: the process is alive and its event loop answers. */
+const HEALTHZ = { GET: (_req: http.IncomingMessage, res: http.ServerResponse): void => sendText(res, 200, 'ok\n') };
+
 interface RouteTable {
   readonly [path: string]: { readonly [method: string]: Route };
 }
@@ -96,7 +101,8 @@ export class AdminServer {
         await listenTcp(this.tcpServer, tcp, 'admin TCP listener');
       }
       if (metrics !== null) {
-        this.metricsServer = this.createServer({ '/metrics': api['/metrics']! }, null);
+        this.metricsServer = this.createServer({ '/metrics': api['/metrics']!, '/healthz': HEALTHZ }, null);
+        startProcessMetrics();
         await listenTcp(this.metricsServer, metrics, 'metrics listener');
       }
     } catch (err) {
@@ -328,6 +334,11 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown, close
     'content-length': Buffer.byteLength(text),
     ...(close ? { connection: 'close' } : {}),
   });
+  res.end(text);
+}
+
+function sendText(res: http.ServerResponse, status: number, text: string): void {
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
 

@@ -1,3 +1,5 @@
+import { Histogram } from './histogram.js';
+
 // Live counters kept by the white. Plain numeric fields, mutated in place: the data path only
 // does `stats.x += n` at connection boundaries (never per chunk). Metrics and `relayctl show`
 // read snapshots of these at request time.
@@ -12,12 +14,16 @@ export interface GrayStats {
   clientsTotal: number;
   bytesFromClients: number; // counted when a pair closes, plus live pairs at snapshot time
   bytesToClients: number;
+  /** Clients on the public port refused or dropped before pairing, by reason code. */
+  clientsRefused: Record<string, number>;
+  /** Seconds an admitted client waited for a pooled data connection (0 when one was idle). */
+  readonly clientWait: Histogram;
   lastError: string | null;
 }
 
 export interface WhiteCounters {
   authFailures: number;
-  dataRejections: Record<string, number>; // by reason code
+  dataRejections: Record<string, number>; // data-port connections, by reason code
   controlRejections: Record<string, number>;
   reloads: { ok: number; rejected: number };
   lastReload: { at: number; ok: boolean; error: string | null } | null;
@@ -49,6 +55,8 @@ export function newGrayStats(): GrayStats {
     clientsTotal: 0,
     bytesFromClients: 0,
     bytesToClients: 0,
+    clientsRefused: {},
+    clientWait: new Histogram(),
     lastError: null,
   };
 }

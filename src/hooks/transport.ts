@@ -13,6 +13,13 @@ function PoolClass(): typeof Pool {
   return undiciPool;
 }
 import { VERSION } from '../version.js';
+import { Histogram } from '../engine/histogram.js';
+
+export type HookKind = 'authorize' | 'webhook';
+
+/** Seconds from sending a hook request to its outcome (an answer, a timeout or an error), by
+ *  kind, for the whole process (metrics: relay_hook_request_duration_seconds). */
+export const hookDurations: Readonly<Record<HookKind, Histogram>> = { authorize: new Histogram(), webhook: new Histogram() };
 
 export const DEFAULT_USER_AGENT = `relay/${VERSION}`;
 
@@ -97,12 +104,14 @@ export type PostOutcome =
  */
 export class HookClient {
   private readonly pool: Pool;
+  private readonly duration: Histogram;
   private closing: Promise<void> | null = null;
 
   constructor(
     readonly origin: string,
-    opts: { connections: number; connectTimeoutMs: number },
+    opts: { connections: number; connectTimeoutMs: number; kind: HookKind },
   ) {
+    this.duration = hookDurations[opts.kind];
     this.pool = new (PoolClass())(origin, {
       connections: opts.connections,
       pipelining: 1,
@@ -127,6 +136,7 @@ export class HookClient {
     }, timeoutMs);
     const onOuterAbort = (): void => ac.abort();
     abort?.addEventListener('abort', onOuterAbort, { once: true });
+    const startedAt = performance.now();
     try {
       if (abort?.aborted) return { kind: 'error', message: 'aborted' };
       const res = await this.pool.request({
@@ -150,6 +160,7 @@ export class HookClient {
     } finally {
       clearTimeout(timer);
       abort?.removeEventListener('abort', onOuterAbort);
+      this.duration.observe((performance.now() - startedAt) / 1000);
     }
   }
 

@@ -155,6 +155,7 @@ export class WebhookDelivery {
     this.client = new HookClient(this.target.origin, {
       connections: options.connections ?? 2,
       connectTimeoutMs: this.timeoutMs(),
+      kind: 'webhook',
     });
   }
 

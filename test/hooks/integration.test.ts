@@ -464,7 +464,7 @@ test('webhooks: a receiver that never answers does not hold up clients', { timeo
   assert.ok(stats.queued >= 1 + clients && stats.queued <= 1 + 2 * clients, `queued ${stats.queued}`);
   assert.equal(stack.white.snapshot().grays[0]?.clientsTotal, clients);
   const m = parseMetrics(renderMetrics(stack.white.snapshot()));
-  assert.equal(m.get(`relay_hook_queue{url="${receiver.url()}"}`), stats.queued);
+  assert.equal(m.get(`relay_hook_queued_events{url="${receiver.url()}"}`), stats.queued);
 
   // The receiver wakes up: every event arrives, in order, none dropped. One request at a time,
   // so when the last one arrives all the others have been settled.
@@ -505,7 +505,7 @@ test('authorize client_connect: deny closes the client before the service; allow
   const denied = await refused(stack.publicPort, Buffer.from('let me in'));
   assert.equal(denied.received.length, 0, 'a denied client gets nothing');
   assert.equal(stack.serviceConnections(), 0, 'a denied client never reaches the service');
-  assert.equal(stack.white.counters.dataRejections[HOOK_DENIED], 1);
+  assert.equal(stack.white.snapshot().grays[0]?.clientsRefused[HOOK_DENIED], 1);
   assert.equal(stack.white.snapshot().grays[0]?.clientsTotal, 0);
 
   // The question the hook was asked, signed like a webhook.
@@ -528,7 +528,7 @@ test('authorize client_connect: deny closes the client before the service; allow
   assert.ok(allowed.reply.equals(payload), 'an allowed client gets its echo');
   assert.equal(stack.serviceConnections(), 1);
   assert.equal(oracle.hits.length, 2);
-  assert.equal(stack.white.counters.dataRejections[HOOK_DENIED], 1, 'no further denial');
+  assert.equal(stack.white.snapshot().grays[0]?.clientsRefused[HOOK_DENIED], 1, 'no further denial');
   const m = parseMetrics(renderMetrics(stack.white.snapshot()));
   assert.equal(m.get(`relay_data_rejections_total{reason="${HOOK_DENIED}"}`), 1);
 });
@@ -546,14 +546,14 @@ test('authorize client_connect: a hanging hook follows on_timeout (allow, then d
   assert.ok(allowed.reply.equals(payload), 'on_timeout: allow lets the client through');
   assert.equal(oracle.hits.length, 1, 'the hook was asked');
   assert.equal(stack.serviceConnections(), 1);
-  assert.equal(stack.white.counters.dataRejections[HOOK_DENIED], undefined);
+  assert.equal(stack.white.snapshot().grays[0]?.clientsRefused[HOOK_DENIED], undefined);
 
   await stack.reload({ ...stack.config, authorize: authorizeConfig(oracle.url('/authorize'), { timeoutMs: 150, onTimeout: 'deny' }) });
   const denied = await refused(stack.publicPort, Buffer.from('waiting again'));
   assert.equal(denied.received.length, 0);
   assert.equal(oracle.hits.length, 2, 'the reloaded hook was asked');
   assert.equal(stack.serviceConnections(), 1, 'on_timeout: deny keeps the client from the service');
-  assert.equal(stack.white.counters.dataRejections[HOOK_DENIED], 1);
+  assert.equal(stack.white.snapshot().grays[0]?.clientsRefused[HOOK_DENIED], 1);
 });
 
 test('authorize client_connect switched on by a reload: what was lent to the engine comes back, and the next client is asked', { timeout: 20_000 }, async (t) => {
@@ -574,7 +574,7 @@ test('authorize client_connect switched on by a reload: what was lent to the eng
   assert.equal(denied.received.length, 0);
   assert.equal(oracle.hits.length, 1, 'the hook was asked');
   assert.equal(stack.serviceConnections(), 1, 'the denied client never reached the service');
-  assert.equal(stack.white.counters.dataRejections[HOOK_DENIED], 1);
+  assert.equal(stack.white.snapshot().grays[0]?.clientsRefused[HOOK_DENIED], 1);
 });
 
 test('authorize gray_login: a denied gray cannot log in, and logs in once allowed', { timeout: 20_000 }, async (t) => {
@@ -657,7 +657,7 @@ test('authorize: limits.hook_response_max_bytes bounds the answer (an answer ove
   assert.equal(denied.received.length, 0);
   assert.equal(oracle.hits.length, 1);
   assert.equal(stack.serviceConnections(), 0);
-  assert.equal(stack.white.counters.dataRejections[HOOK_DENIED], 1);
+  assert.equal(stack.white.snapshot().grays[0]?.clientsRefused[HOOK_DENIED], 1);
 
   // The same allow, short enough, lets the client in.
   oracle.setAnswer(json({ allow: true }));
@@ -705,13 +705,13 @@ test('metrics: a known transfer shows in the bytes and client counters', { timeo
   assert.equal(m.get('relay_clients_total{gray="g1"}'), sizes.length);
   assert.equal(m.get('relay_clients_active{gray="g1"}'), 0);
   assert.equal(m.get('relay_clients_pending{gray="g1"}'), 0);
-  assert.equal(m.get('relay_pool_target{gray="g1"}'), 4);
+  assert.equal(m.get('relay_pool_target_connections{gray="g1"}'), 4);
   // Every event accepted is delivered or still settling (the last answer may be in transit).
   const hookUrl = webhook.url();
-  assert.equal((m.get(`relay_hook_deliveries_total{url="${hookUrl}",result="delivered"}`) ?? NaN) + (m.get(`relay_hook_queue{url="${hookUrl}"}`) ?? NaN), sizes.length);
+  assert.equal((m.get(`relay_hook_deliveries_total{url="${hookUrl}",result="delivered"}`) ?? NaN) + (m.get(`relay_hook_queued_events{url="${hookUrl}"}`) ?? NaN), sizes.length);
   assert.equal(m.get(`relay_hook_deliveries_total{url="${hookUrl}",result="failed"}`), 0);
-  assert.equal(m.get(`relay_hook_dropped_total{url="${hookUrl}"}`), 0);
-  assert.equal(m.get('relay_bytes_from_clients_total{gray="g1"}'), sent, 'relay_bytes_from_clients_total');
+  assert.equal(m.get(`relay_hook_dropped_events_total{url="${hookUrl}"}`), 0);
+  assert.equal(m.get('relay_client_received_bytes_total{gray="g1"}'), sent, 'relay_client_received_bytes_total');
   // The client.disconnected events agree with the metrics.
   const events = webhook.events().map((e) => e.data as unknown as Record<string, number>);
   assert.equal(events.reduce((a, e) => a + (e.bytesFromClient ?? 0), 0), sent);
@@ -752,8 +752,8 @@ test('WhiteHooks.update on reload: an added hook starts receiving, a removed one
   const m = parseMetrics(renderMetrics(stack.white.snapshot()));
   // /b has taken 4 events (2 clients × 2): delivered, or the last one still settling.
   const b = receiver.url('/b');
-  assert.equal((m.get(`relay_hook_deliveries_total{url="${b}",result="delivered"}`) ?? NaN) + (m.get(`relay_hook_queue{url="${b}"}`) ?? NaN), 4);
-  assert.equal(m.has(`relay_hook_queue{url="${receiver.url('/a')}"}`), true, 're-added /a has its series again');
+  assert.equal((m.get(`relay_hook_deliveries_total{url="${b}",result="delivered"}`) ?? NaN) + (m.get(`relay_hook_queued_events{url="${b}"}`) ?? NaN), 4);
+  assert.equal(m.has(`relay_hook_queued_events{url="${receiver.url('/a')}"}`), true, 're-added /a has its series again');
 
   // Everything the hooks hold is delivered by close(); only then is "never received" final.
   await stack.stop();

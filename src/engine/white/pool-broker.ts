@@ -31,6 +31,8 @@ interface IdleConnection {
 interface WaitingClient {
   readonly conn: HeldConn;
   readonly id: string;
+  /** performance.now() when it started waiting. */
+  readonly since: number;
   readonly header: Buffer;
   readonly timer: NodeJS.Timeout;
 }
@@ -115,6 +117,7 @@ export class PoolBroker {
     const waiting = this.waiting.shift();
     if (waiting) {
       this.unwait(waiting);
+      this.stats.clientWait.observe((performance.now() - waiting.since) / 1000);
       this.pair(waiting.conn, data, waiting.id, waiting.header);
       this.topUp();
       return;
@@ -206,6 +209,7 @@ export class PoolBroker {
     const id = this.askingEngine.get(client) ?? randomUUID();
     this.askingEngine.delete(client);
     if (this.closed) return void adopt(() => {}).destroy();
+    this.stats.clientWait.observe(0);
     this.track(client, 0, id, adopt);
     this.topUp();
   }
@@ -214,6 +218,7 @@ export class PoolBroker {
   private admitHere(client: HeldConn, id: string, header: Buffer): void {
     const conn = this.takeIdle();
     if (conn) {
+      this.stats.clientWait.observe(0);
       this.pair(client, conn.conn, id, header);
       this.topUp();
       return;
@@ -224,6 +229,7 @@ export class PoolBroker {
     const waiting: WaitingClient = {
       conn: client,
       id,
+      since: performance.now(),
       header,
       timer: setTimeout(() => {
         this.unwait(waiting);
