@@ -7,7 +7,7 @@
 // Engine bugs these tests expose (src/engine is not ours to edit; they fail until it is fixed):
 //  - bytes to the client are counted from the white's data socket's bytesRead, which includes the
 //    60-byte preamble the gray sent before pairing: client.disconnected's bytesToClient and
-//    relay_bytes_to_clients_total are 60 too high per connection;
+//    relay_client_sent_bytes_total are 60 too high per connection;
 //  - the authorize request for client_connect has no connection_id (docs/hooks.md says it carries
 //    the id used in client.* events): the engine's Gate gets no id, PoolBroker makes it later.
 import { test, type TestContext } from 'node:test';
@@ -530,7 +530,8 @@ test('authorize client_connect: deny closes the client before the service; allow
   assert.equal(oracle.hits.length, 2);
   assert.equal(stack.white.snapshot().grays[0]?.clientsRefused[HOOK_DENIED], 1, 'no further denial');
   const m = parseMetrics(renderMetrics(stack.white.snapshot()));
-  assert.equal(m.get(`relay_data_rejections_total{reason="${HOOK_DENIED}"}`), 1);
+  assert.equal(m.get(`relay_client_refusals_total{gray="g1",reason="${HOOK_DENIED}"}`), 1);
+  assert.equal(m.get(`relay_data_rejections_total{reason="${HOOK_DENIED}"}`), undefined, "a refused client is not a data-port rejection");
 });
 
 test('authorize client_connect: a hanging hook follows on_timeout (allow, then deny after a reload)', { timeout: 20_000 }, async (t) => {
@@ -716,7 +717,7 @@ test('metrics: a known transfer shows in the bytes and client counters', { timeo
   const events = webhook.events().map((e) => e.data as unknown as Record<string, number>);
   assert.equal(events.reduce((a, e) => a + (e.bytesFromClient ?? 0), 0), sent);
   // Checked last (see the top of the file: the engine adds each data connection's 60-byte preamble).
-  assert.equal(m.get('relay_bytes_to_clients_total{gray="g1"}'), 2 * sent, 'relay_bytes_to_clients_total must be the bytes the clients received');
+  assert.equal(m.get('relay_client_sent_bytes_total{gray="g1"}'), 2 * sent, 'relay_client_sent_bytes_total must be the bytes the clients received');
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ export class GrayEndpoint {
     private current: GrayEntry,
     private readonly ctx: EndpointContext,
   ) {
-    this.broker = new PoolBroker(current.id, this.stats, ctx.limits, ctx.logger, ctx.events, (c, code, d) => this.refuseClient(c, code, d), ctx.clientGate, ctx.clientGateDeciding);
+    this.broker = new PoolBroker(current.id, this.stats, ctx.limits, ctx.logger, ctx.events, (c, code, d) => (code === ErrorCodes.PREAMBLE_INVALID ? this.refuse(c, c.remoteAddress, code, d) : this.refuseClient(c, code, d)), ctx.clientGate, ctx.clientGateDeciding);
     this.intakeKind = ctx.intake ?? defaultIntake(ctx.bind);
     const owner: IntakeOwner = {
       grayId: current.id,
