@@ -243,6 +243,8 @@ export async function normalizeGray(raw: Obj, ctx: NormalizeContext): Promise<Gr
   const secret = await resolveSecret(raw, [], secretContext(ctx), issues);
   const pp = raw.proxy_protocol;
   const proxyProtocol: ProxyProtocol = pp === 'v1' || pp === 'v2' ? pp : 'none';
+  const statusRaw = obj(raw.status);
+  const status = statusRaw === null ? null : hostPortAt(statusRaw.listen, ['status', 'listen'], ctx);
   return {
     path: ctx.path,
     white,
@@ -252,6 +254,7 @@ export async function normalizeGray(raw: Obj, ctx: NormalizeContext): Promise<Gr
     target,
     pool: int(raw.pool, 8),
     proxyProtocol,
+    status,
     log: logAt(raw.log),
     limits: limitsAt(raw.limits, ['limits'], ctx),
   };

@@ -25,6 +25,7 @@ import { engineLinks } from './engine-link.js';
 import { PoolDialer, type PoolLinks } from './pool-dialer.js';
 import type { Forward, LinkContext } from './pool-link.js';
 import { socketLinks } from './socket-link.js';
+import type { GrayStatus, GrayStatusSource } from './status.js';
 
 const AGENT = `relay/${VERSION}`;
 
@@ -47,8 +48,9 @@ export interface GrayAgentEvents {
   'pool-ready': [number];
 }
 
-export class GrayAgent extends EventEmitter<GrayAgentEvents> {
+export class GrayAgent extends EventEmitter<GrayAgentEvents> implements GrayStatusSource {
   private readonly backoff: Backoff;
+  private readonly counts = { sessions: 0, reconnects: 0, poolTarget: 0, forwardsTotal: 0, bytesToService: 0, bytesFromService: 0, serviceConnectFailures: 0 };
   private readonly warnings: RateLimitedLog;
   private channel: ControlChannel | null = null;
   private dialer: PoolDialer | null = null;
@@ -70,6 +72,20 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
 
   get activeForwards(): number {
     return this.active.size;
+  }
+
+  status(): GrayStatus {
+    const c = this.counts;
+    const connected = this.dialer !== null;
+    return {
+      id: this.config.id,
+      whites: [{ white: formatHostPort(this.config.white), connected, sessions: c.sessions, reconnects: c.reconnects, poolIdle: this.dialer?.idleCount ?? 0, poolTarget: connected ? c.poolTarget : 0 }],
+      activeForwards: this.active.size,
+      forwardsTotal: c.forwardsTotal,
+      bytesToService: c.bytesToService,
+      bytesFromService: c.bytesFromService,
+      serviceConnectFailures: c.serviceConnectFailures,
+    };
   }
 
   start(): void {
@@ -148,6 +164,8 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
         channel.setMaxPayloadBytes(limits.frameMaxBytesAfterAuth);
         channel.startHeartbeat(message.heartbeatMs, limits.heartbeatMissed);
         this.backoff.reset();
+        this.counts.sessions += 1;
+        this.counts.poolTarget = message.pool;
         this.startPool(message.session, this.openLinks(message.dataPort, socket.remoteAddress), message.pool, message.credits, keys.dataKey);
         this.logger.info({ gray: id, white: formatHostPort(this.config.white), fingerprint, dataPort: message.dataPort, pool: message.pool }, 'gray connected');
         this.emit('connected', { sessionId: message.session, dataPort: message.dataPort, fingerprint });
@@ -168,7 +186,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
    *  reached (the same white); another host name goes through Node sockets. */
   private openLinks(dataPort: number, controlPeer: string | undefined): PoolLinks {
     const { dataHost, white } = this.config;
-    const ctx: LinkContext = { config: this.config, logger: this.logger, warnings: this.warnings, port: dataPort };
+    const ctx: LinkContext = { config: this.config, logger: this.logger, warnings: this.warnings, port: dataPort, serviceUnreachable: () => void (this.counts.serviceConnectFailures += 1) };
     const dataIp = net.isIP(dataHost) !== 0 ? dataHost : dataHost === white.host ? controlPeer : undefined;
     if (this.dialerKind === 'native' && dataIp && engineTakesAddress(dataIp)) return { open: engineLinks(ctx, dataIp), where: formatHostPort({ host: dataIp, port: dataPort }) };
     return { open: socketLinks(ctx, dataHost), where: formatHostPort({ host: dataHost, port: dataPort }) };
@@ -188,7 +206,15 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
         this.emit('pool-ready', idle);
       },
       onActivated: (link, client) => {
-        const forward = link.forward(client, () => this.active.delete(forward));
+        const forward = link.forward(client, (result) => {
+          this.active.delete(forward);
+          this.counts.forwardsTotal += 1;
+          // The data connection is side a: what it read came from the client, through the white.
+          if (result) {
+            this.counts.bytesToService += result.bytesFromA;
+            this.counts.bytesFromService += result.bytesFromB;
+          }
+        });
         this.active.add(forward);
       },
     });
@@ -211,6 +237,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   private scheduleReconnect(why: string): void {
     if (this.stopping || this.reconnectTimer) return;
     const delayMs = this.backoff.next();
+    this.counts.reconnects += 1;
     this.logger.info({ gray: this.config.id, white: formatHostPort(this.config.white), retryInMs: delayMs, attempt: this.backoff.attempts, why }, 'reconnecting');
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;

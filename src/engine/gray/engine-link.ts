@@ -40,6 +40,7 @@ class EngineLink implements PoolLink {
     const pair = this.conn.connectJoin(this.service, proxyHeaderFor(this.ctx.config.proxyProtocol, client), (result, reachedService) => {
       // A pair ended by destroy() (a drain) has no error: only a failed connect is reported.
       if (!reachedService && result.error) {
+        this.ctx.serviceUnreachable?.();
         this.ctx.warnings.warn(
           'target',
           { code: ErrorCodes.TARGET_UNREACHABLE, target: `${ip}:${port}`, client: `${client.srcAddress}:${client.srcPort}`, detail: result.error.message },

@@ -20,14 +20,18 @@ export function forwardToTarget(
   logger: Logger,
   warnings: RateLimitedLog,
   onClosed: (result: PairResult | null) => void,
+  serviceUnreachable: () => void = () => {},
 ): Forward {
   let joined: JoinedPair | null = null;
   let markClosed = (): void => {};
   let finished = false;
+  // What the data socket read before the client's bytes (the start header) is not the client's:
+  // the pair counts the socket's bytesRead, so it is taken off here.
+  const notForwarded = data.bytesRead - rest.length;
   const finish = (result: PairResult | null): void => {
     if (finished) return;
     finished = true;
-    onClosed(result);
+    onClosed(result && { ...result, bytesFromA: result.bytesFromA - notForwarded });
     markClosed();
   };
   const forward: Forward = {
@@ -47,6 +51,7 @@ export function forwardToTarget(
   const clientAddress = `${client.srcAddress}:${client.srcPort}`;
   const onConnectError = (err: Error): void => {
     // The service refused or is gone: close the client at once rather than leave it hanging.
+    serviceUnreachable();
     warnings.warn(
       'target',
       { code: ErrorCodes.TARGET_UNREACHABLE, target: `${config.target.host}:${config.target.port}`, client: clientAddress, detail: err.message },
