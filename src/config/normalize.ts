@@ -146,7 +146,7 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
     const ho = obj(h);
     if (ho === null) continue;
     const url = urlAt(ho.url, ['hooks', i, 'url'], ctx);
-    const secret = await resolveSecret(ho, ['hooks', i], secretContext(ctx), issues);
+    const secret = await resolveSecret(ho, ['hooks', i], secretContext(ctx), issues, 'webhook');
     hooks.push({
       url,
       events: Array.isArray(ho.events) ? ho.events.filter((e): e is string => typeof e === 'string') : [],
@@ -161,7 +161,7 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
   if (authRaw !== null) {
     authorize = {
       url: urlAt(authRaw.url, ['authorize', 'url'], ctx),
-      secret: await resolveSecret(authRaw, ['authorize'], secretContext(ctx), issues),
+      secret: await resolveSecret(authRaw, ['authorize'], secretContext(ctx), issues, 'webhook'),
       timeoutMs: int(authRaw.timeout_ms, 1000),
       onTimeout: authRaw.on_timeout === 'allow' ? 'allow' : 'deny',
       grayLogin: bool(authRaw.gray_login, true),

@@ -12,7 +12,8 @@
 //    the id used in client.* events): the engine's Gate gets no id, PoolBroker makes it later.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { Webhook } from 'standardwebhooks';
+import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import type { AuthorizeHookConfig, HookConfig, WhiteConfig } from '../../src/config/types.js';
@@ -147,26 +148,24 @@ function isEvent(type: string, data: (d: Record<string, unknown>) => boolean = (
 }
 
 /**
- * Verify a request the way docs/hooks.md tells a receiver to: HMAC-SHA256 with the hook's secret
- * over `relay-timestamp + "." + relay-delivery-id + "." + raw body`, a fresh timestamp, constant-time
- * comparison. Returns null when it verifies, otherwise what is wrong.
+ * Verify a request the way docs/hooks.md tells a receiver to: the Standard Webhooks library
+ * (npm standardwebhooks), with the secret as whsec_ and standard base64 of its bytes, over the raw
+ * body (it also refuses a timestamp more than 5 minutes off). Returns null when it verifies,
+ * otherwise what is wrong.
  */
-function signatureProblem(h: Hit, secret: Buffer): string | null {
-  const ts = h.headers['relay-timestamp'];
-  const id = h.headers['relay-delivery-id'];
-  const sig = h.headers['relay-signature'];
-  if (typeof ts !== 'string' || typeof id !== 'string' || typeof sig !== 'string') return 'missing headers';
-  if (!/^\d+$/.test(ts) || Math.abs(Date.now() / 1000 - Number(ts)) > 300) return `stale timestamp ${ts}`;
-  if (!sig.startsWith('v1=')) return 'unknown signature version';
-  const expected = createHmac('sha256', secret).update(`${ts}.${id}.`).update(h.raw).digest();
-  const got = Buffer.from(sig.slice(3), 'hex');
-  if (got.length !== expected.length || !timingSafeEqual(got, expected)) return 'bad signature';
-  return null;
+function signatureProblem(h: Hit, secret: Buffer | string): string | null {
+  const key = typeof secret === 'string' ? secret : `whsec_${secret.toString('base64')}`;
+  try {
+    new Webhook(key).verify(h.raw.toString('utf8'), h.headers as Record<string, string>);
+    return null;
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
 }
 
 function assertSignedWebhook(h: Hit, secret: Buffer, startedAt: number): WebhookBody {
   assert.equal(signatureProblem(h, secret), null, `signature of ${h.raw.toString('utf8')}`);
-  assert.match(String(h.headers['relay-delivery-id']), UUID);
+  assert.match(String(h.headers['webhook-id']), UUID);
   assert.equal(h.headers['content-type'], 'application/json');
   assert.match(String(h.headers['user-agent']), /^relay\/\d/);
   const b = body(h);
@@ -396,7 +395,7 @@ test('webhooks: a gray session and a client connection produce signed, ordered e
   // delivery with its own id, the same event id nowhere twice.
   const types = receiver.events().map((e) => e.type);
   assert.deepEqual(types, ['gray.connected', 'client.connected', 'client.disconnected', 'gray.disconnected']);
-  const deliveryIds = receiver.hits.map((h) => h.headers['relay-delivery-id']);
+  const deliveryIds = receiver.hits.map((h) => h.headers['webhook-id']);
   assert.equal(new Set(deliveryIds).size, deliveryIds.length);
   assert.equal(new Set(receiver.events().map((e) => e.id)).size, receiver.events().length);
 
@@ -518,7 +517,7 @@ test('authorize client_connect: deny closes the client before the service; allow
   assert.equal(q.kind, 'client_connect');
   assert.equal(q.gray_id, 'g1');
   assert.equal(q.remote_address, `127.0.0.1:${denied.localPort}`);
-  assert.equal(q.id, ask.headers['relay-delivery-id']);
+  assert.equal(q.id, ask.headers['webhook-id']);
   assert.match(String(q.time), ISO_MS_UTC);
   assert.ok(Date.parse(String(q.time)) >= startedAt - 1_000);
 
