@@ -9,6 +9,9 @@ ARG BASE_IMAGE=docker.io/library/node:20-bookworm-slim
 # Build: the package is packed (prepack builds dist/ and the prebuilt engine) and installed into
 # /opt/relay, which also builds the V8 memory helper for this image's Node. Compilers stay here.
 FROM ${BASE_IMAGE} AS build
+# Behind a TLS-intercepting proxy: mount its CA into the build and name it here
+# (podman build -v /etc/ssl/certs/ca-certificates.crt:/run/ca.crt:ro --build-arg NODE_EXTRA_CA_CERTS=/run/ca.crt).
+ARG NODE_EXTRA_CA_CERTS
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
