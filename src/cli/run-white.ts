@@ -58,7 +58,6 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
     throw err;
   }
   logger.info({ ...admin.addresses }, 'admin listening');
-  releaseMemory(logger, 'startup');
   const stopBurstWatch = watchBursts(logger, () => server.clientsServed());
 
   // Loaded only for a person at a terminal: it brings the config editor (yaml, ajv) with it,
@@ -83,4 +82,7 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
     await server.stop();
     await hooks.close();
   });
+  // After the stop handlers: the release holds this thread for a few hundred milliseconds, and a
+  // SIGTERM arriving meanwhile must drain, not kill.
+  releaseMemory(logger, 'startup');
 }
