@@ -2,6 +2,7 @@
 // on 2 cores; --quick is for the smoke test.
 import path from 'node:path';
 import { REPO_ROOT } from './common.js';
+import { WORKLOAD_IDS, type WorkloadId } from './plan.js';
 import { DEFAULT_RELAY_CLI, type SpliceMode, TARGET_NAMES, type TargetName } from './targets.js';
 
 export interface Options {
@@ -10,9 +11,13 @@ export interface Options {
   seconds: number;
   warmupSeconds: number;
   targets: TargetName[];
+  workloads: WorkloadId[];
   outDir: string;
   haproxyBin: string;
   haproxySplice: SpliceMode;
+  /** The wrk workload's load generator and service: names are looked up (and installed with apt-get when missing), paths used as they are. */
+  wrkBin: string;
+  nginxBin: string;
   relayCli: string;
   pool: number;
   readyTimeoutMs: number;
@@ -27,7 +32,9 @@ export const USAGE = `usage: npm run bench -- [options]      (or: node dist/benc
 
   (no mode flag)        standard run: direct, haproxy chain and relay, all workloads, 3 rounds;
                         plus relay+authorize (relay asking an allow-all authorize hook before
-                        each client) on the new-connection workload
+                        each client) on the new-connection workload; the wrk workload (new
+                        connections from wrk to nginx) installs wrk and nginx-light with
+                        apt-get when they are missing
   --quick               a few seconds in total: 1 round, 0.3 s per workload (smoke test)
   --scale               idle-connection scale test (RSS per connection) and 1,000-gray white startup
   --profile white|gray  run that relay process under node --cpu-prof for the bulk, kept and new-connection workloads
@@ -35,10 +42,14 @@ export const USAGE = `usage: npm run bench -- [options]      (or: node dist/benc
   --rounds N            rounds per figure (default 3; quick 1)
   --seconds S           seconds per workload measurement (default 1.5; quick 0.3)
   --targets LIST        comma list of direct,haproxy,relay,relay+authorize (default all)
+  --workloads LIST      comma list of ${WORKLOAD_IDS.join(',')}
+                        (default all)
   --no-authorize        skip the relay+authorize column
   --out DIR             where results go (default bench/results)
   --haproxy BIN         haproxy binary (default: haproxy on PATH)
   --haproxy-splice M    auto (option splice-auto, default), always (splice-request/response), off
+  --wrk BIN             wrk binary (default: wrk on PATH, installed when missing)
+  --nginx BIN           nginx binary (default: nginx on PATH or in /usr/sbin, installed when missing)
   --relay-cli FILE      relay CLI script (default dist/src/cli/relay.js)
   --pool N              gray pool size for relay (default 64)
   --scale-clients N     idle clients in --scale (default 10000; capped by ulimit -n)
@@ -53,9 +64,12 @@ export function parseArgs(argv: readonly string[]): Options {
     seconds: 1.5,
     warmupSeconds: 0.25,
     targets: [...TARGET_NAMES],
+    workloads: [...WORKLOAD_IDS],
     outDir: path.join(REPO_ROOT, 'bench/results'),
     haproxyBin: 'haproxy',
     haproxySplice: 'auto',
+    wrkBin: 'wrk',
+    nginxBin: 'nginx',
     relayCli: DEFAULT_RELAY_CLI,
     pool: 64,
     readyTimeoutMs: 20_000,
@@ -105,6 +119,13 @@ export function parseArgs(argv: readonly string[]): Options {
         o.targets = list as TargetName[];
         break;
       }
+      case '--workloads': {
+        const list = value(a).split(',').map((s) => s.trim()).filter(Boolean);
+        for (const w of list) if (!WORKLOAD_IDS.includes(w as WorkloadId)) throw new Error(`--workloads: unknown workload ${JSON.stringify(w)}`);
+        // Always in the standard order, so the table and the JSON read the same whatever was asked.
+        o.workloads = WORKLOAD_IDS.filter((w) => list.includes(w));
+        break;
+      }
       case '--out':
         o.outDir = path.resolve(value(a));
         break;
@@ -117,6 +138,12 @@ export function parseArgs(argv: readonly string[]): Options {
         o.haproxySplice = v;
         break;
       }
+      case '--wrk':
+        o.wrkBin = value(a);
+        break;
+      case '--nginx':
+        o.nginxBin = value(a);
+        break;
       case '--no-authorize':
         o.authorize = false;
         break;

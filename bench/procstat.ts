@@ -44,6 +44,22 @@ export function readProc(pid: number): ProcSnapshot | null {
   }
 }
 
+/**
+ * CPU seconds (utime + stime, all threads) of this process's children that have exited and been
+ * reaped (cutime + cstime of /proc/self/stat): how the harness measures a child, like wrk, that
+ * is gone before its figures could be read.
+ */
+export function reapedChildrenCpuSec(): number {
+  try {
+    const stat = fs.readFileSync('/proc/self/stat', 'utf8');
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // cutime is field 16 and cstime field 17.
+    return (Number(rest[13]) + Number(rest[14])) / ticksPerSecond();
+  } catch {
+    return NaN;
+  }
+}
+
 export function resetPeak(pid: number): boolean {
   try {
     fs.writeFileSync(`/proc/${pid}/clear_refs`, '5');
@@ -95,11 +111,24 @@ export class Sampler {
   private readonly first = new Map<string, ProcSnapshot>();
   private readonly peakKB = new Map<string, number>();
   private timer: NodeJS.Timeout | null = null;
+  private readonly pids: Record<string, number>;
 
   constructor(
-    private readonly pids: Readonly<Record<string, number>>,
+    pids: Readonly<Record<string, number>>,
     private readonly intervalMs = 100,
-  ) {}
+  ) {
+    this.pids = { ...pids };
+  }
+
+  /** A process started after start(): all of its CPU counts, its memory is sampled from now. */
+  track(name: string, pid: number): void {
+    this.pids[name] = pid;
+    // Just spawned, a process may not have its memory yet (no VmRSS line while it execs).
+    const rss = readProc(pid)?.rssKB ?? NaN;
+    const kb = Number.isFinite(rss) ? rss : 0;
+    this.first.set(name, { rssKB: kb, hwmKB: kb, cpuSec: 0 });
+    this.peakKB.set(name, kb);
+  }
 
   start(): void {
     for (const [name, pid] of Object.entries(this.pids)) {
@@ -119,15 +148,25 @@ export class Sampler {
   private sample(): void {
     for (const [name, pid] of Object.entries(this.pids)) {
       const s = readProc(pid);
-      if (s) this.peakKB.set(name, Math.max(this.peakKB.get(name) ?? 0, s.rssKB));
+      if (s && Number.isFinite(s.rssKB)) this.peakKB.set(name, Math.max(this.peakKB.get(name) ?? 0, s.rssKB));
     }
   }
 
-  stop(): Record<string, ProcUsage> {
+  /**
+   * `exited`: CPU seconds of tracked processes that have exited meanwhile (see
+   * reapedChildrenCpuSec); their memory is the largest sampled, and also their end figure.
+   */
+  stop(exited: Readonly<Record<string, number>> = {}): Record<string, ProcUsage> {
     if (this.timer) clearInterval(this.timer);
     const out: Record<string, ProcUsage> = {};
     for (const [name, pid] of Object.entries(this.pids)) {
       const a = this.first.get(name);
+      const gone = exited[name];
+      if (gone !== undefined) {
+        const peakMB = (this.peakKB.get(name) ?? 0) / 1024;
+        out[name] = { pid, peakRssMB: peakMB, endRssMB: peakMB, cpuSec: gone };
+        continue;
+      }
       const b = readProc(pid);
       if (!a || !b) continue;
       const peak = Math.max(this.peakKB.get(name) ?? 0, b.rssKB, Number.isFinite(b.hwmKB) ? b.hwmKB : 0);

@@ -6,11 +6,10 @@ import path from 'node:path';
 import type { Options } from './args.js';
 import { fmtNum, sleep } from './common.js';
 import { mkTemp, progress, stamp, startLoadgen, startService } from './env.js';
-import type { WorkloadId } from './plan.js';
-import { workloadFor } from './plan.js';
+import { type LoadgenWorkloadId, workloadFor } from './plan.js';
 import { startRelay } from './targets.js';
 
-const PROFILED: readonly WorkloadId[] = ['bulk-up-1', 'bulk-down-1', 'bulk-up-8', 'bulk-down-8', 'kept-c1', 'kept-c64', 'new-c64'];
+const PROFILED: readonly LoadgenWorkloadId[] = ['bulk-up-1', 'bulk-down-1', 'bulk-up-8', 'bulk-down-8', 'kept-c1', 'kept-c64', 'new-c64'];
 
 interface CpuProfile {
   nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }[];

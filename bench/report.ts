@@ -1,7 +1,8 @@
 // Turns raw measurements into the summary (medians, spreads, ratios, checks) that goes into the
 // JSON file, and prints it as tables.
 import { fmtNum, median } from './common.js';
-import { AUTHORIZE_WORKLOADS, type CheckDef, CHECKS, METRICS, type WorkloadId, WORKLOAD_IDS, opSymbol, passes, workUnits } from './plan.js';
+import type { NginxCounts } from './nginx.js';
+import { AUTHORIZE_WORKLOADS, type CheckDef, CHECKS, METRICS, PROXY_PROCS, type WorkloadId, WORKLOAD_IDS, opSymbol, passes, proxyCpuPerUnit, workUnits } from './plan.js';
 import type { MachineCpu, ProcUsage } from './procstat.js';
 import { TARGET_NAMES, type TargetName } from './targets.js';
 import type { WorkloadResult } from './types.js';
@@ -18,6 +19,8 @@ export interface Measurement {
   machineCpu: MachineCpu | null;
   /** relay+authorize: requests the authorize hook answered during this measurement (warm-up included). */
   hookRequests?: number | null;
+  /** new-c64-wrk: TCP connections nginx accepted and requests it answered during this measurement. */
+  nginx?: NginxCounts | null;
 }
 
 export interface Stat {
@@ -28,6 +31,14 @@ export interface Stat {
 }
 
 export type TargetStatus = { available: true; info: Record<string, unknown> } | { available: false; reason: string };
+
+/**
+ * The wrk workload as a whole: its tools (with the packages the bench installed), its nginx, and
+ * the instances of the targets whose service is that nginx, each up or not and why.
+ */
+export type WrkStatus =
+  | { available: true; wrk: string; nginx: string; installed: string[]; nginxConfig: string; targets: Partial<Record<TargetName, TargetStatus>> }
+  | { available: false; reason: string };
 
 export interface MetricSummary {
   id: string;
@@ -106,17 +117,13 @@ export function stat(xs: readonly number[]): Stat | null {
   return { median: median(ok), min: Math.min(...ok), max: Math.max(...ok), n: ok.length };
 }
 
-// relay+authorize: the hook server (`authorize`) is the hook's side, reported on its own, so that
-// CPU per unit stays comparable with the relay column.
-const PROXY_PROCS: Record<TargetName, string[]> = { direct: [], relay: ['white', 'gray'], haproxy: ['hop1', 'hop2'], 'relay+authorize': ['white', 'gray'] };
-
 export const AUTHORIZE_COST_LABEL = 'cost of the authorize hook per connection (relay+authorize vs relay, new connections)';
 
 export function summarize(ms: readonly Measurement[], status: Record<TargetName, TargetStatus>): Summary {
   const metrics: MetricSummary[] = METRICS.map((def) => {
     const values: Partial<Record<TargetName, Stat>> = {};
     for (const t of TARGET_NAMES) {
-      const xs = ms.filter((m) => m.target === t && m.workload === def.workload && m.result).map((m) => def.read(m.result!));
+      const xs = ms.filter((m) => m.target === t && m.workload === def.workload && m.result).map((m) => def.read(m.result!, m.procs, t));
       const s = stat(xs);
       if (s) values[t] = s;
     }
@@ -149,18 +156,10 @@ export function summarize(ms: readonly Measurement[], status: Record<TargetName,
         if (rss && cpu) procs[p] = { peakRssMB: rss, cpuSec: cpu };
       }
       let perUnit: ResourceSummary['proxyCpuPerUnit'] = null;
-      const proxies = PROXY_PROCS[t];
-      if (proxies.length > 0) {
-        let label = '';
-        const vals = rows.map((r) => {
-          if (!r.result) return NaN;
-          const u = workUnits(r.result);
-          label = u.label;
-          const cpu = proxies.reduce((a, p) => a + (r.procs[p]?.cpuSec ?? NaN), 0);
-          return u.units > 0 ? cpu / u.units : NaN;
-        });
-        const s = stat(vals);
-        if (s) perUnit = { label, value: s };
+      if (PROXY_PROCS[t].length > 0) {
+        const done = rows.filter((r) => r.result !== null);
+        const s = stat(done.map((r) => proxyCpuPerUnit(r.result!, r.procs, t)));
+        if (s && done[0]) perUnit = { label: workUnits(done[0].result!).label, value: s };
       }
       resources.push({ workload: w, target: t, procs, proxyCpuPerUnit: perUnit });
     }
@@ -274,7 +273,7 @@ function table(rows: string[][], rightCols: Set<number>): string {
     .join('\n');
 }
 
-export function renderTables(summary: Summary, status: Record<TargetName, TargetStatus>): string {
+export function renderTables(summary: Summary, status: Record<TargetName, TargetStatus>, wrk: WrkStatus): string {
   const out: string[] = [];
   const colName = (t: TargetName): string => (status[t].available ? t : `${t} (n/a)`);
   const header = ['metric', 'unit', colName('direct'), colName('haproxy'), colName('relay'), 'hap/direct', 'relay/direct', 'relay/hap', 'target', colName('relay+authorize'), 'auth/relay'];
@@ -306,6 +305,7 @@ export function renderTables(summary: Summary, status: Record<TargetName, Target
   }
   out.push('Figures: median over rounds (min–max). Ratios are of medians. Latency: lower is better.');
   out.push('relay+authorize: relay asking an allow-all authorize hook before each client, new connections only; auth/relay = relay+authorize ÷ relay, the cost of the authorize hook per connection.');
+  out.push('wrk→nginx: the C load generator wrk against nginx, Connection: close (each request a new TCP connection), through a second instance of each target. proxy CPU: white+gray or hop1+hop2.');
   out.push(table(rows, new Set([2, 3, 4, 5, 6, 7, 9, 10])));
   out.push('');
   out.push(...renderAuthorizeCost(summary.authorizeCost));
@@ -334,11 +334,18 @@ export function renderTables(summary: Summary, status: Record<TargetName, Target
   for (const c of summary.checks) {
     const mark = c.pass === null ? '?' : c.pass ? '✓' : '✗';
     const measured = c.measured === null ? `not measured (${c.note})` : `${c.measured.toFixed(2)}${c.note ? ` (${c.note})` : ''}`;
-    out.push(`  ${mark} ${pad(c.label, 44)} ${pad(`${opSymbol(c.op)} ${c.value}`, 6)} measured ${measured}`);
+    out.push(`  ${mark} ${pad(c.label, 48)} ${pad(`${opSymbol(c.op)} ${c.value}`, 6)} measured ${measured}`);
   }
   for (const t of TARGET_NAMES) {
     const s = status[t];
     if (!s.available) out.push(`  ${t}: unavailable: ${s.reason}`);
+  }
+  if (!wrk.available) out.push(`  wrk→nginx workload: unavailable: ${wrk.reason}`);
+  else {
+    for (const t of TARGET_NAMES) {
+      const s = wrk.targets[t];
+      if (s && !s.available) out.push(`  ${t} (wrk→nginx): unavailable: ${s.reason}`);
+    }
   }
   return out.join('\n');
 }

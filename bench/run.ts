@@ -1,19 +1,23 @@
 // Entry point of the benchmark (`npm run bench -- [options]`). The standard run measures every
 // workload three ways in one run (direct to the service, through relay, through a two-hop haproxy
-// chain), plus relay with an authorize hook on the new-connection workload, over several rounds,
-// and writes a table, a JSON file and an SVG chart. See docs/bench.md.
+// chain), plus relay with an authorize hook on the new-connection workload, and new connections
+// from wrk to nginx through a second instance of each target, over several rounds, and writes a
+// table, a JSON file and an SVG chart. See docs/bench.md.
 import path from 'node:path';
+import { findOrInstall } from './apt.js';
 import { type Options, USAGE, parseArgs } from './args.js';
 import { fmtNum, sleep } from './common.js';
 import { machineInfo, mkTemp, progress, stamp, startLoadgen, startService, writeResults } from './env.js';
-import { AUTHORIZE_WORKLOADS, type WorkloadId, WORKLOAD_IDS, runsWorkload, workloadFor } from './plan.js';
-import { Sampler } from './procstat.js';
-import { type Measurement, type TargetStatus, renderTables, summarize } from './report.js';
+import { type Nginx, type NginxCounts, startNginx, waitHttp } from './nginx.js';
+import { AUTHORIZE_WORKLOADS, type LoadgenWorkloadId, type WorkloadId, WRK_TARGETS, runsWorkload, workloadFor } from './plan.js';
+import { Sampler, reapedChildrenCpuSec } from './procstat.js';
+import { type Measurement, type TargetStatus, type WrkStatus, renderTables, summarize } from './report.js';
 import { runProfile } from './profile.js';
 import { runScale } from './scale.js';
 import { renderSvg } from './svg.js';
 import { BENCH_AUTHORIZE, type Started, type Target, type TargetName, startDirect, startHaproxy, startRelay, startRelayWithAuthorize } from './targets.js';
 import type { WorkloadResult } from './types.js';
+import { runWrk, wrkVersion } from './wrk.js';
 
 /** Latency in µs as ms text; NaN arrives as null through IPC (JSON), hence the loose type. */
 const ms = (us: number | null): string => (typeof us === 'number' ? fmtNum(us / 1000, 3) : '–');
@@ -28,6 +32,8 @@ function brief(r: WorkloadResult | null, err: string | null): string {
       return `${fmtNum(r.reqPerSec)} req/s  p50 ${ms(r.rttP50Us)} ms  p99 ${ms(r.rttP99Us)} ms${e}`;
     case 'newconn':
       return `${fmtNum(r.connPerSec)} conn/s  TTFB p50 ${ms(r.ttfbP50Us)} ms  p99 ${ms(r.ttfbP99Us)} ms${e}`;
+    case 'wrk':
+      return `${fmtNum(r.connPerSec)} conn/s  latency p50 ${ms(r.latencyP50Us)} ms  p99 ${ms(r.latencyP99Us)} ms${e}`;
     default:
       return r.kind;
   }
@@ -38,7 +44,7 @@ async function runStandard(opts: Options): Promise<number> {
   const startedAt = new Date();
   const tmp = mkTemp('relay-bench-');
   const machine = machineInfo(opts.haproxyBin);
-  progress(t0, `relay bench (${opts.mode}): ${opts.rounds} round(s) × ${WORKLOAD_IDS.length} workloads × targets ${opts.targets.join(',')}, ${opts.seconds}s each; ${machine.cores} cores, node ${machine.node}`);
+  progress(t0, `relay bench (${opts.mode}): ${opts.rounds} round(s) × ${opts.workloads.length} workloads × targets ${opts.targets.join(',')}, ${opts.seconds}s each; ${machine.cores} cores, node ${machine.node}`);
 
   const service = await startService();
   const loadgen = await startLoadgen();
@@ -69,43 +75,52 @@ async function runStandard(opts: Options): Promise<number> {
     }
   }
 
+  const wrk = await startWrkSide(opts, tmp, status, t0);
   const measurements: Measurement[] = [];
   const timing = { seconds: opts.seconds, warmupSeconds: opts.warmupSeconds };
-  const total = opts.rounds * WORKLOAD_IDS.reduce((n, w) => n + running.filter((t) => runsWorkload(t.name, w)).length, 0);
+  const targetsOf = (w: WorkloadId): Target[] => (w === 'new-c64-wrk' ? wrk.targets : running).filter((t) => runsWorkload(t.name, w));
+  const total = opts.rounds * opts.workloads.reduce((n, w) => n + targetsOf(w).length, 0);
   let done = 0;
   for (let round = 1; round <= opts.rounds; round++) {
-    for (const wid of WORKLOAD_IDS) {
+    for (const wid of opts.workloads) {
       // Same workload back to back on every target, in an order that rotates each round, so slow
       // drift of the machine (thermal, other tenants) spreads over all columns alike.
-      const order = running.map((_, i) => running[(i + round - 1) % running.length]!).filter((t) => runsWorkload(t.name, wid));
+      const list = targetsOf(wid);
+      const order = list.map((_, i) => list[(i + round - 1) % list.length]!);
       for (const target of order) {
-        const dead = target.health();
+        const dead = target.health() ?? (wid === 'new-c64-wrk' ? (wrk.nginx?.health() ?? null) : null);
         if (dead !== null) {
-          if (status[target.name].available) {
-            status[target.name] = { available: false, reason: `died during the run: ${dead.split('\n')[0]}` };
-            progress(t0, `${target.name}: ${dead}`);
+          const st = wid === 'new-c64-wrk' ? wrk.instances : status;
+          if (st[target.name]?.available) {
+            st[target.name] = { available: false, reason: `died during the run: ${dead.split('\n')[0]}` };
+            progress(t0, `${target.name}${wid === 'new-c64-wrk' ? ' (wrk→nginx)' : ''}: ${dead}`);
           }
           continue;
         }
-        const m = await measure(loadgen, target, wid, timing, round, service.pid);
+        const m =
+          wid === 'new-c64-wrk'
+            ? await measureWrk(wrk.wrkBin, wrk.nginx!, target, timing, round, path.join(tmp, 'wrk'))
+            : await measure(loadgen, target, wid, timing, round, service.pid);
         measurements.push(m);
         done++;
         const foreign = m.machineCpu ? `  other load ${(m.machineCpu.foreignShare * 100).toFixed(0)}%` : '';
         const hook = m.hookRequests !== undefined ? `  hook answered ${m.hookRequests ?? '?'}` : '';
-        progress(t0, `r${round}/${opts.rounds} ${wid.padEnd(11)} ${target.name.padEnd(15)} ${brief(m.result, m.error)}${hook}${foreign}   [${done}/${total}]`);
+        const ng = m.nginx !== undefined ? `  nginx accepted ${m.nginx?.accepts ?? '?'}` : '';
+        progress(t0, `r${round}/${opts.rounds} ${wid.padEnd(11)} ${target.name.padEnd(15)} ${brief(m.result, m.error)}${hook}${ng}${foreign}   [${done}/${total}]`);
         // Let a relay refill its pool and closed sockets drain before the next measurement.
-        await sleep(wid === 'new-c64' ? 300 : 100);
+        await sleep(wid === 'new-c64' || wid === 'new-c64-wrk' ? 300 : 100);
       }
     }
   }
 
-  for (const t of running) await t.stop();
+  for (const t of [...running, ...wrk.targets]) await t.stop();
+  await wrk.nginx?.stop();
   loadgen.stop();
   service.stop();
 
   const summary = summarize(measurements, status);
-  const direct = summary.metrics.find((m) => m.id === 'kept_c1_rate')?.values.direct;
-  const tables = renderTables(summary, status);
+  const direct = summary.metrics.some((m) => m.values.direct !== undefined);
+  const tables = renderTables(summary, status, wrk.status);
   process.stdout.write('\n' + tables + '\n');
 
   const name = stamp(startedAt);
@@ -121,16 +136,18 @@ async function runStandard(opts: Options): Promise<number> {
       warmupSeconds: opts.warmupSeconds,
       pool: opts.pool,
       targets: opts.targets,
-      workloads: WORKLOAD_IDS.map((id) => ({ id, ...workloadFor(id, timing) })),
+      workloads: opts.workloads.map((id) => ({ id, ...workloadFor(id, timing) })),
       // The relay+authorize column: the authorize block it adds to white.yaml (url aside) and where it is measured.
       authorize: opts.authorize ? { ...BENCH_AUTHORIZE, workloads: AUTHORIZE_WORKLOADS } : null,
     },
     machine,
     targets: status,
+    // The wrk workload: tools, nginx, and its instances of the targets (its own, pointed at nginx).
+    wrk: wrk.status,
     summary,
     measurements,
   };
-  const svg = renderSvg(summary, status, `relay bench ${startedAt.toISOString()} (${opts.mode}, ${machine.cores} cores)`);
+  const svg = renderSvg(summary, status, wrk.status, `relay bench ${startedAt.toISOString()} (${opts.mode}, ${machine.cores} cores)`);
   const files = writeResults(opts.outDir, name, json, svg);
   process.stdout.write(`\nresults: ${files.json}\nchart:   ${files.svg}\n`);
   progress(t0, 'done');
@@ -144,7 +161,7 @@ async function runStandard(opts: Options): Promise<number> {
 async function measure(
   loadgen: Awaited<ReturnType<typeof startLoadgen>>,
   target: Target,
-  wid: WorkloadId,
+  wid: LoadgenWorkloadId,
   timing: { seconds: number; warmupSeconds: number },
   round: number,
   servicePid: number,
@@ -170,6 +187,121 @@ async function measure(
     m.hookRequests = typeof hookBefore === 'number' && typeof hookAfter === 'number' ? hookAfter - hookBefore : null;
   }
   return m;
+}
+
+interface WrkSide {
+  status: WrkStatus;
+  wrkBin: string;
+  nginx: Nginx | null;
+  /** An instance of each of WRK_TARGETS that runs, whose service is nginx. */
+  targets: Target[];
+  /** Their status (the same object as status.targets when the workload is available). */
+  instances: Partial<Record<TargetName, TargetStatus>>;
+}
+
+/**
+ * The wrk workload's side of the run: wrk and nginx (installed with apt-get when missing), nginx
+ * started, and a second instance of each requested target of WRK_TARGETS pointed at it, so the
+ * other workloads keep the Node service. Never throws for an expected absence: the workload's
+ * rows then say why they are empty.
+ */
+async function startWrkSide(opts: Options, tmp: string, status: Record<TargetName, TargetStatus>, t0: number): Promise<WrkSide> {
+  const none = (reason: string): WrkSide => {
+    progress(t0, `wrk→nginx workload: unavailable: ${reason}`);
+    return { status: { available: false, reason }, wrkBin: opts.wrkBin, nginx: null, targets: [], instances: {} };
+  };
+  if (!opts.workloads.includes('new-c64-wrk')) return none('not requested (--workloads)');
+  const wanted = WRK_TARGETS.filter((t) => opts.targets.includes(t));
+  if (wanted.length === 0) return none(`not requested (--targets has none of ${WRK_TARGETS.join(', ')})`);
+  const tools = findOrInstall(
+    [
+      { bin: opts.wrkBin, pkg: 'wrk' },
+      { bin: opts.nginxBin, pkg: 'nginx-light', extraDirs: ['/usr/sbin'] },
+    ],
+    (line) => progress(t0, line),
+  );
+  if (!tools.ok) return none(tools.reason);
+  const [wrkBin, nginxBin] = tools.paths as [string, string];
+  const wrkV = wrkVersion(wrkBin);
+  if (wrkV === null) return none(`${wrkBin} -v did not say wrk`);
+  const ng = await startNginx({ bin: nginxBin, dir: path.join(tmp, 'nginx'), readyTimeoutMs: opts.readyTimeoutMs });
+  if (!ng.ok) return none(ng.reason);
+  const nginx = ng.nginx;
+  progress(t0, `nginx: ready on port ${nginx.port} (pid ${nginx.pid}); ${wrkV.split(' ').slice(0, 2).join(' ')}`);
+  const targets: Target[] = [];
+  const st: Partial<Record<TargetName, TargetStatus>> = {};
+  for (const name of wanted) {
+    const main = status[name];
+    if (!main.available) {
+      st[name] = { available: false, reason: main.reason };
+      continue;
+    }
+    const dir = path.join(tmp, `${name}-nginx`);
+    const common = { servicePort: nginx.port, dir, readyTimeoutMs: opts.readyTimeoutMs, waitReady: waitHttp };
+    const s: Started =
+      name === 'direct'
+        ? startDirect(nginx.port)
+        : name === 'haproxy'
+          ? await startHaproxy({ ...common, bin: opts.haproxyBin, splice: opts.haproxySplice, maxconn: 4096 })
+          : await startRelay({ ...common, cli: opts.relayCli, pool: opts.pool });
+    if (s.ok) {
+      st[name] = { available: true, info: s.target.info };
+      targets.push(s.target);
+      progress(t0, `${name} (wrk→nginx): ready on port ${s.target.port}`);
+    } else {
+      st[name] = { available: false, reason: s.reason };
+      progress(t0, `${name} (wrk→nginx): unavailable: ${s.reason}`);
+    }
+  }
+  return {
+    status: { available: true, wrk: wrkV, nginx: nginx.version, installed: tools.installed, nginxConfig: nginx.config, targets: st },
+    wrkBin,
+    nginx,
+    targets,
+    instances: st,
+  };
+}
+
+/**
+ * One wrk measurement: an unmeasured warm-up run first (not in --quick), then wrk sampled with
+ * the target's processes and nginx. wrk's CPU is read once it has exited (reapedChildrenCpuSec),
+ * and nginx's counters are read outside the sampled window.
+ */
+async function measureWrk(wrkBin: string, nginx: Nginx, target: Target, timing: { seconds: number; warmupSeconds: number }, round: number, dir: string): Promise<Measurement> {
+  const w = workloadFor('new-c64-wrk', timing);
+  let result: WorkloadResult | null = null;
+  let error: string | null = null;
+  let before: NginxCounts | null = null;
+  try {
+    if (w.warmupSeconds > 0) await runWrk({ bin: wrkBin, port: target.port, w, seconds: w.warmupSeconds, dir });
+    before = await nginx.counts();
+  } catch (e) {
+    error = `warm-up: ${(e as Error).message}`;
+  }
+  const sampler = new Sampler({ ...target.procs, service: nginx.pid, harness: process.pid });
+  sampler.start();
+  const reaped0 = reapedChildrenCpuSec();
+  let wrkRan = false;
+  if (error === null) {
+    try {
+      result = await runWrk({ bin: wrkBin, port: target.port, w, seconds: w.seconds, dir, onStart: (pid) => sampler.track('loadgen', pid) });
+    } catch (e) {
+      error = (e as Error).message;
+    }
+    wrkRan = true;
+  }
+  const procs = sampler.stop(wrkRan ? { loadgen: reapedChildrenCpuSec() - reaped0 } : {});
+  let counts: NginxCounts | null = null;
+  if (before !== null) {
+    try {
+      const after = await nginx.counts();
+      // The second stub_status request is itself one accepted connection and one request.
+      counts = { accepts: after.accepts - before.accepts - 1, requests: after.requests - before.requests - 1 };
+    } catch {
+      counts = null;
+    }
+  }
+  return { round, target: target.name, workload: 'new-c64-wrk', result, error, procs, machineCpu: sampler.machine, nginx: counts };
 }
 
 async function main(): Promise<number> {

@@ -1,7 +1,7 @@
 // A hand-written SVG bar chart of the ratios (no charting dependency): one horizontal bar group
 // per metric, a line at 1.0, and the target marked where relay has one.
 import { CHECKS, opSymbol, passes } from './plan.js';
-import { BUSY_MACHINE_SHARE, type Summary, type TargetStatus } from './report.js';
+import { BUSY_MACHINE_SHARE, type Summary, type TargetStatus, type WrkStatus } from './report.js';
 import type { TargetName } from './targets.js';
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -12,7 +12,7 @@ interface Series {
   get: (m: Summary['metrics'][number]) => number | null;
 }
 
-export function renderSvg(summary: Summary, status: Record<TargetName, TargetStatus>, title: string): string {
+export function renderSvg(summary: Summary, status: Record<TargetName, TargetStatus>, wrk: WrkStatus, title: string): string {
   const W = 900;
   const labelW = 250;
   const plotW = W - labelW - 90;
@@ -123,6 +123,13 @@ export function renderSvg(summary: Summary, status: Record<TargetName, TargetSta
         ? `${a.label}: not measured (${a.unavailable})`
         : `${a.label}: rate ×${a.connPerSec.ratio?.toFixed(2) ?? '?'}, TTFB p50 ${a.ttfbP50Ms.addedMs === null ? '?' : `${a.ttfbP50Ms.addedMs >= 0 ? '+' : '−'}${Math.abs(a.ttfbP50Ms.addedMs).toFixed(3)}`} ms, white+gray CPU ${a.relayCpuUsPerConn.addedUs === null ? '?' : `${a.relayCpuUsPerConn.addedUs >= 0 ? '+' : '−'}${Math.abs(a.relayCpuUsPerConn.addedUs).toFixed(1)}`} µs per connection`;
     parts.push(`<text x="10" y="${y}" font-size="12">${esc(txt)}</text>`);
+  }
+  const wrkMissing = wrk.available
+    ? Object.entries(wrk.targets).flatMap(([t, s]) => (s && !s.available ? [`${t}: ${s.reason}`] : []))
+    : [wrk.reason];
+  if (wrkMissing.length > 0) {
+    y += 16;
+    parts.push(`<text x="10" y="${y}" font-size="12" fill="#a00">${esc(`wrk→nginx workload unavailable: ${wrkMissing.join('; ')}`.slice(0, 160))}</text>`);
   }
   const f = summary.foreignCpuShare;
   if (f) {

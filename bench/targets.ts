@@ -36,6 +36,13 @@ function healthOf(...ms: Managed[]): () => string | null {
 
 export type Started = { ok: true; target: Target } | { ok: false; reason: string; detail?: string };
 
+/**
+ * Resolves once the service answers through `port`, end to end; rejects at the deadline. The
+ * default speaks to the bench's Node service (an echo); the wrk workload's targets, whose service
+ * is nginx, ask for its page (bench/nginx.ts waitHttp).
+ */
+export type WaitReady = (port: number, deadlineMs: number) => Promise<void>;
+
 export function startDirect(servicePort: number): Started {
   return {
     ok: true,
@@ -118,6 +125,7 @@ export async function startHaproxy(opts: {
   readyTimeoutMs: number;
   splice?: SpliceMode;
   maxpipes?: number;
+  waitReady?: WaitReady;
 }): Promise<Started> {
   const v = haproxyVersion(opts.bin);
   if (!v.ok) return { ok: false, reason: v.reason };
@@ -137,7 +145,7 @@ export async function startHaproxy(opts: {
   try {
     const deadline = Date.now() + opts.readyTimeoutMs;
     await Promise.race([
-      waitEcho(publicPort, deadline),
+      (opts.waitReady ?? waitEcho)(publicPort, deadline),
       white.exited.then((how) => Promise.reject(new Error(`white hop ${how}${lastLines(white.tail)}`))),
       gray.exited.then((how) => Promise.reject(new Error(`gray hop ${how}${lastLines(gray.tail)}`))),
     ]);
@@ -225,6 +233,7 @@ export interface RelayOptions {
   authorize?: RelayAuthorizeDef;
   /** Column name; 'relay' unless given. */
   name?: TargetName;
+  waitReady?: WaitReady;
 }
 
 /** Why the relay CLI cannot be used, or null if it looks runnable. */
@@ -262,7 +271,7 @@ export async function startRelay(o: RelayOptions): Promise<Started> {
     const g = gray;
     await g.waitForLine((l) => isLogMsg(l, 'pool ready'), left(), '"pool ready" log line');
     await Promise.race([
-      waitEcho(publicPort, deadline),
+      (o.waitReady ?? waitEcho)(publicPort, deadline),
       white.exited.then((how) => Promise.reject(new Error(`white ${how}${lastLines(white.tail)}`))),
       g.exited.then((how) => Promise.reject(new Error(`gray ${how}${lastLines(g.tail)}`))),
     ]);

@@ -69,6 +69,36 @@ export interface NewConnResult {
   firstError: string | null;
 }
 
+/**
+ * The C load generator: `wrk` against nginx, each request on a new TCP connection
+ * (`Connection: close`). Run by the harness itself (bench/wrk.ts), not by the Node load generator.
+ */
+export interface WrkWorkload {
+  kind: 'wrk';
+  concurrency: number;
+  threads: number;
+  /** wrk takes whole seconds: the measurement time rounded, at least 1. */
+  seconds: number;
+  /** An unmeasured wrk run of this many whole seconds before each measurement (0: none). */
+  warmupSeconds: number;
+  /** Count bound: each wrk thread stops after its share of this many requests. */
+  maxConnections: number;
+}
+
+export interface WrkResult {
+  kind: 'wrk';
+  /** Completed responses per second; each one is a new TCP connection through the target. */
+  connPerSec: number;
+  connections: number;
+  seconds: number;
+  /** wrk's latency: from writing the request on a connected socket to the complete response. */
+  latencyP50Us: number;
+  latencyP99Us: number;
+  /** wrk's socket errors (connect, read, write, timeout) and non-2xx/3xx responses. */
+  errors: number;
+  firstError: string | null;
+}
+
 export interface IdleResult {
   kind: 'idle-open' | 'idle-release';
   opened: number;
@@ -77,7 +107,7 @@ export interface IdleResult {
   firstError: string | null;
 }
 
-export type WorkloadResult = BulkResult | KeptResult | NewConnResult | IdleResult;
+export type WorkloadResult = BulkResult | KeptResult | NewConnResult | IdleResult | WrkResult;
 
 export interface RunRequest {
   type: 'run';

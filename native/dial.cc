@@ -1,6 +1,6 @@
 // Dialing: the gray's pool connections. The engine connects, writes the preamble once connected
 // and then reads the white's start header like an accepted connection's prefix (intake.cc);
-// afterwards the connection is held until connectJoin (pump.cc). See engine.h for the design.
+// afterwards the connection is held until it is forwarded (pump.cc). See engine.h for the design.
 #include "engine.h"
 
 #include <errno.h>
@@ -59,7 +59,7 @@ void Engine::DialFailed(Conn* conn, int error) {
 // A header that is not well formed (version 1, family 4 or 6, reserved 0; the layout is in
 // src/engine/protocol/start-header.ts) is not forwarded: JavaScript refuses it, and the
 // service never sees a connection for it.
-bool Engine::ForwardOnHeader(Conn* conn, Event* header) {
+bool Engine::ForwardDialed(Conn* conn, Event* header) {
   const std::string& h = header->prefix;
   bool wellFormed = h.size() == kStartHeaderBytes && h[0] == 1 && (h[1] == 4 || h[1] == 6) && h[6] == 0 && h[7] == 0;
   if (!wellFormed) return false;
@@ -68,7 +68,7 @@ bool Engine::ForwardOnHeader(Conn* conn, Event* header) {
   Register(pair);
   header->b = pair->id;
   Emit(header);  // before anything the pair reports, so JavaScript knows the pair first
-  ActivateConnecting(pair, conn->id, conn->service, conn->serviceLen, conn->serviceKeepAliveSec);
+  StartForward(pair, conn->id, conn->service, conn->serviceLen, conn->serviceKeepAliveSec);
   return true;
 }
 

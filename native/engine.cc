@@ -35,17 +35,9 @@ void Engine::Stop() {
   thread_.join();
 }
 
-void Engine::Join(Pair* pair) {
+void Engine::Join(Pair* pair, uint32_t connA, uint32_t connB) {
   Register(pair);
   Command c(Command::kJoin);
-  c.pair = pair;
-  c.id = pair->id;
-  Post(c);
-}
-
-void Engine::JoinConns(Pair* pair, uint32_t connA, uint32_t connB) {
-  Register(pair);
-  Command c(Command::kJoinConns);
   c.pair = pair;
   c.id = pair->id;
   c.connA = connA;
@@ -107,9 +99,9 @@ void Engine::Dial(Conn* conn) {
   Post(c);
 }
 
-void Engine::ConnectJoin(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec) {
+void Engine::Forward(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec) {
   Register(pair);
-  Command c(Command::kConnectJoin);
+  Command c(Command::kForward);
   c.pair = pair;
   c.id = pair->id;
   c.connA = connId;
@@ -145,7 +137,7 @@ void Engine::Register(Pair* pair) {
 
 // Only the first command of a batch wakes the engine: RunCommands reads the eventfd before it
 // takes the batch, so a command queued behind a pending wake is taken with it. (The gray posts
-// a dial and a connectJoin in the same tick; each wake is a system call on both threads.)
+// a dial and a forward in the same tick; each wake is a system call on both threads.)
 void Engine::Post(const Command& command) {
   bool wake;
   {
@@ -257,10 +249,7 @@ void Engine::RunCommands() {
         stopping_ = true;
         break;
       case Command::kJoin:
-        Activate(command.pair, false, false);
-        break;
-      case Command::kJoinConns:
-        ActivateConns(command.pair, command.connA, command.connB);
+        StartJoin(command.pair, command.connA, command.connB);
         break;
       case Command::kDestroy: {
         Pair* pair = nullptr;
@@ -294,18 +283,18 @@ void Engine::RunCommands() {
       case Command::kDial:
         StartDial(command.conn);
         break;
-      case Command::kConnectJoin:
-        ActivateConnecting(command.pair, command.connA, command.address, command.addressLen, command.keepAliveSec);
+      case Command::kForward:
+        StartForward(command.pair, command.connA, command.address, command.addressLen, command.keepAliveSec);
         break;
       case Command::kLend:
         KeepLent(command.id, command.connA);
         break;
-      case Command::kPairLent: {
+      case Command::kJoinLent: {
         // A client that went away meanwhile gets kNoneLent too (after its kGone), so JavaScript
         // never waits for an answer.
         auto it = listeners_.find(command.id);
         Conn* client = HeldConn(command.connA);
-        if (!client || it == listeners_.end() || !PairWithLent(it->second, client)) {
+        if (!client || it == listeners_.end() || !TakeLent(it->second, client)) {
           auto* event = new Event(Event::kNoneLent);
           event->id = command.connA;
           event->listenerId = command.id;
@@ -332,7 +321,15 @@ void Engine::TuneSocket(int fd, int keepAliveSec) {
   if (keepAliveSec > 0) {
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &keepAliveSec, sizeof keepAliveSec);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &kKeepAliveIntervalSec, sizeof kKeepAliveIntervalSec);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &kKeepAliveProbes, sizeof kKeepAliveProbes);
   }
+}
+
+void Engine::Abort(int fd) {
+  linger reset{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+  close(fd);
 }
 
 }  // namespace relay

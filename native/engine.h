@@ -1,26 +1,29 @@
-// The native data plane: joined socket pairs whose bytes move with splice(2) instead of
-// through JavaScript.
+// The engine: the native data plane. It owns every data connection of a process that has it:
+// it listens, accepts, dials, holds, joins connections into pairs and moves their bytes with
+// splice(2) instead of through JavaScript. The words (pair, join, held connection, lend,
+// forward, prefix, start header, preamble) are the glossary's in docs/architecture.md.
 //
 // Why: in the JS plane every byte is copied kernel -> user -> kernel at each hop, and those
 // copies were most of relay's bulk cost (see docs/performance.md). splice moves the pages between
 // a socket and a kernel pipe and from the pipe to the other socket without entering user space,
 // which is what a C relay such as haproxy does.
 //
-// Shape: one engine thread per Node environment owns an epoll instance. JavaScript hands over a
-// pair of connected sockets (join); the engine takes its own duplicates of the two descriptors,
-// so the JS Socket objects can be destroyed at once and an idle pair costs only this file's
-// structs and the kernel's sockets. Small messages are copied with recv/send through one shared
+// Shape: an Engine is one thread with its own epoll instance (JavaScript may make several; each
+// reports through its own thread-safe function). JavaScript joins two connections the engine
+// holds into a pair (join); an idle pair costs only this file's structs and the kernel's
+// sockets. Small messages are copied with recv/send through one shared
 // buffer; once a direction streams, it splices, borrowing a pipe from a small free list only
 // while bytes are in flight, so thousands of idle pairs hold no pipes. A FIN is passed on as
 // a shutdown(SHUT_WR) once everything before it was delivered (half-close); the first error ends
-// the pair. When a pair ends, its byte counts and errno reach JavaScript through a thread-safe
+// the pair, and the pair's sockets are then closed with a reset, so an abort reaches both far
+// ends as an abort (only a FIN is passed on as a FIN). When a pair ends, its byte counts and errno reach JavaScript through a thread-safe
 // function; JavaScript can end a pair early (destroy) or read its live counts (bytes).
 //
 // Intake: the engine can also own listening sockets (listen). It accepts on its own thread,
 // applies the filter JavaScript set (who may connect at all, how many may be unverified), reads
 // a fixed-size prefix (the data port's preamble) under a deadline, and only then tells
-// JavaScript, which decides (verifies the preamble, pairs, refuses; or lends a verified
-// connection to the public port, where the engine pairs the next client with it by itself).
+// JavaScript, which decides (verifies the preamble, joins, refuses; or lends a verified
+// connection to the public port, where the engine joins the next client with it by itself).
 // Until it is joined an accepted connection is held by the engine and watched: JavaScript hears
 // when it goes away.
 // A connection therefore never becomes a Node socket: that construction and teardown was most
@@ -28,17 +31,17 @@
 //
 // Dialing: the gray's side of the same idea. The engine opens a pool connection (dial), writes
 // its preamble once connected, and reads the white's fixed-size start header; only then does
-// JavaScript hear of it. JavaScript answers with connectJoin: the engine connects to the local
+// JavaScript hear of it. JavaScript answers with forward: the engine connects to the local
 // service and joins the two at once, the service socket still connecting (a send to it waits
-// for its EPOLLOUT like any full socket). Dialed with the service's address (forwardOnHeader),
-// the engine does that by itself as soon as a well-formed header is in, and JavaScript hears
+// for its EPOLLOUT like any full socket). Dialed with the service's address (Conn::forward),
+// the engine forwards by itself as soon as a well-formed header is in, and JavaScript hears
 // the header together with the pair's id. A connection that fails is reported as the end of
 // that pair, flagged as never connected, so the gray can say the service is unreachable.
 //
 // Where the code is, one concept a file: this header holds the types every part shares and the
 // Engine's declaration; engine.cc the engine thread and its command queue; pump.cc the pairs
 // (the data plane proper); intake.cc listeners and held connections; lend.cc the public port's
-// lent connections and the pairing at accept; dial.cc dialing and the forward on a start
+// lent connections and the join at accept; dial.cc dialing and the forward on a start
 // header; napi.cc the JavaScript surface (and memory.cc its one call that is not the engine's:
 // malloc_trim after startup). The types live in namespace relay (not an anonymous
 // namespace) because the Engine's methods are defined in several translation units.
@@ -83,6 +86,10 @@ constexpr size_t kFreePipesMax = 64;
 constexpr int kEventsPerWait = 256;
 // The white's start header on a pooled connection (src/engine/protocol/start-header.ts).
 constexpr size_t kStartHeaderBytes = 40;
+// Keepalive probes once a socket has been idle for its keepalive time: one a second, ten in all,
+// as libuv sets them for Node's sockets, so both data planes give up on a vanished peer alike.
+constexpr int kKeepAliveIntervalSec = 1;
+constexpr int kKeepAliveProbes = 10;
 
 struct Pair;
 
@@ -98,7 +105,7 @@ struct Side {
 };
 
 // Who a listener lets in, before any byte is read (set by JavaScript, see filter()).
-enum Filter : uint8_t { kFilterAll = 0, kFilterNone = 1, kFilterSource = 2 };
+enum Filter : uint8_t { kFilterAnyone = 0, kFilterNobody = 1, kFilterOnly = 2 };
 // What a held connection's watch reports: anything (a pooled connection must stay silent), or
 // only a reset/hang-up (a waiting client may send bytes or a FIN and still wants its answer).
 enum Watch : uint8_t { kWatchReset = 0, kWatchAny = 1 };
@@ -125,7 +132,7 @@ struct Listener {
   int timeoutMs = 0;
   int keepAliveSec = 0;
   Watch watchAfter = kWatchReset;
-  Filter filter = kFilterAll;
+  Filter filter = kFilterAnyone;
   in6_addr allowed{};
   uint32_t maxPending = UINT32_MAX;
   uint32_t pending = 0;  // connections still reading their prefix
@@ -155,10 +162,9 @@ struct Conn {
   std::string preamble;  // dialed: written once connected
   sockaddr_storage remote{};
   socklen_t remoteLen = 0;
-  // Dialed with a service (forwardOnHeader): once a well-formed start header is read, the engine
-  // joins the connection with a new connection to the service by itself, without waiting for
-  // JavaScript's connectJoin (see ForwardOnHeader in dial.cc).
-  bool forwardOnHeader = false;
+  // Dialed with a service: once a well-formed start header is read, the engine forwards the
+  // connection by itself, without waiting for JavaScript (see ForwardDialed in dial.cc).
+  bool forward = false;
   sockaddr_storage service{};
   socklen_t serviceLen = 0;
   int serviceKeepAliveSec = 0;
@@ -181,7 +187,7 @@ struct Direction {
   bool splicing = false;
   // dst refused bytes (EAGAIN): this direction waits for dst's EPOLLOUT, src left unread.
   bool blocked = false;
-  // dst is still connecting (connectJoin): a FIN must not be passed on yet, since shutting down
+  // dst is still connecting (forward): a FIN must not be passed on yet, since shutting down
   // a socket in SYN-SENT aborts the connection.
   bool dstConnecting = false;
   // src reported a FIN, hang-up or error: read it to the end, never stop at a short read.
@@ -201,7 +207,7 @@ struct Pair {
   Side sides[2];
   Direction dirs[2];  // dirs[0]: fds[0] -> fds[1]; dirs[1]: fds[1] -> fds[0]
   bool dead = false;
-  // connectJoin: side B is the service, connecting until its first EPOLLOUT. A pair that ends
+  // Forward: side B is the service, connecting until its first EPOLLOUT. A pair that ends
   // before that never reached the service.
   bool connectingB = false;
 };
@@ -213,10 +219,11 @@ enum PairEndFlags : uint32_t { kEndedBeforeConnect = 1 };
 struct Event {
   // kDialed: a dialed connection connected (code 0, preamble written) or failed (code errno);
   // kHeader: a dialed connection read its prefix (the white's start header); b is the pair the
-  // engine made of it by itself (forwardOnHeader), or 0 when JavaScript is to join it.
-  // kPaired: a client (a) was paired with a lent connection (b) into pair id (lend.cc); kNoneLent:
-  // pairLent found no lent connection for client id.
-  enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4, kDialed = 5, kHeader = 6, kPaired = 7, kNoneLent = 8 } type;
+  // engine forwarded it into by itself (Conn::forward), or 0 when JavaScript is to forward it.
+  // kJoinedLent: a client (a) was joined with a lent connection (b) into pair id (lend.cc);
+  // kNoneLent: JoinLent found no lent connection for client id.
+  // (The numbers are also in src/engine/substrate/codes.ts; a test compares the two.)
+  enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4, kDialed = 5, kHeader = 6, kJoinedLent = 7, kNoneLent = 8 } type;
   explicit Event(Type t) : type(t) {}
   uint32_t id = 0;          // pair (kPairEnd) or connection
   uint32_t listenerId = 0;  // 0 for a dialed connection; kPairEnd: PairEndFlags
@@ -230,18 +237,18 @@ struct Event {
 };
 
 struct Command {
-  enum Kind { kJoin, kDestroy, kStop, kJoinConns, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kConnectJoin, kLend, kPairLent } kind;
+  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kLend, kJoinLent } kind;
   explicit Command(Kind k) : kind(k) {}
   Pair* pair = nullptr;
   Conn* conn = nullptr;     // kDial
-  sockaddr_storage address{};  // kConnectJoin: the service
+  sockaddr_storage address{};  // kForward: the service
   socklen_t addressLen = 0;
   int keepAliveSec = 0;
   uint32_t id = 0;  // pair, listener or connection
   uint32_t connA = 0;
   uint32_t connB = 0;
   Listener* listener = nullptr;
-  Filter filter = kFilterAll;
+  Filter filter = kFilterAnyone;
   in6_addr ip{};
   uint32_t maxPending = 0;
 };
@@ -286,11 +293,8 @@ class Engine {
   bool Start(std::string* why);
   void Stop();
 
-  // JS thread. Takes ownership of pair.
-  void Join(Pair* pair);
-
-  // JS thread. Takes ownership of pair, whose sockets are the two held connections.
-  void JoinConns(Pair* pair, uint32_t connA, uint32_t connB);
+  // JS thread. Takes ownership of pair, whose sockets become the two held connections.
+  void Join(Pair* pair, uint32_t connA, uint32_t connB);
 
   void Destroy(uint32_t id);
 
@@ -308,12 +312,13 @@ class Engine {
 
   // JS thread. Takes ownership of pair: side A becomes the held connection connId, side B a new
   // connection to address.
-  void ConnectJoin(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec);
+  void Forward(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec);
 
   // JS thread (lend.cc). Lend: the held connection connId becomes one of listener's lent
-  // connections. PairLent: the held client connId takes one of them now, or kNoneLent says none.
+  // connections. JoinLent: the held client connId is joined with one of them now, or kNoneLent
+  // says there is none.
   void Lend(uint32_t listenerId, uint32_t connId);
-  void PairLent(uint32_t listenerId, uint32_t clientId);
+  void JoinLent(uint32_t listenerId, uint32_t clientId);
 
   bool Bytes(uint32_t id, uint64_t* fromA, uint64_t* fromB);
   size_t PairCount();
@@ -326,6 +331,10 @@ class Engine {
   // inherited by every socket accepted from it (Linux copies these options at accept), so the
   // accept path pays no setsockopt.
   static void TuneSocket(int fd, int keepAliveSec);
+  // Closes fd with a reset (SO_LINGER {1, 0}) instead of a FIN: how an abort reaches the peer.
+  // Whatever the socket still had to send is discarded; the peer's read says ECONNRESET, so it
+  // cannot take a cut transfer for a complete one.
+  static void Abort(int fd);
 
  private:
   int epollFd_ = -1;
@@ -364,9 +373,9 @@ class Engine {
 
   // ---- Pairs (pump.cc) ----
   void OnSideEvent(Side* side, uint32_t events);
-  void Activate(Pair* pair, bool registeredA, bool registeredB);
-  void ActivateConns(Pair* pair, uint32_t idA, uint32_t idB);
-  void ActivateConnecting(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec);
+  void Arm(Pair* pair, bool registeredB);
+  void StartJoin(Pair* pair, uint32_t idA, uint32_t idB);
+  void StartForward(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec);
 
   static constexpr uint32_t kClosing = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
   static constexpr uint32_t kReadable = EPOLLIN | kClosing;
@@ -388,12 +397,12 @@ class Engine {
   void Accepted(Listener* listener, int fd, const sockaddr_storage& remote);
   void Refused(uint32_t listenerId, const sockaddr_storage& remote, int32_t refusal, const std::string& received, int error = 0);
   void ReadPrefix(Conn* conn);
-  bool PairWithLent(Listener* listener, Conn* client);
+  bool TakeLent(Listener* listener, Conn* client);
   // A client's local address: the listener's bound one, or getsockname's when the listener is
   // gone or bound to a wildcard.
   static bool ClientLocalAddress(const Listener* listener, int fd, sockaddr_storage* out);
   void KeepLent(uint32_t listenerId, uint32_t connId);
-  bool ForwardOnHeader(Conn* conn, Event* header);
+  bool ForwardDialed(Conn* conn, Event* header);
   void ReleasePending(Conn* conn);
   void AnnounceAccepted(Conn* conn);
   void RefuseConn(Conn* conn, int32_t refusal, int error);

@@ -76,11 +76,11 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   in6_addr source{};
   AsV6(remote, &source);
   int32_t refusal = 0;
-  if (listener->filter == kFilterNone) refusal = kRefusedNoSession;
-  else if (listener->filter == kFilterSource && memcmp(&source, &listener->allowed, sizeof source) != 0) refusal = kRefusedWrongSource;
+  if (listener->filter == kFilterNobody) refusal = kRefusedNoSession;
+  else if (listener->filter == kFilterOnly && memcmp(&source, &listener->allowed, sizeof source) != 0) refusal = kRefusedWrongSource;
   else if (listener->prefix > 0 && listener->pending >= listener->maxPending) refusal = kRefusedTooMany;
   if (refusal != 0) {
-    close(fd);
+    close(fd);  // refused before a byte is read: nothing to abort (see security.md)
     Refused(listener->id, remote, refusal, std::string());
     return;
   }
@@ -109,7 +109,7 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   ev.data.ptr = conn;
   if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, fd, &ev) < 0) {
     int error = errno;
-    close(fd);
+    Abort(fd);
     delete conn;
     Refused(listener->id, remote, kRefusedError, std::string(), error);
     return;
@@ -117,7 +117,7 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   conns_[conn->id] = conn;
   connsHeld_.fetch_add(1, std::memory_order_relaxed);
   if (conn->state == Conn::kHeld) {
-    if (PairWithLent(listener, conn)) return;  // a client with a lent connection on hand
+    if (TakeLent(listener, conn)) return;  // a client with a lent connection on hand
     return AnnounceAccepted(conn);
   }
   listener->pending += 1;
@@ -171,7 +171,7 @@ void Engine::ReadPrefix(Conn* conn) {
     auto* event = new Event(Event::kHeader);
     event->id = conn->id;
     event->prefix.swap(conn->prefix);
-    if (conn->forwardOnHeader && ForwardOnHeader(conn, event)) return;
+    if (conn->forward && ForwardDialed(conn, event)) return;
     return Emit(event);
   }
   // The edge that brought the prefix is spent: whatever came with it (bytes, a FIN) would
@@ -257,8 +257,11 @@ Conn* Engine::HeldConn(uint32_t id) {
   return it != conns_.end() && it->second->state == Conn::kHeld ? it->second : nullptr;
 }
 
-// Closes the connection (if it still has its socket) and forgets it.
-// Forgotten (and counted out) before the close, so whoever sees the close sees the count too.
+// Closes the connection (if it still has its socket) with a reset and forgets it: a held
+// connection relay lets go of unjoined was refused (a client nobody can serve, a data connection
+// that failed its checks) or is gone already, and a reset tells the peer it got no answer, which
+// a FIN would not. Forgotten (and counted out) before the close, so whoever sees the close sees
+// the count too.
 void Engine::Drop(Conn* conn) {
   ReleasePending(conn);
   int fd = conn->fd;
@@ -266,7 +269,7 @@ void Engine::Drop(Conn* conn) {
   Forget(conn);
   if (fd >= 0) {
     epoll_ctl(epollFd_, EPOLL_CTL_DEL, fd, nullptr);
-    close(fd);
+    Abort(fd);
   }
 }
 

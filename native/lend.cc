@@ -2,11 +2,11 @@
 // (the preamble's HMAC and counter window stay there) and, when no client is waiting, lends it
 // to the gray's public port. A client accepted there with a lent connection on hand is paired at
 // once: the engine writes the start header it builds from the client's addresses and joins the
-// two, and JavaScript hears kPaired afterwards (for the connection's id, the events, the
+// two, and JavaScript hears kJoinedLent afterwards (for the connection's id, the events, the
 // statistics). No thread hand-off sits between a client's SYN and its first bytes to the gray.
 //
 // Only the engine consumes lent connections, so one is never given to two clients: JavaScript
-// asks for one with PairLent (a client it admitted itself) and gets kPaired or kNoneLent, and it
+// asks for one with JoinLent (a client it admitted itself) and gets kJoinedLent or kNoneLent, and it
 // takes one back only by closing it. JavaScript decides how many to lend (never more than the
 // active-client limit allows, none when an authorize hook must see each client).
 #include "engine.h"
@@ -87,7 +87,7 @@ bool StartHeader(const sockaddr_storage& remote, const sockaddr_storage& local, 
 
 void Engine::Lend(uint32_t listenerId, uint32_t connId) { PostForId(Command::kLend, listenerId, connId); }
 
-void Engine::PairLent(uint32_t listenerId, uint32_t clientId) { PostForId(Command::kPairLent, listenerId, clientId); }
+void Engine::JoinLent(uint32_t listenerId, uint32_t clientId) { PostForId(Command::kJoinLent, listenerId, clientId); }
 
 void Engine::KeepLent(uint32_t listenerId, uint32_t connId) {
   auto it = listeners_.find(listenerId);
@@ -99,7 +99,7 @@ void Engine::KeepLent(uint32_t listenerId, uint32_t connId) {
 }
 
 // The newest lent connection still held is the likeliest to be alive (as in the pool broker).
-bool Engine::PairWithLent(Listener* listener, Conn* client) {
+bool Engine::TakeLent(Listener* listener, Conn* client) {
   if (listener->lent.empty()) return false;
   std::string header;
   sockaddr_storage local{};
@@ -112,7 +112,7 @@ bool Engine::PairWithLent(Listener* listener, Conn* client) {
     pair->id = NextId();
     pair->dirs[0].head = header;  // to side B, the data connection, ahead of the client's bytes
     Register(pair);
-    auto* event = new Event(Event::kPaired);
+    auto* event = new Event(Event::kJoinedLent);
     event->id = pair->id;
     event->listenerId = listener->id;
     event->a = client->id;
@@ -121,7 +121,7 @@ bool Engine::PairWithLent(Listener* listener, Conn* client) {
     event->remote = client->remote;
     event->local = local;
     Emit(event);  // before anything the pair reports
-    ActivateConns(pair, client->id, dataId);
+    StartJoin(pair, client->id, dataId);
     return true;
   }
   return false;

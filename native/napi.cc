@@ -1,14 +1,16 @@
-// The JavaScript surface: the module's functions (init, join, joinConns, listen, filter, dial,
-// connectJoin, closeConn, closeListener, destroy, bytes, stats) and the thread-safe function
-// that carries the engine's events to JavaScript. Each call checks its arguments here, on the
+// The JavaScript surface: createEngine (one engine thread, an object of its methods: listen,
+// filter, closeListener, dial, closeConn, join, forward, lend, joinLent, destroy, bytes,
+// stats), trimMalloc, and the thread-safe function that carries an engine's
+// events to JavaScript. Each call checks its arguments here, on the
 // JavaScript thread, and hands the engine (engine.h) a command.
 #include <node_api.h>
 
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <netinet/in.h>
 
 #include <errno.h>
-#include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -25,15 +27,17 @@ using relay::Conn;
 using relay::Engine;
 using relay::Event;
 using relay::Filter;
-using relay::kFilterSource;
+using relay::kFilterOnly;
 using relay::kWatchAny;
 using relay::kWatchReset;
 using relay::Listener;
 using relay::Pair;
 
-Engine* EngineOf(napi_env env) {
+// Every method of an engine object carries its Engine as the function's data (see CreateEngine),
+// so several engines can live in one process, each with its own thread and events.
+Engine* EngineOf(napi_env env, napi_callback_info info) {
   void* data = nullptr;
-  napi_get_instance_data(env, &data);
+  napi_get_cb_info(env, info, nullptr, nullptr, nullptr, &data);
   return static_cast<Engine*>(data);
 }
 
@@ -80,16 +84,18 @@ void Unref(napi_env env, Engine* engine) {
   if (--engine->active == 0) napi_unref_threadsafe_function(env, engine->onEvent);
 }
 
-// onEvent(type, id, listenerId, code, a, b, prefix, remoteIp, remotePort, localIp, localPort);
-// for kPairEnd, listenerId carries PairEndFlags.
-void CallOnEvent(napi_env env, napi_value callback, void* /*context*/, void* data) {
+// onEvent(type, id, listenerId, code, a, b, prefix, remoteIp, remotePort, localIp, localPort):
+// the Event's fields as they are, decoded once on the other side (src/engine/substrate/events.ts).
+// Positional arguments because they are what a call takes anyway: an object per event would
+// cost a property set per field on this thread. For kPairEnd, listenerId carries PairEndFlags.
+void CallOnEvent(napi_env env, napi_value callback, void* context, void* data) {
   auto* event = static_cast<Event*>(data);
   if (env != nullptr) {
-    Engine* engine = EngineOf(env);
+    auto* engine = static_cast<Engine*>(context);
     if (engine && event->type == Event::kPairEnd) Unref(env, engine);
-    // A pair the engine made on its own (forwardOnHeader) keeps the process alive like one
+    // A pair the engine made on its own (a forward on a start header, a join with a lent one) keeps the process alive like one
     // JavaScript asked for; its kPairEnd, always later in this queue, releases it.
-    if (engine && ((event->type == Event::kHeader && event->b != 0) || event->type == Event::kPaired)) Ref(env, engine);
+    if (engine && ((event->type == Event::kHeader && event->b != 0) || event->type == Event::kJoinedLent)) Ref(env, engine);
     napi_value args[11];
     napi_create_int32(env, event->type, &args[0]);
     napi_create_uint32(env, event->id, &args[1]);
@@ -122,18 +128,20 @@ void Cleanup(void* arg) {
   delete engine;
 }
 
-// init(onEvent): starts the engine.
-napi_value Init(napi_env env, napi_callback_info info) {
-  if (EngineOf(env) != nullptr) return Throw(env, "the data plane is already started");
+napi_value Methods(napi_env env, Engine* engine);
+
+// createEngine(onEvent) => an engine object: starts one engine thread whose events go to
+// onEvent, and whose methods (listen, dial, join...) act on that engine only.
+napi_value CreateEngine(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   napi_valuetype type;
-  if (argc < 1 || napi_typeof(env, argv[0], &type) != napi_ok || type != napi_function) return Throw(env, "init needs a callback");
+  if (argc < 1 || napi_typeof(env, argv[0], &type) != napi_ok || type != napi_function) return Throw(env, "createEngine needs a callback");
   auto* engine = new Engine();
   napi_value name;
-  napi_create_string_utf8(env, "relay-splice", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, argv[0], nullptr, name, 0, 1, nullptr, nullptr, nullptr, CallOnEvent, &engine->onEvent) != napi_ok) {
+  napi_create_string_utf8(env, "relay-engine", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[0], nullptr, name, 0, 1, nullptr, nullptr, engine, CallOnEvent, &engine->onEvent) != napi_ok) {
     delete engine;
     return Throw(env, "napi_create_threadsafe_function failed");
   }
@@ -146,9 +154,8 @@ napi_value Init(napi_env env, napi_callback_info info) {
     delete engine;
     return Throw(env, why);
   }
-  napi_set_instance_data(env, engine, nullptr, nullptr);
   napi_add_env_cleanup_hook(env, Cleanup, engine);
-  return nullptr;
+  return Methods(env, engine);
 }
 
 bool ReadHead(napi_env env, napi_value value, std::string* out) {
@@ -165,13 +172,13 @@ bool ReadHead(napi_env env, napi_value value, std::string* out) {
   return true;
 }
 
-// The arguments of join and joinConns: two numbers, then the optional heads.
+// The arguments of join: two connections, then the optional heads.
 Pair* NewPair(napi_env env, napi_callback_info info, int32_t ids[2]) {
   size_t argc = 4;
   napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   if (argc < 2 || napi_get_value_int32(env, argv[0], &ids[0]) != napi_ok || napi_get_value_int32(env, argv[1], &ids[1]) != napi_ok || ids[0] < 0 || ids[1] < 0) {
-    Throw(env, "join needs two descriptors or connections");
+    Throw(env, "join needs two held connections");
     return nullptr;
   }
   Pair* pair = new Pair();
@@ -189,40 +196,10 @@ napi_value Uint32(napi_env env, uint32_t value) {
   return result;
 }
 
-// join(fdA, fdB, headToA?: Buffer, headToB?: Buffer) => id. Duplicates both descriptors; the
-// caller closes its own.
+// join(connA, connB, headToA?, headToB?) => id: two held connections become a pair. If either
+// has gone meanwhile, the pair ends at once with ECONNRESET.
 napi_value Join(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env);
-  if (engine == nullptr) return Throw(env, "the data plane is not started");
-  int32_t fds[2];
-  Pair* pair = NewPair(env, info, fds);
-  if (pair == nullptr) return nullptr;
-  int dupA = fcntl(fds[0], F_DUPFD_CLOEXEC, 0);
-  int dupB = dupA < 0 ? -1 : fcntl(fds[1], F_DUPFD_CLOEXEC, 0);
-  if (dupA < 0 || dupB < 0) {
-    int error = errno;
-    if (dupA >= 0) close(dupA);
-    delete pair;
-    return ThrowErrno(env, "dup", error);
-  }
-  for (int fd : {dupA, dupB}) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-  pair->id = engine->NextId();
-  pair->fds[0] = dupA;
-  pair->fds[1] = dupB;
-  pair->dirs[0].src = dupA;
-  pair->dirs[0].dst = dupB;
-  pair->dirs[1].src = dupB;
-  pair->dirs[1].dst = dupA;
-  Ref(env, engine);
-  uint32_t id = pair->id;
-  engine->Join(pair);
-  return Uint32(env, id);
-}
-
-// joinConns(connA, connB, headToA?, headToB?) => id: two held connections become a pair. If
-// either has gone meanwhile, the pair ends at once with ECONNRESET.
-napi_value JoinConns(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env);
+  Engine* engine = EngineOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   int32_t conns[2];
   Pair* pair = NewPair(env, info, conns);
@@ -230,23 +207,23 @@ napi_value JoinConns(napi_env env, napi_callback_info info) {
   pair->id = engine->NextId();
   Ref(env, engine);
   uint32_t id = pair->id;
-  engine->JoinConns(pair, static_cast<uint32_t>(conns[0]), static_cast<uint32_t>(conns[1]));
+  engine->Join(pair, static_cast<uint32_t>(conns[0]), static_cast<uint32_t>(conns[1]));
   return Uint32(env, id);
 }
 
-// lend(listenerId, connId), pairLent(listenerId, clientConnId): see lend.cc.
+// lend(listenerId, connId), joinLent(listenerId, clientConnId): see lend.cc.
 napi_value LendOrPair(napi_env env, napi_callback_info info, bool lend) {
-  Engine* engine = EngineOf(env);
+  Engine* engine = EngineOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   size_t argc = 2;
   napi_value argv[2];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   uint32_t listenerId, connId;
   if (argc < 2 || napi_get_value_uint32(env, argv[0], &listenerId) != napi_ok || napi_get_value_uint32(env, argv[1], &connId) != napi_ok) {
-    return Throw(env, lend ? "lend(listenerId, connId): bad arguments" : "pairLent(listenerId, connId): bad arguments");
+    return Throw(env, lend ? "lend(listenerId, connId): bad arguments" : "joinLent(listenerId, connId): bad arguments");
   }
   if (lend) engine->Lend(listenerId, connId);
-  else engine->PairLent(listenerId, connId);
+  else engine->JoinLent(listenerId, connId);
   return nullptr;
 }
 
@@ -254,10 +231,13 @@ napi_value Lend(napi_env env, napi_callback_info info) {
   return LendOrPair(env, info, true);
 }
 
-napi_value PairLent(napi_env env, napi_callback_info info) {
+napi_value JoinLent(napi_env env, napi_callback_info info) {
   return LendOrPair(env, info, false);
 }
 
+// An IP address as Node writes it, also an IPv6 address with a zone index (fe80::1%eth0, an
+// interface name or number), which Node accepts for any IPv6 address. Host names are resolved
+// in JavaScript before an engine sees them.
 bool ParseIp(const std::string& text, sockaddr_storage* ss, socklen_t* len) {
   memset(ss, 0, sizeof *ss);
   auto* in = reinterpret_cast<sockaddr_in*>(ss);
@@ -266,13 +246,20 @@ bool ParseIp(const std::string& text, sockaddr_storage* ss, socklen_t* len) {
     *len = sizeof *in;
     return true;
   }
+  size_t percent = text.find('%');
   auto* in6 = reinterpret_cast<sockaddr_in6*>(ss);
-  if (inet_pton(AF_INET6, text.c_str(), &in6->sin6_addr) == 1) {
-    in6->sin6_family = AF_INET6;
-    *len = sizeof *in6;
-    return true;
+  if (inet_pton(AF_INET6, text.substr(0, percent).c_str(), &in6->sin6_addr) != 1) return false;
+  if (percent != std::string::npos) {
+    std::string zone = text.substr(percent + 1);
+    char* end = nullptr;
+    unsigned long number = strtoul(zone.c_str(), &end, 10);
+    unsigned int index = !zone.empty() && *end == '\0' ? static_cast<unsigned int>(number) : if_nametoindex(zone.c_str());
+    if (index == 0) return false;
+    in6->sin6_scope_id = index;
   }
-  return false;
+  in6->sin6_family = AF_INET6;
+  *len = sizeof *in6;
+  return true;
 }
 
 std::string StringArgument(napi_env env, napi_value value) {
@@ -301,7 +288,7 @@ bool ParseEndpoint(napi_env env, napi_value ip, int32_t port, sockaddr_storage* 
 // [listenerId, boundPort]. Binds here, on the JavaScript thread, so a failure is an exception
 // the caller can report at once.
 napi_value Listen(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env);
+  Engine* engine = EngineOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   size_t argc = 8;
   napi_value argv[8];
@@ -365,7 +352,7 @@ uint32_t IdArgument(napi_env env, napi_callback_info info, bool* ok) {
 
 // closeListener(id): stops accepting; connections still reading their prefix are closed.
 napi_value CloseListener(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env);
+  Engine* engine = EngineOf(env, info);
   bool ok;
   uint32_t id = IdArgument(env, info, &ok);
   if (!engine || !ok) return nullptr;
@@ -377,17 +364,17 @@ napi_value CloseListener(napi_env env, napi_callback_info info) {
 // filter(listenerId, mode, ip, maxPending): who may connect before a byte is read. mode 0:
 // anyone; 1: nobody; 2: only ip. maxPending caps the connections still reading their prefix.
 napi_value SetFilter(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env);
+  Engine* engine = EngineOf(env, info);
   size_t argc = 4;
   napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   uint32_t id, mode, maxPending;
   if (!engine || argc < 4 || napi_get_value_uint32(env, argv[0], &id) != napi_ok || napi_get_value_uint32(env, argv[1], &mode) != napi_ok ||
-      napi_get_value_uint32(env, argv[3], &maxPending) != napi_ok || mode > kFilterSource) {
+      napi_get_value_uint32(env, argv[3], &maxPending) != napi_ok || mode > kFilterOnly) {
     return Throw(env, "filter(listenerId, mode, ip, maxPending): bad arguments");
   }
   in6_addr ip{};
-  if (mode == kFilterSource) {
+  if (mode == kFilterOnly) {
     sockaddr_storage ss;
     socklen_t len;
     if (!ParseIp(StringArgument(env, argv[2]), &ss, &len)) return Throw(env, "filter needs an IP address");
@@ -401,7 +388,7 @@ napi_value SetFilter(napi_env env, napi_callback_info info) {
 // the preamble, then reads exactly prefixBytes and reports them (kHeader); until then it reports
 // the connect (kDialed, errno or 0) and a close (kGone). The connection is held afterwards.
 napi_value Dial(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env);
+  Engine* engine = EngineOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   size_t argc = 8;
   napi_value argv[8];
@@ -418,7 +405,7 @@ napi_value Dial(napi_env env, napi_callback_info info) {
     delete conn;
     return Throw(env, "dial needs an IP address");
   }
-  // Optional: the service to forward to as soon as the start header is in (forwardOnHeader).
+  // Optional: the service to forward to as soon as the start header is in (Conn::forward).
   napi_valuetype serviceType = napi_undefined;
   if (argc >= 8) napi_typeof(env, argv[5], &serviceType);
   if (serviceType != napi_undefined && serviceType != napi_null) {
@@ -428,7 +415,7 @@ napi_value Dial(napi_env env, napi_callback_info info) {
       delete conn;
       return Throw(env, "dial: the service to forward to needs an IP address, a port and a keepalive");
     }
-    conn->forwardOnHeader = true;
+    conn->forward = true;
     conn->serviceKeepAliveSec = serviceKeepAliveSec;
   }
   conn->id = engine->NextId();
@@ -439,11 +426,11 @@ napi_value Dial(napi_env env, napi_callback_info info) {
   return Uint32(env, id);
 }
 
-// connectJoin(connId, ip, port, headToService?, keepAliveSec) => pairId: connects to the service
+// forward(connId, ip, port, headToService?, keepAliveSec) => pairId: connects to the service
 // and joins it (side B) with the held connection (side A). A pair that ends before the service
 // answered is flagged kEndedBeforeConnect; one whose connection had gone ends with ECONNRESET.
-napi_value ConnectJoin(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env);
+napi_value Forward(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   size_t argc = 5;
   napi_value argv[5];
@@ -455,24 +442,24 @@ napi_value ConnectJoin(napi_env env, napi_callback_info info) {
       !ReadHead(env, argv[3], &pair->dirs[0].head) || napi_get_value_int32(env, argv[4], &keepAliveSec) != napi_ok ||
       port < 1 || port > 65535 || keepAliveSec < 0) {
     delete pair;
-    return Throw(env, "connectJoin(connId, ip, port, headToService, keepAliveSec): bad arguments");
+    return Throw(env, "forward(connId, ip, port, headToService, keepAliveSec): bad arguments");
   }
   sockaddr_storage address;
   socklen_t len;
   if (!ParseEndpoint(env, argv[1], port, &address, &len)) {
     delete pair;
-    return Throw(env, "connectJoin needs an IP address");
+    return Throw(env, "forward needs an IP address");
   }
   pair->id = engine->NextId();
   Ref(env, engine);
   uint32_t id = pair->id;
-  engine->ConnectJoin(pair, connId, address, len, keepAliveSec);
+  engine->Forward(pair, connId, address, len, keepAliveSec);
   return Uint32(env, id);
 }
 
 // A function of one id that only posts a command: a missing engine or a bad id does nothing.
 napi_value ForId(napi_env env, napi_callback_info info, void (Engine::*action)(uint32_t)) {
-  Engine* engine = EngineOf(env);
+  Engine* engine = EngineOf(env, info);
   bool ok;
   uint32_t id = IdArgument(env, info, &ok);
   if (engine && ok) (engine->*action)(id);
@@ -487,7 +474,7 @@ napi_value Destroy(napi_env env, napi_callback_info info) { return ForId(env, in
 
 // bytes(id) => [fromA, fromB] for a live pair, else null.
 napi_value Bytes(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env);
+  Engine* engine = EngineOf(env, info);
   bool ok;
   uint32_t id = IdArgument(env, info, &ok);
   uint64_t fromA, fromB;
@@ -507,8 +494,8 @@ napi_value Bytes(napi_env env, napi_callback_info info) {
 
 // stats() => { pairs, pipes, conns }: live pairs, pipes open (in use or free), connections
 // accepted and not yet joined or closed.
-napi_value Stats(napi_env env, napi_callback_info /*info*/) {
-  Engine* engine = EngineOf(env);
+napi_value Stats(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
   napi_value result, pairs, pipes, conns;
   napi_create_object(env, &result);
   napi_create_double(env, engine ? static_cast<double>(engine->PairCount()) : 0, &pairs);
@@ -520,24 +507,32 @@ napi_value Stats(napi_env env, napi_callback_info /*info*/) {
   return result;
 }
 
+napi_value Methods(napi_env env, Engine* engine) {
+  napi_property_descriptor properties[] = {
+      {"join", nullptr, Join, nullptr, nullptr, nullptr, napi_default, engine},
+      {"destroy", nullptr, Destroy, nullptr, nullptr, nullptr, napi_default, engine},
+      {"bytes", nullptr, Bytes, nullptr, nullptr, nullptr, napi_default, engine},
+      {"stats", nullptr, Stats, nullptr, nullptr, nullptr, napi_default, engine},
+      {"listen", nullptr, Listen, nullptr, nullptr, nullptr, napi_default, engine},
+      {"closeListener", nullptr, CloseListener, nullptr, nullptr, nullptr, napi_default, engine},
+      {"filter", nullptr, SetFilter, nullptr, nullptr, nullptr, napi_default, engine},
+      {"closeConn", nullptr, CloseConn, nullptr, nullptr, nullptr, napi_default, engine},
+      {"dial", nullptr, Dial, nullptr, nullptr, nullptr, napi_default, engine},
+      {"forward", nullptr, Forward, nullptr, nullptr, nullptr, napi_default, engine},
+      {"lend", nullptr, Lend, nullptr, nullptr, nullptr, napi_default, engine},
+      {"joinLent", nullptr, JoinLent, nullptr, nullptr, nullptr, napi_default, engine},
+  };
+  napi_value object;
+  napi_create_object(env, &object);
+  napi_define_properties(env, object, sizeof properties / sizeof properties[0], properties);
+  return object;
+}
+
 }  // namespace
 
 NAPI_MODULE_INIT() {
   napi_property_descriptor properties[] = {
-      {"init", nullptr, Init, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"join", nullptr, Join, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"joinConns", nullptr, JoinConns, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"destroy", nullptr, Destroy, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"bytes", nullptr, Bytes, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"stats", nullptr, Stats, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"listen", nullptr, Listen, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"closeListener", nullptr, CloseListener, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"filter", nullptr, SetFilter, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"closeConn", nullptr, CloseConn, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"dial", nullptr, Dial, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"connectJoin", nullptr, ConnectJoin, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"lend", nullptr, Lend, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"pairLent", nullptr, PairLent, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"createEngine", nullptr, CreateEngine, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"trimMalloc", nullptr, relay::TrimMalloc, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);

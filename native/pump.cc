@@ -26,10 +26,12 @@ void Engine::OnSideEvent(Side* side, uint32_t events) {
   Service(pair, side->index, events);
 }
 
-// registeredA/B: that socket is already in the epoll set (a held connection being joined).
-void Engine::Activate(Pair* pair, bool registeredA, bool registeredB) {
+// Arm: the pair's two sockets are registered for its events and its heads go out.
+// registeredB: side B is already in the epoll set (a held connection being joined, not a new
+// connection to a service); side A always is.
+void Engine::Arm(Pair* pair, bool registeredB) {
   if (pair->dead) return;
-  const bool registered[2] = {registeredA, registeredB};
+  const bool registered[2] = {true, registeredB};
   for (int i = 0; i < 2; i++) {
     epoll_event ev{};
     // Edge-triggered: an event is reported once, so a direction reads until the kernel says
@@ -49,9 +51,9 @@ void Engine::Activate(Pair* pair, bool registeredA, bool registeredB) {
   Settle(pair, error);
 }
 
-// Two held connections become a pair. One of them may have gone in the meantime (JavaScript
-// had not yet heard): the pair then ends at once, as if that socket had been reset.
-void Engine::ActivateConns(Pair* pair, uint32_t idA, uint32_t idB) {
+// Two held connections become a pair (join). One of them may have gone in the meantime
+// (JavaScript had not yet heard): the pair then ends at once, as if that socket had been reset.
+void Engine::StartJoin(Pair* pair, uint32_t idA, uint32_t idB) {
   Conn* a = HeldConn(idA);
   Conn* b = HeldConn(idB);
   if (!a || !b || a == b) {
@@ -70,14 +72,14 @@ void Engine::ActivateConns(Pair* pair, uint32_t idA, uint32_t idB) {
   pair->dirs[0].dst = pair->fds[1];
   pair->dirs[1].src = pair->fds[1];
   pair->dirs[1].dst = pair->fds[0];
-  Activate(pair, true, true);
+  Arm(pair, true);
 }
 
-// connectJoin: the held (dialed) connection connId and a new connection to the service become
-// a pair at once; the service side is joined while it connects. A send to a socket in SYN-SENT
+// Forward: the held (dialed) connection connId and a new connection to the service become a
+// pair at once; the service side is joined while it connects. A send to a socket in SYN-SENT
 // says EAGAIN, so heads and early bytes wait for its EPOLLOUT like for any full socket, and a
 // failed connect ends the pair with its errno, flagged kEndedBeforeConnect.
-void Engine::ActivateConnecting(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec) {
+void Engine::StartForward(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec) {
   Conn* held = HeldConn(connId);
   if (!held) return Finish(pair, ECONNRESET);  // the white (or its client) left meanwhile
   pair->fds[0] = held->fd;
@@ -94,7 +96,7 @@ void Engine::ActivateConnecting(Pair* pair, uint32_t connId, const sockaddr_stor
   pair->dirs[0].dst = pair->fds[1];
   pair->dirs[1].src = pair->fds[1];
   pair->dirs[1].dst = pair->fds[0];
-  Activate(pair, true, false);
+  Arm(pair, false);
 }
 
 // An event on one socket moves only what it can move: readable -> the direction reading it;
@@ -252,7 +254,10 @@ void Engine::Finish(Pair* pair, int error) {
     // Explicitly: a registration outlives close() while another descriptor (Node's, not yet
     // closed) still refers to the same socket.
     epoll_ctl(epollFd_, EPOLL_CTL_DEL, fd, nullptr);
-    close(fd);
+    // An error (a reset, a failed connect) or destroy() is an abort: both far ends hear a reset.
+    // Only the end of both directions (each FIN passed on) closes with a FIN.
+    if (error != 0) Abort(fd);
+    else close(fd);
   }
   for (Direction& d : pair->dirs) {
     if (d.inPipe > 0) ClosePipe(d);  // undelivered bytes must not reach the next user

@@ -37,6 +37,11 @@ export const DEFAULT_LIMITS = Object.freeze({
   poolIdleMaxMs: 5 * 60_000,
   /** TCP keepalive probe delay for pooled and control sockets. */
   keepAliveDelayMs: 30_000,
+  /** TCP keepalive on public-port client sockets (the white's `client_keep_alive`, on by
+   *  default): a client silent this long is probed once a second, and after 10 unanswered probes
+   *  its pair ends with a reset, freeing its descriptors on white and gray. Without it a client
+   *  whose network vanished holds them forever. */
+  clientKeepAliveDelayMs: 60_000,
   /** Heartbeat interval on the control channel; the peer is declared dead after heartbeatMissed intervals. */
   heartbeatIntervalMs: 5_000,
   heartbeatMissed: 3,

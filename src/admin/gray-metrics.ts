@@ -1,9 +1,10 @@
 // The gray's metrics, rendered from its status at scrape time (docs/metrics.md lists them).
 import type { GrayStatus } from '../engine/gray/status.js';
+import type { DataPlaneName } from '../engine/substrate/pair.js';
 import { Family } from './metrics-format.js';
 import { processFamilies } from './process-metrics.js';
 
-export function renderGrayMetrics(s: GrayStatus): string {
+export function renderGrayMetrics(s: GrayStatus, dataPlane: DataPlaneName): string {
   const g = { gray: s.id };
   const connected = new Family('relay_gray_session_connected', 'gauge', '1 if the gray has an authenticated control session with the white, else 0.');
   const sessions = new Family('relay_gray_sessions_total', 'counter', 'Authenticated control sessions with the white since the gray started.');
@@ -20,7 +21,7 @@ export function renderGrayMetrics(s: GrayStatus): string {
   }
   const out: string[] = [];
   for (const fam of [
-    ...processFamilies(),
+    ...processFamilies(dataPlane),
     connected,
     sessions,
     reconnects,

@@ -1,11 +1,12 @@
 // The gray's optional status listener (config `status.listen`): GET /healthz (the process is
-// alive), GET /readyz (200 when connected to its white with a non-empty pool, else 503, with the
+// alive), GET /readyz (200 when connected to every white, each with a non-empty pool, else 503, with the
 // reason) and GET /metrics. Read only, no authentication: bind it to loopback or a monitoring
 // network. Bounded like the white's admin listeners: small headers, short deadlines, few sockets.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { HostPort } from '../config/types.js';
 import { grayReady, type GrayStatusSource } from '../engine/gray/status.js';
+import type { DataPlaneName } from '../engine/substrate/pair.js';
 import { ErrorCodes, RelayError } from '../errors.js';
 import { renderGrayMetrics } from './gray-metrics.js';
 import { METRICS_CONTENT_TYPE } from './metrics-format.js';
@@ -16,7 +17,10 @@ const LIMITS = { maxHeaderBytes: 8 * 1024, requestTimeoutMs: 10_000, headersTime
 export class GrayStatusServer {
   private readonly server: http.Server;
 
-  constructor(private readonly source: GrayStatusSource) {
+  constructor(
+    private readonly source: GrayStatusSource,
+    private readonly dataPlane: DataPlaneName,
+  ) {
     this.server = http.createServer({ maxHeaderSize: LIMITS.maxHeaderBytes }, (req, res) => this.handle(req, res));
     this.server.requestTimeout = LIMITS.requestTimeoutMs;
     this.server.headersTimeout = LIMITS.headersTimeoutMs;
@@ -59,7 +63,7 @@ export class GrayStatusServer {
       const why = status.whites.map((w) => (w.connected ? `${w.white}: connected, pool empty` : `${w.white}: not connected`)).join('; ');
       return send(res, 503, 'text/plain; charset=utf-8', `not ready: ${why || 'no white configured'}\n`);
     }
-    if (path === '/metrics') return send(res, 200, METRICS_CONTENT_TYPE, renderGrayMetrics(this.source.status()));
+    if (path === '/metrics') return send(res, 200, METRICS_CONTENT_TYPE, renderGrayMetrics(this.source.status(), this.dataPlane));
     send(res, 404, 'text/plain; charset=utf-8', `no route ${path}\n`);
   }
 }

@@ -3,13 +3,14 @@
 // objects (it only bumps plain counters and histogram slots, see engine/stats.ts). Every series is
 // listed in docs/metrics.md.
 import type { WhiteSnapshot } from '../engine/stats.js';
+import type { DataPlaneName } from '../engine/substrate/pair.js';
 import { hookDurations } from '../hooks/transport.js';
 import { Family } from './metrics-format.js';
 import { processFamilies } from './process-metrics.js';
 
 export { escapeLabelValue, METRICS_CONTENT_TYPE } from './metrics-format.js';
 
-export function renderMetrics(snapshot: WhiteSnapshot): string {
+export function renderMetrics(snapshot: WhiteSnapshot, dataPlane: DataPlaneName | undefined): string {
   const c = snapshot.counters;
 
   const graysConnected = new Family('relay_grays_connected', 'gauge', 'Grays with an authenticated control session.').add(snapshot.grays.filter((g) => g.connected).length);
@@ -23,6 +24,7 @@ export function renderMetrics(snapshot: WhiteSnapshot): string {
   const received = new Family('relay_client_received_bytes_total', 'counter', 'Bytes received from clients and forwarded to the gray (closed connections, plus live ones at scrape time).');
   const sent = new Family('relay_client_sent_bytes_total', 'counter', 'Bytes received from the gray and sent to clients (closed connections, plus live ones at scrape time).');
   const wait = new Family('relay_client_wait_seconds', 'histogram', 'Time an admitted client waited for a pooled data connection, seconds (0 when one was idle).');
+  const idleTimeouts = new Family('relay_client_idle_timeouts_total', 'counter', 'Client connections reset after idle_timeout_ms with no byte either way.');
   for (const g of snapshot.grays) {
     const l = { gray: g.id };
     grayConnected.add(g.connected ? 1 : 0, l);
@@ -35,6 +37,7 @@ export function renderMetrics(snapshot: WhiteSnapshot): string {
     received.add(g.bytesFromClients, l);
     sent.add(g.bytesToClients, l);
     wait.addHistogram(g.clientWait, l);
+    idleTimeouts.add(g.idleTimeouts, l);
   }
 
   const dataRej = new Family('relay_data_rejections_total', 'counter', 'Connections to the data ports refused before joining a pool, by reason (bad preamble, replay, no credit, wrong source, timeout).');
@@ -59,7 +62,7 @@ export function renderMetrics(snapshot: WhiteSnapshot): string {
 
   const out: string[] = [];
   for (const fam of [
-    ...processFamilies(),
+    ...processFamilies(dataPlane),
     graysConnected,
     grayConnected,
     poolIdle,
@@ -71,6 +74,7 @@ export function renderMetrics(snapshot: WhiteSnapshot): string {
     received,
     sent,
     wait,
+    idleTimeouts,
     dataRej,
     ctlRej,
     authFail,

@@ -2,7 +2,7 @@
 // standard process_* and event-loop series, read from /proc and Node at scrape time.
 import { readdirSync, readFileSync } from 'node:fs';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
-import { resolveDataPlane } from '../engine/data-plane/join.js';
+import type { DataPlaneName } from '../engine/substrate/pair.js';
 import { VERSION } from '../version.js';
 import { Family } from './metrics-format.js';
 
@@ -33,10 +33,12 @@ function maxFds(): number {
   }
 }
 
-export function processFamilies(): Family[] {
+/** dataPlane: the plane this process runs (see substrate/data-plane.ts), for relay_build_info;
+ *  the label is left out where the caller does not know it. */
+export function processFamilies(dataPlane: DataPlaneName | undefined): Family[] {
   const cpu = process.cpuUsage();
   const families = [
-    new Family('relay_build_info', 'gauge', 'Always 1; the labels say which relay this is and which data plane moves its bytes.').add(1, { version: VERSION, data_plane: resolveDataPlane().plane }),
+    new Family('relay_build_info', 'gauge', 'Always 1; the labels say which relay this is and which data plane moves its bytes.').add(1, dataPlane ? { version: VERSION, data_plane: dataPlane } : { version: VERSION }),
     new Family('process_start_time_seconds', 'gauge', 'Start time of the process, seconds since the Unix epoch.').add(startTimeSeconds),
     new Family('process_cpu_seconds_total', 'counter', 'User and system CPU time of the process (all threads), seconds.').add((cpu.user + cpu.system) / 1e6),
     new Family('process_resident_memory_bytes', 'gauge', 'Resident memory size of the process, bytes.').add(process.memoryUsage.rss()),

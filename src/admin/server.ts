@@ -3,15 +3,16 @@
 // Listeners:
 // - a Unix socket, mode 0600: the file system decides who may talk to the white (its own user);
 // - optionally a loopback TCP listener, for places where a socket file is awkward (a sidecar in
-//   another container); there anyone on the host can connect, so it needs a bearer token;
-// - optionally a metrics-only TCP listener (config `metrics`), for Prometheus and health checks:
-//   it serves /metrics and /healthz and nothing else, so opening it to a scraper exposes no
-//   control.
+//   another container); there anyone on the host can connect, and anyone can listen on the port
+//   while the white is not, so requests carry a single-use HMAC under the token and the token
+//   itself never crosses the wire (admin-auth.ts);
+// - optionally a metrics-only TCP listener (config `metrics`), for Prometheus, health checks and
+//   load balancers: it serves /metrics, /healthz and the readiness checks (/readyz,
+//   /readyz/gray/<id>) and nothing else, so opening it to a scraper exposes no control.
 //
 // Every listener is bounded: request headers and bodies are capped, a request must arrive within
 // a deadline, handlers have a deadline, connections are capped. The API has no request bodies
 // worth reading, so the body cap is tiny.
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
@@ -19,11 +20,22 @@ import type { HostPort } from '../config/types.js';
 import type { WhiteSnapshot } from '../engine/stats.js';
 import { ErrorCodes, RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
+import {
+  adminTokenProblem,
+  checkRequestMac,
+  CLIENT_NONCE_HEADER,
+  AUTH_SCHEME,
+  IssuedNonces,
+  isNonce,
+  parseAuthorization,
+  serverProof,
+} from './admin-auth.js';
 import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics.js';
 import { startProcessMetrics } from './process-metrics.js';
+import { grayReadiness, type GrayReadiness } from './readiness.js';
 
 /** `GET /v1/state`: the engine's snapshot plus the white's version and data plane. */
-export type AdminState = WhiteSnapshot & { version: string; dataPlane?: 'splice' | 'js'; intake?: 'native' | 'node' };
+export type AdminState = WhiteSnapshot & { version: string; dataPlane?: 'splice' | 'js' };
 
 /** `POST /v1/reload`: what the reload it ran ended with. */
 export interface ReloadOutcome {
@@ -36,6 +48,9 @@ export interface ReloadOutcome {
 export interface AdminHandlers {
   state(): AdminState;
   reload(): Promise<ReloadOutcome>;
+  /** One gray's readiness without a whole snapshot (load balancers ask often); undefined: not in
+   *  the config. Read from state() when absent. */
+  grayReadiness?(id: string): GrayReadiness | undefined;
 }
 
 export interface AdminServerOptions {
@@ -43,6 +58,8 @@ export interface AdminServerOptions {
   readonly tcp: (HostPort & { readonly token: string }) | null;
   readonly metrics: HostPort | null;
   readonly logger: Logger;
+  /** The clock of challenge expiry; tests move it. */
+  readonly now?: () => number;
 }
 
 /** Bounds of every admin listener. Exported for tests that cross them. */
@@ -56,11 +73,21 @@ export const ADMIN_LIMITS = {
   /** A handler (a reload) that takes longer gets a 503; the reload itself carries on. */
   handlerTimeoutMs: 30_000,
   maxConnections: 64,
+  /** Challenges handed out on the TCP listener and not used yet; past it the oldest is forgotten. */
+  maxOutstandingChallenges: 1024,
+  /** How long a challenge's nonce may be used. relayctl uses it at once. */
+  challengeTtlMs: 10_000,
 } as const;
+
+/** The TCP listener's token and the nonces it handed out. */
+interface TokenCheck {
+  readonly token: string;
+  readonly nonces: IssuedNonces;
+}
 
 type Route = (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void> | void;
 /** GET /healthz: the process is alive and its event loop answers. */
-const HEALTHZ = { GET: (_req: http.IncomingMessage, res: http.ServerResponse): void => sendText(res, 200, 'ok\n') };
+const HEALTHZ = both((_req, res) => sendText(res, 200, 'ok'));
 
 interface RouteTable {
   readonly [path: string]: { readonly [method: string]: Route };
@@ -97,11 +124,15 @@ export class AdminServer {
         await this.listenUnix(this.unixServer, socket);
       }
       if (tcp !== null) {
-        this.tcpServer = this.createServer(api, tcp.token);
+        // The config validation uses the same check: a token that passes it is one this accepts.
+        const problem = adminTokenProblem(tcp.token);
+        if (problem !== null) throw new RelayError(ErrorCodes.CONFIG_INVALID, `admin.tcp.token: ${problem}`);
+        const nonces = new IssuedNonces(ADMIN_LIMITS.maxOutstandingChallenges, ADMIN_LIMITS.challengeTtlMs, this.options.now);
+        this.tcpServer = this.createServer(api, { token: tcp.token, nonces });
         await listenTcp(this.tcpServer, tcp, 'admin TCP listener');
       }
       if (metrics !== null) {
-        this.metricsServer = this.createServer({ '/metrics': api['/metrics']!, '/healthz': HEALTHZ }, null);
+        this.metricsServer = this.createServer({ '/metrics': api['/metrics']!, '/healthz': HEALTHZ, '/readyz': api['/readyz']!, '/readyz/gray/': api['/readyz/gray/']! }, null);
         startProcessMetrics();
         await listenTcp(this.metricsServer, metrics, 'metrics listener');
       }
@@ -131,11 +162,27 @@ export class AdminServer {
       },
       '/metrics': {
         GET: (_req, res) => {
-          const body = renderMetrics(this.handlers.state());
+          const state = this.handlers.state();
+          const body = renderMetrics(state, state.dataPlane);
           res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE, 'content-length': Buffer.byteLength(body) });
           res.end(body);
         },
       },
+      // Answering at all means listening with a loaded config: the listeners start after both.
+      '/readyz': both((_req, res) => sendText(res, 200, 'white is up')),
+      // A key ending in '/' takes every path under it: /readyz/gray/<id>.
+      '/readyz/gray/': both((req, res) => {
+        const raw = new URL(req.url ?? '/', 'http://admin').pathname.slice('/readyz/gray/'.length);
+        let id = raw;
+        try {
+          id = decodeURIComponent(raw);
+        } catch {
+          // Not valid percent-encoding: no configured id looks like it, so it is answered as unknown.
+        }
+        const gray = this.handlers.grayReadiness ? this.handlers.grayReadiness(id) : this.handlers.state().grays.find((g) => g.id === id);
+        const answer = grayReadiness(id, gray);
+        sendText(res, answer.status, answer.text);
+      }),
       '/v1/reload': {
         POST: async (_req, res) => {
           const outcome = await this.handlers.reload();
@@ -146,10 +193,9 @@ export class AdminServer {
     };
   }
 
-  private createServer(routes: RouteTable, token: string | null): http.Server {
-    const expected = token === null ? null : digest(token);
+  private createServer(routes: RouteTable, auth: TokenCheck | null): http.Server {
     const server = http.createServer({ maxHeaderSize: ADMIN_LIMITS.maxHeaderBytes }, (req, res) => {
-      void this.handle(routes, expected, req, res);
+      void this.handle(routes, auth, req, res);
     });
     server.requestTimeout = ADMIN_LIMITS.requestTimeoutMs;
     server.headersTimeout = ADMIN_LIMITS.headersTimeoutMs;
@@ -162,17 +208,20 @@ export class AdminServer {
     return server;
   }
 
-  private async handle(routes: RouteTable, expected: Buffer | null, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  private async handle(routes: RouteTable, auth: TokenCheck | null, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     try {
-      if (expected !== null && !authorized(req.headers.authorization, expected)) {
-        res.setHeader('www-authenticate', 'Bearer');
-        return sendJson(res, 401, { error: 'missing or wrong bearer token' }, true);
+      if (auth !== null) {
+        if (req.url === '/v1/challenge' && req.method === 'POST') return challenge(auth, req, res);
+        if (!authorized(auth, req)) {
+          res.setHeader('www-authenticate', AUTH_SCHEME);
+          return sendJson(res, 401, { error: 'missing, wrong or reused authorization: ask POST /v1/challenge first (see docs/relayctl.md)' }, true);
+        }
       }
       if (!(await readCappedBody(req))) {
         return sendJson(res, 413, { error: `request body over ${ADMIN_LIMITS.maxBodyBytes} bytes` }, true);
       }
       const path = new URL(req.url ?? '/', 'http://admin').pathname;
-      const methods = Object.hasOwn(routes, path) ? routes[path] : undefined;
+      const methods = Object.hasOwn(routes, path) ? routes[path] : prefixRoute(routes, path);
       if (!methods) return sendJson(res, 404, { error: `no route ${path}` });
       const method = req.method ?? 'GET';
       const route = Object.hasOwn(methods, method) ? methods[method] : undefined;
@@ -295,15 +344,21 @@ function addressOf(server: http.Server | null): HostPort | null {
   return { host: (a as AddressInfo).address, port: (a as AddressInfo).port };
 }
 
-function digest(text: string): Buffer {
-  return createHash('sha256').update(text, 'utf8').digest();
+/** Step 2 of admin-auth.ts: a fresh single-use nonce, and the proof that this white holds the token. */
+function challenge(auth: TokenCheck, req: http.IncomingMessage, res: http.ServerResponse): void {
+  const clientNonce = req.headers[CLIENT_NONCE_HEADER];
+  if (!isNonce(clientNonce)) {
+    return sendJson(res, 400, { error: `${CLIENT_NONCE_HEADER}: 32 random bytes as base64url required` }, true);
+  }
+  const nonce = auth.nonces.issue();
+  sendJson(res, 200, { nonce, proof: serverProof(auth.token, clientNonce, nonce) });
 }
 
-/** Compares digests, so the comparison takes the same time whatever the length of the guess. */
-function authorized(header: string | undefined, expected: Buffer): boolean {
-  const match = /^Bearer +(\S+) *$/i.exec(header ?? '');
-  if (!match) return false;
-  return timingSafeEqual(digest(match[1]!), expected);
+/** Step 3: a mac over this method and path under a nonce this listener issued; the nonce is used up. */
+function authorized(auth: TokenCheck, req: http.IncomingMessage): boolean {
+  const given = parseAuthorization(req.headers.authorization);
+  if (given === null || !auth.nonces.take(given.nonce)) return false;
+  return checkRequestMac(auth.token, given.nonce, req.method ?? '', req.url ?? '', given.mac);
 }
 
 /** Reads and discards the body; false once it grows past the cap (the connection is then closed). */
@@ -327,6 +382,26 @@ function readCappedBody(req: http.IncomingMessage): Promise<boolean> {
   });
 }
 
+/** The routes of the longest key ending in '/' that `path` extends, if any. */
+function prefixRoute(routes: RouteTable, path: string): RouteTable[string] | undefined {
+  let best: string | null = null;
+  for (const key of Object.keys(routes)) {
+    if (key.endsWith('/') && path.startsWith(key) && path.length > key.length && (best === null || key.length > best.length)) best = key;
+  }
+  return best === null ? undefined : routes[best];
+}
+
+/** GET, and HEAD for checkers that send it (node:http leaves the body out of a HEAD answer). */
+function both(route: Route): { readonly [method: string]: Route } {
+  return { GET: route, HEAD: route };
+}
+
+function sendText(res: http.ServerResponse, status: number, line: string): void {
+  const text = `${line}\n`;
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
+
 function sendJson(res: http.ServerResponse, status: number, body: unknown, close = false): void {
   const text = `${JSON.stringify(body)}\n`;
   res.writeHead(status, {
@@ -334,11 +409,6 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown, close
     'content-length': Buffer.byteLength(text),
     ...(close ? { connection: 'close' } : {}),
   });
-  res.end(text);
-}
-
-function sendText(res: http.ServerResponse, status: number, text: string): void {
-  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
 

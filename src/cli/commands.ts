@@ -2,12 +2,15 @@
 // two cannot drift apart. add and delete edit the file (config/edit.ts: comments kept, validated,
 // atomic, lock + re-check against concurrent edits); the running white applies the result through
 // its hot reload like any other save. show renders the admin API's state document.
+import { lstat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { adminTokenProblem } from '../admin/admin-auth.js';
 import type { AdminTarget } from '../admin/client.js';
 import type { AdminState } from '../admin/server.js';
 import { formatHostPort, parseHostPort } from '../config/address.js';
+import { secretExposureWarning } from '../config/exposure.js';
 import { addGray, deleteGray, renderGrayConfig, type AddedGray, type RemovedGray } from '../config/edit.js';
 import { issuesError, labelFor } from '../config/issues.js';
 import { readConfigText } from '../config/load.js';
@@ -101,6 +104,9 @@ export async function addCommand(configPath: string, args: AddArgs): Promise<Add
     ...(args.dataPort === undefined ? {} : { dataPort: args.dataPort }),
   });
   const warnings: string[] = [];
+  // The new entry's secret is inline: the white's file is now as private as its mode.
+  const exposed = await secretExposureWarning(configPath, [`the secret of "${entry.id}"`]);
+  if (exposed !== null) warnings.push(exposed);
   let white = args.white;
   if (white === undefined) {
     const guess = await guessWhiteAddress(configPath);
@@ -154,20 +160,41 @@ export async function deleteCommand(configPath: string, id: string): Promise<Del
 
 /**
  * Where relayctl finds the white's admin API, from the config file. Read leniently (YAML only, no
- * validation): `show` must work exactly when the file is broken and the white refused it.
+ * validation): `show` must work exactly when the file is broken and the white refused it. The Unix
+ * socket is preferred whenever it is configured (the file system decides who may connect, and
+ * nothing secret is involved); the TCP listener is used when the socket is disabled, or when it is
+ * the default one and there is no such file here (relayctl runs outside the white's container).
  */
 export async function adminTargetFor(configPath: string): Promise<AdminTarget> {
   const raw = await readRawConfig(configPath);
   const socket = field(raw, 'admin', 'socket');
-  if (typeof socket === 'string') return { socket: isAbsolute(socket) ? socket : resolve(dirname(resolve(configPath)), socket) };
   const listen = field(raw, 'admin', 'tcp', 'listen');
   const token = field(raw, 'admin', 'tcp', 'token');
+  const tcp = typeof listen === 'string' && typeof token === 'string' ? tcpTarget(configPath, listen, token) : null;
+  const folder = dirname(resolve(configPath));
+  if (typeof socket === 'string') return { socket: isAbsolute(socket) ? socket : resolve(folder, socket) };
   if (socket === null) {
-    if (typeof listen === 'string' && typeof token === 'string') return { url: `http://${listen}`, token };
+    if (tcp !== null) return tcp;
     throw new RelayError(ErrorCodes.USAGE, `${configPath}: the admin socket is disabled (admin.socket: null); pass --socket PATH`);
   }
   // Key absent: the schema's default, relative to the config's folder like the white resolves it.
-  return { socket: resolve(dirname(resolve(configPath)), defaultAdminSocket()) };
+  const path = resolve(folder, defaultAdminSocket());
+  if (tcp !== null && !(await exists(path))) return tcp;
+  return { socket: path };
+}
+
+function tcpTarget(configPath: string, listen: string, token: string): AdminTarget {
+  // The server refuses to start with a token this refuses, so failing here is never a false alarm.
+  const problem = adminTokenProblem(token);
+  if (problem !== null) throw new RelayError(ErrorCodes.CONFIG_INVALID, `${configPath}: admin.tcp.token: ${problem}`);
+  return { url: `http://${listen}`, token };
+}
+
+async function exists(path: string): Promise<boolean> {
+  return lstat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 function defaultAdminSocket(): string {

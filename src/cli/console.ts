@@ -1,10 +1,11 @@
 // The white's own console (`relay white --console`, or stdin is a terminal): /add, /delete, /show,
-// /help typed on stdin. It runs the same code as relayctl (commands.ts): /add and /delete edit the
+// /quit, /help typed on stdin. It runs the same code as relayctl (commands.ts): /add and /delete edit the
 // file and the white applies the edit through its hot reload, exactly as for any other save, so
 // the file stays the one source of truth. Output goes to stderr: stdout carries the JSON log.
 import readline from 'node:readline';
 import type { AdminState } from '../admin/server.js';
 import { isRelayError } from '../errors.js';
+import type { PromptGuard } from './prompt-guard.js';
 import { ADD_OPTIONS, addArgsFrom, addCommand, deleteCommand, onePositional, parseCommandArgs, renderShow, showJson } from './commands.js';
 
 export interface ConsoleOptions {
@@ -14,6 +15,10 @@ export interface ConsoleOptions {
   readonly output: NodeJS.WritableStream;
   /** Ctrl-C at the prompt: readline takes the keystroke, so the caller decides what it means. */
   readonly onInterrupt?: () => void;
+  /** `/quit`: stop the white. Without it, /quit only ends the console. */
+  readonly onQuit?: () => void;
+  /** Given to the logger writing on the same terminal, so log lines step around the prompt. */
+  readonly guard?: PromptGuard;
 }
 
 export interface WhiteConsole {
@@ -25,6 +30,7 @@ export const CONSOLE_HELP = `commands:
                   register a gray in the config file; prints its gray.yaml (with its secret)
   /delete <id>    remove a gray from the config file (its ports and clients are closed)
   /show [--json]  live state: grays, clients, bytes, last reload, hooks
+  /quit           stop the white (as Ctrl-C: active clients get the drain time)
   /help           this text
 Edits go through the config file; the white applies them on its hot reload.
 `;
@@ -38,14 +44,28 @@ export function startConsole(options: ConsoleOptions): WhiteConsole {
     output.write(text.endsWith('\n') ? text : `${text}\n`);
   };
   const prompt = (): void => {
-    if (terminal) rl.prompt();
+    if (closed || !terminal) return;
+    rl.prompt();
+    options.guard?.shown(rl, output);
   };
+  let closed = false;
+  rl.once('close', () => {
+    closed = true;
+    options.guard?.hidden();
+  });
   if (terminal) write('console ready; type /help');
   prompt();
 
   // One command at a time, in the order typed, so outputs never interleave.
   let queue: Promise<void> = Promise.resolve();
   rl.on('line', (line) => {
+    options.guard?.hidden();
+    if (/^\s*\/(quit|exit)\s*$/.test(line)) {
+      write('stopping');
+      rl.close();
+      options.onQuit?.();
+      return;
+    }
     queue = queue
       .then(() => runLine(line, options, write))
       .catch((err: unknown) => write(`error: ${isRelayError(err) || err instanceof Error ? err.message : String(err)}`))
@@ -86,7 +106,7 @@ async function runLine(line: string, options: ConsoleOptions, write: (text: stri
       return write((await deleteCommand(options.configPath, onePositional(positionals, '/delete'))).summary);
     }
     default:
-      if (!command.startsWith('/')) return write(`commands start with "/": /add, /delete, /show, /help (got ${JSON.stringify(command)})`);
+      if (!command.startsWith('/')) return write(`commands start with "/": /add, /delete, /show, /quit, /help (got ${JSON.stringify(command)})`);
       return write(`unknown command ${command}; type /help for the list`);
   }
 }

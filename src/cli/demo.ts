@@ -6,6 +6,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { grayConfigInCode, whiteConfigInCode } from '../config/in-code.js';
 import { GrayAgent } from '../engine/gray/agent.js';
+import { openDataPlane } from '../engine/substrate/data-plane.js';
 import { WhiteServer } from '../engine/white/white-server.js';
 import { createLogger } from '../log.js';
 import { onStopSignal } from './signals.js';
@@ -18,6 +19,7 @@ export interface DemoHandle {
 export async function startDemo(options: { logLevel?: string } = {}): Promise<DemoHandle> {
   const logger = createLogger({ level: options.logLevel ?? 'warn', name: 'demo' });
   const secret = randomBytes(32);
+  const dataPlane = openDataPlane();
 
   const service = http.createServer((req, res) => {
     res.setHeader('content-type', 'text/plain');
@@ -27,12 +29,12 @@ export async function startDemo(options: { logLevel?: string } = {}): Promise<De
   const servicePort = (service.address() as AddressInfo).port;
 
   const whiteConfig = whiteConfigInCode([{ id: 'demo', secret, publicPort: 0, dataPort: 0 }]);
-  const white = new WhiteServer(whiteConfig, { logger });
+  const white = new WhiteServer(whiteConfig, { dataPlane, logger });
   await white.start();
   const ports = white.portsOf('demo')!;
 
   const grayConfig = grayConfigInCode('demo', secret, white.controlPort, servicePort);
-  const gray = new GrayAgent(grayConfig, logger);
+  const gray = new GrayAgent(grayConfig, logger, { dataPlane });
   const ready = new Promise<void>((resolve) => gray.once('pool-ready', () => resolve()));
   gray.start();
   await ready;

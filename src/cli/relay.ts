@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // Entry point of `relay`. Parses the command line, runs the command, maps failures to exit
 // codes (0 ok, 1 runtime, 2 usage/config) with one readable line on stderr.
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { parseHost, parseHostPort, type ParseResult } from '../config/address.js';
+import type { WhiteOverrides } from '../config/types.js';
 import { ErrorCodes, exitCodeFor, RelayError } from '../errors.js';
 import { COMMAND_USAGE, RELAY_USAGE } from './usage.js';
 import { VERSION } from '../version.js';
@@ -24,12 +27,17 @@ async function main(argv: string[]): Promise<number | null> {
     return 0;
   }
   const config = values.config;
+  const overrides = whiteOverrides(values);
+  if (command !== 'white' && Object.keys(overrides).length > 0) {
+    throw new RelayError(ErrorCodes.USAGE, `--bind, --control-listen, --admin-socket and --metrics-listen are for relay white only`);
+  }
   switch (command) {
     case 'white':
       // The console is on when a person is at the terminal, unless told otherwise: a white
       // started in the background of an interactive shell must not read the terminal (SIGTTIN).
       await (await import('./run-white.js')).runWhite(requireConfig(config, command), {
         console: values['no-console'] === true ? false : values.console === true || process.stdin.isTTY === true,
+        overrides,
       });
       return null; // keeps running until a signal
     case 'gray':
@@ -40,7 +48,9 @@ async function main(argv: string[]): Promise<number | null> {
       return null;
     case 'verify': {
       const { verifyConfigFile } = await import('../config/load.js');
-      const result = await verifyConfigFile(requireConfig(config, command));
+      const warnings: string[] = [];
+      const result = await verifyConfigFile(requireConfig(config, command), { warnings });
+      for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
       if (result.ok) {
         process.stdout.write(`${config}: valid ${result.kind} config\n`);
         return 0;
@@ -55,11 +65,10 @@ async function main(argv: string[]): Promise<number | null> {
 /** The version, the protocol it speaks and the data plane this machine would run. */
 async function versionText(): Promise<string> {
   const { PROTOCOL_VERSION } = await import('../engine/protocol/constants.js');
-  const { resolveDataPlane } = await import('../engine/data-plane/join.js');
-  const { nativeModulePath } = await import('../engine/data-plane/native-engine.js');
-  const plane = resolveDataPlane();
-  const detail = plane.plane === 'splice' ? nativeModulePath() : plane.note;
-  return `relay ${VERSION}\nprotocol ${PROTOCOL_VERSION}\ndata plane ${plane.plane}${detail ? ` (${detail})` : ''}\n`;
+  const { openDataPlane } = await import('../engine/substrate/data-plane.js');
+  const plane = openDataPlane();
+  const detail = plane.engine ? plane.engine.modulePath : plane.note;
+  return `relay ${VERSION}\nprotocol ${PROTOCOL_VERSION}\ndata plane ${plane.name}${detail ? ` (${detail})` : ''}\n`;
 }
 
 function parseArgsOrThrow(args: string[]) {
@@ -70,6 +79,10 @@ function parseArgsOrThrow(args: string[]) {
         config: { type: 'string', short: 'c' },
         console: { type: 'boolean' },
         'no-console': { type: 'boolean' },
+        bind: { type: 'string' },
+        'control-listen': { type: 'string' },
+        'admin-socket': { type: 'string' },
+        'metrics-listen': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -78,6 +91,33 @@ function parseArgsOrThrow(args: string[]) {
   } catch (err) {
     throw new RelayError(ErrorCodes.USAGE, (err as Error).message, { cause: err });
   }
+}
+
+/** The white's per-host flags, checked here so a typo is a usage error naming the flag. */
+function whiteOverrides(values: Record<string, string | boolean | undefined>): WhiteOverrides {
+  const text = (flag: string): string | undefined => {
+    const v = values[flag];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string' || v === '') throw new RelayError(ErrorCodes.USAGE, `--${flag} needs a value`);
+    return v;
+  };
+  const check = (flag: string, v: string | undefined, parse: (t: string) => ParseResult<unknown>): string | undefined => {
+    if (v === undefined) return undefined;
+    const parsed = parse(v);
+    if (!parsed.ok) throw new RelayError(ErrorCodes.USAGE, `--${flag} ${JSON.stringify(v)} ${parsed.reason}`);
+    return v;
+  };
+  const bind = check('bind', text('bind'), parseHost);
+  const controlListen = check('control-listen', text('control-listen'), parseHostPort);
+  const metricsListen = check('metrics-listen', text('metrics-listen'), parseHostPort);
+  const socket = text('admin-socket');
+  return {
+    ...(bind === undefined ? {} : { bind }),
+    ...(controlListen === undefined ? {} : { controlListen }),
+    // Relative to where the command runs, as any path on a command line.
+    ...(socket === undefined ? {} : { adminSocket: resolve(socket) }),
+    ...(metricsListen === undefined ? {} : { metricsListen }),
+  };
 }
 
 function requireConfig(config: string | undefined, command: string): string {

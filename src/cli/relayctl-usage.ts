@@ -2,7 +2,7 @@
 export const RELAYCTL_USAGE = `relayctl — manage a relay white server's grays
 
 Usage:
-  relayctl add <id> [options]      register a gray in white.yaml and print its gray.yaml
+  relayctl add <id> [options]      register a gray in white.yaml; its gray.yaml to --out FILE or stdout
   relayctl delete <id> [options]   remove a gray from white.yaml
   relayctl show [--json]           live state of the running white (admin socket)
   relayctl reload                  ask the running white to reload its file now
@@ -14,11 +14,13 @@ Exit codes: 0 ok, 1 runtime failure (e.g. the white is not running), 2 usage or 
 `;
 
 export const RELAYCTL_COMMAND_USAGE: Record<string, string> = {
-  add: `relayctl add <id> [--public-port N] [--data-port N] [--white host:port] [--target host:port] [--config FILE]
+  add: `relayctl add <id> [--out FILE] [--public-port N] [--data-port N] [--white host:port] [--target host:port] [--config FILE]
 
-Adds gray <id> to the white's config with a fresh 256-bit secret, then prints the gray.yaml to
-give to that gray's operator on stdout (it contains the secret) and a summary on stderr:
-  relayctl add shop --target 127.0.0.1:8080 > shop-gray.yaml
+Adds gray <id> to the white's config with a fresh 256-bit secret, then writes the gray.yaml to
+give to that gray's operator (it contains the secret) and prints a summary on stderr:
+  relayctl add shop --target 127.0.0.1:8080 --out shop-gray.yaml
+  --out, -o FILE    write the gray.yaml to FILE, a new file of mode 0600 (never overwritten);
+                    without it, the gray.yaml goes to stdout
   --public-port N   port Internet clients use (default: the next free one in ports.range)
   --data-port N     port the gray's pool dials (default: the next free one in ports.range)
   --white host:port the white's control address as the gray reaches it
@@ -32,20 +34,22 @@ Removes gray <id> from the white's config. On its next reload the white closes t
 ports, its control session and its clients.
   --config, -c FILE the white config (default $RELAY_CONFIG or ./white.yaml)
 `,
-  show: `relayctl show [--json] [--config FILE] [--socket PATH]
+  show: `relayctl show [--json] [--config FILE] [--socket PATH] [--timeout SECONDS]
 
 Shows the running white's live state: every gray with its ports, whether it is connected and
 since when, its address, pool, clients, bytes and last error; then the last reload's result
 and the webhook delivery counts.
   --json            print the state document as JSON instead of a table
   --socket PATH     the admin socket (default: admin.socket from the config)
+  --timeout SECONDS give up after this long, exit 1 (default 10)
   --config, -c FILE the white config (default $RELAY_CONFIG or ./white.yaml)
 `,
-  reload: `relayctl reload [--config FILE] [--socket PATH]
+  reload: `relayctl reload [--config FILE] [--socket PATH] [--timeout SECONDS]
 
 Asks the running white to reload its config file now (as a save or SIGHUP would) and prints the
 outcome. Exit 0 when applied, 2 when the file was rejected (the running config stays).
   --socket PATH     the admin socket (default: admin.socket from the config)
+  --timeout SECONDS give up after this long, exit 1 (default 35)
   --config, -c FILE the white config (default $RELAY_CONFIG or ./white.yaml)
 `,
 };

@@ -2,6 +2,7 @@
 // Entry point of `relayctl`: add/delete edit the white's file, show/reload talk to the running
 // white over its admin API. Exit codes: 0 ok, 1 runtime failure (the white is not running...),
 // 2 usage or config error. Failures are one plain sentence on stderr.
+import { open, unlink, type FileHandle } from 'node:fs/promises';
 import type { AdminTarget } from '../admin/client.js';
 import { ErrorCodes, exitCodeFor, RelayError } from '../errors.js';
 import {
@@ -26,10 +27,10 @@ const COMMON: ArgOptions = {
 };
 
 const OPTIONS: Record<string, ArgOptions> = {
-  add: { ...COMMON, ...ADD_OPTIONS },
+  add: { ...COMMON, ...ADD_OPTIONS, out: { type: 'string', short: 'o' } },
   delete: COMMON,
-  show: { ...COMMON, json: { type: 'boolean' }, socket: { type: 'string' } },
-  reload: { ...COMMON, socket: { type: 'string' } },
+  show: { ...COMMON, json: { type: 'boolean' }, socket: { type: 'string' }, timeout: { type: 'string' } },
+  reload: { ...COMMON, socket: { type: 'string' }, timeout: { type: 'string' } },
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -56,9 +57,21 @@ async function main(argv: string[]): Promise<number> {
 
   switch (command) {
     case 'add': {
-      const outcome = await addCommand(config, addArgsFrom(parsed, 'relayctl add'));
-      process.stdout.write(outcome.grayYaml);
+      const args = addArgsFrom(parsed, 'relayctl add');
+      const out = str('out');
+      // Created before the white's file is edited, so an existing file or a wrong folder costs nothing.
+      const outFile = out === undefined ? null : await createPrivateFile(out);
+      let outcome;
+      try {
+        outcome = await addCommand(config, args);
+      } catch (err) {
+        await outFile?.discard();
+        throw err;
+      }
+      if (outFile === null) process.stdout.write(outcome.grayYaml);
+      else await outFile.write(outcome.grayYaml);
       process.stderr.write(`${outcome.summary}\n`);
+      if (outFile !== null) process.stderr.write(`wrote the gray's config to ${outFile.path} (mode 0600: it holds the secret)\n`);
       for (const w of outcome.warnings) process.stderr.write(`warning: ${w}\n`);
       return 0;
     }
@@ -74,7 +87,9 @@ async function main(argv: string[]): Promise<number> {
       const target: AdminTarget = socket !== undefined ? { socket } : await adminTargetFor(config);
       // Loaded here: add and delete never talk HTTP, and a short-lived CLI feels its imports.
       const { AdminClient } = await import('../admin/client.js');
-      const client = new AdminClient(target);
+      const timeout = str('timeout');
+      const timeoutMs = timeout === undefined ? undefined : secondsOption('--timeout', timeout);
+      const client = new AdminClient(target, timeoutMs === undefined ? {} : { timeoutMs, reloadTimeoutMs: timeoutMs });
       try {
         if (command === 'show') {
           const state = await client.state();
@@ -96,6 +111,47 @@ async function main(argv: string[]): Promise<number> {
   return 2;
 }
 
+function secondsOption(flag: string, text: string): number {
+  const seconds = /^[0-9]+(\.[0-9]+)?$/.test(text) ? Number(text) : NaN;
+  if (!(seconds > 0 && seconds <= 3600)) throw new RelayError(ErrorCodes.USAGE, `${flag} ${JSON.stringify(text)} is not a number of seconds in (0, 3600]`);
+  return Math.round(seconds * 1000);
+}
+
+interface PrivateFile {
+  readonly path: string;
+  write(text: string): Promise<void>;
+  discard(): Promise<void>;
+}
+
+/** A new file only its owner may read; an existing one is never touched (O_EXCL). */
+async function createPrivateFile(path: string): Promise<PrivateFile> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, 'wx', 0o600);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    const why = code === 'EEXIST' ? 'already exists; relayctl add never overwrites a file: pick another name or remove it first' : `cannot be created (${code})`;
+    throw new RelayError(ErrorCodes.USAGE, `--out ${path} ${why}`, { cause: err });
+  }
+  return {
+    path,
+    write: async (text) => {
+      try {
+        // The umask can only take bits away; this makes 0600 exact whatever it is.
+        await handle.chmod(0o600);
+        await handle.writeFile(text, 'utf8');
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    },
+    discard: async () => {
+      await handle.close();
+      await unlink(path).catch(() => {});
+    },
+  };
+}
+
 function noPositionals(positionals: string[], command: string): void {
   if (positionals.length > 0) {
     throw new RelayError(ErrorCodes.USAGE, `relayctl ${command} takes no arguments, got ${JSON.stringify(positionals[0])} (see relayctl ${command} --help)`);
@@ -108,11 +164,23 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   process.exit(process.exitCode ?? 0);
 });
 
+// The command's outcome decides the exit code. Should a promise ever be left unsettled (a library
+// that drops a callback), the process would run out of work and exit 0 as if all went well:
+// report that as the failure it is instead.
+let ended = false;
+process.once('beforeExit', () => {
+  if (ended) return;
+  process.stderr.write('relayctl: the command ended without an outcome (an internal error): treat it as failed\n');
+  process.exitCode = 1;
+});
+
 main(process.argv.slice(2)).then(
   (code) => {
+    ended = true;
     process.exitCode = code;
   },
   (err: unknown) => {
+    ended = true;
     const text = err instanceof RelayError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err);
     process.stderr.write(`relayctl: ${text}\n`);
     process.exitCode = exitCodeFor(err);

@@ -16,13 +16,11 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { resolveDataPlane } from '../engine/data-plane/join.js';
-import { nativeEngine } from '../engine/data-plane/native-engine.js';
+import type { DataPlane } from '../engine/substrate/data-plane.js';
 import type { Logger } from '../log.js';
 
-export function releaseMemory(logger: Logger, after: string): void {
-  if (resolveDataPlane().plane !== 'splice') return;
-  const engine = nativeEngine();
+export function releaseMemory(dataPlane: DataPlane, logger: Logger, after: string): void {
+  const engine = dataPlane.engine;
   if (!engine) return;
   const before = process.memoryUsage.rss();
   const startedAt = performance.now();
@@ -90,9 +88,9 @@ export class BurstRelease {
 }
 
 /** Checks every BURST_CHECK_MS without keeping the process alive; returns the stop. */
-export function watchBursts(logger: Logger, clientsServed: () => number): () => void {
-  if (resolveDataPlane().plane !== 'splice') return () => {};
-  const burst = new BurstRelease(clientsServed, () => releaseMemory(logger, 'client burst'));
+export function watchBursts(dataPlane: DataPlane, logger: Logger, clientsServed: () => number): () => void {
+  if (!dataPlane.engine) return () => {};
+  const burst = new BurstRelease(clientsServed, () => releaseMemory(dataPlane, logger, 'client burst'));
   const timer = setInterval(() => burst.check(), BURST_CHECK_MS);
   timer.unref();
   return () => clearInterval(timer);

@@ -3,7 +3,7 @@
 // to hooks, and the next good save wins. Reloads are serialized: a save that lands during a
 // reload triggers exactly one more.
 import { loadWhiteConfigIsolated as loadWhiteConfig } from '../config/isolated-load.js';
-import type { WhiteConfig } from '../config/types.js';
+import type { WhiteConfig, WhiteOverrides } from '../config/types.js';
 import type { WhiteServer } from '../engine/white/white-server.js';
 import type { WhiteHooks } from '../hooks/white-hooks.js';
 import type { Logger } from '../log.js';
@@ -18,6 +18,8 @@ export class Reloader {
     private readonly server: WhiteServer,
     private readonly logger: Logger,
     private readonly hooks: WhiteHooks | null = null,
+    /** Command-line settings that win over the file, on every reload as at start. */
+    private readonly overrides: WhiteOverrides = {},
   ) {}
 
   run(why: string): Promise<void> {
@@ -29,7 +31,7 @@ export class Reloader {
       this.running = null;
       // The load ran in a worker and the apply may have rebuilt much: give that back, unless
       // another reload follows at once.
-      if (!this.again) releaseMemory(this.logger, 'reload');
+      if (!this.again) releaseMemory(this.server.dataPlane, this.logger, 'reload');
       if (this.again) {
         this.again = false;
         void this.run('change during reload');
@@ -42,7 +44,7 @@ export class Reloader {
     const counters = this.server.counters;
     let next: WhiteConfig;
     try {
-      next = await loadWhiteConfig(this.path);
+      next = await loadWhiteConfig(this.path, { overrides: this.overrides });
     } catch (err) {
       const error = err instanceof Error ? err.message : String(err);
       counters.reloads.rejected += 1;

@@ -1,30 +1,35 @@
-// `relay gray --config gray.yaml`: load, start the status listener (if configured) and the
-// agent, stop on a signal.
-import { loadGrayConfigIsolated as loadGrayConfig } from '../config/isolated-load.js';
-import { resolveDataPlane } from '../engine/data-plane/join.js';
+// `relay gray --config gray.yaml`: load, start the status listener (if configured), keep a
+// session with every white, stop on a signal.
 import { GrayStatusServer } from '../admin/gray-status-server.js';
-import { GrayAgent } from '../engine/gray/agent.js';
+import { loadGrayConfigIsolated as loadGrayConfig } from '../config/isolated-load.js';
+import { openDataPlane } from '../engine/substrate/data-plane.js';
+import { WhiteSessions } from '../engine/gray/white-sessions.js';
 import { createLogger } from '../log.js';
 import { logDataPlane } from './data-plane-log.js';
 import { releaseMemory } from './release-memory.js';
 import { onStopSignal } from './signals.js';
 
-export async function runGray(configPath: string): Promise<void> {
-  const config = await loadGrayConfig(configPath);
+/** The running gray: its sessions, one per white (state() lists them for a status page). */
+export async function runGray(configPath: string): Promise<WhiteSessions> {
+  const warnings: string[] = [];
+  const config = await loadGrayConfig(configPath, { warnings });
   const logger = createLogger({ level: config.log.level, name: 'gray' });
-  const agent = new GrayAgent(config, logger);
-  logDataPlane(logger, resolveDataPlane(), { dialer: agent.dialerKind });
-  const statusServer = config.status ? new GrayStatusServer(agent) : null;
+  for (const warning of warnings) logger.warn({ path: configPath }, warning);
+  const dataPlane = openDataPlane();
+  logDataPlane(logger, dataPlane);
+  const sessions = new WhiteSessions(config, logger, { dataPlane });
+  const statusServer = config.status ? new GrayStatusServer(sessions, dataPlane.name) : null;
   if (config.status && statusServer) {
     await statusServer.listen(config.status);
     logger.info({ status: statusServer.address }, 'status listener');
   }
-  agent.start();
-  releaseMemory(logger, 'startup');
+  await sessions.start();
+  releaseMemory(dataPlane, logger, 'startup');
   onStopSignal(async (signal) => {
     logger.info({ signal }, 'stopping');
-    await agent.stop();
+    await sessions.stop();
     await statusServer?.close();
     logger.info('stopped');
   });
+  return sessions;
 }

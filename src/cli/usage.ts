@@ -2,7 +2,8 @@
 export const RELAY_USAGE = `relay — reverse TCP tunnel
 
 Usage:
-  relay white  --config white.yaml [--no-console] run the white server (public side)
+  relay white  --config white.yaml [--no-console] [per-host flags]
+                                                  run the white server (public side)
   relay gray   --config gray.yaml                 run a gray agent (behind NAT)
   relay demo                                      white + gray + a local service on loopback
   relay verify --config FILE                      check a white or gray config and exit
@@ -14,6 +15,7 @@ Logs: JSON lines on stdout (RELAY_LOG_LEVEL=debug|info|warn|error overrides the 
 
 export const COMMAND_USAGE: Record<string, string> = {
   white: `relay white --config white.yaml [--console | --no-console]
+            [--bind HOST] [--control-listen HOST:PORT] [--admin-socket PATH] [--metrics-listen HOST:PORT]
 
 Runs the white server: the TLS control port shared by all grays, and for every gray in the
 config its public_port (Internet clients) and data_port (that gray's pool). The config file is
@@ -21,6 +23,14 @@ watched: editing it adds, moves and removes grays live. SIGHUP reloads too.
   --config, -c   path of the white config (YAML)
   --console      read /add, /show, /delete, /help commands on stdin (default when stdin is a TTY)
   --no-console   never read stdin (for a white started in the background of a terminal)
+
+Per-host settings, for several whites run from one shared file (docs/ha.md). Each replaces
+the file's key, at start and on every reload:
+  --bind HOST                  bind (the address every public and data listener binds to)
+  --control-listen HOST:PORT   control.listen
+  --admin-socket PATH          admin.socket (relative to the current directory; relayctl show
+                               then needs --socket PATH)
+  --metrics-listen HOST:PORT   metrics.listen (also serves /readyz and /readyz/gray/<id>)
 `,
   gray: `relay gray --config gray.yaml
 

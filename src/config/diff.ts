@@ -23,7 +23,7 @@ export interface WhiteConfigDiff {
 }
 
 /** Settings compared for globalChanged; `grays` is diffed per entry and `path` is not a setting. */
-const GLOBAL_KEYS = ['control', 'bind', 'admin', 'portsRange', 'dataSourceCheck', 'hooks', 'authorize', 'metrics', 'log', 'watch', 'limits'] as const satisfies ReadonlyArray<
+const GLOBAL_KEYS = ['control', 'bind', 'admin', 'portsRange', 'dataSourceCheck', 'clientKeepAlive', 'hooks', 'authorize', 'metrics', 'dashboard', 'log', 'watch', 'limits'] as const satisfies ReadonlyArray<
   Exclude<keyof WhiteConfig, 'grays' | 'path'>
 >;
 
@@ -41,7 +41,8 @@ export function diffWhiteConfigs(oldConfig: WhiteConfig, newConfig: WhiteConfig)
     }
     const portsChanged = old.publicPort !== g.publicPort || old.dataPort !== g.dataPort;
     const secretChanged = !old.secret.equals(g.secret);
-    if (portsChanged || secretChanged) changed.push({ before: old, after: g, portsChanged, secretChanged });
+    const settingsChanged = (old.idleTimeoutMs ?? null) !== (g.idleTimeoutMs ?? null);
+    if (portsChanged || secretChanged || settingsChanged) changed.push({ before: old, after: g, portsChanged, secretChanged });
     else unchanged.push(g.id);
   }
   const removed = oldConfig.grays.filter((g) => !after.has(g.id));

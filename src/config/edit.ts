@@ -82,6 +82,7 @@ export async function addGray(path: string, request: AddGrayRequest, opts: EditO
     const used = new Set<number>([current.control.port]);
     if (current.admin.tcp) used.add(current.admin.tcp.port);
     if (current.metrics) used.add(current.metrics.port);
+    if (current.dashboard) used.add(current.dashboard.port);
     for (const g of current.grays) used.add(g.publicPort).add(g.dataPort);
     if (request.publicPort !== undefined) used.add(request.publicPort);
     if (request.dataPort !== undefined) used.add(request.dataPort);

@@ -7,16 +7,26 @@ import { Worker } from 'node:worker_threads';
 import { ErrorCodes, RelayError, type ErrorCode } from '../errors.js';
 import { deepFreeze } from './freeze.js';
 import { redacted } from './secret.js';
-import type { GrayConfig, WhiteConfig } from './types.js';
+import type { GrayConfig, WhiteConfig, WhiteOverrides } from './types.js';
 
-type WorkerAnswer = { ok: true; config: unknown } | { ok: false; code: ErrorCode; message: string; details: Record<string, unknown> };
+type WorkerAnswer = { ok: true; config: unknown; warnings: string[] } | { ok: false; code: ErrorCode; message: string; details: Record<string, unknown> };
 
-function loadInWorker(kind: 'white' | 'gray', path: string): Promise<unknown> {
+export interface IsolatedLoadOptions {
+  /** Warnings about the file (inline secrets others can read) are pushed here. */
+  readonly warnings?: string[];
+  /** White only: command-line values that replace the file's keys (see WhiteOverrides). */
+  readonly overrides?: WhiteOverrides;
+}
+
+function loadInWorker(kind: 'white' | 'gray', path: string, opts: IsolatedLoadOptions): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./load-worker.js', import.meta.url), { workerData: { kind, path } });
+    const worker = new Worker(new URL('./load-worker.js', import.meta.url), { workerData: { kind, path, overrides: opts.overrides ?? {} } });
     worker.once('message', (answer: WorkerAnswer) => {
       void worker.terminate();
-      if (answer.ok) resolve(answer.config);
+      if (answer.ok) {
+        opts.warnings?.push(...answer.warnings);
+        resolve(answer.config);
+      }
       else reject(new RelayError(answer.code, answer.message, { details: answer.details }));
     });
     worker.once('error', (err) => reject(new RelayError(ErrorCodes.INTERNAL, `config worker failed: ${err.message}`, { cause: err })));
@@ -28,8 +38,8 @@ function secretBuffer(value: unknown): Buffer {
   return redacted(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
 }
 
-export async function loadWhiteConfigIsolated(path: string): Promise<WhiteConfig> {
-  const c = (await loadInWorker('white', path)) as WhiteConfig & Record<string, unknown>;
+export async function loadWhiteConfigIsolated(path: string, opts: IsolatedLoadOptions = {}): Promise<WhiteConfig> {
+  const c = (await loadInWorker('white', path, opts)) as WhiteConfig & Record<string, unknown>;
   const config = {
     ...c,
     grays: c.grays.map((g) => ({ ...g, secret: secretBuffer(g.secret) })),
@@ -39,7 +49,7 @@ export async function loadWhiteConfigIsolated(path: string): Promise<WhiteConfig
   return deepFreeze(config);
 }
 
-export async function loadGrayConfigIsolated(path: string): Promise<GrayConfig> {
-  const c = (await loadInWorker('gray', path)) as GrayConfig;
+export async function loadGrayConfigIsolated(path: string, opts: IsolatedLoadOptions = {}): Promise<GrayConfig> {
+  const c = (await loadInWorker('gray', path, opts)) as GrayConfig;
   return deepFreeze({ ...c, secret: secretBuffer(c.secret) });
 }

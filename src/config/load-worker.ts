@@ -3,10 +3,12 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { RelayError } from '../errors.js';
 import { loadGrayConfig, loadWhiteConfig } from './load.js';
+import type { WhiteOverrides } from './types.js';
 
-const { kind, path } = workerData as { kind: 'white' | 'gray'; path: string };
-(kind === 'white' ? loadWhiteConfig(path) : loadGrayConfig(path)).then(
-  (config) => parentPort!.postMessage({ ok: true, config }),
+const { kind, path, overrides } = workerData as { kind: 'white' | 'gray'; path: string; overrides: WhiteOverrides };
+const warnings: string[] = [];
+(kind === 'white' ? loadWhiteConfig(path, { warnings, overrides }) : loadGrayConfig(path, { warnings })).then(
+  (config) => parentPort!.postMessage({ ok: true, config, warnings }),
   (err: unknown) =>
     parentPort!.postMessage({
       ok: false,

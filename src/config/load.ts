@@ -4,11 +4,12 @@
 import { readFile, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { ErrorCodes, RelayError, isRelayError } from '../errors.js';
+import { inlineSecretPaths, secretExposureWarning } from './exposure.js';
 import { deepFreeze } from './freeze.js';
 import { IssueList, issuesError, labelFor, renderIssue, type Issue } from './issues.js';
 import { normalizeGray, normalizeWhite } from './normalize.js';
 import { validateAgainstSchema } from './schema.js';
-import type { GrayConfig, WhiteConfig } from './types.js';
+import type { GrayConfig, WhiteConfig, WhiteOverrides } from './types.js';
 import { MAX_CONFIG_BYTES, offsetOfPath, parseYaml } from './yaml.js';
 
 export interface ParseOptions {
@@ -19,6 +20,36 @@ export interface ParseOptions {
    * unreadable file). For relayctl, whose shell is not the white's environment. Default false.
    */
   readonly lenientSecretSources?: boolean;
+  /** When given (with a path), warnings about the file are pushed here: inline secrets others can read. */
+  readonly warnings?: string[];
+  /** White only: command-line values that replace the file's keys (see WhiteOverrides). */
+  readonly overrides?: WhiteOverrides;
+}
+
+/** Where each override lands in the file's data, and the flag that set it (for messages). */
+const OVERRIDE_KEYS: ReadonlyArray<{ key: keyof WhiteOverrides; path: readonly string[]; flag: string }> = [
+  { key: 'bind', path: ['bind'], flag: '--bind' },
+  { key: 'controlListen', path: ['control', 'listen'], flag: '--control-listen' },
+  { key: 'adminSocket', path: ['admin', 'socket'], flag: '--admin-socket' },
+  { key: 'metricsListen', path: ['metrics', 'listen'], flag: '--metrics-listen' },
+];
+
+/** Puts the overrides into the parsed file, creating the enclosing mappings; returns the paths set. */
+function applyOverrides(data: Record<string, unknown>, overrides: WhiteOverrides): Array<{ path: string; flag: string }> {
+  const set: Array<{ path: string; flag: string }> = [];
+  for (const { key, path, flag } of OVERRIDE_KEYS) {
+    const value = overrides[key];
+    if (value === undefined) continue;
+    let cur = data;
+    for (const seg of path.slice(0, -1)) {
+      const next = cur[seg];
+      if (typeof next !== 'object' || next === null || Array.isArray(next)) cur[seg] = {};
+      cur = cur[seg] as Record<string, unknown>;
+    }
+    cur[path[path.length - 1]!] = value;
+    set.push({ path: path.join('.'), flag });
+  }
+  return set;
 }
 
 /** Reads a config file as UTF-8 text; CONFIG_READ with the OS reason when it cannot. */
@@ -53,6 +84,11 @@ async function check(kind: Kind, text: string, path: string | null, opts: ParseO
     issues.add('', `the file must be a YAML mapping of keys to values, found ${found}`);
     return { config: null, issues };
   }
+  if (opts.warnings !== undefined && path !== null) {
+    const warning = await secretExposureWarning(path, inlineSecretPaths(data));
+    if (warning !== null) opts.warnings.push(warning);
+  }
+  const overridden = kind === 'white' && opts.overrides ? applyOverrides(data as Record<string, unknown>, opts.overrides) : [];
   validateAgainstSchema(kind, data, issues);
   const ctx = {
     path: path === null ? null : resolve(path),
@@ -62,6 +98,18 @@ async function check(kind: Kind, text: string, path: string | null, opts: ParseO
   };
   const raw = data as Record<string, unknown>;
   const config = kind === 'white' ? await normalizeWhite(raw, ctx) : await normalizeGray(raw, ctx);
+  if (overridden.length > 0) {
+    // The value a person must fix is on the command line, not in the file.
+    issues.items.forEach((issue, i) => {
+      const from = overridden.find((o) => issue.path === o.path || issue.path.startsWith(`${o.path}.`));
+      if (from) issues.items[i] = { ...issue, message: `${issue.message} (set by ${from.flag})`, segments: [] };
+      // A clash found at another key names the overridden one in parentheses.
+      for (const o of overridden) {
+        const named = issues.items[i]!;
+        if (named.message.includes(`(${o.path})`)) issues.items[i] = { ...named, message: named.message.replace(`(${o.path})`, `(${o.path}, set by ${o.flag})`) };
+      }
+    });
+  }
   if (issues.length > 0) {
     // Schema and normalizer findings interleave; file order is the order a person fixes them in.
     const doc = parsed.doc;

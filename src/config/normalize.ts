@@ -1,6 +1,7 @@
 // From the validated YAML data (snake_case, defaults filled in by the schema) to the frozen
 // camelCase shapes in types.ts. This is also where the rules a JSON Schema cannot express live:
-// host:port syntax, port clashes, unique ids, secrets, loopback-only admin TCP.
+// host:port syntax, port clashes, unique ids, secrets, loopback-only admin TCP, a token for a
+// dashboard off loopback.
 //
 // The input has passed the schema only if no issue was recorded; the code therefore checks every
 // type it relies on, so that it can still add its own findings next to the schema's (all errors at
@@ -11,6 +12,7 @@ import { DEFAULT_LIMITS, resolveLimits, type Limits } from '../limits.js';
 import { parseHost, parseHostPort, isLoopbackHost } from './address.js';
 import { type IssueList, type PathSegment } from './issues.js';
 import { checkPortClashes, parsePortRange, type PortClaim, type PortRange } from './ports.js';
+import { adminTokenProblem, MAX_TOKEN_CHARS, MIN_TOKEN_CHARS } from '../admin/admin-auth.js';
 import { resolveSecret, type SecretContext } from './secret.js';
 import { camelCase, snakeCase } from './schema.js';
 import type { AuthorizeHookConfig, GrayConfig, GrayEntry, HookConfig, HostPort, ProxyProtocol, WhiteConfig } from './types.js';
@@ -124,7 +126,12 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
         `${JSON.stringify(tcpRaw.listen)} is not a loopback address; the admin TCP listener may only use 127.0.0.1, ::1 or localhost`,
       );
     }
-    if (listen !== null) adminTcp = { host: listen.host, port: listen.port, token: str(tcpRaw.token, '') };
+    const token = str(tcpRaw.token, '');
+    // The schema reports a length out of bounds; the rest of the rule (the one the admin server
+    // enforces too) is checked here.
+    const tokenProblem = token.length >= MIN_TOKEN_CHARS && token.length <= MAX_TOKEN_CHARS ? adminTokenProblem(token) : null;
+    if (tokenProblem !== null) issues.add(['admin', 'tcp', 'token'], tokenProblem);
+    if (listen !== null) adminTcp = { host: listen.host, port: listen.port, token };
   }
 
   // ports.range
@@ -138,6 +145,21 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
 
   const metricsRaw = obj(raw.metrics);
   const metrics = metricsRaw === null ? null : hostPortAt(metricsRaw.listen, ['metrics', 'listen'], ctx);
+
+  // dashboard: anyone who can reach a non-loopback address could read it, so that needs a token.
+  let dashboard: WhiteConfig['dashboard'] = null;
+  const dashboardRaw = obj(raw.dashboard);
+  if (dashboardRaw !== null) {
+    const listen = hostPortAt(dashboardRaw.listen, ['dashboard', 'listen'], ctx);
+    const token = typeof dashboardRaw.token === 'string' ? dashboardRaw.token : null;
+    if (listen !== null && !isLoopbackHost(listen.host) && token === null) {
+      issues.add(
+        ['dashboard', 'listen'],
+        `${JSON.stringify(dashboardRaw.listen)} is not a loopback address; a dashboard reachable from other machines requires dashboard.token`,
+      );
+    }
+    if (listen !== null) dashboard = { host: listen.host, port: listen.port, token };
+  }
 
   // hooks
   const hooks: HookConfig[] = [];
@@ -178,6 +200,7 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
   if (control.port !== 0) claims.push({ port: control.port, path: ['control', 'listen'], owner: 'the control port (control.listen)' });
   if (adminTcp !== null) claims.push({ port: adminTcp.port, path: ['admin', 'tcp', 'listen'], owner: 'the admin TCP port (admin.tcp.listen)' });
   if (metrics !== null) claims.push({ port: metrics.port, path: ['metrics', 'listen'], owner: 'the metrics port (metrics.listen)' });
+  if (dashboard !== null) claims.push({ port: dashboard.port, path: ['dashboard', 'listen'], owner: 'the dashboard port (dashboard.listen)' });
 
   for (const [i, g] of graysRaw.entries()) {
     const go = obj(g);
@@ -193,7 +216,8 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
     if (publicPort >= 1 && publicPort <= 65535) claims.push({ port: publicPort, path: ['grays', i, 'public_port'], owner: `the public_port of grays[${i}]` });
     if (dataPort >= 1 && dataPort <= 65535) claims.push({ port: dataPort, path: ['grays', i, 'data_port'], owner: `the data_port of grays[${i}]` });
     const secret = await resolveSecret(go, ['grays', i], secretContext(ctx), issues);
-    grays.push({ id, secret: secret ?? Buffer.alloc(0), publicPort, dataPort });
+    const idleTimeoutMs = typeof go.idle_timeout_ms === 'number' ? go.idle_timeout_ms : null;
+    grays.push({ id, secret: secret ?? Buffer.alloc(0), publicPort, dataPort, idleTimeoutMs });
   }
   checkPortClashes(claims, issues);
 
@@ -205,10 +229,12 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
     admin: { socket, tcp: adminTcp },
     portsRange,
     dataSourceCheck: bool(raw.data_source_check, true),
+    clientKeepAlive: bool(raw.client_keep_alive, true),
     grays,
     hooks,
     authorize,
     metrics,
+    dashboard,
     log: logAt(raw.log),
     watch: { polling: bool(watchRaw.polling, false), debounceMs: int(watchRaw.debounce_ms, 200) },
     limits,
@@ -232,12 +258,23 @@ function urlAt(v: unknown, segments: PathSegment[], ctx: NormalizeContext): stri
 
 export async function normalizeGray(raw: Obj, ctx: NormalizeContext): Promise<GrayConfig> {
   const { issues } = ctx;
-  const white = hostPortAt(raw.white, ['white'], ctx) ?? { host: '', port: 0 };
-  let dataHost = white.host;
+  const whites: HostPort[] = [];
+  if (Array.isArray(raw.white)) {
+    for (const [i, w] of raw.white.entries()) {
+      const hp = hostPortAt(w, ['white', i], ctx);
+      if (hp !== null) whites.push(hp);
+    }
+  } else {
+    const hp = hostPortAt(raw.white, ['white'], ctx);
+    if (hp !== null) whites.push(hp);
+  }
+  let dataHost: string | null = null;
   if (typeof raw.data_host === 'string') {
     const parsed = parseHost(raw.data_host);
-    if (parsed.ok) dataHost = parsed.value;
-    else issues.add(['data_host'], `${JSON.stringify(raw.data_host)} ${parsed.reason}`);
+    if (!parsed.ok) issues.add(['data_host'], `${JSON.stringify(raw.data_host)} ${parsed.reason}`);
+    // One data host for several whites would send every session's pool to one of them.
+    else if (Array.isArray(raw.white)) issues.add(['data_host'], `${JSON.stringify(raw.data_host)} is given with a list of whites; data_host is only for a single white (each session opens its data connections to the white it reached)`);
+    else dataHost = parsed.value;
   }
   const target = hostPortAt(raw.target, ['target'], ctx) ?? { host: '', port: 0 };
   const secret = await resolveSecret(raw, [], secretContext(ctx), issues);
@@ -247,8 +284,9 @@ export async function normalizeGray(raw: Obj, ctx: NormalizeContext): Promise<Gr
   const status = statusRaw === null ? null : hostPortAt(statusRaw.listen, ['status', 'listen'], ctx);
   return {
     path: ctx.path,
-    white,
+    whites,
     dataHost,
+    resolveIntervalMs: int(raw.resolve_interval_ms, 30_000),
     id: str(raw.id, ''),
     secret: secret ?? Buffer.alloc(0),
     target,
@@ -259,4 +297,3 @@ export async function normalizeGray(raw: Obj, ctx: NormalizeContext): Promise<Gr
     limits: limitsAt(raw.limits, ['limits'], ctx),
   };
 }
-

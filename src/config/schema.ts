@@ -183,6 +183,9 @@ export function describeAjvErrors(errors: readonly ErrorObject[]): Array<{ segme
       case 'minItems':
         message = `has ${(e.data as unknown[]).length} items, at least ${String(params.limit)} required`;
         break;
+      case 'maxItems':
+        message = `has ${(e.data as unknown[]).length} items, at most ${String(params.limit)} allowed`;
+        break;
       case 'uniqueItems':
         message = `items ${String(params.j)} and ${String(params.i)} are the same (${showValue((e.data as unknown[])[params.i as number])})`;
         break;

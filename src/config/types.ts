@@ -13,6 +13,8 @@ export interface GrayEntry {
   readonly secret: Buffer;
   readonly publicPort: number;
   readonly dataPort: number;
+  /** No byte either way for this long ends a client's pair with a reset; null (or absent): never. */
+  readonly idleTimeoutMs?: number | null;
 }
 
 export interface HookConfig {
@@ -43,17 +45,21 @@ export interface WhiteConfig {
   readonly admin: {
     /** Unix socket path (mode 0600), or null to disable. */
     readonly socket: string | null;
-    /** Optional loopback TCP admin listener; requires a bearer token. */
+    /** Optional loopback TCP admin listener; requests carry a single-use HMAC under the token (admin-auth.ts). */
     readonly tcp: (HostPort & { readonly token: string }) | null;
   };
   /** Range that `relayctl add` allocates ports from, inclusive. */
   readonly portsRange: { readonly from: number; readonly to: number } | null;
   /** Require data connections to come from the control connection's IP. */
   readonly dataSourceCheck: boolean;
+  /** TCP keepalive on public-port client sockets (limits.clientKeepAliveDelayMs). */
+  readonly clientKeepAlive: boolean;
   readonly grays: readonly GrayEntry[];
   readonly hooks: readonly HookConfig[];
   readonly authorize: AuthorizeHookConfig | null;
   readonly metrics: HostPort | null;
+  /** Optional read-only status page (src/dashboard/); a token is required off loopback. */
+  readonly dashboard: (HostPort & { readonly token: string | null }) | null;
   readonly log: { readonly level: string };
   readonly watch: { readonly polling: boolean; readonly debounceMs: number };
   readonly limits: Readonly<Limits>;
@@ -63,10 +69,14 @@ export type ProxyProtocol = 'none' | 'v1' | 'v2';
 
 export interface GrayConfig {
   readonly path: string | null;
-  /** The white's control address. */
-  readonly white: HostPort;
-  /** Host to open data connections to; defaults to the control host. */
-  readonly dataHost: string;
+  /** The whites' control addresses (at least one); the gray keeps a session with each, and
+   *  with each address a host name resolves to. */
+  readonly whites: readonly HostPort[];
+  /** Host to open data connections to, for a single white; null: the address each control
+   *  session reached. */
+  readonly dataHost: string | null;
+  /** How often white host names are resolved again. */
+  readonly resolveIntervalMs: number;
   readonly id: string;
   readonly secret: Buffer;
   readonly target: HostPort;
@@ -76,4 +86,19 @@ export interface GrayConfig {
   readonly status: HostPort | null;
   readonly log: { readonly level: string };
   readonly limits: Readonly<Limits>;
+}
+
+/**
+ * Per-host settings given on `relay white`'s command line, so several whites can run from one
+ * shared file. Each replaces the file's key before validation, on every load and reload.
+ */
+export interface WhiteOverrides {
+  /** `bind`. */
+  readonly bind?: string;
+  /** `control.listen`, host:port. */
+  readonly controlListen?: string;
+  /** `admin.socket`, an absolute path. */
+  readonly adminSocket?: string;
+  /** `metrics.listen`, host:port. */
+  readonly metricsListen?: string;
 }

@@ -2,7 +2,7 @@
 // - in-place write (echo >>, some editors);
 // - temp file + rename over it (relayctl, most editors, git checkout);
 // - delete and recreate (some editors);
-// - Kubernetes ConfigMap: `relay.yaml -> ..data/relay.yaml`, `..data -> ..2024_01_01_...`, and an
+// - Kubernetes ConfigMap: `white.yaml -> ..data/white.yaml`, `..data -> ..2024_01_01_...`, and an
 //   update renames a new `..data` symlink over the old one, then deletes the old directory.
 //
 // Watching the file itself breaks on all but the first (the watched inode goes away), so the

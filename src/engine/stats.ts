@@ -12,6 +12,7 @@ export interface GrayStats {
   activeClients: number;
   pendingClients: number;
   clientsTotal: number;
+  idleTimeouts: number; // pairs ended by the gray's idle_timeout_ms
   bytesFromClients: number; // counted when a pair closes, plus live pairs at snapshot time
   bytesToClients: number;
   /** Clients on the public port refused or dropped before pairing, by reason code. */
@@ -53,6 +54,7 @@ export function newGrayStats(): GrayStats {
     activeClients: 0,
     pendingClients: 0,
     clientsTotal: 0,
+    idleTimeouts: 0,
     bytesFromClients: 0,
     bytesToClients: 0,
     clientsRefused: {},

@@ -15,6 +15,7 @@ export class WhiteHooks implements EventSink {
   private authorizer: Authorizer;
   private authorizeConfig: WhiteConfig['authorize'];
   private responseMaxBytes: number;
+  private readonly taps: EventSink[] = [];
 
   constructor(
     config: WhiteConfig,
@@ -34,6 +35,12 @@ export class WhiteHooks implements EventSink {
 
   emit<E extends EventName>(name: E, payload: EventPayloads[E]): void {
     this.dispatcher.emit(name, payload);
+    for (const tap of this.taps) tap.emit(name, payload);
+  }
+
+  /** Another consumer of every event (the dashboard). Like emit, its emit must never throw. */
+  tap(sink: EventSink): void {
+    this.taps.push(sink);
   }
 
   /** Gates for the engine: each answers null at once while its kind is off, so the engine pays

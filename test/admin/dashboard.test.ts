@@ -37,7 +37,7 @@ function exported(): Set<string> {
     grays: [{ ...newGrayStats(), id: 'g', publicPort: 1, dataPort: 2, connected: true, clientsRefused: { RELAY_ERR_GRAY_OFFLINE: 1 } }],
     counters: { authFailures: 0, dataRejections: { RELAY_ERR_PREAMBLE_INVALID: 1 }, controlRejections: { tls_error: 1 }, reloads: { ok: 0, rejected: 0 }, lastReload: null },
     hooks: [{ url: 'http://h/', delivered: 0, failed: 0, dropped: 0, queued: 0, lastError: null }],
-  });
+  }, 'js');
   const gray = renderGrayMetrics({
     id: 'g',
     whites: [{ white: 'w:1', connected: true, sessions: 1, reconnects: 0, poolIdle: 1, poolTarget: 1 }],
@@ -46,7 +46,7 @@ function exported(): Set<string> {
     bytesToService: 0,
     bytesFromService: 0,
     serviceConnectFailures: 0,
-  });
+  }, 'js');
   const names = new Set<string>();
   for (const text of [white, gray]) {
     for (const fam of parsePrometheusText(text).values()) for (const s of fam.samples) names.add(s.name);

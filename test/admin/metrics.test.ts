@@ -5,7 +5,6 @@ import assert from 'node:assert/strict';
 import { newGrayStats, type GraySnapshot, type WhiteSnapshot } from '../../src/engine/stats.js';
 import { escapeLabelValue, renderMetrics } from '../../src/admin/metrics.js';
 import { Histogram } from '../../src/engine/histogram.js';
-import { resolveDataPlane } from '../../src/engine/data-plane/join.js';
 import { VERSION } from '../../src/version.js';
 import { parsePrometheusText, sampleValue, type Family } from '../helpers/prometheus-text.js';
 
@@ -26,7 +25,7 @@ function snapshot(): WhiteSnapshot {
     configPath: '/etc/relay/white.yaml',
     startedAt: 1_700_000_000_500,
     grays: [
-      gray('alpha', { connected: true, connectedSince: 1, remoteAddress: '10.0.0.7:5000', poolIdle: 7, poolTarget: 8, activeClients: 3, pendingClients: 1, clientsTotal: 1234, bytesFromClients: 9_007_199_254_740_000, bytesToClients: 42, clientsRefused: { RELAY_ERR_GRAY_OFFLINE: 6, RELAY_ERR_TOO_MANY_CLIENTS: 2 }, clientWait: waited(0, 0, 0.3) }),
+      gray('alpha', { connected: true, connectedSince: 1, remoteAddress: '10.0.0.7:5000', poolIdle: 7, poolTarget: 8, activeClients: 3, pendingClients: 1, clientsTotal: 1234, idleTimeouts: 6, bytesFromClients: 9_007_199_254_740_000, bytesToClients: 42, clientsRefused: { RELAY_ERR_GRAY_OFFLINE: 6, RELAY_ERR_TOO_MANY_CLIENTS: 2 }, clientWait: waited(0, 0, 0.3) }),
       gray('beta', { clientsRefused: { RELAY_ERR_CLIENT_WAIT_TIMEOUT: 1 } }),
       gray(WEIRD, { connected: true, poolIdle: 1, poolTarget: 2, clientsTotal: 5 }),
     ],
@@ -47,7 +46,7 @@ function snapshot(): WhiteSnapshot {
 const value = (fams: Map<string, Family>, name: string, labels: Record<string, string> = {}): number | undefined => sampleValue(fams, name, labels);
 
 test('renders every documented metric, parseable strictly, with the snapshot values', () => {
-  const text = renderMetrics(snapshot());
+  const text = renderMetrics(snapshot(), 'splice');
   const fams = parsePrometheusText(text);
 
   const expectedTypes: Record<string, string> = {
@@ -68,6 +67,7 @@ test('renders every documented metric, parseable strictly, with the snapshot val
     relay_client_received_bytes_total: 'counter',
     relay_client_sent_bytes_total: 'counter',
     relay_client_wait_seconds: 'histogram',
+    relay_client_idle_timeouts_total: 'counter',
     relay_data_rejections_total: 'counter',
     relay_control_rejections_total: 'counter',
     relay_auth_failures_total: 'counter',
@@ -80,7 +80,7 @@ test('renders every documented metric, parseable strictly, with the snapshot val
   assert.deepEqual(Object.fromEntries([...fams].map(([n, f]) => [n, f.type])), expectedTypes);
   for (const [name, f] of fams) assert.ok(f.help.length > 10, `${name} has a HELP text`);
 
-  assert.equal(value(fams, 'relay_build_info', { version: VERSION, data_plane: resolveDataPlane().plane }), 1);
+  assert.equal(value(fams, 'relay_build_info', { version: VERSION, data_plane: 'splice' }), 1);
   assert.ok(value(fams, 'process_resident_memory_bytes')! > 10 * 1024 * 1024);
   assert.ok(value(fams, 'process_open_fds')! > 2);
   assert.ok(value(fams, 'process_max_fds')! >= value(fams, 'process_open_fds')!);
@@ -94,6 +94,7 @@ test('renders every documented metric, parseable strictly, with the snapshot val
     ['relay_clients_total', 'clientsTotal'],
     ['relay_client_received_bytes_total', 'bytesFromClients'],
     ['relay_client_sent_bytes_total', 'bytesToClients'],
+    ['relay_client_idle_timeouts_total', 'idleTimeouts'],
   ];
   for (const g of snapshot().grays) {
     assert.equal(value(fams, 'relay_gray_connected', { gray: g.id }), g.connected ? 1 : 0);
@@ -127,7 +128,7 @@ test('renders every documented metric, parseable strictly, with the snapshot val
 
 test('label values with backslash, quote and newline are escaped and round-trip', () => {
   assert.equal(escapeLabelValue(WEIRD), 'we\\"ird\\\\id\\nnext');
-  const text = renderMetrics(snapshot());
+  const text = renderMetrics(snapshot(), 'splice');
   assert.ok(text.includes('relay_pool_idle_connections{gray="we\\"ird\\\\id\\nnext"} 1\n'));
   // No raw newline inside a sample: every line is a comment or a complete sample.
   for (const line of text.trimEnd().split('\n')) assert.match(line, /^(# (HELP|TYPE) (relay|process|nodejs)_|(relay|process|nodejs)_\w+(\{.*\})? \S+$)/);
@@ -143,7 +144,7 @@ test('an empty white renders valid text with zero-valued totals', () => {
     counters: { authFailures: 0, dataRejections: {}, controlRejections: {}, reloads: { ok: 0, rejected: 0 }, lastReload: null },
     hooks: [],
   };
-  const fams = parsePrometheusText(renderMetrics(empty));
+  const fams = parsePrometheusText(renderMetrics(empty, 'js'));
   assert.equal(value(fams, 'relay_grays_connected'), 0);
   assert.equal(fams.get('relay_pool_idle_connections')?.samples.length, 0);
   assert.equal(value(fams, 'relay_reloads_total', { result: 'ok' }), 0);
@@ -155,7 +156,7 @@ test('two hooks with the same url are summed into one series (a duplicate would 
     { url: 'http://h/x', delivered: 1, failed: 0, dropped: 2, queued: 3, lastError: null },
     { url: 'http://h/x', delivered: 10, failed: 1, dropped: 20, queued: 30, lastError: null },
   ];
-  const fams = parsePrometheusText(renderMetrics(s));
+  const fams = parsePrometheusText(renderMetrics(s, 'js'));
   assert.equal(value(fams, 'relay_hook_deliveries_total', { url: 'http://h/x', result: 'delivered' }), 11);
   assert.equal(value(fams, 'relay_hook_queued_events', { url: 'http://h/x' }), 33);
   assert.equal(value(fams, 'relay_hook_dropped_events_total', { url: 'http://h/x' }), 22);

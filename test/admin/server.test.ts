@@ -1,15 +1,18 @@
 // The admin API against a real WhiteServer in this process: socket permissions, the state document,
-// bearer-token checks on the TCP listener, routes, bounds, and the socket file's life cycle.
+// the challenge-response and single-use macs of the TCP listener, routes, bounds, and the socket file's life cycle.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { lstat, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import fc from 'fast-check';
 import { Client, request } from 'undici';
+import { checkServerProof, CLIENT_NONCE_HEADER, newNonce, requestAuthorization } from '../../src/admin/admin-auth.js';
 import { AdminClient } from '../../src/admin/client.js';
 import { METRICS_CONTENT_TYPE } from '../../src/admin/metrics.js';
-import { AdminServer, type AdminState, type ReloadOutcome } from '../../src/admin/server.js';
+import { ADMIN_LIMITS, AdminServer, type AdminState, type ReloadOutcome } from '../../src/admin/server.js';
+import { parseWhiteConfig } from '../../src/config/load.js';
 import { VERSION } from '../../src/version.js';
 import { ErrorCodes, isRelayError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
@@ -124,31 +127,72 @@ describe('admin server', () => {
     assert.equal(reloads, before, 'the reload did not run');
   });
 
-  it('TCP listener: 401 without a token or with a wrong one, 200 with the right one', async () => {
+  /** Step 1 and 2 of the scheme by hand: a challenge and its proof. */
+  const challenge = async (clientNonce = newNonce()): Promise<{ nonce: string; proof: string; clientNonce: string }> => {
+    const res = await request(tcpUrl('/v1/challenge'), { method: 'POST', headers: { [CLIENT_NONCE_HEADER]: clientNonce } });
+    assert.equal(res.statusCode, 200);
+    return { ...((await res.body.json()) as { nonce: string; proof: string }), clientNonce };
+  };
+  const withAuth = async (method: 'GET' | 'POST', path: string, authorization: string) => {
+    const res = await request(tcpUrl(path), { method, headers: { authorization } });
+    return { status: res.statusCode, headers: res.headers, text: await res.body.text() };
+  };
+
+  it('TCP listener: 401 without authorization, with the bare token, or with a wrong mac; 200 with a fresh mac', async () => {
     const none = await request(tcpUrl('/v1/state'));
     assert.equal(none.statusCode, 401);
-    assert.equal(none.headers['www-authenticate'], 'Bearer');
+    assert.equal(none.headers['www-authenticate'], 'Relay-Admin');
     await none.body.text();
-    for (const authorization of [`Bearer ${TOKEN}x`, `Bearer ${TOKEN.slice(0, -1)}`, `Basic ${TOKEN}`, 'Bearer ', TOKEN]) {
-      const res = await request(tcpUrl('/v1/state'), { headers: { authorization } });
-      assert.equal(res.statusCode, 401, authorization);
+    // Even unknown routes do not answer before the authorization is checked.
+    assert.equal((await withAuth('GET', '/v1/nothing', 'x')).status, 401);
+
+    const { nonce, proof, clientNonce } = await challenge();
+    assert.ok(checkServerProof(TOKEN, clientNonce, nonce, proof), 'the white proves it holds the token');
+    assert.ok(!checkServerProof(`${TOKEN}x`, clientNonce, nonce, proof), 'the proof depends on the token');
+    const wrong = [
+      `Bearer ${TOKEN}`,
+      TOKEN,
+      requestAuthorization(`${TOKEN}x`, nonce, 'GET', '/v1/state'),
+      requestAuthorization(TOKEN, nonce, 'POST', '/v1/state'),
+      requestAuthorization(TOKEN, nonce, 'GET', '/v1/reload'),
+      requestAuthorization(TOKEN, newNonce(), 'GET', '/v1/state'),
+    ];
+    for (const authorization of wrong) assert.equal((await withAuth('GET', '/v1/state', authorization)).status, 401, authorization);
+    // Each attempt used up the nonce it named: this one is gone, even with the right mac now.
+    assert.equal((await withAuth('GET', '/v1/state', requestAuthorization(TOKEN, nonce, 'GET', '/v1/state'))).status, 401);
+
+    const fresh = await challenge();
+    const ok = await withAuth('GET', '/v1/state', requestAuthorization(TOKEN, fresh.nonce, 'GET', '/v1/state'));
+    assert.equal(ok.status, 200);
+    assert.equal((JSON.parse(ok.text) as AdminState).grays[0]!.id, 'g1');
+    const client = new AdminClient({ url: tcpUrl(''), token: TOKEN });
+    assert.equal((await client.state()).version, VERSION);
+    assert.match(await client.metrics(), /relay_gray_connected/);
+  });
+
+  it('TCP listener: a request seen on the wire and replayed is refused (each nonce is accepted once)', async () => {
+    const before = reloads;
+    nextReload = { ok: true, at: 7, error: null };
+    const { nonce } = await challenge();
+    const authorization = requestAuthorization(TOKEN, nonce, 'POST', '/v1/reload');
+    assert.equal((await withAuth('POST', '/v1/reload', authorization)).status, 200);
+    const replayed = await withAuth('POST', '/v1/reload', authorization);
+    assert.equal(replayed.status, 401);
+    assert.match(replayed.text, /missing, wrong or reused/);
+    assert.equal(reloads, before + 1, 'the replay ran no reload');
+  });
+
+  it('TCP listener: a challenge needs a client nonce of 32 random bytes', async () => {
+    for (const headers of [{}, { [CLIENT_NONCE_HEADER]: 'short' }, { [CLIENT_NONCE_HEADER]: `${newNonce()}=` }]) {
+      const res = await request(tcpUrl('/v1/challenge'), { method: 'POST', headers });
+      assert.equal(res.statusCode, 400);
       await res.body.text();
     }
-    // Even unknown routes do not answer before the token is checked.
-    const probe = await request(tcpUrl('/v1/nothing'));
-    assert.equal(probe.statusCode, 401);
-    await probe.body.text();
+  });
 
-    const ok = await request(tcpUrl('/v1/state'), { headers: { authorization: `Bearer ${TOKEN}` } });
-    assert.equal(ok.statusCode, 200);
-    const body = (await ok.body.json()) as AdminState;
-    assert.equal(body.grays[0]!.id, 'g1');
-    const client = new AdminClient({ url: tcpUrl(''), token: TOKEN });
-    try {
-      assert.equal((await client.state()).version, VERSION);
-    } finally {
-      await client.close();
-    }
+  it('a client given the wrong token stops at the proof, before sending anything replayable', async () => {
+    const client = new AdminClient({ url: tcpUrl(''), token: `${TOKEN.slice(0, -1)}!` });
+    await assert.rejects(client.state(), (err) => isRelayError(err, ErrorCodes.ADMIN_UNREACHABLE) && /did not prove it knows admin\.tcp\.token/.test(err.message));
   });
 
   it('metrics listener serves /metrics and /healthz only, without a token', async () => {
@@ -242,3 +286,127 @@ describe('admin socket life cycle', () => {
     }
   });
 });
+
+describe('admin TCP challenges: bounds', () => {
+  const state = (): AdminState => ({
+    configPath: null,
+    startedAt: 0,
+    grays: [],
+    counters: { authFailures: 0, dataRejections: {}, controlRejections: {}, reloads: { ok: 0, rejected: 0 }, lastReload: null },
+    hooks: [],
+    version: VERSION,
+  });
+  let now = 1_000_000;
+  let admin: AdminServer;
+  before(async () => {
+    admin = new AdminServer(
+      { socket: null, tcp: { host: '127.0.0.1', port: 0, token: TOKEN }, metrics: null, logger: silentLogger(), now: () => now },
+      { state, reload: async () => ({ ok: true, at: 0, error: null }) },
+    );
+    await admin.start();
+  });
+  after(async () => {
+    await admin?.close();
+  });
+  const url = (path: string): string => `http://127.0.0.1:${admin.addresses.tcp!.port}${path}`;
+  const challenge = async (): Promise<string> => {
+    const res = await request(url('/v1/challenge'), { method: 'POST', headers: { [CLIENT_NONCE_HEADER]: newNonce() } });
+    return ((await res.body.json()) as { nonce: string }).nonce;
+  };
+  const use = async (nonce: string): Promise<number> => {
+    const res = await request(url('/v1/state'), { headers: { authorization: requestAuthorization(TOKEN, nonce, 'GET', '/v1/state') } });
+    await res.body.text();
+    return res.statusCode;
+  };
+
+  it(`a nonce is good for ${ADMIN_LIMITS.challengeTtlMs} ms, not a millisecond more`, async () => {
+    const inTime = await challenge();
+    const late = await challenge();
+    now += ADMIN_LIMITS.challengeTtlMs;
+    assert.equal(await use(inTime), 200);
+    now += 1;
+    assert.equal(await use(late), 401);
+  });
+
+  it(`at most ${ADMIN_LIMITS.maxOutstandingChallenges} challenges are kept: past it the oldest is forgotten`, async () => {
+    const oldest = await challenge();
+    const second = await challenge();
+    // Filled to the limit through the client, as a local user asking in a loop would.
+    const client = new Client(url(''), { pipelining: 16 });
+    try {
+      const asks = Array.from({ length: ADMIN_LIMITS.maxOutstandingChallenges - 1 }, async () => {
+        const res = await client.request({ method: 'POST', path: '/v1/challenge', headers: { [CLIENT_NONCE_HEADER]: newNonce() } });
+        assert.equal(res.statusCode, 200);
+        await res.body.text();
+      });
+      await Promise.all(asks);
+    } finally {
+      await client.close();
+    }
+    assert.equal(await use(oldest), 401, 'the oldest was forgotten when the limit was crossed');
+    assert.equal(await use(second), 200, 'the next one is still there');
+  });
+});
+
+describe('admin token: the config validation and the admin server agree', () => {
+  const tokenArb = fc.oneof(
+    fc.string({ minLength: 28, maxLength: 48 }),
+    fc.string({ unit: fc.constantFrom('a', 'Z', '0', '~', '!', ' ', '\t', 'é', '"', '\\'), minLength: 30, maxLength: 40 }),
+    fc.constantFrom(`correct horse battery staple ${'x'.repeat(8)}`, ' '.repeat(37), `${'t'.repeat(32)} `, 't'.repeat(1025), 't'.repeat(1024)),
+  );
+  const accepts = async (token: string): Promise<boolean> => {
+    const admin = new AdminServer(
+      { socket: null, tcp: { host: '127.0.0.1', port: 0, token }, metrics: null, logger: silentLogger() },
+      { state: () => ({ ...emptyStateForTokens(), version: VERSION }), reload: async () => ({ ok: true, at: 0, error: null }) },
+    );
+    try {
+      await admin.start();
+    } catch (err) {
+      assert.ok(isRelayError(err, ErrorCodes.CONFIG_INVALID), String(err));
+      return false;
+    }
+    try {
+      await new AdminClient({ url: `http://127.0.0.1:${admin.addresses.tcp!.port}`, token }).state();
+      return true;
+    } finally {
+      await admin.close();
+    }
+  };
+  const validates = async (token: string): Promise<boolean> => {
+    const text = `control: { listen: "127.0.0.1:7000" }\nadmin: { socket: null, tcp: { listen: "127.0.0.1:7001", token: ${JSON.stringify(token)} } }\ngrays: []\n`;
+    return parseWhiteConfig(text, null).then(
+      () => true,
+      () => false,
+    );
+  };
+
+  it('a token validates exactly when the server accepts requests made with it', async () => {
+    await fc.assert(
+      fc.asyncProperty(tokenArb, async (token) => {
+        assert.equal(await accepts(token), await validates(token), JSON.stringify(token));
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('a token with spaces fails validation with a message saying so (and never shows the token)', async () => {
+    const token = `correct horse battery staple ${'x'.repeat(8)}`;
+    const text = `control: { listen: "127.0.0.1:7000" }\nadmin: { socket: null, tcp: { listen: "127.0.0.1:7001", token: "${token}" } }\ngrays: []\n`;
+    await assert.rejects(parseWhiteConfig(text, 'w.yaml'), (err) => {
+      assert.ok(isRelayError(err, ErrorCodes.CONFIG_INVALID));
+      assert.match(err.message, /admin\.tcp\.token: has a space at position 8; a token is visible ASCII characters only \(no spaces, tabs or line breaks\)/);
+      assert.ok(!err.message.includes('horse'), 'the token is not in the message');
+      return true;
+    });
+  });
+});
+
+function emptyStateForTokens(): Omit<AdminState, 'version'> {
+  return {
+    configPath: null,
+    startedAt: 0,
+    grays: [],
+    counters: { authFailures: 0, dataRejections: {}, controlRejections: {}, reloads: { ok: 0, rejected: 0 }, lastReload: null },
+    hooks: [],
+  };
+}

@@ -2,7 +2,8 @@
 // what add writes into gray.yaml.
 import { newGrayStats } from '../../src/engine/stats.js';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -32,7 +33,7 @@ function state(overrides: Partial<AdminState> = {}): AdminState {
         poolTarget: 8,
         activeClients: 2,
         pendingClients: 1,
-        clientsTotal: 40,
+        idleTimeouts: 0, clientsTotal: 40,
         bytesFromClients: 1536,
         bytesToClients: 3 * 1024 * 1024,
         lastError: null,
@@ -108,23 +109,56 @@ describe('commands on a config file', () => {
     // A port clash makes the file invalid; show must still find the white to report it.
     await writeFile(path, 'control: { listen: "127.0.0.1:7000" }\nadmin: { socket: "run/admin.sock" }\ngrays: [{ id: a, secret: x, public_port: 7000, data_port: 7000 }]\n');
     assert.deepEqual(await adminTargetFor(path), { socket: join(dir, 'run', 'admin.sock') });
-    await writeFile(path, 'admin: { socket: null, tcp: { listen: "127.0.0.1:7001", token: "t" } }\n');
-    assert.deepEqual(await adminTargetFor(path), { url: 'http://127.0.0.1:7001', token: 't' });
+    const token = 't'.repeat(32);
+    await writeFile(path, `admin: { socket: null, tcp: { listen: "127.0.0.1:7001", token: "${token}" } }\n`);
+    assert.deepEqual(await adminTargetFor(path), { url: 'http://127.0.0.1:7001', token });
     await writeFile(path, 'admin: { socket: null }\n');
     await assert.rejects(adminTargetFor(path), (err) => isRelayError(err, ErrorCodes.USAGE) && /--socket/.test(err.message));
+    // A token the white would refuse to start with is refused here too, without connecting.
+    await writeFile(path, 'admin: { socket: null, tcp: { listen: "127.0.0.1:7001", token: "t t t t t t t t t t t t t t t t t" } }\n');
+    await assert.rejects(adminTargetFor(path), (err) => isRelayError(err, ErrorCodes.CONFIG_INVALID) && /has a space at position 2/.test(err.message));
+  });
+
+  it('prefers the Unix socket when both are configured; the TCP listener only when the default socket is not here', async () => {
+    const sub = join(dir, 'both');
+    await mkdir(sub, { recursive: true });
+    const path = join(sub, 'white.yaml');
+    const token = 'k'.repeat(40);
+    await writeFile(path, `admin: { socket: "./s.sock", tcp: { listen: "127.0.0.1:7001", token: "${token}" } }\n`);
+    assert.deepEqual(await adminTargetFor(path), { socket: join(sub, 's.sock') }, 'an explicit socket always wins');
+    await writeFile(path, `admin: { tcp: { listen: "127.0.0.1:7001", token: "${token}" } }\n`);
+    assert.deepEqual(await adminTargetFor(path), { url: 'http://127.0.0.1:7001', token }, 'no default socket file here: TCP');
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(join(sub, 'relay-admin.sock'), resolve));
+    try {
+      assert.deepEqual(await adminTargetFor(path), { socket: join(sub, 'relay-admin.sock') }, 'the default socket exists: the socket');
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+
+  it('add warns when the white\'s file, which now holds the new secret, is readable by group or others', async () => {
+    const path = join(dir, 'exposed.yaml');
+    await writeFile(path, 'control: { listen: "127.0.0.1:7400" }\nports: { range: "21100-21110" }\ngrays: []\n');
+    await chmod(path, 0o640);
+    const out = await addCommand(path, { id: 'g1' });
+    assert.deepEqual(out.warnings, [
+      `${path} holds inline secrets (the secret of "g1") and its group can read it (mode 0640): chmod 600 ${path}, or move them to secret_file / secret_env`,
+    ]);
+    await chmod(path, 0o600);
+    assert.deepEqual((await addCommand(path, { id: 'g2' })).warnings, []);
   });
 
   it('add writes a valid gray.yaml; a wildcard control address is replaced by the host name, with a warning', async () => {
     const path = join(dir, 'w.yaml');
-    await writeFile(path, '# keep me\ncontrol: { listen: "0.0.0.0:7400" }\nports: { range: "21000-21010" }\ngrays: []\n');
+    await writeFile(path, '# keep me\ncontrol: { listen: "0.0.0.0:7400" }\nports: { range: "21000-21010" }\ngrays: []\n', { mode: 0o600 });
     const out = await addCommand(path, { id: 'g1', target: '127.0.0.1:8080' });
     assert.deepEqual([out.entry.publicPort, out.entry.dataPort], [21000, 21001]);
     assert.equal(out.warnings.length, 1);
     assert.match(out.warnings[0]!, /--white/);
     const gray = await parseGrayConfig(out.grayYaml, null);
     assert.equal(gray.id, 'g1');
-    assert.equal(gray.white.host, hostname());
-    assert.equal(gray.white.port, 7400);
+    assert.deepEqual(gray.whites, [{ host: hostname(), port: 7400 }]);
     assert.equal(gray.secret.toString('base64url'), out.entry.secret);
     assert.deepEqual(gray.target, { host: '127.0.0.1', port: 8080 });
 

@@ -7,10 +7,10 @@ import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import v8 from 'node:v8';
 import { BurstRelease, releaseMemory } from '../../src/cli/release-memory.js';
-import { spliceUnavailableReason } from '../../src/engine/data-plane/splice-plane.js';
+import { engineDataPlane, noEngine } from '../helpers/data-plane.js';
 import { createLogger } from '../../src/log.js';
 
-describe('releaseMemory', { skip: spliceUnavailableReason() ?? false }, () => {
+describe('releaseMemory', { skip: noEngine() }, () => {
   it('collects what a burst left behind and logs the resident size before and after', () => {
     const lines: string[] = [];
     const sink = new Writable({
@@ -25,7 +25,7 @@ describe('releaseMemory', { skip: spliceUnavailableReason() ?? false }, () => {
     assert.equal(burst.length, 400_000);
     burst = null;
     const before = v8.getHeapStatistics().total_heap_size;
-    releaseMemory(logger, 'test');
+    releaseMemory(engineDataPlane(), logger, 'test');
     const after = v8.getHeapStatistics().total_heap_size;
     assert.ok(before - after > 10 * 1024 * 1024, `heap ${(before / 1048576).toFixed(1)} MB -> ${(after / 1048576).toFixed(1)} MB: expected more than 10 MB back`);
     const logged = lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'memory released');

@@ -289,7 +289,7 @@ test('renderGrayConfig gives a gray.yaml that loads', async () => {
   const secret = generateSecret();
   const text = renderGrayConfig({ white: '[2001:db8::1]:7000', id: 'office-nas', secret, target: '127.0.0.1:445' });
   const c = await parseGrayConfig(text, null);
-  assert.deepEqual(c.white, { host: '2001:db8::1', port: 7000 });
+  assert.deepEqual(c.whites, [{ host: '2001:db8::1', port: 7000 }]);
   assert.equal(c.id, 'office-nas');
   assert.ok(c.secret.equals(Buffer.from(secret, 'base64url')));
   assert.deepEqual(c.target, { host: '127.0.0.1', port: 445 });

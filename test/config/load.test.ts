@@ -68,6 +68,7 @@ test('a minimal white config loads with every default filled in', async (t) => {
   assert.deepEqual(c.hooks, []);
   assert.equal(c.authorize, null);
   assert.equal(c.metrics, null);
+  assert.equal(c.dashboard, null, 'no dashboard unless asked for');
   assert.deepEqual(c.log, { level: 'info' });
   assert.deepEqual(c.watch, { polling: false, debounceMs: 200 });
   assert.deepEqual({ ...c.limits }, { ...DEFAULT_LIMITS });
@@ -117,6 +118,7 @@ data_source_check: false
 log: { level: debug }
 watch: { polling: true, debounce_ms: 50 }
 metrics: { listen: "127.0.0.1:9100" }
+dashboard: { listen: "0.0.0.0:7400", token: "${'d'.repeat(32)}" }
 hooks:
   - url: "https://example.com/hook"
     events: ["gray.connected"]
@@ -141,6 +143,7 @@ grays: []
   assert.equal(c.log.level, 'debug');
   assert.deepEqual(c.watch, { polling: true, debounceMs: 50 });
   assert.deepEqual(c.metrics, { host: '127.0.0.1', port: 9100 });
+  assert.deepEqual(c.dashboard, { host: '0.0.0.0', port: 7400, token: 'd'.repeat(32) });
   assert.equal(c.hooks.length, 2);
   assert.deepEqual(c.hooks[0]!.events, ['gray.connected']);
   assert.ok(c.hooks[0]!.secret!.equals(Buffer.from(S2, 'base64url')), 'secret_file is read and trimmed');
@@ -166,12 +169,13 @@ test('`grays:` with nothing after it means no grays', async () => {
   assert.deepEqual(c.grays, []);
 });
 
-test('a gray config loads with defaults; data_host defaults to the white host', async (t) => {
+test('a gray config loads with defaults; without data_host each session dials its own white', async (t) => {
   const dir = await tempDir(t);
   const file = await writeConfig(dir, 'gray.yaml', `white: "white.example.com:7000"\nid: office-nas\nsecret: "${S1}"\ntarget: "127.0.0.1:8080"\n`);
   const c = await loadGrayConfig(file);
-  assert.deepEqual(c.white, { host: 'white.example.com', port: 7000 });
-  assert.equal(c.dataHost, 'white.example.com');
+  assert.deepEqual(c.whites, [{ host: 'white.example.com', port: 7000 }]);
+  assert.equal(c.dataHost, null);
+  assert.equal(c.resolveIntervalMs, 30_000);
   assert.equal(c.id, 'office-nas');
   assert.deepEqual(c.target, { host: '127.0.0.1', port: 8080 });
   assert.equal(c.pool, 8);
@@ -183,12 +187,53 @@ test('a gray config loads with defaults; data_host defaults to the white host', 
     `white: "[2001:db8::1]:7000"\ndata_host: "[2001:db8::2]"\nid: a\nsecret: "${S1}"\ntarget: "[::1]:80"\npool: 1024\nproxy_protocol: v2\nlimits: { reconnect_max_ms: 1000 }\n`,
     null,
   );
-  assert.deepEqual(v6.white, { host: '2001:db8::1', port: 7000 });
+  assert.deepEqual(v6.whites, [{ host: '2001:db8::1', port: 7000 }]);
   assert.equal(v6.dataHost, '2001:db8::2');
   assert.deepEqual(v6.target, { host: '::1', port: 80 });
   assert.equal(v6.pool, 1024);
   assert.equal(v6.proxyProtocol, 'v2');
   assert.equal(v6.limits.reconnectMaxMs, 1000);
+});
+
+test('white takes a list of addresses; data_host is refused with a list; resolve_interval_ms is checked', async () => {
+  const c = await parseGrayConfig(`white: ["10.0.0.1:7000", "whites.example.com:7000", "[2001:db8::1]:7001"]\nid: a\nsecret: "${S1}"\ntarget: "127.0.0.1:80"\nresolve_interval_ms: 5000\n`, null);
+  assert.deepEqual(c.whites, [
+    { host: '10.0.0.1', port: 7000 },
+    { host: 'whites.example.com', port: 7000 },
+    { host: '2001:db8::1', port: 7001 },
+  ]);
+  assert.equal(c.dataHost, null);
+  assert.equal(c.resolveIntervalMs, 5000);
+  const err = await loadError(
+    parseGrayConfig(`white: ["w1:7000", "w1:7000", "w2"]\ndata_host: "d"\nid: a\nsecret: "${S1}"\ntarget: "127.0.0.1:80"\nresolve_interval_ms: 10\n`, 'g.yaml'),
+  );
+  assert.deepEqual(errorsOf(err), [
+    'g.yaml: white: items 0 and 1 are the same ("w1:7000")',
+    'g.yaml: white[2]: "w2" is not a host:port address like "white.example.com:7000" or "[2001:db8::1]:7000"',
+    'g.yaml: data_host: "d" is given with a list of whites; data_host is only for a single white (each session opens its data connections to the white it reached)',
+    'g.yaml: resolve_interval_ms: 10 is below the minimum 1000',
+  ]);
+  const empty = await loadError(parseGrayConfig(`white: []\nid: a\nsecret: "${S1}"\ntarget: "127.0.0.1:80"\n`, 'g.yaml'));
+  assert.deepEqual(errorsOf(empty), ['g.yaml: white: has 0 items, at least 1 required']);
+});
+
+test('command-line overrides replace the per-host keys of a white file; a bad one is named by its flag', async () => {
+  const text = `control: { listen: "0.0.0.0:7000" }\nbind: "0.0.0.0"\nmetrics: { listen: "127.0.0.1:9100" }\ngrays:\n  - { id: a, secret: "${S1}", public_port: 7100, data_port: 7101 }\n`;
+  const c = await parseWhiteConfig(text, null, {
+    overrides: { bind: '10.0.0.2', controlListen: '10.0.0.2:7000', adminSocket: '/run/relay/w2.sock', metricsListen: '10.0.0.2:9100' },
+  });
+  assert.equal(c.bind, '10.0.0.2');
+  assert.deepEqual(c.control, { host: '10.0.0.2', port: 7000 });
+  assert.equal(c.admin.socket, '/run/relay/w2.sock');
+  assert.deepEqual(c.metrics, { host: '10.0.0.2', port: 9100 });
+  // A file without admin or metrics sections gets them from the flags.
+  const bare = await parseWhiteConfig('control: { listen: "0.0.0.0:7000" }\n', null, { overrides: { metricsListen: '127.0.0.1:9200' } });
+  assert.deepEqual(bare.metrics, { host: '127.0.0.1', port: 9200 });
+  const err = await loadError(parseWhiteConfig(text, 'w.yaml', { overrides: { controlListen: '0.0.0.0:7100' } }));
+  assert.ok(
+    errorsOf(err).some((line) => line.includes('set by --control-listen') && line.includes('7100')),
+    errorsOf(err).join('\n'),
+  );
 });
 
 // Each case: a white config and the exact lines expected (file label "w.yaml").
@@ -281,6 +326,23 @@ admin: { tcp: { listen: "0.0.0.0:7001", token: "short" } }
     ],
   },
   {
+    name: 'dashboard off loopback without a token, short token',
+    yaml: `control: { listen: "0.0.0.0:7000" }
+dashboard: { listen: "0.0.0.0:7400" }
+metrics: { listen: "127.0.0.1:9100" }
+authorize: { url: "http://127.0.0.1:8088/", secret: "${S1}" }
+grays: []
+`,
+    errors: ['w.yaml: dashboard.listen: "0.0.0.0:7400" is not a loopback address; a dashboard reachable from other machines requires dashboard.token'],
+  },
+  {
+    name: 'dashboard token too short, unknown dashboard key',
+    yaml: `control: { listen: "0.0.0.0:7000" }
+dashboard: { listen: "[::1]:7400", token: "short", open: true }
+`,
+    errors: ['w.yaml: dashboard.token: the value is 5 characters long, at least 32 required', 'w.yaml: dashboard.open: unknown key'],
+  },
+  {
     name: 'bad ports.range',
     yaml: 'control: { listen: "0.0.0.0:7000" }\nports: { range: "30000-20000" }\n',
     errors: ['w.yaml: ports.range: "30000-20000": starts above its end'],
@@ -353,7 +415,7 @@ test('invalid gray configs name the path, the value and the rule', async () => {
     parseGrayConfig(`white: "white.example.com"\nid: a\nsecret_file: ""\ntarget: "127.0.0.1:8080"\npool: 0\nproxy_protocol: v3\ncolour: 1\n`, 'g.yaml'),
   );
   assert.deepEqual(errorsOf(err), [
-    'g.yaml: white: "white.example.com" is not a host:port address like "white.example.com:7000" or "[2001:db8::1]:7000"',
+    'g.yaml: white: "white.example.com" is not a host:port address like "white.example.com:7000" or "[2001:db8::1]:7000", or a list of them (the gray keeps a session with every white; a host name resolving to several addresses means one session per address)',
     'g.yaml: secret_file: "" is 0 characters long, at least 1 required',
     'g.yaml: pool: 0 is below the minimum 1',
     'g.yaml: proxy_protocol: "v3" is not one of "none", "v1", "v2"',
@@ -392,6 +454,27 @@ limits: { poll_max: 3 }
   ]);
   const issues = err.details.issues as Array<{ line?: number }>;
   assert.equal(issues[1]!.line, 5, 'details carry the line number');
+});
+
+test('dashboard: {} serves on 127.0.0.1:7400 without a token; loopback needs none', async () => {
+  const c = await parseWhiteConfig('control: { listen: "0.0.0.0:7000" }\ndashboard: {}\n', null);
+  assert.deepEqual(c.dashboard, { host: '127.0.0.1', port: 7400, token: null });
+  const v6 = await parseWhiteConfig('control: { listen: "0.0.0.0:7000" }\ndashboard: { listen: "[::1]:7500" }\n', null);
+  assert.deepEqual(v6.dashboard, { host: '::1', port: 7500, token: null });
+  const off = await parseWhiteConfig('control: { listen: "0.0.0.0:7000" }\ndashboard: null\n', null);
+  assert.equal(off.dashboard, null);
+});
+
+test('the dashboard port clashes like any other', async () => {
+  const err = await loadError(
+    parseWhiteConfig(`control: { listen: "0.0.0.0:7000" }\ndashboard: { listen: "127.0.0.1:7000" }\ngrays:\n  - { id: a, secret: "${S1}", public_port: 7400, data_port: 20001 }\n`, 'white.yaml'),
+  );
+  assert.equal(err.code, ErrorCodes.CONFIG_CONFLICT);
+  assert.deepEqual(errorsOf(err), ['white.yaml: dashboard.listen: 7000 is already the control port (control.listen)']);
+  const second = await loadError(
+    parseWhiteConfig(`control: { listen: "0.0.0.0:7000" }\ndashboard: {}\ngrays:\n  - { id: a, secret: "${S1}", public_port: 7400, data_port: 20001 }\n`, 'white.yaml'),
+  );
+  assert.deepEqual(errorsOf(second), ['white.yaml: grays[0].public_port: 7400 is already the dashboard port (dashboard.listen)']);
 });
 
 test('port clashes of every kind are reported', async () => {
@@ -466,28 +549,22 @@ test('verifyConfigFile detects the kind and reports instead of throwing', async 
   assert.deepEqual(r, { ok: false, errors: [`${join(dir, 'missing.yaml')}: does not exist`] });
 });
 
-test('the examples load (every key shown)', async (t) => {
-  const dir = await tempDir(t);
-  // Copied next to the secret file the example references, which is not shipped.
-  await copyFile(join(REPO, 'examples/relay.yaml'), join(dir, 'relay.yaml'));
-  await copyFile(join(REPO, 'examples/gray.yaml'), join(dir, 'gray.yaml'));
-  await mkdir(join(dir, 'secrets'));
-  await writeFile(join(dir, 'secrets/authorize.key'), generateSecret(), { mode: 0o600 });
-  const env = { RELAY_HOOK_SECRET: generateSecret(), RELAY_SECRET_OFFICE_NAS: generateSecret(), RELAY_SECRET: generateSecret() };
-  const white = await loadWhiteConfig(join(dir, 'relay.yaml'), { env });
+test('the examples load as shipped, with no environment and no other file (every key shown)', async () => {
+  const white = await loadWhiteConfig(join(REPO, 'examples/white.yaml'), { env: {} });
   assert.deepEqual(
     white.grays.map((g) => g.id),
     ['office-nas', 'lab-camera'],
   );
-  assert.ok(white.authorize !== null && white.metrics !== null && white.admin.tcp !== null && white.portsRange !== null);
-  const gray = await loadGrayConfig(join(dir, 'gray.yaml'), { env });
+  assert.ok(white.authorize !== null && white.metrics !== null && white.admin.tcp !== null && white.portsRange !== null && white.hooks.length === 1 && white.dashboard !== null);
+  const gray = await loadGrayConfig(join(REPO, 'examples/gray.yaml'), { env: {} });
   assert.equal(gray.id, 'office-nas');
+  assert.ok(gray.secret.equals(white.grays[0]!.secret), 'the two examples belong together');
 
   // "Every key shown": each property of the schemas appears in the example.
-  const text = await readFile(join(REPO, 'examples/relay.yaml'), 'utf8');
+  const text = await readFile(join(REPO, 'examples/white.yaml'), 'utf8');
   for (const key of schemaKeys(whiteSchema())) {
     if (key === 'secret' || key === 'secret_file' || key === 'secret_env') continue;
-    assert.match(text, new RegExp(`\\b${key}:`), `examples/relay.yaml shows ${key}`);
+    assert.match(text, new RegExp(`\\b${key}:`), `examples/white.yaml shows ${key}`);
   }
   const grayText = await readFile(join(REPO, 'examples/gray.yaml'), 'utf8');
   for (const key of schemaKeys(graySchema())) {

@@ -2,6 +2,7 @@
 // compiled CLI, follows its JSON log lines, and lets a test wait for a log event (never a sleep).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -109,13 +110,33 @@ export function runRelayToEnd(args: string[], env: Record<string, string> = {}):
   });
 }
 
-/** A port the OS just had free on 127.0.0.1 (a small race is accepted in tests). */
+/** The kernel's ephemeral range: ports it hands to outgoing connections (and to listen(0)). */
+function ephemeralLow(): number {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 11000 ? low : 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+/** A port free on host now, below the ephemeral range: a test that restarts a process on the same
+ *  port must not find it taken by some outgoing connection's local port (or by a connection to
+ *  itself, which Linux makes when a dial's source port equals its closed destination port). */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, host, r));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
+  const high = ephemeralLow() - 1;
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 10000 + Math.floor(Math.random() * (high - 10000));
+    const server = net.createServer();
+    const bound = await new Promise<boolean>((r) => {
+      server.once('error', () => r(false));
+      server.listen(port, host, () => r(true));
+    });
+    if (!bound) continue;
+    await new Promise<void>((r) => server.close(() => r()));
+    return port;
+  }
+  throw new Error(`no free port below ${high + 1} on ${host} in 200 tries`);
 }
 
 export async function tempDir(): Promise<{ path: string; cleanup: () => Promise<void> }> {
@@ -136,7 +157,7 @@ export interface Deployment {
 /** Writes a white.yaml with one gray and the matching gray.yaml. */
 export async function writeDeployment(
   dir: string,
-  opts: { targetPort: number; id?: string; graySecret?: string; grayId?: string; whiteHost?: string; dataHost?: string; pool?: number; whiteExtra?: string; grayExtra?: string },
+  opts: { targetPort: number; bind?: string; id?: string; graySecret?: string; grayId?: string; whiteHost?: string; dataHost?: string; pool?: number; whiteExtra?: string; grayExtra?: string },
 ): Promise<Deployment> {
   const secret = randomBytes(32).toString('base64url');
   const [controlPort, publicPort, dataPort] = [await freePort(), await freePort(), await freePort()];
@@ -147,7 +168,7 @@ export async function writeDeployment(
     whitePath,
     [
       `control: { listen: "127.0.0.1:${controlPort}" }`,
-      `bind: "127.0.0.1"`,
+      `bind: "${opts.bind ?? '127.0.0.1'}"`,
       `admin: { socket: null }`,
       opts.whiteExtra ?? '',
       `grays:`,

@@ -196,6 +196,7 @@ describe('e2e: live registry edits (relayctl, console, hot reload)', () => {
         `    data_port: ${stableData}`,
         '',
       ].join('\n'),
+      { mode: 0o600 }, // it holds secrets: relayctl add warns about a file others can read
     );
     // stdin is a pipe so the console can be driven; --console because a pipe is not a TTY.
     const child = spawn(process.execPath, [RELAY_CLI, 'white', '--console', ...cfg()], {

@@ -105,9 +105,9 @@ describe('health and metrics endpoints', () => {
       assert.equal(sampleValue(w, 'relay_client_sent_bytes_total', id), 1000);
       assert.equal(sampleValue(w, 'relay_client_wait_seconds', id, 'relay_client_wait_seconds_count'), 1);
 
-      // The service goes away: the next client is closed and the gray counts the failed connect.
+      // The service goes away: the next client is reset and the gray counts the failed connect.
       await new Promise<void>((r) => service.close(() => r()));
-      assert.equal(await exchange(d.publicPort, 10), 0);
+      await assert.rejects(exchange(d.publicPort, 10), { code: 'ECONNRESET' });
       await until(() => metrics(statusPort), (m) => sampleValue(m, 'relay_gray_service_connect_failures_total', id) === 1, 'the failed connect counted');
       assert.equal((await get(statusPort, '/nope')).status, 404);
     } finally {

@@ -76,15 +76,11 @@ for (const plane of ['splice', 'js'] as const) describe(`e2e: white and gray pro
     assert.ok(!logs.includes(d.secret), 'the secret must never be logged');
   });
 
-  it(`says at startup that the ${plane} plane moves the bytes, who accepts and who dials`, async () => {
+  it(`says at startup that the ${plane} plane moves the bytes`, async () => {
     for (const p of [white, gray]) {
       const line = await p.waitForMsg('data plane');
       assert.equal(line.dataPlane, plane);
     }
-    // The white's gray ports are served by the engine with the splice plane, by Node otherwise;
-    // the gray's pool is dialed by the engine too (its target is an IP address).
-    assert.equal((await white.waitForMsg('data plane')).intake, plane === 'splice' ? 'native' : 'node');
-    assert.equal((await gray.waitForMsg('data plane')).dialer, plane === 'splice' ? 'native' : 'node');
   });
 
   it('carries 100 MB through one client with matching SHA-256 both ways', async () => {

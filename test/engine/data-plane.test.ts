@@ -1,38 +1,37 @@
 // Both data planes against the same promises, with real sockets on 127.0.0.1: every byte both
-// ways (heads first), half-close, errors, destroy(), bytes Node had buffered before the join,
-// live byte counts. Then what only the splice plane has: idle pairs hold no pipes, and a
-// socket with unsent writes is never handed over.
+// ways (heads first), half-close, errors, destroy(), bytes the client sent before the join,
+// live byte counts. On the JS plane the relay's two connections are Node sockets joined with
+// stream.pipe; on the engine they are connections its listeners accepted and hold, joined in
+// the engine. Then what only the engine has: idle pairs hold no pipes.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import net, { type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import type { Heads, JoinedPair, OnPairClosed, PairResult } from '../../src/engine/data-plane/joined-pair.js';
-import { joinWithStreams } from '../../src/engine/data-plane/js-plane.js';
-import { joinWithSplice, spliceAvailable, spliceStats, spliceUnavailableReason } from '../../src/engine/data-plane/splice-plane.js';
+import type { Heads, Pair, OnPairEnd, PairEnd } from '../../src/engine/substrate/pair.js';
+import { join as jsJoin } from '../../src/engine/substrate/js-plane.js';
+import { EngineListener, type EngineConn } from '../../src/engine/substrate/listener.js';
+import { noEngine, testEngine } from '../helpers/data-plane.js';
+import { ending } from '../helpers/tunnel.js';
 
-type Join = (a: Socket, b: Socket, heads: Heads, onClosed: OnPairClosed) => JoinedPair;
-
-const planes: Array<{ name: string; join: Join }> = [
-  { name: 'js', join: joinWithStreams },
-  {
-    name: 'splice',
-    join: (a, b, heads, onClosed) => {
-      const pair = joinWithSplice(a, b, heads, onClosed);
-      assert.ok(pair, 'the splice plane refused a pair it should take');
-      return pair;
-    },
-  },
-];
-
-const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-
-/** The relay in the middle: `client` talks to `a`, `service` talks to `b`, and a/b get joined. */
+/** The relay in the middle: `client` talks to side a, `service` to side b, and join makes them
+ *  a pair. */
 interface Rig {
   client: Socket;
-  a: Socket;
-  b: Socket;
   service: Socket;
+  join(heads: Heads, onEnd: OnPairEnd): Pair;
+  /** Has the client send bytes that reach the relay before the join. */
+  sendEarly(bytes: Buffer): Promise<void>;
 }
+
+interface Plane {
+  readonly name: string;
+  readonly skip: string | false;
+  open(): Promise<void>;
+  close(): void;
+  rig(): Promise<Rig>;
+}
+
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 async function listen(): Promise<Server> {
   const server = net.createServer({ allowHalfOpen: true });
@@ -49,12 +48,6 @@ async function connectThrough(server: Server): Promise<[Socket, Socket]> {
   const dialed = net.connect({ host: '127.0.0.1', port: portOf(server), allowHalfOpen: true });
   await new Promise<void>((resolve, reject) => dialed.once('connect', resolve).once('error', reject));
   return [dialed, await accepted];
-}
-
-async function rig(front: Server, back: Server): Promise<Rig> {
-  const [client, a] = await connectThrough(front);
-  const [b, service] = await connectThrough(back);
-  return { client, a, b, service };
 }
 
 /** Everything a socket receives until its peer's FIN. */
@@ -84,10 +77,10 @@ function received(socket: Socket, n: number): Promise<Buffer> {
   });
 }
 
-function closedResult(): { onClosed: OnPairClosed; result: Promise<PairResult>; calls: () => number } {
+function closedResult(): { onClosed: OnPairEnd; result: Promise<PairEnd>; calls: () => number } {
   let calls = 0;
-  let resolve!: (r: PairResult) => void;
-  const result = new Promise<PairResult>((r) => (resolve = r));
+  let resolve!: (r: PairEnd) => void;
+  const result = new Promise<PairEnd>((r) => (resolve = r));
   return {
     onClosed: (r) => {
       calls += 1;
@@ -106,32 +99,119 @@ const gone = (socket: Socket): Promise<void> =>
     socket.once('close', () => resolve());
   });
 
-describe('data plane', () => {
+function jsPlane(): Plane {
   let front: Server;
   let back: Server;
-  before(async () => {
-    front = await listen();
-    back = await listen();
-  });
-  after(() => {
-    front.close();
-    back.close();
-  });
+  return {
+    name: 'js',
+    skip: false,
+    async open() {
+      front = await listen();
+      back = await listen();
+    },
+    close() {
+      front.close();
+      back.close();
+    },
+    async rig() {
+      const [client, a] = await connectThrough(front);
+      const [b, service] = await connectThrough(back);
+      return {
+        client,
+        service,
+        join: (heads, onEnd) => jsJoin(a, b, heads, onEnd),
+        async sendEarly(bytes) {
+          // Let Node read (some of) them into the stream's own buffer first.
+          a.pause();
+          const someBuffered = new Promise<void>((resolve) => a.once('readable', () => resolve()));
+          client.write(bytes);
+          await someBuffered;
+          assert.ok(a.readableLength > 0, 'the test needs bytes in the JS buffer');
+        },
+      };
+    },
+  };
+}
 
-  it('the splice plane is built and starts (npm ci builds native/; see docs/performance.md)', () => {
-    assert.equal(spliceAvailable(), true, `native splice plane unavailable: ${spliceUnavailableReason()}`);
+/** Held connections of two engine listeners: the client's (side a) and the service's (side b,
+ *  the service connects in, which is the same to a pair). */
+function enginePlane(): Plane {
+  const accepted = new Map<EngineListener, EngineConn[]>();
+  const waiters = new Map<EngineListener, Array<() => void>>();
+  const listeners: EngineListener[] = [];
+  const open = (): EngineListener => {
+    const listener: EngineListener = new EngineListener(
+      testEngine()!,
+      { host: '127.0.0.1', port: 0, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: 0, watch: 'reset' },
+      {
+        onConnection: (conn) => {
+          accepted.get(listener)!.push(conn);
+          for (const wake of waiters.get(listener)!.splice(0)) wake();
+        },
+        onRefused: () => assert.fail('refused'),
+        onError: (err) => assert.fail(err),
+      },
+      'data-plane test',
+    );
+    accepted.set(listener, []);
+    waiters.set(listener, []);
+    listeners.push(listener);
+    return listener;
+  };
+  const connect = async (listener: EngineListener): Promise<[Socket, EngineConn]> => {
+    const socket = net.connect({ host: '127.0.0.1', port: listener.port, allowHalfOpen: true });
+    await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+    while (accepted.get(listener)!.length === 0) await new Promise<void>((resolve) => waiters.get(listener)!.push(resolve));
+    return [socket, accepted.get(listener)!.shift()!];
+  };
+  let front: EngineListener;
+  let back: EngineListener;
+  return {
+    name: 'engine',
+    skip: noEngine(),
+    async open() {
+      front = open();
+      back = open();
+    },
+    close() {
+      for (const l of listeners) l.close();
+    },
+    async rig() {
+      const [client, a] = await connect(front);
+      const [service, b] = await connect(back);
+      return {
+        client,
+        service,
+        join: (heads, onEnd) => a.joinWith(b, heads, onEnd),
+        async sendEarly(bytes) {
+          // They wait in the kernel until the join.
+          await new Promise<void>((resolve) => client.write(bytes, () => resolve()));
+        },
+      };
+    },
+  };
+}
+
+const planes: Plane[] = [jsPlane(), enginePlane()];
+
+describe('data plane', () => {
+  it('the engine is built and starts (npm ci builds native/; see docs/performance.md)', () => {
+    assert.ok(testEngine(), String(noEngine()));
   });
 
   for (const plane of planes) {
-    describe(`${plane.name} plane`, () => {
+    describe(`${plane.name} plane`, { skip: plane.skip }, () => {
+      before(() => plane.open());
+      after(() => plane.close());
+
       it('carries 16 MB each way at once, heads first, and counts every byte', async () => {
-        const r = await rig(front, back);
+        const r = await plane.rig();
         const up = randomBytes(16 * 1024 * 1024);
         const down = randomBytes(16 * 1024 * 1024);
         const headToB = Buffer.from('START-HEADER');
         const headToA = Buffer.from('PROXY-HELLO');
         const done = closedResult();
-        plane.join(r.a, r.b, { toA: headToA, toB: headToB }, done.onClosed);
+        r.join({ toA: headToA, toB: headToB }, done.onClosed);
         const atService = readAll(r.service);
         const atClient = readAll(r.client);
         r.client.end(up);
@@ -146,9 +226,9 @@ describe('data plane', () => {
       });
 
       it('passes a half-close on: the client shuts its side and still gets the answer', async () => {
-        const r = await rig(front, back);
+        const r = await plane.rig();
         const done = closedResult();
-        plane.join(r.a, r.b, {}, done.onClosed);
+        r.join({}, done.onClosed);
         const question = randomBytes(300_000);
         const heard = readAll(r.service);
         const answer = readAll(r.client);
@@ -160,9 +240,9 @@ describe('data plane', () => {
       });
 
       it('ends the pair on a reset and reports the error', async () => {
-        const r = await rig(front, back);
+        const r = await plane.rig();
         const done = closedResult();
-        plane.join(r.a, r.b, {}, done.onClosed);
+        r.join({}, done.onClosed);
         r.client.on('error', () => {});
         r.client.write('hello');
         await received(r.service, 5);
@@ -173,10 +253,59 @@ describe('data plane', () => {
         await clientGone;
       });
 
-      it('destroy() closes both sides and reports once, without an error', async () => {
-        const r = await rig(front, back);
+      it('a service that resets mid-download makes the client see a reset, not a clean end', async () => {
+        const r = await plane.rig();
         const done = closedResult();
-        const pair = plane.join(r.a, r.b, {}, done.onClosed);
+        r.join({}, done.onClosed);
+        r.service.on('error', () => {});
+        const atClient = ending(r.client);
+        r.service.write(randomBytes(1024 * 1024));
+        await received(r.client, 64 * 1024); // part of the download is through
+        r.service.resetAndDestroy();
+        assert.equal(await atClient, 'reset');
+        assert.ok((await done.result).error, 'the reset is the pair\'s error');
+      });
+
+      it('a client that resets mid-upload makes the service see a reset, not a clean end', async () => {
+        const r = await plane.rig();
+        const done = closedResult();
+        r.join({}, done.onClosed);
+        r.client.on('error', () => {});
+        const atService = ending(r.service);
+        r.client.write(randomBytes(1024 * 1024));
+        await received(r.service, 64 * 1024);
+        r.client.resetAndDestroy();
+        assert.equal(await atService, 'reset');
+        assert.ok((await done.result).error);
+      });
+
+      it('destroy() (a drain deadline, a removed gray) resets both ends', async () => {
+        const r = await plane.rig();
+        const done = closedResult();
+        const pair = r.join({}, done.onClosed);
+        r.client.write('ping');
+        await received(r.service, 4);
+        const ends = Promise.all([ending(r.client), ending(r.service)]);
+        pair.destroy();
+        assert.deepEqual(await ends, ['reset', 'reset']);
+        assert.equal((await done.result).error, null, 'destroy() is not an error of the pair');
+      });
+
+      it('passes a FIN on as a FIN after a one-way download', async () => {
+        const r = await plane.rig();
+        const done = closedResult();
+        r.join({}, done.onClosed);
+        const atClient = ending(r.client);
+        r.service.end(randomBytes(1024 * 1024));
+        assert.equal(await atClient, 'end');
+        r.client.end();
+        assert.equal((await done.result).error, null);
+      });
+
+      it('destroy() closes both sides and reports once, without an error', async () => {
+        const r = await plane.rig();
+        const done = closedResult();
+        const pair = r.join({}, done.onClosed);
         r.client.on('error', () => {});
         r.service.on('error', () => {});
         r.client.write('ping');
@@ -189,17 +318,12 @@ describe('data plane', () => {
         assert.equal(done.calls(), 1);
       });
 
-      it('forwards the bytes Node had already buffered before the join', async () => {
-        const r = await rig(front, back);
+      it('forwards the bytes the client sent before the join', async () => {
+        const r = await plane.rig();
         const early = randomBytes(200_000);
-        // Let Node read (some of) them into the stream's own buffer first.
-        r.a.pause();
-        const someBuffered = new Promise<void>((resolve) => r.a.once('readable', () => resolve()));
-        r.client.write(early);
-        await someBuffered;
-        assert.ok(r.a.readableLength > 0, 'the test needs bytes in the JS buffer');
+        await r.sendEarly(early);
         const done = closedResult();
-        plane.join(r.a, r.b, {}, done.onClosed);
+        r.join({}, done.onClosed);
         const atService = received(r.service, early.length);
         assert.equal(sha256((await atService).subarray(0, early.length)), sha256(early));
         r.client.end();
@@ -208,9 +332,9 @@ describe('data plane', () => {
       });
 
       it('reports live byte counts while the pair is open', async () => {
-        const r = await rig(front, back);
+        const r = await plane.rig();
         const done = closedResult();
-        const pair = plane.join(r.a, r.b, {}, done.onClosed);
+        const pair = r.join({}, done.onClosed);
         r.client.write(randomBytes(70_000));
         await received(r.service, 70_000);
         r.service.write(randomBytes(1234));
@@ -224,22 +348,27 @@ describe('data plane', () => {
     });
   }
 
-  describe('splice plane only', () => {
+  describe('engine only', { skip: noEngine() }, () => {
+    const plane = enginePlane();
+    before(() => plane.open());
+    after(() => plane.close());
+
     it('idle pairs hold no pipes, and ended pairs leave nothing behind', async () => {
-      const before = spliceStats();
+      const engine = testEngine()!;
+      const before = engine.stats();
       const rigs: Rig[] = [];
-      const results: Array<Promise<PairResult>> = [];
+      const results: Array<Promise<PairEnd>> = [];
       for (let i = 0; i < 100; i++) {
-        const r = await rig(front, back);
+        const r = await plane.rig();
         const done = closedResult();
-        assert.ok(joinWithSplice(r.a, r.b, {}, done.onClosed));
+        r.join({}, done.onClosed);
         results.push(done.result);
         rigs.push(r);
         // Enough to switch the direction from copying to splicing, so pipes are really used.
         r.client.write(randomBytes(300_000));
         await received(r.service, 300_000);
       }
-      const busy = spliceStats();
+      const busy = engine.stats();
       assert.equal(busy.pairs - before.pairs, 100);
       // Pipes are borrowed per burst and come back to a free list capped at 64.
       assert.ok(busy.pipes <= 64, `${busy.pipes} pipes open for 100 idle pairs`);
@@ -248,19 +377,7 @@ describe('data plane', () => {
         r.service.end();
       }
       await Promise.all(results);
-      assert.equal(spliceStats().pairs, before.pairs);
-    });
-
-    it('does not take a socket whose writes are still queued', async () => {
-      const r = await rig(front, back);
-      r.service.pause(); // nobody reads: b's writes back up
-      const big = randomBytes(8 * 1024 * 1024);
-      r.b.write(big);
-      assert.ok(r.b.writableLength > 0);
-      const pair = joinWithSplice(r.a, r.b, {}, () => {});
-      assert.equal(pair, null);
-      assert.equal(r.a.destroyed || r.b.destroyed, false, 'a refused pair is left untouched');
-      for (const s of [r.client, r.a, r.b, r.service]) s.destroy();
+      assert.equal(engine.stats().pairs, before.pairs);
     });
   });
 });

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import net, { type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { forwardToTarget } from '../../src/engine/gray/forwarder.js';
-import type { PairResult } from '../../src/engine/data-plane/joined-pair.js';
+import type { PairEnd } from '../../src/engine/substrate/pair.js';
 import { RateLimitedLog } from '../../src/rate-limited-log.js';
 import { grayConfigFor, startService } from '../helpers/tunnel.js';
 import { captureLogger } from '../soak/support.js';
@@ -36,7 +36,7 @@ describe('gray forwarder', () => {
     const [whiteEnd, data] = await dataConnection(white);
     const config = grayConfigFor('g', Buffer.alloc(32, 1), 1, service.port);
     const { logger } = captureLogger('silent');
-    const results: Array<PairResult | null> = [];
+    const results: Array<PairEnd | null> = [];
     const forward = forwardToTarget(data, client, Buffer.alloc(0), config, logger, new RateLimitedLog(logger), (r) => results.push(r));
     forward.destroy(); // net.connect has not completed yet: it is always asynchronous
     await forward.closed;
@@ -51,7 +51,7 @@ describe('gray forwarder', () => {
     const [whiteEnd, data] = await dataConnection(white);
     const config = grayConfigFor('g', Buffer.alloc(32, 1), 1, service.port);
     const { logger } = captureLogger('silent');
-    const results: Array<PairResult | null> = [];
+    const results: Array<PairEnd | null> = [];
     const forward = forwardToTarget(data, client, Buffer.from('hi'), config, logger, new RateLimitedLog(logger), (r) => results.push(r));
     const echoed: Buffer[] = [];
     whiteEnd.on('data', (c: Buffer) => echoed.push(c));

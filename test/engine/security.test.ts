@@ -16,6 +16,7 @@ import { createInMemoryIdentity } from '../../src/engine/tls-cert.js';
 import { WhiteServer } from '../../src/engine/white/white-server.js';
 import { silentLogger } from '../../src/log.js';
 import { closedBy, grayConfigFor, roundTrip, startService, startTunnel, whiteConfigFor, type Tunnel } from '../helpers/tunnel.js';
+import { testDataPlane } from '../helpers/data-plane.js';
 import { messageReader, rawLogin, rawTlsConnect, sendOnDataPort } from '../helpers/raw-gray.js';
 
 /** Resolves with the first `n` bytes a socket receives (the start header on a paired data conn). */
@@ -71,7 +72,7 @@ describe('data port', () => {
     closeService = () => service.server.close();
     white = new WhiteServer(
       whiteConfigFor([{ id: 'raw', secret, publicPort: 0, dataPort: 0 }], { preambleTimeoutMs: 300, authFailurePenaltyBaseMs: 1, authFailurePenaltyMaxMs: 2 }),
-      { logger: silentLogger() },
+      { dataPlane: testDataPlane(), logger: silentLogger() },
     );
     await white.start();
     controlPort = white.controlPort;
@@ -197,7 +198,7 @@ describe('control port authentication', () => {
         authFailurePenaltyBaseMs: 0,
         authFailurePenaltyMaxMs: 0,
       }),
-      { logger: silentLogger() },
+      { dataPlane: testDataPlane(), logger: silentLogger() },
     );
     await white.start();
   });
@@ -207,7 +208,7 @@ describe('control port authentication', () => {
   });
 
   async function grayOutcome(id: string, graySecret: Buffer, port = white.controlPort): Promise<string> {
-    const gray = new GrayAgent(grayConfigFor(id, graySecret, port, servicePort), silentLogger());
+    const gray = new GrayAgent(grayConfigFor(id, graySecret, port, servicePort), silentLogger(), { dataPlane: testDataPlane() });
     const reason = new Promise<string>((resolve) => {
       gray.once('disconnected', (r) => resolve(r.code));
       gray.once('connected', () => resolve('connected'));

@@ -2,9 +2,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes, createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { spliceAvailable } from '../../src/engine/data-plane/splice-plane.js';
-import { defaultDialer } from '../../src/engine/gray/agent.js';
-import { grayConfigFor, roundTrip, startTunnel, type Tunnel } from '../helpers/tunnel.js';
+import { jsDataPlane, type DataPlane } from '../../src/engine/substrate/data-plane.js';
+import { engineDataPlane, noEngine, testEngine } from '../helpers/data-plane.js';
+import { roundTrip, startTunnel, type Tunnel } from '../helpers/tunnel.js';
+import { waitUntil } from '../soak/support.js';
 
 describe('tunnel (in-process)', () => {
   let t: Tunnel;
@@ -33,21 +34,16 @@ describe('tunnel (in-process)', () => {
   });
 });
 
-describe('gray dialers', () => {
-  it('the engine dials for a service given as an IP address, Node sockets for a host name', () => {
-    const config = grayConfigFor('g', randomBytes(32), 1, 2);
-    assert.equal(defaultDialer(config), spliceAvailable() ? 'native' : 'node');
-    assert.equal(defaultDialer({ ...config, target: { host: 'localhost', port: 2 } }), 'node');
-    // A zone index: Node connects to it, the engine's inet_pton would refuse it.
-    assert.equal(defaultDialer({ ...config, target: { host: 'fe80::1%lo', port: 2 } }), 'node');
-    assert.equal(defaultDialer({ ...config, target: { host: '::1', port: 2 } }), spliceAvailable() ? 'native' : 'node');
-  });
-
-  for (const dialer of ['native', 'node'] as const) {
-    it(`forwards with the ${dialer} dialer, the pool refilled after each client`, { skip: dialer === 'native' && !spliceAvailable() && 'native engine unavailable' }, async () => {
-      const t = await startTunnel({ pool: 2, dialer });
+describe('both data planes in one process', () => {
+  const planes: Array<[string, () => DataPlane]> = [
+    ['engine', engineDataPlane],
+    ['js', () => jsDataPlane('test')],
+  ];
+  for (const [name, plane] of planes) {
+    it(`forwards on the ${name} plane, the pool refilled after each client`, { skip: name === 'engine' && noEngine() }, async () => {
+      const t = await startTunnel({ pool: 2, dataPlane: plane() });
       try {
-        assert.equal(t.gray.dialerKind, dialer);
+        assert.equal(t.white.dataPlane.name, name === 'engine' ? 'splice' : 'js');
         // More clients than the pool, one after another: each needs the replacement of the last.
         for (let i = 0; i < 6; i++) {
           const payload = Buffer.from(`client ${i} ${randomBytes(4).toString('hex')}`);
@@ -58,4 +54,19 @@ describe('gray dialers', () => {
       }
     });
   }
+
+  it('with an engine, host names (bind, data host, target) are resolved for it, and every data connection is the engine\'s', { skip: noEngine() }, async () => {
+    const engine = testEngine()!;
+    const t = await startTunnel({ pool: 2, dataPlane: engineDataPlane(), white: { bind: 'localhost' }, gray: { dataHost: 'localhost' }, targetHost: 'localhost' });
+    try {
+      // Two idle connections held by the white's engine, two dialed ones held by the gray's (one
+      // engine here): none of them a Node socket.
+      await waitUntil(() => t.white.snapshot().grays[0]!.poolIdle === 2, 'the white to hold the pool');
+      assert.ok(engine.stats().conns >= 4, `engine holds ${engine.stats().conns} connections`);
+      const payload = randomBytes(64 * 1024);
+      assert.ok((await roundTrip(t.publicPort, payload)).equals(payload));
+    } finally {
+      await t.stop();
+    }
+  });
 });

@@ -11,6 +11,7 @@ import { GrayAgent } from '../../src/engine/gray/agent.js';
 import { encodeMessage, MessageType } from '../../src/engine/protocol/messages.js';
 import { WhiteServer } from '../../src/engine/white/white-server.js';
 import { grayConfigFor, roundTrip, startService, whiteConfigFor } from '../helpers/tunnel.js';
+import { testDataPlane } from '../helpers/data-plane.js';
 import {
   captureClientHello,
   captureLogger,
@@ -75,10 +76,10 @@ before(async () => {
       ],
       LIMITS,
     ),
-    { logger: log.logger },
+    { dataPlane: testDataPlane(), logger: log.logger },
   );
   await white.start();
-  gray = new GrayAgent(grayConfigFor(LEGIT, SECRET, white.controlPort, service.port, { pool: 4 }), captureLogger().logger);
+  gray = new GrayAgent(grayConfigFor(LEGIT, SECRET, white.controlPort, service.port, { pool: 4 }), captureLogger().logger, { dataPlane: testDataPlane() });
   const ready = new Promise((r) => gray.once('pool-ready', r));
   gray.start();
   await within(ready, 10_000, 'the legitimate gray');

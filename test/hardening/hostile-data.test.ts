@@ -12,6 +12,7 @@ import { MessageType } from '../../src/engine/protocol/messages.js';
 import { START_HEADER_BYTES } from '../../src/engine/protocol/start-header.js';
 import { WhiteServer } from '../../src/engine/white/white-server.js';
 import { grayConfigFor, roundTrip, startService, whiteConfigFor } from '../helpers/tunnel.js';
+import { testDataPlane } from '../helpers/data-plane.js';
 import { captureLogger, closeTime, LiveTransfer, loginRaw, MiB, mib, retainedBytes, tcpConnect, waitUntil, within } from '../soak/support.js';
 
 const LEGIT = 'legit';
@@ -30,9 +31,9 @@ const legit = (): ReturnType<WhiteServer['snapshot']>['grays'][number] => white.
 before(async () => {
   const service = await startService();
   closeService = () => service.server.close();
-  white = new WhiteServer(whiteConfigFor([{ id: LEGIT, secret: SECRET, publicPort: 0, dataPort: 0 }], LIMITS), { logger: captureLogger().logger });
+  white = new WhiteServer(whiteConfigFor([{ id: LEGIT, secret: SECRET, publicPort: 0, dataPort: 0 }], LIMITS), { dataPlane: testDataPlane(), logger: captureLogger().logger });
   await white.start();
-  gray = new GrayAgent(grayConfigFor(LEGIT, SECRET, white.controlPort, service.port, { pool: 4 }), captureLogger().logger);
+  gray = new GrayAgent(grayConfigFor(LEGIT, SECRET, white.controlPort, service.port, { pool: 4 }), captureLogger().logger, { dataPlane: testDataPlane() });
   const ready = new Promise((r) => gray.once('pool-ready', r));
   gray.start();
   await within(ready, 10_000, 'the legitimate gray');
@@ -124,7 +125,7 @@ describe('lost credits', () => {
     const secret = randomBytes(32);
     const w = new WhiteServer(
       whiteConfigFor([{ id: 'raw', secret, publicPort: 0, dataPort: 0 }], { preambleTimeoutMs: 100, heartbeatIntervalMs: 200, heartbeatMissed: 10, clientWaitMs: 3000 }),
-      { logger: captureLogger().logger },
+      { dataPlane: testDataPlane(), logger: captureLogger().logger },
     );
     await w.start();
     try {
@@ -176,7 +177,7 @@ describe('public port floods', () => {
 
   it('clients that vanish while queued leave the queue at once; a queued client that half-closes still gets its request through', async () => {
     const secret = randomBytes(32);
-    const w = new WhiteServer(whiteConfigFor([{ id: 'raw', secret, publicPort: 0, dataPort: 0 }], { pendingClientsPerGray: 4, clientWaitMs: 10_000 }), { logger: captureLogger().logger });
+    const w = new WhiteServer(whiteConfigFor([{ id: 'raw', secret, publicPort: 0, dataPort: 0 }], { pendingClientsPerGray: 4, clientWaitMs: 10_000 }), { dataPlane: testDataPlane(), logger: captureLogger().logger });
     await w.start();
     try {
       const s = await loginRaw(w.controlPort, 'raw', secret, 1); // holds its credit: clients must queue

@@ -18,7 +18,8 @@ import { Admission } from '../../src/engine/white/admission.js';
 import { WhiteServer } from '../../src/engine/white/white-server.js';
 import { resolveLimits, type Limits } from '../../src/limits.js';
 import { freePort } from '../e2e/harness.js';
-import { grayConfigFor, roundTrip, startService, startTunnel, whiteConfigFor } from '../helpers/tunnel.js';
+import { ending, grayConfigFor, roundTrip, startService, startTunnel, whiteConfigFor } from '../helpers/tunnel.js';
+import { testDataPlane } from '../helpers/data-plane.js';
 import {
   captureClientHello,
   captureLogger,
@@ -51,7 +52,7 @@ interface TestWhite {
 
 async function whiteWith(limits: Partial<Limits>, grays: WhiteConfig['grays'] = [{ id: RAW, secret: SECRET, publicPort: 0, dataPort: 0 }]): Promise<TestWhite> {
   const log = captureLogger();
-  const white = new WhiteServer(whiteConfigFor(grays, limits), { logger: log.logger });
+  const white = new WhiteServer(whiteConfigFor(grays, limits), { dataPlane: testDataPlane(), logger: log.logger });
   await white.start();
   return {
     white,
@@ -77,6 +78,19 @@ async function admittedAfter(port: number, ip: string, since: number, timeoutMs 
     if (Date.now() > deadline) throw new Error(`${ip} still refused after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/** The TCP timers of established sockets whose local port is `port` (the white's side), from
+ *  /proc/net/tcp: column 6 is "tr:when", tr 02 the keepalive timer, 00 none; `when` in USER_HZ
+ *  ticks (100 per second). */
+function whiteSideTimers(port: number): Array<{ kind: string; seconds: number }> {
+  const hexPort = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  return readFileSync('/proc/net/tcp', 'utf8')
+    .split('\n')
+    .slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .filter((f) => f.length > 5 && f[1]!.endsWith(hexPort) && f[3] === '01')
+    .map((f) => ({ kind: f[5]!.slice(0, 2), seconds: parseInt(f[5]!.slice(3), 16) / 100 }));
 }
 
 /** Timers fire no earlier than asked, but Date.now() and the timer clock may differ by a ms. */
@@ -267,7 +281,7 @@ describe('limits: admission before TLS', () => {
       // While full, nobody else gets in; once the flood ends a gray logs in.
       assert.equal(await tlsAttempt(t.white.controlPort, '127.0.0.1'), null);
       for (const s of held.splice(0)) s.destroy();
-      const gray = new GrayAgent(grayConfigFor(RAW, SECRET, t.white.controlPort, service.port, { pool: 1 }), t.log.logger);
+      const gray = new GrayAgent(grayConfigFor(RAW, SECRET, t.white.controlPort, service.port, { pool: 1 }), t.log.logger, { dataPlane: testDataPlane() });
       const connected = new Promise((r) => gray.once('connected', r));
       gray.start();
       await within(connected, 8000, 'the gray to log in after the flood');
@@ -356,7 +370,7 @@ describe('limits: data port and clients', () => {
       const extra = await tcpConnect(s.welcome.dataPort);
       const started = Date.now();
       assert.ok((await closeTime(extra, started)) < 2500, 'refused at once, not at the preamble deadline');
-      // The native intake counts on the JS thread after its engine thread closed the socket.
+      // The engine's intake counts on the JS thread after its engine thread closed the socket.
       await waitUntil(() => t.data(ErrorCodes.TOO_MANY_UNAUTHENTICATED) === 1, 'the refusal to be counted');
       for (const h of held) h.destroy();
       // The slots come back: a real preamble is accepted (retried while the white processes the
@@ -568,6 +582,70 @@ describe('limits: data port and clients', () => {
     }
   });
 
+  it('clientKeepAliveDelayMs: public-port client sockets carry a keepalive timer of that delay; client_keep_alive: false leaves them without', async () => {
+    for (const on of [true, false]) {
+      const log = captureLogger();
+      const white = new WhiteServer(whiteConfigFor([{ id: RAW, secret: SECRET, publicPort: 0, dataPort: 0 }], { clientKeepAliveDelayMs: 9000 }, { clientKeepAlive: on }), { dataPlane: testDataPlane(), logger: log.logger });
+      await white.start();
+      try {
+        const s = await loginRaw(white.controlPort, RAW, SECRET, 1); // never opens a data connection
+        const publicPort = white.portsOf(RAW)!.publicPort;
+        const c = await tcpConnect(publicPort);
+        await waitUntil(() => white.snapshot().grays[0]!.pendingClients === 1, 'the client waiting');
+        const timers = whiteSideTimers(publicPort);
+        assert.equal(timers.length, 1, 'one client socket on the white side');
+        if (on) {
+          assert.equal(timers[0]!.kind, '02', 'a keepalive timer');
+          assert.ok(timers[0]!.seconds > 0 && timers[0]!.seconds <= 9, `keepalive due in ${timers[0]!.seconds} s, delay 9 s`);
+        } else {
+          assert.equal(timers[0]!.kind, '00', 'no timer at all');
+        }
+        c.destroy();
+        s.probe.destroy();
+      } finally {
+        await white.stop(50);
+      }
+    }
+  });
+
+  it('idle_timeout_ms: a pair with no byte either way for it is reset, counted and logged; a pair that keeps moving is not cut', { timeout: 15_000 }, async () => {
+    const log = captureLogger();
+    const tunnel = await startTunnel({ pool: 2, entry: { idleTimeoutMs: 400 }, whiteLogger: log.logger });
+    try {
+      const connect = (): Promise<net.Socket> =>
+        new Promise((resolve, reject) => {
+          const socket = net.connect({ host: '127.0.0.1', port: tunnel.publicPort, allowHalfOpen: true }, () => resolve(socket));
+          socket.once('error', reject);
+        });
+      // Silent after one echo: reset once 400 ms pass with nothing either way.
+      const silent = await connect();
+      silent.write('x');
+      await new Promise((r) => silent.once('data', r));
+      const quietSince = Date.now();
+      assert.equal(await ending(silent), 'reset');
+      atLeast(Date.now() - quietSince, 400, 'the idle client reset');
+      assert.equal(tunnel.white.snapshot().grays[0]!.idleTimeouts, 1);
+      await log.waitFor((l) => l.msg === 'client idle, reset' && l.code === ErrorCodes.CLIENT_IDLE_TIMEOUT, 'the idle timeout log line');
+      // Busy for three times the timeout, a message every 100 ms: never cut, ends cleanly.
+      const busy = await connect();
+      const outcome = ending(busy);
+      const started = Date.now();
+      let echoed = 0;
+      busy.on('data', (c: Buffer) => (echoed += c.length));
+      for (let i = 0; Date.now() - started < 1200; i++) {
+        const before = echoed;
+        busy.write(randomBytes(100));
+        await waitUntil(() => echoed >= before + 100, `echo ${i}`);
+        await new Promise((r) => setTimeout(r, 100)); // the pace of the transfer itself
+      }
+      busy.end();
+      assert.equal(await outcome, 'end');
+      assert.equal(tunnel.white.snapshot().grays[0]!.idleTimeouts, 1, 'the busy pair was not counted');
+    } finally {
+      await tunnel.stop();
+    }
+  });
+
   it('drainTimeoutMs: on stop, an active client may finish for the drain time, then it is cut (white and gray)', async () => {
     for (const side of ['white', 'gray'] as const) {
       const tunnel = await startTunnel({ pool: 2, whiteLimits: { drainTimeoutMs: 300 }, gray: { limits: resolveLimits({ drainTimeoutMs: 300, reconnectBaseMs: 50, reconnectMaxMs: 500 }) } });
@@ -598,7 +676,7 @@ describe('limits: the gray side', () => {
       await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
       return (server.address() as net.AddressInfo).port;
     };
-    const grayAgainst = (port: number): GrayAgent => new GrayAgent(grayConfigFor(RAW, SECRET, port, 9, { pool: 1 }, limits), log.logger);
+    const grayAgainst = (port: number): GrayAgent => new GrayAgent(grayConfigFor(RAW, SECRET, port, 9, { pool: 1 }, limits), log.logger, { dataPlane: testDataPlane() });
     try {
       // A white that accepts TCP and never answers the ClientHello.
       const silentPort = await listen(net.createServer((s) => s.on('error', () => {})));
@@ -634,7 +712,7 @@ describe('limits: the gray side', () => {
     const service = await startService();
     const t = await whiteWith({ heartbeatIntervalMs: 100, heartbeatMissed: 3 });
     const proxy = new FreezableProxy(t.white.controlPort);
-    const gray = new GrayAgent(grayConfigFor(RAW, SECRET, await proxy.listen(), service.port, { pool: 2 }, { handshakeTimeoutMs: 1000 }), captureLogger().logger);
+    const gray = new GrayAgent(grayConfigFor(RAW, SECRET, await proxy.listen(), service.port, { pool: 2 }, { handshakeTimeoutMs: 1000 }), captureLogger().logger, { dataPlane: testDataPlane() });
     try {
       const ready = new Promise((r) => gray.once('pool-ready', r));
       gray.start();
@@ -668,7 +746,7 @@ describe('limits: the gray side', () => {
   it('reconnectBaseMs/reconnectMaxMs: retries back off exponentially within [base/2, max]', async () => {
     const log = captureLogger();
     const port = await freePort();
-    const gray = new GrayAgent(grayConfigFor(RAW, SECRET, port, 9, { pool: 1 }, { reconnectBaseMs: 20, reconnectMaxMs: 80 }), log.logger);
+    const gray = new GrayAgent(grayConfigFor(RAW, SECRET, port, 9, { pool: 1 }, { reconnectBaseMs: 20, reconnectMaxMs: 80 }), log.logger, { dataPlane: testDataPlane() });
     gray.start();
     try {
       await log.waitFor((l) => l.msg === 'reconnecting' && Number(l.attempt) >= 8, 'eight attempts');

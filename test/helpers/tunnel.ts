@@ -2,12 +2,14 @@
 // white server and a gray agent. Used by integration tests that need the engine but not the CLI.
 import { randomBytes } from 'node:crypto';
 import net, { type AddressInfo, type Server } from 'node:net';
-import type { GrayConfig, WhiteConfig } from '../../src/config/types.js';
-import { GrayAgent, type DialerKind } from '../../src/engine/gray/agent.js';
+import type { GrayConfig, GrayEntry, WhiteConfig } from '../../src/config/types.js';
+import { GrayAgent } from '../../src/engine/gray/agent.js';
+import type { DataPlane } from '../../src/engine/substrate/data-plane.js';
 import { WhiteServer } from '../../src/engine/white/white-server.js';
 import type { Limits } from '../../src/limits.js';
 import { grayConfigInCode, whiteConfigInCode } from '../../src/config/in-code.js';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger, type Logger } from '../../src/log.js';
+import { testDataPlane } from './data-plane.js';
 
 export type ServiceHandler = (socket: net.Socket) => void;
 
@@ -43,15 +45,35 @@ export interface Tunnel {
 }
 
 export async function startTunnel(
-  options: { handler?: ServiceHandler; pool?: number; whiteLimits?: Partial<Limits>; gray?: Partial<GrayConfig>; white?: Partial<WhiteConfig>; dialer?: DialerKind } = {},
+  options: {
+    handler?: ServiceHandler;
+    pool?: number;
+    whiteLimits?: Partial<Limits>;
+    gray?: Partial<GrayConfig>;
+    white?: Partial<WhiteConfig>;
+    /** More settings of the gray's entry in the white's config. */
+    entry?: Partial<GrayEntry>;
+    whiteLogger?: Logger;
+    dataPlane?: DataPlane;
+    targetHost?: string;
+  } = {},
 ): Promise<Tunnel> {
   const service = await startService(options.handler);
   const secret = randomBytes(32);
-  const white = new WhiteServer(whiteConfigFor([{ id: 'g1', secret, publicPort: 0, dataPort: 0 }], options.whiteLimits, options.white), {
-    logger: silentLogger(),
+  const dataPlane = options.dataPlane ?? testDataPlane();
+  const white = new WhiteServer(whiteConfigFor([{ id: 'g1', secret, publicPort: 0, dataPort: 0, ...options.entry }], options.whiteLimits, options.white), {
+    dataPlane,
+    logger: options.whiteLogger ?? silentLogger(),
   });
   await white.start();
-  const gray = new GrayAgent(grayConfigFor('g1', secret, white.controlPort, service.port, { pool: options.pool ?? 4, ...options.gray }), silentLogger(), { dialer: options.dialer });
+  const gray = new GrayAgent(grayConfigFor('g1', secret, white.controlPort, service.port, {
+      pool: options.pool ?? 4,
+      ...(options.targetHost ? { target: { host: options.targetHost, port: service.port } } : {}),
+      ...options.gray,
+    }),
+    silentLogger(),
+    { dataPlane },
+  );
   const ready = new Promise<void>((resolve) => gray.once('pool-ready', () => resolve()));
   gray.start();
   await ready;
@@ -94,5 +116,22 @@ export function closedBy(socket: net.Socket): Promise<Buffer> {
     socket.on('data', (c: Buffer) => chunks.push(c));
     socket.on('error', () => {});
     socket.on('close', () => resolve(Buffer.concat(chunks)));
+  });
+}
+
+/** How the far end of `socket` ended: 'reset' (ECONNRESET), 'end' (a FIN: a clean end), or
+ *  another error's code. Reads (and drops) what arrives. The socket must be allowHalfOpen: on
+ *  'end' (unless it ended its own side first) an empty write asks the kernel whether it was a FIN or a reset, because libuv reports a
+ *  reset that arrives together with data as an end (a hang-up after a short read counts as EOF). */
+export function ending(socket: net.Socket): Promise<string> {
+  socket.on('data', () => {});
+  const named = (err: NodeJS.ErrnoException): string => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? 'reset' : `error ${err.code}`);
+  return new Promise((resolve) => {
+    socket.once('end', () => {
+      // After our own end() nothing can be written: the end stands as seen.
+      if (socket.writableEnded) return resolve('end');
+      socket.write(Buffer.alloc(0), (err) => resolve(err ? named(err) : 'end'));
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(named(err)));
   });
 }

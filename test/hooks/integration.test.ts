@@ -25,6 +25,7 @@ import { WhiteHooks } from '../../src/hooks/white-hooks.js';
 import type { Limits } from '../../src/limits.js';
 import { silentLogger } from '../../src/log.js';
 import { echoHandler, grayConfigFor, startService, whiteConfigFor, type ServiceHandler } from '../helpers/tunnel.js';
+import { testDataPlane } from '../helpers/data-plane.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const ISO_MS_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
@@ -223,7 +224,7 @@ async function startStack(
   const logger = silentLogger();
   // The same three lines as src/cli/run-white.ts.
   const hooks = new WhiteHooks(config, logger);
-  const white = new WhiteServer(config, { logger, events: hooks, gates: hooks.gates(), hookStats: () => hooks.stats() });
+  const white = new WhiteServer(config, { dataPlane: testDataPlane(), logger, events: hooks, gates: hooks.gates(), hookStats: () => hooks.stats() });
   await white.start();
   const grays: GrayAgent[] = [];
   let stopping: Promise<void> | null = null;
@@ -238,7 +239,7 @@ async function startStack(
     servicePort: service.port,
     serviceConnections: () => accepted,
     gray(g = {}) {
-      const agent = new GrayAgent(grayConfigFor(g.id ?? 'g1', g.secret ?? secret, white.controlPort, service.port, { pool: 4 }), silentLogger());
+      const agent = new GrayAgent(grayConfigFor(g.id ?? 'g1', g.secret ?? secret, white.controlPort, service.port, { pool: 4 }), silentLogger(), { dataPlane: testDataPlane() });
       grays.push(agent);
       agent.start();
       return agent;
@@ -429,7 +430,7 @@ test('webhooks: a gray with a wrong secret, or an unknown id, produces gray.auth
   await stranger.stop(0);
 
   assert.ok(stack.white.counters.authFailures >= 2, `authFailures ${stack.white.counters.authFailures}`);
-  const m = parseMetrics(renderMetrics(stack.white.snapshot()));
+  const m = parseMetrics(renderMetrics(stack.white.snapshot(), stack.white.dataPlane.name));
   assert.ok((m.get('relay_auth_failures_total') ?? 0) >= 2);
   assert.equal(receiver.events().some((e) => e.type === 'gray.connected'), false, 'no gray logged in');
 });
@@ -462,7 +463,7 @@ test('webhooks: a receiver that never answers does not hold up clients', { timeo
   // clients' pairs may still be closing).
   assert.ok(stats.queued >= 1 + clients && stats.queued <= 1 + 2 * clients, `queued ${stats.queued}`);
   assert.equal(stack.white.snapshot().grays[0]?.clientsTotal, clients);
-  const m = parseMetrics(renderMetrics(stack.white.snapshot()));
+  const m = parseMetrics(renderMetrics(stack.white.snapshot(), stack.white.dataPlane.name));
   assert.equal(m.get(`relay_hook_queued_events{url="${receiver.url()}"}`), stats.queued);
 
   // The receiver wakes up: every event arrives, in order, none dropped. One request at a time,
@@ -528,7 +529,7 @@ test('authorize client_connect: deny closes the client before the service; allow
   assert.equal(stack.serviceConnections(), 1);
   assert.equal(oracle.hits.length, 2);
   assert.equal(stack.white.snapshot().grays[0]?.clientsRefused[HOOK_DENIED], 1, 'no further denial');
-  const m = parseMetrics(renderMetrics(stack.white.snapshot()));
+  const m = parseMetrics(renderMetrics(stack.white.snapshot(), stack.white.dataPlane.name));
   assert.equal(m.get(`relay_client_refusals_total{gray="g1",reason="${HOOK_DENIED}"}`), 1);
   assert.equal(m.get(`relay_data_rejections_total{reason="${HOOK_DENIED}"}`), undefined, "a refused client is not a data-port rejection");
 });
@@ -699,7 +700,7 @@ test('metrics: a known transfer shows in the bytes and client counters', { timeo
   const sent = sizes.reduce((a, b) => a + b, 0);
 
   const snap = stack.white.snapshot();
-  const m = parseMetrics(renderMetrics(snap));
+  const m = parseMetrics(renderMetrics(snap, stack.white.dataPlane.name));
   assert.equal(m.get('relay_grays_connected'), 1);
   assert.equal(m.get('relay_gray_connected{gray="g1"}'), 1);
   assert.equal(m.get('relay_clients_total{gray="g1"}'), sizes.length);
@@ -749,7 +750,7 @@ test('WhiteHooks.update on reload: an added hook starts receiving, a removed one
   const thirdAddress = `127.0.0.1:${third.localPort}`;
   await receiver.waitFor(isEvent('client.disconnected', (d) => d.clientAddress === thirdAddress, '/a'), 'third client on /a');
   await receiver.waitFor(isEvent('client.disconnected', (d) => d.clientAddress === thirdAddress, '/b'), 'third client on /b');
-  const m = parseMetrics(renderMetrics(stack.white.snapshot()));
+  const m = parseMetrics(renderMetrics(stack.white.snapshot(), stack.white.dataPlane.name));
   // /b has taken 4 events (2 clients × 2): delivered, or the last one still settling.
   const b = receiver.url('/b');
   assert.equal((m.get(`relay_hook_deliveries_total{url="${b}",result="delivered"}`) ?? NaN) + (m.get(`relay_hook_queued_events{url="${b}"}`) ?? NaN), 4);

@@ -2,9 +2,9 @@
 // dist/), then `npm install -g` of the tarball into a temporary prefix with a PATH that holds
 // node and sh and nothing else (no python3, make or g++). The installed
 // `relay` must report the prebuilt native plane, `relayctl --help` must work, and `relay demo`
-// must carry a request through the tunnel. The install takes the dependencies from npm's cache
-// where it has them (--prefer-offline: after `npm ci` it has their tarballs) and asks the registry
-// only for the package documents it lacks, as an operator's install does.
+// must carry a request through the tunnel. The package bundles its runtime dependencies
+// (bundleDependencies), so the install needs no registry: it runs --offline with the registry set
+// to a closed loopback port, and would fail if it asked one for anything.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { cp, mkdir, mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
@@ -17,6 +17,8 @@ import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const npmCli = join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js');
+/** Nothing listens on the discard port of loopback: a registry request there fails at once. */
+const NO_REGISTRY = 'http://127.0.0.1:9/';
 /** Packing builds everything once more (tsc and the engine) on a machine shared with other tests. */
 const STEP_MS = 300_000;
 
@@ -59,7 +61,7 @@ describe('the npm package', { timeout: 3 * STEP_MS }, () => {
     }
     await cp(join(root, 'native'), join(source, 'native'), { recursive: true, filter: (from) => !/[/\\](build|prebuilds)$/.test(from) });
     await symlink(join(root, 'node_modules'), join(source, 'node_modules'));
-    const packed = await run(process.execPath, [npmCli, 'pack', '--pack-destination', work], { cwd: source });
+    const packed = await run(process.execPath, [npmCli, 'pack', '--pack-destination', work], { cwd: source, env: { ...process.env, npm_config_registry: NO_REGISTRY } });
     assert.equal(packed.code, 0, packed.out);
     const tarball = (await readdir(work)).find((f) => f.endsWith('.tgz'));
     assert.ok(tarball, `no tarball in ${work}: ${packed.out}`);
@@ -70,9 +72,11 @@ describe('the npm package', { timeout: 3 * STEP_MS }, () => {
     await symlink('/bin/sh', join(pathDir, 'sh'));
     prefix = join(work, 'prefix');
     const { PATH: _path, ...rest } = process.env;
-    bare = { ...rest, PATH: pathDir, npm_config_prefix: prefix, RELAY_LOG_FORMAT: 'json' };
-    for (const key of Object.keys(bare)) if (/^npm_(lifecycle|package|config_node_gyp)/.test(key)) delete bare[key];
-    const installed = await run(process.execPath, [npmCli, 'install', '--global', '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts', join(work, tarball)], { cwd: work, env: bare });
+    bare = { ...rest, PATH: pathDir, npm_config_prefix: prefix, npm_config_registry: NO_REGISTRY, RELAY_LOG_FORMAT: 'json' };
+    for (const key of Object.keys(bare)) if (/^npm_(lifecycle|package|config_node_gyp|config_cache)/.test(key)) delete bare[key];
+    // An empty cache: what the install needs must come from the tarball itself.
+    bare.npm_config_cache = join(work, 'npm-cache');
+    const installed = await run(process.execPath, [npmCli, 'install', '--global', '--offline', '--no-audit', '--no-fund', '--foreground-scripts', join(work, tarball)], { cwd: work, env: bare });
     installLog = installed.out;
     assert.equal(installed.code, 0, installed.out);
   });

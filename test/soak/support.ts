@@ -234,12 +234,18 @@ export function closeTime(socket: net.Socket, since = Date.now()): Promise<numbe
 
 export function tcpConnect(port: number, localAddress?: string, host = '127.0.0.1'): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      // Connected, then refused with a reset before Node reported the connect (relay resets a
+      // client it cannot serve): the socket is given as it is, already closed.
+      if (err.code === 'ECONNRESET') resolve(socket);
+      else reject(err);
+    };
     const socket = net.connect({ host, port, ...(localAddress ? { localAddress } : {}) }, () => {
-      socket.off('error', reject);
+      socket.off('error', onError);
       socket.on('error', () => {});
       resolve(socket);
     });
-    socket.once('error', reject);
+    socket.once('error', onError);
   });
 }
 

@@ -1,13 +1,14 @@
-// The gray agent: dials the white's control port over TLS 1.3, checks the white's proof before
-// revealing its own (a man in the middle learns nothing), receives its data port and credits,
-// keeps the pool full, forwards each activated connection to the local service, and reconnects
-// with capped, jittered exponential backoff whenever the control session ends — forever, until
-// stopped. A white restart (new certificate) needs nothing from the operator: the certificate is
-// not what authenticates the white; the proof bound to the TLS session is.
+// The gray's session with one white (WhiteSessions holds one per white): dials the white's
+// control port over TLS 1.3, checks the white's proof before revealing its own (a man in the
+// middle learns nothing), receives its data port and credits, keeps the pool full, forwards each
+// activated connection to the local service, and reconnects with capped, jittered exponential
+// backoff whenever the control session ends — forever, until stopped. A white restart (new
+// certificate) needs nothing from the operator: the certificate is not what authenticates the
+// white; the proof bound to the TLS session is.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
-import type { GrayConfig } from '../../config/types.js';
+import type { GrayConfig, HostPort } from '../../config/types.js';
 import { ErrorCodes, RelayError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { Backoff } from '../backoff.js';
@@ -19,77 +20,138 @@ import { MessageType, type Message } from '../protocol/messages.js';
 import { sessionIdFromString } from '../protocol/preamble.js';
 import { RateLimitedLog } from '../../rate-limited-log.js';
 import { VERSION } from '../../version.js';
-import { resolveDataPlane } from '../data-plane/join.js';
-import { engineTakesAddress } from '../data-plane/native-engine.js';
+import { resolveHost } from '../net-util.js';
+import type { DataPlane } from '../substrate/data-plane.js';
 import { engineLinks } from './engine-link.js';
 import { PoolDialer, type PoolLinks } from './pool-dialer.js';
 import type { Forward, LinkContext } from './pool-link.js';
 import { socketLinks } from './socket-link.js';
-import type { GrayStatus, GrayStatusSource } from './status.js';
 
 const AGENT = `relay/${VERSION}`;
 
-/** Who opens the pool's data connections: the native engine, or Node sockets. */
-export type DialerKind = 'native' | 'node';
+/** The one white a GrayAgent keeps its session with. */
+export interface WhiteTarget {
+  /** Where the control channel dials: an IP address once a host name has been resolved. */
+  readonly control: HostPort;
+  /** Host to open data connections to; null: the address the control channel reached. */
+  readonly dataHost: string | null;
+}
 
-/** The dialer a gray uses when nothing asks for a particular one: the engine needs the splice
- *  plane and a service given as an IP address (it does not resolve names). */
-export function defaultDialer(config: GrayConfig): DialerKind {
-  return resolveDataPlane().plane === 'splice' && engineTakesAddress(config.target.host) ? 'native' : 'node';
+/** The config's only white, dialed as written: for a GrayAgent used on its own (demo, tests). */
+export function firstWhite(config: GrayConfig): WhiteTarget {
+  const control = config.whites[0];
+  if (control === undefined) throw new RelayError(ErrorCodes.CONFIG_INVALID, 'the gray config names no white');
+  return { control, dataHost: config.dataHost };
 }
 
 export interface GrayAgentOptions {
-  readonly dialer?: DialerKind;
+  /** This process's data plane (openDataPlane, once at startup). */
+  readonly dataPlane: DataPlane;
+  /** Which white this session is with; the config's first white by default. */
+  readonly white?: WhiteTarget;
+}
+
+/** With an engine: the IP addresses it dials, resolved before each control connection. data is
+ *  null when the data connections go to the address the control channel reached. */
+interface EngineAddresses {
+  readonly data: string | null;
+  readonly target: string;
+}
+
+/** One session's state, for logs, status pages and readiness. */
+export interface WhiteSessionState {
+  /** The address dialed (host:port). */
+  readonly white: string;
+  readonly connected: boolean;
+  /** Epoch ms of the current session's start, null while not connected. */
+  readonly connectedSince: number | null;
+  /** Verified idle data connections waiting in this white's pool. */
+  readonly poolIdle: number;
+  readonly poolTarget: number;
+  readonly activeForwards: number;
+  /** Failed attempts since the last successful login. */
+  readonly reconnectAttempts: number;
+  readonly lastError: { readonly code: string; readonly message: string; readonly at: number } | null;
+}
+
+/** One session's counters since it was made, for the gray's status listener (/metrics). */
+export interface WhiteSessionCounts {
+  /** Authenticated sessions (the first one included). */
+  readonly sessions: number;
+  /** Reconnect attempts scheduled after a failed connect or a lost session. */
+  readonly reconnects: number;
+  /** Forwards ended, with their bytes: from the white (clients) to the service, and back. */
+  readonly forwardsTotal: number;
+  readonly bytesToService: number;
+  readonly bytesFromService: number;
+  /** Forwards whose connect to the local service failed. */
+  readonly serviceConnectFailures: number;
 }
 
 export interface GrayAgentEvents {
   connected: [{ sessionId: string; dataPort: number; fingerprint: string }];
   disconnected: [RelayError];
   'pool-ready': [number];
+  /** A connect failed or the session ended; the next attempt is in delayMs. */
+  reconnecting: [{ attempt: number; delayMs: number; why: string }];
 }
 
-export class GrayAgent extends EventEmitter<GrayAgentEvents> implements GrayStatusSource {
+export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   private readonly backoff: Backoff;
-  private readonly counts = { sessions: 0, reconnects: 0, poolTarget: 0, forwardsTotal: 0, bytesToService: 0, bytesFromService: 0, serviceConnectFailures: 0 };
+  private readonly counters = { sessions: 0, reconnects: 0, forwardsTotal: 0, bytesToService: 0, bytesFromService: 0, serviceConnectFailures: 0 };
   private readonly warnings: RateLimitedLog;
   private channel: ControlChannel | null = null;
   private dialer: PoolDialer | null = null;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private stopping = false;
   private readonly active = new Set<Forward>();
-  readonly dialerKind: DialerKind;
+  private readonly logger: Logger;
+  private connectedSince: number | null = null;
+  private poolTarget = 0;
+  private lastError: WhiteSessionState['lastError'] = null;
+  private readonly dataPlane: DataPlane;
+  readonly white: WhiteTarget;
+  /** host:port of the white, as in logs (the key `white`). */
+  readonly where: string;
 
   constructor(
     private readonly config: GrayConfig,
-    private readonly logger: Logger,
-    options: GrayAgentOptions = {},
+    logger: Logger,
+    options: GrayAgentOptions,
   ) {
     super();
-    this.dialerKind = options.dialer ?? defaultDialer(config);
+    this.white = options.white ?? firstWhite(config);
+    this.where = formatHostPort(this.white.control);
+    this.logger = logger.child({ white: this.where });
+    this.dataPlane = options.dataPlane;
     this.backoff = new Backoff(config.limits.reconnectBaseMs, config.limits.reconnectMaxMs);
-    this.warnings = new RateLimitedLog(logger);
+    this.warnings = new RateLimitedLog(this.logger);
   }
 
   get activeForwards(): number {
     return this.active.size;
   }
 
-  status(): GrayStatus {
-    const c = this.counts;
-    const connected = this.dialer !== null;
-    return {
-      id: this.config.id,
-      whites: [{ white: formatHostPort(this.config.white), connected, sessions: c.sessions, reconnects: c.reconnects, poolIdle: this.dialer?.idleCount ?? 0, poolTarget: connected ? c.poolTarget : 0 }],
-      activeForwards: this.active.size,
-      forwardsTotal: c.forwardsTotal,
-      bytesToService: c.bytesToService,
-      bytesFromService: c.bytesFromService,
-      serviceConnectFailures: c.serviceConnectFailures,
-    };
+  /** This session's counters since it was made (see WhiteSessionCounts). */
+  counts(): WhiteSessionCounts {
+    return { ...this.counters };
   }
 
   start(): void {
     this.connect();
+  }
+
+  state(): WhiteSessionState {
+    return {
+      white: this.where,
+      connected: this.connectedSince !== null,
+      connectedSince: this.connectedSince,
+      poolIdle: this.dialer?.idleCount ?? 0,
+      poolTarget: this.connectedSince === null ? 0 : this.poolTarget,
+      activeForwards: this.active.size,
+      reconnectAttempts: this.backoff.attempts,
+      lastError: this.lastError,
+    };
   }
 
   /** Stop reconnecting, end the session and the idle pool, let active forwards finish up to drainMs. */
@@ -113,8 +175,37 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> implements GrayStat
 
   private connect(): void {
     if (this.stopping) return;
-    const { white, limits, id, secret } = this.config;
-    const where = formatHostPort(white);
+    if (!this.dataPlane.engine) return this.connectControl(null);
+    this.resolveForEngine().then(
+      (addresses) => this.connectControl(addresses),
+      (err: Error) => {
+        this.logger.warn({ gray: this.config.id, code: ErrorCodes.TARGET_UNREACHABLE, detail: err.message }, 'cannot resolve an address to dial');
+        this.lastError = { code: ErrorCodes.TARGET_UNREACHABLE, message: err.message, at: Date.now() };
+        this.scheduleReconnect(err.message);
+      },
+    );
+  }
+
+  /** An engine dials IP addresses: host names are resolved here, as Node's connect would, once
+   *  per control connection (so a changed DNS answer is seen at the next reconnect). */
+  private async resolveForEngine(): Promise<EngineAddresses> {
+    const { dataHost } = this.white;
+    const resolve = async (what: string, host: string): Promise<string> => {
+      try {
+        return await resolveHost(host);
+      } catch (err) {
+        throw new Error(`${what} ${host}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    };
+    const data = dataHost === null || (net.isIP(dataHost) === 0 && dataHost === this.white.control.host) ? null : await resolve('data host', dataHost);
+    return { data, target: await resolve('target', this.config.target.host) };
+  }
+
+  private connectControl(addresses: EngineAddresses | null): void {
+    if (this.stopping) return;
+    const { limits, id, secret } = this.config;
+    const { where } = this;
+    const white = this.white.control;
     const socket = tls.connect({
       host: white.host,
       port: white.port,
@@ -127,19 +218,23 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> implements GrayStat
     const handshakeTimer = setTimeout(() => socket.destroy(new RelayError(ErrorCodes.HANDSHAKE_TIMEOUT, `TLS handshake with ${where} not done within ${limits.handshakeTimeoutMs} ms`)), limits.handshakeTimeoutMs);
     socket.once('error', (err) => {
       clearTimeout(handshakeTimer);
-      if (!this.channel || this.channel.socket !== socket) this.scheduleReconnect(err.message);
+      if (!this.channel || this.channel.socket !== socket) {
+        // An OS error (ECONNREFUSED, ETIMEDOUT) or the handshake deadline's RelayError.
+        this.lastError = { code: (err as NodeJS.ErrnoException).code ?? ErrorCodes.INTERNAL, message: err.message, at: Date.now() };
+        this.scheduleReconnect(err.message);
+      }
     });
     socket.once('secureConnect', () => {
       clearTimeout(handshakeTimer);
       const fingerprint = socket.getPeerCertificate().fingerprint256 ?? '';
       const channel = new ControlChannel(socket, { maxPayloadBytes: limits.frameMaxBytesBeforeAuth });
       this.channel = channel;
-      this.handshake(channel, socket, fingerprint, id, secret);
+      this.handshake(channel, socket, fingerprint, id, secret, addresses);
       channel.once('closed', (reason) => this.onClosed(channel, reason));
     });
   }
 
-  private handshake(channel: ControlChannel, socket: tls.TLSSocket, fingerprint: string, id: string, secret: Buffer): void {
+  private handshake(channel: ControlChannel, socket: tls.TLSSocket, fingerprint: string, id: string, secret: Buffer, addresses: EngineAddresses | null): void {
     const { limits } = this.config;
     let keys: SessionKeys | null = null;
     let state: 'white-proof' | 'welcome' | 'ready' = 'white-proof';
@@ -151,7 +246,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> implements GrayStat
         keys = deriveSessionKeys(secret, tlsSessionBinding(socket), id);
         if (!proofsEqual(keys.whiteProof, decodeProof(message.proof))) {
           // Wrong secret on the white's side, or someone in the middle: never send our proof.
-          channel.close(new RelayError(ErrorCodes.WHITE_PROOF_INVALID, `the white at ${formatHostPort(this.config.white)} did not prove it knows the secret (wrong secret, or a man in the middle; certificate ${fingerprint})`));
+          channel.close(new RelayError(ErrorCodes.WHITE_PROOF_INVALID, `the white at ${this.where} did not prove it knows the secret (wrong secret, or a man in the middle; certificate ${fingerprint})`));
           return;
         }
         channel.send({ type: MessageType.GRAY_PROOF, proof: encodeProof(keys.grayProof) });
@@ -164,10 +259,11 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> implements GrayStat
         channel.setMaxPayloadBytes(limits.frameMaxBytesAfterAuth);
         channel.startHeartbeat(message.heartbeatMs, limits.heartbeatMissed);
         this.backoff.reset();
-        this.counts.sessions += 1;
-        this.counts.poolTarget = message.pool;
-        this.startPool(message.session, this.openLinks(message.dataPort, socket.remoteAddress), message.pool, message.credits, keys.dataKey);
-        this.logger.info({ gray: id, white: formatHostPort(this.config.white), fingerprint, dataPort: message.dataPort, pool: message.pool }, 'gray connected');
+        this.counters.sessions += 1;
+        this.connectedSince = Date.now();
+        this.poolTarget = message.pool;
+        this.startPool(message.session, this.openLinks(message.dataPort, socket.remoteAddress, addresses), message.pool, message.credits, keys.dataKey);
+        this.logger.info({ gray: id, fingerprint, dataPort: message.dataPort, pool: message.pool }, 'gray connected');
         this.emit('connected', { sessionId: message.session, dataPort: message.dataPort, fingerprint });
         return;
       }
@@ -181,15 +277,20 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> implements GrayStat
     channel.send({ type: MessageType.HELLO, id, pool: this.config.pool, agent: AGENT });
   }
 
-  /** How this session's data connections are opened. The engine dials IP addresses only: a data
-   *  host that is the white's own host name is dialed at the address the control channel
-   *  reached (the same white); another host name goes through Node sockets. */
-  private openLinks(dataPort: number, controlPeer: string | undefined): PoolLinks {
-    const { dataHost, white } = this.config;
-    const ctx: LinkContext = { config: this.config, logger: this.logger, warnings: this.warnings, port: dataPort, serviceUnreachable: () => void (this.counts.serviceConnectFailures += 1) };
-    const dataIp = net.isIP(dataHost) !== 0 ? dataHost : dataHost === white.host ? controlPeer : undefined;
-    if (this.dialerKind === 'native' && dataIp && engineTakesAddress(dataIp)) return { open: engineLinks(ctx, dataIp), where: formatHostPort({ host: dataIp, port: dataPort }) };
-    return { open: socketLinks(ctx, dataHost), where: formatHostPort({ host: dataHost, port: dataPort }) };
+  /** How this session's data connections are opened: by the engine at the addresses resolved
+   *  for this connection, or by Node sockets on the JS plane. Without a data host they go to the
+   *  address the control channel reached (the same white). */
+  private openLinks(dataPort: number, controlPeer: string | undefined, addresses: EngineAddresses | null): PoolLinks {
+    const ctx: LinkContext = { config: this.config, logger: this.logger, warnings: this.warnings, port: dataPort, serviceUnreachable: () => void (this.counters.serviceConnectFailures += 1) };
+    const engine = this.dataPlane.engine;
+    // The control socket has its peer's address while it is open, and it is open here.
+    const reached = controlPeer ?? this.white.control.host;
+    if (!engine || !addresses) {
+      const dataHost = this.white.dataHost ?? reached;
+      return { open: socketLinks(ctx, dataHost), where: formatHostPort({ host: dataHost, port: dataPort }) };
+    }
+    const dataIp = addresses.data ?? reached;
+    return { open: engineLinks(engine, ctx, dataIp, addresses.target), where: formatHostPort({ host: dataIp, port: dataPort }) };
   }
 
   private startPool(session: string, links: PoolLinks, poolTarget: number, credits: number, dataKey: Buffer): void {
@@ -208,11 +309,11 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> implements GrayStat
       onActivated: (link, client) => {
         const forward = link.forward(client, (result) => {
           this.active.delete(forward);
-          this.counts.forwardsTotal += 1;
+          this.counters.forwardsTotal += 1;
           // The data connection is side a: what it read came from the client, through the white.
           if (result) {
-            this.counts.bytesToService += result.bytesFromA;
-            this.counts.bytesFromService += result.bytesFromB;
+            this.counters.bytesToService += result.bytesFromA;
+            this.counters.bytesFromService += result.bytesFromB;
           }
         });
         this.active.add(forward);
@@ -227,6 +328,8 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> implements GrayStat
     this.channel = null;
     this.dialer?.stop();
     this.dialer = null;
+    this.connectedSince = null;
+    if (reason.code !== ErrorCodes.SHUTDOWN) this.lastError = { code: reason.code, message: reason.message, at: Date.now() };
     this.emit('disconnected', reason);
     if (this.stopping) return;
     const level = reason.code === ErrorCodes.AUTH_FAILED || reason.code === ErrorCodes.WHITE_PROOF_INVALID ? 'error' : 'warn';
@@ -237,8 +340,9 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> implements GrayStat
   private scheduleReconnect(why: string): void {
     if (this.stopping || this.reconnectTimer) return;
     const delayMs = this.backoff.next();
-    this.counts.reconnects += 1;
-    this.logger.info({ gray: this.config.id, white: formatHostPort(this.config.white), retryInMs: delayMs, attempt: this.backoff.attempts, why }, 'reconnecting');
+    this.counters.reconnects += 1;
+    this.logger.info({ gray: this.config.id, retryInMs: delayMs, attempt: this.backoff.attempts, why }, 'reconnecting');
+    this.emit('reconnecting', { attempt: this.backoff.attempts, delayMs, why });
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
       this.connect();

@@ -1,12 +1,15 @@
-// An activated data connection: the white has written the start header, the client's bytes
-// follow. Connect to the local service, optionally introduce the client with a PROXY protocol
+// The JS plane's forward of an activated data connection (with an engine, the engine forwards:
+// engine-link.ts): the white has written the start header, the client's bytes follow. Connect to the local service, optionally introduce the client with a PROXY protocol
 // header, then join the two sockets. Until the service answers, the data socket is paused so a
 // fast client cannot fill our memory. The returned Forward is the agent's handle for draining.
 import net, { type Socket } from 'node:net';
 import type { GrayConfig } from '../../config/types.js';
 import { ErrorCodes } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { joinSockets, tuneDataSocket, type JoinedPair, type PairResult } from '../data-plane/join.js';
+import { tuneDataSocket } from '../substrate/data-plane.js';
+import { join } from '../substrate/js-plane.js';
+import type { Pair, PairEnd } from '../substrate/pair.js';
+import { resetSocket } from '../net-util.js';
 import { proxyHeaderFor } from '../protocol/proxy-protocol.js';
 import type { ClientAddressInfo } from '../protocol/start-header.js';
 import type { RateLimitedLog } from '../../rate-limited-log.js';
@@ -19,16 +22,16 @@ export function forwardToTarget(
   config: GrayConfig,
   logger: Logger,
   warnings: RateLimitedLog,
-  onClosed: (result: PairResult | null) => void,
+  onClosed: (result: PairEnd | null) => void,
   serviceUnreachable: () => void = () => {},
 ): Forward {
-  let joined: JoinedPair | null = null;
+  let joined: Pair | null = null;
   let markClosed = (): void => {};
   let finished = false;
   // What the data socket read before the client's bytes (the start header) is not the client's:
   // the pair counts the socket's bytesRead, so it is taken off here.
   const notForwarded = data.bytesRead - rest.length;
-  const finish = (result: PairResult | null): void => {
+  const finish = (result: PairEnd | null): void => {
     if (finished) return;
     finished = true;
     onClosed(result && { ...result, bytesFromA: result.bytesFromA - notForwarded });
@@ -39,8 +42,8 @@ export function forwardToTarget(
     destroy: () => {
       if (joined) return joined.destroy();
       // Still connecting to the service: a destroyed socket emits neither 'connect' nor
-      // 'error', so this is the forward's end.
-      data.destroy();
+      // 'error', so this is the forward's end. The white resets its client in turn.
+      resetSocket(data);
       target.destroy();
       finish(null);
     },
@@ -50,14 +53,15 @@ export function forwardToTarget(
   const target = net.connect({ host: config.target.host, port: config.target.port, allowHalfOpen: true });
   const clientAddress = `${client.srcAddress}:${client.srcPort}`;
   const onConnectError = (err: Error): void => {
-    // The service refused or is gone: close the client at once rather than leave it hanging.
+    // The service refused or is gone: reset the data connection at once (the white resets its
+    // client in turn), so the client hears a refusal, not an empty answer.
     serviceUnreachable();
     warnings.warn(
       'target',
       { code: ErrorCodes.TARGET_UNREACHABLE, target: `${config.target.host}:${config.target.port}`, client: clientAddress, detail: err.message },
       'local service unreachable',
     );
-    data.destroy();
+    resetSocket(data);
     target.destroy();
     finish(null);
   };
@@ -66,13 +70,13 @@ export function forwardToTarget(
     target.off('error', onConnectError);
     if (data.destroyed) {
       // The client (or the white) went away while the service was answering.
-      target.destroy();
+      resetSocket(target);
       return finish(null);
     }
     tuneDataSocket(target, config.limits.keepAliveDelayMs);
     const proxyHeader = proxyHeaderFor(config.proxyProtocol, client);
     logger.debug({ client: clientAddress }, 'forwarding');
-    joined = joinSockets(data, target, { toB: proxyHeader }, finish);
+    joined = join(data, target, { toB: proxyHeader }, finish);
   });
   return forward;
 }

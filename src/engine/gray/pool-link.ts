@@ -1,11 +1,11 @@
-// One pooled data connection as the pool dialer sees it, whichever way it is opened: a Node
-// socket (socket-link.ts) or a connection the native engine dials and holds (engine-link.ts).
+// One pooled data connection as the pool dialer sees it, whichever plane opens it: a connection
+// an engine dials and holds (engine-link.ts), or a Node socket on the JS plane (socket-link.ts).
 // The dialer owns the counters and credits; a link only connects, writes its preamble, waits
 // for the white's start header and, once activated, forwards to the local service.
 import type { GrayConfig } from '../../config/types.js';
 import type { Logger } from '../../log.js';
 import type { RateLimitedLog } from '../../rate-limited-log.js';
-import type { PairResult } from '../data-plane/joined-pair.js';
+import type { PairEnd } from '../substrate/pair.js';
 import type { ClientAddressInfo } from '../protocol/start-header.js';
 
 export interface LinkEvents {
@@ -21,7 +21,7 @@ export interface LinkEvents {
 
 export interface PoolLink {
   /** Connects an activated link to the local service and joins the two. */
-  forward(client: ClientAddressInfo, onClosed: (result: PairResult | null) => void): Forward;
+  forward(client: ClientAddressInfo, onClosed: (result: PairEnd | null) => void): Forward;
   destroy(): void;
 }
 

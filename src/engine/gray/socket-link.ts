@@ -1,8 +1,8 @@
-// A pooled data connection on a Node socket: used when the native engine is not (the JS data
-// plane), or when the white's data host or the service is a host name the engine cannot dial.
+// A pooled data connection on a Node socket: the JS plane's (with an engine, engine-link.ts).
 import net from 'node:net';
-import { tuneDataSocket } from '../data-plane/join.js';
-import type { PairResult } from '../data-plane/joined-pair.js';
+import { tuneDataSocket } from '../substrate/data-plane.js';
+import type { PairEnd } from '../substrate/pair.js';
+import { resetSocket } from '../net-util.js';
 import { START_HEADER_BYTES, type ClientAddressInfo } from '../protocol/start-header.js';
 import { forwardToTarget } from './forwarder.js';
 import type { Forward, LinkContext, LinkEvents, OpenLink, PoolLink } from './pool-link.js';
@@ -56,12 +56,14 @@ class SocketLink implements PoolLink {
     });
   }
 
-  forward(client: ClientAddressInfo, onClosed: (result: PairResult | null) => void): Forward {
+  forward(client: ClientAddressInfo, onClosed: (result: PairEnd | null) => void): Forward {
     const { config, logger, warnings, serviceUnreachable } = this.ctx;
     return forwardToTarget(this.socket, client, this.rest, config, logger, warnings, onClosed, serviceUnreachable);
   }
 
+  /** Reset, not FIN: once activated, the white's client must hear an abort (an invalid start
+   *  header), and an idle one is gone for the white either way. */
   destroy(): void {
-    this.socket.destroy();
+    resetSocket(this.socket);
   }
 }

@@ -1,9 +1,9 @@
 // What a gray reports about itself, for its status listener (/readyz, /metrics): one entry per
-// white it keeps a session with, and the forwards it carries. A plain interface, so the listener
+// white session (WhiteSessions), and the forwards they carry. A plain interface, so the listener
 // does not depend on how the agent is built.
 
 export interface GrayWhiteStatus {
-  /** The white's control address, host:port. */
+  /** The address this session dials, host:port (a host name in `white:` gives one per address). */
   readonly white: string;
   readonly connected: boolean;
   /** Authenticated sessions since start (the first one included). */

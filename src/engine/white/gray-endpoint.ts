@@ -3,31 +3,32 @@
 // connection there is unverified until its 60-byte preamble arrives in time, names the gray's
 // current session, comes from the control connection's address (unless that check is off),
 // carries a valid tag and a fresh counter within the granted credits. Only then does the broker
-// see it. How connections arrive (Node's listeners or the native engine's) is the intake's
-// business (port-intake.ts); the checks are here, once.
+// see it. How connections arrive (an engine's listeners, or Node's on the JS plane) is the
+// intake's business (port-intake.ts); the checks are here, once.
 import { ErrorCodes, type ErrorCode } from '../../errors.js';
 import type { EventSink } from '../../hooks/events.js';
 import type { Limits } from '../../limits.js';
 import type { Logger } from '../../log.js';
 import type { GrayEntry } from '../../config/types.js';
-import type { HeldConn } from '../data-plane/held-conn.js';
-import { resolveDataPlane } from '../data-plane/join.js';
-import { engineTakesAddress } from '../data-plane/native-engine.js';
+import type { DataPlane } from '../substrate/data-plane.js';
+import type { HeldConn } from '../substrate/held-conn.js';
 import { normalizeIp } from '../net-util.js';
 import { parsePreamble, preambleTagValid } from '../protocol/preamble.js';
 import type { RateLimitedLog } from '../../rate-limited-log.js';
 import { newGrayStats, type GrayStats } from '../stats.js';
 import type { GraySession } from './gray-session.js';
-import { NativeIntake } from './native-intake.js';
+import { EngineIntake } from './engine-intake.js';
 import { NodeIntake } from './node-intake.js';
 import { PoolBroker, type Gate } from './pool-broker.js';
-import type { IntakeOwner, PortIntake, Verdict } from './port-intake.js';
-
-export type IntakeKind = 'native' | 'node';
+import type { IntakeSettings, PortIntake, Verdict } from './port-intake.js';
 
 export interface EndpointContext {
+  readonly dataPlane: DataPlane;
+  /** The address to listen on: with an engine, an IP address (the white resolves a name). */
   readonly bind: string;
   readonly dataSourceCheck: boolean;
+  /** TCP keepalive delay on public-port client sockets; 0: none. */
+  readonly clientKeepAliveMs?: number;
   readonly limits: Readonly<Limits>;
   readonly logger: Logger;
   readonly events: EventSink;
@@ -38,56 +39,53 @@ export interface EndpointContext {
   /** Counts a refused data-port connection by reason (clients refused on the public port are
    *  counted per gray, in stats.clientsRefused). */
   readonly countRejection: (code: ErrorCode) => void;
-  /** Who accepts; by default the native engine when the splice plane is in use and the bind
-   *  address is an IP, Node otherwise. */
-  readonly intake?: IntakeKind;
-}
-
-/** The intake a white uses when nothing asks for a particular one. */
-export function defaultIntake(bind: string): IntakeKind {
-  return resolveDataPlane().plane === 'splice' && engineTakesAddress(bind) ? 'native' : 'node';
 }
 
 export class GrayEndpoint {
   readonly stats: GrayStats = newGrayStats();
   readonly broker: PoolBroker;
-  readonly intakeKind: IntakeKind;
   private readonly intake: PortIntake;
 
   constructor(
     private current: GrayEntry,
     private readonly ctx: EndpointContext,
   ) {
-    this.broker = new PoolBroker(current.id, this.stats, ctx.limits, ctx.logger, ctx.events, (c, code, d) => (code === ErrorCodes.PREAMBLE_INVALID ? this.refuse(c, c.remoteAddress, code, d) : this.refuseClient(c, code, d)), ctx.clientGate, ctx.clientGateDeciding);
-    this.intakeKind = ctx.intake ?? defaultIntake(ctx.bind);
-    const owner: IntakeOwner = {
+    this.broker = new PoolBroker(current.id, this.stats, ctx.limits, ctx.logger, ctx.events, (c, code, d) => (code === ErrorCodes.PREAMBLE_INVALID ? this.refuse(c, c.remoteAddress, code, d) : this.refuseClient(c, code, d)), ctx.clientGate, ctx.clientGateDeciding, {
+      timeoutMs: () => this.current.idleTimeoutMs ?? null,
+      onTimeout: (client, idleMs) => {
+        this.stats.idleTimeouts += 1;
+        ctx.warnings.warn(`${current.id}:${ErrorCodes.CLIENT_IDLE_TIMEOUT}`, { gray: current.id, code: ErrorCodes.CLIENT_IDLE_TIMEOUT, client, idleMs }, 'client idle, reset');
+      },
+    });
+    const settings: IntakeSettings = {
       grayId: current.id,
       bind: ctx.bind,
       publicPort: current.publicPort,
       dataPort: current.dataPort,
       dataSourceCheck: ctx.dataSourceCheck,
+      clientKeepAliveMs: ctx.clientKeepAliveMs ?? ctx.limits.clientKeepAliveDelayMs,
       preambleTimeoutMs: ctx.limits.preambleTimeoutMs,
       keepAliveDelayMs: ctx.limits.keepAliveDelayMs,
       unverifiedLimit: ctx.limits.unverifiedDataPerPort,
-      currentSession: () => this.broker.currentSession,
-      verify: (remote, preamble) => this.verify(remote, preamble),
-      onClient: (client) => this.broker.onClient(client),
-      onVerified: (data, session) => this.broker.addIdle(data, session),
-      onLentPaired: (client, data, adopt) => this.broker.onLentPaired(client, data, adopt),
-      refuse: (conn, remote, code, detail) => this.refuse(conn, remote, code, detail),
-      listenerTrouble: (detail) => ctx.warnings.warn(`${current.id}:listen`, { gray: current.id, detail }, 'cannot accept'),
     };
-    this.intake = this.intakeKind === 'native' ? new NativeIntake(owner) : new NodeIntake(owner);
-    if (this.intake.lender) this.broker.useLender(this.intake.lender);
+    const engine = ctx.dataPlane.engine;
+    if (engine) {
+      const intake = new EngineIntake(engine, settings, this);
+      this.broker.useLender(intake);
+      this.intake = intake;
+    } else {
+      this.intake = new NodeIntake(settings, this);
+    }
   }
 
   get entry(): GrayEntry {
     return this.current;
   }
 
-  /** Same id and ports, new secret: the listeners and clients stay. */
+  /** Same id and ports, new secret or idle timeout: the listeners and clients stay. */
   replaceEntry(entry: GrayEntry): void {
     this.current = entry;
+    this.broker.settingsChanged();
   }
 
   listen(): Promise<void> {
@@ -120,7 +118,8 @@ export class GrayEndpoint {
     this.intake.close();
   }
 
-  private verify(remoteAddress: string | undefined, preamble: Buffer): Verdict {
+  /** Checks a complete preamble from remoteAddress (for the intakes). */
+  verify(remoteAddress: string | undefined, preamble: Buffer): Verdict {
     let fields;
     try {
       fields = parsePreamble(preamble);
@@ -147,8 +146,8 @@ export class GrayEndpoint {
     return { ok: true, session };
   }
 
-  /** A data-port connection. */
-  private refuse(conn: HeldConn | null, remote: string | undefined, code: ErrorCode, detail: string): void {
+  /** A data-port connection refused: counts and logs it; closes it when there is one. */
+  refuse(conn: HeldConn | null, remote: string | undefined, code: ErrorCode, detail: string): void {
     conn?.destroy();
     this.ctx.countRejection(code);
     this.ctx.warnings.warn(`${this.entry.id}:${code}`, { gray: this.entry.id, code, remote, detail }, 'connection refused');
@@ -159,5 +158,10 @@ export class GrayEndpoint {
     client.destroy();
     this.stats.clientsRefused[code] = (this.stats.clientsRefused[code] ?? 0) + 1;
     this.ctx.warnings.warn(`${this.entry.id}:${code}`, { gray: this.entry.id, code, remote: client.remoteAddress, detail }, 'connection refused');
+  }
+
+  /** A listener cannot accept for a moment (out of descriptors): worth a warning. */
+  listenerTrouble(detail: string): void {
+    this.ctx.warnings.warn(`${this.current.id}:listen`, { gray: this.current.id, detail }, 'cannot accept');
   }
 }

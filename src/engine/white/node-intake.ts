@@ -1,22 +1,25 @@
-// The port pair on Node's listeners: used with the JS data plane, or when the bind address is
-// not an IP literal. Every data socket is unverified until its 60-byte preamble arrives in time;
+// The port pair on Node's listeners: the JS plane's intake. Every data socket is unverified until its 60-byte preamble arrives in time;
 // with data_source_check on, sockets from any address but the control connection's are refused
 // before a byte is read, so strangers cannot fill the unverified slots.
 import net, { type Server, type Socket } from 'node:net';
 import { ErrorCodes, type ErrorCode } from '../../errors.js';
-import { tuneDataSocket } from '../data-plane/join.js';
-import { SocketConn } from '../data-plane/socket-conn.js';
+import { tuneDataSocket } from '../substrate/data-plane.js';
+import { SocketConn } from '../substrate/socket-conn.js';
 import { listenOn, stopListening } from '../listen.js';
 import { normalizeIp } from '../net-util.js';
 import { PREAMBLE_BYTES, PreambleReader } from '../protocol/preamble.js';
-import type { IntakeOwner, PortIntake } from './port-intake.js';
+import type { GrayEndpoint } from './gray-endpoint.js';
+import type { IntakeSettings, PortIntake } from './port-intake.js';
 
 export class NodeIntake implements PortIntake {
   private readonly publicServer: Server;
   private readonly dataServer: Server;
   private unverified = 0;
 
-  constructor(private readonly owner: IntakeOwner) {
+  constructor(
+    private readonly s: IntakeSettings,
+    private readonly endpoint: GrayEndpoint,
+  ) {
     // pauseOnConnect: a client's bytes stay in the kernel until it is paired, so a waiting
     // client costs no user-space buffer.
     this.publicServer = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) => this.onClient(s));
@@ -24,7 +27,7 @@ export class NodeIntake implements PortIntake {
   }
 
   async listen(): Promise<void> {
-    const o = this.owner;
+    const o = this.s;
     await listenOn(this.dataServer, o.bind, o.dataPort, `data_port of ${o.grayId}`);
     try {
       await listenOn(this.publicServer, o.bind, o.publicPort, `public_port of ${o.grayId}`);
@@ -35,7 +38,7 @@ export class NodeIntake implements PortIntake {
   }
 
   get ports(): { publicPort: number; dataPort: number } {
-    return { publicPort: portOf(this.publicServer, this.owner.publicPort), dataPort: portOf(this.dataServer, this.owner.dataPort) };
+    return { publicPort: portOf(this.publicServer, this.s.publicPort), dataPort: portOf(this.dataServer, this.s.dataPort) };
   }
 
   sessionChanged(): void {}
@@ -48,23 +51,31 @@ export class NodeIntake implements PortIntake {
   private onClient(socket: Socket): void {
     socket.on('error', () => socket.destroy());
     socket.setNoDelay(true);
-    this.owner.onClient(new SocketConn(socket, false));
+    // libuv probes once a second, ten times, after the delay: the engine's listener does the same.
+    if (this.s.clientKeepAliveMs > 0) socket.setKeepAlive(true, this.s.clientKeepAliveMs);
+    this.endpoint.broker.onClient(new SocketConn(socket, false));
   }
 
   private onDataConnection(socket: Socket): void {
-    const o = this.owner;
+    const o = this.s;
+    const endpoint = this.endpoint;
     socket.on('error', () => socket.destroy());
-    const refuse = (code: ErrorCode, detail: string): void => o.refuse(new SocketConn(socket, true), socket.remoteAddress, code, detail);
+    const refuse = (code: ErrorCode, detail: string): void => endpoint.refuse(new SocketConn(socket, true), socket.remoteAddress, code, detail);
+    // Refused before a byte is read: closed, as the engine's intake does (it has nothing to abort).
+    const refuseAtAccept = (code: ErrorCode, detail: string): void => {
+      socket.destroy();
+      endpoint.refuse(null, socket.remoteAddress, code, detail);
+    };
     if (o.dataSourceCheck) {
-      const session = o.currentSession();
-      if (!session) return refuse(ErrorCodes.PREAMBLE_UNKNOWN_SESSION, `gray ${o.grayId} has no current session`);
+      const session = endpoint.broker.currentSession;
+      if (!session) return refuseAtAccept(ErrorCodes.PREAMBLE_UNKNOWN_SESSION, `gray ${o.grayId} has no current session`);
       const source = normalizeIp(socket.remoteAddress);
       if (source !== session.remoteIp) {
-        return refuse(ErrorCodes.PREAMBLE_WRONG_SOURCE, `data connection from ${source}, control connection from ${session.remoteIp}`);
+        return refuseAtAccept(ErrorCodes.PREAMBLE_WRONG_SOURCE, `data connection from ${source}, control connection from ${session.remoteIp}`);
       }
     }
     if (this.unverified >= o.unverifiedLimit) {
-      return refuse(ErrorCodes.TOO_MANY_UNAUTHENTICATED, `${this.unverified} unverified data connections, limit ${o.unverifiedLimit}`);
+      return refuseAtAccept(ErrorCodes.TOO_MANY_UNAUTHENTICATED, `${this.unverified} unverified data connections, limit ${o.unverifiedLimit}`);
     }
     this.unverified += 1;
     const reader = new PreambleReader();
@@ -91,11 +102,11 @@ export class NodeIntake implements PortIntake {
         return fail(ErrorCodes.PREAMBLE_INVALID, err instanceof Error ? err.message : String(err));
       }
       if (!preamble) return;
-      const verdict = o.verify(socket.remoteAddress, preamble);
+      const verdict = endpoint.verify(socket.remoteAddress, preamble);
       if (!verdict.ok) return fail(verdict.code, verdict.detail);
       settle();
       tuneDataSocket(socket, o.keepAliveDelayMs);
-      o.onVerified(new SocketConn(socket, true), verdict.session);
+      endpoint.broker.addIdle(new SocketConn(socket, true), verdict.session);
     };
     // The data port is allowHalfOpen, so a peer's FIN alone never closes the socket: without
     // this, a stranger could connect, send FIN and go away, and its slot among the unverified

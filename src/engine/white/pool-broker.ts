@@ -3,11 +3,11 @@
 // active pairs; it decides when to grant the gray more credits (consumed, closed or recycled
 // connections are replaced at once; waiting clients ask for extra, within the in-flight cap).
 // It never sees an unverified connection: GrayEndpoint verifies preambles before calling
-// addIdle. Connections are HeldConns: Node sockets or connections the native engine holds.
-// With the native intake (a Lender) idle connections are lent to the engine when no client is
-// waiting, and the engine pairs them with the next clients by itself (onLentPaired): a lent
+// addIdle. Connections are held connections: ones an engine holds, or Node sockets on the JS plane.
+// With an engine (its intake is a Lender) idle connections are lent to the engine when no client is
+// waiting, and the engine joins them with the next clients by itself (onJoinedLent): a lent
 // connection is the engine's to hand out, so a client admitted here while some are lent asks
-// the engine for one (pairLent) instead of taking one itself. At most activeClientsPerGray minus
+// the engine for one (joinLent) instead of taking one itself. At most activeClientsPerGray minus
 // the active clients are lent, so the engine's pairs keep that limit; none when an authorize
 // hook must see each client first.
 import { randomUUID } from 'node:crypto';
@@ -16,8 +16,8 @@ import type { EventSink } from '../../hooks/events.js';
 import type { Limits } from '../../limits.js';
 import type { Logger } from '../../log.js';
 import type { GrayStats } from '../stats.js';
-import type { HeldConn } from '../data-plane/held-conn.js';
-import type { JoinedPair, OnPairClosed } from '../data-plane/joined-pair.js';
+import type { HeldConn } from '../substrate/held-conn.js';
+import type { Pair, OnPairEnd } from '../substrate/pair.js';
 import { clientAddressInfo, encodeStartHeader } from '../protocol/start-header.js';
 import type { GraySession } from './gray-session.js';
 import type { Lender } from './port-intake.js';
@@ -40,11 +40,12 @@ interface WaitingClient {
 export interface ActivePair {
   readonly id: string;
   /** Side a is the client, side b the data connection. */
-  readonly joined: JoinedPair;
+  readonly joined: Pair;
   /** Bytes the data socket had read before pairing (the preamble), not client traffic. */
   readonly preambleBytes: number;
   /** Resolves once the pair has closed and left `active`. */
   readonly closed: Promise<void>;
+  readonly clientAddress: string;
 }
 
 /**
@@ -52,6 +53,23 @@ export interface ActivePair {
  * when there is nothing to decide, so a connection pays for an async hop only when a hook is on.
  */
 export type Gate = (grayId: string, remoteAddress: string, connectionId?: string) => Promise<{ allow: boolean; reason: string }> | null;
+
+/** The gray's optional idle timeout: read at each check, so a reload applies to running pairs. */
+export interface IdleTimeout {
+  timeoutMs(): number | null;
+  /** A pair was reset for it (client address, how long it had been idle). */
+  onTimeout(client: string, idleMs: number): void;
+}
+
+/** How often pairs are checked for idleness: a quarter of the timeout, within bounds that keep
+ *  the check cheap for long timeouts. A byte is seen at the check after it, so a pair ends after
+ *  at least the timeout of silence and at most the timeout plus two checks. */
+const idleCheckMs = (timeoutMs: number): number => Math.min(5_000, Math.max(25, Math.floor(timeoutMs / 4)));
+
+interface Activity {
+  bytes: number;
+  since: number;
+}
 
 export class PoolBroker {
   private session: GraySession | null = null;
@@ -61,10 +79,14 @@ export class PoolBroker {
   private lender: Lender | null = null;
   /** Idle connections lent to the engine; they come back only by being closed. */
   private readonly lent = new Map<HeldConn, IdleConnection>();
-  /** Admitted clients waiting for the engine's answer to pairLent, with their ids. */
+  /** Admitted clients waiting for the engine's answer to joinLent, with their ids. */
   private readonly askingEngine = new Map<HeldConn, string>();
   private closed = false;
   private expiryTimer: NodeJS.Timeout | null = null;
+  /** Active pairs' last seen byte total and since when (for the idle timeout). */
+  private readonly activity = new Map<ActivePair, Activity>();
+  private idleTimer: NodeJS.Timeout | null = null;
+  private readonly endedIdle = new Set<ActivePair>();
 
   constructor(
     readonly grayId: string,
@@ -75,13 +97,14 @@ export class PoolBroker {
     private readonly reject: (conn: HeldConn, code: ErrorCode, detail: string) => void,
     private readonly clientGate: Gate | null = null,
     private readonly clientGateDeciding: () => boolean = () => clientGate !== null,
+    private readonly idleTimeout: IdleTimeout | null = null,
   ) {}
 
   get currentSession(): GraySession | null {
     return this.session;
   }
 
-  /** The intake can pair in the engine (the native intake). */
+  /** The intake can pair in the engine (an engine's intake). */
   useLender(lender: Lender): void {
     this.lender = lender;
   }
@@ -190,7 +213,7 @@ export class PoolBroker {
     if (!header) return void client.destroy();
     if (this.lender && this.lent.size > 0) {
       this.askingEngine.set(client, id);
-      this.lender.pairLent(client, () => {
+      this.lender.joinLent(client, () => {
         this.askingEngine.delete(client);
         if (!client.destroyed && !this.closed) this.admitHere(client, id, header);
       });
@@ -199,18 +222,18 @@ export class PoolBroker {
     this.admitHere(client, id, header);
   }
 
-  /** The engine paired a client with a lent connection (data: undefined if it was closed here
-   *  meanwhile, such as by its recycle timer); adopt takes charge of the running pair. */
-  onLentPaired(client: HeldConn, data: HeldConn | undefined, adopt: (onClosed: OnPairClosed) => JoinedPair): void {
+  /** The engine joined a client with a lent connection (data: undefined if it was closed here
+   *  meanwhile, such as by its recycle timer); take takes charge of the running pair. */
+  onJoinedLent(client: HeldConn, data: HeldConn | undefined, take: (onEnd: OnPairEnd) => Pair): void {
     const lentConn = data ? this.lent.get(data) : undefined;
     if (data) this.lent.delete(data);
     if (lentConn) clearTimeout(lentConn.recycleTimer);
     this.stats.poolIdle = this.idleCount();
     const id = this.askingEngine.get(client) ?? randomUUID();
     this.askingEngine.delete(client);
-    if (this.closed) return void adopt(() => {}).destroy();
+    if (this.closed) return void take(() => {}).destroy();
     this.stats.clientWait.observe(0);
-    this.track(client, 0, id, adopt);
+    this.track(client, 0, id, take);
     this.topUp();
   }
 
@@ -309,7 +332,7 @@ export class PoolBroker {
   }
 
   /** Counts, reports and keeps an active pair that join starts (or that the engine started). */
-  private track(client: HeldConn, preambleBytes: number, id: string, join: (onClosed: OnPairClosed) => JoinedPair): void {
+  private track(client: HeldConn, preambleBytes: number, id: string, join: (onClosed: OnPairEnd) => Pair): void {
     this.session?.grantImplicit();
     const clientAddress = `${client.remoteAddress}:${client.remotePort}`;
     const startedAt = Date.now();
@@ -321,11 +344,13 @@ export class PoolBroker {
     const closed = new Promise<void>((resolve) => (markClosed = resolve));
     const joined = join((result) => {
       this.active.delete(pair);
+      this.activity.delete(pair);
+      const idled = this.endedIdle.delete(pair);
       this.stats.activeClients = this.active.size;
       const toClient = result.bytesFromB - preambleBytes;
       this.stats.bytesFromClients += result.bytesFromA;
       this.stats.bytesToClients += toClient;
-      const reason = result.error ? result.error.message : 'closed';
+      const reason = idled ? 'idle timeout' : result.error ? result.error.message : 'closed';
       this.events.emit('client.disconnected', {
         grayId: this.grayId,
         connectionId: id,
@@ -339,9 +364,48 @@ export class PoolBroker {
       this.lendSpare();
       markClosed();
     });
-    const pair: ActivePair = { id, joined, preambleBytes, closed };
+    const pair: ActivePair = { id, joined, preambleBytes, closed, clientAddress };
     this.active.add(pair);
     this.stats.activeClients = this.active.size;
+    if (this.idleTimeout) {
+      this.activity.set(pair, { bytes: preambleBytes, since: startedAt });
+      this.checkIdleLater();
+    }
+  }
+
+  /** The gray's entry was replaced (a reload): its idle timeout may have been switched on. */
+  settingsChanged(): void {
+    this.checkIdleLater();
+  }
+
+  private checkIdleLater(): void {
+    const timeoutMs = this.idleTimeout?.timeoutMs();
+    if (this.idleTimer || !timeoutMs || this.activity.size === 0) return;
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = null;
+      this.checkIdle();
+    }, idleCheckMs(timeoutMs));
+    this.idleTimer.unref();
+  }
+
+  /** Resets pairs with no byte either way for the idle timeout (live counts of both planes). */
+  private checkIdle(): void {
+    const timeoutMs = this.idleTimeout?.timeoutMs();
+    if (!timeoutMs) return;
+    const now = Date.now();
+    for (const [pair, seen] of this.activity) {
+      const bytes = pair.joined.bytesFromA() + pair.joined.bytesFromB();
+      if (bytes !== seen.bytes) {
+        seen.bytes = bytes;
+        seen.since = now;
+      } else if (now - seen.since >= timeoutMs) {
+        this.activity.delete(pair);
+        this.endedIdle.add(pair);
+        this.idleTimeout!.onTimeout(pair.clientAddress, now - seen.since);
+        pair.joined.destroy();
+      }
+    }
+    this.checkIdleLater();
   }
 
   /**
@@ -390,6 +454,7 @@ export class PoolBroker {
   close(closeActive: boolean): void {
     this.closed = true;
     this.clearExpiryTimer();
+    if (closeActive) this.clearIdleTimer();
     this.dropAllIdle();
     for (const w of this.waiting.splice(0)) {
       clearTimeout(w.timer);
@@ -400,6 +465,11 @@ export class PoolBroker {
     this.stats.poolIdle = 0;
     this.stats.pendingClients = 0;
     if (closeActive) this.destroyActive();
+  }
+
+  private clearIdleTimer(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
   }
 
   private clearExpiryTimer(): void {

@@ -11,6 +11,8 @@ import { formatHostPort } from '../../config/address.js';
 import { MESSAGE_LIMITS, MessageType } from '../protocol/messages.js';
 import { sessionIdToString } from '../protocol/preamble.js';
 import { RateLimitedLog } from '../../rate-limited-log.js';
+import { resolveHost } from '../net-util.js';
+import type { DataPlane } from '../substrate/data-plane.js';
 import type { WhiteCounters, WhiteSnapshot } from '../stats.js';
 import { createInMemoryIdentity, type InMemoryIdentity } from '../tls-cert.js';
 import { Admission } from './admission.js';
@@ -29,6 +31,8 @@ export interface WhiteGates {
 }
 
 export interface WhiteServerDeps {
+  /** This process's data plane (openDataPlane, once at startup). */
+  readonly dataPlane: DataPlane;
   readonly logger: Logger;
   readonly events?: EventSink;
   readonly gates?: WhiteGates;
@@ -75,6 +79,10 @@ export class WhiteServer {
 
   get controlPort(): number {
     return this.control?.port ?? 0;
+  }
+
+  get dataPlane(): DataPlane {
+    return this.deps.dataPlane;
   }
 
   get currentConfig(): WhiteConfig {
@@ -149,7 +157,8 @@ export class WhiteServer {
       }
       const portsChanged = old.publicPort !== entry.publicPort || old.dataPort !== entry.dataPort;
       const secretChanged = !old.secret.equals(entry.secret);
-      if (!portsChanged && !secretChanged) continue;
+      const settingsChanged = (old.idleTimeoutMs ?? null) !== (entry.idleTimeoutMs ?? null);
+      if (!portsChanged && !secretChanged && !settingsChanged) continue;
       result.changed.push(id);
       if (portsChanged) {
         // Moving a gray: its existing clients keep their sockets; its session must reconnect to
@@ -158,8 +167,9 @@ export class WhiteServer {
         await this.addEndpoint(entry);
       } else {
         // Logins are checked against the live config, so the new secret is already in force;
-        // the session proven with the old one must go. Ports and clients stay.
-        this.endSession(id, new RelayError(ErrorCodes.GRAY_REMOVED, `secret of gray ${id} changed`));
+        // the session proven with the old one must go. Ports and clients stay. (An idle timeout
+        // is read from the entry at each check, so replacing the entry applies it.)
+        if (secretChanged) this.endSession(id, new RelayError(ErrorCodes.GRAY_REMOVED, `secret of gray ${id} changed`));
         this.endpoints.get(id)?.replaceEntry(entry);
       }
     }
@@ -182,6 +192,12 @@ export class WhiteServer {
     let total = 0;
     for (const e of this.endpoints.values()) total += e.stats.clientsTotal;
     return total;
+  }
+
+  /** One gray's readiness for a load balancer's check; undefined when the id is not configured. */
+  grayReadiness(id: string): { connected: boolean; poolIdle: number; poolTarget: number } | undefined {
+    const e = this.endpoints.get(id);
+    return e === undefined ? undefined : { connected: this.sessions.has(id), poolIdle: e.stats.poolIdle, poolTarget: e.stats.poolTarget };
   }
 
   snapshot(): WhiteSnapshot {
@@ -232,8 +248,10 @@ export class WhiteServer {
 
   private async addEndpoint(entry: GrayEntry): Promise<void> {
     const endpoint = new GrayEndpoint(entry, {
-      bind: this.config.bind,
+      dataPlane: this.deps.dataPlane,
+      bind: await this.bindAddress(entry),
       dataSourceCheck: this.config.dataSourceCheck,
+      clientKeepAliveMs: this.config.clientKeepAlive ? this.config.limits.clientKeepAliveDelayMs : 0,
       limits: this.config.limits,
       logger: this.deps.logger,
       events: this.events,
@@ -244,6 +262,18 @@ export class WhiteServer {
     });
     await endpoint.listen();
     this.endpoints.set(entry.id, endpoint);
+  }
+
+  /** The address a gray's ports listen on: an engine takes an IP address, so a host name is
+   *  resolved here, at each (re)start of the ports, as Node's listen would resolve it. */
+  private async bindAddress(entry: GrayEntry): Promise<string> {
+    const bind = this.config.bind;
+    if (!this.deps.dataPlane.engine) return bind;
+    try {
+      return await resolveHost(bind);
+    } catch (err) {
+      throw new RelayError(ErrorCodes.LISTEN, `cannot listen on ${bind}:${entry.publicPort} (public_port of ${entry.id}): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
   }
 
   private async removeEndpoint(id: string, reason: RelayError, closeClients: boolean): Promise<void> {

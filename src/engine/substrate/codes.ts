@@ -1,0 +1,25 @@
+// Every number that crosses the boundary between JavaScript and the engine, defined once here.
+// The C++ side has the same enums in native/engine.h; test/engine/substrate-codes.test.ts parses
+// that header and fails when the two disagree. Keys are the C++ enumerators' names without their
+// `k` and the enum's own prefix (kRefusedNoSession is Refusal.noSession).
+
+/** Event::Type: what an event reports. */
+export const EventType = { pairEnd: 0, accepted: 1, refused: 2, gone: 3, listenerError: 4, dialed: 5, header: 6, joinedLent: 7, noneLent: 8 } as const;
+
+/** PairEndFlags: carried by a pair's end. */
+export const PairEndFlag = { endedBeforeConnect: 1 } as const;
+
+/** Filter: who a listener lets in before a byte is read. */
+export const FilterMode = { anyone: 0, nobody: 1, only: 2 } as const;
+
+/** Watch: what a held connection's watch reports. */
+export const WatchCode = { reset: 0, any: 1 } as const;
+
+/** Refusal: why the engine refused a connection by itself. */
+export const RefusalCode = { noSession: 1, wrongSource: 2, tooMany: 3, timeout: 4, ended: 5, error: 6, badMagic: 7, extra: 8 } as const;
+
+/** GoneReason: why a held connection went away. */
+export const GoneCode = { closed: 1, data: 2 } as const;
+
+/** Constants the engine shares with the protocol (kStartHeaderBytes). */
+export const EngineConstant = { startHeaderBytes: 40 } as const;

@@ -1,0 +1,43 @@
+// Which data plane moves this process's bytes, decided once at startup: an engine (native/,
+// splice(2)), or the JS plane (Node sockets and stream.pipe) where the engine cannot be built or
+// RELAY_DATA_PLANE=js asks for it. The result is passed to the white server and the gray agent;
+// nothing else decides. RELAY_DATA_PLANE=auto|splice|js (auto by default); `splice` makes a
+// missing engine an error at startup instead of a silent fallback.
+import type { Socket } from 'node:net';
+import { ErrorCodes, RelayError } from '../../errors.js';
+import { Engine } from './engine.js';
+import type { DataPlaneName } from './pair.js';
+
+export type DataPlane =
+  | { readonly name: 'splice'; readonly engine: Engine; readonly note: null }
+  /** note: why the engine is not in use. */
+  | { readonly name: 'js'; readonly engine: null; readonly note: string };
+
+type Choice = 'auto' | DataPlaneName;
+
+function choice(): Choice {
+  const value = process.env.RELAY_DATA_PLANE ?? 'auto';
+  if (value === 'auto' || value === 'splice' || value === 'js') return value;
+  throw new RelayError(ErrorCodes.USAGE, `RELAY_DATA_PLANE=${value}: expected auto, splice or js`);
+}
+
+/** Starts this process's data plane as RELAY_DATA_PLANE says; throws when it asks for what
+ *  cannot be had. Call once, at startup. */
+export function openDataPlane(): DataPlane {
+  const wanted = choice();
+  if (wanted === 'js') return jsDataPlane('RELAY_DATA_PLANE=js');
+  const engine = Engine.open();
+  if (typeof engine !== 'string') return { name: 'splice', engine, note: null };
+  if (wanted === 'splice') throw new RelayError(ErrorCodes.DATA_PLANE_UNAVAILABLE, `RELAY_DATA_PLANE=splice, but the native splice plane cannot start: ${engine}`);
+  return jsDataPlane(engine);
+}
+
+export function jsDataPlane(note: string): DataPlane {
+  return { name: 'js', engine: null, note };
+}
+
+/** Socket options for every Node socket on the data path (the JS plane). */
+export function tuneDataSocket(socket: Socket, keepAliveDelayMs: number): void {
+  socket.setNoDelay(true);
+  socket.setKeepAlive(true, keepAliveDelayMs);
+}

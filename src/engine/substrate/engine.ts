@@ -1,0 +1,243 @@
+// One native engine (native/, see engine.h): a thread with its own epoll set that listens,
+// accepts, dials, holds and joins connections and moves the bytes of pairs. An Engine is made
+// once at startup (openDataPlane) and passed to whoever needs it; every event it reports is
+// decoded once (events.ts) and routed through this instance to the owner of its id: a pair, a
+// listener, a held or dialed connection. Nothing here is module state, so several engines (one
+// per thread) can live in one process.
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { decodeEvent, type EngineEvent, type EngineEventOf, type RawEvent } from './events.js';
+import type { Heads, OnPairEnd, Pair, PairEnd } from './pair.js';
+
+/** An engine's methods as the addon gives them (native/napi.cc). */
+export interface EngineHandle {
+  join(connA: number, connB: number, headToA: Buffer | null, headToB: Buffer | null): number;
+  destroy(id: number): void;
+  bytes(id: number): [number, number] | null;
+  stats(): EngineStats;
+  listen(ip: string, port: number, backlog: number, prefixBytes: number, prefixTimeoutMs: number, keepAliveSec: number, watchAny: boolean, magic: Buffer | null): [number, number];
+  closeListener(id: number): void;
+  filter(listenerId: number, mode: number, ip: string | null, maxPending: number): void;
+  closeConn(id: number): void;
+  /** With serviceIp: forward to that service as soon as a well-formed start header is read. */
+  dial(ip: string, port: number, preamble: Buffer, prefixBytes: number, keepAliveSec: number, serviceIp?: string, servicePort?: number, serviceKeepAliveSec?: number): number;
+  forward(connId: number, ip: string, port: number, headToService: Buffer | null, keepAliveSec: number): number;
+  lend(listenerId: number, connId: number): void;
+  joinLent(listenerId: number, clientId: number): void;
+}
+
+interface Addon {
+  createEngine(onEvent: (...args: RawEvent) => void): EngineHandle;
+  /** malloc_trim: free malloc pages back to the system (native/memory.cc). */
+  trimMalloc(): void;
+}
+
+export interface EngineStats {
+  /** Live pairs, pipes open (in use or free), connections held (not yet joined or closed). */
+  readonly pairs: number;
+  readonly pipes: number;
+  readonly conns: number;
+}
+
+/** What owns a listener's events (listener.ts). */
+export interface ListenerOwner {
+  accepted(event: EngineEventOf<'accepted'>): void;
+  refused(event: EngineEventOf<'refused'>): void;
+  failed(event: EngineEventOf<'listenerError'>): void;
+  /** The engine joined a client of this listener with a lent connection into pair. */
+  joinedLent(event: EngineEventOf<'joinedLent'>, pair: EnginePair): void;
+}
+
+/** What owns a held or dialed connection's events. pair: for a header the engine forwarded. */
+export interface ConnOwner {
+  connEvent(event: EngineEventOf<'gone' | 'dialed' | 'header' | 'noneLent'>, pair: EnginePair | null): void;
+}
+
+/** From dist/src/engine/substrate/ to the package root: node-gyp-build takes build/Release
+ *  there (built from source) or else the prebuilt binary under native/prebuilds/. */
+const NATIVE_DIR = fileURLToPath(new URL('../../../../native', import.meta.url));
+
+interface LoadedAddon {
+  readonly addon: Addon;
+  /** The addon file that was loaded (built here or prebuilt). */
+  readonly modulePath: string;
+}
+
+/** The addon, or why it cannot be had. Node caches the module, so this loads it once. */
+function loadAddon(): LoadedAddon | string {
+  if (process.platform !== 'linux') return `splice(2) is Linux only (this is ${process.platform})`;
+  let modulePath: string | null = null;
+  try {
+    const require = createRequire(import.meta.url);
+    modulePath = (require('node-gyp-build') as { resolve(dir: string): string }).resolve(NATIVE_DIR);
+    return { addon: require(modulePath) as Addon, modulePath };
+  } catch (err) {
+    return `${modulePath ?? NATIVE_DIR}: ${err instanceof Error ? err.message.replace(/\s+/g, ' ').trim() : String(err)}`;
+  }
+}
+
+export class Engine {
+  readonly handle: EngineHandle;
+  private readonly pairs = new Map<number, EnginePair>();
+  private readonly listeners = new Map<number, ListenerOwner>();
+  private readonly conns = new Map<number, ConnOwner>();
+
+  private constructor(
+    private readonly addon: Addon,
+    /** The addon file this engine came from (built here or prebuilt). */
+    readonly modulePath: string,
+  ) {
+    this.handle = addon.createEngine((...args) => this.route(decodeEvent(...args)));
+  }
+
+  /** Starts an engine thread, or returns why there can be none (no addon, not Linux). */
+  static open(): Engine | string {
+    const loaded = loadAddon();
+    if (typeof loaded === 'string') return loaded;
+    try {
+      return new Engine(loaded.addon, loaded.modulePath);
+    } catch (err) {
+      return err instanceof Error ? err.message : String(err);
+    }
+  }
+
+  stats(): EngineStats {
+    return this.handle.stats();
+  }
+
+  /** Gives malloc's free pages back to the system (the whole process's, not only this engine's). */
+  trimMalloc(): void {
+    this.addon.trimMalloc();
+  }
+
+  addListener(id: number, owner: ListenerOwner): void {
+    this.listeners.set(id, owner);
+  }
+
+  removeListener(id: number): void {
+    this.listeners.delete(id);
+  }
+
+  addConn(id: number, owner: ConnOwner): void {
+    this.conns.set(id, owner);
+  }
+
+  connOwner(id: number): ConnOwner | undefined {
+    return this.conns.get(id);
+  }
+
+  removeConn(id: number): void {
+    this.conns.delete(id);
+  }
+
+  /** A pair the engine started: onEnd hears its end (see EnginePair). */
+  track(id: number, baseA = 0, baseB = 0): EnginePair {
+    const pair = new EnginePair(this, id, baseA, baseB);
+    this.pairs.set(id, pair);
+    return pair;
+  }
+
+  /** Joins two held connections (side a, side b): nothing to hand over. */
+  join(connA: number, connB: number, heads: Heads, onEnd: OnPairEnd): Pair {
+    return this.track(this.handle.join(connA, connB, heads.toA ?? null, heads.toB ?? null)).onEnd(onEnd);
+  }
+
+  private route(event: EngineEvent): void {
+    switch (event.type) {
+      case 'pairEnd': {
+        const pair = this.pairs.get(event.pair);
+        if (!pair) return;
+        this.pairs.delete(event.pair);
+        return pair.end(event);
+      }
+      case 'accepted': {
+        const listener = this.listeners.get(event.listener);
+        if (!listener) return this.handle.closeConn(event.conn);  // its port was closed meanwhile
+        return listener.accepted(event);
+      }
+      case 'refused':
+        return this.listeners.get(event.listener)?.refused(event);
+      case 'listenerError':
+        return this.listeners.get(event.listener)?.failed(event);
+      case 'joinedLent': {
+        const pair = this.track(event.pair);
+        const listener = this.listeners.get(event.listener);
+        if (!listener) return pair.destroy();  // its port was closed meanwhile
+        return listener.joinedLent(event, pair);
+      }
+      case 'header': {
+        const pair = event.pair !== 0 ? this.track(event.pair) : null;
+        const owner = this.conns.get(event.conn);
+        // Destroyed while the engine was forwarding it: the pair it made has nobody, so it ends.
+        if (!owner) return pair?.destroy();
+        return owner.connEvent(event, pair);
+      }
+      case 'gone':
+      case 'dialed':
+        return this.conns.get(event.conn)?.connEvent(event, null);
+      case 'noneLent':
+        return this.conns.get(event.client)?.connEvent(event, null);
+    }
+  }
+}
+
+/** A pair running on an engine. Its end goes to the handler given with onEnd, with whether it
+ *  ended before its side B (a service) answered; an end that comes first waits for it (a pair
+ *  the engine joined by itself is reported before anyone takes charge of it). */
+export class EnginePair implements Pair {
+  readonly plane = 'splice' as const;
+  private ended: [PairEnd, boolean] | null = null;
+  private handler: ((end: PairEnd, endedBeforeConnect: boolean) => void) | null = null;
+  private last: [number, number] = [0, 0];
+
+  constructor(
+    private readonly engine: Engine,
+    readonly id: number,
+    private readonly baseA: number,
+    private readonly baseB: number,
+  ) {}
+
+  onEnd(handler: (end: PairEnd, endedBeforeConnect: boolean) => void): this {
+    this.handler = handler;
+    if (this.ended) handler(...this.ended);
+    return this;
+  }
+
+  end(event: EngineEventOf<'pairEnd'>): void {
+    const error = event.errno === 0 || event.errno === ECANCELED ? null : errnoError(event.errno, 'splice');
+    this.ended = [{ bytesFromA: this.baseA + event.bytesFromA, bytesFromB: this.baseB + event.bytesFromB, error }, event.endedBeforeConnect];
+    this.handler?.(...this.ended);
+  }
+
+  private live(): [number, number] {
+    return (this.last = this.engine.handle.bytes(this.id) ?? this.last);
+  }
+
+  bytesFromA(): number {
+    return this.baseA + this.live()[0];
+  }
+
+  bytesFromB(): number {
+    return this.baseB + this.live()[1];
+  }
+
+  destroy(): void {
+    this.engine.handle.destroy(this.id);
+  }
+}
+
+const ECANCELED = os.constants.errno.ECANCELED;
+const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([name, value]) => [value, name]));
+
+/** An Error for an errno the engine reported, shaped like Node's system errors. */
+export function errnoError(errno: number, syscall: string): Error {
+  const name = errnoNames.get(errno) ?? `errno ${errno}`;
+  return Object.assign(new Error(`${syscall} ${name}`), { code: name, errno: -errno, syscall });
+}
+
+/** The code (EADDRINUSE...) of an exception the addon threw for a failed system call. */
+export function codeOfThrown(err: unknown): string | undefined {
+  const errno = (err as { errno?: unknown } | null)?.errno;
+  return typeof errno === 'number' ? errnoNames.get(errno) : undefined;
+}

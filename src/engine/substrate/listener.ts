@@ -1,0 +1,221 @@
+// A listening port owned by an engine: it accepts on the engine thread, applies the filter set
+// here (who may connect, how many may still be reading their prefix), reads a fixed-size prefix
+// under a deadline, and only then reports the connection, which the engine holds until it is
+// joined or closed (EngineConn). No Node socket is ever made for it. A public port can also be
+// lent held data connections (lend): the engine then joins a client with one the moment it
+// accepts it, and reports the pair (onJoinedLent).
+import { ErrorCodes, RelayError } from '../../errors.js';
+import { FilterMode } from './codes.js';
+import { codeOfThrown, errnoError, type ConnOwner, type Engine, type EnginePair, type ListenerOwner } from './engine.js';
+import type { EngineEventOf, GoneReason, Refusal } from './events.js';
+import type { HeldConn, WatchMode } from './held-conn.js';
+import type { Heads, OnPairEnd, Pair } from './pair.js';
+
+export type { Refusal } from './events.js';
+
+export interface ListenerOptions {
+  /** An IP address (host names are resolved before an engine sees them). */
+  readonly host: string;
+  readonly port: number;
+  /** Bytes read before the connection is reported (0: reported at accept). */
+  readonly prefixBytes: number;
+  /** What every prefix must start with; a connection is refused at its first wrong byte. */
+  readonly prefixMagic?: Buffer;
+  readonly prefixTimeoutMs: number;
+  /** TCP keepalive idle time in seconds, 0 for none. */
+  readonly keepAliveSec: number;
+  /** How the engine watches a reported connection until it is joined (see WatchMode). */
+  readonly watch: WatchMode;
+}
+
+/** A pair the engine joined of a client and a lent connection: take charge of its end. */
+export type TakePair = (onEnd: OnPairEnd) => Pair;
+
+export interface ListenerHandlers {
+  onConnection(conn: EngineConn, prefix: Buffer): void;
+  /** The engine joined client with the lent connection data (see lend); the pair is running. */
+  onJoinedLent?(client: EngineConn, data: EngineConn | undefined, take: TakePair): void;
+  /** received: the prefix bytes read before the refusal. */
+  onRefused(refusal: Refusal, remoteIp: string, detail: { remotePort: number; received: Buffer; error: Error | null }): void;
+  onError(error: Error): void;
+}
+
+export type ListenerFilter = { readonly mode: 'anyone' } | { readonly mode: 'nobody' } | { readonly mode: 'only'; readonly ip: string };
+
+export class EngineListener implements ListenerOwner {
+  private readonly id: number;
+  readonly port: number;
+  readonly watchMode: WatchMode;
+  private closed = false;
+
+  /** Binds at once; throws RELAY_ERR_LISTEN naming `what` when the port cannot be had. */
+  constructor(
+    readonly engine: Engine,
+    options: ListenerOptions,
+    readonly handlers: ListenerHandlers,
+    what: string,
+  ) {
+    this.watchMode = options.watch;
+    try {
+      [this.id, this.port] = engine.handle.listen(options.host, options.port, 511, options.prefixBytes, options.prefixTimeoutMs, options.keepAliveSec, options.watch === 'any', options.prefixMagic ?? null);
+    } catch (err) {
+      const code = codeOfThrown(err);
+      const message = code ? `listen ${code}: ${(err as Error).message}` : String(err);
+      throw new RelayError(ErrorCodes.LISTEN, `cannot listen on ${options.host}:${options.port} (${what}): ${message}`, { cause: err });
+    }
+    engine.addListener(this.id, this);
+  }
+
+  /** Who may connect at all, checked before a byte is read; maxPending caps the connections
+   *  still reading their prefix (the rest are refused as 'too-many'). */
+  setFilter(filter: ListenerFilter, maxPending: number): void {
+    if (this.closed) return;
+    this.engine.handle.filter(this.id, FilterMode[filter.mode], filter.mode === 'only' ? filter.ip : null, maxPending);
+  }
+
+  /** Lends a held connection (of another listener, such as the data port) to this port: the
+   *  engine joins it with a client it accepts here, and reports that with onJoinedLent. From now on
+   *  only the engine may join it; closing it (destroy) is how it is taken back. */
+  lend(conn: EngineConn): boolean {
+    if (this.closed || conn.destroyed) return false;
+    conn.lent = true;
+    this.engine.handle.lend(this.id, conn.id);
+    return true;
+  }
+
+  /** Joins a held client of this port with one of its lent connections (reported by
+   *  onJoinedLent), or calls onNone when the engine has none left. */
+  joinLent(client: EngineConn, onNone: () => void): void {
+    if (this.closed || client.destroyed) return onNone();
+    client.askLent(onNone);
+    this.engine.handle.joinLent(this.id, client.id);
+  }
+
+  /** Stops accepting; connections still reading their prefix are closed, reported ones stay. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.engine.removeListener(this.id);
+    this.engine.handle.closeListener(this.id);
+  }
+
+  accepted(event: EngineEventOf<'accepted'>): void {
+    const conn = new EngineConn(this.engine, event.conn, this.watchMode, event.remote.ip, event.remote.port, event.local?.ip ?? '', event.local?.port ?? 0);
+    this.handlers.onConnection(conn, event.prefix);
+  }
+
+  refused(event: EngineEventOf<'refused'>): void {
+    this.handlers.onRefused(event.refusal, event.remote.ip, { remotePort: event.remote.port, received: event.received, error: event.errno !== 0 ? errnoError(event.errno, 'recv') : null });
+  }
+
+  failed(event: EngineEventOf<'listenerError'>): void {
+    this.handlers.onError(errnoError(event.errno, 'accept'));
+  }
+
+  joinedLent(event: EngineEventOf<'joinedLent'>, pair: EnginePair): void {
+    // A client JavaScript admitted (joinLent) is known already; one joined at accept is new.
+    const client = heldConn(this.engine, event.client) ?? new EngineConn(this.engine, event.client, 'reset', event.remote.ip, event.remote.port, event.local.ip, event.local.port);
+    const data = heldConn(this.engine, event.lent);
+    client.joinedByEngine();
+    data?.joinedByEngine();
+    if (!this.handlers.onJoinedLent) return pair.destroy();
+    this.handlers.onJoinedLent(client, data, (onEnd) => pair.onEnd((end) => onEnd(end)));
+  }
+}
+
+/** A connection an engine holds before it is joined (accepted by an EngineListener). */
+export class EngineConn implements HeldConn, ConnOwner {
+  private watcher: ((reason: GoneReason) => void) | null = null;
+  private onNoneLent: (() => void) | null = null;
+  private state: 'held' | 'joined' | 'closed' = 'held';
+  /** Lent to a public port (EngineListener.lend): only the engine may join it now. */
+  lent = false;
+  readonly preambleBytes = 0;  // the engine read the prefix outside the pair's counts
+
+  constructor(
+    private readonly engine: Engine,
+    readonly id: number,
+    /** What the engine watches this connection for: its listener's mode, fixed at accept. */
+    private readonly watchMode: WatchMode,
+    readonly remoteAddress: string,
+    readonly remotePort: number,
+    /** '' and 0 for a connection that sent a prefix (a data connection): only a client's local
+     *  address is needed, for its start header, so the engine does not ask for the others. */
+    readonly localAddress: string,
+    readonly localPort: number,
+  ) {
+    engine.addConn(id, this);
+  }
+
+  get destroyed(): boolean {
+    return this.state !== 'held';
+  }
+
+  /** The engine watches by itself, in its listener's mode; this only says who hears it. Asking
+   *  for the other mode is a wiring mistake (the port was opened with the wrong watch), so it
+   *  throws rather than silently watching for something else. */
+  watch(mode: WatchMode, onGone: (reason: GoneReason) => void): void {
+    if (mode !== this.watchMode) throw new TypeError(`connection ${this.id} is watched for '${this.watchMode}' by its listener, not '${mode}'`);
+    this.watcher = onGone;
+  }
+
+  unwatch(): void {
+    this.watcher = null;
+  }
+
+  /** The engine is asked for a lent connection for this client (EngineListener.joinLent). */
+  askLent(onNone: () => void): void {
+    this.unwatch();
+    this.onNoneLent = onNone;
+  }
+
+  destroy(): void {
+    if (this.state !== 'held') return;
+    this.state = 'closed';
+    this.watcher = null;
+    this.engine.removeConn(this.id);
+    this.engine.handle.closeConn(this.id);
+  }
+
+  connEvent(event: EngineEventOf<'gone' | 'dialed' | 'header' | 'noneLent'>): void {
+    if (event.type === 'noneLent') {
+      const onNone = this.onNoneLent;
+      this.onNoneLent = null;
+      if (this.state !== 'held') this.engine.removeConn(this.id);
+      return onNone?.();
+    }
+    if (event.type !== 'gone' || this.state !== 'held') return;
+    // The engine closed it (its peer left, or spoke when it must not).
+    this.state = 'closed';
+    const watcher = this.watcher;
+    this.watcher = null;
+    // A client the engine is asked about keeps its entry: the engine's noneLent still comes.
+    if (!this.onNoneLent) this.engine.removeConn(this.id);
+    watcher?.(event.reason);
+  }
+
+  /** The engine joined it by itself (a lent connection, or the client it was joined with). */
+  joinedByEngine(): void {
+    this.state = 'joined';
+    this.watcher = null;
+    this.onNoneLent = null;
+    this.engine.removeConn(this.id);
+  }
+
+  joinWith(other: HeldConn, heads: Heads, onEnd: OnPairEnd): Pair {
+    if (!(other instanceof EngineConn)) throw new TypeError('an engine connection can only be joined with another engine connection');
+    // The engine may be joining a lent one with a client right now: it is not ours to join.
+    if (this.lent || other.lent) throw new Error(`connection ${this.lent ? this.id : other.id} is lent to the engine: it cannot be joined here`);
+    for (const conn of [this, other]) {
+      conn.state = 'joined';
+      conn.watcher = null;
+      this.engine.removeConn(conn.id);
+    }
+    return this.engine.join(this.id, other.id, heads, onEnd);
+  }
+}
+
+function heldConn(engine: Engine, id: number): EngineConn | undefined {
+  const owner = engine.connOwner(id);
+  return owner instanceof EngineConn ? owner : undefined;
+}

@@ -1,0 +1,398 @@
+// An engine's listeners (the white's intake with an engine), with real sockets on
+// 127.0.0.1: a connection is reported after exactly its prefix and the bytes behind it stay for
+// the pair; every refusal the engine makes by itself; the two watch modes; joining held
+// connections, also one that has gone; closing a listener; a port already taken.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import net, { type Socket } from 'node:net';
+import { after, describe, it } from 'node:test';
+import { ErrorCodes, RelayError } from '../../src/errors.js';
+import type { GoneReason } from '../../src/engine/substrate/held-conn.js';
+import type { PairEnd } from '../../src/engine/substrate/pair.js';
+import { EngineListener, type EngineConn, type ListenerOptions, type Refusal, type TakePair } from '../../src/engine/substrate/listener.js';
+import { clientAddressInfo, encodeStartHeader } from '../../src/engine/protocol/start-header.js';
+import { noEngine, testEngine } from '../helpers/data-plane.js';
+
+interface Paired {
+  client: EngineConn;
+  data: EngineConn | undefined;
+  take: TakePair;
+}
+
+interface Harness {
+  listener: EngineListener;
+  conns: Array<{ conn: EngineConn; prefix: Buffer }>;
+  nextPaired(): Promise<Paired>;
+  refusals: Array<{ refusal: Refusal; received: Buffer }>;
+  nextConn(): Promise<{ conn: EngineConn; prefix: Buffer }>;
+  nextRefusal(): Promise<{ refusal: Refusal; received: Buffer }>;
+}
+
+const open: EngineListener[] = [];
+after(() => {
+  for (const l of open) l.close();
+});
+
+function harness(options: Partial<ListenerOptions>): Harness {
+  const conns: Harness['conns'] = [];
+  const refusals: Harness['refusals'] = [];
+  const paired: Paired[] = [];
+  const waiters = { conn: [] as Array<() => void>, refusal: [] as Array<() => void>, paired: [] as Array<() => void> };
+  const wake = (list: Array<() => void>): void => list.splice(0).forEach((f) => f());
+  const listener = new EngineListener(testEngine()!, 
+    { host: '127.0.0.1', port: 0, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: 0, watch: 'reset', ...options },
+    {
+      onConnection: (conn, prefix) => {
+        conns.push({ conn, prefix });
+        wake(waiters.conn);
+      },
+      onJoinedLent: (client, data, take) => {
+        paired.push({ client, data, take });
+        wake(waiters.paired);
+      },
+      onRefused: (refusal, _ip, detail) => {
+        refusals.push({ refusal, received: detail.received });
+        wake(waiters.refusal);
+      },
+      onError: (err) => assert.fail(err),
+    },
+    'test port',
+  );
+  open.push(listener);
+  let taken = 0;
+  let refused = 0;
+  let pairedTaken = 0;
+  const next = <T>(list: T[], waitList: Array<() => void>, index: () => number): Promise<T> =>
+    new Promise((resolve) => {
+      const check = (): void => {
+        if (list.length > index()) resolve(list[index()]!);
+        else waitList.push(check);
+      };
+      check();
+    });
+  return {
+    listener,
+    conns,
+    refusals,
+    nextConn: () => next(conns, waiters.conn, () => taken).then((c) => (taken++, c)),
+    nextRefusal: () => next(refusals, waiters.refusal, () => refused).then((r) => (refused++, r)),
+    nextPaired: () => next(paired, waiters.paired, () => pairedTaken).then((p) => (pairedTaken++, p)),
+  };
+}
+
+/** The kernel's timer on the established IPv4 socket local:remote (seen from the accepting side). */
+function tcpTimer(localPort: number, remotePort: number): { kind: number; ticks: number } {
+  const hex = (n: number): string => n.toString(16).toUpperCase().padStart(4, '0');
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 6 || !f[1]!.endsWith(`:${hex(localPort)}`) || !f[2]!.endsWith(`:${hex(remotePort)}`) || f[3] !== '01') continue;
+    const [kind, ticks] = f[5]!.split(':');
+    return { kind: parseInt(kind!, 16), ticks: parseInt(ticks!, 16) };
+  }
+  throw new Error(`no established socket 127.0.0.1:${localPort} <- :${remotePort} in /proc/net/tcp`);
+}
+
+async function dial(port: number, localAddress?: string): Promise<Socket> {
+  const socket = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true, ...(localAddress ? { localAddress } : {}) });
+  socket.on('error', () => {});
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  return socket;
+}
+
+/** Everything the socket receives until the other side closes (its FIN, or a reset). */
+function closed(socket: Socket): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  return new Promise((resolve) => {
+    const done = (): void => resolve(Buffer.concat(chunks));
+    socket.once('end', done).once('close', done);
+  });
+}
+
+function received(socket: Socket, bytes: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  return new Promise((resolve) => {
+    const onData = (c: Buffer): void => {
+      chunks.push(c);
+      total += c.length;
+      if (total >= bytes) {
+        socket.off('data', onData);
+        resolve(Buffer.concat(chunks));
+      }
+    };
+    socket.on('data', onData);
+  });
+}
+
+function gone(conn: EngineConn): Promise<GoneReason> {
+  return new Promise((resolve) => conn.watch('any', resolve));
+}
+
+describe('engine listener', { timeout: 20_000 }, () => {
+  it('is built', () => {
+    assert.ok(testEngine(), String(noEngine()));
+  });
+
+  it('listens on any address Node would take: IPv4, IPv6, an IPv6 address with a zone index', async () => {
+    for (const host of ['127.0.0.1', '::1', '::1%lo']) {
+      const h = harness({ host });
+      const socket = net.connect({ host: host.split('%')[0]!, port: h.listener.port });
+      const { conn } = await h.nextConn();
+      assert.equal(conn.localPort, h.listener.port);
+      socket.destroy();
+      conn.destroy();
+      h.listener.close();
+    }
+  });
+
+  it("gives accepted connections the listener's socket options and local address, also on a wildcard bind", async () => {
+    // The engine sets TCP_NODELAY and keepalive once, on the listening socket, and Linux copies
+    // them to each accepted socket; the local address is the bound one unless it is a wildcard.
+    const kept = harness({ keepAliveSec: 37 });
+    const wildcard = harness({ host: '0.0.0.0' });
+    for (const [h, keepAlive] of [[kept, true], [wildcard, false]] as const) {
+      const client = await dial(h.listener.port);
+      const { conn } = await h.nextConn();
+      try {
+        assert.deepEqual([conn.localAddress, conn.localPort], ['127.0.0.1', h.listener.port]);
+        const timer = tcpTimer(h.listener.port, client.localPort!);
+        if (keepAlive) {
+          // /proc/net/tcp: timer 2 is keepalive; its expiry is in clock ticks (USER_HZ, 100/s).
+          assert.equal(timer.kind, 2);
+          assert.ok(timer.ticks > 30 * 100 && timer.ticks <= 37 * 100, `keepalive due in ${timer.ticks} ticks, expected about 37 s`);
+        } else {
+          assert.equal(timer.kind, 0, 'no keepalive timer without keepAliveSec');
+        }
+      } finally {
+        conn.destroy();
+        client.destroy();
+      }
+    }
+  });
+
+  it('pairs in the engine: a client asks for a lent connection (joinLent), or one is paired at accept; the start header is the one JavaScript would build', { timeout: 10_000 }, async () => {
+    const front = harness({});
+    const back = harness({ prefixBytes: 4, prefixMagic: Buffer.from('AB'), prefixTimeoutMs: 5000, watch: 'any' });
+    const grays: Socket[] = [];
+    const lendOne = async (): Promise<EngineConn> => {
+      const gray = await dial(back.listener.port);
+      gray.write('ABCD');
+      grays.push(gray);
+      const { conn } = await back.nextConn();
+      assert.equal(front.listener.lend(conn), true);
+      return conn;
+    };
+    const headerFor = (client: Socket): Buffer =>
+      encodeStartHeader(clientAddressInfo({ address: client.localAddress, port: client.localPort }, { address: client.remoteAddress, port: client.remotePort }));
+
+    // Nothing lent: a client is reported, and joinLent says there is none.
+    const first = await dial(front.listener.port);
+    const announced = (await front.nextConn()).conn;
+    await new Promise<void>((resolve) => front.listener.joinLent(announced, resolve));
+
+    // Lent now (commands are taken in order, so the lend comes before the request).
+    const lent = await lendOne();
+    assert.throws(() => lent.joinWith(announced, {}, () => {}), /is lent to the engine/);
+    front.listener.joinLent(announced, () => assert.fail('a connection was lent'));
+    const p1 = await front.nextPaired();
+    assert.equal(p1.client, announced, 'the client JavaScript admitted');
+    assert.equal(p1.data, lent);
+    const ended1 = new Promise<PairEnd>((resolve) => p1.take(resolve));
+    first.write('one');
+    assert.deepEqual(await received(grays[0]!, 43), Buffer.concat([headerFor(first), Buffer.from('one')]));
+
+    // A client announced while nothing is lent; then two are lent and it takes one by request.
+    // The other is surely lent when the next client comes (commands are taken in order), and the
+    // engine pairs that client at accept, never announcing it.
+    const asking = await dial(front.listener.port);
+    const askingConn = (await front.nextConn()).conn;
+    const older = await lendOne();
+    const newer = await lendOne();
+    front.listener.joinLent(askingConn, () => assert.fail('two were lent'));
+    assert.equal((await front.nextPaired()).data, newer, 'the newest lent connection goes first');
+    const second = await dial(front.listener.port);
+    const p2 = await front.nextPaired();
+    assert.equal(p2.data, older);
+    assert.deepEqual([p2.client.remotePort, p2.client.localPort], [second.localPort, front.listener.port]);
+    const ended2 = new Promise<PairEnd>((resolve) => p2.take(resolve));
+    second.end('two');
+    assert.deepEqual(await closed(grays[1]!), Buffer.concat([headerFor(second), Buffer.from('two')]));
+    grays[1]!.end();
+    await closed(second);
+    assert.deepEqual([(await ended2).bytesFromA, (await ended2).error], [3, null]);
+    first.destroy();
+    asking.destroy();
+    for (const g of grays) g.destroy();
+    await ended1;
+  });
+
+  it('reports a connection after exactly its prefix; what follows stays for the pair, heads first', async () => {
+    const front = harness({});
+    const back = harness({ prefixBytes: 4, prefixMagic: Buffer.from('AB'), prefixTimeoutMs: 5000 });
+    const client = await dial(front.listener.port);
+    const gray = await dial(back.listener.port);
+    gray.write('ABCDearly bytes');
+    const [c, g] = await Promise.all([front.nextConn(), back.nextConn()]);
+    assert.equal(g.prefix.toString(), 'ABCD');
+    assert.equal(c.prefix.length, 0);
+    assert.equal(c.conn.remotePort, client.localPort);
+    assert.equal(c.conn.localPort, front.listener.port);
+    assert.deepEqual([g.conn.localAddress, g.conn.localPort], ['', 0], 'a data connection is reported without its local address');
+    const result = new Promise<PairEnd>((resolve) => c.conn.joinWith(g.conn, { toA: Buffer.from('[to client]'), toB: Buffer.from('[to gray]') }, resolve));
+    assert.equal((await received(client, 22)).toString(), '[to client]early bytes');
+    client.end('hello');
+    assert.equal((await closed(gray)).toString(), '[to gray]hello');
+    gray.end();
+    await closed(client);
+    const r = await result;
+    assert.deepEqual([r.bytesFromA, r.bytesFromB, r.error], [5, 11, null]);
+    assert.equal(testEngine()!.stats().conns, 0);
+  });
+
+  it('refuses by itself: a wrong first byte at once, silence at the deadline, a FIN before the prefix, bytes right behind it', async () => {
+    const h = harness({ prefixBytes: 4, prefixMagic: Buffer.from('AB'), prefixTimeoutMs: 300, watch: 'any' });
+    const wrong = await dial(h.listener.port);
+    wrong.write('AX');
+    const startedWrong = Date.now();
+    await closed(wrong);
+    assert.ok(Date.now() - startedWrong < 300, 'a wrong magic byte is refused before the deadline');
+    assert.deepEqual(await h.nextRefusal(), { refusal: 'bad-magic', received: Buffer.from('AX') });
+
+    const silent = await dial(h.listener.port);
+    silent.write('AB');
+    const startedSilent = Date.now();
+    await closed(silent);
+    assert.ok(Date.now() - startedSilent >= 250, 'silence is refused at the deadline');
+    assert.deepEqual(await h.nextRefusal(), { refusal: 'timeout', received: Buffer.from('AB') });
+
+    const ended = await dial(h.listener.port);
+    ended.end('A');
+    await closed(ended);
+    assert.deepEqual(await h.nextRefusal(), { refusal: 'ended', received: Buffer.from('A') });
+
+    const eager = await dial(h.listener.port);
+    eager.write('ABCD!');
+    await closed(eager);
+    assert.equal((await h.nextRefusal()).refusal, 'extra');
+    assert.equal(h.conns.length, 0, 'none of them was reported');
+    assert.equal(testEngine()!.stats().conns, 0);
+  });
+
+  it('filters before reading: nobody, only one source, at most maxPending still reading', async () => {
+    const h = harness({ prefixBytes: 4, prefixTimeoutMs: 5000, watch: 'any' });
+    h.listener.setFilter({ mode: 'nobody' }, 10);
+    await closed(await dial(h.listener.port));
+    assert.equal((await h.nextRefusal()).refusal, 'no-session');
+
+    h.listener.setFilter({ mode: 'only', ip: '127.0.0.2' }, 10);
+    await closed(await dial(h.listener.port, '127.0.0.1'));
+    assert.equal((await h.nextRefusal()).refusal, 'wrong-source');
+
+    h.listener.setFilter({ mode: 'only', ip: '127.0.0.1' }, 1);
+    const first = await dial(h.listener.port);
+    const second = await dial(h.listener.port);
+    await closed(second);
+    assert.equal((await h.nextRefusal()).refusal, 'too-many');
+    first.write('WXYZ');
+    const reported = await h.nextConn();
+    assert.equal(reported.prefix.toString(), 'WXYZ');
+    // The slot is free again once the first finished its prefix.
+    const third = await dial(h.listener.port);
+    third.write('1234');
+    assert.equal((await h.nextConn()).prefix.toString(), '1234');
+    for (const { conn } of h.conns) conn.destroy();
+    await Promise.all([closed(first), closed(third)]);
+    assert.equal(testEngine()!.stats().conns, 0);
+  });
+
+  it("watch 'any' hears a byte or a FIN; watch 'reset' ignores a FIN and hears a reset", async () => {
+    const pool = harness({ prefixBytes: 1, prefixTimeoutMs: 5000, watch: 'any' });
+    const talker = await dial(pool.listener.port);
+    talker.write('P');
+    const t = await pool.nextConn();
+    const talkerGone = gone(t.conn);
+    // Listening for the close before it can happen: a socket may emit 'end' without a reader.
+    const talkerClosed = closed(talker);
+    talker.write('!');
+    assert.equal(await talkerGone, 'data');
+    await talkerClosed;
+    const quitter = await dial(pool.listener.port);
+    quitter.write('P');
+    const q = await pool.nextConn();
+    const quitterGone = gone(q.conn);
+    quitter.end();
+    assert.equal(await quitterGone, 'closed');
+    assert.equal(q.conn.destroyed, true);
+
+    const clients = harness({});
+    const client = await dial(clients.listener.port);
+    const c = await clients.nextConn();
+    assert.throws(() => c.conn.watch('any', () => {}), /watched for 'reset' by its listener, not 'any'/);
+    const events: GoneReason[] = [];
+    const resetHeard = new Promise<void>((resolve) => c.conn.watch('reset', (reason) => (events.push(reason), resolve())));
+    client.end('request');
+    // A FIN alone is no reason: prove it by a reset arriving later being the first thing heard.
+    const other = await dial(clients.listener.port);
+    (await clients.nextConn()).conn.destroy();
+    await closed(other);
+    assert.deepEqual(events, [], 'a FIN is not heard');
+    client.resetAndDestroy();
+    await resetHeard;
+    assert.deepEqual(events, ['closed']);
+    assert.equal(testEngine()!.stats().conns, 0);
+  });
+
+  it('joining a connection that has gone ends the pair at once with an error, and the other is closed', async () => {
+    const h = harness({});
+    const left = await dial(h.listener.port);
+    const right = await dial(h.listener.port);
+    const first = await h.nextConn();
+    const second = await h.nextConn();
+    // Accepts may come in either order: a is left's connection.
+    const [a, b] = first.conn.remotePort === left.localPort ? [first, second] : [second, first];
+    const aGone = new Promise<void>((resolve) => a.conn.watch('reset', () => resolve()));
+    left.resetAndDestroy();
+    await aGone;
+    const rightClosed = closed(right);
+    // JavaScript may join before it hears of the reset; the engine must cope either way.
+    const result = await new Promise<PairEnd>((resolve) => a.conn.joinWith(b.conn, {}, resolve));
+    assert.match(String(result.error?.message), /ECONNRESET/);
+    await rightClosed;
+    assert.equal(testEngine()!.stats().conns, 0);
+  });
+
+  it('a closed listener refuses a connection at once, before the engine thread has taken the close', async () => {
+    // Reloads log "config reloaded" right after close(): a client connecting then must be refused.
+    for (let i = 0; i < 50; i++) {
+      const h = harness({});
+      const socket = new net.Socket();
+      socket.on('error', () => {});
+      h.listener.close();
+      const result = await new Promise<string>((resolve) => {
+        socket.once('connect', () => resolve('connected')).once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+        socket.connect(h.listener.port, '127.0.0.1');
+      });
+      socket.destroy();
+      assert.equal(result, 'ECONNREFUSED', `attempt ${i}`);
+    }
+  });
+
+  it('closing a listener closes the connections still reading their prefix; a taken port is RELAY_ERR_LISTEN', async () => {
+    const h = harness({ prefixBytes: 8, prefixTimeoutMs: 5000 });
+    const waiting = await dial(h.listener.port);
+    waiting.write('1234');
+    const before = Date.now();
+    h.listener.close();
+    await closed(waiting);
+    assert.ok(Date.now() - before < 2500, 'closed with its listener, not at the deadline');
+    await assert.rejects(dial(h.listener.port), /ECONNREFUSED/);
+
+    const holder = harness({});
+    assert.throws(
+      () => new EngineListener(testEngine()!, { host: '127.0.0.1', port: holder.listener.port, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: 0, watch: 'reset' }, { onConnection: () => {}, onRefused: () => {}, onError: () => {} }, 'second'),
+      (err: unknown) => err instanceof RelayError && err.code === ErrorCodes.LISTEN && /EADDRINUSE/.test(err.message) && /second/.test(err.message),
+    );
+    assert.equal(testEngine()!.stats().conns, 0);
+  });
+});
