@@ -43,7 +43,7 @@
 // (the data plane proper); intake.cc listeners and held connections; lend.cc the public port's
 // lent connections and the join at accept; dial.cc dialing and the forward on a start
 // header; napi.cc the JavaScript surface (and memory.cc its one call that is not the engine's:
-// giving startup's memory back). The types live in namespace relay (not an anonymous
+// malloc_trim after startup). The types live in namespace relay (not an anonymous
 // namespace) because the Engine's methods are defined in several translation units.
 #ifndef RELAY_NATIVE_ENGINE_H_
 #define RELAY_NATIVE_ENGINE_H_

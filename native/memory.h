@@ -1,4 +1,4 @@
-// Giving memory back to the operating system once a burst of one-off work is over (see memory.cc).
+// Giving malloc's free pages back to the operating system once one-off work is over (see memory.cc).
 #ifndef RELAY_NATIVE_MEMORY_H_
 #define RELAY_NATIVE_MEMORY_H_
 
@@ -6,7 +6,7 @@
 
 namespace relay {
 
-napi_value ReleaseMemory(napi_env env, napi_callback_info info);
+napi_value TrimMalloc(napi_env env, napi_callback_info info);
 
 }  // namespace relay
 

@@ -1,6 +1,6 @@
 // The JavaScript surface: createEngine (one engine thread, an object of its methods: listen,
 // filter, closeListener, dial, closeConn, join, forward, lend, joinLent, destroy, bytes,
-// stats), releaseMemory, and the thread-safe function that carries an engine's
+// stats), trimMalloc, and the thread-safe function that carries an engine's
 // events to JavaScript. Each call checks its arguments here, on the
 // JavaScript thread, and hands the engine (engine.h) a command.
 #include <node_api.h>
@@ -533,7 +533,7 @@ napi_value Methods(napi_env env, Engine* engine) {
 NAPI_MODULE_INIT() {
   napi_property_descriptor properties[] = {
       {"createEngine", nullptr, CreateEngine, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"releaseMemory", nullptr, relay::ReleaseMemory, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"trimMalloc", nullptr, relay::TrimMalloc, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
   return exports;

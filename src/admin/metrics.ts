@@ -1,75 +1,32 @@
-// Prometheus text exposition format 0.0.4, rendered from a WhiteSnapshot at scrape time. No client
-// library: the metric set is small and fixed, and rendering from a snapshot keeps the data path
-// free of metric objects (it only bumps plain counters, see engine/stats.ts).
+// The white's metrics, rendered from a WhiteSnapshot at scrape time. No client library: the
+// metric set is small and fixed, and rendering from a snapshot keeps the data path free of metric
+// objects (it only bumps plain counters and histogram slots, see engine/stats.ts). Every series is
+// listed in docs/metrics.md.
 import type { WhiteSnapshot } from '../engine/stats.js';
+import type { DataPlaneName } from '../engine/substrate/pair.js';
+import { hookDurations } from '../hooks/transport.js';
+import { Family } from './metrics-format.js';
+import { processFamilies } from './process-metrics.js';
 
-export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+export { escapeLabelValue, METRICS_CONTENT_TYPE } from './metrics-format.js';
 
-type Labels = Record<string, string>;
-type MetricType = 'gauge' | 'counter';
-
-/** Escape a label value: backslash, double quote and line feed are the only specials. */
-export function escapeLabelValue(value: string): string {
-  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
-}
-
-/** HELP text escapes backslash and line feed (not quotes). */
-function escapeHelp(text: string): string {
-  return text.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
-}
-
-export function formatValue(v: number): string {
-  if (Number.isNaN(v)) return 'NaN';
-  if (v === Number.POSITIVE_INFINITY) return '+Inf';
-  if (v === Number.NEGATIVE_INFINITY) return '-Inf';
-  return String(v);
-}
-
-class Family {
-  /** label set (rendered) → value. Identical label sets are summed: a duplicate series would make
-   *  Prometheus reject the whole scrape (two hooks with the same URL, for instance). */
-  private readonly samples = new Map<string, number>();
-
-  constructor(
-    readonly name: string,
-    readonly type: MetricType,
-    readonly help: string,
-  ) {}
-
-  add(value: number, labels: Labels = {}): this {
-    const key = Object.entries(labels)
-      .map(([k, v]) => `${k}="${escapeLabelValue(v)}"`)
-      .join(',');
-    this.samples.set(key, (this.samples.get(key) ?? 0) + value);
-    return this;
-  }
-
-  render(out: string[]): void {
-    out.push(`# HELP ${this.name} ${escapeHelp(this.help)}`);
-    out.push(`# TYPE ${this.name} ${this.type}`);
-    for (const [labels, value] of this.samples) {
-      out.push(`${this.name}${labels ? `{${labels}}` : ''} ${formatValue(value)}`);
-    }
-  }
-}
-
-export function renderMetrics(snapshot: WhiteSnapshot): string {
-  const f = (name: string, type: MetricType, help: string): Family => new Family(name, type, help);
+export function renderMetrics(snapshot: WhiteSnapshot, dataPlane: DataPlaneName | undefined): string {
   const c = snapshot.counters;
 
-  const startTime = f('relay_start_time_seconds', 'gauge', 'Start time of the white process, seconds since the Unix epoch.').add(snapshot.startedAt / 1000);
-  const graysConnected = f('relay_grays_connected', 'gauge', 'Grays with an authenticated control session.').add(snapshot.grays.filter((g) => g.connected).length);
-  const grayConnected = f('relay_gray_connected', 'gauge', '1 if the gray has an authenticated control session, else 0.');
-  const poolIdle = f('relay_pool_idle', 'gauge', 'Verified idle data connections in the gray\'s pool.');
-  const poolTarget = f('relay_pool_target', 'gauge', 'Idle pool size the gray is asked to keep.');
-  const active = f('relay_clients_active', 'gauge', 'Client connections currently forwarded to the gray.');
-  const pending = f('relay_clients_pending', 'gauge', 'Clients waiting for a pooled data connection.');
-  const total = f('relay_clients_total', 'counter', 'Client connections accepted on the gray\'s public port.');
-  const bytesFrom = f('relay_bytes_from_clients_total', 'counter', 'Bytes received from clients and forwarded to the gray.');
-  const bytesTo = f('relay_bytes_to_clients_total', 'counter', 'Bytes received from the gray and sent to clients.');
-  const portsBound = f('relay_gray_ports_bound', 'gauge', '1 if both of the gray\'s ports are listening, 0 while the white retries binding them.');
-  const bindFailures = f('relay_gray_bind_failures_total', 'counter', 'Failed attempts to bind the gray\'s public_port and data_port.');
-  const idleTimeouts = f('relay_client_idle_timeouts_total', 'counter', 'Client connections reset after idle_timeout_ms with no byte either way.');
+  const graysConnected = new Family('relay_grays_connected', 'gauge', 'Grays with an authenticated control session.').add(snapshot.grays.filter((g) => g.connected).length);
+  const grayConnected = new Family('relay_gray_connected', 'gauge', '1 if the gray has an authenticated control session, else 0.');
+  const poolIdle = new Family('relay_pool_idle_connections', 'gauge', "Verified idle data connections in the gray's pool.");
+  const poolTarget = new Family('relay_pool_target_connections', 'gauge', 'Idle pool size the gray is asked to keep (0 while it is offline).');
+  const active = new Family('relay_clients_active', 'gauge', 'Client connections currently forwarded to the gray.');
+  const pending = new Family('relay_clients_pending', 'gauge', 'Clients waiting for a pooled data connection.');
+  const total = new Family('relay_clients_total', 'counter', 'Clients paired with a data connection of the gray.');
+  const refused = new Family('relay_client_refusals_total', 'counter', "Clients on the gray's public port closed before pairing, by reason (gray offline, limits, wait timeout, hook denial).");
+  const received = new Family('relay_client_received_bytes_total', 'counter', 'Bytes received from clients and forwarded to the gray (closed connections, plus live ones at scrape time).');
+  const sent = new Family('relay_client_sent_bytes_total', 'counter', 'Bytes received from the gray and sent to clients (closed connections, plus live ones at scrape time).');
+  const wait = new Family('relay_client_wait_seconds', 'histogram', 'Time an admitted client waited for a pooled data connection, seconds (0 when one was idle).');
+  const idleTimeouts = new Family('relay_client_idle_timeouts_total', 'counter', 'Client connections reset after idle_timeout_ms with no byte either way.');
+  const portsBound = new Family('relay_gray_ports_bound', 'gauge', "1 if both of the gray's ports are listening, 0 while the white retries binding them.");
+  const bindFailures = new Family('relay_gray_bind_failures_total', 'counter', "Failed attempts to bind the gray's public_port and data_port.");
   for (const g of snapshot.grays) {
     const l = { gray: g.id };
     portsBound.add(g.portsBound ? 1 : 0, l);
@@ -80,35 +37,39 @@ export function renderMetrics(snapshot: WhiteSnapshot): string {
     active.add(g.activeClients, l);
     pending.add(g.pendingClients, l);
     total.add(g.clientsTotal, l);
-    bytesFrom.add(g.bytesFromClients, l);
-    bytesTo.add(g.bytesToClients, l);
+    for (const [reason, n] of sortedEntries(g.clientsRefused)) refused.add(n, { gray: g.id, reason });
+    received.add(g.bytesFromClients, l);
+    sent.add(g.bytesToClients, l);
+    wait.addHistogram(g.clientWait, l);
     idleTimeouts.add(g.idleTimeouts, l);
   }
 
-  const dataRej = f('relay_data_rejections_total', 'counter', 'Data-port connections refused, by reason.');
+  const dataRej = new Family('relay_data_rejections_total', 'counter', 'Connections to the data ports refused before joining a pool, by reason (bad preamble, replay, no credit, wrong source, timeout).');
   for (const [reason, n] of sortedEntries(c.dataRejections)) dataRej.add(n, { reason });
-  const ctlRej = f('relay_control_rejections_total', 'counter', 'Control connections refused or closed before authentication, by reason.');
+  const ctlRej = new Family('relay_control_rejections_total', 'counter', 'Control connections refused or closed before authentication, by reason.');
   for (const [reason, n] of sortedEntries(c.controlRejections)) ctlRej.add(n, { reason });
-  const authFail = f('relay_auth_failures_total', 'counter', 'Failed gray authentications.').add(c.authFailures);
-  const reloads = f('relay_reloads_total', 'counter', 'Configuration reloads, by result.')
+  const authFail = new Family('relay_auth_failures_total', 'counter', 'Gray logins refused for a wrong proof or an unknown id.').add(c.authFailures);
+  const reloads = new Family('relay_reloads_total', 'counter', 'Configuration reloads, by result (ok: applied, rejected: the file was invalid and the running config kept).')
     .add(c.reloads.ok, { result: 'ok' })
     .add(c.reloads.rejected, { result: 'rejected' });
-  const notApplied = f('relay_config_not_applied', 'gauge', 'Settings or grays of the last applied reload that are not in force (need a restart, or ports not bound yet).').add(
+  const notApplied = new Family('relay_config_not_applied', 'gauge', 'Settings or grays of the last applied reload that are not in force (need a restart, or ports not bound yet).').add(
     c.lastReload?.notApplied?.length ?? 0,
   );
 
-  const hookDeliveries = f('relay_hook_deliveries_total', 'counter', 'Webhook events settled, by result (delivered, or failed after all attempts).');
-  const hookQueue = f('relay_hook_queue', 'gauge', 'Webhook events accepted and not yet settled, including the one in flight.');
-  const hookDropped = f('relay_hook_dropped_total', 'counter', 'Webhook events dropped because the queue was full or the hook was closed.');
+  const hookDeliveries = new Family('relay_hook_deliveries_total', 'counter', 'Webhook events settled, by result (delivered, or failed after all attempts).');
+  const hookQueue = new Family('relay_hook_queued_events', 'gauge', 'Webhook events accepted and not yet settled, including the one in flight.');
+  const hookDropped = new Family('relay_hook_dropped_events_total', 'counter', 'Webhook events dropped because the queue was full or the hook was closed.');
   for (const h of snapshot.hooks) {
     hookDeliveries.add(h.delivered, { url: h.url, result: 'delivered' }).add(h.failed, { url: h.url, result: 'failed' });
     hookQueue.add(h.queued, { url: h.url });
     hookDropped.add(h.dropped, { url: h.url });
   }
+  const hookDuration = new Family('relay_hook_request_duration_seconds', 'histogram', 'Time from sending a hook request to its outcome (answer, timeout or error), seconds, by kind (authorize, webhook).');
+  for (const [kind, h] of Object.entries(hookDurations)) hookDuration.addHistogram(h, { kind });
 
   const out: string[] = [];
   for (const fam of [
-    startTime,
+    ...processFamilies(dataPlane),
     graysConnected,
     grayConnected,
     poolIdle,
@@ -116,8 +77,10 @@ export function renderMetrics(snapshot: WhiteSnapshot): string {
     active,
     pending,
     total,
-    bytesFrom,
-    bytesTo,
+    refused,
+    received,
+    sent,
+    wait,
     portsBound,
     bindFailures,
     idleTimeouts,
@@ -129,6 +92,7 @@ export function renderMetrics(snapshot: WhiteSnapshot): string {
     hookDeliveries,
     hookQueue,
     hookDropped,
+    hookDuration,
   ]) {
     fam.render(out);
   }
@@ -136,6 +100,6 @@ export function renderMetrics(snapshot: WhiteSnapshot): string {
 }
 
 /** Stable output order, so two scrapes diff cleanly. */
-function sortedEntries(rec: Record<string, number>): Array<[string, number]> {
+export function sortedEntries(rec: Record<string, number>): Array<[string, number]> {
   return Object.entries(rec).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 }

@@ -6,9 +6,9 @@
 //   another container); there anyone on the host can connect, and anyone can listen on the port
 //   while the white is not, so requests carry a single-use HMAC under the token and the token
 //   itself never crosses the wire (admin-auth.ts);
-// - optionally a metrics-only TCP listener (config `metrics`), for Prometheus and load balancers:
-//   it serves /metrics and the readiness checks (/readyz, /readyz/gray/<id>) and nothing else,
-//   so opening it to a scraper exposes no control.
+// - optionally a metrics-only TCP listener (config `metrics`), for Prometheus, health checks and
+//   load balancers: it serves /metrics, /healthz and the readiness checks (/readyz,
+//   /readyz/gray/<id>) and nothing else, so opening it to a scraper exposes no control.
 //
 // Every listener is bounded: request headers and bodies are capped, a request must arrive within
 // a deadline, handlers have a deadline, connections are capped. The API has no request bodies
@@ -31,6 +31,7 @@ import {
   serverProof,
 } from './admin-auth.js';
 import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics.js';
+import { startProcessMetrics } from './process-metrics.js';
 import { grayReadiness, type GrayReadiness } from './readiness.js';
 
 /** `GET /v1/state`: the engine's snapshot plus the white's version and data plane. */
@@ -87,6 +88,9 @@ interface TokenCheck {
 }
 
 type Route = (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void> | void;
+/** GET /healthz: the process is alive and its event loop answers. */
+const HEALTHZ = both((_req, res) => sendText(res, 200, 'ok'));
+
 interface RouteTable {
   readonly [path: string]: { readonly [method: string]: Route };
 }
@@ -130,7 +134,8 @@ export class AdminServer {
         await listenTcp(this.tcpServer, tcp, 'admin TCP listener');
       }
       if (metrics !== null) {
-        this.metricsServer = this.createServer({ '/metrics': api['/metrics']!, '/readyz': api['/readyz']!, '/readyz/gray/': api['/readyz/gray/']! }, null);
+        this.metricsServer = this.createServer({ '/metrics': api['/metrics']!, '/healthz': HEALTHZ, '/readyz': api['/readyz']!, '/readyz/gray/': api['/readyz/gray/']! }, null);
+        startProcessMetrics();
         await listenTcp(this.metricsServer, metrics, 'metrics listener');
       }
     } catch (err) {
@@ -159,7 +164,8 @@ export class AdminServer {
       },
       '/metrics': {
         GET: (_req, res) => {
-          const body = renderMetrics(this.handlers.state());
+          const state = this.handlers.state();
+          const body = renderMetrics(state, state.dataPlane);
           res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE, 'content-length': Buffer.byteLength(body) });
           res.end(body);
         },

@@ -16,7 +16,7 @@ async function main(argv: string[]): Promise<number | null> {
     return command ? 0 : 2;
   }
   if (command === '--version' || command === '-v') {
-    process.stdout.write(`${VERSION}\n`);
+    process.stdout.write(await versionText());
     return 0;
   }
   const usage = COMMAND_USAGE[command];
@@ -67,6 +67,15 @@ async function main(argv: string[]): Promise<number | null> {
     }
   }
   return 2;
+}
+
+/** The version, the protocol it speaks and the data plane this machine would run. */
+async function versionText(): Promise<string> {
+  const { PROTOCOL_VERSION } = await import('../engine/protocol/constants.js');
+  const { openDataPlane } = await import('../engine/substrate/data-plane.js');
+  const plane = openDataPlane();
+  const detail = plane.engine ? plane.engine.modulePath : plane.note;
+  return `relay ${VERSION}\nprotocol ${PROTOCOL_VERSION}\ndata plane ${plane.name}${detail ? ` (${detail})` : ''}\n`;
 }
 
 function parseArgsOrThrow(args: string[]) {

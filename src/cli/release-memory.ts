@@ -1,9 +1,21 @@
-// Giving back memory that one-off work used (native/memory.cc says why a quiet server otherwise
-// keeps it): once startup or a reload is over, and once a burst of new clients has passed. The
-// white drops from about 64 to 57 MB resident after startup; a burst of thousands of new clients
-// grows its heap by about 10 MB, which V8 returns only at some later full collection that a white
-// whose bytes move in the engine may not run for a long time. Only with the native plane, which
-// has the call. Logged at debug with the sizes, so the effect can be seen (log.level: debug).
+// Giving back memory that one-off work used: once startup or a reload is over, and once a burst
+// of new clients has passed. The V8 heap keeps startup's garbage (modules compiled once, the
+// config's parse, the TLS setup) until a full collection, which a server whose JavaScript
+// allocates almost nothing (the engine moves the bytes) may not run for a long time; a burst of
+// thousands of new clients grows it by about 10 MB the same way. So: one full collection, then
+// malloc_trim in the addon (native/memory.cc) for the arenas the config and certificate workers
+// left. The white drops from about 63 to 57 MB resident after startup. Only with the native
+// plane, which has the trim. Logged at debug with the sizes (log.level: debug).
+//
+// The collection is V8's memory-reducing one (LowMemoryNotification, which also shrinks the young
+// generation back) from the small addon native/v8-memory, built from source where a compiler is
+// at hand: it needs V8's C++ API, which ties a binary to one Node ABI, so it is kept out of the
+// engine's Node-API addon that ships prebuilt. Without it, V8's plain gc() extension (switched
+// on at first use), which leaves the young generation at its grown size.
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import type { DataPlane } from '../engine/substrate/data-plane.js';
 import type { Logger } from '../log.js';
 
@@ -12,9 +24,28 @@ export function releaseMemory(dataPlane: DataPlane, logger: Logger, after: strin
   if (!engine) return;
   const before = process.memoryUsage.rss();
   const startedAt = performance.now();
-  engine.releaseMemory();
+  fullCollection()();
+  engine.trimMalloc();
   const mb = (bytes: number): number => Math.round(bytes / 104857.6) / 10;
   logger.debug({ after, rssBeforeMB: mb(before), rssAfterMB: mb(process.memoryUsage.rss()), tookMs: Math.round(performance.now() - startedAt) }, 'memory released');
+}
+
+/** From dist/src/cli/ to the package root. */
+const V8_MEMORY_ADDON = fileURLToPath(new URL('../../../native/v8-memory/build/Release/relay_v8_memory.node', import.meta.url));
+
+let collect: (() => void) | null = null;
+
+function fullCollection(): () => void {
+  if (collect) return collect;
+  try {
+    const addon = createRequire(import.meta.url)(V8_MEMORY_ADDON) as { lowMemoryNotification(): void };
+    collect = () => addon.lowMemoryNotification();
+  } catch {
+    v8.setFlagsFromString('--expose-gc');
+    // A fresh context sees the flag; the main context was created before it.
+    collect = vm.runInNewContext('gc') as () => void;
+  }
+  return collect;
 }
 
 /** A burst is this many new clients; fewer leave too little behind to be worth a release. */

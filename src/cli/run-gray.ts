@@ -1,4 +1,6 @@
-// `relay gray --config gray.yaml`: load, keep a session with every white, stop on a signal.
+// `relay gray --config gray.yaml`: load, start the status listener (if configured), keep a
+// session with every white, stop on a signal.
+import { GrayStatusServer } from '../admin/gray-status-server.js';
 import { loadGrayConfigIsolated as loadGrayConfig } from '../config/isolated-load.js';
 import { openDataPlane } from '../engine/substrate/data-plane.js';
 import { WhiteSessions } from '../engine/gray/white-sessions.js';
@@ -16,11 +18,17 @@ export async function runGray(configPath: string): Promise<WhiteSessions> {
   const dataPlane = openDataPlane();
   logDataPlane(logger, dataPlane);
   const sessions = new WhiteSessions(config, logger, { dataPlane });
+  const statusServer = config.status ? new GrayStatusServer(sessions, dataPlane.name) : null;
+  if (config.status && statusServer) {
+    await statusServer.listen(config.status);
+    logger.info({ status: statusServer.address }, 'status listener');
+  }
   await sessions.start();
   releaseMemory(dataPlane, logger, 'startup');
   onStopSignal(async (signal) => {
     logger.info({ signal }, 'stopping');
     await sessions.stop();
+    await statusServer?.close();
     logger.info('stopped');
   });
   return sessions;

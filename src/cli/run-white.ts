@@ -79,7 +79,6 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
     throw err;
   }
   logger.info({ ...admin.addresses }, 'admin listening');
-  releaseMemory(dataPlane, logger, 'startup');
   const stopBurstWatch = watchBursts(dataPlane, logger, () => server.clientsServed());
 
   // Loaded only for a person at a terminal: it brings the config editor (yaml, ajv) with it,
@@ -107,4 +106,7 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
     await server.stop();
     await hooks.close();
   });
+  // After the stop handlers: the release holds this thread for a few hundred milliseconds, and a
+  // SIGTERM arriving meanwhile must drain, not kill.
+  releaseMemory(dataPlane, logger, 'startup');
 }

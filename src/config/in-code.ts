@@ -43,6 +43,7 @@ export function grayConfigInCode(
     target: { host: '127.0.0.1', port: targetPort },
     pool: 4,
     proxyProtocol: 'none',
+    status: null,
     log: { level: 'warn' },
     limits: resolveLimits(limits),
     ...extra,

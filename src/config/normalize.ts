@@ -168,7 +168,7 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
     const ho = obj(h);
     if (ho === null) continue;
     const url = urlAt(ho.url, ['hooks', i, 'url'], ctx);
-    const secret = await resolveSecret(ho, ['hooks', i], secretContext(ctx), issues);
+    const secret = await resolveSecret(ho, ['hooks', i], secretContext(ctx), issues, 'webhook');
     hooks.push({
       url,
       events: Array.isArray(ho.events) ? ho.events.filter((e): e is string => typeof e === 'string') : [],
@@ -183,7 +183,7 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
   if (authRaw !== null) {
     authorize = {
       url: urlAt(authRaw.url, ['authorize', 'url'], ctx),
-      secret: await resolveSecret(authRaw, ['authorize'], secretContext(ctx), issues),
+      secret: await resolveSecret(authRaw, ['authorize'], secretContext(ctx), issues, 'webhook'),
       timeoutMs: int(authRaw.timeout_ms, 1000),
       onTimeout: authRaw.on_timeout === 'allow' ? 'allow' : 'deny',
       grayLogin: bool(authRaw.gray_login, true),
@@ -280,6 +280,8 @@ export async function normalizeGray(raw: Obj, ctx: NormalizeContext): Promise<Gr
   const secret = await resolveSecret(raw, [], secretContext(ctx), issues);
   const pp = raw.proxy_protocol;
   const proxyProtocol: ProxyProtocol = pp === 'v1' || pp === 'v2' ? pp : 'none';
+  const statusRaw = obj(raw.status);
+  const status = statusRaw === null ? null : hostPortAt(statusRaw.listen, ['status', 'listen'], ctx);
   return {
     path: ctx.path,
     whites,
@@ -290,6 +292,7 @@ export async function normalizeGray(raw: Obj, ctx: NormalizeContext): Promise<Gr
     target,
     pool: int(raw.pool, 8),
     proxyProtocol,
+    status,
     log: logAt(raw.log),
     limits: limitsAt(raw.limits, ['limits'], ctx),
   };

@@ -26,13 +26,20 @@ export function generateSecret(): string {
 const BASE64URL = /^[A-Za-z0-9_-]+$/;
 const BASE64 = /^[A-Za-z0-9+/]+$/;
 
+/** Hook secrets (form 'webhook') may also be written as Standard Webhooks writes them. */
+export type SecretForm = 'plain' | 'webhook';
+export const WEBHOOK_SECRET_PREFIX = 'whsec_';
+
 /**
- * Decodes a secret written as base64url (or standard base64) and checks its strength.
+ * Decodes a secret written as base64url (or standard base64; for a hook also whsec_<base64>)
+ * and checks its strength.
  * `where` names the source in messages (e.g. `grays[0].secret`); the secret itself never appears.
  * Throws CONFIG_INVALID when the text is not base64, SECRET_WEAK when it is under 16 bytes.
  */
-export function decodeSecret(text: string, where: string): Buffer {
-  const trimmed = text.trim();
+export function decodeSecret(text: string, where: string, form: SecretForm = 'plain'): Buffer {
+  let trimmed = text.trim();
+  // Standard Webhooks writes its signing keys as whsec_ and standard base64 of the key bytes.
+  if (form === 'webhook' && trimmed.startsWith(WEBHOOK_SECRET_PREFIX)) trimmed = trimmed.slice(WEBHOOK_SECRET_PREFIX.length);
   const body = trimmed.replace(/={1,2}$/, '');
   const padded = body.length !== trimmed.length;
   const urlAlphabet = BASE64URL.test(body);
@@ -95,11 +102,12 @@ export async function resolveSecret(
   segments: readonly PathSegment[],
   ctx: SecretContext,
   issues: IssueList,
+  form: SecretForm = 'plain',
 ): Promise<Buffer | null> {
   const at = (key: string): PathSegment[] => [...segments, key];
   const decodeInto = (text: string, key: string): Buffer | null => {
     try {
-      return decodeSecret(text, formatPath(at(key)));
+      return decodeSecret(text, formatPath(at(key)), form);
     } catch (err) {
       if (!isRelayError(err)) throw err;
       // decodeSecret's message starts with the path; the issue list adds it itself.

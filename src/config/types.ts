@@ -82,6 +82,8 @@ export interface GrayConfig {
   readonly target: HostPort;
   readonly pool: number;
   readonly proxyProtocol: ProxyProtocol;
+  /** The status listener (/healthz, /readyz, /metrics), or null. */
+  readonly status: HostPort | null;
   readonly log: { readonly level: string };
   readonly limits: Readonly<Limits>;
 }

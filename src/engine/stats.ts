@@ -1,3 +1,5 @@
+import { Histogram } from './histogram.js';
+
 // Live counters kept by the white. Plain numeric fields, mutated in place: the data path only
 // does `stats.x += n` at connection boundaries (never per chunk). Metrics and `relayctl show`
 // read snapshots of these at request time.
@@ -13,6 +15,10 @@ export interface GrayStats {
   idleTimeouts: number; // pairs ended by the gray's idle_timeout_ms
   bytesFromClients: number; // counted when a pair closes, plus live pairs at snapshot time
   bytesToClients: number;
+  /** Clients on the public port refused or dropped before pairing, by reason code. */
+  clientsRefused: Record<string, number>;
+  /** Seconds an admitted client waited for a pooled data connection (0 when one was idle). */
+  readonly clientWait: Histogram;
   lastError: string | null;
   /** Both ports listening. False until the first bind, and while a failed one is retried. */
   portsBound: boolean;
@@ -23,7 +29,7 @@ export interface GrayStats {
 
 export interface WhiteCounters {
   authFailures: number;
-  dataRejections: Record<string, number>; // by reason code
+  dataRejections: Record<string, number>; // data-port connections, by reason code
   controlRejections: Record<string, number>;
   reloads: { ok: number; rejected: number };
   /** notApplied: what the white does not run as the file says (a setting that needs a restart,
@@ -58,6 +64,8 @@ export function newGrayStats(): GrayStats {
     idleTimeouts: 0,
     bytesFromClients: 0,
     bytesToClients: 0,
+    clientsRefused: {},
+    clientWait: new Histogram(),
     lastError: null,
     portsBound: false,
     listenError: null,

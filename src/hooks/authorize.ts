@@ -105,6 +105,7 @@ export class Authorizer {
       this.client = new HookClient(target.origin, {
         connections: this.options.connections ?? 8,
         connectTimeoutMs: cfg.timeoutMs > 0 ? cfg.timeoutMs : DEFAULT_LIMITS.hookTimeoutMs,
+        kind: 'authorize',
       });
     }
     if (oldClient && oldClient !== this.client) void oldClient.close(1_000);

@@ -13,19 +13,27 @@ function PoolClass(): typeof Pool {
   return undiciPool;
 }
 import { VERSION } from '../version.js';
+import { Histogram } from '../engine/histogram.js';
+
+export type HookKind = 'authorize' | 'webhook';
+
+/** Seconds from sending a hook request to its outcome (an answer, a timeout or an error), by
+ *  kind, for the whole process (metrics: relay_hook_request_duration_seconds). */
+export const hookDurations: Readonly<Record<HookKind, Histogram>> = { authorize: new Histogram(), webhook: new Histogram() };
 
 export const DEFAULT_USER_AGENT = `relay/${VERSION}`;
 
 /**
- * The value of `relay-signature`. The timestamp and delivery id are inside the MAC so that a
- * captured request cannot be replayed later (receivers refuse stale timestamps) nor passed off
- * as another delivery (receivers may deduplicate by id).
+ * The value of `webhook-signature` (Standard Webhooks): `v1,` and the base64 HMAC-SHA256, keyed
+ * with the secret's bytes, over `id.timestamp.body`. The delivery id and the timestamp are inside
+ * the MAC, so a captured request can neither be replayed later (receivers refuse stale
+ * timestamps) nor passed off as another delivery (receivers deduplicate by id).
  */
 export function computeSignature(secret: Buffer, timestamp: number, deliveryId: string, body: string): string {
   const mac = createHmac('sha256', secret);
-  mac.update(`${timestamp}.${deliveryId}.`);
+  mac.update(`${deliveryId}.${timestamp}.`);
   mac.update(body);
-  return `v1=${mac.digest('hex')}`;
+  return `v1,${mac.digest('base64')}`;
 }
 
 /** Headers for one attempt; the timestamp is taken now, so each retry carries a fresh one. */
@@ -41,12 +49,22 @@ export function requestHeaders(opts: {
   const headers: Record<string, string> = {
     'content-type': 'application/json',
     'user-agent': opts.userAgent,
-    'relay-delivery-id': opts.deliveryId,
-    'relay-timestamp': String(timestamp),
+    'webhook-id': opts.deliveryId,
+    'webhook-timestamp': String(timestamp),
   };
-  if (opts.secret !== null) headers['relay-signature'] = computeSignature(opts.secret, timestamp, opts.deliveryId, opts.body);
+  if (opts.secret !== null) headers['webhook-signature'] = computeSignature(opts.secret, timestamp, opts.deliveryId, opts.body);
   if (opts.authorization !== null) headers.authorization = opts.authorization;
   return headers;
+}
+
+/** Milliseconds a Retry-After value asks to wait (delay-seconds or an HTTP date), or null when
+ *  it is absent or unreadable. */
+export function retryAfterMs(value: string | null, nowMs = Date.now()): number | null {
+  if (value === null) return null;
+  const text = value.trim();
+  if (/^\d+$/.test(text)) return Number(text) * 1000;
+  const at = Date.parse(text);
+  return Number.isNaN(at) ? null : Math.max(0, at - nowMs);
 }
 
 /** A hook URL split into what undici needs. Credentials in the URL become a Basic header, since
@@ -86,6 +104,8 @@ export type PostOutcome =
       /** The body did not arrive whole: null, 'timeout', or an error message. The status line
        *  had arrived, so the caller decides whether the body matters. */
       incomplete: string | null;
+      /** The Retry-After header as sent, or null. */
+      retryAfter: string | null;
     }
   | { kind: 'timeout' }
   | { kind: 'error'; message: string };
@@ -97,12 +117,14 @@ export type PostOutcome =
  */
 export class HookClient {
   private readonly pool: Pool;
+  private readonly duration: Histogram;
   private closing: Promise<void> | null = null;
 
   constructor(
     readonly origin: string,
-    opts: { connections: number; connectTimeoutMs: number },
+    opts: { connections: number; connectTimeoutMs: number; kind: HookKind },
   ) {
+    this.duration = hookDurations[opts.kind];
     this.pool = new (PoolClass())(origin, {
       connections: opts.connections,
       pipelining: 1,
@@ -127,6 +149,7 @@ export class HookClient {
     }, timeoutMs);
     const onOuterAbort = (): void => ac.abort();
     abort?.addEventListener('abort', onOuterAbort, { once: true });
+    const startedAt = performance.now();
     try {
       if (abort?.aborted) return { kind: 'error', message: 'aborted' };
       const res = await this.pool.request({
@@ -143,13 +166,15 @@ export class HookClient {
       });
       const { data, truncated, error } = await readCapped(res.body, maxBytes);
       const incomplete = error === null ? null : timedOut ? 'timeout' : describeError(error);
-      return { kind: 'response', status: res.statusCode, body: data, truncated, incomplete };
+      const retryAfter = res.headers['retry-after'];
+      return { kind: 'response', status: res.statusCode, body: data, truncated, incomplete, retryAfter: typeof retryAfter === 'string' ? retryAfter : null };
     } catch (err) {
       if (timedOut) return { kind: 'timeout' };
       return { kind: 'error', message: describeError(err) };
     } finally {
       clearTimeout(timer);
       abort?.removeEventListener('abort', onOuterAbort);
+      this.duration.observe((performance.now() - startedAt) / 1000);
     }
   }
 

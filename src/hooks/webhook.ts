@@ -15,6 +15,7 @@ import {
   bodyExcerpt,
   parseHookUrl,
   requestHeaders,
+  retryAfterMs,
   type HookTarget,
   type PostOutcome,
 } from './transport.js';
@@ -106,7 +107,8 @@ class Ring<T> {
   }
 }
 
-type AttemptResult = { ok: true } | { ok: false; retry: boolean; error: string };
+/** retryAfterMs: what the receiver asked to wait (Retry-After), when it did. */
+type AttemptResult = { ok: true } | { ok: false; retry: boolean; error: string; retryAfterMs?: number | null };
 
 export class WebhookDelivery {
   readonly url: string;
@@ -155,6 +157,7 @@ export class WebhookDelivery {
     this.client = new HookClient(this.target.origin, {
       connections: options.connections ?? 2,
       connectTimeoutMs: this.timeoutMs(),
+      kind: 'webhook',
     });
   }
 
@@ -302,7 +305,9 @@ export class WebhookDelivery {
         );
         return;
       }
-      const delay = backoffDelayMs(attempt, this.backoffBaseMs, this.backoffMaxMs, this.random);
+      // A receiver's Retry-After is honoured up to backoffMaxMs, and never shortens the backoff.
+      const asked = result.retryAfterMs ?? 0;
+      const delay = Math.max(backoffDelayMs(attempt, this.backoffBaseMs, this.backoffMaxMs, this.random), Math.min(asked, this.backoffMaxMs));
       this.logger.debug({ event: event.id, attempt, delayMs: delay, error: result.error }, 'webhook attempt failed; retrying');
       await this.sleep(delay);
       if (this.abandon.signal.aborted) return;
@@ -331,8 +336,9 @@ export class WebhookDelivery {
         if (s >= 200 && s < 300) return { ok: true };
         const excerpt = bodyExcerpt(out.body);
         const error = `HTTP ${s}${excerpt ? `: ${excerpt}` : ''}`;
-        // 5xx: the receiver may recover; 3xx/4xx: it will answer the same way next time.
-        return { ok: false, retry: s >= 500, error };
+        // 5xx and 429 (too many requests): the receiver may recover, and may say when
+        // (Retry-After); another 3xx/4xx: it will answer the same way next time.
+        return { ok: false, retry: s >= 500 || s === 429, error, retryAfterMs: retryAfterMs(out.retryAfter) };
       }
     }
   }

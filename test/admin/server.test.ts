@@ -195,11 +195,16 @@ describe('admin server', () => {
     await assert.rejects(client.state(), (err) => isRelayError(err, ErrorCodes.ADMIN_UNREACHABLE) && /did not prove it knows admin\.tcp\.token/.test(err.message));
   });
 
-  it('metrics listener serves /metrics only, without a token', async () => {
+  it('metrics listener serves /metrics and /healthz only, without a token', async () => {
     const res = await request(metricsUrl('/metrics'));
     assert.equal(res.statusCode, 200);
     assert.equal(res.headers['content-type'], METRICS_CONTENT_TYPE);
-    assert.match(await res.body.text(), /relay_pool_target\{gray="g1"\}/);
+    const text = await res.body.text();
+    assert.match(text, /relay_pool_target_connections\{gray="g1"\}/);
+    assert.match(text, /^nodejs_eventloop_lag_p99_seconds \S+$/m, 'event-loop lag once the listener samples it');
+    const health = await request(metricsUrl('/healthz'));
+    assert.equal(health.statusCode, 200);
+    assert.equal(await health.body.text(), 'ok\n');
     for (const path of ['/v1/state', '/', '/metrics/x']) {
       const other = await request(metricsUrl(path));
       assert.equal(other.statusCode, 404, path);

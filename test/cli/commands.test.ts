@@ -22,6 +22,7 @@ function state(overrides: Partial<AdminState> = {}): AdminState {
     grays: [
       { ...newGrayStats(), id: 'zeta', publicPort: 20002, dataPort: 20003, connected: false, portsBound: true, lastError: 'heartbeat timeout\nafter 3 missed' },
       {
+        ...newGrayStats(),
         id: 'alpha',
         publicPort: 20000,
         dataPort: 20001,

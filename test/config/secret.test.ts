@@ -144,3 +144,20 @@ test('several secret problems of one kind keep that kind as the error code', asy
     'w.yaml: grays[1].secret: decodes to 8 bytes, at least 16 (128 bits) required',
   ]);
 });
+
+test('a hook secret may also be written as Standard Webhooks writes it (whsec_ and base64); a gray secret may not', async () => {
+  const key = Buffer.from('00112233445566778899aabbccddeeff0011223344556677', 'hex');
+  const whsec = `whsec_${key.toString('base64')}`;
+  const white = await parseWhiteConfig(
+    `control: { listen: "127.0.0.1:7000" }\nhooks:\n  - url: "http://127.0.0.1:9000/"\n    secret: "${whsec}"\nauthorize:\n  url: "http://127.0.0.1:9001/"\n  client_connect: true\n  secret: "${whsec}"\n`,
+    '/etc/relay/w.yaml',
+  );
+  assert.ok(white.hooks[0]?.secret?.equals(key), 'hook secret decoded from whsec_');
+  assert.ok(white.authorize?.secret?.equals(key), 'authorize secret decoded from whsec_');
+  const both = await parseWhiteConfig(`control: { listen: "127.0.0.1:7000" }\nhooks:\n  - url: "http://127.0.0.1:9000/"\n    secret: "${key.toString('base64url')}"\n`, '/etc/relay/w.yaml');
+  assert.ok(both.hooks[0]?.secret?.equals(key), "today's form still works");
+  const weak = await loadError(parseWhiteConfig(`control: { listen: "127.0.0.1:7000" }\nhooks:\n  - url: "http://127.0.0.1:9000/"\n    secret: "whsec_${Buffer.alloc(8).toString('base64')}"\n`, '/etc/relay/w.yaml'));
+  assert.match(weak.message, /hooks\[0\]\.secret: decodes to 8 bytes/);
+  const err = await loadError(parseGrayConfig(gray(`secret: "${whsec}"`), '/etc/relay/g.yaml'));
+  assert.match(err.message, /secret: is not base64url \(or base64\) text/);
+});

@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import type { GrayConfig } from '../../src/config/types.js';
-import { GrayAgent, type WhiteSessionState, type WhiteTarget } from '../../src/engine/gray/agent.js';
+import { GrayAgent, type WhiteSessionCounts, type WhiteSessionState, type WhiteTarget } from '../../src/engine/gray/agent.js';
 import { pickFamily, WhiteSessions, type WhiteSession } from '../../src/engine/gray/white-sessions.js';
 import { WhiteServer } from '../../src/engine/white/white-server.js';
 import { silentLogger } from '../../src/log.js';
@@ -17,7 +17,13 @@ import { testDataPlane } from '../helpers/data-plane.js';
 class FakeSession implements WhiteSession {
   started = false;
   stopped = false;
+  connected = false;
+  activeForwards = 0;
+  counters: WhiteSessionCounts = { sessions: 0, reconnects: 0, forwardsTotal: 0, bytesToService: 0, bytesFromService: 0, serviceConnectFailures: 0 };
   constructor(readonly target: WhiteTarget) {}
+  counts(): WhiteSessionCounts {
+    return this.counters;
+  }
   start(): void {
     this.started = true;
   }
@@ -25,7 +31,8 @@ class FakeSession implements WhiteSession {
     this.stopped = true;
   }
   state(): WhiteSessionState {
-    return { white: `${this.target.control.host}:${this.target.control.port}`, connected: false, connectedSince: null, poolIdle: 0, poolTarget: 0, activeForwards: 0, reconnectAttempts: 0, lastError: null };
+    const connected = this.connected;
+    return { white: `${this.target.control.host}:${this.target.control.port}`, connected, connectedSince: connected ? 1 : null, poolIdle: connected ? 2 : 0, poolTarget: connected ? 4 : 0, activeForwards: this.activeForwards, reconnectAttempts: 0, lastError: null };
   }
 }
 
@@ -79,6 +86,34 @@ describe('white session set (resolution, add, remove)', () => {
     assert.equal(made[0]!.stopped, true);
     assert.equal(made[1]!.stopped, false, 'the session that stayed was not restarted');
     assert.equal(made.length, 3);
+    await set.stop();
+  });
+
+  it('status(): one entry per white session, the forwards of all of them, counts of a white that left kept', async () => {
+    const answers = new Map<string, string[] | Error>([['whites.test', ['10.0.0.1', '10.0.0.2']]]);
+    const { set, made } = fakeSet({ ...base, whites: [{ host: 'whites.test', port: 7000 }] }, answers);
+    await set.start();
+    const [one, two] = made as [FakeSession, FakeSession];
+    one.connected = true;
+    one.activeForwards = 1;
+    one.counters = { sessions: 1, reconnects: 2, forwardsTotal: 5, bytesToService: 100, bytesFromService: 1000, serviceConnectFailures: 1 };
+    two.counters = { sessions: 0, reconnects: 3, forwardsTotal: 2, bytesToService: 10, bytesFromService: 20, serviceConnectFailures: 0 };
+    const status = set.status();
+    assert.equal(status.id, 'g');
+    assert.deepEqual(status.whites, [
+      { white: '10.0.0.1:7000', connected: true, sessions: 1, reconnects: 2, poolIdle: 2, poolTarget: 4 },
+      { white: '10.0.0.2:7000', connected: false, sessions: 0, reconnects: 3, poolIdle: 0, poolTarget: 0 },
+    ]);
+    assert.deepEqual(
+      { active: status.activeForwards, total: status.forwardsTotal, to: status.bytesToService, from: status.bytesFromService, failed: status.serviceConnectFailures },
+      { active: 1, total: 7, to: 110, from: 1020, failed: 1 },
+    );
+    // 10.0.0.1 leaves: its entry goes, its forwards stay counted (counters never go back).
+    answers.set('whites.test', ['10.0.0.2']);
+    await set.refresh();
+    const after = set.status();
+    assert.deepEqual(after.whites.map((w) => w.white), ['10.0.0.2:7000']);
+    assert.deepEqual({ total: after.forwardsTotal, to: after.bytesToService, from: after.bytesFromService, failed: after.serviceConnectFailures }, { total: 7, to: 110, from: 1020, failed: 1 });
     await set.stop();
   });
 

@@ -44,6 +44,8 @@ interface TestWhite {
   readonly log: CapturedLogger;
   control(key: string): number;
   data(code: string): number;
+  /** Clients refused on the public port of the first gray, by code. */
+  client(code: string): number;
   gray(): ReturnType<WhiteServer['snapshot']>['grays'][number];
   stop(): Promise<void>;
 }
@@ -57,6 +59,7 @@ async function whiteWith(limits: Partial<Limits>, grays: WhiteConfig['grays'] = 
     log,
     control: (key) => white.snapshot().counters.controlRejections[key] ?? 0,
     data: (code) => white.snapshot().counters.dataRejections[code] ?? 0,
+    client: (code) => white.snapshot().grays[0]!.clientsRefused[code] ?? 0,
     gray: () => white.snapshot().grays[0]!,
     stop: () => white.stop(50),
   };
@@ -427,9 +430,9 @@ describe('limits: data port and clients', () => {
       const fourth = await tcpConnect(publicPort);
       const fourthStarted = Date.now();
       assert.ok((await closeTime(fourth, fourthStarted)) < 300, 'queue full: closed at once');
-      assert.equal(t.data(ErrorCodes.CLIENT_QUEUE_FULL), 1);
+      assert.equal(t.client(ErrorCodes.CLIENT_QUEUE_FULL), 1);
       for (const elapsed of await Promise.all(waited)) atLeast(elapsed, 600, 'waiting client closed');
-      assert.equal(t.data(ErrorCodes.CLIENT_WAIT_TIMEOUT), 3);
+      assert.equal(t.client(ErrorCodes.CLIENT_WAIT_TIMEOUT), 3);
       assert.equal(t.gray().pendingClients, 0);
       await t.log.waitFor((l) => l.msg === 'connection refused' && l.code === ErrorCodes.CLIENT_WAIT_TIMEOUT, 'the wait timeout log line');
       s.probe.destroy();
@@ -452,7 +455,8 @@ describe('limits: data port and clients', () => {
       const c = await tcpConnect(tunnel.publicPort);
       const started = Date.now();
       assert.ok((await closeTime(c, started)) < 1000);
-      assert.equal(tunnel.white.snapshot().counters.dataRejections[ErrorCodes.TOO_MANY_CLIENTS], 1);
+      assert.equal(tunnel.white.snapshot().grays[0]!.clientsRefused[ErrorCodes.TOO_MANY_CLIENTS], 1);
+      assert.equal(tunnel.white.snapshot().counters.dataRejections[ErrorCodes.TOO_MANY_CLIENTS], undefined, 'a refused client is not a data-port rejection');
       a.destroy();
       await waitUntil(() => tunnel.white.snapshot().grays[0]!.activeClients === 1, 'one pair to end');
       assert.equal((await roundTrip(tunnel.publicPort, Buffer.from('room again'))).toString(), 'room again');

@@ -52,7 +52,7 @@ describe('ports that cannot be bound', () => {
       b.socket.destroy();
 
       await assert.rejects(rawLogin(white.controlPort, 'a', A, 1), (err: Error) => err.message.includes(ErrorCodes.PORTS_UNBOUND) && /EADDRINUSE/.test(err.message));
-      const metrics = renderMetrics(white.snapshot());
+      const metrics = renderMetrics(white.snapshot(), undefined);
       assert.match(metrics, /^relay_gray_ports_bound\{gray="a"\} 0$/m);
       assert.match(metrics, /^relay_gray_ports_bound\{gray="b"\} 1$/m);
       assert.match(metrics, /^relay_gray_bind_failures_total\{gray="a"\} [1-9]/m);
@@ -63,7 +63,7 @@ describe('ports that cannot be bound', () => {
       assert.equal(white.portsOf('a')!.publicPort, held.port);
       const s = await rawLogin(white.controlPort, 'a', A, 1);
       s.socket.destroy();
-      assert.match(renderMetrics(white.snapshot()), /^relay_gray_ports_bound\{gray="a"\} 1$/m);
+      assert.match(renderMetrics(white.snapshot(), undefined), /^relay_gray_ports_bound\{gray="a"\} 1$/m);
     } finally {
       await white.stop(0);
     }

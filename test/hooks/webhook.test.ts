@@ -2,15 +2,16 @@
 // what the receiver sees (promises it resolves), never for fixed sleeps.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { Webhook } from 'standardwebhooks';
 import type { HookConfig } from '../../src/config/types.js';
 import { DEFAULT_LIMITS, resolveLimits } from '../../src/limits.js';
 import { silentLogger } from '../../src/log.js';
 import { HookDispatcher } from '../../src/hooks/dispatcher.js';
 import { WebhookDelivery, backoffDelayMs, type HookEvent } from '../../src/hooks/webhook.js';
+import { retryAfterMs } from '../../src/hooks/transport.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -77,15 +78,14 @@ function ev(id: string, type = 'gray.connected'): HookEvent {
 
 const bodyId = (a: Arrival): string => (JSON.parse(a.body) as { id: string }).id;
 
-/** What a receiver does: recompute the HMAC over timestamp.delivery_id.raw_body and compare in constant time. */
+/** What a receiver does: the Standard Webhooks library, given the secret as whsec_<base64>. */
 function verifyLikeAReceiver(a: Arrival, secret: Buffer): boolean {
-  const ts = String(a.headers['relay-timestamp']);
-  const id = String(a.headers['relay-delivery-id']);
-  const sig = String(a.headers['relay-signature']);
-  if (!sig.startsWith('v1=')) return false;
-  const expected = createHmac('sha256', secret).update(`${ts}.${id}.${a.body}`).digest();
-  const got = Buffer.from(sig.slice(3), 'hex');
-  return got.length === expected.length && timingSafeEqual(got, expected);
+  try {
+    new Webhook(`whsec_${secret.toString('base64')}`).verify(a.body, a.headers as Record<string, string>);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 const fast = { backoffBaseMs: 5, backoffMaxMs: 50, random: () => 0.5 };
@@ -118,8 +118,8 @@ test('every event body has the documented shape and a signature a receiver can v
     assert.equal(a.path, '/hook');
     assert.equal(a.headers['content-type'], 'application/json');
     assert.match(String(a.headers['user-agent']), /^relay\/\d+\.\d+\.\d+/);
-    assert.match(String(a.headers['relay-delivery-id']), UUID);
-    const ts = Number(a.headers['relay-timestamp']);
+    assert.match(String(a.headers['webhook-id']), UUID);
+    const ts = Number(a.headers['webhook-timestamp']);
     assert.ok(Number.isInteger(ts) && ts >= before && ts <= after, `timestamp ${ts} within [${before}, ${after}]`);
     assert.ok(verifyLikeAReceiver(a, secret), `signature of ${name} verifies`);
     assert.ok(!verifyLikeAReceiver(a, Buffer.from('another secret, another mac....')), 'a wrong secret does not verify');
@@ -147,7 +147,7 @@ test('a tampered body or a changed timestamp no longer verifies', async (t) => {
   const [a] = await rx.waitFor(1);
   assert.ok(a && verifyLikeAReceiver(a, secret));
   assert.ok(!verifyLikeAReceiver({ ...a, body: a.body.replace('"a"', '"b"') }, secret));
-  assert.ok(!verifyLikeAReceiver({ ...a, headers: { ...a.headers, 'relay-timestamp': String(Number(a.headers['relay-timestamp']) + 1) } }, secret));
+  assert.ok(!verifyLikeAReceiver({ ...a, headers: { ...a.headers, 'webhook-timestamp': String(Number(a.headers['webhook-timestamp']) + 1) } }, secret));
 });
 
 test('without a secret there is no signature header', async (t) => {
@@ -157,9 +157,9 @@ test('without a secret there is no signature header', async (t) => {
   t.after(() => d.close(100));
   d.emit('gray.connected', { grayId: 'a', remoteAddress: '1.2.3.4:5', sessionId: 'x' });
   const [a] = await rx.waitFor(1);
-  assert.equal(a?.headers['relay-signature'], undefined);
-  assert.match(String(a?.headers['relay-delivery-id']), UUID);
-  assert.match(String(a?.headers['relay-timestamp']), /^\d+$/);
+  assert.equal(a?.headers['webhook-signature'], undefined);
+  assert.match(String(a?.headers['webhook-id']), UUID);
+  assert.match(String(a?.headers['webhook-timestamp']), /^\d+$/);
 });
 
 test('the event filter: a hook gets only the events it lists; an empty list gets all', async (t) => {
@@ -216,7 +216,7 @@ test('5xx is retried with growing delays, the same delivery id, then delivered',
     if (i > 0) assert.ok(g > gaps[i - 1]!, `gap ${i} (${g.toFixed(1)}) > gap ${i - 1} (${gaps[i - 1]!.toFixed(1)})`);
   });
   assert.equal(arrivals.length, 4, 'three failures and one success');
-  const ids = new Set(arrivals.map((a) => a.headers['relay-delivery-id']));
+  const ids = new Set(arrivals.map((a) => a.headers['webhook-id']));
   assert.equal(ids.size, 1, 'retries keep the delivery id');
   assert.ok(arrivals.every((a) => bodyId(a) === 'e1'));
   const s = w.stats();
@@ -262,6 +262,37 @@ test('4xx is not retried', async (t) => {
   assert.equal(s.failed, 1);
   assert.equal(s.delivered, 1);
   assert.equal(s.lastError, 'HTTP 400');
+});
+
+test('429 is retried like a 5xx, after the Retry-After it asks for, bounded by backoffMaxMs', { timeout: 15_000 }, async (t) => {
+  const rx = await Receiver.start();
+  t.after(() => rx.stop());
+  // First a 429 asking for 1 s, then one asking for an hour (capped), then 204.
+  const answers: Array<[number, string | null]> = [[429, '1'], [429, '3600'], [204, null]];
+  rx.handler = (a) => {
+    const [status, retryAfter] = answers[rx.arrivals.length - 1]!;
+    a.res.statusCode = status;
+    if (retryAfter) a.res.setHeader('retry-after', retryAfter);
+    a.res.end();
+  };
+  const w = new WebhookDelivery(hook(rx.url), { logger: silentLogger(), maxAttempts: 5, backoffBaseMs: 10, backoffMaxMs: 1_500, random: () => 0 });
+  t.after(() => w.close(100));
+  w.enqueue(ev('e1'));
+  const arrivals = await rx.waitFor(3);
+  await w.idle();
+  const gaps = arrivals.slice(1).map((a, i) => a.at - arrivals[i]!.at);
+  assert.ok(gaps[0]! >= 999, `waited ${gaps[0]!.toFixed(0)} ms for Retry-After: 1`);
+  assert.ok(gaps[1]! >= 1_499 && gaps[1]! < 3_000, `waited ${gaps[1]!.toFixed(0)} ms: Retry-After 3600 capped at backoffMaxMs 1500`);
+  assert.deepEqual(w.stats(), { url: rx.url, delivered: 1, failed: 0, dropped: 0, queued: 0, lastError: 'HTTP 429' });
+});
+
+test('retryAfterMs reads delay-seconds and HTTP dates, and ignores what it cannot read', () => {
+  const now = Date.parse('2026-01-01T00:00:00Z');
+  assert.equal(retryAfterMs('120', now), 120_000);
+  assert.equal(retryAfterMs('Thu, 01 Jan 2026 00:00:30 GMT', now), 30_000);
+  assert.equal(retryAfterMs('Wed, 31 Dec 2025 23:00:00 GMT', now), 0, 'a date in the past: no wait');
+  assert.equal(retryAfterMs('soon', now), null);
+  assert.equal(retryAfterMs(null, now), null);
 });
 
 test('a 3xx is not followed and counts as a failure', async (t) => {
@@ -503,7 +534,7 @@ test('update() keeps the queue and counters of a hook that stays, starts new one
   await d.idle();
   const sessions = keep.arrivals.map((a) => (JSON.parse(a.body) as { data: { sessionId: string } }).data.sessionId);
   assert.deepEqual(sessions, ['s1', 's2', 's3', 's4']);
-  assert.equal(keep.arrivals[3]?.headers['relay-signature']?.slice(0, 3), 'v1=', 'the new secret applies to later attempts');
+  assert.equal(keep.arrivals[3]?.headers['webhook-signature']?.slice(0, 3), 'v1,', 'the new secret applies to later attempts');
   assert.equal(removed.arrivals.length, 3, 'the removed hook got nothing after update()');
   assert.equal(d.stats()[0]?.delivered, 4);
 });

@@ -19,6 +19,7 @@ import { decodeProof, deriveSessionKeys, encodeProof, proofsEqual, type SessionK
 import { MessageType, type Message } from '../protocol/messages.js';
 import { sessionIdFromString } from '../protocol/preamble.js';
 import { RateLimitedLog } from '../../rate-limited-log.js';
+import { VERSION } from '../../version.js';
 import { resolveHost } from '../net-util.js';
 import type { DataPlane } from '../substrate/data-plane.js';
 import { engineLinks } from './engine-link.js';
@@ -26,7 +27,7 @@ import { PoolDialer, type PoolLinks } from './pool-dialer.js';
 import type { Forward, LinkContext } from './pool-link.js';
 import { socketLinks } from './socket-link.js';
 
-const AGENT = 'relay/0.1.0';
+const AGENT = `relay/${VERSION}`;
 
 /** The one white a GrayAgent keeps its session with. */
 export interface WhiteTarget {
@@ -73,6 +74,20 @@ export interface WhiteSessionState {
   readonly lastError: { readonly code: string; readonly message: string; readonly at: number } | null;
 }
 
+/** One session's counters since it was made, for the gray's status listener (/metrics). */
+export interface WhiteSessionCounts {
+  /** Authenticated sessions (the first one included). */
+  readonly sessions: number;
+  /** Reconnect attempts scheduled after a failed connect or a lost session. */
+  readonly reconnects: number;
+  /** Forwards ended, with their bytes: from the white (clients) to the service, and back. */
+  readonly forwardsTotal: number;
+  readonly bytesToService: number;
+  readonly bytesFromService: number;
+  /** Forwards whose connect to the local service failed. */
+  readonly serviceConnectFailures: number;
+}
+
 export interface GrayAgentEvents {
   connected: [{ sessionId: string; dataPort: number; fingerprint: string }];
   disconnected: [RelayError];
@@ -86,6 +101,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   /** After another agent took this id's session: long waits, growing while it keeps happening,
    *  so two grays sharing an id by mistake do not take the session from each other endlessly. */
   private readonly replacedBackoff: Backoff;
+  private readonly counters = { sessions: 0, reconnects: 0, forwardsTotal: 0, bytesToService: 0, bytesFromService: 0, serviceConnectFailures: 0 };
   private readonly warnings: RateLimitedLog;
   private channel: ControlChannel | null = null;
   private dialer: PoolDialer | null = null;
@@ -118,6 +134,11 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
 
   get activeForwards(): number {
     return this.active.size;
+  }
+
+  /** This session's counters since it was made (see WhiteSessionCounts). */
+  counts(): WhiteSessionCounts {
+    return { ...this.counters };
   }
 
   start(): void {
@@ -242,6 +263,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
         channel.setMaxPayloadBytes(limits.frameMaxBytesAfterAuth);
         channel.startHeartbeat(message.heartbeatMs, limits.heartbeatMissed);
         this.backoff.reset();
+        this.counters.sessions += 1;
         this.connectedSince = Date.now();
         this.poolTarget = message.pool;
         this.startPool(message.session, this.openLinks(message.dataPort, socket.remoteAddress, addresses), message.pool, message.credits, keys.dataKey);
@@ -263,7 +285,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
    *  for this connection, or by Node sockets on the JS plane. Without a data host they go to the
    *  address the control channel reached (the same white). */
   private openLinks(dataPort: number, controlPeer: string | undefined, addresses: EngineAddresses | null): PoolLinks {
-    const ctx: LinkContext = { config: this.config, logger: this.logger, warnings: this.warnings, port: dataPort };
+    const ctx: LinkContext = { config: this.config, logger: this.logger, warnings: this.warnings, port: dataPort, serviceUnreachable: () => void (this.counters.serviceConnectFailures += 1) };
     const engine = this.dataPlane.engine;
     // The control socket has its peer's address while it is open, and it is open here.
     const reached = controlPeer ?? this.white.control.host;
@@ -289,7 +311,15 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
         this.emit('pool-ready', idle);
       },
       onActivated: (link, client) => {
-        const forward = link.forward(client, () => this.active.delete(forward));
+        const forward = link.forward(client, (result) => {
+          this.active.delete(forward);
+          this.counters.forwardsTotal += 1;
+          // The data connection is side a: what it read came from the client, through the white.
+          if (result) {
+            this.counters.bytesToService += result.bytesFromA;
+            this.counters.bytesFromService += result.bytesFromB;
+          }
+        });
         this.active.add(forward);
       },
     });
@@ -323,6 +353,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   private scheduleReconnect(why: string, fixedDelayMs?: number): void {
     if (this.stopping || this.reconnectTimer) return;
     const delayMs = fixedDelayMs ?? this.backoff.next();
+    this.counters.reconnects += 1;
     this.logger.info({ gray: this.config.id, retryInMs: delayMs, attempt: this.backoff.attempts, why }, 'reconnecting');
     this.emit('reconnecting', { attempt: this.backoff.attempts, delayMs, why });
     this.reconnectTimer = setTimeout(() => {

@@ -41,7 +41,10 @@ class EngineLink implements PoolLink {
     const { ip, port } = this.service;
     const pair = this.conn.forward(this.service, proxyHeaderFor(this.ctx.config.proxyProtocol, client), (result, reachedService) => {
       // A pair ended by destroy() (a drain) has no error: only a failed connect is reported.
-      if (!reachedService && result.error) warnTargetFailed(this.ctx.warnings, { host: ip, port }, client, result.error);
+      if (!reachedService && result.error) {
+        this.ctx.serviceUnreachable?.();
+        warnTargetFailed(this.ctx.warnings, { host: ip, port }, client, result.error);
+      }
       onClosed(result);
       markClosed();
     });

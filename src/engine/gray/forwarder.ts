@@ -24,14 +24,18 @@ export function forwardToTarget(
   logger: Logger,
   warnings: RateLimitedLog,
   onClosed: (result: PairEnd | null) => void,
+  serviceUnreachable: () => void = () => {},
 ): Forward {
   let joined: Pair | null = null;
   let markClosed = (): void => {};
   let finished = false;
+  // What the data socket read before the client's bytes (the start header) is not the client's:
+  // the pair counts the socket's bytesRead, so it is taken off here.
+  const notForwarded = data.bytesRead - rest.length;
   const finish = (result: PairEnd | null): void => {
     if (finished) return;
     finished = true;
-    onClosed(result);
+    onClosed(result && { ...result, bytesFromA: result.bytesFromA - notForwarded });
     markClosed();
   };
   const forward: Forward = {
@@ -52,6 +56,7 @@ export function forwardToTarget(
   const onConnectError = (err: Error): void => {
     // The service refused or is gone: reset the data connection at once (the white resets its
     // client in turn), so the client hears a refusal, not an empty answer.
+    serviceUnreachable();
     warnTargetFailed(warnings, config.target, client, err);
     resetSocket(data);
     target.destroy();

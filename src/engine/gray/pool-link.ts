@@ -35,6 +35,8 @@ export interface LinkContext {
   readonly warnings: RateLimitedLog;
   /** The white's data port. */
   readonly port: number;
+  /** Counts a forward whose connect to the local service failed. */
+  readonly serviceUnreachable?: () => void;
 }
 
 /** One client being forwarded, from activation until both sides closed. */

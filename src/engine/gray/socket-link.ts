@@ -57,8 +57,8 @@ class SocketLink implements PoolLink {
   }
 
   forward(client: ClientAddressInfo, onClosed: (result: PairEnd | null) => void): Forward {
-    const { config, logger, warnings } = this.ctx;
-    return forwardToTarget(this.socket, client, this.rest, config, logger, warnings, onClosed);
+    const { config, logger, warnings, serviceUnreachable } = this.ctx;
+    return forwardToTarget(this.socket, client, this.rest, config, logger, warnings, onClosed, serviceUnreachable);
   }
 
   /** Reset, not FIN: once activated, the white's client must hear an abort (an invalid start

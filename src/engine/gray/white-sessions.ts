@@ -12,7 +12,8 @@ import type { GrayConfig, HostPort } from '../../config/types.js';
 import type { Logger } from '../../log.js';
 import { Backoff } from '../backoff.js';
 import type { DataPlane } from '../substrate/data-plane.js';
-import { GrayAgent, type WhiteSessionState, type WhiteTarget } from './agent.js';
+import { GrayAgent, type WhiteSessionCounts, type WhiteSessionState, type WhiteTarget } from './agent.js';
+import type { GrayStatus, GrayStatusSource } from './status.js';
 
 /** Addresses of a host name, in the resolver's order of preference. */
 export type ResolveHost = (host: string) => Promise<string[]>;
@@ -25,6 +26,21 @@ export interface WhiteSession {
   start(): void;
   stop(drainMs?: number): Promise<void>;
   state(): WhiteSessionState;
+  /** Counters for the status listener; a session without them counts as zero. */
+  counts?(): WhiteSessionCounts;
+}
+
+const NO_COUNTS: WhiteSessionCounts = { sessions: 0, reconnects: 0, forwardsTotal: 0, bytesToService: 0, bytesFromService: 0, serviceConnectFailures: 0 };
+
+function addCounts(a: WhiteSessionCounts, b: WhiteSessionCounts): WhiteSessionCounts {
+  return {
+    sessions: a.sessions + b.sessions,
+    reconnects: a.reconnects + b.reconnects,
+    forwardsTotal: a.forwardsTotal + b.forwardsTotal,
+    bytesToService: a.bytesToService + b.bytesToService,
+    bytesFromService: a.bytesFromService + b.bytesFromService,
+    serviceConnectFailures: a.serviceConnectFailures + b.serviceConnectFailures,
+  };
 }
 
 export interface WhiteSessionsOptions {
@@ -52,8 +68,10 @@ interface Entry {
   lastError: string | null;
 }
 
-export class WhiteSessions extends EventEmitter<WhiteSessionsEvents> {
+export class WhiteSessions extends EventEmitter<WhiteSessionsEvents> implements GrayStatusSource {
   private readonly sessions = new Map<string, WhiteSession>();
+  /** Counters of sessions that left, so the gray's totals never go back. */
+  private retired: WhiteSessionCounts = NO_COUNTS;
   private readonly entries: Entry[];
   private readonly resolve: ResolveHost;
   private readonly createSession: (white: WhiteTarget, logger: Logger) => WhiteSession;
@@ -101,6 +119,28 @@ export class WhiteSessions extends EventEmitter<WhiteSessionsEvents> {
   /** One row per white session, sorted by address. */
   state(): WhiteSessionState[] {
     return [...this.sessions.values()].map((s) => s.state()).sort((a, b) => (a.white < b.white ? -1 : a.white > b.white ? 1 : 0));
+  }
+
+  /** The gray's status for its status listener: one entry per white session, and the forwards
+   *  of all of them (with those of sessions that have left). */
+  status(): GrayStatus {
+    let totals = this.retired;
+    const whites = [...this.sessions.values()].map((session) => {
+      const state = session.state();
+      const counts = session.counts?.() ?? NO_COUNTS;
+      totals = addCounts(totals, counts);
+      return { state, counts };
+    });
+    whites.sort((a, b) => (a.state.white < b.state.white ? -1 : a.state.white > b.state.white ? 1 : 0));
+    return {
+      id: this.config.id,
+      whites: whites.map(({ state, counts }) => ({ white: state.white, connected: state.connected, sessions: counts.sessions, reconnects: counts.reconnects, poolIdle: state.poolIdle, poolTarget: state.poolTarget })),
+      activeForwards: whites.reduce((sum, w) => sum + w.state.activeForwards, 0),
+      forwardsTotal: totals.forwardsTotal,
+      bytesToService: totals.bytesToService,
+      bytesFromService: totals.bytesFromService,
+      serviceConnectFailures: totals.serviceConnectFailures,
+    };
   }
 
   /** Configured names whose last resolution failed, with the reason. */
@@ -162,6 +202,8 @@ export class WhiteSessions extends EventEmitter<WhiteSessionsEvents> {
       if (wanted.has(key)) continue;
       this.sessions.delete(key);
       this.logger.info({ white: key }, 'white left: its address is no longer resolved');
+      // Its active forwards finish after this; what they carry then is not counted.
+      this.retired = addCounts(this.retired, session.counts?.() ?? NO_COUNTS);
       void session.stop();
       this.emit('left', key);
     }

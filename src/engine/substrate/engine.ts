@@ -29,8 +29,8 @@ export interface EngineHandle {
 
 interface Addon {
   createEngine(onEvent: (...args: RawEvent) => void): EngineHandle;
-  /** A memory-reducing collection of this isolate, then malloc_trim (native/memory.cc). */
-  releaseMemory(): void;
+  /** malloc_trim: free malloc pages back to the system (native/memory.cc). */
+  trimMalloc(): void;
 }
 
 export interface EngineStats {
@@ -54,16 +54,26 @@ export interface ConnOwner {
   connEvent(event: EngineEventOf<'gone' | 'dialed' | 'header' | 'noneLent'>, pair: EnginePair | null): void;
 }
 
-/** From dist/src/engine/substrate/ to the package root. */
-const MODULE_PATH = fileURLToPath(new URL('../../../../native/build/Release/relay_splice.node', import.meta.url));
+/** From dist/src/engine/substrate/ to the package root: node-gyp-build takes build/Release
+ *  there (built from source) or else the prebuilt binary under native/prebuilds/. */
+const NATIVE_DIR = fileURLToPath(new URL('../../../../native', import.meta.url));
+
+interface LoadedAddon {
+  readonly addon: Addon;
+  /** The addon file that was loaded (built here or prebuilt). */
+  readonly modulePath: string;
+}
 
 /** The addon, or why it cannot be had. Node caches the module, so this loads it once. */
-function loadAddon(): Addon | string {
+function loadAddon(): LoadedAddon | string {
   if (process.platform !== 'linux') return `splice(2) is Linux only (this is ${process.platform})`;
+  let modulePath: string | null = null;
   try {
-    return createRequire(import.meta.url)(MODULE_PATH) as Addon;
+    const require = createRequire(import.meta.url);
+    modulePath = (require('node-gyp-build') as { resolve(dir: string): string }).resolve(NATIVE_DIR);
+    return { addon: require(modulePath) as Addon, modulePath };
   } catch (err) {
-    return `${MODULE_PATH}: ${err instanceof Error ? err.message : String(err)}`;
+    return `${modulePath ?? NATIVE_DIR}: ${err instanceof Error ? err.message.replace(/\s+/g, ' ').trim() : String(err)}`;
   }
 }
 
@@ -73,16 +83,20 @@ export class Engine {
   private readonly listeners = new Map<number, ListenerOwner>();
   private readonly conns = new Map<number, ConnOwner>();
 
-  private constructor(private readonly addon: Addon) {
+  private constructor(
+    private readonly addon: Addon,
+    /** The addon file this engine came from (built here or prebuilt). */
+    readonly modulePath: string,
+  ) {
     this.handle = addon.createEngine((...args) => this.route(decodeEvent(...args)));
   }
 
   /** Starts an engine thread, or returns why there can be none (no addon, not Linux). */
   static open(): Engine | string {
-    const addon = loadAddon();
-    if (typeof addon === 'string') return addon;
+    const loaded = loadAddon();
+    if (typeof loaded === 'string') return loaded;
     try {
-      return new Engine(addon);
+      return new Engine(loaded.addon, loaded.modulePath);
     } catch (err) {
       return err instanceof Error ? err.message : String(err);
     }
@@ -92,9 +106,9 @@ export class Engine {
     return this.handle.stats();
   }
 
-  /** Gives back memory one-off work left behind (the whole process's, not only this engine's). */
-  releaseMemory(): void {
-    this.addon.releaseMemory();
+  /** Gives malloc's free pages back to the system (the whole process's, not only this engine's). */
+  trimMalloc(): void {
+    this.addon.trimMalloc();
   }
 
   addListener(id: number, owner: ListenerOwner): void {

@@ -44,7 +44,8 @@ export interface EndpointContext {
   readonly clientGate: Gate | null;
   /** Whether clientGate decides anything now (see WhiteGates.clientConnectDeciding). */
   readonly clientGateDeciding?: () => boolean;
-  /** Counts a rejected connection by reason (data-port and public-port rejections). */
+  /** Counts a refused data-port connection by reason (clients refused on the public port are
+   *  counted per gray, in stats.clientsRefused). */
   readonly countRejection: (code: ErrorCode) => void;
 }
 
@@ -60,7 +61,7 @@ export class GrayEndpoint {
     private current: GrayEntry,
     private readonly ctx: EndpointContext,
   ) {
-    this.broker = new PoolBroker(current.id, this.stats, ctx.limits, ctx.logger, ctx.events, (c, code, d) => this.refuse(c, c.remoteAddress, code, d), ctx.clientGate, ctx.clientGateDeciding, {
+    this.broker = new PoolBroker(current.id, this.stats, ctx.limits, ctx.logger, ctx.events, (c, code, d) => (code === ErrorCodes.PREAMBLE_INVALID ? this.refuse(c, c.remoteAddress, code, d) : this.refuseClient(c, code, d)), ctx.clientGate, ctx.clientGateDeciding, {
       timeoutMs: () => this.current.idleTimeoutMs ?? null,
       onTimeout: (client, idleMs) => {
         this.stats.idleTimeouts += 1;
@@ -218,11 +219,18 @@ export class GrayEndpoint {
     return { ok: true, session };
   }
 
-  /** Counts and logs a refused connection; closes it when there is one. */
+  /** A data-port connection refused: counts and logs it; closes it when there is one. */
   refuse(conn: HeldConn | null, remote: string | undefined, code: ErrorCode, detail: string): void {
     conn?.destroy();
     this.ctx.countRejection(code);
     this.ctx.warnings.warn(`${this.entry.id}:${code}`, { gray: this.entry.id, code, remote, detail }, 'connection refused');
+  }
+
+  /** A client on the public port. */
+  private refuseClient(client: HeldConn, code: ErrorCode, detail: string): void {
+    client.destroy();
+    this.stats.clientsRefused[code] = (this.stats.clientsRefused[code] ?? 0) + 1;
+    this.ctx.warnings.warn(`${this.entry.id}:${code}`, { gray: this.entry.id, code, remote: client.remoteAddress, detail }, 'connection refused');
   }
 
   /** A listener cannot accept for a moment (out of descriptors): worth a warning. */

@@ -32,6 +32,8 @@ interface IdleConnection {
 interface WaitingClient {
   readonly conn: HeldConn;
   readonly id: string;
+  /** performance.now() when it started waiting. */
+  readonly since: number;
   readonly header: Buffer;
   readonly timer: NodeJS.Timeout;
 }
@@ -139,6 +141,7 @@ export class PoolBroker {
     const waiting = this.waiting.shift();
     if (waiting) {
       this.unwait(waiting);
+      this.stats.clientWait.observe((performance.now() - waiting.since) / 1000);
       this.pair(waiting.conn, data, waiting.id, waiting.header);
       this.topUp();
       return;
@@ -230,6 +233,7 @@ export class PoolBroker {
     const id = this.askingEngine.get(client) ?? randomUUID();
     this.askingEngine.delete(client);
     if (this.closed) return void take(() => {}).destroy();
+    this.stats.clientWait.observe(0);
     this.track(client, 0, id, take);
     this.topUp();
   }
@@ -238,6 +242,7 @@ export class PoolBroker {
   private admitHere(client: HeldConn, id: string, header: Buffer): void {
     const conn = this.takeIdle();
     if (conn) {
+      this.stats.clientWait.observe(0);
       this.pair(client, conn.conn, id, header);
       this.topUp();
       return;
@@ -248,6 +253,7 @@ export class PoolBroker {
     const waiting: WaitingClient = {
       conn: client,
       id,
+      since: performance.now(),
       header,
       timer: setTimeout(() => {
         this.unwait(waiting);
