@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 const here = dirname(fileURLToPath(import.meta.url));
 /** dist/test/e2e → dist/src/cli/relay.js */
 export const RELAY_CLI = resolve(here, '../../src/cli/relay.js');
+const RELAYCTL_CLI = resolve(here, '../../src/cli/relayctl.js');
 
 export type LogLine = Record<string, unknown> & { msg?: string };
 
@@ -98,16 +99,31 @@ export function runRelay(args: string[], env: Record<string, string> = {}): Rela
   return new RelayProcess(child);
 }
 
-/** Runs the CLI to completion and returns its exit code and output. */
-export function runRelayToEnd(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function runToEnd(cli: string, args: string[], env: Record<string, string>): Promise<CliRun> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [RELAY_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (t: string) => (stdout += t));
     child.stderr.setEncoding('utf8').on('data', (t: string) => (stderr += t));
     child.once('exit', (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/** Runs `relay` to completion and returns its exit code and output. */
+export function runRelayToEnd(args: string[], env: Record<string, string> = {}): Promise<CliRun> {
+  return runToEnd(RELAY_CLI, args, env);
+}
+
+/** Runs `relayctl` to completion and returns its exit code and output. */
+export function relayctl(args: string[], env: Record<string, string> = {}): Promise<CliRun> {
+  return runToEnd(RELAYCTL_CLI, args, env);
 }
 
 /** The kernel's ephemeral range: ports it hands to outgoing connections (and to listen(0)). */

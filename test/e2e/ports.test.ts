@@ -5,27 +5,15 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type { AdminState } from '../../src/admin/server.js';
 import { ephemeralPortRange } from '../../src/config/ports.js';
 import { roundTrip, startService } from '../helpers/tunnel.js';
-import { freePort, RELAY_CLI, RelayProcess, runRelay, runRelayToEnd, tempDir } from './harness.js';
+import { freePort, RELAY_CLI, RelayProcess, runRelay, runRelayToEnd, tempDir, relayctl } from './harness.js';
 
-const RELAYCTL_CLI = resolve(dirname(fileURLToPath(import.meta.url)), '../../src/cli/relayctl.js');
 const T = { timeout: 60_000 };
 
-function relayctl(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [RELAYCTL_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (t: string) => (stdout += t));
-    child.stderr.setEncoding('utf8').on('data', (t: string) => (stderr += t));
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 async function hold(port = 0): Promise<{ port: number; release: () => Promise<void> }> {
   const server = net.createServer();

@@ -3,37 +3,19 @@
 // runs the real relayctl as a child process and checks its exit code and its message: relayctl
 // never reports a success it did not get, and never hands an impostor anything it can use.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { ADMIN_LIMITS, AdminServer, type AdminState } from '../../src/admin/server.js';
 import { silentLogger } from '../../src/log.js';
 import { VERSION } from '../../src/version.js';
-import { tempDir } from './harness.js';
+import { tempDir, relayctl, type CliRun } from './harness.js';
 
-const RELAYCTL_CLI = resolve(dirname(fileURLToPath(import.meta.url)), '../../src/cli/relayctl.js');
 const TOKEN = 'e2e-admin-token-0123456789abcdefghijklmnop';
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
-function relayctl(args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [RELAYCTL_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (t: string) => (stdout += t));
-    child.stderr.setEncoding('utf8').on('data', (t: string) => (stderr += t));
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 /** A raw listener standing in for the white; `onConnection` decides how it misbehaves. */
 async function fakeAdmin(at: net.ListenOptions, onConnection: (socket: net.Socket) => void): Promise<net.Server> {

@@ -6,31 +6,14 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { lstat, mkdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type { AdminState } from '../../src/admin/server.js';
 import { closedBy, roundTrip, startService } from '../helpers/tunnel.js';
-import { freePort, RELAY_CLI, RelayProcess, runRelay, tempDir, type LogLine } from './harness.js';
+import { freePort, RELAY_CLI, RelayProcess, runRelay, tempDir, type LogLine, relayctl, type CliRun } from './harness.js';
 
-const RELAYCTL_CLI = resolve(dirname(fileURLToPath(import.meta.url)), '../../src/cli/relayctl.js');
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
-function relayctl(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [RELAYCTL_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (t: string) => (stdout += t));
-    child.stderr.setEncoding('utf8').on('data', (t: string) => (stderr += t));
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 /** A log line written after `mark` (an index into proc.lines) that matches. */
 function logAfter(proc: RelayProcess, mark: number, match: (l: LogLine) => boolean, what: string): Promise<LogLine> {

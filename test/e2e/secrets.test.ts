@@ -3,26 +3,13 @@
 // and the keys; `relayctl add --out FILE` writes the gray's file with mode 0600 and never
 // overwrites one. Real processes, real files.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { generateSecret } from '../../src/config/secret.js';
-import { freePort, runRelay, runRelayToEnd, tempDir } from './harness.js';
+import { freePort, runRelay, runRelayToEnd, tempDir, relayctl } from './harness.js';
 
-const RELAYCTL_CLI = resolve(dirname(fileURLToPath(import.meta.url)), '../../src/cli/relayctl.js');
 
-function relayctl(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [RELAYCTL_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (t: string) => (stdout += t));
-    child.stderr.setEncoding('utf8').on('data', (t: string) => (stderr += t));
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 describe('e2e: files that hold secrets', () => {
   let dir: { path: string; cleanup: () => Promise<void> };
