@@ -237,10 +237,10 @@ describe('dashboard in a real browser', () => {
     try {
       // Headless chromium has no one to ask for the password: it ends the navigation with an
       // error once the white has answered 401.
-      const statuses: number[] = [];
-      without.on('response', (r) => void statuses.push(r.status()));
+      // The response event may come after goto has already failed: wait for it, not for goto.
+      const answered = without.waitForResponse((r) => r.url() === url, { timeout: 10_000 });
       await assert.rejects(without.goto(url), /ERR_INVALID_AUTH_CREDENTIALS/);
-      assert.deepEqual(statuses, [401]);
+      assert.equal((await answered).status(), 401);
       assert.equal(await without.$('#grays'), null, 'no page without the token');
       await withToken.authenticate({ username: 'me', password: token });
       const seen = watchPage(withToken);

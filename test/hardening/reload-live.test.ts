@@ -99,7 +99,7 @@ describe('reload applies to what runs', () => {
       const third = net.connect({ host: '127.0.0.1', port: tunnel.publicPort });
       third.on('error', () => {});
       assert.equal((await closedBy(third)).length, 0);
-      assert.equal(tunnel.white.snapshot().counters.dataRejections[ErrorCodes.TOO_MANY_CLIENTS], 1);
+      assert.equal(tunnel.white.snapshot().grays[0]!.clientsRefused[ErrorCodes.TOO_MANY_CLIENTS], 1);
       a.destroy();
       b.destroy();
       await waitUntil(() => tunnel.white.snapshot().grays[0]!.activeClients === 0, 'the pairs to end');
