@@ -71,7 +71,8 @@ describe('the npm package', { timeout: 3 * STEP_MS }, () => {
     await symlink(process.execPath, join(pathDir, 'node'));
     await symlink('/bin/sh', join(pathDir, 'sh'));
     prefix = join(work, 'prefix');
-    const { PATH: _path, ...rest } = process.env;
+    // A fresh install picks its own data plane: a suite run with RELAY_DATA_PLANE=js must not choose it here.
+    const { PATH: _path, RELAY_DATA_PLANE: _plane, ...rest } = process.env;
     bare = { ...rest, PATH: pathDir, npm_config_prefix: prefix, npm_config_registry: NO_REGISTRY, RELAY_LOG_FORMAT: 'json' };
     for (const key of Object.keys(bare)) if (/^npm_(lifecycle|package|config_node_gyp|config_cache)/.test(key)) delete bare[key];
     // An empty cache: what the install needs must come from the tarball itself.

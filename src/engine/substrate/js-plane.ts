@@ -47,8 +47,12 @@ export function join(a: Socket, b: Socket, heads: Heads, onClosed: OnPairEnd): P
       else to.end();
     });
   };
-  a.once('end', passEnd(a, b));
-  b.once('end', passEnd(b, a));
+  // A socket whose FIN came before the join (a client that half-closed while it waited) has
+  // already emitted 'end': pass that one on now.
+  for (const [from, to] of [[a, b], [b, a]] as const) {
+    if (from.readableEnded) process.nextTick(passEnd(from, to));
+    else from.once('end', passEnd(from, to));
+  }
   a.pipe(b, { end: false });
   b.pipe(a, { end: false });
   return {
