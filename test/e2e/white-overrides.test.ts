@@ -18,7 +18,9 @@ function connects(host: string, port: number): Promise<boolean> {
       s.destroy();
       resolve(true);
     });
-    s.once('error', () => resolve(false));
+    // A white refuses a client of an offline gray with a reset, which may come before Node
+    // reports the connect: something listened there. Nothing listening is ECONNREFUSED.
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNRESET'));
   });
 }
 
