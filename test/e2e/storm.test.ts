@@ -8,8 +8,9 @@ const SESSIONS = 100;
 const RECONNECT_MAX_MS = 2000;
 /** All back within this after the restarted white listens: a few backoff periods at the cap. */
 const BOUND_MS = 30_000;
-/** Low enough that 100 sessions at once always cross it, however fast this machine is now. */
-const UNAUTHENTICATED_PER_IP = 4;
+/** One: any two of the 100 sessions handshaking at the same moment cross it (at 4, a quiet machine
+ *  served every reconnect before a fifth arrived, and the limit was never reached). */
+const UNAUTHENTICATED_PER_IP = 1;
 
 describe('reconnect storm', () => {
   it(`${SESSIONS} gray sessions reconnect to a restarted white at once: all back within ${BOUND_MS} ms, admission limits hold, nothing crashes`, async (t) => {
