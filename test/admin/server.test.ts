@@ -17,6 +17,7 @@ import { VERSION } from '../../src/version.js';
 import { ErrorCodes, isRelayError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { startTunnel, type Tunnel } from '../helpers/tunnel.js';
+import { emptyAdminState } from '../helpers/admin-state.js';
 
 const TOKEN = 'test-token-0123456789abcdef0123456789abcdef';
 
@@ -236,14 +237,7 @@ describe('admin socket life cycle', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const emptyState = (): AdminState => ({
-    configPath: null,
-    startedAt: 0,
-    grays: [],
-    counters: { authFailures: 0, dataRejections: {}, controlRejections: {}, reloads: { ok: 0, rejected: 0 }, lastReload: null },
-    hooks: [],
-    version: VERSION,
-  });
+  const emptyState = emptyAdminState;
   const server = (socket: string): AdminServer =>
     new AdminServer({ socket, tcp: null, metrics: null, logger: silentLogger() }, { state: emptyState, reload: async () => ({ ok: true, at: 0, error: null }) });
 
@@ -288,14 +282,7 @@ describe('admin socket life cycle', () => {
 });
 
 describe('admin TCP challenges: bounds', () => {
-  const state = (): AdminState => ({
-    configPath: null,
-    startedAt: 0,
-    grays: [],
-    counters: { authFailures: 0, dataRejections: {}, controlRejections: {}, reloads: { ok: 0, rejected: 0 }, lastReload: null },
-    hooks: [],
-    version: VERSION,
-  });
+  const state = emptyAdminState;
   let now = 1_000_000;
   let admin: AdminServer;
   before(async () => {

@@ -8,16 +8,9 @@ import type { AdminState } from '../../src/admin/server.js';
 import { startConsole } from '../../src/cli/console.js';
 import { PromptGuard } from '../../src/cli/prompt-guard.js';
 import { createLogger } from '../../src/log.js';
-import { VERSION } from '../../src/version.js';
+import { emptyAdminState } from '../helpers/admin-state.js';
 
-const state = (): AdminState => ({
-  configPath: null,
-  startedAt: 0,
-  grays: [],
-  counters: { authFailures: 0, dataRejections: {}, controlRejections: {}, reloads: { ok: 0, rejected: 0 }, lastReload: null },
-  hooks: [],
-  version: VERSION,
-});
+const state = emptyAdminState;
 
 function terminal(): { input: PassThrough & { isTTY: boolean }; screen: PassThrough; text: () => string } {
   const input = Object.assign(new PassThrough(), { isTTY: true });

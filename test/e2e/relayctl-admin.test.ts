@@ -10,8 +10,8 @@ import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ADMIN_LIMITS, AdminServer, type AdminState } from '../../src/admin/server.js';
 import { silentLogger } from '../../src/log.js';
-import { VERSION } from '../../src/version.js';
 import { tempDir, relayctl, type CliRun } from './harness.js';
+import { emptyAdminState } from '../helpers/admin-state.js';
 
 const TOKEN = 'e2e-admin-token-0123456789abcdefghijklmnop';
 
@@ -42,14 +42,7 @@ function afterRequest(socket: net.Socket, then: (head: string) => void): void {
   socket.on('data', onData);
 }
 
-const emptyState = (): AdminState => ({
-  configPath: null,
-  startedAt: 0,
-  grays: [],
-  counters: { authFailures: 0, dataRejections: {}, controlRejections: {}, reloads: { ok: 0, rejected: 0 }, lastReload: null },
-  hooks: [],
-  version: VERSION,
-});
+const emptyState = emptyAdminState;
 
 describe('e2e: relayctl against an admin listener that is not a healthy white', () => {
   let dir: { path: string; cleanup: () => Promise<void> };
