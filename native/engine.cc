@@ -289,6 +289,12 @@ void Engine::RunCommands() {
       case Command::kLend:
         KeepLent(command.id, command.connA);
         break;
+      case Command::kSession:
+        ApplySession(command);
+        break;
+      case Command::kCredits:
+        ApplyCredits(command);
+        break;
       case Command::kJoinLent: {
         // A client that went away meanwhile gets kNoneLent too (after its kGone), so JavaScript
         // never waits for an answer.

@@ -60,13 +60,18 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <queue>
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
+
+// OpenSSL's MAC context, kept opaque here (only verify.cc includes OpenSSL).
+typedef struct evp_mac_ctx_st EVP_MAC_CTX;
 
 namespace relay {
 
@@ -119,9 +124,40 @@ enum Refusal : int32_t {
   kRefusedError = 6,
   kRefusedBadMagic = 7,  // the prefix does not start as it must: refused at the first wrong byte
   kRefusedExtra = 8,     // bytes right behind the prefix, where the peer must wait
+  // The preamble check (verify.cc), in the order it is made:
+  kRefusedBadCounter = 9,     // counter 0 or beyond 2^53 - 1
+  kRefusedOtherSession = 10,  // names a session that is not the gray's current one
+  kRefusedBadTag = 11,        // the HMAC tag does not verify
+  kRefusedReplay = 12,        // counter used already
+  kRefusedNoCredit = 13,      // counter beyond the credits granted
 };
 // Why a held connection went away.
 enum GoneReason : int32_t { kGoneClosed = 1, kGoneData = 2 };
+
+// The white's pool of one gray, owned by the gray's data listener (verify.cc): what the engine
+// needs to check a data connection's preamble on its own thread. JavaScript hands over the
+// session's keys when a session starts (SetSession) and the explicit credit limit whenever it
+// grows (SetCredits, from WELCOME and GRANT); the implicit credits (one per start header) the
+// engine counts itself when it joins one of the pool's connections, before the start header can
+// reach the gray. The counter window is the one of src/engine/protocol/replay-window.ts: every
+// counter up to floor is used, and the used ones above it are remembered, at most the credits
+// beyond floor.
+constexpr size_t kPreambleBytes = 60;
+constexpr size_t kSessionIdBytes = 16;
+constexpr size_t kDataKeyBytes = 32;
+struct Pool {
+  Pool() = default;
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+  ~Pool();
+  uint32_t epoch = 0;  // JavaScript's number for the current session; 0: there is none
+  uint8_t sessionId[kSessionIdBytes] = {};
+  EVP_MAC_CTX* mac = nullptr;  // HMAC-SHA256 keyed with the session's data key, copied per check
+  uint64_t explicitCredits = 0;
+  uint64_t implicitCredits = 0;
+  uint64_t floor = 0;
+  std::unordered_set<uint64_t> seen;
+};
 
 struct Listener {
   Kind kind = Kind::kListener;
@@ -145,6 +181,8 @@ struct Listener {
   sockaddr_storage local{};
   bool localIsWildcard = true;
   int64_t resumeAt = 0;  // accept paused until then (out of descriptors)
+  // A gray's data port: the pool whose preambles the engine checks (none until SetSession).
+  std::unique_ptr<Pool> pool;
 };
 
 // A connection the engine holds before it is joined: accepted by a listener (listenerId != 0)
@@ -168,6 +206,9 @@ struct Conn {
   sockaddr_storage service{};
   socklen_t serviceLen = 0;
   int serviceKeepAliveSec = 0;
+  // A data connection whose preamble the engine verified: the session's epoch and its counter.
+  uint32_t epoch = 0;
+  uint64_t counter = 0;
 };
 
 // One way through a pair: bytes read from src are written to dst.
@@ -222,6 +263,7 @@ struct Event {
   // engine forwarded it into by itself (Conn::forward), or 0 when JavaScript is to forward it.
   // kJoinedLent: a client (a) was joined with a lent connection (b) into pair id (lend.cc);
   // kNoneLent: JoinLent found no lent connection for client id.
+  // kAccepted of a verified data connection (verify.cc): a is its counter, b its session epoch.
   // (The numbers are also in src/engine/substrate/codes.ts; a test compares the two.)
   enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4, kDialed = 5, kHeader = 6, kJoinedLent = 7, kNoneLent = 8 } type;
   explicit Event(Type t) : type(t) {}
@@ -237,7 +279,7 @@ struct Event {
 };
 
 struct Command {
-  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kLend, kJoinLent } kind;
+  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kLend, kJoinLent, kSession, kCredits } kind;
   explicit Command(Kind k) : kind(k) {}
   Pair* pair = nullptr;
   Conn* conn = nullptr;     // kDial
@@ -251,6 +293,9 @@ struct Command {
   Filter filter = kFilterAnyone;
   in6_addr ip{};
   uint32_t maxPending = 0;
+  uint32_t epoch = 0;     // kSession, kCredits
+  uint64_t count = 0;     // kCredits: the explicit credit limit
+  std::string keys;       // kSession: session id and data key; empty: no session
 };
 
 inline int64_t NowMs() {
@@ -319,6 +364,12 @@ class Engine {
   // says there is none.
   void Lend(uint32_t listenerId, uint32_t connId);
   void JoinLent(uint32_t listenerId, uint32_t clientId);
+
+  // JS thread (verify.cc). SetSession: the data listener's pool checks preambles against this
+  // session from now on (keys: session id then data key; empty: there is no session, refuse
+  // all). SetCredits: the session's explicit credit limit (cumulative, never lowered).
+  void SetSession(uint32_t listenerId, uint32_t epoch, const std::string& keys);
+  void SetCredits(uint32_t listenerId, uint32_t epoch, uint64_t explicitUpTo);
 
   bool Bytes(uint32_t id, uint64_t* fromA, uint64_t* fromB);
   size_t PairCount();
@@ -412,6 +463,12 @@ class Engine {
   void Drop(Conn* conn);
   void Forget(Conn* conn);
   void ExpireAndResume();
+
+  // ---- The preamble check and the counter window (verify.cc) ----
+  void ApplySession(const Command& command);
+  void ApplyCredits(const Command& command);
+  int32_t Verify(Listener* listener, Conn* conn);
+  void CountImplicit(const Conn* conn);
 
   // ---- Dialing: the gray's pool connections (dial.cc) ----
   void StartDial(Conn* conn);

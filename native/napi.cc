@@ -1,6 +1,6 @@
 // The JavaScript surface: createEngine (one engine thread, an object of its methods: listen,
-// filter, closeListener, dial, closeConn, join, forward, lend, joinLent, destroy, bytes,
-// stats), trimMalloc, and the thread-safe function that carries an engine's
+// filter, closeListener, dial, closeConn, join, forward, lend, joinLent, session, credits,
+// destroy, bytes, stats), trimMalloc, and the thread-safe function that carries an engine's
 // events to JavaScript. Each call checks its arguments here, on the
 // JavaScript thread, and hands the engine (engine.h) a command.
 #include <node_api.h>
@@ -233,6 +233,41 @@ napi_value Lend(napi_env env, napi_callback_info info) {
 
 napi_value JoinLent(napi_env env, napi_callback_info info) {
   return LendOrPair(env, info, false);
+}
+
+// session(listenerId, epoch, keys?): the data listener's pool checks preambles against this
+// session (keys: a Buffer of the session id and the data key; null: no session). credits(listenerId,
+// epoch, explicitUpTo): the session's explicit credit limit. See verify.cc.
+napi_value Session(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
+  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  uint32_t listenerId, epoch;
+  std::string keys;
+  if (argc < 3 || napi_get_value_uint32(env, argv[0], &listenerId) != napi_ok || napi_get_value_uint32(env, argv[1], &epoch) != napi_ok ||
+      !ReadHead(env, argv[2], &keys) || (!keys.empty() && keys.size() != relay::kSessionIdBytes + relay::kDataKeyBytes)) {
+    return Throw(env, "session(listenerId, epoch, keys): bad arguments");
+  }
+  engine->SetSession(listenerId, epoch, keys);
+  return nullptr;
+}
+
+napi_value Credits(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
+  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  uint32_t listenerId, epoch;
+  int64_t upTo;
+  if (argc < 3 || napi_get_value_uint32(env, argv[0], &listenerId) != napi_ok || napi_get_value_uint32(env, argv[1], &epoch) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &upTo) != napi_ok || upTo < 0) {
+    return Throw(env, "credits(listenerId, epoch, explicitUpTo): bad arguments");
+  }
+  engine->SetCredits(listenerId, epoch, static_cast<uint64_t>(upTo));
+  return nullptr;
 }
 
 // An IP address as Node writes it, also an IPv6 address with a zone index (fe80::1%eth0, an
@@ -521,6 +556,8 @@ napi_value Methods(napi_env env, Engine* engine) {
       {"forward", nullptr, Forward, nullptr, nullptr, nullptr, napi_default, engine},
       {"lend", nullptr, Lend, nullptr, nullptr, nullptr, napi_default, engine},
       {"joinLent", nullptr, JoinLent, nullptr, nullptr, nullptr, napi_default, engine},
+      {"session", nullptr, Session, nullptr, nullptr, nullptr, napi_default, engine},
+      {"credits", nullptr, Credits, nullptr, nullptr, nullptr, napi_default, engine},
   };
   napi_value object;
   napi_create_object(env, &object);

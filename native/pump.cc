@@ -64,6 +64,7 @@ void Engine::StartJoin(Pair* pair, uint32_t idA, uint32_t idB) {
   }
   Conn* conns[2] = {a, b};
   for (int i = 0; i < 2; i++) {
+    CountImplicit(conns[i]);
     pair->fds[i] = conns[i]->fd;
     conns[i]->fd = -1;
     Forget(conns[i]);

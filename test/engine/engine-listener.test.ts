@@ -3,13 +3,15 @@
 // the pair; every refusal the engine makes by itself; the two watch modes; joining held
 // connections, also one that has gone; closing a listener; a port already taken.
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import net, { type Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { ErrorCodes, RelayError } from '../../src/errors.js';
 import type { GoneReason } from '../../src/engine/substrate/held-conn.js';
 import type { PairEnd } from '../../src/engine/substrate/pair.js';
-import { EngineListener, type EngineConn, type ListenerOptions, type Refusal, type TakePair } from '../../src/engine/substrate/listener.js';
+import { EngineListener, type EngineConn, type ListenerOptions, type Refusal, type TakePair, type Verified } from '../../src/engine/substrate/listener.js';
+import { encodePreamble, PREAMBLE_BYTES, PREAMBLE_MAGIC } from '../../src/engine/protocol/preamble.js';
 import { clientAddressInfo, encodeStartHeader } from '../../src/engine/protocol/start-header.js';
 import { noEngine, testEngine } from '../helpers/data-plane.js';
 
@@ -21,10 +23,10 @@ interface Paired {
 
 interface Harness {
   listener: EngineListener;
-  conns: Array<{ conn: EngineConn; prefix: Buffer }>;
+  conns: Array<{ conn: EngineConn; prefix: Buffer; verified: Verified }>;
   nextPaired(): Promise<Paired>;
   refusals: Array<{ refusal: Refusal; received: Buffer }>;
-  nextConn(): Promise<{ conn: EngineConn; prefix: Buffer }>;
+  nextConn(): Promise<{ conn: EngineConn; prefix: Buffer; verified: Verified }>;
   nextRefusal(): Promise<{ refusal: Refusal; received: Buffer }>;
 }
 
@@ -42,8 +44,8 @@ function harness(options: Partial<ListenerOptions>): Harness {
   const listener = new EngineListener(testEngine()!, 
     { host: '127.0.0.1', port: 0, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: 0, watch: 'reset', ...options },
     {
-      onConnection: (conn, prefix) => {
-        conns.push({ conn, prefix });
+      onConnection: (conn, prefix, verified) => {
+        conns.push({ conn, prefix, verified });
         wake(waiters.conn);
       },
       onJoinedLent: (client, data, take) => {
@@ -169,6 +171,62 @@ describe('engine listener', { timeout: 20_000 }, () => {
         client.destroy();
       }
     }
+  });
+
+  it("checks a gray's preambles itself: counter range, session, tag before the window, replays, credits, the implicit credit of a join", async () => {
+    const data = harness({ prefixBytes: PREAMBLE_BYTES, prefixMagic: PREAMBLE_MAGIC, prefixTimeoutMs: 2000, watch: 'any' });
+    const sessionId = randomBytes(16);
+    const dataKey = randomBytes(32);
+    data.listener.setSession(7, Buffer.concat([sessionId, dataKey]));
+    data.listener.setCredits(7, 2);
+    const send = async (preamble: Buffer): Promise<Socket> => {
+      const socket = await dial(data.listener.port);
+      socket.write(preamble);
+      return socket;
+    };
+    const refusedAs = async (preamble: Buffer): Promise<Refusal> => {
+      const socket = await send(preamble);
+      const { refusal } = await data.nextRefusal();
+      await closed(socket);
+      return refusal;
+    };
+    const counterZero = encodePreamble(sessionId, 1, dataKey);
+    counterZero.fill(0, 20, 28);
+    assert.equal(await refusedAs(counterZero), 'bad-counter');
+    assert.equal(await refusedAs(encodePreamble(randomBytes(16), 1, dataKey)), 'other-session');
+    // A forged tag is refused before the window: counter 1 is not burned by it.
+    assert.equal(await refusedAs(encodePreamble(sessionId, 1, randomBytes(32))), 'bad-tag');
+    const first = await send(encodePreamble(sessionId, 1, dataKey));
+    const accepted = await data.nextConn();
+    assert.deepEqual(accepted.verified, { counter: 1, session: 7 });
+    assert.equal(await refusedAs(encodePreamble(sessionId, 1, dataKey)), 'replay');
+    assert.equal(await refusedAs(encodePreamble(sessionId, 3, dataKey)), 'no-credit');
+    // Joining a verified connection is worth one credit (its start header), counted by the engine.
+    const client = harness({});
+    const clientSocket = await dial(client.listener.port);
+    const { conn: clientConn } = await client.nextConn();
+    const pairEnded = new Promise<PairEnd>((resolve) => clientConn.joinWith(accepted.conn, {}, resolve));
+    const second = await send(encodePreamble(sessionId, 3, dataKey));
+    assert.deepEqual((await data.nextConn()).verified, { counter: 3, session: 7 });
+    // Counter 2 (skipped above) is still good; 4 is beyond 2 explicit + 1 implicit.
+    const third = await send(encodePreamble(sessionId, 2, dataKey));
+    assert.deepEqual((await data.nextConn()).verified, { counter: 2, session: 7 });
+    assert.equal(await refusedAs(encodePreamble(sessionId, 4, dataKey)), 'no-credit');
+    data.listener.setCredits(7, 3);
+    const fourth = await send(encodePreamble(sessionId, 4, dataKey));
+    assert.deepEqual((await data.nextConn()).verified, { counter: 4, session: 7 });
+    // A new session starts a new window; with none, every preamble is refused.
+    data.listener.setSession(8, Buffer.concat([sessionId, dataKey]));
+    assert.equal(await refusedAs(encodePreamble(sessionId, 1, dataKey)), 'no-credit');
+    data.listener.setSession(0, null);
+    assert.equal(await refusedAs(encodePreamble(sessionId, 1, dataKey)), 'no-session');
+    clientSocket.destroy();
+    first.destroy();
+    await pairEnded;
+    for (const s of [second, third, fourth]) s.destroy();
+    for (const { conn } of data.conns) conn.destroy();
+    client.listener.close();
+    data.listener.close();
   });
 
   it('pairs in the engine: a client asks for a lent connection (joinLent), or one is paired at accept; the start header is the one JavaScript would build', { timeout: 10_000 }, async () => {

@@ -25,6 +25,11 @@ export interface EngineHandle {
   forward(connId: number, ip: string, port: number, headToService: Buffer | null, keepAliveSec: number): number;
   lend(listenerId: number, connId: number): void;
   joinLent(listenerId: number, clientId: number): void;
+  /** A gray's data port checks preambles against this session from now on (keys: its session id
+   *  then its data key; null: no session, every preamble refused). See native/verify.cc. */
+  session(listenerId: number, epoch: number, keys: Buffer | null): void;
+  /** The session's explicit credit limit (WELCOME's credits, then GRANT's up_to). */
+  credits(listenerId: number, epoch: number, explicitUpTo: number): void;
 }
 
 interface Addon {

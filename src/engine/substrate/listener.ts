@@ -31,8 +31,15 @@ export interface ListenerOptions {
 /** A pair the engine joined of a client and a lent connection: take charge of its end. */
 export type TakePair = (onEnd: OnPairEnd) => Pair;
 
+/** A data connection whose preamble the engine verified: its counter and its session's epoch. */
+export interface Verified {
+  readonly counter: number;
+  readonly session: number;
+}
+
 export interface ListenerHandlers {
-  onConnection(conn: EngineConn, prefix: Buffer): void;
+  /** verified: on a port with a session (setSession), the engine's check passed. */
+  onConnection(conn: EngineConn, prefix: Buffer, verified: Verified): void;
   /** The engine joined client with the lent connection data (see lend); the pair is running. */
   onJoinedLent?(client: EngineConn, data: EngineConn | undefined, take: TakePair): void;
   /** received: the prefix bytes read before the refusal. */
@@ -73,6 +80,20 @@ export class EngineListener implements ListenerOwner {
     this.engine.handle.filter(this.id, FilterMode[filter.mode], filter.mode === 'only' ? filter.ip : null, maxPending);
   }
 
+  /** Makes this a gray's data port whose preambles the engine checks (native/verify.cc) against
+   *  the session numbered epoch (keys: session id then data key), or refuses them all (null). A
+   *  verified connection is reported with its counter and epoch. */
+  setSession(epoch: number, keys: Buffer | null): void {
+    if (this.closed) return;
+    this.engine.handle.session(this.id, epoch, keys);
+  }
+
+  /** The current session's explicit credit limit (the engine counts the implicit ones). */
+  setCredits(epoch: number, explicitUpTo: number): void {
+    if (this.closed) return;
+    this.engine.handle.credits(this.id, epoch, explicitUpTo);
+  }
+
   /** Lends a held connection (of another listener, such as the data port) to this port: the
    *  engine joins it with a client it accepts here, and reports that with onJoinedLent. From now on
    *  only the engine may join it; closing it (destroy) is how it is taken back. */
@@ -101,7 +122,7 @@ export class EngineListener implements ListenerOwner {
 
   accepted(event: EngineEventOf<'accepted'>): void {
     const conn = new EngineConn(this.engine, event.conn, this.watchMode, event.remote.ip, event.remote.port, event.local?.ip ?? '', event.local?.port ?? 0);
-    this.handlers.onConnection(conn, event.prefix);
+    this.handlers.onConnection(conn, event.prefix, { counter: event.counter, session: event.session });
   }
 
   refused(event: EngineEventOf<'refused'>): void {
