@@ -157,6 +157,15 @@ struct Pool {
   uint64_t implicitCredits = 0;
   uint64_t floor = 0;
   std::unordered_set<uint64_t> seen;
+  // Pairing (lend.cc). Verified connections wait in idle (newest last) for a client; clients
+  // JavaScript admitted wait in waiting (oldest first) for a connection. Ids of connections that
+  // went away meanwhile are skipped when met. The pool's pairs are counted in active, and a
+  // client is joined at accept, without JavaScript, only while active < activeLimit (JavaScript
+  // sets the active-client limit, or 0 while an authorize hook must see every client).
+  std::vector<uint32_t> idle;
+  std::deque<uint32_t> waiting;
+  uint32_t active = 0;
+  uint32_t activeLimit = 0;
 };
 
 struct Listener {
@@ -172,16 +181,14 @@ struct Listener {
   in6_addr allowed{};
   uint32_t maxPending = UINT32_MAX;
   uint32_t pending = 0;  // connections still reading their prefix
-  // A public port's lent connections (lend.cc): held data connections JavaScript verified and
-  // handed over, newest last; a client accepted here takes one at once. Ids of connections that
-  // went away meanwhile are skipped when met.
-  std::vector<uint32_t> lent;
+  // A public port: the data listener whose pool serves its clients (lend.cc); 0: none.
+  uint32_t poolListenerId = 0;
   // The bound address: every accepted connection's local address, unless bound to a wildcard
   // (0.0.0.0, ::), where it depends on the connection and getsockname must ask.
   sockaddr_storage local{};
   bool localIsWildcard = true;
   int64_t resumeAt = 0;  // accept paused until then (out of descriptors)
-  // A gray's data port: the pool whose preambles the engine checks (none until SetSession).
+  // A gray's data port: its pool (verify.cc, lend.cc), made by the first command about it.
   std::unique_ptr<Pool> pool;
 };
 
@@ -251,6 +258,8 @@ struct Pair {
   // Forward: side B is the service, connecting until its first EPOLLOUT. A pair that ends
   // before that never reached the service.
   bool connectingB = false;
+  // Joined with a data connection of this listener's pool: counted in its active pairs.
+  uint32_t poolListenerId = 0;
 };
 
 // How a pair's end is flagged to JavaScript (the event's `code` stays the errno).
@@ -261,11 +270,10 @@ struct Event {
   // kDialed: a dialed connection connected (code 0, preamble written) or failed (code errno);
   // kHeader: a dialed connection read its prefix (the white's start header); b is the pair the
   // engine forwarded it into by itself (Conn::forward), or 0 when JavaScript is to forward it.
-  // kJoinedLent: a client (a) was joined with a lent connection (b) into pair id (lend.cc);
-  // kNoneLent: JoinLent found no lent connection for client id.
+  // kJoinedLent: a client (a) was joined with a lent connection (b) into pair id (lend.cc).
   // kAccepted of a verified data connection (verify.cc): a is its counter, b its session epoch.
   // (The numbers are also in src/engine/substrate/codes.ts; a test compares the two.)
-  enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4, kDialed = 5, kHeader = 6, kJoinedLent = 7, kNoneLent = 8 } type;
+  enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4, kDialed = 5, kHeader = 6, kJoinedLent = 7 } type;
   explicit Event(Type t) : type(t) {}
   uint32_t id = 0;          // pair (kPairEnd) or connection
   uint32_t listenerId = 0;  // 0 for a dialed connection; kPairEnd: PairEndFlags
@@ -279,7 +287,7 @@ struct Event {
 };
 
 struct Command {
-  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kLend, kJoinLent, kSession, kCredits } kind;
+  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kSession, kCredits, kUsePool, kAdmit, kActiveLimit } kind;
   explicit Command(Kind k) : kind(k) {}
   Pair* pair = nullptr;
   Conn* conn = nullptr;     // kDial
@@ -359,11 +367,13 @@ class Engine {
   // connection to address.
   void Forward(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec);
 
-  // JS thread (lend.cc). Lend: the held connection connId becomes one of listener's lent
-  // connections. JoinLent: the held client connId is joined with one of them now, or kNoneLent
-  // says there is none.
-  void Lend(uint32_t listenerId, uint32_t connId);
-  void JoinLent(uint32_t listenerId, uint32_t clientId);
+  // JS thread (lend.cc). UsePool: the public listener's clients are served by the data
+  // listener's pool. Admit: the held client (admitted by JavaScript) is joined with the pool's
+  // newest idle connection now, or waits for the next one verified. SetActiveLimit: how many of
+  // the pool's pairs may run before clients stop being joined at accept.
+  void UsePool(uint32_t publicListenerId, uint32_t dataListenerId);
+  void Admit(uint32_t clientId);
+  void SetActiveLimit(uint32_t dataListenerId, uint32_t limit);
 
   // JS thread (verify.cc). SetSession: the data listener's pool checks preambles against this
   // session from now on (keys: session id then data key; empty: there is no session, refuse
@@ -449,10 +459,16 @@ class Engine {
   void Refused(uint32_t listenerId, const sockaddr_storage& remote, int32_t refusal, const std::string& received, int error = 0);
   void ReadPrefix(Conn* conn);
   bool TakeLent(Listener* listener, Conn* client);
+  Pool* PoolOf(uint32_t dataListenerId);
+  Pool* PoolServing(uint32_t publicListenerId);
+  uint32_t TakeIdle(Pool* pool);
+  void Pooled(Listener* dataListener, Conn* conn);
+  void AdmitClient(uint32_t clientId);
+  bool JoinPooled(Conn* client, uint32_t dataId);
+  void PoolPairEnded(Pair* pair);
   // A client's local address: the listener's bound one, or getsockname's when the listener is
   // gone or bound to a wildcard.
   static bool ClientLocalAddress(const Listener* listener, int fd, sockaddr_storage* out);
-  void KeepLent(uint32_t listenerId, uint32_t connId);
   bool ForwardDialed(Conn* conn, Event* header);
   void ReleasePending(Conn* conn);
   void AnnounceAccepted(Conn* conn);
@@ -468,7 +484,7 @@ class Engine {
   void ApplySession(const Command& command);
   void ApplyCredits(const Command& command);
   int32_t Verify(Listener* listener, Conn* conn);
-  void CountImplicit(const Conn* conn);
+  void CountJoin(Pair* pair, const Conn* conn);
 
   // ---- Dialing: the gray's pool connections (dial.cc) ----
   void StartDial(Conn* conn);

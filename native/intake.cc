@@ -185,15 +185,18 @@ void Engine::ReadPrefix(Conn* conn) {
     finished = n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
   }
   // A gray's data port checks the preamble here (verify.cc): JavaScript hears only of the good.
+  // Verified, it goes to the pool (lend.cc); JavaScript hears of it first, for its bookkeeping.
   auto listener = listeners_.find(conn->listenerId);
-  if (listener != listeners_.end() && listener->second->pool) {
-    int32_t refusal = Verify(listener->second, conn);
+  Listener* dataListener = listener != listeners_.end() && listener->second->pool ? listener->second : nullptr;
+  if (dataListener) {
+    int32_t refusal = Verify(dataListener, conn);
     if (refusal != 0) return RefuseConn(conn, refusal, 0);
   }
   ReleasePending(conn);
   conn->state = Conn::kHeld;
   AnnounceAccepted(conn);
-  if (finished) Gone(conn, kGoneClosed);
+  if (finished) return Gone(conn, kGoneClosed);
+  if (dataListener) Pooled(dataListener, conn);
 }
 
 void Engine::ReleasePending(Conn* conn) {

@@ -75,11 +75,15 @@ void Engine::SetCredits(uint32_t listenerId, uint32_t epoch, uint64_t explicitUp
 
 // A new session starts a new window; without keys the pool refuses every preamble.
 void Engine::ApplySession(const Command& command) {
-  auto it = listeners_.find(command.id);
-  if (it == listeners_.end()) return;
-  Listener* listener = it->second;
-  listener->pool.reset(new Pool());
-  Pool* pool = listener->pool.get();
+  Pool* pool = PoolOf(command.id);
+  if (pool == nullptr) return;
+  pool->epoch = 0;
+  EVP_MAC_CTX_free(pool->mac);
+  pool->mac = nullptr;
+  pool->explicitCredits = 0;
+  pool->implicitCredits = 0;
+  pool->floor = 0;
+  pool->seen.clear();
   if (command.keys.size() != kSessionIdBytes + kDataKeyBytes || command.epoch == 0) return;
   const auto* keys = reinterpret_cast<const uint8_t*>(command.keys.data());
   pool->mac = KeyedMac(keys + kSessionIdBytes);
@@ -89,10 +93,8 @@ void Engine::ApplySession(const Command& command) {
 }
 
 void Engine::ApplyCredits(const Command& command) {
-  auto it = listeners_.find(command.id);
-  if (it == listeners_.end() || !it->second->pool) return;
-  Pool* pool = it->second->pool.get();
-  if (pool->epoch != command.epoch || command.count <= pool->explicitCredits) return;
+  Pool* pool = PoolOf(command.id);
+  if (pool == nullptr || pool->epoch != command.epoch || command.count <= pool->explicitCredits) return;
   pool->explicitCredits = command.count;
 }
 
@@ -128,13 +130,16 @@ int32_t Engine::Verify(Listener* listener, Conn* conn) {
   return 0;
 }
 
-// A verified connection of the current session is being joined: the start header it will carry
-// is the gray's credit for a replacement, counted before the header can reach the gray.
-void Engine::CountImplicit(const Conn* conn) {
-  if (conn->epoch == 0) return;
+// One of a pool's connections is being joined: the pair counts among the pool's active ones,
+// and, for a connection of the current session, the start header it will carry is the gray's
+// credit for a replacement, counted before the header can reach the gray.
+void Engine::CountJoin(Pair* pair, const Conn* conn) {
   auto it = listeners_.find(conn->listenerId);
-  if (it == listeners_.end() || !it->second->pool || it->second->pool->epoch != conn->epoch) return;
-  it->second->pool->implicitCredits += 1;
+  if (conn->listenerId == 0 || it == listeners_.end() || !it->second->pool) return;
+  Pool* pool = it->second->pool.get();
+  pool->active += 1;
+  pair->poolListenerId = conn->listenerId;
+  if (conn->epoch != 0 && conn->epoch == pool->epoch) pool->implicitCredits += 1;
 }
 
 }  // namespace relay

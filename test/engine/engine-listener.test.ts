@@ -229,60 +229,71 @@ describe('engine listener', { timeout: 20_000 }, () => {
     data.listener.close();
   });
 
-  it('pairs in the engine: a client asks for a lent connection (joinLent), or one is paired at accept; the start header is the one JavaScript would build', { timeout: 10_000 }, async () => {
+  it("pairs in the engine from a gray's pool: an admitted client now or when the next connection is verified, a client at accept below the active limit; the start header is the one JavaScript would build", { timeout: 10_000 }, async () => {
     const front = harness({});
-    const back = harness({ prefixBytes: 4, prefixMagic: Buffer.from('AB'), prefixTimeoutMs: 5000, watch: 'any' });
+    const back = harness({ prefixBytes: PREAMBLE_BYTES, prefixMagic: PREAMBLE_MAGIC, prefixTimeoutMs: 5000, watch: 'any' });
+    const sessionId = randomBytes(16);
+    const dataKey = randomBytes(32);
+    back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
+    back.listener.setCredits(1, 10);
+    back.listener.setActiveLimit(0);
+    front.listener.usePool(back.listener);
     const grays: Socket[] = [];
-    const lendOne = async (): Promise<EngineConn> => {
+    let counter = 0;
+    const verifyOne = async (): Promise<EngineConn> => {
       const gray = await dial(back.listener.port);
-      gray.write('ABCD');
+      gray.write(encodePreamble(sessionId, ++counter, dataKey));
       grays.push(gray);
-      const { conn } = await back.nextConn();
-      assert.equal(front.listener.lend(conn), true);
-      return conn;
+      return (await back.nextConn()).conn;
     };
     const headerFor = (client: Socket): Buffer =>
       encodeStartHeader(clientAddressInfo({ address: client.localAddress, port: client.localPort }, { address: client.remoteAddress, port: client.remotePort }));
 
-    // Nothing lent: a client is reported, and joinLent says there is none.
+    // Active limit 0: a client is reported; admitted, it waits in the pool for the next one verified.
     const first = await dial(front.listener.port);
     const announced = (await front.nextConn()).conn;
-    await new Promise<void>((resolve) => front.listener.joinLent(announced, resolve));
-
-    // Lent now (commands are taken in order, so the lend comes before the request).
-    const lent = await lendOne();
-    assert.throws(() => lent.joinWith(announced, {}, () => {}), /is lent to the engine/);
-    front.listener.joinLent(announced, () => assert.fail('a connection was lent'));
+    front.listener.admit(announced);
+    const verified = await verifyOne();
     const p1 = await front.nextPaired();
     assert.equal(p1.client, announced, 'the client JavaScript admitted');
-    assert.equal(p1.data, lent);
+    assert.equal(p1.data, verified);
     const ended1 = new Promise<PairEnd>((resolve) => p1.take(resolve));
     first.write('one');
     assert.deepEqual(await received(grays[0]!, 43), Buffer.concat([headerFor(first), Buffer.from('one')]));
 
-    // A client announced while nothing is lent; then two are lent and it takes one by request.
-    // The other is surely lent when the next client comes (commands are taken in order), and the
-    // engine pairs that client at accept, never announcing it.
-    const asking = await dial(front.listener.port);
-    const askingConn = (await front.nextConn()).conn;
-    const older = await lendOne();
-    const newer = await lendOne();
-    front.listener.joinLent(askingConn, () => assert.fail('two were lent'));
-    assert.equal((await front.nextPaired()).data, newer, 'the newest lent connection goes first');
+    // An idle connection on hand: an admitted client takes it at once.
+    const idle = await verifyOne();
     const second = await dial(front.listener.port);
+    const secondConn = (await front.nextConn()).conn;
+    front.listener.admit(secondConn);
     const p2 = await front.nextPaired();
-    assert.equal(p2.data, older);
-    assert.deepEqual([p2.client.remotePort, p2.client.localPort], [second.localPort, front.listener.port]);
+    assert.deepEqual([p2.client, p2.data], [secondConn, idle]);
     const ended2 = new Promise<PairEnd>((resolve) => p2.take(resolve));
-    second.end('two');
-    assert.deepEqual(await closed(grays[1]!), Buffer.concat([headerFor(second), Buffer.from('two')]));
-    grays[1]!.end();
-    await closed(second);
-    assert.deepEqual([(await ended2).bytesFromA, (await ended2).error], [3, null]);
-    first.destroy();
-    asking.destroy();
-    for (const g of grays) g.destroy();
-    await ended1;
+
+    // Below the active limit (2 running, limit 3), a client is joined at accept, never reported,
+    // with the newest idle connection; at the limit the next one is reported again.
+    back.listener.setActiveLimit(3);
+    const older = await verifyOne();
+    const newer = await verifyOne();
+    const third = await dial(front.listener.port);
+    const p3 = await front.nextPaired();
+    assert.equal(p3.data, newer, 'the newest idle connection goes first');
+    assert.deepEqual([p3.client.remotePort, p3.client.localPort], [third.localPort, front.listener.port]);
+    const ended3 = new Promise<PairEnd>((resolve) => p3.take(resolve));
+    third.end('three');
+    assert.deepEqual(await closed(grays[3]!), Buffer.concat([headerFor(third), Buffer.from('three')]));
+    const fourth = await dial(front.listener.port);
+    const fourthConn = (await front.nextConn()).conn;
+    assert.equal(fourthConn.remotePort, fourth.localPort, 'at the active limit the client is reported');
+    front.listener.admit(fourthConn);
+    assert.equal((await front.nextPaired()).data, older);
+    grays[3]!.end();
+    await closed(third);
+    assert.deepEqual([(await ended3).bytesFromA, (await ended3).error], [5, null]);
+    for (const socket of [first, second, fourth, ...grays]) socket.destroy();
+    await Promise.all([ended1, ended2]);
+    front.listener.close();
+    back.listener.close();
   });
 
   it('reports a connection after exactly its prefix; what follows stays for the pair, heads first', async () => {

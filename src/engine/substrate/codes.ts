@@ -4,7 +4,7 @@
 // `k` and the enum's own prefix (kRefusedNoSession is Refusal.noSession).
 
 /** Event::Type: what an event reports. */
-export const EventType = { pairEnd: 0, accepted: 1, refused: 2, gone: 3, listenerError: 4, dialed: 5, header: 6, joinedLent: 7, noneLent: 8 } as const;
+export const EventType = { pairEnd: 0, accepted: 1, refused: 2, gone: 3, listenerError: 4, dialed: 5, header: 6, joinedLent: 7 } as const;
 
 /** PairEndFlags: carried by a pair's end. */
 export const PairEndFlag = { endedBeforeConnect: 1 } as const;

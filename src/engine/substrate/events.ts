@@ -50,10 +50,8 @@ export type EngineEvent =
   /** A dialed connection read its prefix (the start header). pair: the pair the engine joined it
    *  into with the service by itself, or 0 when JavaScript is to forward it. */
   | { readonly type: 'header'; readonly conn: number; readonly header: Buffer; readonly pair: number }
-  /** The engine joined the held client with a lent connection into pair. */
-  | { readonly type: 'joinedLent'; readonly pair: number; readonly listener: number; readonly client: number; readonly lent: number; readonly remote: Address; readonly local: Address }
-  /** joinLent found no lent connection for this client. */
-  | { readonly type: 'noneLent'; readonly client: number };
+  /** The engine joined the held client with a connection of its gray's pool into pair. */
+  | { readonly type: 'joinedLent'; readonly pair: number; readonly listener: number; readonly client: number; readonly lent: number; readonly remote: Address; readonly local: Address };
 
 export type EngineEventOf<T extends EngineEvent['type']> = Extract<EngineEvent, { type: T }>;
 
@@ -100,8 +98,6 @@ export function decodeEvent(...[type, id, listenerId, code, a, b, prefix, remote
       return { type: 'header', conn: id, header: prefix ?? EMPTY, pair: b };
     case EventType.joinedLent:
       return { type: 'joinedLent', pair: id, listener: listenerId, client: a, lent: b, remote: remote(), local: local() ?? { ip: '', port: 0 } };
-    case EventType.noneLent:
-      return { type: 'noneLent', client: id };
     default:
       throw new Error(`the engine reported event type ${type}, unknown to this build`);
   }

@@ -3,8 +3,8 @@
 // checks it on its own thread (session, source, HMAC tag, counter window within the credits:
 // native/verify.cc, with the keys and credit limit handed over here) and holds the connection;
 // JavaScript sees only verified connections, which go to the broker, and the refusals, which it
-// counts and logs. No Node socket is made for any of it. The public port can be lent idle data
-// connections (Lender).
+// counts and logs. No Node socket is made for any of it. The verified connections stay in the
+// engine's pool for the gray, which joins clients with them by itself (Lender).
 import { ErrorCodes, type ErrorCode } from '../../errors.js';
 import type { Engine } from '../substrate/engine.js';
 import type { HeldConn } from '../substrate/held-conn.js';
@@ -30,13 +30,16 @@ export class EngineIntake implements PortIntake, Lender {
     private readonly endpoint: GrayEndpoint,
   ) {}
 
-  lend(conn: HeldConn): boolean {
-    return this.public?.lend(conn as EngineConn) ?? false;
+  /** The pool's active-pair limit, kept for a data port bound later. */
+  private activeLimit = 0;
+
+  admit(client: HeldConn): void {
+    this.public?.admit(client as EngineConn);
   }
 
-  joinLent(client: HeldConn, onNone: () => void): void {
-    if (this.public) this.public.joinLent(client as EngineConn, onNone);
-    else onNone();
+  setActiveLimit(limit: number): void {
+    this.activeLimit = limit;
+    this.data?.setActiveLimit(limit);
   }
 
   async listen(): Promise<void> {
@@ -58,6 +61,7 @@ export class EngineIntake implements PortIntake, Lender {
     );
     this.keyed = null;  // a new listener has no session's keys yet
     this.sessionChanged();
+    this.data.setActiveLimit(this.activeLimit);
     try {
       this.public = new EngineListener(
         this.engine,
@@ -70,6 +74,7 @@ export class EngineIntake implements PortIntake, Lender {
         },
         `public_port of ${s.grayId}`,
       );
+      this.public.usePool(this.data);
     } catch (err) {
       this.data.close();
       this.data = null;
