@@ -21,9 +21,10 @@
 //
 // Intake: the engine can also own listening sockets (listen). It accepts on its own thread,
 // applies the filter JavaScript set (who may connect at all, how many may be unverified), reads
-// a fixed-size prefix (the data port's preamble) under a deadline, and only then tells
-// JavaScript, which decides (verifies the preamble, joins, refuses; or lends a verified
-// connection to the public port, where the engine joins the next client with it by itself).
+// a fixed-size prefix (the data port's preamble) under a deadline, checks a gray's preamble with
+// the keys JavaScript handed over (verify.cc), keeps the verified connections in the gray's
+// pool and joins clients with them by itself (lend.cc); JavaScript hears of it all afterwards,
+// and decides only about the clients the engine does not join at accept.
 // Until it is joined an accepted connection is held by the engine and watched: JavaScript hears
 // when it goes away.
 // A connection therefore never becomes a Node socket: that construction and teardown was most
@@ -40,8 +41,8 @@
 //
 // Where the code is, one concept a file: this header holds the types every part shares and the
 // Engine's declaration; engine.cc the engine thread and its command queue; pump.cc the pairs
-// (the data plane proper); intake.cc listeners and held connections; lend.cc the public port's
-// lent connections and the join at accept; dial.cc dialing and the forward on a start
+// (the data plane proper); intake.cc listeners and held connections; verify.cc the preamble
+// check; lend.cc a gray's pool and the joins from it; dial.cc dialing and the forward on a start
 // header; napi.cc the JavaScript surface (and memory.cc its one call that is not the engine's:
 // malloc_trim after startup). The types live in namespace relay (not an anonymous
 // namespace) because the Engine's methods are defined in several translation units.
