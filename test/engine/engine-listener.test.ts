@@ -296,6 +296,36 @@ describe('engine listener', { timeout: 20_000 }, () => {
     back.listener.close();
   });
 
+  it('a verified connection joins the oldest client waiting in the pool; a client closed while waiting is skipped', { timeout: 10_000 }, async () => {
+    const front = harness({});
+    const back = harness({ prefixBytes: PREAMBLE_BYTES, prefixMagic: PREAMBLE_MAGIC, prefixTimeoutMs: 5000, watch: 'any' });
+    const sessionId = randomBytes(16);
+    const dataKey = randomBytes(32);
+    back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
+    back.listener.setCredits(1, 10);
+    front.listener.usePool(back.listener);
+    const clients = [await dial(front.listener.port), await dial(front.listener.port), await dial(front.listener.port)];
+    const conns: EngineConn[] = [];
+    for (let i = 0; i < 3; i++) conns.push((await front.nextConn()).conn);
+    conns.sort((a, b) => clients.findIndex((c) => c.localPort === a.remotePort) - clients.findIndex((c) => c.localPort === b.remotePort));
+    for (const conn of conns) front.listener.admit(conn);
+    conns[0]!.destroy();  // as the broker does at the wait deadline
+    const grays: Socket[] = [];
+    for (let counter = 1; counter <= 2; counter++) {
+      const gray = await dial(back.listener.port);
+      gray.write(encodePreamble(sessionId, counter, dataKey));
+      grays.push(gray);
+      const verified = (await back.nextConn()).conn;
+      const paired = await front.nextPaired();
+      assert.equal(paired.client, conns[counter], `the oldest client still waiting takes connection ${counter}`);
+      assert.equal(paired.data, verified);
+      paired.take(() => {});
+    }
+    for (const socket of [...clients, ...grays]) socket.destroy();
+    front.listener.close();
+    back.listener.close();
+  });
+
   it('reports a connection after exactly its prefix; what follows stays for the pair, heads first', async () => {
     const front = harness({});
     const back = harness({ prefixBytes: 4, prefixMagic: Buffer.from('AB'), prefixTimeoutMs: 5000 });
