@@ -286,22 +286,23 @@ void Engine::RunCommands() {
       case Command::kForward:
         StartForward(command.pair, command.connA, command.address, command.addressLen, command.keepAliveSec);
         break;
-      case Command::kLend:
-        KeepLent(command.id, command.connA);
+      case Command::kSession:
+        ApplySession(command);
         break;
-      case Command::kJoinLent: {
-        // A client that went away meanwhile gets kNoneLent too (after its kGone), so JavaScript
-        // never waits for an answer.
+      case Command::kCredits:
+        ApplyCredits(command);
+        break;
+      case Command::kUsePool: {
         auto it = listeners_.find(command.id);
-        Conn* client = HeldConn(command.connA);
-        if (!client || it == listeners_.end() || !TakeLent(it->second, client)) {
-          auto* event = new Event(Event::kNoneLent);
-          event->id = command.connA;
-          event->listenerId = command.id;
-          Emit(event);
-        }
+        if (it != listeners_.end()) it->second->poolListenerId = command.connA;
         break;
       }
+      case Command::kAdmit:
+        AdmitClient(command.id);
+        break;
+      case Command::kActiveLimit:
+        if (Pool* pool = PoolOf(command.id)) pool->activeLimit = command.connA;
+        break;
     }
   }
 }

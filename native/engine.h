@@ -21,9 +21,10 @@
 //
 // Intake: the engine can also own listening sockets (listen). It accepts on its own thread,
 // applies the filter JavaScript set (who may connect at all, how many may be unverified), reads
-// a fixed-size prefix (the data port's preamble) under a deadline, and only then tells
-// JavaScript, which decides (verifies the preamble, joins, refuses; or lends a verified
-// connection to the public port, where the engine joins the next client with it by itself).
+// a fixed-size prefix (the data port's preamble) under a deadline, checks a gray's preamble with
+// the keys JavaScript handed over (verify.cc), keeps the verified connections in the gray's
+// pool and joins clients with them by itself (lend.cc); JavaScript hears of it all afterwards,
+// and decides only about the clients the engine does not join at accept.
 // Until it is joined an accepted connection is held by the engine and watched: JavaScript hears
 // when it goes away.
 // A connection therefore never becomes a Node socket: that construction and teardown was most
@@ -40,8 +41,8 @@
 //
 // Where the code is, one concept a file: this header holds the types every part shares and the
 // Engine's declaration; engine.cc the engine thread and its command queue; pump.cc the pairs
-// (the data plane proper); intake.cc listeners and held connections; lend.cc the public port's
-// lent connections and the join at accept; dial.cc dialing and the forward on a start
+// (the data plane proper); intake.cc listeners and held connections; verify.cc the preamble
+// check; lend.cc a gray's pool and the joins from it; dial.cc dialing and the forward on a start
 // header; napi.cc the JavaScript surface (and memory.cc its one call that is not the engine's:
 // malloc_trim after startup). The types live in namespace relay (not an anonymous
 // namespace) because the Engine's methods are defined in several translation units.
@@ -60,13 +61,18 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <queue>
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
+
+// OpenSSL's MAC context, kept opaque here (only verify.cc includes OpenSSL).
+typedef struct evp_mac_ctx_st EVP_MAC_CTX;
 
 namespace relay {
 
@@ -119,9 +125,49 @@ enum Refusal : int32_t {
   kRefusedError = 6,
   kRefusedBadMagic = 7,  // the prefix does not start as it must: refused at the first wrong byte
   kRefusedExtra = 8,     // bytes right behind the prefix, where the peer must wait
+  // The preamble check (verify.cc), in the order it is made:
+  kRefusedBadCounter = 9,     // counter 0 or beyond 2^53 - 1
+  kRefusedOtherSession = 10,  // names a session that is not the gray's current one
+  kRefusedBadTag = 11,        // the HMAC tag does not verify
+  kRefusedReplay = 12,        // counter used already
+  kRefusedNoCredit = 13,      // counter beyond the credits granted
 };
 // Why a held connection went away.
 enum GoneReason : int32_t { kGoneClosed = 1, kGoneData = 2 };
+
+// The white's pool of one gray, owned by the gray's data listener (verify.cc): what the engine
+// needs to check a data connection's preamble on its own thread. JavaScript hands over the
+// session's keys when a session starts (SetSession) and the explicit credit limit whenever it
+// grows (SetCredits, from WELCOME and GRANT); the implicit credits (one per start header) the
+// engine counts itself when it joins one of the pool's connections, before the start header can
+// reach the gray. The counter window is the one of src/engine/protocol/replay-window.ts: every
+// counter up to floor is used, and the used ones above it are remembered, at most the credits
+// beyond floor.
+constexpr size_t kPreambleBytes = 60;
+constexpr size_t kSessionIdBytes = 16;
+constexpr size_t kDataKeyBytes = 32;
+struct Pool {
+  Pool() = default;
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+  ~Pool();
+  uint32_t epoch = 0;  // JavaScript's number for the current session; 0: there is none
+  uint8_t sessionId[kSessionIdBytes] = {};
+  EVP_MAC_CTX* mac = nullptr;  // HMAC-SHA256 keyed with the session's data key, copied per check
+  uint64_t explicitCredits = 0;
+  uint64_t implicitCredits = 0;
+  uint64_t floor = 0;
+  std::unordered_set<uint64_t> seen;
+  // Pairing (lend.cc). Verified connections wait in idle (newest last) for a client; clients
+  // JavaScript admitted wait in waiting (oldest first) for a connection. Ids of connections that
+  // went away meanwhile are skipped when met. The pool's pairs are counted in active, and a
+  // client is joined at accept, without JavaScript, only while active < activeLimit (JavaScript
+  // sets the active-client limit, or 0 while an authorize hook must see every client).
+  std::vector<uint32_t> idle;
+  std::deque<uint32_t> waiting;
+  uint32_t active = 0;
+  uint32_t activeLimit = 0;
+};
 
 struct Listener {
   Kind kind = Kind::kListener;
@@ -136,15 +182,15 @@ struct Listener {
   in6_addr allowed{};
   uint32_t maxPending = UINT32_MAX;
   uint32_t pending = 0;  // connections still reading their prefix
-  // A public port's lent connections (lend.cc): held data connections JavaScript verified and
-  // handed over, newest last; a client accepted here takes one at once. Ids of connections that
-  // went away meanwhile are skipped when met.
-  std::vector<uint32_t> lent;
+  // A public port: the data listener whose pool serves its clients (lend.cc); 0: none.
+  uint32_t poolListenerId = 0;
   // The bound address: every accepted connection's local address, unless bound to a wildcard
   // (0.0.0.0, ::), where it depends on the connection and getsockname must ask.
   sockaddr_storage local{};
   bool localIsWildcard = true;
   int64_t resumeAt = 0;  // accept paused until then (out of descriptors)
+  // A gray's data port: its pool (verify.cc, lend.cc), made by the first command about it.
+  std::unique_ptr<Pool> pool;
 };
 
 // A connection the engine holds before it is joined: accepted by a listener (listenerId != 0)
@@ -168,6 +214,9 @@ struct Conn {
   sockaddr_storage service{};
   socklen_t serviceLen = 0;
   int serviceKeepAliveSec = 0;
+  // A data connection whose preamble the engine verified: the session's epoch and its counter.
+  uint32_t epoch = 0;
+  uint64_t counter = 0;
 };
 
 // One way through a pair: bytes read from src are written to dst.
@@ -210,6 +259,8 @@ struct Pair {
   // Forward: side B is the service, connecting until its first EPOLLOUT. A pair that ends
   // before that never reached the service.
   bool connectingB = false;
+  // Joined with a data connection of this listener's pool: counted in its active pairs.
+  uint32_t poolListenerId = 0;
 };
 
 // How a pair's end is flagged to JavaScript (the event's `code` stays the errno).
@@ -220,10 +271,10 @@ struct Event {
   // kDialed: a dialed connection connected (code 0, preamble written) or failed (code errno);
   // kHeader: a dialed connection read its prefix (the white's start header); b is the pair the
   // engine forwarded it into by itself (Conn::forward), or 0 when JavaScript is to forward it.
-  // kJoinedLent: a client (a) was joined with a lent connection (b) into pair id (lend.cc);
-  // kNoneLent: JoinLent found no lent connection for client id.
+  // kJoinedLent: a client (a) was joined with a lent connection (b) into pair id (lend.cc).
+  // kAccepted of a verified data connection (verify.cc): a is its counter, b its session epoch.
   // (The numbers are also in src/engine/substrate/codes.ts; a test compares the two.)
-  enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4, kDialed = 5, kHeader = 6, kJoinedLent = 7, kNoneLent = 8 } type;
+  enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4, kDialed = 5, kHeader = 6, kJoinedLent = 7 } type;
   explicit Event(Type t) : type(t) {}
   uint32_t id = 0;          // pair (kPairEnd) or connection
   uint32_t listenerId = 0;  // 0 for a dialed connection; kPairEnd: PairEndFlags
@@ -237,7 +288,7 @@ struct Event {
 };
 
 struct Command {
-  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kLend, kJoinLent } kind;
+  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kSession, kCredits, kUsePool, kAdmit, kActiveLimit } kind;
   explicit Command(Kind k) : kind(k) {}
   Pair* pair = nullptr;
   Conn* conn = nullptr;     // kDial
@@ -251,6 +302,9 @@ struct Command {
   Filter filter = kFilterAnyone;
   in6_addr ip{};
   uint32_t maxPending = 0;
+  uint32_t epoch = 0;     // kSession, kCredits
+  uint64_t count = 0;     // kCredits: the explicit credit limit
+  std::string keys;       // kSession: session id and data key; empty: no session
 };
 
 inline int64_t NowMs() {
@@ -314,11 +368,19 @@ class Engine {
   // connection to address.
   void Forward(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec);
 
-  // JS thread (lend.cc). Lend: the held connection connId becomes one of listener's lent
-  // connections. JoinLent: the held client connId is joined with one of them now, or kNoneLent
-  // says there is none.
-  void Lend(uint32_t listenerId, uint32_t connId);
-  void JoinLent(uint32_t listenerId, uint32_t clientId);
+  // JS thread (lend.cc). UsePool: the public listener's clients are served by the data
+  // listener's pool. Admit: the held client (admitted by JavaScript) is joined with the pool's
+  // newest idle connection now, or waits for the next one verified. SetActiveLimit: how many of
+  // the pool's pairs may run before clients stop being joined at accept.
+  void UsePool(uint32_t publicListenerId, uint32_t dataListenerId);
+  void Admit(uint32_t clientId);
+  void SetActiveLimit(uint32_t dataListenerId, uint32_t limit);
+
+  // JS thread (verify.cc). SetSession: the data listener's pool checks preambles against this
+  // session from now on (keys: session id then data key; empty: there is no session, refuse
+  // all). SetCredits: the session's explicit credit limit (cumulative, never lowered).
+  void SetSession(uint32_t listenerId, uint32_t epoch, const std::string& keys);
+  void SetCredits(uint32_t listenerId, uint32_t epoch, uint64_t explicitUpTo);
 
   bool Bytes(uint32_t id, uint64_t* fromA, uint64_t* fromB);
   size_t PairCount();
@@ -398,10 +460,16 @@ class Engine {
   void Refused(uint32_t listenerId, const sockaddr_storage& remote, int32_t refusal, const std::string& received, int error = 0);
   void ReadPrefix(Conn* conn);
   bool TakeLent(Listener* listener, Conn* client);
+  Pool* PoolOf(uint32_t dataListenerId);
+  Pool* PoolServing(uint32_t publicListenerId);
+  uint32_t TakeIdle(Pool* pool);
+  void Pooled(Listener* dataListener, Conn* conn);
+  void AdmitClient(uint32_t clientId);
+  bool JoinPooled(Conn* client, uint32_t dataId);
+  void PoolPairEnded(Pair* pair);
   // A client's local address: the listener's bound one, or getsockname's when the listener is
   // gone or bound to a wildcard.
   static bool ClientLocalAddress(const Listener* listener, int fd, sockaddr_storage* out);
-  void KeepLent(uint32_t listenerId, uint32_t connId);
   bool ForwardDialed(Conn* conn, Event* header);
   void ReleasePending(Conn* conn);
   void AnnounceAccepted(Conn* conn);
@@ -412,6 +480,12 @@ class Engine {
   void Drop(Conn* conn);
   void Forget(Conn* conn);
   void ExpireAndResume();
+
+  // ---- The preamble check and the counter window (verify.cc) ----
+  void ApplySession(const Command& command);
+  void ApplyCredits(const Command& command);
+  int32_t Verify(Listener* listener, Conn* conn);
+  void CountJoin(Pair* pair, const Conn* conn);
 
   // ---- Dialing: the gray's pool connections (dial.cc) ----
   void StartDial(Conn* conn);

@@ -184,10 +184,19 @@ void Engine::ReadPrefix(Conn* conn) {
     if (n > 0) return RefuseConn(conn, kRefusedExtra, 0);
     finished = n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
   }
+  // A gray's data port checks the preamble here (verify.cc): JavaScript hears only of the good.
+  // Verified, it goes to the pool (lend.cc); JavaScript hears of it first, for its bookkeeping.
+  auto listener = listeners_.find(conn->listenerId);
+  Listener* dataListener = listener != listeners_.end() && listener->second->pool ? listener->second : nullptr;
+  if (dataListener) {
+    int32_t refusal = Verify(dataListener, conn);
+    if (refusal != 0) return RefuseConn(conn, refusal, 0);
+  }
   ReleasePending(conn);
   conn->state = Conn::kHeld;
   AnnounceAccepted(conn);
-  if (finished) Gone(conn, kGoneClosed);
+  if (finished) return Gone(conn, kGoneClosed);
+  if (dataListener) Pooled(dataListener, conn);
 }
 
 void Engine::ReleasePending(Conn* conn) {
@@ -201,6 +210,8 @@ void Engine::AnnounceAccepted(Conn* conn) {
   event->id = conn->id;
   event->listenerId = conn->listenerId;
   event->prefix = conn->prefix;
+  event->a = conn->counter;  // a verified data connection's counter and session epoch
+  event->b = conn->epoch;
   event->hasAddresses = true;
   event->remote = conn->remote;
   // Only a client's local address is wanted (it goes into the start header); a connection that

@@ -1,14 +1,16 @@
-// Lent connections: pairing on the engine thread. JavaScript verifies a pooled data connection
-// (the preamble's HMAC and counter window stay there) and, when no client is waiting, lends it
-// to the gray's public port. A client accepted there with a lent connection on hand is paired at
-// once: the engine writes the start header it builds from the client's addresses and joins the
-// two, and JavaScript hears kJoinedLent afterwards (for the connection's id, the events, the
-// statistics). No thread hand-off sits between a client's SYN and its first bytes to the gray.
-//
-// Only the engine consumes lent connections, so one is never given to two clients: JavaScript
-// asks for one with JoinLent (a client it admitted itself) and gets kJoinedLent or kNoneLent, and it
-// takes one back only by closing it. JavaScript decides how many to lend (never more than the
-// active-client limit allows, none when an authorize hook must see each client).
+// Pairing on the engine thread: a gray's pool (engine.h Pool, owned by its data listener; each
+// public listener of the gray points at it). A data connection whose preamble the engine verified
+// (verify.cc) joins the oldest waiting client at once, or waits in the pool. A client accepted on
+// a public port is joined at once with the newest idle connection while the pool's active pairs
+// are below the limit JavaScript sets (the active-client limit; 0 while an authorize hook must
+// see every client); otherwise JavaScript hears of it, decides, and admits it (Admit): it is then
+// joined with an idle connection or waits in the pool for the next one verified. Joining, the
+// engine writes the start header it builds from the client's addresses, and JavaScript hears
+// kJoinedLent afterwards, for the connection's id, the events and the statistics. No thread
+// hand-off sits between a client's SYN and its first bytes to the gray, nor between a data
+// connection's preamble and its place in the pool. JavaScript keeps the waiting clients' limits
+// (how many, how long: it closes a client, and the pool skips it) and takes an idle connection
+// back only by closing it.
 #include "engine.h"
 
 #include <netinet/in.h>
@@ -85,46 +87,105 @@ bool StartHeader(const sockaddr_storage& remote, const sockaddr_storage& local, 
 
 }  // namespace
 
-void Engine::Lend(uint32_t listenerId, uint32_t connId) { PostForId(Command::kLend, listenerId, connId); }
+void Engine::UsePool(uint32_t publicListenerId, uint32_t dataListenerId) { PostForId(Command::kUsePool, publicListenerId, dataListenerId); }
 
-void Engine::JoinLent(uint32_t listenerId, uint32_t clientId) { PostForId(Command::kJoinLent, listenerId, clientId); }
+void Engine::Admit(uint32_t clientId) { PostForId(Command::kAdmit, clientId); }
 
-void Engine::KeepLent(uint32_t listenerId, uint32_t connId) {
-  auto it = listeners_.find(listenerId);
-  if (it == listeners_.end()) return;  // the port closed: JavaScript closes its connections
-  std::vector<uint32_t>& lent = it->second->lent;
-  // Forget the ones that went away while lent, so an idle port's list stays the pool's size.
-  lent.erase(std::remove_if(lent.begin(), lent.end(), [this](uint32_t id) { return HeldConn(id) == nullptr; }), lent.end());
-  lent.push_back(connId);
+void Engine::SetActiveLimit(uint32_t dataListenerId, uint32_t limit) { PostForId(Command::kActiveLimit, dataListenerId, limit); }
+
+Pool* Engine::PoolOf(uint32_t dataListenerId) {
+  auto it = listeners_.find(dataListenerId);
+  if (it == listeners_.end()) return nullptr;
+  if (!it->second->pool) it->second->pool.reset(new Pool());
+  return it->second->pool.get();
 }
 
-// The newest lent connection still held is the likeliest to be alive (as in the pool broker).
+// The pool serving a public listener's clients, if both are still open.
+Pool* Engine::PoolServing(uint32_t publicListenerId) {
+  auto it = listeners_.find(publicListenerId);
+  if (it == listeners_.end() || it->second->poolListenerId == 0) return nullptr;
+  auto data = listeners_.find(it->second->poolListenerId);
+  return data != listeners_.end() ? data->second->pool.get() : nullptr;
+}
+
+// A verified connection: the oldest client still waiting takes it, or it waits.
+void Engine::Pooled(Listener* dataListener, Conn* conn) {
+  Pool* pool = dataListener->pool.get();
+  while (!pool->waiting.empty()) {
+    Conn* client = HeldConn(pool->waiting.front());
+    pool->waiting.pop_front();
+    if (client && JoinPooled(client, conn->id)) return;
+  }
+  // Forget the ones that went away while idle, so an idle pool's list stays the pool's size.
+  std::vector<uint32_t>& idle = pool->idle;
+  idle.erase(std::remove_if(idle.begin(), idle.end(), [this](uint32_t id) { return HeldConn(id) == nullptr; }), idle.end());
+  idle.push_back(conn->id);
+}
+
+// The newest idle connection still held (the likeliest to be alive), taken out of the pool; 0
+// when there is none.
+uint32_t Engine::TakeIdle(Pool* pool) {
+  while (!pool->idle.empty()) {
+    uint32_t dataId = pool->idle.back();
+    pool->idle.pop_back();
+    if (HeldConn(dataId) != nullptr) return dataId;
+  }
+  return 0;
+}
+
+// A client JavaScript admitted: joined with an idle connection now, or waiting for one.
+void Engine::AdmitClient(uint32_t clientId) {
+  Conn* client = HeldConn(clientId);
+  if (!client) return;  // gone meanwhile: JavaScript heard kGone
+  Pool* pool = PoolServing(client->listenerId);
+  if (!pool) return Drop(client);  // its port or the gray's data port closed
+  uint32_t dataId = TakeIdle(pool);
+  if (dataId == 0) return pool->waiting.push_back(clientId);
+  if (!JoinPooled(client, dataId)) pool->idle.push_back(dataId);
+}
+
+// A client accepted with an idle connection on hand and room among the active pairs is joined
+// at once, before JavaScript hears of it (none while others wait: they came first).
 bool Engine::TakeLent(Listener* listener, Conn* client) {
-  if (listener->lent.empty()) return false;
+  Pool* pool = PoolServing(listener->id);
+  if (!pool || pool->active >= pool->activeLimit || !pool->waiting.empty()) return false;
+  uint32_t dataId = TakeIdle(pool);
+  if (dataId == 0) return false;
+  if (JoinPooled(client, dataId)) return true;
+  pool->idle.push_back(dataId);
+  return false;
+}
+
+// Joins a held client with the pool's held connection dataId, the start header first. False
+// (nothing done) when the client's addresses are gone: it reset, and JavaScript hears kGone.
+bool Engine::JoinPooled(Conn* client, uint32_t dataId) {
+  auto it = listeners_.find(client->listenerId);
+  const Listener* listener = it != listeners_.end() ? it->second : nullptr;
   std::string header;
   sockaddr_storage local{};
   if (!ClientLocalAddress(listener, client->fd, &local) || !StartHeader(client->remote, local, &header)) return false;
-  while (!listener->lent.empty()) {
-    uint32_t dataId = listener->lent.back();
-    listener->lent.pop_back();
-    if (HeldConn(dataId) == nullptr) continue;
-    auto* pair = new Pair();
-    pair->id = NextId();
-    pair->dirs[0].head = header;  // to side B, the data connection, ahead of the client's bytes
-    Register(pair);
-    auto* event = new Event(Event::kJoinedLent);
-    event->id = pair->id;
-    event->listenerId = listener->id;
-    event->a = client->id;
-    event->b = dataId;
-    event->hasAddresses = true;
-    event->remote = client->remote;
-    event->local = local;
-    Emit(event);  // before anything the pair reports
-    StartJoin(pair, client->id, dataId);
-    return true;
-  }
-  return false;
+  auto* pair = new Pair();
+  pair->id = NextId();
+  pair->dirs[0].head = header;  // to side B, the data connection, ahead of the client's bytes
+  Register(pair);
+  auto* event = new Event(Event::kJoinedLent);
+  event->id = pair->id;
+  event->listenerId = client->listenerId;
+  event->a = client->id;
+  event->b = dataId;
+  event->hasAddresses = true;
+  event->remote = client->remote;
+  event->local = local;
+  Emit(event);  // before anything the pair reports
+  StartJoin(pair, client->id, dataId);
+  return true;
+}
+
+void Engine::PoolPairEnded(Pair* pair) {
+  if (pair->poolListenerId == 0) return;
+  auto it = listeners_.find(pair->poolListenerId);
+  pair->poolListenerId = 0;
+  if (it != listeners_.end() && it->second->pool && it->second->pool->active > 0) it->second->pool->active -= 1;
 }
 
 }  // namespace relay

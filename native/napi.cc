@@ -1,6 +1,6 @@
 // The JavaScript surface: createEngine (one engine thread, an object of its methods: listen,
-// filter, closeListener, dial, closeConn, join, forward, lend, joinLent, destroy, bytes,
-// stats), trimMalloc, and the thread-safe function that carries an engine's
+// filter, closeListener, dial, closeConn, join, forward, session, credits, usePool, admit,
+// activeLimit, destroy, bytes, stats), trimMalloc, and the thread-safe function that carries an engine's
 // events to JavaScript. Each call checks its arguments here, on the
 // JavaScript thread, and hands the engine (engine.h) a command.
 #include <node_api.h>
@@ -211,28 +211,76 @@ napi_value Join(napi_env env, napi_callback_info info) {
   return Uint32(env, id);
 }
 
-// lend(listenerId, connId), joinLent(listenerId, clientConnId): see lend.cc.
-napi_value LendOrPair(napi_env env, napi_callback_info info, bool lend) {
-  Engine* engine = EngineOf(env, info);
-  if (engine == nullptr) return Throw(env, "the data plane is not started");
+// usePool(publicListenerId, dataListenerId), admit(clientId), activeLimit(dataListenerId,
+// limit): a gray's pool, see lend.cc.
+bool Uint32Arguments(napi_env env, napi_callback_info info, size_t count, uint32_t* out) {
   size_t argc = 2;
   napi_value argv[2];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  uint32_t listenerId, connId;
-  if (argc < 2 || napi_get_value_uint32(env, argv[0], &listenerId) != napi_ok || napi_get_value_uint32(env, argv[1], &connId) != napi_ok) {
-    return Throw(env, lend ? "lend(listenerId, connId): bad arguments" : "joinLent(listenerId, connId): bad arguments");
+  if (argc < count) return false;
+  for (size_t i = 0; i < count; i++) {
+    if (napi_get_value_uint32(env, argv[i], &out[i]) != napi_ok) return false;
   }
-  if (lend) engine->Lend(listenerId, connId);
-  else engine->JoinLent(listenerId, connId);
+  return true;
+}
+
+napi_value UsePool(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
+  uint32_t ids[2];
+  if (!engine || !Uint32Arguments(env, info, 2, ids)) return Throw(env, "usePool(publicListenerId, dataListenerId): bad arguments");
+  engine->UsePool(ids[0], ids[1]);
   return nullptr;
 }
 
-napi_value Lend(napi_env env, napi_callback_info info) {
-  return LendOrPair(env, info, true);
+napi_value Admit(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
+  uint32_t id;
+  if (!engine || !Uint32Arguments(env, info, 1, &id)) return Throw(env, "admit(clientId): bad arguments");
+  engine->Admit(id);
+  return nullptr;
 }
 
-napi_value JoinLent(napi_env env, napi_callback_info info) {
-  return LendOrPair(env, info, false);
+napi_value ActiveLimit(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
+  uint32_t values[2];
+  if (!engine || !Uint32Arguments(env, info, 2, values)) return Throw(env, "activeLimit(dataListenerId, limit): bad arguments");
+  engine->SetActiveLimit(values[0], values[1]);
+  return nullptr;
+}
+
+// session(listenerId, epoch, keys?): the data listener's pool checks preambles against this
+// session (keys: a Buffer of the session id and the data key; null: no session). credits(listenerId,
+// epoch, explicitUpTo): the session's explicit credit limit. See verify.cc.
+napi_value Session(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
+  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  uint32_t listenerId, epoch;
+  std::string keys;
+  if (argc < 3 || napi_get_value_uint32(env, argv[0], &listenerId) != napi_ok || napi_get_value_uint32(env, argv[1], &epoch) != napi_ok ||
+      !ReadHead(env, argv[2], &keys) || (!keys.empty() && keys.size() != relay::kSessionIdBytes + relay::kDataKeyBytes)) {
+    return Throw(env, "session(listenerId, epoch, keys): bad arguments");
+  }
+  engine->SetSession(listenerId, epoch, keys);
+  return nullptr;
+}
+
+napi_value Credits(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
+  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  uint32_t listenerId, epoch;
+  int64_t upTo;
+  if (argc < 3 || napi_get_value_uint32(env, argv[0], &listenerId) != napi_ok || napi_get_value_uint32(env, argv[1], &epoch) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &upTo) != napi_ok || upTo < 0) {
+    return Throw(env, "credits(listenerId, epoch, explicitUpTo): bad arguments");
+  }
+  engine->SetCredits(listenerId, epoch, static_cast<uint64_t>(upTo));
+  return nullptr;
 }
 
 // An IP address as Node writes it, also an IPv6 address with a zone index (fe80::1%eth0, an
@@ -519,8 +567,11 @@ napi_value Methods(napi_env env, Engine* engine) {
       {"closeConn", nullptr, CloseConn, nullptr, nullptr, nullptr, napi_default, engine},
       {"dial", nullptr, Dial, nullptr, nullptr, nullptr, napi_default, engine},
       {"forward", nullptr, Forward, nullptr, nullptr, nullptr, napi_default, engine},
-      {"lend", nullptr, Lend, nullptr, nullptr, nullptr, napi_default, engine},
-      {"joinLent", nullptr, JoinLent, nullptr, nullptr, nullptr, napi_default, engine},
+      {"usePool", nullptr, UsePool, nullptr, nullptr, nullptr, napi_default, engine},
+      {"admit", nullptr, Admit, nullptr, nullptr, nullptr, napi_default, engine},
+      {"activeLimit", nullptr, ActiveLimit, nullptr, nullptr, nullptr, napi_default, engine},
+      {"session", nullptr, Session, nullptr, nullptr, nullptr, napi_default, engine},
+      {"credits", nullptr, Credits, nullptr, nullptr, nullptr, napi_default, engine},
   };
   napi_value object;
   napi_create_object(env, &object);

@@ -64,6 +64,7 @@ void Engine::StartJoin(Pair* pair, uint32_t idA, uint32_t idB) {
   }
   Conn* conns[2] = {a, b};
   for (int i = 0; i < 2; i++) {
+    CountJoin(pair, conns[i]);
     pair->fds[i] = conns[i]->fd;
     conns[i]->fd = -1;
     Forget(conns[i]);
@@ -245,6 +246,7 @@ void Engine::ClosePipe(Direction& d) {
 
 void Engine::Finish(Pair* pair, int error) {
   pair->dead = true;
+  PoolPairEnded(pair);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     pairs_.erase(pair->id);

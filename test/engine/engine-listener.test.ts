@@ -3,13 +3,15 @@
 // the pair; every refusal the engine makes by itself; the two watch modes; joining held
 // connections, also one that has gone; closing a listener; a port already taken.
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import net, { type Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { ErrorCodes, RelayError } from '../../src/errors.js';
 import type { GoneReason } from '../../src/engine/substrate/held-conn.js';
 import type { PairEnd } from '../../src/engine/substrate/pair.js';
-import { EngineListener, type EngineConn, type ListenerOptions, type Refusal, type TakePair } from '../../src/engine/substrate/listener.js';
+import { EngineListener, type EngineConn, type ListenerOptions, type Refusal, type TakePair, type Verified } from '../../src/engine/substrate/listener.js';
+import { encodePreamble, PREAMBLE_BYTES, PREAMBLE_MAGIC } from '../../src/engine/protocol/preamble.js';
 import { clientAddressInfo, encodeStartHeader } from '../../src/engine/protocol/start-header.js';
 import { noEngine, testEngine } from '../helpers/data-plane.js';
 
@@ -21,10 +23,10 @@ interface Paired {
 
 interface Harness {
   listener: EngineListener;
-  conns: Array<{ conn: EngineConn; prefix: Buffer }>;
+  conns: Array<{ conn: EngineConn; prefix: Buffer; verified: Verified }>;
   nextPaired(): Promise<Paired>;
   refusals: Array<{ refusal: Refusal; received: Buffer }>;
-  nextConn(): Promise<{ conn: EngineConn; prefix: Buffer }>;
+  nextConn(): Promise<{ conn: EngineConn; prefix: Buffer; verified: Verified }>;
   nextRefusal(): Promise<{ refusal: Refusal; received: Buffer }>;
 }
 
@@ -42,8 +44,8 @@ function harness(options: Partial<ListenerOptions>): Harness {
   const listener = new EngineListener(testEngine()!, 
     { host: '127.0.0.1', port: 0, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: 0, watch: 'reset', ...options },
     {
-      onConnection: (conn, prefix) => {
-        conns.push({ conn, prefix });
+      onConnection: (conn, prefix, verified) => {
+        conns.push({ conn, prefix, verified });
         wake(waiters.conn);
       },
       onJoinedLent: (client, data, take) => {
@@ -171,60 +173,157 @@ describe('engine listener', { timeout: 20_000 }, () => {
     }
   });
 
-  it('pairs in the engine: a client asks for a lent connection (joinLent), or one is paired at accept; the start header is the one JavaScript would build', { timeout: 10_000 }, async () => {
+  it("checks a gray's preambles itself: counter range, session, tag before the window, replays, credits, the implicit credit of a join", async () => {
+    const data = harness({ prefixBytes: PREAMBLE_BYTES, prefixMagic: PREAMBLE_MAGIC, prefixTimeoutMs: 2000, watch: 'any' });
+    const sessionId = randomBytes(16);
+    const dataKey = randomBytes(32);
+    data.listener.setSession(7, Buffer.concat([sessionId, dataKey]));
+    data.listener.setCredits(7, 2);
+    const send = async (preamble: Buffer): Promise<Socket> => {
+      const socket = await dial(data.listener.port);
+      socket.write(preamble);
+      return socket;
+    };
+    const refusedAs = async (preamble: Buffer): Promise<Refusal> => {
+      const socket = await send(preamble);
+      const { refusal } = await data.nextRefusal();
+      await closed(socket);
+      return refusal;
+    };
+    const counterZero = encodePreamble(sessionId, 1, dataKey);
+    counterZero.fill(0, 20, 28);
+    assert.equal(await refusedAs(counterZero), 'bad-counter');
+    assert.equal(await refusedAs(encodePreamble(randomBytes(16), 1, dataKey)), 'other-session');
+    // A forged tag is refused before the window: counter 1 is not burned by it.
+    assert.equal(await refusedAs(encodePreamble(sessionId, 1, randomBytes(32))), 'bad-tag');
+    const first = await send(encodePreamble(sessionId, 1, dataKey));
+    const accepted = await data.nextConn();
+    assert.deepEqual(accepted.verified, { counter: 1, session: 7 });
+    assert.equal(await refusedAs(encodePreamble(sessionId, 1, dataKey)), 'replay');
+    assert.equal(await refusedAs(encodePreamble(sessionId, 3, dataKey)), 'no-credit');
+    // Joining a verified connection is worth one credit (its start header), counted by the engine.
+    const client = harness({});
+    const clientSocket = await dial(client.listener.port);
+    const { conn: clientConn } = await client.nextConn();
+    const pairEnded = new Promise<PairEnd>((resolve) => clientConn.joinWith(accepted.conn, {}, resolve));
+    const second = await send(encodePreamble(sessionId, 3, dataKey));
+    assert.deepEqual((await data.nextConn()).verified, { counter: 3, session: 7 });
+    // Counter 2 (skipped above) is still good; 4 is beyond 2 explicit + 1 implicit.
+    const third = await send(encodePreamble(sessionId, 2, dataKey));
+    assert.deepEqual((await data.nextConn()).verified, { counter: 2, session: 7 });
+    assert.equal(await refusedAs(encodePreamble(sessionId, 4, dataKey)), 'no-credit');
+    data.listener.setCredits(7, 3);
+    const fourth = await send(encodePreamble(sessionId, 4, dataKey));
+    assert.deepEqual((await data.nextConn()).verified, { counter: 4, session: 7 });
+    // A new session starts a new window; with none, every preamble is refused.
+    data.listener.setSession(8, Buffer.concat([sessionId, dataKey]));
+    assert.equal(await refusedAs(encodePreamble(sessionId, 1, dataKey)), 'no-credit');
+    data.listener.setSession(0, null);
+    assert.equal(await refusedAs(encodePreamble(sessionId, 1, dataKey)), 'no-session');
+    clientSocket.destroy();
+    first.destroy();
+    await pairEnded;
+    for (const s of [second, third, fourth]) s.destroy();
+    for (const { conn } of data.conns) conn.destroy();
+    client.listener.close();
+    data.listener.close();
+  });
+
+  it("pairs in the engine from a gray's pool: an admitted client now or when the next connection is verified, a client at accept below the active limit; the start header is the one JavaScript would build", { timeout: 10_000 }, async () => {
     const front = harness({});
-    const back = harness({ prefixBytes: 4, prefixMagic: Buffer.from('AB'), prefixTimeoutMs: 5000, watch: 'any' });
+    const back = harness({ prefixBytes: PREAMBLE_BYTES, prefixMagic: PREAMBLE_MAGIC, prefixTimeoutMs: 5000, watch: 'any' });
+    const sessionId = randomBytes(16);
+    const dataKey = randomBytes(32);
+    back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
+    back.listener.setCredits(1, 10);
+    back.listener.setActiveLimit(0);
+    front.listener.usePool(back.listener);
     const grays: Socket[] = [];
-    const lendOne = async (): Promise<EngineConn> => {
+    let counter = 0;
+    const verifyOne = async (): Promise<EngineConn> => {
       const gray = await dial(back.listener.port);
-      gray.write('ABCD');
+      gray.write(encodePreamble(sessionId, ++counter, dataKey));
       grays.push(gray);
-      const { conn } = await back.nextConn();
-      assert.equal(front.listener.lend(conn), true);
-      return conn;
+      return (await back.nextConn()).conn;
     };
     const headerFor = (client: Socket): Buffer =>
       encodeStartHeader(clientAddressInfo({ address: client.localAddress, port: client.localPort }, { address: client.remoteAddress, port: client.remotePort }));
 
-    // Nothing lent: a client is reported, and joinLent says there is none.
+    // Active limit 0: a client is reported; admitted, it waits in the pool for the next one verified.
     const first = await dial(front.listener.port);
     const announced = (await front.nextConn()).conn;
-    await new Promise<void>((resolve) => front.listener.joinLent(announced, resolve));
-
-    // Lent now (commands are taken in order, so the lend comes before the request).
-    const lent = await lendOne();
-    assert.throws(() => lent.joinWith(announced, {}, () => {}), /is lent to the engine/);
-    front.listener.joinLent(announced, () => assert.fail('a connection was lent'));
+    front.listener.admit(announced);
+    const verified = await verifyOne();
     const p1 = await front.nextPaired();
     assert.equal(p1.client, announced, 'the client JavaScript admitted');
-    assert.equal(p1.data, lent);
+    assert.equal(p1.data, verified);
     const ended1 = new Promise<PairEnd>((resolve) => p1.take(resolve));
     first.write('one');
     assert.deepEqual(await received(grays[0]!, 43), Buffer.concat([headerFor(first), Buffer.from('one')]));
 
-    // A client announced while nothing is lent; then two are lent and it takes one by request.
-    // The other is surely lent when the next client comes (commands are taken in order), and the
-    // engine pairs that client at accept, never announcing it.
-    const asking = await dial(front.listener.port);
-    const askingConn = (await front.nextConn()).conn;
-    const older = await lendOne();
-    const newer = await lendOne();
-    front.listener.joinLent(askingConn, () => assert.fail('two were lent'));
-    assert.equal((await front.nextPaired()).data, newer, 'the newest lent connection goes first');
+    // An idle connection on hand: an admitted client takes it at once.
+    const idle = await verifyOne();
     const second = await dial(front.listener.port);
+    const secondConn = (await front.nextConn()).conn;
+    front.listener.admit(secondConn);
     const p2 = await front.nextPaired();
-    assert.equal(p2.data, older);
-    assert.deepEqual([p2.client.remotePort, p2.client.localPort], [second.localPort, front.listener.port]);
+    assert.deepEqual([p2.client, p2.data], [secondConn, idle]);
     const ended2 = new Promise<PairEnd>((resolve) => p2.take(resolve));
-    second.end('two');
-    assert.deepEqual(await closed(grays[1]!), Buffer.concat([headerFor(second), Buffer.from('two')]));
-    grays[1]!.end();
-    await closed(second);
-    assert.deepEqual([(await ended2).bytesFromA, (await ended2).error], [3, null]);
-    first.destroy();
-    asking.destroy();
-    for (const g of grays) g.destroy();
-    await ended1;
+
+    // Below the active limit (2 running, limit 3), a client is joined at accept, never reported,
+    // with the newest idle connection; at the limit the next one is reported again.
+    back.listener.setActiveLimit(3);
+    const older = await verifyOne();
+    const newer = await verifyOne();
+    const third = await dial(front.listener.port);
+    const p3 = await front.nextPaired();
+    assert.equal(p3.data, newer, 'the newest idle connection goes first');
+    assert.deepEqual([p3.client.remotePort, p3.client.localPort], [third.localPort, front.listener.port]);
+    const ended3 = new Promise<PairEnd>((resolve) => p3.take(resolve));
+    third.end('three');
+    assert.deepEqual(await closed(grays[3]!), Buffer.concat([headerFor(third), Buffer.from('three')]));
+    const fourth = await dial(front.listener.port);
+    const fourthConn = (await front.nextConn()).conn;
+    assert.equal(fourthConn.remotePort, fourth.localPort, 'at the active limit the client is reported');
+    front.listener.admit(fourthConn);
+    assert.equal((await front.nextPaired()).data, older);
+    grays[3]!.end();
+    await closed(third);
+    assert.deepEqual([(await ended3).bytesFromA, (await ended3).error], [5, null]);
+    for (const socket of [first, second, fourth, ...grays]) socket.destroy();
+    await Promise.all([ended1, ended2]);
+    front.listener.close();
+    back.listener.close();
+  });
+
+  it('a verified connection joins the oldest client waiting in the pool; a client closed while waiting is skipped', { timeout: 10_000 }, async () => {
+    const front = harness({});
+    const back = harness({ prefixBytes: PREAMBLE_BYTES, prefixMagic: PREAMBLE_MAGIC, prefixTimeoutMs: 5000, watch: 'any' });
+    const sessionId = randomBytes(16);
+    const dataKey = randomBytes(32);
+    back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
+    back.listener.setCredits(1, 10);
+    front.listener.usePool(back.listener);
+    const clients = [await dial(front.listener.port), await dial(front.listener.port), await dial(front.listener.port)];
+    const conns: EngineConn[] = [];
+    for (let i = 0; i < 3; i++) conns.push((await front.nextConn()).conn);
+    conns.sort((a, b) => clients.findIndex((c) => c.localPort === a.remotePort) - clients.findIndex((c) => c.localPort === b.remotePort));
+    for (const conn of conns) front.listener.admit(conn);
+    conns[0]!.destroy();  // as the broker does at the wait deadline
+    const grays: Socket[] = [];
+    for (let counter = 1; counter <= 2; counter++) {
+      const gray = await dial(back.listener.port);
+      gray.write(encodePreamble(sessionId, counter, dataKey));
+      grays.push(gray);
+      const verified = (await back.nextConn()).conn;
+      const paired = await front.nextPaired();
+      assert.equal(paired.client, conns[counter], `the oldest client still waiting takes connection ${counter}`);
+      assert.equal(paired.data, verified);
+      paired.take(() => {});
+    }
+    for (const socket of [...clients, ...grays]) socket.destroy();
+    front.listener.close();
+    back.listener.close();
   });
 
   it('reports a connection after exactly its prefix; what follows stays for the pair, heads first', async () => {

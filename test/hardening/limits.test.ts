@@ -435,6 +435,15 @@ describe('limits: data port and clients', () => {
       assert.equal(t.client(ErrorCodes.CLIENT_WAIT_TIMEOUT), 3);
       assert.equal(t.gray().pendingClients, 0);
       await t.log.waitFor((l) => l.msg === 'connection refused' && l.code === ErrorCodes.CLIENT_WAIT_TIMEOUT, 'the wait timeout log line');
+      // The clients closed for waiting too long are no longer waiting anywhere (with an engine,
+      // in its pool): the next verified connection stays idle, and a new client takes it.
+      const data = await tcpConnect(s.welcome.dataPort);
+      data.write(s.preamble(1));
+      await waitUntil(() => t.gray().poolIdle === 1, 'the connection idle in the pool');
+      const next = await tcpConnect(publicPort);
+      await waitUntil(() => t.gray().activeClients === 1, 'the new client paired');
+      next.destroy();
+      data.destroy();
       s.probe.destroy();
     } finally {
       await t.stop();

@@ -557,18 +557,18 @@ test('authorize client_connect: a hanging hook follows on_timeout (allow, then d
   assert.equal(stack.white.snapshot().grays[0]?.clientsRefused[HOOK_DENIED], 1);
 });
 
-test('authorize client_connect switched on by a reload: what was lent to the engine comes back, and the next client is asked', { timeout: 20_000 }, async (t) => {
+test('authorize client_connect switched on by a reload: the engine stops joining clients at accept, and the next client is asked', { timeout: 20_000 }, async (t) => {
   const defer = cleanup(t);
   const oracle = await Receiver.start(json({ allow: false, reason: 'nope' }));
   defer(() => oracle.close());
   const stack = await startStack();
   defer(() => stack.stop());
   await grayReady(stack);
-  // Without a hook the white lends its idle connections to the engine, which pairs clients at
-  // accept: the other three of the first four are lent when the hook is switched on.
+  // Without a hook the engine joins clients at accept with the pool's idle connections: three of
+  // the first four are still idle in it when the hook is switched on.
   const payload = Buffer.from('before the hook');
   assert.ok((await exchange(stack.publicPort, payload)).reply.equals(payload));
-  assert.ok(stack.white.snapshot().grays[0]!.poolIdle >= 3, 'idle (lent) connections before the reload');
+  assert.ok(stack.white.snapshot().grays[0]!.poolIdle >= 3, 'idle connections in the pool before the reload');
 
   await stack.reload({ ...stack.config, authorize: authorizeConfig(oracle.url('/authorize')) });
   const denied = await refused(stack.publicPort, Buffer.from('after the hook'));

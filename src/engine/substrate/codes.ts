@@ -4,7 +4,7 @@
 // `k` and the enum's own prefix (kRefusedNoSession is Refusal.noSession).
 
 /** Event::Type: what an event reports. */
-export const EventType = { pairEnd: 0, accepted: 1, refused: 2, gone: 3, listenerError: 4, dialed: 5, header: 6, joinedLent: 7, noneLent: 8 } as const;
+export const EventType = { pairEnd: 0, accepted: 1, refused: 2, gone: 3, listenerError: 4, dialed: 5, header: 6, joinedLent: 7 } as const;
 
 /** PairEndFlags: carried by a pair's end. */
 export const PairEndFlag = { endedBeforeConnect: 1 } as const;
@@ -16,7 +16,22 @@ export const FilterMode = { anyone: 0, nobody: 1, only: 2 } as const;
 export const WatchCode = { reset: 0, any: 1 } as const;
 
 /** Refusal: why the engine refused a connection by itself. */
-export const RefusalCode = { noSession: 1, wrongSource: 2, tooMany: 3, timeout: 4, ended: 5, error: 6, badMagic: 7, extra: 8 } as const;
+export const RefusalCode = {
+  noSession: 1,
+  wrongSource: 2,
+  tooMany: 3,
+  timeout: 4,
+  ended: 5,
+  error: 6,
+  badMagic: 7,
+  extra: 8,
+  // The preamble check (native/verify.cc).
+  badCounter: 9,
+  otherSession: 10,
+  badTag: 11,
+  replay: 12,
+  noCredit: 13,
+} as const;
 
 /** GoneReason: why a held connection went away. */
 export const GoneCode = { closed: 1, data: 2 } as const;

@@ -80,7 +80,7 @@ export class DialedConn implements ConnOwner {
     return this.engine.track(id).onEnd(onPairEnd);
   }
 
-  connEvent(event: EngineEventOf<'gone' | 'dialed' | 'header' | 'noneLent'>, pair: EnginePair | null): void {
+  connEvent(event: EngineEventOf<'gone' | 'dialed' | 'header'>, pair: EnginePair | null): void {
     if (event.type === 'dialed') return this.onDialed(event.errno);
     if (event.type === 'header') return this.onHeader(event.header, pair);
     if (event.type === 'gone') return this.onGone();

@@ -23,8 +23,17 @@ export interface EngineHandle {
   /** With serviceIp: forward to that service as soon as a well-formed start header is read. */
   dial(ip: string, port: number, preamble: Buffer, prefixBytes: number, keepAliveSec: number, serviceIp?: string, servicePort?: number, serviceKeepAliveSec?: number): number;
   forward(connId: number, ip: string, port: number, headToService: Buffer | null, keepAliveSec: number): number;
-  lend(listenerId: number, connId: number): void;
-  joinLent(listenerId: number, clientId: number): void;
+  /** A gray's pool (native/lend.cc): the public listener's clients are served by the data
+   *  listener's pool; a client JavaScript admitted is joined with an idle connection or waits in
+   *  the pool; clients are joined at accept while the pool's pairs are below activeLimit. */
+  usePool(publicListenerId: number, dataListenerId: number): void;
+  admit(clientId: number): void;
+  activeLimit(dataListenerId: number, limit: number): void;
+  /** A gray's data port checks preambles against this session from now on (keys: its session id
+   *  then its data key; null: no session, every preamble refused). See native/verify.cc. */
+  session(listenerId: number, epoch: number, keys: Buffer | null): void;
+  /** The session's explicit credit limit (WELCOME's credits, then GRANT's up_to). */
+  credits(listenerId: number, epoch: number, explicitUpTo: number): void;
 }
 
 interface Addon {
@@ -51,7 +60,7 @@ export interface ListenerOwner {
 
 /** What owns a held or dialed connection's events. pair: for a header the engine forwarded. */
 export interface ConnOwner {
-  connEvent(event: EngineEventOf<'gone' | 'dialed' | 'header' | 'noneLent'>, pair: EnginePair | null): void;
+  connEvent(event: EngineEventOf<'gone' | 'dialed' | 'header'>, pair: EnginePair | null): void;
 }
 
 /** From dist/src/engine/substrate/ to the package root: node-gyp-build takes build/Release
@@ -176,8 +185,6 @@ export class Engine {
       case 'gone':
       case 'dialed':
         return this.conns.get(event.conn)?.connEvent(event, null);
-      case 'noneLent':
-        return this.conns.get(event.client)?.connEvent(event, null);
     }
   }
 }

@@ -9,7 +9,21 @@ export interface Address {
 }
 
 /** Why the engine refused a connection by itself. */
-export type Refusal = 'no-session' | 'wrong-source' | 'too-many' | 'timeout' | 'ended' | 'error' | 'bad-magic' | 'extra';
+export type Refusal =
+  | 'no-session'
+  | 'wrong-source'
+  | 'too-many'
+  | 'timeout'
+  | 'ended'
+  | 'error'
+  | 'bad-magic'
+  | 'extra'
+  // The preamble check of a gray's data port (native/verify.cc).
+  | 'bad-counter'
+  | 'other-session'
+  | 'bad-tag'
+  | 'replay'
+  | 'no-credit';
 
 /**
  * What a held connection's watch reports: 'data' — it spoke when it must stay silent; 'closed'
@@ -22,8 +36,10 @@ export type EngineEvent =
    *  before its side B (a service being connected to) answered. */
   | { readonly type: 'pairEnd'; readonly pair: number; readonly errno: number; readonly bytesFromA: number; readonly bytesFromB: number; readonly endedBeforeConnect: boolean }
   /** A listener's connection read its prefix (or, with none, was accepted) and is held. local is
-   *  null for a connection that sent a prefix. */
-  | { readonly type: 'accepted'; readonly conn: number; readonly listener: number; readonly prefix: Buffer; readonly remote: Address; readonly local: Address | null }
+   *  null for a connection that sent a prefix. On a gray's data port the engine verified the
+   *  preamble: counter and session (the epoch JavaScript gave its keys) say whose it is; both 0
+   *  elsewhere. */
+  | { readonly type: 'accepted'; readonly conn: number; readonly listener: number; readonly prefix: Buffer; readonly remote: Address; readonly local: Address | null; readonly counter: number; readonly session: number }
   /** received: the prefix bytes read before the refusal; errno: the socket error, if any. */
   | { readonly type: 'refused'; readonly listener: number; readonly refusal: Refusal; readonly errno: number; readonly received: Buffer; readonly remote: Address }
   /** A held connection went away; the engine closed it. listener is 0 for a dialed one. */
@@ -34,10 +50,8 @@ export type EngineEvent =
   /** A dialed connection read its prefix (the start header). pair: the pair the engine joined it
    *  into with the service by itself, or 0 when JavaScript is to forward it. */
   | { readonly type: 'header'; readonly conn: number; readonly header: Buffer; readonly pair: number }
-  /** The engine joined the held client with a lent connection into pair. */
-  | { readonly type: 'joinedLent'; readonly pair: number; readonly listener: number; readonly client: number; readonly lent: number; readonly remote: Address; readonly local: Address }
-  /** joinLent found no lent connection for this client. */
-  | { readonly type: 'noneLent'; readonly client: number };
+  /** The engine joined the held client with a connection of its gray's pool into pair. */
+  | { readonly type: 'joinedLent'; readonly pair: number; readonly listener: number; readonly client: number; readonly lent: number; readonly remote: Address; readonly local: Address };
 
 export type EngineEventOf<T extends EngineEvent['type']> = Extract<EngineEvent, { type: T }>;
 
@@ -53,6 +67,11 @@ const refusals: Record<number, Refusal> = {
   [RefusalCode.error]: 'error',
   [RefusalCode.badMagic]: 'bad-magic',
   [RefusalCode.extra]: 'extra',
+  [RefusalCode.badCounter]: 'bad-counter',
+  [RefusalCode.otherSession]: 'other-session',
+  [RefusalCode.badTag]: 'bad-tag',
+  [RefusalCode.replay]: 'replay',
+  [RefusalCode.noCredit]: 'no-credit',
 };
 
 const EMPTY = Buffer.alloc(0);
@@ -66,7 +85,7 @@ export function decodeEvent(...[type, id, listenerId, code, a, b, prefix, remote
     case EventType.pairEnd:
       return { type: 'pairEnd', pair: id, errno: code, bytesFromA: a, bytesFromB: b, endedBeforeConnect: (listenerId & PairEndFlag.endedBeforeConnect) !== 0 };
     case EventType.accepted:
-      return { type: 'accepted', conn: id, listener: listenerId, prefix: prefix ?? EMPTY, remote: remote(), local: local() };
+      return { type: 'accepted', conn: id, listener: listenerId, prefix: prefix ?? EMPTY, remote: remote(), local: local(), counter: a, session: b };
     case EventType.refused:
       return { type: 'refused', listener: listenerId, refusal: refusals[code] ?? 'error', errno: b, received: prefix ?? EMPTY, remote: remote() };
     case EventType.gone:
@@ -79,8 +98,6 @@ export function decodeEvent(...[type, id, listenerId, code, a, b, prefix, remote
       return { type: 'header', conn: id, header: prefix ?? EMPTY, pair: b };
     case EventType.joinedLent:
       return { type: 'joinedLent', pair: id, listener: listenerId, client: a, lent: b, remote: remote(), local: local() ?? { ip: '', port: 0 } };
-    case EventType.noneLent:
-      return { type: 'noneLent', client: id };
     default:
       throw new Error(`the engine reported event type ${type}, unknown to this build`);
   }

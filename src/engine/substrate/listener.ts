@@ -1,9 +1,10 @@
 // A listening port owned by an engine: it accepts on the engine thread, applies the filter set
 // here (who may connect, how many may still be reading their prefix), reads a fixed-size prefix
 // under a deadline, and only then reports the connection, which the engine holds until it is
-// joined or closed (EngineConn). No Node socket is ever made for it. A public port can also be
-// lent held data connections (lend): the engine then joins a client with one the moment it
-// accepts it, and reports the pair (onJoinedLent).
+// joined or closed (EngineConn). No Node socket is ever made for it. A gray's data port holds
+// the gray's pool (setSession, setCredits, setActiveLimit: the engine verifies preambles and
+// keeps the verified connections), which its public port uses (usePool): the engine joins a
+// client with a pooled connection by itself, and reports the pair (onJoinedLent).
 import { ErrorCodes, RelayError } from '../../errors.js';
 import { FilterMode } from './codes.js';
 import { codeOfThrown, errnoError, type ConnOwner, type Engine, type EnginePair, type ListenerOwner } from './engine.js';
@@ -31,9 +32,16 @@ export interface ListenerOptions {
 /** A pair the engine joined of a client and a lent connection: take charge of its end. */
 export type TakePair = (onEnd: OnPairEnd) => Pair;
 
+/** A data connection whose preamble the engine verified: its counter and its session's epoch. */
+export interface Verified {
+  readonly counter: number;
+  readonly session: number;
+}
+
 export interface ListenerHandlers {
-  onConnection(conn: EngineConn, prefix: Buffer): void;
-  /** The engine joined client with the lent connection data (see lend); the pair is running. */
+  /** verified: on a port with a session (setSession), the engine's check passed. */
+  onConnection(conn: EngineConn, prefix: Buffer, verified: Verified): void;
+  /** The engine joined client with the pooled connection data (see usePool); the pair is running. */
   onJoinedLent?(client: EngineConn, data: EngineConn | undefined, take: TakePair): void;
   /** received: the prefix bytes read before the refusal. */
   onRefused(refusal: Refusal, remoteIp: string, detail: { remotePort: number; received: Buffer; error: Error | null }): void;
@@ -73,22 +81,38 @@ export class EngineListener implements ListenerOwner {
     this.engine.handle.filter(this.id, FilterMode[filter.mode], filter.mode === 'only' ? filter.ip : null, maxPending);
   }
 
-  /** Lends a held connection (of another listener, such as the data port) to this port: the
-   *  engine joins it with a client it accepts here, and reports that with onJoinedLent. From now on
-   *  only the engine may join it; closing it (destroy) is how it is taken back. */
-  lend(conn: EngineConn): boolean {
-    if (this.closed || conn.destroyed) return false;
-    conn.lent = true;
-    this.engine.handle.lend(this.id, conn.id);
-    return true;
+  /** Makes this a gray's data port whose preambles the engine checks (native/verify.cc) against
+   *  the session numbered epoch (keys: session id then data key), or refuses them all (null). A
+   *  verified connection is reported with its counter and epoch. */
+  setSession(epoch: number, keys: Buffer | null): void {
+    if (this.closed) return;
+    this.engine.handle.session(this.id, epoch, keys);
   }
 
-  /** Joins a held client of this port with one of its lent connections (reported by
-   *  onJoinedLent), or calls onNone when the engine has none left. */
-  joinLent(client: EngineConn, onNone: () => void): void {
-    if (this.closed || client.destroyed) return onNone();
-    client.askLent(onNone);
-    this.engine.handle.joinLent(this.id, client.id);
+  /** The current session's explicit credit limit (the engine counts the implicit ones). */
+  setCredits(epoch: number, explicitUpTo: number): void {
+    if (this.closed) return;
+    this.engine.handle.credits(this.id, epoch, explicitUpTo);
+  }
+
+  /** This public port's clients are served by the pool of dataPort (a gray's data port). */
+  usePool(dataPort: EngineListener): void {
+    if (this.closed) return;
+    this.engine.handle.usePool(this.id, dataPort.id);
+  }
+
+  /** On a data port: how many of the pool's pairs may run before clients stop being joined at
+   *  accept (then JavaScript hears of each client and admits it). */
+  setActiveLimit(limit: number): void {
+    if (this.closed) return;
+    this.engine.handle.activeLimit(this.id, limit);
+  }
+
+  /** Joins a held client of this port, which JavaScript admitted, with a pooled connection now
+   *  or as soon as one is verified (reported by onJoinedLent). Until then it waits, watched. */
+  admit(client: EngineConn): void {
+    if (this.closed || client.destroyed) return;
+    this.engine.handle.admit(client.id);
   }
 
   /** Stops accepting; connections still reading their prefix are closed, reported ones stay. */
@@ -101,7 +125,7 @@ export class EngineListener implements ListenerOwner {
 
   accepted(event: EngineEventOf<'accepted'>): void {
     const conn = new EngineConn(this.engine, event.conn, this.watchMode, event.remote.ip, event.remote.port, event.local?.ip ?? '', event.local?.port ?? 0);
-    this.handlers.onConnection(conn, event.prefix);
+    this.handlers.onConnection(conn, event.prefix, { counter: event.counter, session: event.session });
   }
 
   refused(event: EngineEventOf<'refused'>): void {
@@ -113,7 +137,7 @@ export class EngineListener implements ListenerOwner {
   }
 
   joinedLent(event: EngineEventOf<'joinedLent'>, pair: EnginePair): void {
-    // A client JavaScript admitted (joinLent) is known already; one joined at accept is new.
+    // A client JavaScript admitted is known already; one joined at accept is new.
     const client = heldConn(this.engine, event.client) ?? new EngineConn(this.engine, event.client, 'reset', event.remote.ip, event.remote.port, event.local.ip, event.local.port);
     const data = heldConn(this.engine, event.lent);
     client.joinedByEngine();
@@ -126,10 +150,7 @@ export class EngineListener implements ListenerOwner {
 /** A connection an engine holds before it is joined (accepted by an EngineListener). */
 export class EngineConn implements HeldConn, ConnOwner {
   private watcher: ((reason: GoneReason) => void) | null = null;
-  private onNoneLent: (() => void) | null = null;
   private state: 'held' | 'joined' | 'closed' = 'held';
-  /** Lent to a public port (EngineListener.lend): only the engine may join it now. */
-  lent = false;
   readonly preambleBytes = 0;  // the engine read the prefix outside the pair's counts
 
   constructor(
@@ -163,12 +184,6 @@ export class EngineConn implements HeldConn, ConnOwner {
     this.watcher = null;
   }
 
-  /** The engine is asked for a lent connection for this client (EngineListener.joinLent). */
-  askLent(onNone: () => void): void {
-    this.unwatch();
-    this.onNoneLent = onNone;
-  }
-
   destroy(): void {
     if (this.state !== 'held') return;
     this.state = 'closed';
@@ -177,35 +192,25 @@ export class EngineConn implements HeldConn, ConnOwner {
     this.engine.handle.closeConn(this.id);
   }
 
-  connEvent(event: EngineEventOf<'gone' | 'dialed' | 'header' | 'noneLent'>): void {
-    if (event.type === 'noneLent') {
-      const onNone = this.onNoneLent;
-      this.onNoneLent = null;
-      if (this.state !== 'held') this.engine.removeConn(this.id);
-      return onNone?.();
-    }
+  connEvent(event: EngineEventOf<'gone' | 'dialed' | 'header'>): void {
     if (event.type !== 'gone' || this.state !== 'held') return;
     // The engine closed it (its peer left, or spoke when it must not).
     this.state = 'closed';
     const watcher = this.watcher;
     this.watcher = null;
-    // A client the engine is asked about keeps its entry: the engine's noneLent still comes.
-    if (!this.onNoneLent) this.engine.removeConn(this.id);
+    this.engine.removeConn(this.id);
     watcher?.(event.reason);
   }
 
-  /** The engine joined it by itself (a lent connection, or the client it was joined with). */
+  /** The engine joined it by itself (a pooled connection, or the client it was joined with). */
   joinedByEngine(): void {
     this.state = 'joined';
     this.watcher = null;
-    this.onNoneLent = null;
     this.engine.removeConn(this.id);
   }
 
   joinWith(other: HeldConn, heads: Heads, onEnd: OnPairEnd): Pair {
     if (!(other instanceof EngineConn)) throw new TypeError('an engine connection can only be joined with another engine connection');
-    // The engine may be joining a lent one with a client right now: it is not ours to join.
-    if (this.lent || other.lent) throw new Error(`connection ${this.lent ? this.id : other.id} is lent to the engine: it cannot be joined here`);
     for (const conn of [this, other]) {
       conn.state = 'joined';
       conn.watcher = null;

@@ -1,20 +1,26 @@
 // The port pair on an engine's listeners. The engine accepts, applies the source filter and the
 // unverified cap before a byte is read, reads exactly the 60-byte preamble under its deadline,
-// and holds the connection; only then does JavaScript see it, to verify the preamble (the same
-// checks as node-intake.ts, in GrayEndpoint.verify) and hand it to the broker. No Node socket
-// is made for any of it. The public port can be lent idle data connections (Lender).
+// checks it on its own thread (session, source, HMAC tag, counter window within the credits:
+// native/verify.cc, with the keys and credit limit handed over here) and holds the connection;
+// JavaScript sees only verified connections, which go to the broker, and the refusals, which it
+// counts and logs. No Node socket is made for any of it. The verified connections stay in the
+// engine's pool for the gray, which joins clients with them by itself (Lender).
 import { ErrorCodes, type ErrorCode } from '../../errors.js';
 import type { Engine } from '../substrate/engine.js';
 import type { HeldConn } from '../substrate/held-conn.js';
-import { EngineListener, type EngineConn, type ListenerFilter, type Refusal } from '../substrate/listener.js';
+import { EngineListener, type EngineConn, type ListenerFilter, type Refusal, type Verified } from '../substrate/listener.js';
 import { normalizeIp } from '../net-util.js';
-import { PREAMBLE_BYTES, PREAMBLE_MAGIC, PreambleReader } from '../protocol/preamble.js';
+import { parsePreamble, PREAMBLE_BYTES, PREAMBLE_MAGIC, PreambleReader } from '../protocol/preamble.js';
 import type { GrayEndpoint } from './gray-endpoint.js';
+import type { GraySession } from './gray-session.js';
 import type { IntakeSettings, Lender, PortIntake } from './port-intake.js';
 
 export class EngineIntake implements PortIntake, Lender {
   private data: EngineListener | null = null;
   private public: EngineListener | null = null;
+  /** The session whose keys the data port has, and its number there (0: none). */
+  private keyed: GraySession | null = null;
+  private epoch = 0;
   /** What the engine's listeners were given at bind; it cannot change them afterwards. */
   private boundWith: { preambleTimeoutMs: number; keepAliveDelayMs: number } | null = null;
 
@@ -24,13 +30,16 @@ export class EngineIntake implements PortIntake, Lender {
     private readonly endpoint: GrayEndpoint,
   ) {}
 
-  lend(conn: HeldConn): boolean {
-    return this.public?.lend(conn as EngineConn) ?? false;
+  /** The pool's active-pair limit, kept for a data port bound later. */
+  private activeLimit = 0;
+
+  admit(client: HeldConn): void {
+    this.public?.admit(client as EngineConn);
   }
 
-  joinLent(client: HeldConn, onNone: () => void): void {
-    if (this.public) this.public.joinLent(client as EngineConn, onNone);
-    else onNone();
+  setActiveLimit(limit: number): void {
+    this.activeLimit = limit;
+    this.data?.setActiveLimit(limit);
   }
 
   async listen(): Promise<void> {
@@ -47,10 +56,12 @@ export class EngineIntake implements PortIntake, Lender {
         keepAliveSec: Math.max(1, Math.round(s.keepAliveDelayMs / 1000)),
         watch: 'any',
       },
-      { onConnection: (conn, preamble) => this.onDataConnection(conn, preamble), onRefused: (r, remote, d) => this.onRefused(r, remote, d), onError: onError('data_port') },
+      { onConnection: (conn, _preamble, verified) => this.onDataConnection(conn, verified), onRefused: (r, remote, d) => this.onRefused(r, remote, d), onError: onError('data_port') },
       `data_port of ${s.grayId}`,
     );
+    this.keyed = null;  // a new listener has no session's keys yet
     this.sessionChanged();
+    this.data.setActiveLimit(this.activeLimit);
     try {
       this.public = new EngineListener(
         this.engine,
@@ -63,6 +74,7 @@ export class EngineIntake implements PortIntake, Lender {
         },
         `public_port of ${s.grayId}`,
       );
+      this.public.usePool(this.data);
     } catch (err) {
       this.data.close();
       this.data = null;
@@ -87,6 +99,14 @@ export class EngineIntake implements PortIntake, Lender {
     const session = this.endpoint.broker.currentSession;
     const filter: ListenerFilter = !this.s.dataSourceCheck ? { mode: 'anyone' } : session ? { mode: 'only', ip: session.remoteIp } : { mode: 'nobody' };
     this.data?.setFilter(filter, this.s.unverifiedLimit);
+    if (!this.data || session === this.keyed) return;
+    // A new session (or none): the engine checks against its keys from now on, in a new window.
+    this.keyed = session;
+    const data = this.data;
+    if (!session) return data.setSession(0, null);
+    const epoch = (this.epoch = nextEpoch());
+    data.setSession(epoch, Buffer.concat([session.sessionId, session.dataKey]));
+    session.onExplicitCredits((upTo) => data.setCredits(epoch, upTo));
   }
 
   close(): void {
@@ -94,10 +114,11 @@ export class EngineIntake implements PortIntake, Lender {
     this.data?.close();
   }
 
-  private onDataConnection(conn: EngineConn, preamble: Buffer): void {
-    const verdict = this.endpoint.verify(conn.remoteAddress, preamble);
-    if (verdict.ok) this.endpoint.broker.addIdle(conn, verdict.session);
-    else this.endpoint.refuse(conn, conn.remoteAddress, verdict.code, verdict.detail);
+  /** Verified by the engine; one of a session that ended meanwhile has nowhere to go. */
+  private onDataConnection(conn: EngineConn, verified: Verified): void {
+    const session = this.keyed;
+    if (session && verified.session === this.epoch) this.endpoint.broker.addIdle(conn, session);
+    else conn.destroy();
   }
 
   private onRefused(refusal: Refusal, remoteIp: string, detail: { received: Buffer }): void {
@@ -127,8 +148,37 @@ export class EngineIntake implements PortIntake, Lender {
         return [ErrorCodes.PREAMBLE_INVALID, 'bytes right after the preamble, expected none before the start header'];
       case 'error':
         return null;
+      case 'bad-counter':
+        return [ErrorCodes.PREAMBLE_INVALID, counterProblem(received)];
+      case 'other-session':
+        return [ErrorCodes.PREAMBLE_UNKNOWN_SESSION, 'preamble names no current session of this gray'];
+      case 'bad-tag':
+        return [ErrorCodes.PREAMBLE_INVALID, 'preamble tag does not verify'];
+      case 'replay':
+        return [ErrorCodes.PREAMBLE_REPLAY, `counter ${counterOf(received)} already used`];
+      case 'no-credit':
+        return [ErrorCodes.PREAMBLE_NO_CREDIT, `counter ${counterOf(received)} beyond granted ${this.keyed?.window.granted ?? 0}`];
     }
   }
+}
+
+/** Session epochs: one number per session handed to an engine, unique in the process. */
+let epochs = 0;
+const nextEpoch = (): number => (epochs = (epochs % 0xffff_ffff) + 1);
+
+/** The counter of a preamble the engine found well-formed. */
+function counterOf(preamble: Buffer): number {
+  return parsePreamble(preamble).counter;
+}
+
+/** The words the JS plane uses for a counter out of range (parsePreamble's). */
+function counterProblem(preamble: Buffer): string {
+  try {
+    parsePreamble(preamble);
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
+  return 'preamble counter out of range';
 }
 
 /** The same words Node's intake uses for a wrong first byte (the preamble reader's). */

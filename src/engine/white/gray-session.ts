@@ -58,11 +58,21 @@ export class GraySession {
   private explicit = 0;
   private implicit = 0;
 
+  /** Hears the explicit credit limit whenever it grows (an engine checks the window itself). */
+  private creditSink: ((explicitUpTo: number) => void) | null = null;
+
+  /** Sends the explicit credit limit to sink now and at every growth (the engine's window). */
+  onExplicitCredits(sink: (explicitUpTo: number) => void): void {
+    this.creditSink = sink;
+    sink(this.explicit);
+  }
+
   /** Extend the explicit credits by n; the GRANT goes out once per event-loop turn, so a burst
    *  of waiting clients costs one TLS record. */
   grant(n: number, now = Date.now()): void {
     if (n <= 0 || this.channel.isClosed) return;
     this.explicit += n;
+    this.creditSink?.(this.explicit);
     this.extendWindow(n, now);
     if (this.grantScheduled) return;
     this.grantScheduled = true;
@@ -81,6 +91,7 @@ export class GraySession {
   /** Initial credits go out in WELCOME rather than as a GRANT. */
   grantInitial(n: number, now = Date.now()): number {
     this.explicit = n;
+    this.creditSink?.(this.explicit);
     this.extendWindow(n, now);
     return this.explicit;
   }

@@ -4,12 +4,12 @@
 // connections are replaced at once; waiting clients ask for extra, within the in-flight cap).
 // It never sees an unverified connection: GrayEndpoint verifies preambles before calling
 // addIdle. Connections are held connections: ones an engine holds, or Node sockets on the JS plane.
-// With an engine (its intake is a Lender) idle connections are lent to the engine when no client is
-// waiting, and the engine joins them with the next clients by itself (onJoinedLent): a lent
-// connection is the engine's to hand out, so a client admitted here while some are lent asks
-// the engine for one (joinLent) instead of taking one itself. At most activeClientsPerGray minus
-// the active clients are lent, so the engine's pairs keep that limit; none when an authorize
-// hook must see each client first.
+// With an engine (its intake is a Lender) the idle connections and the waiting clients are in the
+// engine's pool, which joins them by itself (onJoinedLent): a client at accept while the gray's
+// pairs are below activeClientsPerGray (none while an authorize hook must see each client), a
+// client admitted here (lender.admit) at once or when the next connection is verified. This
+// broker then keeps the books: credits, the idle count and recycle timers, the waiting clients'
+// limits (queue length, wait time), the active pairs.
 import { randomUUID } from 'node:crypto';
 import { formatHostPort } from '../../config/address.js';
 import { ErrorCodes, type ErrorCode } from '../../errors.js';
@@ -34,7 +34,8 @@ interface WaitingClient {
   readonly id: string;
   /** performance.now() when it started waiting. */
   readonly since: number;
-  readonly header: Buffer;
+  /** Its start header (JS plane; the engine builds its own). */
+  readonly header: Buffer | null;
   readonly timer: NodeJS.Timeout;
 }
 
@@ -78,10 +79,8 @@ export class PoolBroker {
   private readonly waiting: WaitingClient[] = [];
   readonly active = new Set<ActivePair>();
   private lender: Lender | null = null;
-  /** Idle connections lent to the engine; they come back only by being closed. */
+  /** Idle connections in the engine's pool; they come back only by being closed. */
   private readonly lent = new Map<HeldConn, IdleConnection>();
-  /** Admitted clients waiting for the engine's answer to joinLent, with their ids. */
-  private readonly askingEngine = new Map<HeldConn, string>();
   private closed = false;
   private expiryTimer: NodeJS.Timeout | null = null;
   /** Active pairs' last seen byte total and since when (for the idle timeout). */
@@ -108,6 +107,13 @@ export class PoolBroker {
   /** The intake can pair in the engine (an engine's intake). */
   useLender(lender: Lender): void {
     this.lender = lender;
+    lender.setActiveLimit(this.joinAtAcceptLimit());
+  }
+
+  /** How many pairs may run before the engine stops joining clients at accept: the active-client
+   *  limit, and none while an authorize hook must see every client first. */
+  private joinAtAcceptLimit(): number {
+    return this.clientGateDeciding() ? 0 : this.limits.activeClientsPerGray;
   }
 
   private idleCount(): number {
@@ -138,11 +144,12 @@ export class PoolBroker {
       return;
     }
     session.creditUsed();
-    const waiting = this.waiting.shift();
+    // With an engine, a waiting client has taken it already (its onJoinedLent comes next).
+    const waiting = this.lender ? undefined : this.waiting.shift();
     if (waiting) {
       this.unwait(waiting);
       this.stats.clientWait.observe((performance.now() - waiting.since) / 1000);
-      this.pair(waiting.conn, data, waiting.id, waiting.header);
+      this.pair(waiting.conn, data, waiting.id, waiting.header!);
       this.topUp();
       return;
     }
@@ -150,7 +157,7 @@ export class PoolBroker {
     // implicit replacement, so after a burst more connections arrive than the pool needs. Credits
     // cannot be taken back; the surplus is closed on arrival (the gray closes its side on our FIN)
     // and, the pool being full, nothing replaces it.
-    if (this.idleCount() >= session.poolTarget) {
+    if (this.idleCount() >= session.poolTarget && this.waiting.length === 0) {
       data.destroy();
       return;
     }
@@ -178,7 +185,7 @@ export class PoolBroker {
       if (reason === 'data') this.reject(data, ErrorCodes.PREAMBLE_INVALID, 'data before the start header');
       leave();
     });
-    if (this.mayLend() && this.lender!.lend(data)) this.lent.set(data, conn);
+    if (this.lender) this.lent.set(data, conn);
     else this.idle.push(conn);
     this.stats.poolIdle = this.idleCount();
     // WELCOME's credits are capped by inFlightMax, so a pool target above the cap is reached by
@@ -212,29 +219,23 @@ export class PoolBroker {
     // gone; it must not take a pooled connection (and must not throw out of this handler).
     const header = startHeaderFor(client);
     if (!header) return void client.destroy();
-    if (this.lender && this.lent.size > 0) {
-      this.askingEngine.set(client, id);
-      this.lender.joinLent(client, () => {
-        this.askingEngine.delete(client);
-        if (!client.destroyed && !this.closed) this.admitHere(client, id, header);
-      });
-      return;
-    }
+    if (this.lender) return this.wait(client, id, null);
     this.admitHere(client, id, header);
   }
 
-  /** The engine joined a client with a lent connection (data: undefined if it was closed here
-   *  meanwhile, such as by its recycle timer); take takes charge of the running pair. */
+  /** The engine joined a client (one it accepted, or one admitted here) with a pooled
+   *  connection (data: undefined if it was closed here meanwhile, such as by its recycle timer);
+   *  take takes charge of the running pair. */
   onJoinedLent(client: HeldConn, data: HeldConn | undefined, take: (onEnd: OnPairEnd) => Pair): void {
     const lentConn = data ? this.lent.get(data) : undefined;
     if (data) this.lent.delete(data);
     if (lentConn) clearTimeout(lentConn.recycleTimer);
     this.stats.poolIdle = this.idleCount();
-    const id = this.askingEngine.get(client) ?? randomUUID();
-    this.askingEngine.delete(client);
+    const waiting = this.waiting.find((w) => w.conn === client);
+    if (waiting) this.unwait(waiting);
     if (this.closed) return void take(() => {}).destroy();
-    this.stats.clientWait.observe(0);
-    this.track(client, 0, id, take);
+    this.stats.clientWait.observe(waiting ? (performance.now() - waiting.since) / 1000 : 0);
+    this.track(client, 0, waiting?.id ?? randomUUID(), take);
     this.topUp();
   }
 
@@ -247,6 +248,12 @@ export class PoolBroker {
       this.topUp();
       return;
     }
+    this.wait(client, id, header);
+  }
+
+  /** Queues a client for the next verified connection: here (JS plane), or in the engine's pool
+   *  (lender.admit), which may also join it at once. The limits are kept here either way. */
+  private wait(client: HeldConn, id: string, header: Buffer | null): void {
     if (this.waiting.length >= this.limits.pendingClientsPerGray) {
       return this.reject(client, ErrorCodes.CLIENT_QUEUE_FULL, `${this.waiting.length} clients waiting, limit ${this.limits.pendingClientsPerGray}`);
     }
@@ -266,6 +273,7 @@ export class PoolBroker {
     client.watch('reset', () => this.unwait(waiting));
     this.waiting.push(waiting);
     this.stats.pendingClients = this.waiting.length;
+    this.lender?.admit(client);
     this.topUp();
   }
 
@@ -277,48 +285,17 @@ export class PoolBroker {
     this.stats.pendingClients = this.waiting.length;
   }
 
-  /** Whether one more connection may be lent: the engine's pairs must keep the active-client
-   *  limit, and with an authorize hook every client must be asked about first. */
-  private mayLend(): boolean {
-    return this.lender !== null && !this.clientGateDeciding() && this.active.size + this.lent.size < this.limits.activeClientsPerGray;
-  }
-
-  /** The authorize hook may have been switched on: then what is lent comes back (closed; the
-   *  gray replaces it), so no client reaches the gray without the hook's word. */
+  /** The authorize hook may have been switched on or off: the engine joins clients at accept
+   *  only without one, so no client reaches the gray without the hook's word. */
   gatesChanged(): void {
-    if (this.lent.size === 0 || !this.clientGateDeciding()) return this.lendSpare();
-    for (const conn of this.lent.values()) this.dropIdle(conn);
-    this.lent.clear();
-    this.stats.poolIdle = this.idleCount();
-    this.topUp();
+    this.lender?.setActiveLimit(this.joinAtAcceptLimit());
   }
 
-  /** The limits were reloaded (they are read at each use): what is lent must keep a lowered
-   *  active-client limit, so the surplus comes back (closed; the gray replaces it), and a raised
-   *  one lends more. */
+  /** The limits were reloaded (they are read at each use; the engine is told the active-client
+   *  limit it keeps at accept). */
   limitsChanged(): void {
-    const over = this.active.size + this.lent.size - this.limits.activeClientsPerGray;
-    if (over > 0) {
-      for (const conn of [...this.lent.values()].slice(0, over)) {
-        this.lent.delete(conn.conn);
-        this.dropIdle(conn);
-      }
-      this.stats.poolIdle = this.idleCount();
-    }
-    this.lendSpare();
+    this.lender?.setActiveLimit(this.joinAtAcceptLimit());
     this.topUp();
-  }
-
-  /** Lends idle connections kept back while the active-client limit was near. */
-  private lendSpare(): void {
-    while (this.idle.length > 0 && this.mayLend()) {
-      const conn = this.idle.pop()!;
-      if (!this.lender!.lend(conn.conn)) {
-        this.idle.push(conn);
-        return;
-      }
-      this.lent.set(conn.conn, conn);
-    }
   }
 
   private dropAllIdle(): void {
@@ -378,7 +355,6 @@ export class PoolBroker {
         reason,
       });
       if (debug) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress, bytesIn: result.bytesFromA, bytesOut: toClient, reason }, 'client closed');
-      this.lendSpare();
       markClosed();
     });
     const pair: ActivePair = { id, joined, preambleBytes, closed, clientAddress };
@@ -477,8 +453,6 @@ export class PoolBroker {
       clearTimeout(w.timer);
       w.conn.destroy();
     }
-    for (const client of this.askingEngine.keys()) client.destroy();
-    this.askingEngine.clear();
     this.stats.poolIdle = 0;
     this.stats.pendingClients = 0;
     if (closeActive) this.destroyActive();

@@ -22,13 +22,15 @@ export interface IntakeSettings {
   readonly unverifiedLimit: number;
 }
 
-/** Pairing in the engine (native/lend.cc): an idle, verified connection lent to the public port
- *  is joined with the next client there without JavaScript. */
+/** Pairing in the engine (native/lend.cc): the engine keeps the gray's verified idle
+ *  connections and joins clients with them by itself, reporting each pair (onJoinedLent). */
 export interface Lender {
-  /** False when it cannot be lent (the port is not listening): keep it. */
-  lend(conn: HeldConn): boolean;
-  /** Joins an admitted client with a lent connection (reported by onJoinedLent), or onNone. */
-  joinLent(client: HeldConn, onNone: () => void): void;
+  /** Joins a client JavaScript admitted with a pooled connection now, or as soon as one is
+   *  verified; until then it waits in the engine (JavaScript keeps the waiting limits). */
+  admit(client: HeldConn): void;
+  /** How many of the gray's pairs may run before clients stop being joined at accept, without
+   *  JavaScript (the active-client limit; 0 while an authorize hook must see every client). */
+  setActiveLimit(limit: number): void;
 }
 
 export interface PortIntake {

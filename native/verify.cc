@@ -1,0 +1,145 @@
+// The preamble check on the engine thread: a gray's data connection is verified here, where it
+// was accepted, so no JavaScript runs between its preamble and its place in the pool. The checks
+// and their order are the protocol's (docs/security.md, src/engine/white/gray-endpoint.ts for the
+// JS plane): the counter's range, the session, the source address, the HMAC-SHA256 tag, and
+// only then the counter window, so a forged preamble burns no counter. The HMAC is OpenSSL's,
+// the one Node itself links (its symbols are the process's; node-gyp provides the headers).
+#include "engine.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <string.h>
+
+namespace relay {
+
+namespace {
+
+// Where the fields are (src/engine/protocol/preamble.ts): 'RLYD' | session id | counter u64 BE
+// | tag = HMAC-SHA256(data key, the 28 bytes before it).
+constexpr size_t kSessionOffset = 4;
+constexpr size_t kCounterOffset = kSessionOffset + kSessionIdBytes;
+constexpr size_t kTagOffset = kCounterOffset + 8;
+constexpr size_t kTagBytes = 32;
+// Counters are JavaScript safe integers on both sides.
+constexpr uint64_t kCounterMax = (uint64_t{1} << 53) - 1;
+
+// An HMAC-SHA256 context keyed with key, or nullptr. The MAC algorithm is fetched once.
+EVP_MAC_CTX* KeyedMac(const uint8_t* key) {
+  static EVP_MAC* hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  if (hmac == nullptr) return nullptr;
+  EVP_MAC_CTX* ctx = EVP_MAC_CTX_new(hmac);
+  if (ctx == nullptr) return nullptr;
+  char digest[] = "SHA256";
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
+  if (EVP_MAC_init(ctx, key, kDataKeyBytes, params) != 1) {
+    EVP_MAC_CTX_free(ctx);
+    return nullptr;
+  }
+  return ctx;
+}
+
+// Whether tag is the HMAC of data under keyed (which stays keyed for the next check: a copy of
+// it does the work). Compared in constant time.
+bool TagValid(EVP_MAC_CTX* keyed, const uint8_t* data, size_t length, const uint8_t* tag) {
+  EVP_MAC_CTX* ctx = EVP_MAC_CTX_dup(keyed);
+  if (ctx == nullptr) return false;
+  uint8_t computed[EVP_MAX_MD_SIZE];
+  size_t computedLength = 0;
+  bool ok = EVP_MAC_update(ctx, data, length) == 1 && EVP_MAC_final(ctx, computed, &computedLength, sizeof computed) == 1 &&
+            computedLength == kTagBytes && CRYPTO_memcmp(computed, tag, kTagBytes) == 0;
+  EVP_MAC_CTX_free(ctx);
+  return ok;
+}
+
+}  // namespace
+
+Pool::~Pool() { EVP_MAC_CTX_free(mac); }
+
+void Engine::SetSession(uint32_t listenerId, uint32_t epoch, const std::string& keys) {
+  Command c(Command::kSession);
+  c.id = listenerId;
+  c.epoch = epoch;
+  c.keys = keys;
+  Post(c);
+}
+
+void Engine::SetCredits(uint32_t listenerId, uint32_t epoch, uint64_t explicitUpTo) {
+  Command c(Command::kCredits);
+  c.id = listenerId;
+  c.epoch = epoch;
+  c.count = explicitUpTo;
+  Post(c);
+}
+
+// A new session starts a new window; without keys the pool refuses every preamble.
+void Engine::ApplySession(const Command& command) {
+  Pool* pool = PoolOf(command.id);
+  if (pool == nullptr) return;
+  pool->epoch = 0;
+  EVP_MAC_CTX_free(pool->mac);
+  pool->mac = nullptr;
+  pool->explicitCredits = 0;
+  pool->implicitCredits = 0;
+  pool->floor = 0;
+  pool->seen.clear();
+  if (command.keys.size() != kSessionIdBytes + kDataKeyBytes || command.epoch == 0) return;
+  const auto* keys = reinterpret_cast<const uint8_t*>(command.keys.data());
+  pool->mac = KeyedMac(keys + kSessionIdBytes);
+  if (pool->mac == nullptr) return;  // every preamble is then refused as a bad tag's
+  memcpy(pool->sessionId, keys, kSessionIdBytes);
+  pool->epoch = command.epoch;
+}
+
+void Engine::ApplyCredits(const Command& command) {
+  Pool* pool = PoolOf(command.id);
+  if (pool == nullptr || pool->epoch != command.epoch || command.count <= pool->explicitCredits) return;
+  pool->explicitCredits = command.count;
+}
+
+// 0 when the preamble in conn->prefix is good (its counter is then used), else the Refusal.
+int32_t Engine::Verify(Listener* listener, Conn* conn) {
+  Pool* pool = listener->pool.get();
+  if (conn->prefix.size() != kPreambleBytes) return kRefusedBadCounter;
+  const auto* p = reinterpret_cast<const uint8_t*>(conn->prefix.data());
+  uint64_t counter = 0;
+  for (size_t i = kCounterOffset; i < kTagOffset; i++) counter = counter << 8 | p[i];
+  if (counter < 1 || counter > kCounterMax) return kRefusedBadCounter;
+  if (pool->epoch == 0) return kRefusedNoSession;
+  if (memcmp(p + kSessionOffset, pool->sessionId, kSessionIdBytes) != 0) return kRefusedOtherSession;
+  // The filter let it in at accept; the session (and so the address) may have changed since.
+  if (listener->filter == kFilterNobody) return kRefusedNoSession;
+  if (listener->filter == kFilterOnly) {
+    in6_addr source{};
+    AsV6(conn->remote, &source);
+    if (memcmp(&source, &listener->allowed, sizeof source) != 0) return kRefusedWrongSource;
+  }
+  if (pool->mac == nullptr || !TagValid(pool->mac, p, kTagOffset, p + kTagOffset)) return kRefusedBadTag;
+  if (counter <= pool->floor || pool->seen.count(counter) != 0) return kRefusedReplay;
+  if (counter > pool->explicitCredits + pool->implicitCredits) return kRefusedNoCredit;
+  if (counter == pool->floor + 1) {
+    uint64_t floor = counter;
+    while (pool->seen.erase(floor + 1) != 0) floor += 1;
+    pool->floor = floor;
+  } else {
+    pool->seen.insert(counter);
+  }
+  conn->epoch = pool->epoch;
+  conn->counter = counter;
+  return 0;
+}
+
+// One of a pool's connections is being joined: the pair counts among the pool's active ones,
+// and, for a connection of the current session, the start header it will carry is the gray's
+// credit for a replacement, counted before the header can reach the gray.
+void Engine::CountJoin(Pair* pair, const Conn* conn) {
+  auto it = listeners_.find(conn->listenerId);
+  if (conn->listenerId == 0 || it == listeners_.end() || !it->second->pool) return;
+  Pool* pool = it->second->pool.get();
+  pool->active += 1;
+  pair->poolListenerId = conn->listenerId;
+  if (conn->epoch != 0 && conn->epoch == pool->epoch) pool->implicitCredits += 1;
+}
+
+}  // namespace relay
