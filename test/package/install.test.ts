@@ -56,7 +56,7 @@ describe('the npm package', { timeout: 3 * STEP_MS }, () => {
     // native/build/ (which the other tests are using) alone.
     const source = join(work, 'source');
     await mkdir(source);
-    for (const entry of ['package.json', 'package-lock.json', 'tsconfig.json', 'LICENSE', 'README.md', 'bin', 'src', 'test', 'bench', 'schema', 'examples', 'docs', 'deploy', 'scripts']) {
+    for (const entry of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.api.json', 'LICENSE', 'README.md', 'bin', 'src', 'test', 'bench', 'schema', 'examples', 'docs', 'deploy', 'scripts']) {
       if (existsSync(join(root, entry))) await cp(join(root, entry), join(source, entry), { recursive: true });
     }
     await cp(join(root, 'native'), join(source, 'native'), { recursive: true, filter: (from) => !/[/\\](build|prebuilds)$/.test(from) });
