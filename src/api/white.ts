@@ -15,7 +15,7 @@ import type { Logger } from '../log.js';
 import { VERSION } from '../version.js';
 import { libraryLogger, processDataPlane, whiteFrom, type StartOptions } from './process.js';
 
-/** What `GET /v1/state` and `relayctl status --json` show: every gray with its ports, session,
+/** What `GET /v1/state` and `relayctl show --json` show: every gray with its ports, session,
  *  pool and counters; the white's counters and webhook deliveries; its version and data plane. */
 export type WhiteState = AdminState;
 
