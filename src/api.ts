@@ -1,7 +1,7 @@
 // The package's public surface (package.json `exports`): start a white or a gray in this process
 // from a file, an object with a file's keys, or a loaded config; read its state; stop it; and
 // the config loaders. Nothing else is reachable by the package name. docs/api.md describes it.
-export { startWhite, type RunningWhite, type WhiteState } from './api/white.js';
+export { startWhite, type RunningWhite, type WhiteListening, type WhiteState } from './api/white.js';
 export { startGray, type RunningGray, type GrayState, type GrayWhiteState } from './api/gray.js';
 export type { StartOptions } from './api/process.js';
 export { loadWhiteConfig, loadGrayConfig, parseWhiteConfig, parseGrayConfig, whiteConfigFromObject, grayConfigFromObject, type ParseOptions } from './config/load.js';

@@ -98,6 +98,8 @@ export async function launchGray(config: GrayConfig, options: { readonly logger:
 
 /** A gray started by startGray. */
 export interface RunningGray {
+  /** Where its status listener (/healthz, /readyz, /metrics) listens; null: none configured. */
+  readonly statusAddress: HostPort | null;
   /** A snapshot: each white session, its pool and counters, and whether the gray is ready. */
   state(): GrayState;
   /** Resolves once the gray is connected to every white with a non-empty pool (at once if it is
@@ -118,5 +120,5 @@ export async function startGray(config: string | GrayConfigInput | GrayConfig, o
   const loaded = await grayFrom(config);
   const logger = libraryLogger(loaded.log.level, 'gray', options);
   const launched = await launchGray(loaded, { logger, dataPlane: processDataPlane(logger) });
-  return { state: launched.state, ready: launched.ready, stop: launched.stop };
+  return { statusAddress: launched.statusAddress, state: launched.state, ready: launched.ready, stop: launched.stop };
 }

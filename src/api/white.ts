@@ -6,7 +6,7 @@
 import { AdminServer, type AdminState, type ReloadOutcome } from '../admin/server.js';
 import { Reloader } from '../cli/reloader.js';
 import type { WhiteConfigInput } from '../config/input.js';
-import type { WhiteConfig, WhiteOverrides } from '../config/types.js';
+import type { HostPort, WhiteConfig, WhiteOverrides } from '../config/types.js';
 import { Dashboard } from '../dashboard/dashboard.js';
 import type { DataPlane } from '../engine/substrate/data-plane.js';
 import { WhiteServer } from '../engine/white/white-server.js';
@@ -31,6 +31,7 @@ export interface LaunchedWhite {
   readonly server: WhiteServer;
   readonly hooks: WhiteHooks;
   readonly admin: AdminServer;
+  readonly dashboard: Dashboard | null;
   /** Re-reads the file and applies it (null when not started from a file). */
   readonly reloader: Reloader | null;
   state(): WhiteState;
@@ -76,6 +77,7 @@ export async function launchWhite(config: WhiteConfig, options: LaunchWhiteOptio
     server,
     hooks,
     admin,
+    dashboard,
     reloader,
     state,
     stop(drainMs) {
@@ -90,10 +92,21 @@ export async function launchWhite(config: WhiteConfig, options: LaunchWhiteOptio
   };
 }
 
+/** Where a running white listens: the ports the OS chose for port 0. Null: not configured. */
+export interface WhiteListening {
+  readonly control: HostPort;
+  readonly adminSocket: string | null;
+  readonly adminTcp: HostPort | null;
+  readonly metrics: HostPort | null;
+  readonly dashboard: HostPort | null;
+}
+
 /** A white started by startWhite. */
 export interface RunningWhite {
   /** The TLS control port it listens on (the one the OS chose, for port 0). */
   readonly controlPort: number;
+  /** Every address it listens on but the grays' ports (those are in state().grays). */
+  readonly listening: WhiteListening;
   /** SHA-256 fingerprint of its TLS certificate (fresh at each start), as its grays log it. */
   readonly fingerprint: string;
   /** A snapshot: each gray's bound ports (the OS's choice for port 0), session, pool and counters. */
@@ -120,6 +133,16 @@ export async function startWhite(config: string | WhiteConfigInput | WhiteConfig
   return {
     get controlPort() {
       return launched.server.controlPort;
+    },
+    get listening() {
+      const admin = launched.admin.addresses;
+      return {
+        control: { host: loaded.control.host, port: launched.server.controlPort },
+        adminSocket: admin.socket,
+        adminTcp: admin.tcp,
+        metrics: admin.metrics,
+        dashboard: launched.dashboard?.address ?? null,
+      };
     },
     get fingerprint() {
       return launched.server.fingerprint;
