@@ -276,6 +276,8 @@ const badEvent: WhiteConfigInput = { control: { listen: '127.0.0.1:0' }, hooks: 
 export async function main(): Promise<void> {
   const running: RunningWhite = await startWhite(await whiteConfigFromObject(white), { logTo: process.stderr });
   const controlPort: number = running.controlPort;
+  const metricsPort: number | undefined = running.listening.metrics?.port;
+  const statusPort: number | undefined = (await startGray(gray)).statusAddress?.port;
   const state: WhiteState = running.state();
   const publicPort: number | undefined = state.grays[0]?.publicPort;
   const g = await startGray(await loadGrayConfig('gray.yaml'));
@@ -290,7 +292,7 @@ export async function main(): Promise<void> {
   try {
     await startGray(gray);
   } catch (err) {
-    if (err instanceof RelayError && err.code === ErrorCodes.CONFIG_INVALID) console.log(controlPort, publicPort, idle, err.details);
+    if (err instanceof RelayError && err.code === ErrorCodes.CONFIG_INVALID) console.log(controlPort, metricsPort, statusPort, publicPort, idle, err.details);
   }
 }
 `;
