@@ -74,7 +74,13 @@ export async function launchGray(config: GrayConfig, options: { readonly logger:
     await statusServer.listen(config.status);
     logger.info({ status: statusServer.address }, 'status listener');
   }
-  await sessions.start();
+  try {
+    await sessions.start();
+  } catch (err) {
+    await sessions.stop(0);
+    await statusServer?.close();
+    throw err;
+  }
   return {
     sessions,
     statusAddress: statusServer?.address ?? null,

@@ -35,8 +35,10 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
     if (overlap) logger.warn({ portsRange: `${config.portsRange.from}-${config.portsRange.to}` }, overlap);
   }
   const white = await launchWhite(config, { logger, dataPlane, file: { path: configPath, overrides } });
-  const { server, reloader } = white;
-  const reload = reloader!;
+  const { server } = white;
+  // launchWhite makes one for a white started from a file, as this one is.
+  const reload = white.reloader;
+  if (reload === null) throw new Error('no reloader for a white started from a file');
   const watcher = watchConfigFile(configPath, {
     polling: config.watch.polling,
     debounceMs: config.watch.debounceMs,
