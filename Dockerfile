@@ -20,7 +20,7 @@ COPY package.json package-lock.json ./
 COPY scripts ./scripts
 COPY native ./native
 RUN npm ci --no-audit --no-fund
-COPY tsconfig.json LICENSE README.md ./
+COPY tsconfig.json tsconfig.api.json LICENSE README.md ./
 COPY bin ./bin
 COPY src ./src
 COPY test ./test

@@ -24,15 +24,17 @@ export function parseHost(text: string): ParseResult<string> {
   return { ok: true, value: host };
 }
 
-export function parsePort(text: string): ParseResult<number> {
+/** allowZero: port 0 (the OS chooses) is accepted, for a listening address built in a program. */
+export function parsePort(text: string, allowZero = false): ParseResult<number> {
   if (!/^[0-9]{1,5}$/.test(text)) return { ok: false, reason: 'has no numeric port' };
   const port = Number(text);
-  if (port < 1 || port > 65535) return { ok: false, reason: `port ${port} is outside 1..65535` };
+  const min = allowZero ? 0 : 1;
+  if (port < min || port > 65535) return { ok: false, reason: `port ${port} is outside ${min}..65535` };
   return { ok: true, value: port };
 }
 
 /** "host:port" or "[v6]:port". */
-export function parseHostPort(text: string): ParseResult<HostPort> {
+export function parseHostPort(text: string, allowZero = false): ParseResult<HostPort> {
   let hostText: string;
   let portText: string;
   if (text.startsWith('[')) {
@@ -50,7 +52,7 @@ export function parseHostPort(text: string): ParseResult<HostPort> {
   if (hostText === '') return { ok: false, reason: 'has no host' };
   const host = parseHost(hostText);
   if (!host.ok) return host;
-  const port = parsePort(portText);
+  const port = parsePort(portText, allowZero);
   if (!port.ok) return port;
   return { ok: true, value: { host: host.value, port: port.value } };
 }

@@ -9,6 +9,7 @@ import { deepFreeze } from './freeze.js';
 import { IssueList, issuesError, labelFor, renderIssue, type Issue } from './issues.js';
 import { normalizeGray, normalizeWhite } from './normalize.js';
 import { validateAgainstSchema } from './schema.js';
+import type { GrayConfigInput, WhiteConfigInput } from './input.js';
 import type { GrayConfig, WhiteConfig, WhiteOverrides } from './types.js';
 import { MAX_CONFIG_BYTES, offsetOfPath, parseYaml } from './yaml.js';
 
@@ -24,6 +25,13 @@ export interface ParseOptions {
   readonly warnings?: string[];
   /** White only: command-line values that replace the file's keys (see WhiteOverrides). */
   readonly overrides?: WhiteOverrides;
+  /**
+   * Listening addresses (control, admin TCP, metrics, dashboard, a gray's status) and a gray's
+   * public and data ports may have port 0: the OS chooses, and the program reads the port back
+   * from the running white's state. On by default for configs built from an object, off for
+   * files (nothing outside the process could learn the port).
+   */
+  readonly listenPortZero?: boolean;
 }
 
 /** Where each override lands in the file's data, and the flag that set it (for messages). */
@@ -77,8 +85,18 @@ type Kind = 'white' | 'gray';
 async function check(kind: Kind, text: string, path: string | null, opts: ParseOptions): Promise<{ config: WhiteConfig | GrayConfig | null; issues: IssueList }> {
   const parsed = parseYaml(text);
   if (parsed.issues.length > 0) return { config: null, issues: parsed.issues };
+  return checkData(kind, parsed.data, parsed, path, opts);
+}
+
+/** Validate + normalize data already parsed (from a file, with its document for line numbers; or built in a program). */
+async function checkData(
+  kind: Kind,
+  data: unknown,
+  parsed: Pick<ReturnType<typeof parseYaml>, 'doc' | 'lines'> | null,
+  path: string | null,
+  opts: ParseOptions,
+): Promise<{ config: WhiteConfig | GrayConfig | null; issues: IssueList }> {
   const issues = new IssueList();
-  const data = parsed.data;
   if (typeof data !== 'object' || data === null || Array.isArray(data)) {
     const found = data === null || data === undefined ? 'nothing' : Array.isArray(data) ? 'a list' : `a ${typeof data}`;
     issues.add('', `the file must be a YAML mapping of keys to values, found ${found}`);
@@ -89,12 +107,13 @@ async function check(kind: Kind, text: string, path: string | null, opts: ParseO
     if (warning !== null) opts.warnings.push(warning);
   }
   const overridden = kind === 'white' && opts.overrides ? applyOverrides(data as Record<string, unknown>, opts.overrides) : [];
-  validateAgainstSchema(kind, data, issues);
+  validateAgainstSchema(kind, data, issues, opts.listenPortZero ?? false);
   const ctx = {
     path: path === null ? null : resolve(path),
     issues,
     env: opts.env ?? process.env,
     lenientSecretSources: opts.lenientSecretSources ?? false,
+    listenPortZero: opts.listenPortZero ?? false,
   };
   const raw = data as Record<string, unknown>;
   const config = kind === 'white' ? await normalizeWhite(raw, ctx) : await normalizeGray(raw, ctx);
@@ -112,6 +131,7 @@ async function check(kind: Kind, text: string, path: string | null, opts: ParseO
   }
   if (issues.length > 0) {
     // Schema and normalizer findings interleave; file order is the order a person fixes them in.
+    if (parsed === null) return { config: null, issues };
     const doc = parsed.doc;
     const offsets = new Map<Issue, number>();
     issues.items.forEach((issue, i) => {
@@ -123,7 +143,17 @@ async function check(kind: Kind, text: string, path: string | null, opts: ParseO
     issues.items.sort((a, b) => offsets.get(a)! - offsets.get(b)!);
     return { config: null, issues };
   }
-  return { config: deepFreeze(config), issues };
+  const checked = deepFreeze(config);
+  CHECKED.set(checked, kind);
+  return { config: checked, issues };
+}
+
+/** Configs that came out of a loader here, so a caller can tell them from an object still to check. */
+const CHECKED = new WeakMap<object, Kind>();
+
+/** Which kind of config a loader here returned this as (checked, normalized, frozen); null: none did. */
+export function checkedKind(value: unknown): Kind | null {
+  return typeof value === 'object' && value !== null ? (CHECKED.get(value) ?? null) : null;
 }
 
 async function parseAs<T extends WhiteConfig | GrayConfig>(kind: Kind, text: string, path: string | null, opts: ParseOptions): Promise<T> {
@@ -147,6 +177,32 @@ export async function loadWhiteConfig(path: string, opts: ParseOptions = {}): Pr
 
 export async function loadGrayConfig(path: string, opts: ParseOptions = {}): Promise<GrayConfig> {
   return parseGrayConfig(await readConfigText(path), path, opts);
+}
+
+/**
+ * A config built in a program with the keys of a file (src/config/input.ts): the same schema,
+ * defaults and checks as a file. Relative paths (secret_file, admin.socket) resolve against the
+ * current directory. The object given is not changed.
+ */
+export async function whiteConfigFromObject(data: WhiteConfigInput, opts: ParseOptions = {}): Promise<WhiteConfig> {
+  return fromObject<WhiteConfig>('white', data, opts);
+}
+
+export async function grayConfigFromObject(data: GrayConfigInput, opts: ParseOptions = {}): Promise<GrayConfig> {
+  return fromObject<GrayConfig>('gray', data, opts);
+}
+
+async function fromObject<T extends WhiteConfig | GrayConfig>(kind: Kind, data: unknown, opts: ParseOptions): Promise<T> {
+  let copy: unknown;
+  try {
+    // Validation fills in defaults and overrides replace keys: on a copy, never on the caller's object.
+    copy = structuredClone(data);
+  } catch (err) {
+    throw new RelayError(ErrorCodes.CONFIG_INVALID, `${kind} config object: holds something other than plain data (${err instanceof Error ? err.message : String(err)})`, { cause: err });
+  }
+  const { config, issues } = await checkData(kind, copy, null, null, { listenPortZero: true, ...opts });
+  if (config === null) throw issuesError(`${kind} config object`, issues.items);
+  return config as T;
 }
 
 /** A white config has `grays` or `control`; anything else is taken for a gray config. */

@@ -25,6 +25,8 @@ export interface NormalizeContext {
   readonly issues: IssueList;
   readonly env: NodeJS.ProcessEnv;
   readonly lenientSecretSources: boolean;
+  /** Listening addresses and gray ports may be 0 (the OS chooses): ParseOptions.listenPortZero. */
+  readonly listenPortZero: boolean;
 }
 
 function obj(v: unknown): Obj | null {
@@ -49,9 +51,10 @@ function secretContext(ctx: NormalizeContext): SecretContext {
   return { baseDir: baseDirOf(ctx), env: ctx.env, lenientSources: ctx.lenientSecretSources };
 }
 
-function hostPortAt(v: unknown, segments: PathSegment[], ctx: NormalizeContext): HostPort | null {
+/** listen: an address to listen on, where port 0 may be allowed; otherwise one to dial. */
+function hostPortAt(v: unknown, segments: PathSegment[], ctx: NormalizeContext, listen = false): HostPort | null {
   if (typeof v !== 'string') return null;
-  const parsed = parseHostPort(v);
+  const parsed = parseHostPort(v, listen && ctx.listenPortZero);
   if (!parsed.ok) {
     ctx.issues.add(segments, `${JSON.stringify(v)} ${parsed.reason}`);
     return null;
@@ -95,7 +98,7 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
   const baseDir = baseDirOf(ctx);
   const limits = limitsAt(raw.limits, ['limits'], ctx);
 
-  const control = hostPortAt(obj(raw.control)?.listen, ['control', 'listen'], ctx) ?? { host: '0.0.0.0', port: 0 };
+  const control = hostPortAt(obj(raw.control)?.listen, ['control', 'listen'], ctx, true) ?? { host: '0.0.0.0', port: 0 };
 
   let bind = str(raw.bind, '0.0.0.0');
   if (typeof raw.bind === 'string') {
@@ -119,7 +122,7 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
   let adminTcp: WhiteConfig['admin']['tcp'] = null;
   const tcpRaw = obj(adminRaw.tcp);
   if (tcpRaw !== null) {
-    const listen = hostPortAt(tcpRaw.listen, ['admin', 'tcp', 'listen'], ctx);
+    const listen = hostPortAt(tcpRaw.listen, ['admin', 'tcp', 'listen'], ctx, true);
     if (listen !== null && !isLoopbackHost(listen.host)) {
       issues.add(
         ['admin', 'tcp', 'listen'],
@@ -144,13 +147,13 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
   }
 
   const metricsRaw = obj(raw.metrics);
-  const metrics = metricsRaw === null ? null : hostPortAt(metricsRaw.listen, ['metrics', 'listen'], ctx);
+  const metrics = metricsRaw === null ? null : hostPortAt(metricsRaw.listen, ['metrics', 'listen'], ctx, true);
 
   // dashboard: anyone who can reach a non-loopback address could read it, so that needs a token.
   let dashboard: WhiteConfig['dashboard'] = null;
   const dashboardRaw = obj(raw.dashboard);
   if (dashboardRaw !== null) {
-    const listen = hostPortAt(dashboardRaw.listen, ['dashboard', 'listen'], ctx);
+    const listen = hostPortAt(dashboardRaw.listen, ['dashboard', 'listen'], ctx, true);
     const token = typeof dashboardRaw.token === 'string' ? dashboardRaw.token : null;
     if (listen !== null && !isLoopbackHost(listen.host) && token === null) {
       issues.add(
@@ -281,7 +284,7 @@ export async function normalizeGray(raw: Obj, ctx: NormalizeContext): Promise<Gr
   const pp = raw.proxy_protocol;
   const proxyProtocol: ProxyProtocol = pp === 'v1' || pp === 'v2' ? pp : 'none';
   const statusRaw = obj(raw.status);
-  const status = statusRaw === null ? null : hostPortAt(statusRaw.listen, ['status', 'listen'], ctx);
+  const status = statusRaw === null ? null : hostPortAt(statusRaw.listen, ['status', 'listen'], ctx, true);
   return {
     path: ctx.path,
     whites,

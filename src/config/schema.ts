@@ -69,28 +69,33 @@ export function graySchema(): JsonObject {
 }
 
 let ajv: Ajv | null = null;
-const compiled = new Map<'white' | 'gray', ValidateFunction>();
+const compiled = new Map<string, ValidateFunction>();
 
 /**
  * Compiled once per process and per kind, on first use: compiling is the expensive part, the
  * schemas never change, and a gray (or `relay verify` of one file) needs only one of the two.
  */
-function validator(kind: 'white' | 'gray'): ValidateFunction {
-  let validate = compiled.get(kind);
+function validator(kind: 'white' | 'gray', portZero: boolean): ValidateFunction {
+  const key = `${kind}${portZero ? '+port0' : ''}`;
+  let validate = compiled.get(key);
   if (validate === undefined) {
     // allErrors: report every problem at once. useDefaults: the schema is the one place defaults
     // live. verbose: errors carry the offending value and the sub-schema, which the messages use.
     // strictRequired is off because the oneOf branches name keys defined beside them.
     ajv ??= new Ajv({ allErrors: true, useDefaults: true, verbose: true, allowUnionTypes: true, strict: true, strictRequired: false });
-    validate = ajv.compile(kind === 'white' ? whiteSchema() : graySchema());
-    compiled.set(kind, validate);
+    const schema = kind === 'white' ? whiteSchema() : graySchema();
+    // A gray's public and data ports (the only `port` integers) may be 0 where the caller allows it.
+    const port = (schema.definitions as Record<string, JsonObject> | undefined)?.port;
+    if (portZero && port !== undefined) port.minimum = 0;
+    validate = ajv.compile(schema);
+    compiled.set(key, validate);
   }
   return validate;
 }
 
 /** Validates (and fills defaults into) `data`, adding one issue per violated rule. */
-export function validateAgainstSchema(kind: 'white' | 'gray', data: unknown, issues: IssueList): void {
-  const validate = validator(kind);
+export function validateAgainstSchema(kind: 'white' | 'gray', data: unknown, issues: IssueList, portZero = false): void {
+  const validate = validator(kind, portZero);
   if (validate(data)) return;
   for (const issue of describeAjvErrors(validate.errors ?? [])) issues.add(issue.segments, issue.message);
 }

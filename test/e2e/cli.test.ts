@@ -27,6 +27,26 @@ describe('relay CLI', () => {
     assert.equal(badFlag.code, 2);
   });
 
+  it('a gray answers SIGHUP with a warning and keeps running (it reads its file only at start); SIGTERM then stops it with exit 0', async () => {
+    const dir = await tempDir();
+    try {
+      const d = await writeDeployment(dir.path, { targetPort: 9 });
+      // No white is running: the gray keeps trying, which is all this needs.
+      const gray = runRelay(['gray', '--config', d.grayPath]);
+      await gray.waitForMsg('data plane');
+      gray.child.kill('SIGHUP');
+      const warned = await gray.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('SIGHUP ignored'), 'the SIGHUP warning');
+      assert.equal(warned.level, 40);
+      assert.equal(gray.child.exitCode, null, 'still running after SIGHUP');
+      assert.equal(gray.child.signalCode, null);
+      const exited = new Promise<number | null>((done) => gray.child.once('exit', (code) => done(code)));
+      gray.child.kill('SIGTERM');
+      assert.equal(await exited, 0, gray.tail());
+    } finally {
+      await dir.cleanup();
+    }
+  });
+
   it('exits 2 with a clear message for a missing or invalid config, before listening on anything', async () => {
     const dir = await tempDir();
     try {

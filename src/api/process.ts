@@ -1,0 +1,52 @@
+// What the embedding API shares across everything a program starts in one process: the data
+// plane (one engine per process, opened at the first start), the loggers, and the step from
+// what the caller gave (a path, an object with a file's keys, a loaded config) to a checked config.
+import { logDataPlane } from '../cli/data-plane-log.js';
+import type { GrayConfigInput, WhiteConfigInput } from '../config/input.js';
+import { checkedKind, grayConfigFromObject, loadGrayConfig, loadWhiteConfig, whiteConfigFromObject } from '../config/load.js';
+import type { GrayConfig, WhiteConfig } from '../config/types.js';
+import { openDataPlane, type DataPlane } from '../engine/substrate/data-plane.js';
+import { ErrorCodes, RelayError } from '../errors.js';
+import { createLogger, type Logger } from '../log.js';
+
+export interface StartOptions {
+  /** Where the JSON log lines go (default stdout); the level is the config's log.level, or
+   *  RELAY_LOG_LEVEL when set. */
+  readonly logTo?: NodeJS.WritableStream;
+}
+
+let plane: DataPlane | null = null;
+
+/** This process's data plane, as RELAY_DATA_PLANE says; opened (and logged) once. */
+export function processDataPlane(logger: Logger): DataPlane {
+  if (plane === null) {
+    plane = openDataPlane();
+    logDataPlane(logger, plane);
+  }
+  return plane;
+}
+
+export function libraryLogger(level: string, name: string, options: StartOptions): Logger {
+  return createLogger({ level, name, ...(options.logTo ? { destination: options.logTo } : {}) });
+}
+
+type Kind = 'white' | 'gray';
+
+function wrongKind(want: Kind, got: Kind): RelayError {
+  return new RelayError(ErrorCodes.USAGE, `a ${got} config was given where a ${want} config is wanted`, { details: { want, got } });
+}
+
+/** A path is loaded, a loaded config is taken as it is, anything else is checked as a file's keys. */
+export async function whiteFrom(source: string | WhiteConfigInput | WhiteConfig): Promise<WhiteConfig> {
+  if (typeof source === 'string') return loadWhiteConfig(source);
+  const kind = checkedKind(source);
+  if (kind === 'gray') throw wrongKind('white', kind);
+  return kind === 'white' ? (source as WhiteConfig) : whiteConfigFromObject(source as WhiteConfigInput);
+}
+
+export async function grayFrom(source: string | GrayConfigInput | GrayConfig): Promise<GrayConfig> {
+  if (typeof source === 'string') return loadGrayConfig(source);
+  const kind = checkedKind(source);
+  if (kind === 'white') throw wrongKind('gray', kind);
+  return kind === 'gray' ? (source as GrayConfig) : grayConfigFromObject(source as GrayConfigInput);
+}
