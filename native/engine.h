@@ -236,6 +236,17 @@ struct Event {
   sockaddr_storage local{};
 };
 
+// Events cross to JavaScript in batches: the engine thread collects a loop turn's events and
+// appends them to one queue; only an append to an empty queue calls the thread-safe function,
+// so JavaScript is entered once per turn, or once for several turns while it is behind. On the
+// JavaScript thread a batch is one ArrayBuffer of fixed-size records plus one array for the
+// variable parts (napi.cc CallOnBatch, src/engine/substrate/events.ts decodeBatch). A record:
+// int32 slots type, id, listenerId, code, remotePort, localPort, flags, 0; then float64 a, b.
+constexpr size_t kEventRecordBytes = 48;
+// A record's flags: which variable parts follow in the side array, in this order: the prefix
+// (a Buffer), then the remote and local IP addresses (strings).
+enum EventRecordFlags : uint32_t { kRecordHasPrefix = 1, kRecordHasAddresses = 2 };
+
 struct Command {
   enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kLend, kJoinLent } kind;
   explicit Command(Kind k) : kind(k) {}
@@ -284,6 +295,7 @@ constexpr int kAcceptsPerWake = 64;
 class Engine {
  public:
   napi_threadsafe_function onEvent = nullptr;
+  ~Engine();
   // Pairs and listeners JavaScript has not yet heard the end of (JS thread only): while any is
   // open, the thread-safe function keeps the event loop alive.
   int active = 0;
@@ -323,6 +335,9 @@ class Engine {
   bool Bytes(uint32_t id, uint64_t* fromA, uint64_t* fromB);
   size_t PairCount();
 
+  // JS thread (napi.cc): the events queued since the last call, oldest first; the caller owns them.
+  std::vector<Event*> TakeBatch();
+
   int64_t PipesOpen() const { return pipesOpen_.load(std::memory_order_relaxed); }
   int64_t ConnsHeld() const { return connsHeld_.load(std::memory_order_relaxed); }
 
@@ -356,6 +371,11 @@ class Engine {
   std::atomic<int64_t> connsHeld_{0};
   std::atomic<uint32_t> nextId_{1};
   bool stopping_ = false;
+  // Events of the current loop turn (engine thread only), then the batch JavaScript has not yet
+  // taken (guarded by batchMutex_); see kEventRecordBytes.
+  std::vector<Event*> turnEvents_;
+  std::mutex batchMutex_;
+  std::vector<Event*> batch_;
   std::vector<char> copyBuffer_ = std::vector<char>(kCopyBuffer);  // engine thread only
 
   // ---- The thread and its commands (engine.cc) ----
@@ -365,6 +385,8 @@ class Engine {
   // The commands that carry only ids: of a pair, listener or connection, and a connection.
   void PostForId(Command::Kind kind, uint32_t id, uint32_t connA = 0);
   void Emit(Event* event);
+  // End of a loop turn: hands the turn's events to JavaScript (one call when its queue was empty).
+  void FlushEvents();
   int WaitTimeout();
   void Run();
   void RunCommands();

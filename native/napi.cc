@@ -60,20 +60,22 @@ napi_value ThrowErrno(napi_env env, const char* syscall, int error) {
   return nullptr;
 }
 
-void SetAddress(napi_env env, const sockaddr_storage& ss, napi_value* ip, napi_value* port) {
+// An address's IP as a string (what JavaScript compares and logs), its port in *port.
+napi_value IpOf(napi_env env, const sockaddr_storage& ss, int32_t* port) {
   char text[INET6_ADDRSTRLEN] = "";
-  int number = 0;
+  *port = 0;
   if (ss.ss_family == AF_INET) {
     auto& in = reinterpret_cast<const sockaddr_in&>(ss);
     inet_ntop(AF_INET, &in.sin_addr, text, sizeof text);
-    number = ntohs(in.sin_port);
+    *port = ntohs(in.sin_port);
   } else if (ss.ss_family == AF_INET6) {
     auto& in6 = reinterpret_cast<const sockaddr_in6&>(ss);
     inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof text);
-    number = ntohs(in6.sin6_port);
+    *port = ntohs(in6.sin6_port);
   }
-  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, ip);
-  napi_create_int32(env, number, port);
+  napi_value ip;
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &ip);
+  return ip;
 }
 
 void Ref(napi_env env, Engine* engine) {
@@ -84,41 +86,60 @@ void Unref(napi_env env, Engine* engine) {
   if (--engine->active == 0) napi_unref_threadsafe_function(env, engine->onEvent);
 }
 
-// onEvent(type, id, listenerId, code, a, b, prefix, remoteIp, remotePort, localIp, localPort):
-// the Event's fields as they are, decoded once on the other side (src/engine/substrate/events.ts).
-// Positional arguments because they are what a call takes anyway: an object per event would
-// cost a property set per field on this thread. For kPairEnd, listenerId carries PairEndFlags.
-void CallOnEvent(napi_env env, napi_value callback, void* context, void* data) {
-  auto* event = static_cast<Event*>(data);
-  if (env != nullptr) {
-    auto* engine = static_cast<Engine*>(context);
-    if (engine && event->type == Event::kPairEnd) Unref(env, engine);
-    // A pair the engine made on its own (a forward on a start header, a join with a lent one) keeps the process alive like one
-    // JavaScript asked for; its kPairEnd, always later in this queue, releases it.
-    if (engine && ((event->type == Event::kHeader && event->b != 0) || event->type == Event::kJoinedLent)) Ref(env, engine);
-    napi_value args[11];
-    napi_create_int32(env, event->type, &args[0]);
-    napi_create_uint32(env, event->id, &args[1]);
-    napi_create_uint32(env, event->listenerId, &args[2]);
-    napi_create_int32(env, event->code, &args[3]);
-    napi_create_double(env, static_cast<double>(event->a), &args[4]);
-    napi_create_double(env, static_cast<double>(event->b), &args[5]);
-    size_t argc = 6;
-    if (event->type == Event::kAccepted || event->type == Event::kRefused || event->type == Event::kHeader) {
+// A pair the engine made on its own (a forward on a start header, a join with a lent one) keeps
+// the process alive like one JavaScript asked for; its kPairEnd, always later in the queue,
+// releases it.
+void Account(napi_env env, Engine* engine, const Event& event) {
+  if (event.type == Event::kPairEnd) Unref(env, engine);
+  if ((event.type == Event::kHeader && event.b != 0) || event.type == Event::kJoinedLent) Ref(env, engine);
+}
+
+// onEvents(records, side): every event the engine queued since the last call, decoded once on
+// the other side (src/engine/substrate/events.ts decodeBatch). One ArrayBuffer of fixed-size
+// records (engine.h kEventRecordBytes) and one array of the variable parts, because each value
+// made here costs a call into V8: a record is written in place, an object per event would cost a
+// property set per field. For kPairEnd, listenerId carries PairEndFlags.
+void CallOnBatch(napi_env env, napi_value callback, void* context, void* /* data */) {
+  if (env == nullptr) return;  // torn down: the engine frees what is queued
+  auto* engine = static_cast<Engine*>(context);
+  std::vector<Event*> batch = engine->TakeBatch();
+  if (batch.empty()) return;
+  napi_value args[2];
+  void* bytes = nullptr;
+  napi_create_arraybuffer(env, batch.size() * relay::kEventRecordBytes, &bytes, &args[0]);
+  napi_create_array(env, &args[1]);
+  uint32_t sideLength = 0;
+  auto push = [&](napi_value value) { napi_set_element(env, args[1], sideLength++, value); };
+  for (size_t i = 0; i < batch.size(); i++) {
+    const Event& event = *batch[i];
+    Account(env, engine, event);
+    auto* record = static_cast<char*>(bytes) + i * relay::kEventRecordBytes;
+    auto* slots = reinterpret_cast<int32_t*>(record);
+    auto* wide = reinterpret_cast<double*>(record + 32);
+    slots[0] = event.type;
+    slots[1] = static_cast<int32_t>(event.id);
+    slots[2] = static_cast<int32_t>(event.listenerId);
+    slots[3] = event.code;
+    slots[4] = slots[5] = slots[6] = slots[7] = 0;
+    wide[0] = static_cast<double>(event.a);
+    wide[1] = static_cast<double>(event.b);
+    if (event.type == Event::kAccepted || event.type == Event::kRefused || event.type == Event::kHeader) {
+      slots[6] |= relay::kRecordHasPrefix;
+      napi_value prefix;
       void* copy = nullptr;
-      napi_create_buffer_copy(env, event->prefix.size(), event->prefix.data(), &copy, &args[6]);
-      argc = 7;
+      napi_create_buffer_copy(env, event.prefix.size(), event.prefix.data(), &copy, &prefix);
+      push(prefix);
     }
-    if (event->hasAddresses) {
-      SetAddress(env, event->remote, &args[7], &args[8]);
-      SetAddress(env, event->local, &args[9], &args[10]);
-      argc = 11;
+    if (event.hasAddresses) {
+      slots[6] |= relay::kRecordHasAddresses;
+      push(IpOf(env, event.remote, &slots[4]));
+      push(IpOf(env, event.local, &slots[5]));
     }
-    napi_value global;
-    napi_get_global(env, &global);
-    napi_call_function(env, global, callback, argc, args, nullptr);
+    delete batch[i];
   }
-  delete event;
+  napi_value global;
+  napi_get_global(env, &global);
+  napi_call_function(env, global, callback, 2, args, nullptr);
 }
 
 void Cleanup(void* arg) {
@@ -141,7 +162,7 @@ napi_value CreateEngine(napi_env env, napi_callback_info info) {
   auto* engine = new Engine();
   napi_value name;
   napi_create_string_utf8(env, "relay-engine", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, argv[0], nullptr, name, 0, 1, nullptr, nullptr, engine, CallOnEvent, &engine->onEvent) != napi_ok) {
+  if (napi_create_threadsafe_function(env, argv[0], nullptr, name, 0, 1, nullptr, nullptr, engine, CallOnBatch, &engine->onEvent) != napi_ok) {
     delete engine;
     return Throw(env, "napi_create_threadsafe_function failed");
   }

@@ -7,7 +7,7 @@
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { decodeEvent, type EngineEvent, type EngineEventOf, type RawEvent } from './events.js';
+import { decodeBatch, type EngineEvent, type EngineEventOf, type EventBatch } from './events.js';
 import type { Heads, OnPairEnd, Pair, PairEnd } from './pair.js';
 
 /** An engine's methods as the addon gives them (native/napi.cc). */
@@ -28,7 +28,8 @@ export interface EngineHandle {
 }
 
 interface Addon {
-  createEngine(onEvent: (...args: RawEvent) => void): EngineHandle;
+  /** onEvents hears every event queued since its last call, in one batch (events.ts). */
+  createEngine(onEvents: (...batch: EventBatch) => void): EngineHandle;
   /** malloc_trim: free malloc pages back to the system (native/memory.cc). */
   trimMalloc(): void;
 }
@@ -88,7 +89,9 @@ export class Engine {
     /** The addon file this engine came from (built here or prebuilt). */
     readonly modulePath: string,
   ) {
-    this.handle = addon.createEngine((...args) => this.route(decodeEvent(...args)));
+    this.handle = addon.createEngine((...batch) => {
+      for (const event of decodeBatch(...batch)) this.route(event);
+    });
   }
 
   /** Starts an engine thread, or returns why there can be none (no addon, not Linux). */

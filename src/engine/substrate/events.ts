@@ -1,7 +1,8 @@
 // The engine's events as JavaScript sees them: one discriminated union, decoded once from the
-// positional arguments the addon's thread-safe function passes (native/napi.cc CallOnEvent says
-// why positional). Nothing past decodeEvent looks at a slot number.
-import { EventType, GoneCode, PairEndFlag, RefusalCode } from './codes.js';
+// batches the addon's thread-safe function passes (a buffer of fixed-size records and an array
+// of their variable parts; native/napi.cc CallOnBatch says why). Nothing past decodeBatch looks
+// at a record's layout.
+import { EngineConstant, EventRecordFlag, EventType, GoneCode, PairEndFlag, RefusalCode } from './codes.js';
 
 export interface Address {
   readonly ip: string;
@@ -41,8 +42,10 @@ export type EngineEvent =
 
 export type EngineEventOf<T extends EngineEvent['type']> = Extract<EngineEvent, { type: T }>;
 
-/** The positional arguments of native/napi.cc CallOnEvent. */
-export type RawEvent = [type: number, id: number, listenerId: number, code: number, a: number, b: number, prefix?: Buffer, remoteIp?: string, remotePort?: number, localIp?: string, localPort?: number];
+/** What the addon passes per batch: records (engine.h kEventRecordBytes each: int32 type, id,
+ *  listenerId, code, remotePort, localPort, flags, 0; float64 a, b) and their variable parts in
+ *  order (per record: a prefix Buffer, then the remote and local IP addresses, as its flags say). */
+export type EventBatch = [records: ArrayBuffer, side: ReadonlyArray<Buffer | string>];
 
 const refusals: Record<number, Refusal> = {
   [RefusalCode.noSession]: 'no-session',
@@ -57,18 +60,43 @@ const refusals: Record<number, Refusal> = {
 
 const EMPTY = Buffer.alloc(0);
 
-/** One event from the addon's arguments; throws on a type this side does not know (the header
- *  test keeps the two in step, so that is a build mismatch). */
-export function decodeEvent(...[type, id, listenerId, code, a, b, prefix, remoteIp, remotePort, localIp, localPort]: RawEvent): EngineEvent {
-  const remote = (): Address => ({ ip: remoteIp ?? '', port: remotePort ?? 0 });
-  const local = (): Address | null => (localIp ? { ip: localIp, port: localPort ?? 0 } : null);
+const INT32_SLOTS = EngineConstant.eventRecordBytes / 4;
+const FLOAT64_SLOTS = EngineConstant.eventRecordBytes / 8;
+
+/** A batch's events, oldest first (the engine's order, so a pair's header or join comes before
+ *  its end); throws on a type this side does not know (the header test keeps the two in step, so
+ *  that is a build mismatch). */
+export function decodeBatch(...[records, side]: EventBatch): EngineEvent[] {
+  const ints = new Int32Array(records);
+  const floats = new Float64Array(records);
+  const events: EngineEvent[] = [];
+  let next = 0;
+  for (let i = 0; i * EngineConstant.eventRecordBytes < records.byteLength; i++) {
+    const at = i * INT32_SLOTS;
+    const flags = ints[at + 6]!;
+    const prefix = flags & EventRecordFlag.hasPrefix ? (side[next++] as Buffer) : EMPTY;
+    let remote: Address = NO_ADDRESS;
+    let local: Address | null = null;
+    if (flags & EventRecordFlag.hasAddresses) {
+      remote = { ip: side[next++] as string, port: ints[at + 4]! };
+      const localIp = side[next++] as string;
+      local = localIp ? { ip: localIp, port: ints[at + 5]! } : null;
+    }
+    events.push(decodeRecord(ints[at]!, ints[at + 1]! >>> 0, ints[at + 2]! >>> 0, ints[at + 3]!, floats[i * FLOAT64_SLOTS + 4]!, floats[i * FLOAT64_SLOTS + 5]!, prefix, remote, local));
+  }
+  return events;
+}
+
+const NO_ADDRESS: Address = { ip: '', port: 0 };
+
+function decodeRecord(type: number, id: number, listenerId: number, code: number, a: number, b: number, prefix: Buffer, remote: Address, local: Address | null): EngineEvent {
   switch (type) {
     case EventType.pairEnd:
       return { type: 'pairEnd', pair: id, errno: code, bytesFromA: a, bytesFromB: b, endedBeforeConnect: (listenerId & PairEndFlag.endedBeforeConnect) !== 0 };
     case EventType.accepted:
-      return { type: 'accepted', conn: id, listener: listenerId, prefix: prefix ?? EMPTY, remote: remote(), local: local() };
+      return { type: 'accepted', conn: id, listener: listenerId, prefix, remote, local };
     case EventType.refused:
-      return { type: 'refused', listener: listenerId, refusal: refusals[code] ?? 'error', errno: b, received: prefix ?? EMPTY, remote: remote() };
+      return { type: 'refused', listener: listenerId, refusal: refusals[code] ?? 'error', errno: b, received: prefix, remote };
     case EventType.gone:
       return { type: 'gone', conn: id, listener: listenerId, reason: code === GoneCode.data ? 'data' : 'closed' };
     case EventType.listenerError:
@@ -76,9 +104,9 @@ export function decodeEvent(...[type, id, listenerId, code, a, b, prefix, remote
     case EventType.dialed:
       return { type: 'dialed', conn: id, errno: code };
     case EventType.header:
-      return { type: 'header', conn: id, header: prefix ?? EMPTY, pair: b };
+      return { type: 'header', conn: id, header: prefix, pair: b };
     case EventType.joinedLent:
-      return { type: 'joinedLent', pair: id, listener: listenerId, client: a, lent: b, remote: remote(), local: local() ?? { ip: '', port: 0 } };
+      return { type: 'joinedLent', pair: id, listener: listenerId, client: a, lent: b, remote, local: local ?? NO_ADDRESS };
     case EventType.noneLent:
       return { type: 'noneLent', client: id };
     default:
