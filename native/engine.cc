@@ -251,6 +251,7 @@ void Engine::Run() {
     close(entry.second->fd);
     delete entry.second;
   }
+  for (auto& entry : stocks_) delete entry.second;
   for (auto& p : freePipes_) {
     close(p.first);
     close(p.second);
@@ -313,6 +314,11 @@ void Engine::RunCommands() {
         break;
       case Command::kLend:
         KeepLent(command.id, command.connA);
+        break;
+      case Command::kOpenStock:
+      case Command::kStock:
+      case Command::kCloseStock:
+        RunStockCommand(command);
         break;
       case Command::kJoinLent: {
         // A client that went away meanwhile gets kNoneLent too (after its kGone), so JavaScript

@@ -168,6 +168,23 @@ struct Conn {
   sockaddr_storage service{};
   socklen_t serviceLen = 0;
   int serviceKeepAliveSec = 0;
+  // Dialed from a stock (see Stock): its start header credits that stock with one dial.
+  uint32_t stockId = 0;
+};
+
+// The gray's stock (stock.cc): preambles JavaScript computed ahead of need, in the order they
+// are to be used, and the credits to use them. The engine dials one for every credit while it
+// has preambles: JavaScript credits the explicit ones (WELCOME, GRANT), and every start header
+// read on a connection dialed from the stock is an implicit credit the engine counts by
+// itself, so the successor is dialed at once, with no JavaScript between. A dial that fails
+// before its preamble was sent puts the preamble back in front with its credit and holds the
+// stock until JavaScript releases it (its backoff). The counters stay JavaScript's.
+struct Stock {
+  uint32_t id = 0;
+  Conn dial;  // what every connection dialed from it copies: the white, prefix, keepalive, service
+  std::deque<std::string> preambles;
+  uint64_t credits = 0;
+  bool hold = false;
 };
 
 // One way through a pair: bytes read from src are written to dst.
@@ -223,6 +240,7 @@ struct Event {
   // kJoinedLent: a client (a) was joined with a lent connection (b) into pair id (lend.cc);
   // kNoneLent: JoinLent found no lent connection for client id.
   // (The numbers are also in src/engine/substrate/codes.ts; a test compares the two.)
+  // kDialed carries the connection's stock in listenerId (0: dialed by JavaScript).
   enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4, kDialed = 5, kHeader = 6, kJoinedLent = 7, kNoneLent = 8 } type;
   explicit Event(Type t) : type(t) {}
   uint32_t id = 0;          // pair (kPairEnd) or connection
@@ -248,7 +266,7 @@ constexpr size_t kEventRecordBytes = 48;
 enum EventRecordFlags : uint32_t { kRecordHasPrefix = 1, kRecordHasAddresses = 2 };
 
 struct Command {
-  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kLend, kJoinLent } kind;
+  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kLend, kJoinLent, kOpenStock, kStock, kCloseStock } kind;
   explicit Command(Kind k) : kind(k) {}
   Pair* pair = nullptr;
   Conn* conn = nullptr;     // kDial
@@ -262,6 +280,11 @@ struct Command {
   Filter filter = kFilterAnyone;
   in6_addr ip{};
   uint32_t maxPending = 0;
+  // kOpenStock: the stock; kStock: preambles to append (back to back), credits, hold.
+  Stock* stock = nullptr;
+  std::vector<std::string> preambles;
+  uint32_t credits = 0;
+  int hold = -1;  // -1: as it is, 0: release, 1: hold
 };
 
 inline int64_t NowMs() {
@@ -334,6 +357,13 @@ class Engine {
 
   bool Bytes(uint32_t id, uint64_t* fromA, uint64_t* fromB);
   size_t PairCount();
+
+  // JS thread (stock.cc). OpenStock takes ownership of stock. AddToStock appends preambles,
+  // adds credits and holds (1) or releases (0) the stock; CloseStock drops its preambles and
+  // closes every connection dialed from it that is not in a pair.
+  void OpenStock(Stock* stock);
+  void AddToStock(uint32_t id, std::vector<std::string> preambles, uint32_t credits, int hold);
+  void CloseStock(uint32_t id);
 
   // JS thread (napi.cc): the events queued since the last call, oldest first; the caller owns them.
   std::vector<Event*> TakeBatch();
@@ -439,6 +469,15 @@ class Engine {
   void StartDial(Conn* conn);
   void OnDialProgress(Conn* conn, uint32_t events);
   void DialFailed(Conn* conn, int error);
+
+  // ---- The gray's stock of preambles (stock.cc) ----
+  std::unordered_map<uint32_t, Stock*> stocks_;  // engine thread only
+  void RunStockCommand(const Command& command);
+  void DialFromStock(Stock* stock);
+  // A start header was read on conn: one more credit for its stock.
+  void CreditStock(uint32_t stockId);
+  // A dial from a stock failed before its preamble was sent: the preamble goes back in front.
+  void ReturnToStock(Conn* conn);
 };
 
 }  // namespace relay

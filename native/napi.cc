@@ -1,5 +1,6 @@
 // The JavaScript surface: createEngine (one engine thread, an object of its methods: listen,
-// filter, closeListener, dial, closeConn, join, forward, lend, joinLent, destroy, bytes,
+// filter, closeListener, dial, openStock, stock, closeStock, closeConn, join, forward, lend,
+// joinLent, destroy, bytes,
 // stats), trimMalloc, and the thread-safe function that carries an engine's
 // events to JavaScript. Each call checks its arguments here, on the
 // JavaScript thread, and hands the engine (engine.h) a command.
@@ -405,46 +406,95 @@ napi_value SetFilter(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// dial(ip, port, preamble, prefixBytes, keepAliveSec) => connId. The engine connects, writes
-// the preamble, then reads exactly prefixBytes and reports them (kHeader); until then it reports
-// the connect (kDialed, errno or 0) and a close (kGone). The connection is held afterwards.
+// Where and how a connection is dialed: (ip, port, prefixBytes, keepAliveSec, serviceIp?,
+// servicePort?, serviceKeepAliveSec?) from argv[first] on, into conn (dial and openStock).
+// Returns what is wrong, or nullptr.
+const char* ParseDialing(napi_env env, size_t argc, napi_value* argv, size_t first, Conn* conn) {
+  int32_t port, prefix, keepAliveSec;
+  if (argc < first + 4 || napi_get_value_int32(env, argv[first + 1], &port) != napi_ok || napi_get_value_int32(env, argv[first + 2], &prefix) != napi_ok ||
+      napi_get_value_int32(env, argv[first + 3], &keepAliveSec) != napi_ok || port < 1 || port > 65535 || prefix < 1 || prefix > 4096 || keepAliveSec < 0) {
+    return "bad arguments";
+  }
+  if (!ParseEndpoint(env, argv[first], port, &conn->remote, &conn->remoteLen)) return "needs an IP address";
+  conn->want = static_cast<uint32_t>(prefix);
+  conn->keepAliveSec = keepAliveSec;
+  // Optional: the service to forward to as soon as the start header is in (Conn::forward).
+  napi_valuetype serviceType = napi_undefined;
+  if (argc >= first + 7) napi_typeof(env, argv[first + 4], &serviceType);
+  if (serviceType == napi_undefined || serviceType == napi_null) return nullptr;
+  int32_t servicePort, serviceKeepAliveSec;
+  if (napi_get_value_int32(env, argv[first + 5], &servicePort) != napi_ok || napi_get_value_int32(env, argv[first + 6], &serviceKeepAliveSec) != napi_ok ||
+      servicePort < 1 || servicePort > 65535 || serviceKeepAliveSec < 0 || !ParseEndpoint(env, argv[first + 4], servicePort, &conn->service, &conn->serviceLen)) {
+    return "the service to forward to needs an IP address, a port and a keepalive";
+  }
+  conn->forward = true;
+  conn->serviceKeepAliveSec = serviceKeepAliveSec;
+  return nullptr;
+}
+
+// dial(ip, port, preamble, prefixBytes, keepAliveSec, serviceIp?, servicePort?,
+// serviceKeepAliveSec?) => connId. The engine connects, writes the preamble, then reads exactly
+// prefixBytes and reports them (kHeader); until then it reports the connect (kDialed, errno or
+// 0) and a close (kGone). The connection is held afterwards, or forwarded to the service.
 napi_value Dial(napi_env env, napi_callback_info info) {
   Engine* engine = EngineOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   size_t argc = 8;
   napi_value argv[8];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  int32_t port, prefix, keepAliveSec;
   auto* conn = new Conn();
-  if (argc < 5 || napi_get_value_int32(env, argv[1], &port) != napi_ok || !ReadHead(env, argv[2], &conn->preamble) ||
-      napi_get_value_int32(env, argv[3], &prefix) != napi_ok || napi_get_value_int32(env, argv[4], &keepAliveSec) != napi_ok ||
-      port < 1 || port > 65535 || prefix < 1 || prefix > 4096 || keepAliveSec < 0 || conn->preamble.empty()) {
+  // The preamble is argv[2]: the dialing arguments are those around it.
+  napi_value dialing[7] = {argv[0], argv[1], argc > 3 ? argv[3] : nullptr, argc > 4 ? argv[4] : nullptr, argc > 5 ? argv[5] : nullptr, argc > 6 ? argv[6] : nullptr, argc > 7 ? argv[7] : nullptr};
+  const char* wrong = argc < 5 || !ReadHead(env, argv[2], &conn->preamble) || conn->preamble.empty() ? "bad arguments" : ParseDialing(env, argc - 1, dialing, 0, conn);
+  if (wrong != nullptr) {
     delete conn;
-    return Throw(env, "dial(ip, port, preamble, prefixBytes, keepAliveSec): bad arguments");
-  }
-  if (!ParseEndpoint(env, argv[0], port, &conn->remote, &conn->remoteLen)) {
-    delete conn;
-    return Throw(env, "dial needs an IP address");
-  }
-  // Optional: the service to forward to as soon as the start header is in (Conn::forward).
-  napi_valuetype serviceType = napi_undefined;
-  if (argc >= 8) napi_typeof(env, argv[5], &serviceType);
-  if (serviceType != napi_undefined && serviceType != napi_null) {
-    int32_t servicePort, serviceKeepAliveSec;
-    if (napi_get_value_int32(env, argv[6], &servicePort) != napi_ok || napi_get_value_int32(env, argv[7], &serviceKeepAliveSec) != napi_ok ||
-        servicePort < 1 || servicePort > 65535 || serviceKeepAliveSec < 0 || !ParseEndpoint(env, argv[5], servicePort, &conn->service, &conn->serviceLen)) {
-      delete conn;
-      return Throw(env, "dial: the service to forward to needs an IP address, a port and a keepalive");
-    }
-    conn->forward = true;
-    conn->serviceKeepAliveSec = serviceKeepAliveSec;
+    return Throw(env, std::string("dial ") + wrong);
   }
   conn->id = engine->NextId();
-  conn->want = static_cast<uint32_t>(prefix);
-  conn->keepAliveSec = keepAliveSec;
   uint32_t id = conn->id;
   engine->Dial(conn);
   return Uint32(env, id);
+}
+
+// openStock(ip, port, prefixBytes, keepAliveSec, serviceIp?, servicePort?, serviceKeepAliveSec?)
+// => stockId: a stock (engine.h Stock) whose connections are dialed like dial()'s.
+napi_value OpenStock(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
+  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  size_t argc = 7;
+  napi_value argv[7];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  auto* stock = new relay::Stock();
+  if (const char* wrong = ParseDialing(env, argc, argv, 0, &stock->dial)) {
+    delete stock;
+    return Throw(env, std::string("openStock ") + wrong);
+  }
+  stock->id = engine->NextId();
+  uint32_t id = stock->id;
+  engine->OpenStock(stock);
+  return Uint32(env, id);
+}
+
+// stock(stockId, preambles, preambleBytes, credits, hold): appends the preambles (back to back in
+// one Buffer, or null), adds credits and holds (1) or releases (0) the stock (-1: as it is).
+napi_value AddToStock(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
+  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  uint32_t id, preambleBytes, credits;
+  int32_t hold;
+  std::string all;
+  if (argc < 5 || napi_get_value_uint32(env, argv[0], &id) != napi_ok || !ReadHead(env, argv[1], &all) || napi_get_value_uint32(env, argv[2], &preambleBytes) != napi_ok ||
+      napi_get_value_uint32(env, argv[3], &credits) != napi_ok || napi_get_value_int32(env, argv[4], &hold) != napi_ok || hold < -1 || hold > 1 ||
+      (!all.empty() && (preambleBytes == 0 || all.size() % preambleBytes != 0))) {
+    return Throw(env, "stock(stockId, preambles, preambleBytes, credits, hold): bad arguments");
+  }
+  std::vector<std::string> preambles;
+  for (size_t at = 0; at < all.size(); at += preambleBytes) preambles.push_back(all.substr(at, preambleBytes));
+  engine->AddToStock(id, std::move(preambles), credits, hold);
+  return nullptr;
 }
 
 // forward(connId, ip, port, headToService?, keepAliveSec) => pairId: connects to the service
@@ -486,6 +536,9 @@ napi_value ForId(napi_env env, napi_callback_info info, void (Engine::*action)(u
   if (engine && ok) (engine->*action)(id);
   return nullptr;
 }
+
+// closeStock(id): drops the stock's preambles and closes its connections not in a pair.
+napi_value CloseStock(napi_env env, napi_callback_info info) { return ForId(env, info, &Engine::CloseStock); }
 
 // closeConn(id): closes a held connection.
 napi_value CloseConn(napi_env env, napi_callback_info info) { return ForId(env, info, &Engine::CloseConn); }
@@ -542,6 +595,9 @@ napi_value Methods(napi_env env, Engine* engine) {
       {"forward", nullptr, Forward, nullptr, nullptr, nullptr, napi_default, engine},
       {"lend", nullptr, Lend, nullptr, nullptr, nullptr, napi_default, engine},
       {"joinLent", nullptr, JoinLent, nullptr, nullptr, nullptr, napi_default, engine},
+      {"openStock", nullptr, OpenStock, nullptr, nullptr, nullptr, napi_default, engine},
+      {"stock", nullptr, AddToStock, nullptr, nullptr, nullptr, napi_default, engine},
+      {"closeStock", nullptr, CloseStock, nullptr, nullptr, nullptr, napi_default, engine},
   };
   napi_value object;
   napi_create_object(env, &object);

@@ -22,7 +22,7 @@ import { RateLimitedLog } from '../../rate-limited-log.js';
 import { VERSION } from '../../version.js';
 import { resolveHost } from '../net-util.js';
 import type { DataPlane } from '../substrate/data-plane.js';
-import { engineLinks } from './engine-link.js';
+import { engineStock } from './engine-link.js';
 import { PoolDialer, type PoolLinks } from './pool-dialer.js';
 import type { Forward, LinkContext } from './pool-link.js';
 import { socketLinks } from './socket-link.js';
@@ -294,7 +294,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
       return { open: socketLinks(ctx, dataHost), where: formatHostPort({ host: dataHost, port: dataPort }) };
     }
     const dataIp = addresses.data ?? reached;
-    return { open: engineLinks(engine, ctx, dataIp, addresses.target), where: formatHostPort({ host: dataIp, port: dataPort }) };
+    return { stock: engineStock(engine, ctx, dataIp, addresses.target), where: formatHostPort({ host: dataIp, port: dataPort }) };
   }
 
   private startPool(session: string, links: PoolLinks, poolTarget: number, credits: number, dataKey: Buffer): void {

@@ -34,25 +34,33 @@ export interface Endpoint {
 export type OnForwardEnd = (end: PairEnd, reachedService: boolean) => void;
 
 export class DialedConn implements ConnOwner {
-  private state: 'dialing' | 'idle' | 'held' | 'forwarded' | 'joined' | 'closed' = 'dialing';
-  private readonly id: number;
+  private state: 'dialing' | 'idle' | 'held' | 'forwarded' | 'joined' | 'closed';
   private forwarded: EnginePair | null = null;
 
-  /** Throws for arguments the engine refuses (not an IP address, an empty preamble). service:
-   *  forward to it as soon as a well-formed start header is in (no head can be sent to it then,
-   *  so not with a PROXY protocol header). */
-  constructor(
-    private readonly engine: Engine,
-    to: Endpoint,
-    preamble: Buffer,
-    prefixBytes: number,
-    private readonly handlers: DialHandlers,
-    service?: Endpoint,
-  ) {
-    this.id = service
+  /** Dials one connection. Throws for arguments the engine refuses (not an IP address, an empty
+   *  preamble). service: forward to it as soon as a well-formed start header is in (no head can
+   *  be sent to it then, so not with a PROXY protocol header). */
+  static dial(engine: Engine, to: Endpoint, preamble: Buffer, prefixBytes: number, handlers: DialHandlers, service?: Endpoint): DialedConn {
+    const id = service
       ? engine.handle.dial(to.ip, to.port, preamble, prefixBytes, to.keepAliveSec, service.ip, service.port, service.keepAliveSec)
       : engine.handle.dial(to.ip, to.port, preamble, prefixBytes, to.keepAliveSec);
-    engine.addConn(this.id, this);
+    return new DialedConn(engine, id, handlers, 'dialing');
+  }
+
+  /** Takes charge of a connection the engine dialed from a stock (dial-stock.ts) and reported
+   *  connected: it is idle, waiting for its prefix. */
+  static adopt(engine: Engine, id: number, handlers: DialHandlers): DialedConn {
+    return new DialedConn(engine, id, handlers, 'idle');
+  }
+
+  private constructor(
+    private readonly engine: Engine,
+    private readonly id: number,
+    private readonly handlers: DialHandlers,
+    state: 'dialing' | 'idle',
+  ) {
+    this.state = state;
+    engine.addConn(id, this);
   }
 
   /** Closes it, unless it is joined (then the pair owns it); no handler runs afterwards. */

@@ -25,6 +25,11 @@ export interface EngineHandle {
   forward(connId: number, ip: string, port: number, headToService: Buffer | null, keepAliveSec: number): number;
   lend(listenerId: number, connId: number): void;
   joinLent(listenerId: number, clientId: number): void;
+  /** A stock of preambles the engine dials from by itself (dial-stock.ts). */
+  openStock(ip: string, port: number, prefixBytes: number, keepAliveSec: number, serviceIp?: string, servicePort?: number, serviceKeepAliveSec?: number): number;
+  /** Appends preambles (back to back), adds credits; hold 1 holds the stock, 0 releases it, -1 leaves it. */
+  stock(stockId: number, preambles: Buffer | null, preambleBytes: number, credits: number, hold: -1 | 0 | 1): void;
+  closeStock(stockId: number): void;
 }
 
 interface Addon {
@@ -48,6 +53,11 @@ export interface ListenerOwner {
   failed(event: EngineEventOf<'listenerError'>): void;
   /** The engine joined a client of this listener with a lent connection into pair. */
   joinedLent(event: EngineEventOf<'joinedLent'>, pair: EnginePair): void;
+}
+
+/** What owns a stock's events: a connection the engine dialed from it connected or failed. */
+export interface StockOwner {
+  stockDialed(event: EngineEventOf<'dialed'>): void;
 }
 
 /** What owns a held or dialed connection's events. pair: for a header the engine forwarded. */
@@ -83,6 +93,7 @@ export class Engine {
   private readonly pairs = new Map<number, EnginePair>();
   private readonly listeners = new Map<number, ListenerOwner>();
   private readonly conns = new Map<number, ConnOwner>();
+  private readonly stocks = new Map<number, StockOwner>();
 
   private constructor(
     private readonly addon: Addon,
@@ -134,6 +145,14 @@ export class Engine {
     this.conns.delete(id);
   }
 
+  addStock(id: number, owner: StockOwner): void {
+    this.stocks.set(id, owner);
+  }
+
+  removeStock(id: number): void {
+    this.stocks.delete(id);
+  }
+
   /** A pair the engine started: onEnd hears its end (see EnginePair). */
   track(id: number, baseA = 0, baseB = 0): EnginePair {
     const pair = new EnginePair(this, id, baseA, baseB);
@@ -176,8 +195,11 @@ export class Engine {
         if (!owner) return pair?.destroy();
         return owner.connEvent(event, pair);
       }
-      case 'gone':
       case 'dialed':
+        // One the engine dialed from a stock has no owner of its own yet: the stock gives it one.
+        if (event.stock !== 0) return this.stocks.get(event.stock)?.stockDialed(event);
+        return this.conns.get(event.conn)?.connEvent(event, null);
+      case 'gone':
         return this.conns.get(event.conn)?.connEvent(event, null);
       case 'noneLent':
         return this.conns.get(event.client)?.connEvent(event, null);

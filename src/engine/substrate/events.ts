@@ -30,8 +30,9 @@ export type EngineEvent =
   /** A held connection went away; the engine closed it. listener is 0 for a dialed one. */
   | { readonly type: 'gone'; readonly conn: number; readonly listener: number; readonly reason: GoneReason }
   | { readonly type: 'listenerError'; readonly listener: number; readonly errno: number }
-  /** A dialed connection connected and wrote its preamble (errno 0), or failed. */
-  | { readonly type: 'dialed'; readonly conn: number; readonly errno: number }
+  /** A dialed connection connected and wrote its preamble (errno 0), or failed. stock: the stock
+   *  it was dialed from (dial-stock.ts), 0 for one JavaScript dialed. */
+  | { readonly type: 'dialed'; readonly conn: number; readonly stock: number; readonly errno: number }
   /** A dialed connection read its prefix (the start header). pair: the pair the engine joined it
    *  into with the service by itself, or 0 when JavaScript is to forward it. */
   | { readonly type: 'header'; readonly conn: number; readonly header: Buffer; readonly pair: number }
@@ -102,7 +103,7 @@ function decodeRecord(type: number, id: number, listenerId: number, code: number
     case EventType.listenerError:
       return { type: 'listenerError', listener: listenerId, errno: code };
     case EventType.dialed:
-      return { type: 'dialed', conn: id, errno: code };
+      return { type: 'dialed', conn: id, stock: listenerId, errno: code };
     case EventType.header:
       return { type: 'header', conn: id, header: prefix, pair: b };
     case EventType.joinedLent:
