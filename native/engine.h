@@ -29,9 +29,10 @@
 // A connection therefore never becomes a Node socket: that construction and teardown was most
 // of the white's cost per client (docs/performance.md).
 //
-// Dialing: the gray's side of the same idea. The engine opens a pool connection (dial), writes
-// its preamble once connected, and reads the white's fixed-size start header; only then does
-// JavaScript hear of it. JavaScript answers with forward: the engine connects to the local
+// Dialing: the gray's side of the same idea. The engine opens a pool connection (dial, or from
+// a stock of preambles JavaScript computed ahead: one per credit, and the successor at once for
+// every start header), writes its preamble once connected, and reads the white's fixed-size
+// start header; only then does JavaScript hear of it. JavaScript answers with forward: the engine connects to the local
 // service and joins the two at once, the service socket still connecting (a send to it waits
 // for its EPOLLOUT like any full socket). Dialed with the service's address (Conn::forward),
 // the engine forwards by itself as soon as a well-formed header is in, and JavaScript hears
@@ -42,7 +43,7 @@
 // Engine's declaration; engine.cc the engine thread and its command queue; pump.cc the pairs
 // (the data plane proper); intake.cc listeners and held connections; lend.cc the public port's
 // lent connections and the join at accept; dial.cc dialing and the forward on a start
-// header; napi.cc the JavaScript surface (and memory.cc its one call that is not the engine's:
+// header; stock.cc the gray's stock of preambles; napi.cc the JavaScript surface (and memory.cc its one call that is not the engine's:
 // malloc_trim after startup). The types live in namespace relay (not an anonymous
 // namespace) because the Engine's methods are defined in several translation units.
 #ifndef RELAY_NATIVE_ENGINE_H_
