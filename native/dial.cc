@@ -68,6 +68,8 @@ bool Engine::ForwardDialed(Conn* conn, Event* header) {
   if (!wellFormed) return false;
   auto* pair = new Pair();
   pair->id = NextId();
+  pair->stockId = conn->stockId;
+  if (conn->stockId != 0) pair->header = h;
   Register(pair);
   header->b = pair->id;
   Emit(header);  // before anything the pair reports, so JavaScript knows the pair first

@@ -228,6 +228,11 @@ struct Pair {
   // Forward: side B is the service, connecting until its first EPOLLOUT. A pair that ends
   // before that never reached the service.
   bool connectingB = false;
+  // Forwarded from a stock's connection (stock.cc): its end is reported with the stock's id,
+  // and, if it never reached the service, with the start header (for the log of whose client
+  // it was), kept only until the service answers. JavaScript keeps no object per such pair.
+  uint32_t stockId = 0;
+  std::string header;
 };
 
 // How a pair's end is flagged to JavaScript (the event's `code` stays the errno).
@@ -249,7 +254,8 @@ struct Event {
   int32_t code = 0;         // errno (kPairEnd, kListenerError), Refusal or GoneReason
   uint64_t a = 0;           // kPairEnd: bytes from A; kRefused: prefix bytes received
   uint64_t b = 0;           // kPairEnd: bytes from B
-  std::string prefix;       // kAccepted: the prefix read
+  std::string prefix;       // kAccepted: the prefix read; kPairEnd: see Pair::header
+  uint32_t stockId = 0;     // kPairEnd, kHeader: the stock of the connection, 0 for none
   bool hasAddresses = false;
   sockaddr_storage remote{};
   sockaddr_storage local{};
@@ -260,7 +266,8 @@ struct Event {
 // so JavaScript is entered once per turn, or once for several turns while it is behind. On the
 // JavaScript thread a batch is one ArrayBuffer of fixed-size records plus one array for the
 // variable parts (napi.cc CallOnBatch, src/engine/substrate/events.ts decodeBatch). A record:
-// int32 slots type, id, listenerId, code, remotePort, localPort, flags, 0; then float64 a, b.
+// int32 slots type, id, listenerId, code, remotePort, localPort, flags, stockId; then float64
+// a, b.
 constexpr size_t kEventRecordBytes = 48;
 // A record's flags: which variable parts follow in the side array, in this order: the prefix
 // (a Buffer), then the remote and local IP addresses (strings).

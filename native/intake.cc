@@ -170,6 +170,7 @@ void Engine::ReadPrefix(Conn* conn) {
     conn->state = Conn::kHeld;
     auto* event = new Event(Event::kHeader);
     event->id = conn->id;
+    event->stockId = conn->stockId;
     event->prefix.swap(conn->prefix);
     // The header is an implicit credit: the successor is dialed right after the forward, so
     // the client's connect to the service goes first.

@@ -121,10 +121,11 @@ void CallOnBatch(napi_env env, napi_value callback, void* context, void* /* data
     slots[1] = static_cast<int32_t>(event.id);
     slots[2] = static_cast<int32_t>(event.listenerId);
     slots[3] = event.code;
-    slots[4] = slots[5] = slots[6] = slots[7] = 0;
+    slots[4] = slots[5] = slots[6] = 0;
+    slots[7] = static_cast<int32_t>(event.stockId);
     wide[0] = static_cast<double>(event.a);
     wide[1] = static_cast<double>(event.b);
-    if (event.type == Event::kAccepted || event.type == Event::kRefused || event.type == Event::kHeader) {
+    if (event.type == Event::kAccepted || event.type == Event::kRefused || event.type == Event::kHeader || !event.prefix.empty()) {
       slots[6] |= relay::kRecordHasPrefix;
       napi_value prefix;
       void* copy = nullptr;

@@ -8,7 +8,10 @@ import { randomBytes } from 'node:crypto';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { DialStock, type StockHandlers } from '../../src/engine/substrate/dial-stock.js';
-import { DialedConn } from '../../src/engine/substrate/dialed-conn.js';
+import { DialedConn, type Endpoint } from '../../src/engine/substrate/dialed-conn.js';
+import type { PairEnd } from '../../src/engine/substrate/pair.js';
+import { encodeStartHeader } from '../../src/engine/protocol/start-header.js';
+import { startService } from '../helpers/tunnel.js';
 import { noEngine, testEngine } from '../helpers/data-plane.js';
 
 const PREAMBLE = 60;
@@ -55,10 +58,20 @@ class FakeWhite {
 }
 
 /** A stock whose connections are adopted as they connect; their headers and failures are kept. */
-function openStock(port: number): { stock: DialStock; conns: DialedConn[]; headers: Array<Promise<Buffer>>; failures: Error[]; connected: () => Promise<DialedConn>; failed: () => Promise<Error> } {
+interface Ended {
+  pair: number;
+  end: PairEnd;
+  reachedService: boolean;
+  header: Buffer | null;
+}
+
+function openStock(port: number, service?: Endpoint): { stock: DialStock; conns: DialedConn[]; headers: Array<Promise<Buffer>>; forwarded: Array<Promise<number>>; ends: Array<Promise<Ended>>; failures: Error[]; connected: () => Promise<DialedConn>; failed: () => Promise<Error> } {
   const engine = testEngine()!;
   const conns: DialedConn[] = [];
   const headers: Array<Promise<Buffer>> = [];
+  const forwarded: Array<Promise<number>> = [];
+  const ends: Array<Promise<Ended>> = [];
+  const endWaiters = new Map<number, (e: Ended) => void>();
   const failures: Error[] = [];
   const connectWaiters: Array<(c: DialedConn) => void> = [];
   const failWaiters: Array<(e: Error) => void> = [];
@@ -67,7 +80,19 @@ function openStock(port: number): { stock: DialStock; conns: DialedConn[]; heade
     onConnected: (id) => {
       let onPrefix!: (b: Buffer) => void;
       headers.push(new Promise((r) => (onPrefix = r)));
-      const conn = DialedConn.adopt(engine, id, { onConnected: () => {}, onFailed: () => {}, onPrefix: (b) => onPrefix(b), onClosed: () => {} });
+      let onForwarded!: (pair: number) => void;
+      forwarded.push(new Promise((r) => (onForwarded = r)));
+      const conn = DialedConn.adopt(engine, id, {
+        onConnected: () => {},
+        onFailed: () => {},
+        onPrefix: (b) => onPrefix(b),
+        onClosed: () => {},
+        onForwarded: (b, pair) => {
+          ends.push(new Promise((r) => endWaiters.set(pair, r)));
+          onPrefix(b);
+          onForwarded(pair);
+        },
+      });
       conns.push(conn);
       const w = connectWaiters.shift();
       if (w) w(conn);
@@ -77,12 +102,15 @@ function openStock(port: number): { stock: DialStock; conns: DialedConn[]; heade
       failures.push(error);
       failWaiters.shift()?.(error);
     },
+    onPairEnd: (pair, end, reachedService, header) => endWaiters.get(pair)?.({ pair, end, reachedService, header }),
   };
-  const stock = new DialStock(engine, { ip: '127.0.0.1', port, keepAliveSec: 0 }, PREAMBLE, PREFIX, handlers);
+  const stock = new DialStock(engine, { ip: '127.0.0.1', port, keepAliveSec: 0 }, PREAMBLE, PREFIX, handlers, service);
   return {
     stock,
     conns,
     headers,
+    forwarded,
+    ends,
     failures,
     connected: () => {
       const c = pendingConns.shift();
@@ -208,5 +236,57 @@ describe('an engine\'s stock of preambles', { skip: noEngine() }, () => {
     await s.failed();
     assert.ok(s.failures.length >= 2);
     s.stock.close();
+  });
+
+  it('a pair the engine forwarded from the stock is the stock\'s: its end comes with its counts, and a header when the service never answered', async () => {
+    const service = await startService();
+    const s = openStock(white.port, { ip: '127.0.0.1', port: service.port, keepAliveSec: 0 });
+    s.stock.add(preambles(2), 1);
+    const one = await white.next();
+    await s.connected();
+    const header = encodeStartHeader({ family: 4, srcAddress: '192.0.2.7', srcPort: 40007, dstAddress: '198.51.100.1', dstPort: 443 });
+    one.socket.write(Buffer.concat([header, Buffer.from('hello')]));
+    const pair = await s.forwarded[0]!;
+    assert.ok(pair > 0);
+    let echoed = '';
+    const echoedAll = new Promise<void>((r) => one.socket.on('data', (d: Buffer) => {
+      echoed += d.toString();
+      if (echoed.length >= 5) r();
+    }));
+    // The successor was dialed with no JavaScript call in between.
+    const two = await white.next();
+    await s.connected();
+    await echoedAll;
+    // The session ends: the stock closes (its idle connection with it), the live pair goes on.
+    const twoClosed = new Promise<void>((r) => two.socket.once('close', () => r()));
+    two.socket.resume();
+    s.stock.close();
+    await twoClosed;
+    one.socket.end();
+    const ended = await s.ends[0]!;
+    assert.equal(echoed, 'hello');
+    assert.deepEqual({ pair: ended.pair, fromA: ended.end.bytesFromA, fromB: ended.end.bytesFromB, reached: ended.reachedService, header: ended.header, error: ended.end.error }, { pair, fromA: 5, fromB: 5, reached: true, header: null, error: null });
+    service.server.close();
+  });
+
+  it('a forwarded pair whose service refused ends flagged, with its start header', async () => {
+    const server = net.createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port: refusing } = server.address() as AddressInfo;
+    await new Promise<void>((r) => server.close(() => r()));
+    const s = openStock(white.port, { ip: '127.0.0.1', port: refusing, keepAliveSec: 0 });
+    s.stock.add(preambles(1), 1);
+    const one = await white.next();
+    await s.connected();
+    const header = encodeStartHeader({ family: 4, srcAddress: '192.0.2.8', srcPort: 40008, dstAddress: '198.51.100.1', dstPort: 443 });
+    one.socket.on('error', () => {});
+    one.socket.write(header);
+    await s.forwarded[0];
+    const ended = await s.ends[0]!;
+    assert.equal(ended.reachedService, false);
+    assert.equal((ended.end.error as NodeJS.ErrnoException | null)?.code, 'ECONNREFUSED');
+    assert.deepEqual(ended.header, header);
+    s.stock.close();
+    one.socket.destroy();
   });
 });

@@ -13,9 +13,9 @@ import { decodeBatch, type EngineEvent, type EventBatch } from '../../src/engine
 import { noEngine } from '../helpers/data-plane.js';
 
 /** One record as the addon writes it. */
-function record(type: number, id: number, listenerId: number, code: number, ports: [number, number], flags: number, a: number, b: number): ArrayBuffer {
+function record(type: number, id: number, listenerId: number, code: number, ports: [number, number], flags: number, a: number, b: number, stock = 0): ArrayBuffer {
   const bytes = new ArrayBuffer(EngineConstant.eventRecordBytes);
-  new Int32Array(bytes, 0, 8).set([type, id | 0, listenerId | 0, code, ports[0], ports[1], flags, 0]);
+  new Int32Array(bytes, 0, 8).set([type, id | 0, listenerId | 0, code, ports[0], ports[1], flags, stock | 0]);
   new Float64Array(bytes, 32, 2).set([a, b]);
   return bytes;
 }
@@ -38,18 +38,18 @@ describe('decoding a batch of engine events', () => {
       record(EventType.accepted, 5, 2, 0, [40000, 9000], EventRecordFlag.hasPrefix | EventRecordFlag.hasAddresses, 0, 0),
       record(EventType.header, 6, 0, 0, [0, 0], EventRecordFlag.hasPrefix, 0, 7),
       record(EventType.pairEnd, 7, 0, 111, [0, 0], 0, 2 ** 40, 3),
-      record(EventType.pairEnd, 0xfffffff0, PairEndFlag.endedBeforeConnect, 0, [0, 0], 0, 0, 0),
+      record(EventType.pairEnd, 0xfffffff0, PairEndFlag.endedBeforeConnect, 111, [0, 0], EventRecordFlag.hasPrefix, 0, 0, 0xfffffff1),
       record(EventType.gone, 8, 2, 2, [0, 0], 0, 0, 0),
       record(EventType.joinedLent, 9, 3, 0, [40001, 9001], EventRecordFlag.hasAddresses, 10, 11),
       record(EventType.accepted, 12, 2, 0, [40002, 0], EventRecordFlag.hasPrefix | EventRecordFlag.hasAddresses, 0, 0),
     ]);
-    const side = [preamble, '127.0.0.2', '127.0.0.1', header, '::1', '::2', Buffer.alloc(0), '10.0.0.1', ''];
+    const side = [preamble, '127.0.0.2', '127.0.0.1', header, header, '::1', '::2', Buffer.alloc(0), '10.0.0.1', ''];
     const events = decodeBatch(records, side);
     const expected: EngineEvent[] = [
       { type: 'accepted', conn: 5, listener: 2, prefix: preamble, remote: { ip: '127.0.0.2', port: 40000 }, local: { ip: '127.0.0.1', port: 9000 } },
-      { type: 'header', conn: 6, header, pair: 7 },
-      { type: 'pairEnd', pair: 7, errno: 111, bytesFromA: 2 ** 40, bytesFromB: 3, endedBeforeConnect: false },
-      { type: 'pairEnd', pair: 0xfffffff0, errno: 0, bytesFromA: 0, bytesFromB: 0, endedBeforeConnect: true },
+      { type: 'header', conn: 6, header, pair: 7, stock: 0 },
+      { type: 'pairEnd', pair: 7, errno: 111, bytesFromA: 2 ** 40, bytesFromB: 3, endedBeforeConnect: false, stock: 0, header: null },
+      { type: 'pairEnd', pair: 0xfffffff0, errno: 111, bytesFromA: 0, bytesFromB: 0, endedBeforeConnect: true, stock: 0xfffffff1, header },
       { type: 'gone', conn: 8, listener: 2, reason: 'data' },
       { type: 'joinedLent', pair: 9, listener: 3, client: 10, lent: 11, remote: { ip: '::1', port: 40001 }, local: { ip: '::2', port: 9001 } },
       { type: 'accepted', conn: 12, listener: 2, prefix: Buffer.alloc(0), remote: { ip: '10.0.0.1', port: 40002 }, local: null },

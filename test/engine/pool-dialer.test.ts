@@ -31,6 +31,10 @@ class RecordingStock implements PoolStock {
   close(): void {
     this.closed = true;
   }
+  destroyed: number[] = [];
+  destroyPair(pair: number): void {
+    this.destroyed.push(pair);
+  }
 }
 
 /** A link the stand-in engine dialed and the dialer adopted; its events drive the dialer. */
@@ -61,6 +65,8 @@ function dialerWith(stock: RecordingStock, retryBaseMs = 20): { dialer: PoolDial
     config,
     logger: silentLogger(),
     onActivated: () => activated.push(1),
+    onForwarded: () => activated.push(1),
+    onForwardEnded: () => {},
     onPoolReady: () => {},
   });
   return { dialer, activated };

@@ -11,7 +11,7 @@ import { DialStock } from '../substrate/dial-stock.js';
 import type { PairEnd } from '../substrate/pair.js';
 import { PREAMBLE_BYTES } from '../protocol/preamble.js';
 import { proxyHeaderFor } from '../protocol/proxy-protocol.js';
-import { START_HEADER_BYTES, type ClientAddressInfo } from '../protocol/start-header.js';
+import { START_HEADER_BYTES, decodeStartHeader, type ClientAddressInfo } from '../protocol/start-header.js';
 import { warnTargetFailed } from './forwarder.js';
 import type { Forward, LinkContext, OpenStock, PoolLink } from './pool-link.js';
 
@@ -30,11 +30,37 @@ export function engineStock(engine: Engine, ctx: LinkContext, dataIp: string, se
         onFailed: () => {},
         onPrefix: (header) => linkEvents.activated(header),
         onClosed: () => linkEvents.closed(),
+        onForwarded: (header, pair) => linkEvents.forwarded!(header, pair),
       }))),
       onFailed: (error) => events.failed(error),
+      onPairEnd: (pair, end, reachedService, header) => {
+        if (!reachedService && end.error) serviceFailed(ctx, service, clientOf(header), end.error);
+        events.pairEnded(pair, end);
+      },
     }, forwardTo);
-    return { add: (preambles, credits) => stock.add(preambles, credits), release: () => stock.release(), close: () => stock.close() };
+    return {
+      add: (preambles, credits) => stock.add(preambles, credits),
+      release: () => stock.release(),
+      close: () => stock.close(),
+      destroyPair: (pair) => engine.handle.destroy(pair),
+    };
   };
+}
+
+/** A forward whose connect to the service failed: counted, and logged with its client. */
+function serviceFailed(ctx: LinkContext, service: Endpoint, client: ClientAddressInfo | null, error: Error): void {
+  ctx.serviceUnreachable?.();
+  warnTargetFailed(ctx.warnings, { host: service.ip, port: service.port }, client, error);
+}
+
+/** The client of a start header the engine forwarded (well formed, so this decodes it; a header
+ *  the decoder still refuses is logged without its client). */
+function clientOf(header: Buffer | null): ClientAddressInfo | null {
+  try {
+    return header ? decodeStartHeader(header) : null;
+  } catch {
+    return null;
+  }
 }
 
 class EngineLink implements PoolLink {
@@ -47,13 +73,9 @@ class EngineLink implements PoolLink {
   forward(client: ClientAddressInfo, onClosed: (result: PairEnd | null) => void): Forward {
     let markClosed = (): void => {};
     const closed = new Promise<void>((resolve) => (markClosed = resolve));
-    const { ip, port } = this.service;
     const pair = this.conn.forward(this.service, proxyHeaderFor(this.ctx.config.proxyProtocol, client), (result, reachedService) => {
       // A pair ended by destroy() (a drain) has no error: only a failed connect is reported.
-      if (!reachedService && result.error) {
-        this.ctx.serviceUnreachable?.();
-        warnTargetFailed(this.ctx.warnings, { host: ip, port }, client, result.error);
-      }
+      if (!reachedService && result.error) serviceFailed(this.ctx, this.service, client, result.error);
       onClosed(result);
       markClosed();
     });

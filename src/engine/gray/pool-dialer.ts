@@ -11,6 +11,7 @@ import type { Logger } from '../../log.js';
 import { Backoff } from '../backoff.js';
 import { encodePreamble } from '../protocol/preamble.js';
 import { decodeStartHeader, type ClientAddressInfo } from '../protocol/start-header.js';
+import type { PairEnd } from '../substrate/pair.js';
 import type { LinkEvents, OpenLink, OpenStock, PoolLink, PoolStock } from './pool-link.js';
 
 /** How the pool's connections are opened (one per preamble on the JS plane, or from an
@@ -31,6 +32,10 @@ export type PoolDialerOptions = PoolLinks & {
   readonly config: GrayConfig;
   readonly logger: Logger;
   readonly onActivated: (link: PoolLink, client: ClientAddressInfo) => void;
+  /** With an engine's stock: the engine forwarded a link into pair by itself (no object for it
+   *  here), and later that pair ended. */
+  readonly onForwarded: (pair: number, client: ClientAddressInfo) => void;
+  readonly onForwardEnded: (pair: number, end: PairEnd) => void;
   readonly onPoolReady: (idle: number) => void;
 };
 
@@ -58,6 +63,8 @@ export class PoolDialer {
       ? o.stock({
           connected: (adopt) => this.adopted(adopt),
           failed: (err) => this.scheduleRetry(err),
+          // Also after stop(): forwards outlive their session.
+          pairEnded: (pair, end) => o.onForwardEnded(pair, end),
         })
       : null;
   }
@@ -166,6 +173,20 @@ export class PoolDialer {
       // replacement when it sees the close; nothing to do here.
       closed: () => {
         this.idle.delete(self());
+      },
+      // From the stock, forwarded by the engine (which also dialed the successor).
+      forwarded: (header, pair) => {
+        this.idle.delete(self());
+        this.activations += 1;
+        this.fill();
+        let client: ClientAddressInfo;
+        try {
+          client = decodeStartHeader(header);
+        } catch (err) {
+          this.o.logger.warn({ detail: (err as Error).message }, 'invalid start header from white');
+          return this.stock?.destroyPair(pair);
+        }
+        this.o.onForwarded(pair, client);
       },
     };
   }

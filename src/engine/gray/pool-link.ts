@@ -18,6 +18,9 @@ export interface LinkEvents {
   activated(header: Buffer): void;
   /** Closed before activation: the white recycled it, or the path broke. */
   closed(): void;
+  /** From an engine's stock: the white wrote the start header and the engine forwarded the link
+   *  into pair by itself; StockEvents.pairEnded reports that pair's end. */
+  forwarded?(header: Buffer, pair: number): void;
 }
 
 export interface PoolLink {
@@ -36,8 +39,11 @@ export interface PoolStock {
   add(preambles: readonly Buffer[], credits: number): void;
   /** Lets the engine dial again after a failure held the stock (the end of a backoff). */
   release(): void;
-  /** Drops the preambles left and closes the links not yet forwarded: the session ended. */
+  /** Drops the preambles left and closes the links not yet forwarded: the session ended. Pairs
+   *  the engine forwarded live on, and their ends are still reported. */
   close(): void;
+  /** Ends a pair the engine forwarded (LinkEvents.forwarded). */
+  destroyPair(pair: number): void;
 }
 
 export interface StockEvents {
@@ -46,6 +52,8 @@ export interface StockEvents {
   connected(adopt: (events: LinkEvents) => PoolLink): void;
   /** A dial failed before anything was sent; the stock holds until release(). */
   failed(error: Error): void;
+  /** A pair the engine forwarded ended (a failed connect to the service is already logged). */
+  pairEnded(pair: number, end: PairEnd): void;
 }
 
 export type OpenStock = (events: StockEvents) => PoolStock;

@@ -5,9 +5,10 @@
 // the moment the header is in, with no JavaScript between. A dial that fails before its
 // preamble was sent puts it back and holds the stock until release() (the caller's backoff).
 // JavaScript hears of each connection once it connected (or failed), and takes charge of it then.
-import { errnoError, type Engine, type StockOwner } from './engine.js';
+import { errnoError, pairEndOf, type Engine, type StockOwner } from './engine.js';
 import type { EngineEventOf } from './events.js';
 import type { Endpoint } from './dialed-conn.js';
+import type { PairEnd } from './pair.js';
 
 export interface StockHandlers {
   /** A connection dialed from the stock connected and wrote its preamble: id is the engine's
@@ -15,11 +16,17 @@ export interface StockHandlers {
   onConnected(id: number): void;
   /** A dial failed before its preamble was sent; the stock is held until release(). */
   onFailed(error: Error): void;
+  /** A pair the engine forwarded from one of the stock's connections ended (DialHandlers
+   *  onForwarded told of it). header: the start header, if it never reached the service. */
+  onPairEnd(pair: number, end: PairEnd, reachedService: boolean, header: Buffer | null): void;
 }
 
 export class DialStock implements StockOwner {
   readonly id: number;
   private closed = false;
+  /** Pairs the engine forwarded from this stock's connections and not yet ended: a count, not
+   *  objects. A closed stock hears their ends until the last. */
+  private livePairs = 0;
 
   /** to: the white's data port; service: forward to it as soon as a well-formed start header is
    *  in (see DialedConn.dial). Throws for arguments the engine refuses. */
@@ -57,12 +64,26 @@ export class DialStock implements StockOwner {
     if (this.closed) return;
     this.closed = true;
     this.engine.handle.closeStock(this.id);
-    this.engine.removeStock(this.id);
+    if (this.livePairs === 0) this.engine.removeStock(this.id);
   }
 
   stockDialed(event: EngineEventOf<'dialed'>): void {
     if (this.closed) return;
     if (event.errno === 0) return this.handlers.onConnected(event.conn);
     this.handlers.onFailed(errnoError(event.errno, 'connect'));
+  }
+
+  /** The connection's owner (DialedConn.adopt) hears its header; a pair made of it counts here. */
+  stockHeader(event: EngineEventOf<'header'>): void {
+    if (event.pair !== 0) this.livePairs += 1;
+    const owner = this.engine.connOwner(event.conn);
+    if (owner) return owner.connEvent(event, null);
+    if (event.pair !== 0) this.engine.handle.destroy(event.pair);
+  }
+
+  stockPairEnded(event: EngineEventOf<'pairEnd'>): void {
+    this.livePairs -= 1;
+    if (this.closed && this.livePairs === 0) this.engine.removeStock(this.id);
+    this.handlers.onPairEnd(event.pair, pairEndOf(event), !event.endedBeforeConnect, event.header);
   }
 }

@@ -20,6 +20,9 @@ export interface DialHandlers {
   onPrefix(prefix: Buffer): void;
   /** Closed by the peer (or reset) after connecting and before forwarding; the engine closed it. */
   onClosed(): void;
+  /** Dialed from a stock: the prefix arrived and the engine forwarded it into pair by itself;
+   *  the stock reports that pair's end (dial-stock.ts), and this connection is done. */
+  onForwarded?(prefix: Buffer, pair: number): void;
 }
 
 export interface Endpoint {
@@ -90,7 +93,7 @@ export class DialedConn implements ConnOwner {
 
   connEvent(event: EngineEventOf<'gone' | 'dialed' | 'header' | 'noneLent'>, pair: EnginePair | null): void {
     if (event.type === 'dialed') return this.onDialed(event.errno);
-    if (event.type === 'header') return this.onHeader(event.header, pair);
+    if (event.type === 'header') return this.onHeader(event.header, pair, event.pair);
     if (event.type === 'gone') return this.onGone();
   }
 
@@ -106,9 +109,18 @@ export class DialedConn implements ConnOwner {
   }
 
   /** forwarded: the pair the engine made of it by itself, or null. */
-  private onHeader(header: Buffer, forwarded: EnginePair | null): void {
+  private onHeader(header: Buffer, forwarded: EnginePair | null, pairId: number): void {
     if (this.state !== 'idle') {
-      forwarded?.destroy();
+      if (forwarded) forwarded.destroy();
+      else if (pairId !== 0) this.engine.handle.destroy(pairId);
+      return;
+    }
+    if (pairId !== 0 && !forwarded) {
+      // Forwarded from a stock: the stock owns the pair's end, no object is made for it.
+      this.state = 'joined';
+      this.engine.removeConn(this.id);
+      if (this.handlers.onForwarded) return this.handlers.onForwarded(header, pairId);
+      this.engine.handle.destroy(pairId);
       return;
     }
     if (forwarded) {

@@ -55,9 +55,12 @@ export interface ListenerOwner {
   joinedLent(event: EngineEventOf<'joinedLent'>, pair: EnginePair): void;
 }
 
-/** What owns a stock's events: a connection the engine dialed from it connected or failed. */
+/** What owns a stock's events: a connection the engine dialed from it connected or failed, read
+ *  its start header (forwarded by the engine or not), and the end of a pair it was forwarded into. */
 export interface StockOwner {
   stockDialed(event: EngineEventOf<'dialed'>): void;
+  stockHeader(event: EngineEventOf<'header'>): void;
+  stockPairEnded(event: EngineEventOf<'pairEnd'>): void;
 }
 
 /** What owns a held or dialed connection's events. pair: for a header the engine forwarded. */
@@ -169,7 +172,8 @@ export class Engine {
     switch (event.type) {
       case 'pairEnd': {
         const pair = this.pairs.get(event.pair);
-        if (!pair) return;
+        // A pair forwarded from a stock's connection has no object here: its stock counts it.
+        if (!pair) return event.stock !== 0 ? this.stocks.get(event.stock)?.stockPairEnded(event) : undefined;
         this.pairs.delete(event.pair);
         return pair.end(event);
       }
@@ -189,6 +193,12 @@ export class Engine {
         return listener.joinedLent(event, pair);
       }
       case 'header': {
+        if (event.stock !== 0) {
+          const stock = this.stocks.get(event.stock);
+          if (stock) return stock.stockHeader(event);
+          if (event.pair !== 0) this.handle.destroy(event.pair);
+          return;
+        }
         const pair = event.pair !== 0 ? this.track(event.pair) : null;
         const owner = this.conns.get(event.conn);
         // Destroyed while the engine was forwarding it: the pair it made has nobody, so it ends.
@@ -230,8 +240,8 @@ export class EnginePair implements Pair {
   }
 
   end(event: EngineEventOf<'pairEnd'>): void {
-    const error = event.errno === 0 || event.errno === ECANCELED ? null : errnoError(event.errno, 'splice');
-    this.ended = [{ bytesFromA: this.baseA + event.bytesFromA, bytesFromB: this.baseB + event.bytesFromB, error }, event.endedBeforeConnect];
+    const end = pairEndOf(event);
+    this.ended = [{ ...end, bytesFromA: this.baseA + end.bytesFromA, bytesFromB: this.baseB + end.bytesFromB }, event.endedBeforeConnect];
     this.handler?.(...this.ended);
   }
 
@@ -253,6 +263,13 @@ export class EnginePair implements Pair {
 }
 
 const ECANCELED = os.constants.errno.ECANCELED;
+
+/** A pair's end as both planes report it: the counts, and the error unless it ended in order or
+ *  by destroy(). */
+export function pairEndOf(event: EngineEventOf<'pairEnd'>): PairEnd {
+  const error = event.errno === 0 || event.errno === ECANCELED ? null : errnoError(event.errno, 'splice');
+  return { bytesFromA: event.bytesFromA, bytesFromB: event.bytesFromB, error };
+}
 const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([name, value]) => [value, name]));
 
 /** An Error for an errno the engine reported, shaped like Node's system errors. */

@@ -20,8 +20,10 @@ export type GoneReason = 'data' | 'closed';
 
 export type EngineEvent =
   /** A pair ended: its byte counts, errno (0, or ECANCELED after destroy), and whether it ended
-   *  before its side B (a service being connected to) answered. */
-  | { readonly type: 'pairEnd'; readonly pair: number; readonly errno: number; readonly bytesFromA: number; readonly bytesFromB: number; readonly endedBeforeConnect: boolean }
+   *  before its side B (a service being connected to) answered. stock: for a pair the engine
+   *  forwarded from a stock's connection (dial-stock.ts), that stock, else 0; header: then, if it
+   *  never reached the service, the start header it was forwarded for. */
+  | { readonly type: 'pairEnd'; readonly pair: number; readonly errno: number; readonly bytesFromA: number; readonly bytesFromB: number; readonly endedBeforeConnect: boolean; readonly stock: number; readonly header: Buffer | null }
   /** A listener's connection read its prefix (or, with none, was accepted) and is held. local is
    *  null for a connection that sent a prefix. */
   | { readonly type: 'accepted'; readonly conn: number; readonly listener: number; readonly prefix: Buffer; readonly remote: Address; readonly local: Address | null }
@@ -34,8 +36,9 @@ export type EngineEvent =
    *  it was dialed from (dial-stock.ts), 0 for one JavaScript dialed. */
   | { readonly type: 'dialed'; readonly conn: number; readonly stock: number; readonly errno: number }
   /** A dialed connection read its prefix (the start header). pair: the pair the engine joined it
-   *  into with the service by itself, or 0 when JavaScript is to forward it. */
-  | { readonly type: 'header'; readonly conn: number; readonly header: Buffer; readonly pair: number }
+   *  into with the service by itself, or 0 when JavaScript is to forward it; stock: the stock it
+   *  was dialed from, or 0. */
+  | { readonly type: 'header'; readonly conn: number; readonly header: Buffer; readonly pair: number; readonly stock: number }
   /** The engine joined the held client with a lent connection into pair. */
   | { readonly type: 'joinedLent'; readonly pair: number; readonly listener: number; readonly client: number; readonly lent: number; readonly remote: Address; readonly local: Address }
   /** joinLent found no lent connection for this client. */
@@ -44,7 +47,7 @@ export type EngineEvent =
 export type EngineEventOf<T extends EngineEvent['type']> = Extract<EngineEvent, { type: T }>;
 
 /** What the addon passes per batch: records (engine.h kEventRecordBytes each: int32 type, id,
- *  listenerId, code, remotePort, localPort, flags, 0; float64 a, b) and their variable parts in
+ *  listenerId, code, remotePort, localPort, flags, stockId; float64 a, b) and their variable parts in
  *  order (per record: a prefix Buffer, then the remote and local IP addresses, as its flags say). */
 export type EventBatch = [records: ArrayBuffer, side: ReadonlyArray<Buffer | string>];
 
@@ -75,7 +78,7 @@ export function decodeBatch(...[records, side]: EventBatch): EngineEvent[] {
   for (let i = 0; i * EngineConstant.eventRecordBytes < records.byteLength; i++) {
     const at = i * INT32_SLOTS;
     const flags = ints[at + 6]!;
-    const prefix = flags & EventRecordFlag.hasPrefix ? (side[next++] as Buffer) : EMPTY;
+    const prefix = flags & EventRecordFlag.hasPrefix ? (side[next++] as Buffer) : null;
     let remote: Address = NO_ADDRESS;
     let local: Address | null = null;
     if (flags & EventRecordFlag.hasAddresses) {
@@ -83,21 +86,21 @@ export function decodeBatch(...[records, side]: EventBatch): EngineEvent[] {
       const localIp = side[next++] as string;
       local = localIp ? { ip: localIp, port: ints[at + 5]! } : null;
     }
-    events.push(decodeRecord(ints[at]!, ints[at + 1]! >>> 0, ints[at + 2]! >>> 0, ints[at + 3]!, floats[i * FLOAT64_SLOTS + 4]!, floats[i * FLOAT64_SLOTS + 5]!, prefix, remote, local));
+    events.push(decodeRecord(ints[at]!, ints[at + 1]! >>> 0, ints[at + 2]! >>> 0, ints[at + 3]!, floats[i * FLOAT64_SLOTS + 4]!, floats[i * FLOAT64_SLOTS + 5]!, prefix, remote, local, ints[at + 7]! >>> 0));
   }
   return events;
 }
 
 const NO_ADDRESS: Address = { ip: '', port: 0 };
 
-function decodeRecord(type: number, id: number, listenerId: number, code: number, a: number, b: number, prefix: Buffer, remote: Address, local: Address | null): EngineEvent {
+function decodeRecord(type: number, id: number, listenerId: number, code: number, a: number, b: number, prefix: Buffer | null, remote: Address, local: Address | null, stock: number): EngineEvent {
   switch (type) {
     case EventType.pairEnd:
-      return { type: 'pairEnd', pair: id, errno: code, bytesFromA: a, bytesFromB: b, endedBeforeConnect: (listenerId & PairEndFlag.endedBeforeConnect) !== 0 };
+      return { type: 'pairEnd', pair: id, errno: code, bytesFromA: a, bytesFromB: b, endedBeforeConnect: (listenerId & PairEndFlag.endedBeforeConnect) !== 0, stock, header: prefix };
     case EventType.accepted:
-      return { type: 'accepted', conn: id, listener: listenerId, prefix, remote, local };
+      return { type: 'accepted', conn: id, listener: listenerId, prefix: prefix ?? EMPTY, remote, local };
     case EventType.refused:
-      return { type: 'refused', listener: listenerId, refusal: refusals[code] ?? 'error', errno: b, received: prefix, remote };
+      return { type: 'refused', listener: listenerId, refusal: refusals[code] ?? 'error', errno: b, received: prefix ?? EMPTY, remote };
     case EventType.gone:
       return { type: 'gone', conn: id, listener: listenerId, reason: code === GoneCode.data ? 'data' : 'closed' };
     case EventType.listenerError:
@@ -105,7 +108,7 @@ function decodeRecord(type: number, id: number, listenerId: number, code: number
     case EventType.dialed:
       return { type: 'dialed', conn: id, stock: listenerId, errno: code };
     case EventType.header:
-      return { type: 'header', conn: id, header: prefix, pair: b };
+      return { type: 'header', conn: id, header: prefix ?? EMPTY, pair: b, stock };
     case EventType.joinedLent:
       return { type: 'joinedLent', pair: id, listener: listenerId, client: a, lent: b, remote, local: local ?? NO_ADDRESS };
     case EventType.noneLent:
