@@ -323,8 +323,9 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
         });
         this.active.add(forward);
       },
-      onForwarded: (pair) => {
+      onForwarded: (pair, client) => {
         this.enginePairs.add(pair);
+        if (this.logger.isLevelEnabled('debug')) this.logger.debug({ client: formatHostPort({ host: client.srcAddress, port: client.srcPort }) }, 'forwarding');
       },
       onForwardEnded: (pair, end) => {
         if (!this.enginePairs.delete(pair)) return;
