@@ -39,6 +39,7 @@ void Engine::OnDialProgress(Conn* conn, uint32_t events) {
   std::string().swap(conn->preamble);
   auto* event = new Event(Event::kDialed);
   event->id = conn->id;
+  event->listenerId = conn->stockId;
   Emit(event);
   conn->state = Conn::kPrefix;
   if (!whole) return Gone(conn, kGoneClosed);
@@ -46,8 +47,10 @@ void Engine::OnDialProgress(Conn* conn, uint32_t events) {
 }
 
 void Engine::DialFailed(Conn* conn, int error) {
+  if (conn->stockId != 0) ReturnToStock(conn);
   auto* event = new Event(Event::kDialed);
   event->id = conn->id;
+  event->listenerId = conn->stockId;
   event->code = error;
   Emit(event);
   Drop(conn);
@@ -65,6 +68,8 @@ bool Engine::ForwardDialed(Conn* conn, Event* header) {
   if (!wellFormed) return false;
   auto* pair = new Pair();
   pair->id = NextId();
+  pair->stockId = conn->stockId;
+  if (conn->stockId != 0) pair->header = h;
   Register(pair);
   header->b = pair->id;
   Emit(header);  // before anything the pair reports, so JavaScript knows the pair first

@@ -152,8 +152,32 @@ void Engine::Post(const Command& command) {
   (void)ignored;
 }
 
-void Engine::Emit(Event* event) {
-  if (napi_call_threadsafe_function(onEvent, event, napi_tsfn_nonblocking) != napi_ok) delete event;
+Engine::~Engine() {
+  for (Event* event : turnEvents_) delete event;
+  for (Event* event : batch_) delete event;
+}
+
+void Engine::Emit(Event* event) { turnEvents_.push_back(event); }
+
+void Engine::FlushEvents() {
+  if (turnEvents_.empty()) return;
+  bool call;
+  {
+    std::lock_guard<std::mutex> lock(batchMutex_);
+    call = batch_.empty();
+    if (call) batch_.swap(turnEvents_);
+    else batch_.insert(batch_.end(), turnEvents_.begin(), turnEvents_.end());
+  }
+  turnEvents_.clear();
+  // Fails only while the function is being torn down; the destructor frees what is left.
+  if (call) napi_call_threadsafe_function(onEvent, nullptr, napi_tsfn_nonblocking);
+}
+
+std::vector<Event*> Engine::TakeBatch() {
+  std::vector<Event*> taken;
+  std::lock_guard<std::mutex> lock(batchMutex_);
+  taken.swap(batch_);
+  return taken;
 }
 
 // Milliseconds epoll may sleep: until the next prefix deadline or paused listener's resume.
@@ -195,6 +219,7 @@ void Engine::Run() {
       }
     }
     ExpireAndResume();
+    FlushEvents();
     // Pairs and connections ended in this batch may still have had events later in the same
     // batch: free them only now.
     for (Pair* pair : graveyard_) delete pair;
@@ -226,6 +251,7 @@ void Engine::Run() {
     close(entry.second->fd);
     delete entry.second;
   }
+  for (auto& entry : stocks_) delete entry.second;
   for (auto& p : freePipes_) {
     close(p.first);
     close(p.second);
@@ -291,6 +317,11 @@ void Engine::RunCommands() {
         break;
       case Command::kCredits:
         ApplyCredits(command);
+        break;
+      case Command::kOpenStock:
+      case Command::kStock:
+      case Command::kCloseStock:
+        RunStockCommand(command);
         break;
       case Command::kUsePool: {
         auto it = listeners_.find(command.id);

@@ -30,9 +30,10 @@
 // A connection therefore never becomes a Node socket: that construction and teardown was most
 // of the white's cost per client (docs/performance.md).
 //
-// Dialing: the gray's side of the same idea. The engine opens a pool connection (dial), writes
-// its preamble once connected, and reads the white's fixed-size start header; only then does
-// JavaScript hear of it. JavaScript answers with forward: the engine connects to the local
+// Dialing: the gray's side of the same idea. The engine opens a pool connection (dial, or from
+// a stock of preambles JavaScript computed ahead: one per credit, and the successor at once for
+// every start header), writes its preamble once connected, and reads the white's fixed-size
+// start header; only then does JavaScript hear of it. JavaScript answers with forward: the engine connects to the local
 // service and joins the two at once, the service socket still connecting (a send to it waits
 // for its EPOLLOUT like any full socket). Dialed with the service's address (Conn::forward),
 // the engine forwards by itself as soon as a well-formed header is in, and JavaScript hears
@@ -43,7 +44,8 @@
 // Engine's declaration; engine.cc the engine thread and its command queue; pump.cc the pairs
 // (the data plane proper); intake.cc listeners and held connections; verify.cc the preamble
 // check; lend.cc a gray's pool and the joins from it; dial.cc dialing and the forward on a start
-// header; napi.cc the JavaScript surface (and memory.cc its one call that is not the engine's:
+// header; stock.cc the gray's stock of preambles; napi.cc the JavaScript surface (and memory.cc
+// its one call that is not the engine's:
 // malloc_trim after startup). The types live in namespace relay (not an anonymous
 // namespace) because the Engine's methods are defined in several translation units.
 #ifndef RELAY_NATIVE_ENGINE_H_
@@ -217,6 +219,23 @@ struct Conn {
   // A data connection whose preamble the engine verified: the session's epoch and its counter.
   uint32_t epoch = 0;
   uint64_t counter = 0;
+  // Dialed from a stock (see Stock): its start header credits that stock with one dial.
+  uint32_t stockId = 0;
+};
+
+// The gray's stock (stock.cc): preambles JavaScript computed ahead of need, in the order they
+// are to be used, and the credits to use them. The engine dials one for every credit while it
+// has preambles: JavaScript credits the explicit ones (WELCOME, GRANT), and every start header
+// read on a connection dialed from the stock is an implicit credit the engine counts by
+// itself, so the successor is dialed at once, with no JavaScript between. A dial that fails
+// before its preamble was sent puts the preamble back in front with its credit and holds the
+// stock until JavaScript releases it (its backoff). The counters stay JavaScript's.
+struct Stock {
+  uint32_t id = 0;
+  Conn dial;  // what every connection dialed from it copies: the white, prefix, keepalive, service
+  std::deque<std::string> preambles;
+  uint64_t credits = 0;
+  bool hold = false;
 };
 
 // One way through a pair: bytes read from src are written to dst.
@@ -261,6 +280,11 @@ struct Pair {
   bool connectingB = false;
   // Joined with a data connection of this listener's pool: counted in its active pairs.
   uint32_t poolListenerId = 0;
+  // Forwarded from a stock's connection (stock.cc): its end is reported with the stock's id,
+  // and, if it never reached the service, with the start header (for the log of whose client
+  // it was), kept only until the service answers. JavaScript keeps no object per such pair.
+  uint32_t stockId = 0;
+  std::string header;
 };
 
 // How a pair's end is flagged to JavaScript (the event's `code` stays the errno).
@@ -274,6 +298,7 @@ struct Event {
   // kJoinedLent: a client (a) was joined with a lent connection (b) into pair id (lend.cc).
   // kAccepted of a verified data connection (verify.cc): a is its counter, b its session epoch.
   // (The numbers are also in src/engine/substrate/codes.ts; a test compares the two.)
+  // kDialed carries the connection's stock in listenerId (0: dialed by JavaScript).
   enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4, kDialed = 5, kHeader = 6, kJoinedLent = 7 } type;
   explicit Event(Type t) : type(t) {}
   uint32_t id = 0;          // pair (kPairEnd) or connection
@@ -281,14 +306,27 @@ struct Event {
   int32_t code = 0;         // errno (kPairEnd, kListenerError), Refusal or GoneReason
   uint64_t a = 0;           // kPairEnd: bytes from A; kRefused: prefix bytes received
   uint64_t b = 0;           // kPairEnd: bytes from B
-  std::string prefix;       // kAccepted: the prefix read
+  std::string prefix;       // kAccepted: the prefix read; kPairEnd: see Pair::header
+  uint32_t stockId = 0;     // kPairEnd, kHeader: the stock of the connection, 0 for none
   bool hasAddresses = false;
   sockaddr_storage remote{};
   sockaddr_storage local{};
 };
 
+// Events cross to JavaScript in batches: the engine thread collects a loop turn's events and
+// appends them to one queue; only an append to an empty queue calls the thread-safe function,
+// so JavaScript is entered once per turn, or once for several turns while it is behind. On the
+// JavaScript thread a batch is one ArrayBuffer of fixed-size records plus one array for the
+// variable parts (napi.cc CallOnBatch, src/engine/substrate/events.ts decodeBatch). A record:
+// int32 slots type, id, listenerId, code, remotePort, localPort, flags, stockId; then float64
+// a, b.
+constexpr size_t kEventRecordBytes = 48;
+// A record's flags: which variable parts follow in the side array, in this order: the prefix
+// (a Buffer), then the remote and local IP addresses (strings).
+enum EventRecordFlags : uint32_t { kRecordHasPrefix = 1, kRecordHasAddresses = 2 };
+
 struct Command {
-  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kSession, kCredits, kUsePool, kAdmit, kActiveLimit } kind;
+  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kSession, kCredits, kUsePool, kAdmit, kActiveLimit, kOpenStock, kStock, kCloseStock } kind;
   explicit Command(Kind k) : kind(k) {}
   Pair* pair = nullptr;
   Conn* conn = nullptr;     // kDial
@@ -305,6 +343,11 @@ struct Command {
   uint32_t epoch = 0;     // kSession, kCredits
   uint64_t count = 0;     // kCredits: the explicit credit limit
   std::string keys;       // kSession: session id and data key; empty: no session
+  // kOpenStock: the stock; kStock: preambles to append (back to back), credits, hold.
+  Stock* stock = nullptr;
+  std::vector<std::string> preambles;
+  uint32_t credits = 0;
+  int hold = -1;  // -1: as it is, 0: release, 1: hold
 };
 
 inline int64_t NowMs() {
@@ -338,6 +381,7 @@ constexpr int kAcceptsPerWake = 64;
 class Engine {
  public:
   napi_threadsafe_function onEvent = nullptr;
+  ~Engine();
   // Pairs and listeners JavaScript has not yet heard the end of (JS thread only): while any is
   // open, the thread-safe function keeps the event loop alive.
   int active = 0;
@@ -385,6 +429,16 @@ class Engine {
   bool Bytes(uint32_t id, uint64_t* fromA, uint64_t* fromB);
   size_t PairCount();
 
+  // JS thread (stock.cc). OpenStock takes ownership of stock. AddToStock appends preambles,
+  // adds credits and holds (1) or releases (0) the stock; CloseStock drops its preambles and
+  // closes every connection dialed from it that is not in a pair.
+  void OpenStock(Stock* stock);
+  void AddToStock(uint32_t id, std::vector<std::string> preambles, uint32_t credits, int hold);
+  void CloseStock(uint32_t id);
+
+  // JS thread (napi.cc): the events queued since the last call, oldest first; the caller owns them.
+  std::vector<Event*> TakeBatch();
+
   int64_t PipesOpen() const { return pipesOpen_.load(std::memory_order_relaxed); }
   int64_t ConnsHeld() const { return connsHeld_.load(std::memory_order_relaxed); }
 
@@ -418,6 +472,11 @@ class Engine {
   std::atomic<int64_t> connsHeld_{0};
   std::atomic<uint32_t> nextId_{1};
   bool stopping_ = false;
+  // Events of the current loop turn (engine thread only), then the batch JavaScript has not yet
+  // taken (guarded by batchMutex_); see kEventRecordBytes.
+  std::vector<Event*> turnEvents_;
+  std::mutex batchMutex_;
+  std::vector<Event*> batch_;
   std::vector<char> copyBuffer_ = std::vector<char>(kCopyBuffer);  // engine thread only
 
   // ---- The thread and its commands (engine.cc) ----
@@ -427,6 +486,8 @@ class Engine {
   // The commands that carry only ids: of a pair, listener or connection, and a connection.
   void PostForId(Command::Kind kind, uint32_t id, uint32_t connA = 0);
   void Emit(Event* event);
+  // End of a loop turn: hands the turn's events to JavaScript (one call when its queue was empty).
+  void FlushEvents();
   int WaitTimeout();
   void Run();
   void RunCommands();
@@ -491,6 +552,15 @@ class Engine {
   void StartDial(Conn* conn);
   void OnDialProgress(Conn* conn, uint32_t events);
   void DialFailed(Conn* conn, int error);
+
+  // ---- The gray's stock of preambles (stock.cc) ----
+  std::unordered_map<uint32_t, Stock*> stocks_;  // engine thread only
+  void RunStockCommand(const Command& command);
+  void DialFromStock(Stock* stock);
+  // A start header was read on conn: one more credit for its stock.
+  void CreditStock(uint32_t stockId);
+  // A dial from a stock failed before its preamble was sent: the preamble goes back in front.
+  void ReturnToStock(Conn* conn);
 };
 
 }  // namespace relay

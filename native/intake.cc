@@ -170,9 +170,14 @@ void Engine::ReadPrefix(Conn* conn) {
     conn->state = Conn::kHeld;
     auto* event = new Event(Event::kHeader);
     event->id = conn->id;
+    event->stockId = conn->stockId;
     event->prefix.swap(conn->prefix);
-    if (conn->forward && ForwardDialed(conn, event)) return;
-    return Emit(event);
+    // The header is an implicit credit: the successor is dialed right after the forward, so
+    // the client's connect to the service goes first.
+    uint32_t stockId = conn->stockId;
+    if (!conn->forward || !ForwardDialed(conn, event)) Emit(event);
+    if (stockId != 0) CreditStock(stockId);
+    return;
   }
   // The edge that brought the prefix is spent: whatever came with it (bytes, a FIN) would
   // never be reported to a watch that wants to hear of anything. Bytes right behind the prefix

@@ -1,6 +1,7 @@
 // The JavaScript surface: createEngine (one engine thread, an object of its methods: listen,
-// filter, closeListener, dial, closeConn, join, forward, session, credits, usePool, admit,
-// activeLimit, destroy, bytes, stats), trimMalloc, and the thread-safe function that carries an engine's
+// filter, closeListener, dial, openStock, stock, closeStock, closeConn, join, forward, session,
+// credits, usePool, admit, activeLimit, destroy, bytes, stats), trimMalloc, and the thread-safe
+// function that carries an engine's
 // events to JavaScript. Each call checks its arguments here, on the
 // JavaScript thread, and hands the engine (engine.h) a command.
 #include <node_api.h>
@@ -60,20 +61,22 @@ napi_value ThrowErrno(napi_env env, const char* syscall, int error) {
   return nullptr;
 }
 
-void SetAddress(napi_env env, const sockaddr_storage& ss, napi_value* ip, napi_value* port) {
+// An address's IP as a string (what JavaScript compares and logs), its port in *port.
+napi_value IpOf(napi_env env, const sockaddr_storage& ss, int32_t* port) {
   char text[INET6_ADDRSTRLEN] = "";
-  int number = 0;
+  *port = 0;
   if (ss.ss_family == AF_INET) {
     auto& in = reinterpret_cast<const sockaddr_in&>(ss);
     inet_ntop(AF_INET, &in.sin_addr, text, sizeof text);
-    number = ntohs(in.sin_port);
+    *port = ntohs(in.sin_port);
   } else if (ss.ss_family == AF_INET6) {
     auto& in6 = reinterpret_cast<const sockaddr_in6&>(ss);
     inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof text);
-    number = ntohs(in6.sin6_port);
+    *port = ntohs(in6.sin6_port);
   }
-  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, ip);
-  napi_create_int32(env, number, port);
+  napi_value ip;
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &ip);
+  return ip;
 }
 
 void Ref(napi_env env, Engine* engine) {
@@ -84,41 +87,61 @@ void Unref(napi_env env, Engine* engine) {
   if (--engine->active == 0) napi_unref_threadsafe_function(env, engine->onEvent);
 }
 
-// onEvent(type, id, listenerId, code, a, b, prefix, remoteIp, remotePort, localIp, localPort):
-// the Event's fields as they are, decoded once on the other side (src/engine/substrate/events.ts).
-// Positional arguments because they are what a call takes anyway: an object per event would
-// cost a property set per field on this thread. For kPairEnd, listenerId carries PairEndFlags.
-void CallOnEvent(napi_env env, napi_value callback, void* context, void* data) {
-  auto* event = static_cast<Event*>(data);
-  if (env != nullptr) {
-    auto* engine = static_cast<Engine*>(context);
-    if (engine && event->type == Event::kPairEnd) Unref(env, engine);
-    // A pair the engine made on its own (a forward on a start header, a join with a lent one) keeps the process alive like one
-    // JavaScript asked for; its kPairEnd, always later in this queue, releases it.
-    if (engine && ((event->type == Event::kHeader && event->b != 0) || event->type == Event::kJoinedLent)) Ref(env, engine);
-    napi_value args[11];
-    napi_create_int32(env, event->type, &args[0]);
-    napi_create_uint32(env, event->id, &args[1]);
-    napi_create_uint32(env, event->listenerId, &args[2]);
-    napi_create_int32(env, event->code, &args[3]);
-    napi_create_double(env, static_cast<double>(event->a), &args[4]);
-    napi_create_double(env, static_cast<double>(event->b), &args[5]);
-    size_t argc = 6;
-    if (event->type == Event::kAccepted || event->type == Event::kRefused || event->type == Event::kHeader) {
+// A pair the engine made on its own (a forward on a start header, a join with a lent one) keeps
+// the process alive like one JavaScript asked for; its kPairEnd, always later in the queue,
+// releases it.
+void Account(napi_env env, Engine* engine, const Event& event) {
+  if (event.type == Event::kPairEnd) Unref(env, engine);
+  if ((event.type == Event::kHeader && event.b != 0) || event.type == Event::kJoinedLent) Ref(env, engine);
+}
+
+// onEvents(records, side): every event the engine queued since the last call, decoded once on
+// the other side (src/engine/substrate/events.ts decodeBatch). One ArrayBuffer of fixed-size
+// records (engine.h kEventRecordBytes) and one array of the variable parts, because each value
+// made here costs a call into V8: a record is written in place, an object per event would cost a
+// property set per field. For kPairEnd, listenerId carries PairEndFlags.
+void CallOnBatch(napi_env env, napi_value callback, void* context, void* /* data */) {
+  if (env == nullptr) return;  // torn down: the engine frees what is queued
+  auto* engine = static_cast<Engine*>(context);
+  std::vector<Event*> batch = engine->TakeBatch();
+  if (batch.empty()) return;
+  napi_value args[2];
+  void* bytes = nullptr;
+  napi_create_arraybuffer(env, batch.size() * relay::kEventRecordBytes, &bytes, &args[0]);
+  napi_create_array(env, &args[1]);
+  uint32_t sideLength = 0;
+  auto push = [&](napi_value value) { napi_set_element(env, args[1], sideLength++, value); };
+  for (size_t i = 0; i < batch.size(); i++) {
+    const Event& event = *batch[i];
+    Account(env, engine, event);
+    auto* record = static_cast<char*>(bytes) + i * relay::kEventRecordBytes;
+    auto* slots = reinterpret_cast<int32_t*>(record);
+    auto* wide = reinterpret_cast<double*>(record + 32);
+    slots[0] = event.type;
+    slots[1] = static_cast<int32_t>(event.id);
+    slots[2] = static_cast<int32_t>(event.listenerId);
+    slots[3] = event.code;
+    slots[4] = slots[5] = slots[6] = 0;
+    slots[7] = static_cast<int32_t>(event.stockId);
+    wide[0] = static_cast<double>(event.a);
+    wide[1] = static_cast<double>(event.b);
+    if (event.type == Event::kAccepted || event.type == Event::kRefused || event.type == Event::kHeader || !event.prefix.empty()) {
+      slots[6] |= relay::kRecordHasPrefix;
+      napi_value prefix;
       void* copy = nullptr;
-      napi_create_buffer_copy(env, event->prefix.size(), event->prefix.data(), &copy, &args[6]);
-      argc = 7;
+      napi_create_buffer_copy(env, event.prefix.size(), event.prefix.data(), &copy, &prefix);
+      push(prefix);
     }
-    if (event->hasAddresses) {
-      SetAddress(env, event->remote, &args[7], &args[8]);
-      SetAddress(env, event->local, &args[9], &args[10]);
-      argc = 11;
+    if (event.hasAddresses) {
+      slots[6] |= relay::kRecordHasAddresses;
+      push(IpOf(env, event.remote, &slots[4]));
+      push(IpOf(env, event.local, &slots[5]));
     }
-    napi_value global;
-    napi_get_global(env, &global);
-    napi_call_function(env, global, callback, argc, args, nullptr);
+    delete batch[i];
   }
-  delete event;
+  napi_value global;
+  napi_get_global(env, &global);
+  napi_call_function(env, global, callback, 2, args, nullptr);
 }
 
 void Cleanup(void* arg) {
@@ -141,7 +164,7 @@ napi_value CreateEngine(napi_env env, napi_callback_info info) {
   auto* engine = new Engine();
   napi_value name;
   napi_create_string_utf8(env, "relay-engine", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, argv[0], nullptr, name, 0, 1, nullptr, nullptr, engine, CallOnEvent, &engine->onEvent) != napi_ok) {
+  if (napi_create_threadsafe_function(env, argv[0], nullptr, name, 0, 1, nullptr, nullptr, engine, CallOnBatch, &engine->onEvent) != napi_ok) {
     delete engine;
     return Throw(env, "napi_create_threadsafe_function failed");
   }
@@ -432,46 +455,95 @@ napi_value SetFilter(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// dial(ip, port, preamble, prefixBytes, keepAliveSec) => connId. The engine connects, writes
-// the preamble, then reads exactly prefixBytes and reports them (kHeader); until then it reports
-// the connect (kDialed, errno or 0) and a close (kGone). The connection is held afterwards.
+// Where and how a connection is dialed: (ip, port, prefixBytes, keepAliveSec, serviceIp?,
+// servicePort?, serviceKeepAliveSec?) from argv[first] on, into conn (dial and openStock).
+// Returns what is wrong, or nullptr.
+const char* ParseDialing(napi_env env, size_t argc, napi_value* argv, size_t first, Conn* conn) {
+  int32_t port, prefix, keepAliveSec;
+  if (argc < first + 4 || napi_get_value_int32(env, argv[first + 1], &port) != napi_ok || napi_get_value_int32(env, argv[first + 2], &prefix) != napi_ok ||
+      napi_get_value_int32(env, argv[first + 3], &keepAliveSec) != napi_ok || port < 1 || port > 65535 || prefix < 1 || prefix > 4096 || keepAliveSec < 0) {
+    return "bad arguments";
+  }
+  if (!ParseEndpoint(env, argv[first], port, &conn->remote, &conn->remoteLen)) return "needs an IP address";
+  conn->want = static_cast<uint32_t>(prefix);
+  conn->keepAliveSec = keepAliveSec;
+  // Optional: the service to forward to as soon as the start header is in (Conn::forward).
+  napi_valuetype serviceType = napi_undefined;
+  if (argc >= first + 7) napi_typeof(env, argv[first + 4], &serviceType);
+  if (serviceType == napi_undefined || serviceType == napi_null) return nullptr;
+  int32_t servicePort, serviceKeepAliveSec;
+  if (napi_get_value_int32(env, argv[first + 5], &servicePort) != napi_ok || napi_get_value_int32(env, argv[first + 6], &serviceKeepAliveSec) != napi_ok ||
+      servicePort < 1 || servicePort > 65535 || serviceKeepAliveSec < 0 || !ParseEndpoint(env, argv[first + 4], servicePort, &conn->service, &conn->serviceLen)) {
+    return "the service to forward to needs an IP address, a port and a keepalive";
+  }
+  conn->forward = true;
+  conn->serviceKeepAliveSec = serviceKeepAliveSec;
+  return nullptr;
+}
+
+// dial(ip, port, preamble, prefixBytes, keepAliveSec, serviceIp?, servicePort?,
+// serviceKeepAliveSec?) => connId. The engine connects, writes the preamble, then reads exactly
+// prefixBytes and reports them (kHeader); until then it reports the connect (kDialed, errno or
+// 0) and a close (kGone). The connection is held afterwards, or forwarded to the service.
 napi_value Dial(napi_env env, napi_callback_info info) {
   Engine* engine = EngineOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   size_t argc = 8;
   napi_value argv[8];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  int32_t port, prefix, keepAliveSec;
   auto* conn = new Conn();
-  if (argc < 5 || napi_get_value_int32(env, argv[1], &port) != napi_ok || !ReadHead(env, argv[2], &conn->preamble) ||
-      napi_get_value_int32(env, argv[3], &prefix) != napi_ok || napi_get_value_int32(env, argv[4], &keepAliveSec) != napi_ok ||
-      port < 1 || port > 65535 || prefix < 1 || prefix > 4096 || keepAliveSec < 0 || conn->preamble.empty()) {
+  // The preamble is argv[2]: the dialing arguments are those around it.
+  napi_value dialing[7] = {argv[0], argv[1], argc > 3 ? argv[3] : nullptr, argc > 4 ? argv[4] : nullptr, argc > 5 ? argv[5] : nullptr, argc > 6 ? argv[6] : nullptr, argc > 7 ? argv[7] : nullptr};
+  const char* wrong = argc < 5 || !ReadHead(env, argv[2], &conn->preamble) || conn->preamble.empty() ? "bad arguments" : ParseDialing(env, argc - 1, dialing, 0, conn);
+  if (wrong != nullptr) {
     delete conn;
-    return Throw(env, "dial(ip, port, preamble, prefixBytes, keepAliveSec): bad arguments");
-  }
-  if (!ParseEndpoint(env, argv[0], port, &conn->remote, &conn->remoteLen)) {
-    delete conn;
-    return Throw(env, "dial needs an IP address");
-  }
-  // Optional: the service to forward to as soon as the start header is in (Conn::forward).
-  napi_valuetype serviceType = napi_undefined;
-  if (argc >= 8) napi_typeof(env, argv[5], &serviceType);
-  if (serviceType != napi_undefined && serviceType != napi_null) {
-    int32_t servicePort, serviceKeepAliveSec;
-    if (napi_get_value_int32(env, argv[6], &servicePort) != napi_ok || napi_get_value_int32(env, argv[7], &serviceKeepAliveSec) != napi_ok ||
-        servicePort < 1 || servicePort > 65535 || serviceKeepAliveSec < 0 || !ParseEndpoint(env, argv[5], servicePort, &conn->service, &conn->serviceLen)) {
-      delete conn;
-      return Throw(env, "dial: the service to forward to needs an IP address, a port and a keepalive");
-    }
-    conn->forward = true;
-    conn->serviceKeepAliveSec = serviceKeepAliveSec;
+    return Throw(env, std::string("dial ") + wrong);
   }
   conn->id = engine->NextId();
-  conn->want = static_cast<uint32_t>(prefix);
-  conn->keepAliveSec = keepAliveSec;
   uint32_t id = conn->id;
   engine->Dial(conn);
   return Uint32(env, id);
+}
+
+// openStock(ip, port, prefixBytes, keepAliveSec, serviceIp?, servicePort?, serviceKeepAliveSec?)
+// => stockId: a stock (engine.h Stock) whose connections are dialed like dial()'s.
+napi_value OpenStock(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
+  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  size_t argc = 7;
+  napi_value argv[7];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  auto* stock = new relay::Stock();
+  if (const char* wrong = ParseDialing(env, argc, argv, 0, &stock->dial)) {
+    delete stock;
+    return Throw(env, std::string("openStock ") + wrong);
+  }
+  stock->id = engine->NextId();
+  uint32_t id = stock->id;
+  engine->OpenStock(stock);
+  return Uint32(env, id);
+}
+
+// stock(stockId, preambles, preambleBytes, credits, hold): appends the preambles (back to back in
+// one Buffer, or null), adds credits and holds (1) or releases (0) the stock (-1: as it is).
+napi_value AddToStock(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
+  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  uint32_t id, preambleBytes, credits;
+  int32_t hold;
+  std::string all;
+  if (argc < 5 || napi_get_value_uint32(env, argv[0], &id) != napi_ok || !ReadHead(env, argv[1], &all) || napi_get_value_uint32(env, argv[2], &preambleBytes) != napi_ok ||
+      napi_get_value_uint32(env, argv[3], &credits) != napi_ok || napi_get_value_int32(env, argv[4], &hold) != napi_ok || hold < -1 || hold > 1 ||
+      (!all.empty() && (preambleBytes == 0 || all.size() % preambleBytes != 0))) {
+    return Throw(env, "stock(stockId, preambles, preambleBytes, credits, hold): bad arguments");
+  }
+  std::vector<std::string> preambles;
+  for (size_t at = 0; at < all.size(); at += preambleBytes) preambles.push_back(all.substr(at, preambleBytes));
+  engine->AddToStock(id, std::move(preambles), credits, hold);
+  return nullptr;
 }
 
 // forward(connId, ip, port, headToService?, keepAliveSec) => pairId: connects to the service
@@ -513,6 +585,9 @@ napi_value ForId(napi_env env, napi_callback_info info, void (Engine::*action)(u
   if (engine && ok) (engine->*action)(id);
   return nullptr;
 }
+
+// closeStock(id): drops the stock's preambles and closes its connections not in a pair.
+napi_value CloseStock(napi_env env, napi_callback_info info) { return ForId(env, info, &Engine::CloseStock); }
 
 // closeConn(id): closes a held connection.
 napi_value CloseConn(napi_env env, napi_callback_info info) { return ForId(env, info, &Engine::CloseConn); }
@@ -572,6 +647,9 @@ napi_value Methods(napi_env env, Engine* engine) {
       {"activeLimit", nullptr, ActiveLimit, nullptr, nullptr, nullptr, napi_default, engine},
       {"session", nullptr, Session, nullptr, nullptr, nullptr, napi_default, engine},
       {"credits", nullptr, Credits, nullptr, nullptr, nullptr, napi_default, engine},
+      {"openStock", nullptr, OpenStock, nullptr, nullptr, nullptr, napi_default, engine},
+      {"stock", nullptr, AddToStock, nullptr, nullptr, nullptr, napi_default, engine},
+      {"closeStock", nullptr, CloseStock, nullptr, nullptr, nullptr, napi_default, engine},
   };
   napi_value object;
   napi_create_object(env, &object);

@@ -20,6 +20,7 @@ void Engine::OnSideEvent(Side* side, uint32_t events) {
   }
   if (side->index == 1 && pair->connectingB && (events & EPOLLOUT)) {
     pair->connectingB = false;
+    std::string().swap(pair->header);
     pair->dirs[0].dstConnecting = false;
     pair->dirs[0].blocked = true;  // whatever waited for the connect (a head, a FIN) goes now
   }
@@ -271,6 +272,8 @@ void Engine::Finish(Pair* pair, int error) {
   event->b = pair->dirs[1].bytes.load();
   event->code = error;
   event->listenerId = pair->connectingB ? static_cast<uint32_t>(kEndedBeforeConnect) : 0u;
+  event->stockId = pair->stockId;
+  if (pair->connectingB) event->prefix.swap(pair->header);
   Emit(event);
   graveyard_.push_back(pair);
 }

@@ -34,7 +34,7 @@ function dial(port: number, preamble: Buffer, service?: Endpoint): Dialed {
   const [failed, onFailed] = settle<Error>();
   const [prefix, onPrefix] = settle<Buffer>();
   const [closed, onClosed] = settle<void>();
-  const conn = new DialedConn(testEngine()!, { ip: '127.0.0.1', port, keepAliveSec: 0 }, preamble, PREFIX, {
+  const conn = DialedConn.dial(testEngine()!, { ip: '127.0.0.1', port, keepAliveSec: 0 }, preamble, PREFIX, {
     onConnected: () => onConnected(),
     onFailed: (error) => onFailed(error),
     onPrefix: (bytes) => onPrefix(bytes),
@@ -213,8 +213,8 @@ describe('engine dialing', { skip: noEngine() }, () => {
 
   it('refuses what it cannot dial, and a join of a connection that is not yet held', async () => {
     const noop = { onConnected: () => {}, onFailed: () => {}, onPrefix: () => {}, onClosed: () => {} };
-    assert.throws(() => new DialedConn(testEngine()!, { ip: 'localhost', port: whitePort, keepAliveSec: 0 }, randomBytes(60), PREFIX, noop), /dial needs an IP address/);
-    assert.throws(() => new DialedConn(testEngine()!, { ip: '127.0.0.1', port: whitePort, keepAliveSec: 0 }, Buffer.alloc(0), PREFIX, noop), /bad arguments/);
+    assert.throws(() => DialedConn.dial(testEngine()!, { ip: 'localhost', port: whitePort, keepAliveSec: 0 }, randomBytes(60), PREFIX, noop), /dial needs an IP address/);
+    assert.throws(() => DialedConn.dial(testEngine()!, { ip: '127.0.0.1', port: whitePort, keepAliveSec: 0 }, Buffer.alloc(0), PREFIX, noop), /bad arguments/);
     const d = dial(whitePort, randomBytes(60));
     const socket = await nextAccepted();
     await d.connected;

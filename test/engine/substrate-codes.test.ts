@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { EngineConstant, EventType, FilterMode, GoneCode, PairEndFlag, RefusalCode, WatchCode } from '../../src/engine/substrate/codes.js';
+import { EngineConstant, EventRecordFlag, EventType, FilterMode, GoneCode, PairEndFlag, RefusalCode, WatchCode } from '../../src/engine/substrate/codes.js';
 import { START_HEADER_BYTES } from '../../src/engine/protocol/start-header.js';
 
 /** From dist/test/engine/ to the package root. */
@@ -40,6 +40,7 @@ describe('the codes JavaScript and the engine share', () => {
     ['Watch', cppEnum('Watch', 'Watch'), WatchCode],
     ['Refusal', cppEnum('Refusal', 'Refused'), RefusalCode],
     ['GoneReason', cppEnum('GoneReason', 'Gone'), GoneCode],
+    ['EventRecordFlags', cppEnum('EventRecordFlags', 'Record'), EventRecordFlag],
   ];
   for (const [name, cpp, ts] of cases) {
     it(`${name} is the same in native/engine.h and codes.ts`, () => {
@@ -50,5 +51,9 @@ describe('the codes JavaScript and the engine share', () => {
   it('the engine reads the start header the protocol writes', () => {
     assert.equal(cppConstant('kStartHeaderBytes'), EngineConstant.startHeaderBytes);
     assert.equal(EngineConstant.startHeaderBytes, START_HEADER_BYTES);
+  });
+
+  it('an event record is as long on both sides', () => {
+    assert.equal(cppConstant('kEventRecordBytes'), EngineConstant.eventRecordBytes);
   });
 });

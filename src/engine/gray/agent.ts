@@ -22,7 +22,8 @@ import { RateLimitedLog } from '../../rate-limited-log.js';
 import { VERSION } from '../../version.js';
 import { resolveHost } from '../net-util.js';
 import type { DataPlane } from '../substrate/data-plane.js';
-import { engineLinks } from './engine-link.js';
+import type { PairEnd } from '../substrate/pair.js';
+import { engineStock } from './engine-link.js';
 import { PoolDialer, type PoolLinks } from './pool-dialer.js';
 import type { Forward, LinkContext } from './pool-link.js';
 import { socketLinks } from './socket-link.js';
@@ -108,6 +109,9 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   private reconnectTimer: NodeJS.Timeout | null = null;
   private stopping = false;
   private readonly active = new Set<Forward>();
+  /** Pairs the engine forwarded by itself (ids, no object each), of any session of this agent. */
+  private readonly enginePairs = new Set<number>();
+  private enginePairsDrained: (() => void) | null = null;
   private readonly logger: Logger;
   private connectedSince: number | null = null;
   private poolTarget = 0;
@@ -133,7 +137,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   }
 
   get activeForwards(): number {
-    return this.active.size;
+    return this.active.size + this.enginePairs.size;
   }
 
   /** This session's counters since it was made (see WhiteSessionCounts). */
@@ -152,7 +156,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
       connectedSince: this.connectedSince,
       poolIdle: this.dialer?.idleCount ?? 0,
       poolTarget: this.connectedSince === null ? 0 : this.poolTarget,
-      activeForwards: this.active.size,
+      activeForwards: this.activeForwards,
       reconnectAttempts: this.backoff.attempts,
       lastError: this.lastError,
     };
@@ -164,16 +168,18 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.dialer?.stop();
     this.channel?.close(new RelayError(ErrorCodes.SHUTDOWN, 'gray is shutting down'));
-    if (this.active.size > 0) {
-      this.logger.info({ active: this.active.size, drainMs }, 'draining active connections');
+    if (this.activeForwards > 0) {
+      this.logger.info({ active: this.activeForwards, drainMs }, 'draining active connections');
       const deadline = Date.now() + drainMs;
       let timer: NodeJS.Timeout | undefined;
+      const engineDrained = this.enginePairs.size === 0 ? Promise.resolve() : new Promise<void>((r) => (this.enginePairsDrained = r));
       await Promise.race([
-        Promise.all([...this.active].map((f) => f.closed)),
+        Promise.all([...[...this.active].map((f) => f.closed), engineDrained]),
         new Promise((r) => (timer = setTimeout(r, Math.max(1, deadline - Date.now())))),
       ]);
       clearTimeout(timer);
       for (const f of this.active) f.destroy();
+      for (const pair of this.enginePairs) this.dataPlane.engine?.handle.destroy(pair);
     }
   }
 
@@ -294,7 +300,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
       return { open: socketLinks(ctx, dataHost), where: formatHostPort({ host: dataHost, port: dataPort }) };
     }
     const dataIp = addresses.data ?? reached;
-    return { open: engineLinks(engine, ctx, dataIp, addresses.target), where: formatHostPort({ host: dataIp, port: dataPort }) };
+    return { stock: engineStock(engine, ctx, dataIp, addresses.target), where: formatHostPort({ host: dataIp, port: dataPort }) };
   }
 
   private startPool(session: string, links: PoolLinks, poolTarget: number, credits: number, dataKey: Buffer): void {
@@ -313,18 +319,31 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
       onActivated: (link, client) => {
         const forward = link.forward(client, (result) => {
           this.active.delete(forward);
-          this.counters.forwardsTotal += 1;
-          // The data connection is side a: what it read came from the client, through the white.
-          if (result) {
-            this.counters.bytesToService += result.bytesFromA;
-            this.counters.bytesFromService += result.bytesFromB;
-          }
+          this.countForward(result);
         });
         this.active.add(forward);
+      },
+      onForwarded: (pair, client) => {
+        this.enginePairs.add(pair);
+        if (this.logger.isLevelEnabled('debug')) this.logger.debug({ client: formatHostPort({ host: client.srcAddress, port: client.srcPort }) }, 'forwarding');
+      },
+      onForwardEnded: (pair, end) => {
+        if (!this.enginePairs.delete(pair)) return;
+        this.countForward(end);
+        if (this.enginePairs.size === 0) this.enginePairsDrained?.();
       },
     });
     this.dialer = dialer;
     dialer.grant(credits);
+  }
+
+  private countForward(result: PairEnd | null): void {
+    this.counters.forwardsTotal += 1;
+    // The data connection is side a: what it read came from the client, through the white.
+    if (result) {
+      this.counters.bytesToService += result.bytesFromA;
+      this.counters.bytesFromService += result.bytesFromB;
+    }
   }
 
   private onClosed(channel: ControlChannel, reason: RelayError): void {

@@ -80,9 +80,9 @@ export function forwardToTarget(
 
 /** Logs (rate limited) why a client could not be forwarded to the service: the service did not
  *  answer, or this process is out of file descriptors, which says nothing about the service. */
-export function warnTargetFailed(warnings: RateLimitedLog, target: HostPort, client: ClientAddressInfo, error: Error): void {
+export function warnTargetFailed(warnings: RateLimitedLog, target: HostPort, client: ClientAddressInfo | null, error: Error): void {
   const code = (error as NodeJS.ErrnoException).code;
-  const fields = { target: formatHostPort(target), client: formatHostPort({ host: client.srcAddress, port: client.srcPort }), detail: error.message };
+  const fields = { target: formatHostPort(target), ...(client ? { client: formatHostPort({ host: client.srcAddress, port: client.srcPort }) } : {}), detail: error.message };
   if (code === 'EMFILE' || code === 'ENFILE') {
     warnings.warn(
       'target:fds',

@@ -1,7 +1,8 @@
 // One pooled data connection as the pool dialer sees it, whichever plane opens it: a connection
-// an engine dials and holds (engine-link.ts), or a Node socket on the JS plane (socket-link.ts).
-// The dialer owns the counters and credits; a link only connects, writes its preamble, waits
-// for the white's start header and, once activated, forwards to the local service.
+// an engine dials from its stock of preambles and holds (engine-link.ts), or a Node socket on
+// the JS plane, opened per preamble (socket-link.ts). The dialer owns the counters and credits;
+// a link only connects, writes its preamble, waits for the white's start header and, once
+// activated, forwards to the local service.
 import type { GrayConfig } from '../../config/types.js';
 import type { Logger } from '../../log.js';
 import type { RateLimitedLog } from '../../rate-limited-log.js';
@@ -17,6 +18,9 @@ export interface LinkEvents {
   activated(header: Buffer): void;
   /** Closed before activation: the white recycled it, or the path broke. */
   closed(): void;
+  /** From an engine's stock: the white wrote the start header and the engine forwarded the link
+   *  into pair by itself; StockEvents.pairEnded reports that pair's end. */
+  forwarded?(header: Buffer, pair: number): void;
 }
 
 export interface PoolLink {
@@ -27,6 +31,32 @@ export interface PoolLink {
 
 /** Opens one link to the white's data port with this preamble. Events come asynchronously. */
 export type OpenLink = (preamble: Buffer, events: LinkEvents) => PoolLink;
+
+/** With an engine, the links are dialed by the engine itself from a stock (substrate/dial-stock.ts):
+ *  one per credit while it has preambles, and a successor at once for every start header. */
+export interface PoolStock {
+  /** Appends preambles (used in this order) and adds explicit credits. */
+  add(preambles: readonly Buffer[], credits: number): void;
+  /** Lets the engine dial again after a failure held the stock (the end of a backoff). */
+  release(): void;
+  /** Drops the preambles left and closes the links not yet forwarded: the session ended. Pairs
+   *  the engine forwarded live on, and their ends are still reported. */
+  close(): void;
+  /** Ends a pair the engine forwarded (LinkEvents.forwarded). */
+  destroyPair(pair: number): void;
+}
+
+export interface StockEvents {
+  /** A link dialed from the stock connected (LinkEvents.connected is not called again):
+   *  adopt takes charge of it with the rest of its events. */
+  connected(adopt: (events: LinkEvents) => PoolLink): void;
+  /** A dial failed before anything was sent; the stock holds until release(). */
+  failed(error: Error): void;
+  /** A pair the engine forwarded ended (a failed connect to the service is already logged). */
+  pairEnded(pair: number, end: PairEnd): void;
+}
+
+export type OpenStock = (events: StockEvents) => PoolStock;
 
 /** What every link needs besides its preamble. */
 export interface LinkContext {

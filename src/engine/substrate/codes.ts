@@ -36,5 +36,9 @@ export const RefusalCode = {
 /** GoneReason: why a held connection went away. */
 export const GoneCode = { closed: 1, data: 2 } as const;
 
-/** Constants the engine shares with the protocol (kStartHeaderBytes). */
-export const EngineConstant = { startHeaderBytes: 40 } as const;
+/** Constants the engine shares with the protocol (kStartHeaderBytes) and the event batch's
+ *  record size (kEventRecordBytes). */
+export const EngineConstant = { startHeaderBytes: 40, eventRecordBytes: 48 } as const;
+
+/** EventRecordFlags: which variable parts of an event record follow in the batch's side array. */
+export const EventRecordFlag = { hasPrefix: 1, hasAddresses: 2 } as const;

@@ -20,6 +20,9 @@ export interface DialHandlers {
   onPrefix(prefix: Buffer): void;
   /** Closed by the peer (or reset) after connecting and before forwarding; the engine closed it. */
   onClosed(): void;
+  /** Dialed from a stock: the prefix arrived and the engine forwarded it into pair by itself;
+   *  the stock reports that pair's end (dial-stock.ts), and this connection is done. */
+  onForwarded?(prefix: Buffer, pair: number): void;
 }
 
 export interface Endpoint {
@@ -34,25 +37,33 @@ export interface Endpoint {
 export type OnForwardEnd = (end: PairEnd, reachedService: boolean) => void;
 
 export class DialedConn implements ConnOwner {
-  private state: 'dialing' | 'idle' | 'held' | 'forwarded' | 'joined' | 'closed' = 'dialing';
-  private readonly id: number;
+  private state: 'dialing' | 'idle' | 'held' | 'forwarded' | 'joined' | 'closed';
   private forwarded: EnginePair | null = null;
 
-  /** Throws for arguments the engine refuses (not an IP address, an empty preamble). service:
-   *  forward to it as soon as a well-formed start header is in (no head can be sent to it then,
-   *  so not with a PROXY protocol header). */
-  constructor(
-    private readonly engine: Engine,
-    to: Endpoint,
-    preamble: Buffer,
-    prefixBytes: number,
-    private readonly handlers: DialHandlers,
-    service?: Endpoint,
-  ) {
-    this.id = service
+  /** Dials one connection. Throws for arguments the engine refuses (not an IP address, an empty
+   *  preamble). service: forward to it as soon as a well-formed start header is in (no head can
+   *  be sent to it then, so not with a PROXY protocol header). */
+  static dial(engine: Engine, to: Endpoint, preamble: Buffer, prefixBytes: number, handlers: DialHandlers, service?: Endpoint): DialedConn {
+    const id = service
       ? engine.handle.dial(to.ip, to.port, preamble, prefixBytes, to.keepAliveSec, service.ip, service.port, service.keepAliveSec)
       : engine.handle.dial(to.ip, to.port, preamble, prefixBytes, to.keepAliveSec);
-    engine.addConn(this.id, this);
+    return new DialedConn(engine, id, handlers, 'dialing');
+  }
+
+  /** Takes charge of a connection the engine dialed from a stock (dial-stock.ts) and reported
+   *  connected: it is idle, waiting for its prefix. */
+  static adopt(engine: Engine, id: number, handlers: DialHandlers): DialedConn {
+    return new DialedConn(engine, id, handlers, 'idle');
+  }
+
+  private constructor(
+    private readonly engine: Engine,
+    private readonly id: number,
+    private readonly handlers: DialHandlers,
+    state: 'dialing' | 'idle',
+  ) {
+    this.state = state;
+    engine.addConn(id, this);
   }
 
   /** Closes it, unless it is joined (then the pair owns it); no handler runs afterwards. */
@@ -82,7 +93,7 @@ export class DialedConn implements ConnOwner {
 
   connEvent(event: EngineEventOf<'gone' | 'dialed' | 'header'>, pair: EnginePair | null): void {
     if (event.type === 'dialed') return this.onDialed(event.errno);
-    if (event.type === 'header') return this.onHeader(event.header, pair);
+    if (event.type === 'header') return this.onHeader(event.header, pair, event.pair);
     if (event.type === 'gone') return this.onGone();
   }
 
@@ -98,9 +109,18 @@ export class DialedConn implements ConnOwner {
   }
 
   /** forwarded: the pair the engine made of it by itself, or null. */
-  private onHeader(header: Buffer, forwarded: EnginePair | null): void {
+  private onHeader(header: Buffer, forwarded: EnginePair | null, pairId: number): void {
     if (this.state !== 'idle') {
-      forwarded?.destroy();
+      if (forwarded) forwarded.destroy();
+      else if (pairId !== 0) this.engine.handle.destroy(pairId);
+      return;
+    }
+    if (pairId !== 0 && !forwarded) {
+      // Forwarded from a stock: the stock owns the pair's end, no object is made for it.
+      this.state = 'joined';
+      this.engine.removeConn(this.id);
+      if (this.handlers.onForwarded) return this.handlers.onForwarded(header, pairId);
+      this.engine.handle.destroy(pairId);
       return;
     }
     if (forwarded) {

@@ -7,7 +7,7 @@
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { decodeEvent, type EngineEvent, type EngineEventOf, type RawEvent } from './events.js';
+import { decodeBatch, type EngineEvent, type EngineEventOf, type EventBatch } from './events.js';
 import type { Heads, OnPairEnd, Pair, PairEnd } from './pair.js';
 
 /** An engine's methods as the addon gives them (native/napi.cc). */
@@ -34,10 +34,16 @@ export interface EngineHandle {
   session(listenerId: number, epoch: number, keys: Buffer | null): void;
   /** The session's explicit credit limit (WELCOME's credits, then GRANT's up_to). */
   credits(listenerId: number, epoch: number, explicitUpTo: number): void;
+  /** A stock of preambles the engine dials from by itself (dial-stock.ts). */
+  openStock(ip: string, port: number, prefixBytes: number, keepAliveSec: number, serviceIp?: string, servicePort?: number, serviceKeepAliveSec?: number): number;
+  /** Appends preambles (back to back), adds credits; hold 1 holds the stock, 0 releases it, -1 leaves it. */
+  stock(stockId: number, preambles: Buffer | null, preambleBytes: number, credits: number, hold: -1 | 0 | 1): void;
+  closeStock(stockId: number): void;
 }
 
 interface Addon {
-  createEngine(onEvent: (...args: RawEvent) => void): EngineHandle;
+  /** onEvents hears every event queued since its last call, in one batch (events.ts). */
+  createEngine(onEvents: (...batch: EventBatch) => void): EngineHandle;
   /** malloc_trim: free malloc pages back to the system (native/memory.cc). */
   trimMalloc(): void;
 }
@@ -56,6 +62,14 @@ export interface ListenerOwner {
   failed(event: EngineEventOf<'listenerError'>): void;
   /** The engine joined a client of this listener with a lent connection into pair. */
   joinedLent(event: EngineEventOf<'joinedLent'>, pair: EnginePair): void;
+}
+
+/** What owns a stock's events: a connection the engine dialed from it connected or failed, read
+ *  its start header (forwarded by the engine or not), and the end of a pair it was forwarded into. */
+export interface StockOwner {
+  stockDialed(event: EngineEventOf<'dialed'>): void;
+  stockHeader(event: EngineEventOf<'header'>): void;
+  stockPairEnded(event: EngineEventOf<'pairEnd'>): void;
 }
 
 /** What owns a held or dialed connection's events. pair: for a header the engine forwarded. */
@@ -91,13 +105,16 @@ export class Engine {
   private readonly pairs = new Map<number, EnginePair>();
   private readonly listeners = new Map<number, ListenerOwner>();
   private readonly conns = new Map<number, ConnOwner>();
+  private readonly stocks = new Map<number, StockOwner>();
 
   private constructor(
     private readonly addon: Addon,
     /** The addon file this engine came from (built here or prebuilt). */
     readonly modulePath: string,
   ) {
-    this.handle = addon.createEngine((...args) => this.route(decodeEvent(...args)));
+    this.handle = addon.createEngine((...batch) => {
+      for (const event of decodeBatch(...batch)) this.route(event);
+    });
   }
 
   /** Starts an engine thread, or returns why there can be none (no addon, not Linux). */
@@ -140,6 +157,14 @@ export class Engine {
     this.conns.delete(id);
   }
 
+  addStock(id: number, owner: StockOwner): void {
+    this.stocks.set(id, owner);
+  }
+
+  removeStock(id: number): void {
+    this.stocks.delete(id);
+  }
+
   /** A pair the engine started: onEnd hears its end (see EnginePair). */
   track(id: number, baseA = 0, baseB = 0): EnginePair {
     const pair = new EnginePair(this, id, baseA, baseB);
@@ -156,7 +181,8 @@ export class Engine {
     switch (event.type) {
       case 'pairEnd': {
         const pair = this.pairs.get(event.pair);
-        if (!pair) return;
+        // A pair forwarded from a stock's connection has no object here: its stock counts it.
+        if (!pair) return event.stock !== 0 ? this.stocks.get(event.stock)?.stockPairEnded(event) : undefined;
         this.pairs.delete(event.pair);
         return pair.end(event);
       }
@@ -176,14 +202,23 @@ export class Engine {
         return listener.joinedLent(event, pair);
       }
       case 'header': {
+        if (event.stock !== 0) {
+          const stock = this.stocks.get(event.stock);
+          if (stock) return stock.stockHeader(event);
+          if (event.pair !== 0) this.handle.destroy(event.pair);
+          return;
+        }
         const pair = event.pair !== 0 ? this.track(event.pair) : null;
         const owner = this.conns.get(event.conn);
         // Destroyed while the engine was forwarding it: the pair it made has nobody, so it ends.
         if (!owner) return pair?.destroy();
         return owner.connEvent(event, pair);
       }
-      case 'gone':
       case 'dialed':
+        // One the engine dialed from a stock has no owner of its own yet: the stock gives it one.
+        if (event.stock !== 0) return this.stocks.get(event.stock)?.stockDialed(event);
+        return this.conns.get(event.conn)?.connEvent(event, null);
+      case 'gone':
         return this.conns.get(event.conn)?.connEvent(event, null);
     }
   }
@@ -212,8 +247,8 @@ export class EnginePair implements Pair {
   }
 
   end(event: EngineEventOf<'pairEnd'>): void {
-    const error = event.errno === 0 || event.errno === ECANCELED ? null : errnoError(event.errno, 'splice');
-    this.ended = [{ bytesFromA: this.baseA + event.bytesFromA, bytesFromB: this.baseB + event.bytesFromB, error }, event.endedBeforeConnect];
+    const end = pairEndOf(event);
+    this.ended = [{ ...end, bytesFromA: this.baseA + end.bytesFromA, bytesFromB: this.baseB + end.bytesFromB }, event.endedBeforeConnect];
     this.handler?.(...this.ended);
   }
 
@@ -235,6 +270,13 @@ export class EnginePair implements Pair {
 }
 
 const ECANCELED = os.constants.errno.ECANCELED;
+
+/** A pair's end as both planes report it: the counts, and the error unless it ended in order or
+ *  by destroy(). */
+export function pairEndOf(event: EngineEventOf<'pairEnd'>): PairEnd {
+  const error = event.errno === 0 || event.errno === ECANCELED ? null : errnoError(event.errno, 'splice');
+  return { bytesFromA: event.bytesFromA, bytesFromB: event.bytesFromB, error };
+}
 const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([name, value]) => [value, name]));
 
 /** An Error for an errno the engine reported, shaped like Node's system errors. */

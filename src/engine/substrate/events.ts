@@ -1,7 +1,8 @@
 // The engine's events as JavaScript sees them: one discriminated union, decoded once from the
-// positional arguments the addon's thread-safe function passes (native/napi.cc CallOnEvent says
-// why positional). Nothing past decodeEvent looks at a slot number.
-import { EventType, GoneCode, PairEndFlag, RefusalCode } from './codes.js';
+// batches the addon's thread-safe function passes (a buffer of fixed-size records and an array
+// of their variable parts; native/napi.cc CallOnBatch says why). Nothing past decodeBatch looks
+// at a record's layout.
+import { EngineConstant, EventRecordFlag, EventType, GoneCode, PairEndFlag, RefusalCode } from './codes.js';
 
 export interface Address {
   readonly ip: string;
@@ -33,8 +34,10 @@ export type GoneReason = 'data' | 'closed';
 
 export type EngineEvent =
   /** A pair ended: its byte counts, errno (0, or ECANCELED after destroy), and whether it ended
-   *  before its side B (a service being connected to) answered. */
-  | { readonly type: 'pairEnd'; readonly pair: number; readonly errno: number; readonly bytesFromA: number; readonly bytesFromB: number; readonly endedBeforeConnect: boolean }
+   *  before its side B (a service being connected to) answered. stock: for a pair the engine
+   *  forwarded from a stock's connection (dial-stock.ts), that stock, else 0; header: then, if it
+   *  never reached the service, the start header it was forwarded for. */
+  | { readonly type: 'pairEnd'; readonly pair: number; readonly errno: number; readonly bytesFromA: number; readonly bytesFromB: number; readonly endedBeforeConnect: boolean; readonly stock: number; readonly header: Buffer | null }
   /** A listener's connection read its prefix (or, with none, was accepted) and is held. local is
    *  null for a connection that sent a prefix. On a gray's data port the engine verified the
    *  preamble: counter and session (the epoch JavaScript gave its keys) say whose it is; both 0
@@ -45,18 +48,22 @@ export type EngineEvent =
   /** A held connection went away; the engine closed it. listener is 0 for a dialed one. */
   | { readonly type: 'gone'; readonly conn: number; readonly listener: number; readonly reason: GoneReason }
   | { readonly type: 'listenerError'; readonly listener: number; readonly errno: number }
-  /** A dialed connection connected and wrote its preamble (errno 0), or failed. */
-  | { readonly type: 'dialed'; readonly conn: number; readonly errno: number }
+  /** A dialed connection connected and wrote its preamble (errno 0), or failed. stock: the stock
+   *  it was dialed from (dial-stock.ts), 0 for one JavaScript dialed. */
+  | { readonly type: 'dialed'; readonly conn: number; readonly stock: number; readonly errno: number }
   /** A dialed connection read its prefix (the start header). pair: the pair the engine joined it
-   *  into with the service by itself, or 0 when JavaScript is to forward it. */
-  | { readonly type: 'header'; readonly conn: number; readonly header: Buffer; readonly pair: number }
+   *  into with the service by itself, or 0 when JavaScript is to forward it; stock: the stock it
+   *  was dialed from, or 0. */
+  | { readonly type: 'header'; readonly conn: number; readonly header: Buffer; readonly pair: number; readonly stock: number }
   /** The engine joined the held client with a connection of its gray's pool into pair. */
   | { readonly type: 'joinedLent'; readonly pair: number; readonly listener: number; readonly client: number; readonly lent: number; readonly remote: Address; readonly local: Address };
 
 export type EngineEventOf<T extends EngineEvent['type']> = Extract<EngineEvent, { type: T }>;
 
-/** The positional arguments of native/napi.cc CallOnEvent. */
-export type RawEvent = [type: number, id: number, listenerId: number, code: number, a: number, b: number, prefix?: Buffer, remoteIp?: string, remotePort?: number, localIp?: string, localPort?: number];
+/** What the addon passes per batch: records (engine.h kEventRecordBytes each: int32 type, id,
+ *  listenerId, code, remotePort, localPort, flags, stockId; float64 a, b) and their variable parts in
+ *  order (per record: a prefix Buffer, then the remote and local IP addresses, as its flags say). */
+export type EventBatch = [records: ArrayBuffer, side: ReadonlyArray<Buffer | string>];
 
 const refusals: Record<number, Refusal> = {
   [RefusalCode.noSession]: 'no-session',
@@ -76,28 +83,53 @@ const refusals: Record<number, Refusal> = {
 
 const EMPTY = Buffer.alloc(0);
 
-/** One event from the addon's arguments; throws on a type this side does not know (the header
- *  test keeps the two in step, so that is a build mismatch). */
-export function decodeEvent(...[type, id, listenerId, code, a, b, prefix, remoteIp, remotePort, localIp, localPort]: RawEvent): EngineEvent {
-  const remote = (): Address => ({ ip: remoteIp ?? '', port: remotePort ?? 0 });
-  const local = (): Address | null => (localIp ? { ip: localIp, port: localPort ?? 0 } : null);
+const INT32_SLOTS = EngineConstant.eventRecordBytes / 4;
+const FLOAT64_SLOTS = EngineConstant.eventRecordBytes / 8;
+
+/** A batch's events, oldest first (the engine's order, so a pair's header or join comes before
+ *  its end); throws on a type this side does not know (the header test keeps the two in step, so
+ *  that is a build mismatch). */
+export function decodeBatch(...[records, side]: EventBatch): EngineEvent[] {
+  const ints = new Int32Array(records);
+  const floats = new Float64Array(records);
+  const events: EngineEvent[] = [];
+  let next = 0;
+  for (let i = 0; i * EngineConstant.eventRecordBytes < records.byteLength; i++) {
+    const at = i * INT32_SLOTS;
+    const flags = ints[at + 6]!;
+    const prefix = flags & EventRecordFlag.hasPrefix ? (side[next++] as Buffer) : null;
+    let remote: Address = NO_ADDRESS;
+    let local: Address | null = null;
+    if (flags & EventRecordFlag.hasAddresses) {
+      remote = { ip: side[next++] as string, port: ints[at + 4]! };
+      const localIp = side[next++] as string;
+      local = localIp ? { ip: localIp, port: ints[at + 5]! } : null;
+    }
+    events.push(decodeRecord(ints[at]!, ints[at + 1]! >>> 0, ints[at + 2]! >>> 0, ints[at + 3]!, floats[i * FLOAT64_SLOTS + 4]!, floats[i * FLOAT64_SLOTS + 5]!, prefix, remote, local, ints[at + 7]! >>> 0));
+  }
+  return events;
+}
+
+const NO_ADDRESS: Address = { ip: '', port: 0 };
+
+function decodeRecord(type: number, id: number, listenerId: number, code: number, a: number, b: number, prefix: Buffer | null, remote: Address, local: Address | null, stock: number): EngineEvent {
   switch (type) {
     case EventType.pairEnd:
-      return { type: 'pairEnd', pair: id, errno: code, bytesFromA: a, bytesFromB: b, endedBeforeConnect: (listenerId & PairEndFlag.endedBeforeConnect) !== 0 };
+      return { type: 'pairEnd', pair: id, errno: code, bytesFromA: a, bytesFromB: b, endedBeforeConnect: (listenerId & PairEndFlag.endedBeforeConnect) !== 0, stock, header: prefix };
     case EventType.accepted:
-      return { type: 'accepted', conn: id, listener: listenerId, prefix: prefix ?? EMPTY, remote: remote(), local: local(), counter: a, session: b };
+      return { type: 'accepted', conn: id, listener: listenerId, prefix: prefix ?? EMPTY, remote, local, counter: a, session: b };
     case EventType.refused:
-      return { type: 'refused', listener: listenerId, refusal: refusals[code] ?? 'error', errno: b, received: prefix ?? EMPTY, remote: remote() };
+      return { type: 'refused', listener: listenerId, refusal: refusals[code] ?? 'error', errno: b, received: prefix ?? EMPTY, remote };
     case EventType.gone:
       return { type: 'gone', conn: id, listener: listenerId, reason: code === GoneCode.data ? 'data' : 'closed' };
     case EventType.listenerError:
       return { type: 'listenerError', listener: listenerId, errno: code };
     case EventType.dialed:
-      return { type: 'dialed', conn: id, errno: code };
+      return { type: 'dialed', conn: id, stock: listenerId, errno: code };
     case EventType.header:
-      return { type: 'header', conn: id, header: prefix ?? EMPTY, pair: b };
+      return { type: 'header', conn: id, header: prefix ?? EMPTY, pair: b, stock };
     case EventType.joinedLent:
-      return { type: 'joinedLent', pair: id, listener: listenerId, client: a, lent: b, remote: remote(), local: local() ?? { ip: '', port: 0 } };
+      return { type: 'joinedLent', pair: id, listener: listenerId, client: a, lent: b, remote, local: local ?? NO_ADDRESS };
     default:
       throw new Error(`the engine reported event type ${type}, unknown to this build`);
   }

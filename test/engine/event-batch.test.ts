@@ -1,0 +1,129 @@
+// The engine's events cross to JavaScript in batches (native/engine.h kEventRecordBytes): one
+// thread-safe call carries every event queued while JavaScript was busy, decoded once into the
+// union in their order, and an engine holds the event loop only while something is open.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { describe, it } from 'node:test';
+import { EngineConstant, EventRecordFlag, EventType, PairEndFlag } from '../../src/engine/substrate/codes.js';
+import type { EngineHandle } from '../../src/engine/substrate/engine.js';
+import { decodeBatch, type EngineEvent, type EventBatch } from '../../src/engine/substrate/events.js';
+import { noEngine } from '../helpers/data-plane.js';
+
+/** One record as the addon writes it. */
+function record(type: number, id: number, listenerId: number, code: number, ports: [number, number], flags: number, a: number, b: number, stock = 0): ArrayBuffer {
+  const bytes = new ArrayBuffer(EngineConstant.eventRecordBytes);
+  new Int32Array(bytes, 0, 8).set([type, id | 0, listenerId | 0, code, ports[0], ports[1], flags, stock | 0]);
+  new Float64Array(bytes, 32, 2).set([a, b]);
+  return bytes;
+}
+
+function concat(parts: ArrayBuffer[]): ArrayBuffer {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(new Uint8Array(p), at);
+    at += p.byteLength;
+  }
+  return out.buffer;
+}
+
+describe('decoding a batch of engine events', () => {
+  it('gives each record its own variable parts, in the engine\'s order', () => {
+    const header = Buffer.alloc(40, 7);
+    const preamble = Buffer.from('RLYD');
+    const records = concat([
+      record(EventType.accepted, 5, 2, 0, [40000, 9000], EventRecordFlag.hasPrefix | EventRecordFlag.hasAddresses, 0, 0),
+      record(EventType.header, 6, 0, 0, [0, 0], EventRecordFlag.hasPrefix, 0, 7),
+      record(EventType.pairEnd, 7, 0, 111, [0, 0], 0, 2 ** 40, 3),
+      record(EventType.pairEnd, 0xfffffff0, PairEndFlag.endedBeforeConnect, 111, [0, 0], EventRecordFlag.hasPrefix, 0, 0, 0xfffffff1),
+      record(EventType.gone, 8, 2, 2, [0, 0], 0, 0, 0),
+      record(EventType.joinedLent, 9, 3, 0, [40001, 9001], EventRecordFlag.hasAddresses, 10, 11),
+      record(EventType.accepted, 12, 2, 0, [40002, 0], EventRecordFlag.hasPrefix | EventRecordFlag.hasAddresses, 0, 0),
+    ]);
+    const side = [preamble, '127.0.0.2', '127.0.0.1', header, header, '::1', '::2', Buffer.alloc(0), '10.0.0.1', ''];
+    const events = decodeBatch(records, side);
+    const expected: EngineEvent[] = [
+      { type: 'accepted', conn: 5, listener: 2, prefix: preamble, remote: { ip: '127.0.0.2', port: 40000 }, local: { ip: '127.0.0.1', port: 9000 } },
+      { type: 'header', conn: 6, header, pair: 7, stock: 0 },
+      { type: 'pairEnd', pair: 7, errno: 111, bytesFromA: 2 ** 40, bytesFromB: 3, endedBeforeConnect: false, stock: 0, header: null },
+      { type: 'pairEnd', pair: 0xfffffff0, errno: 111, bytesFromA: 0, bytesFromB: 0, endedBeforeConnect: true, stock: 0xfffffff1, header },
+      { type: 'gone', conn: 8, listener: 2, reason: 'data' },
+      { type: 'joinedLent', pair: 9, listener: 3, client: 10, lent: 11, remote: { ip: '::1', port: 40001 }, local: { ip: '::2', port: 9001 } },
+      { type: 'accepted', conn: 12, listener: 2, prefix: Buffer.alloc(0), remote: { ip: '10.0.0.1', port: 40002 }, local: null },
+    ];
+    assert.deepEqual(events, expected);
+  });
+
+  it('refuses a type this build does not know', () => {
+    assert.throws(() => decodeBatch(record(99, 1, 0, 0, [0, 0], 0, 0, 0), []), /event type 99, unknown to this build/);
+  });
+});
+
+/** The addon as engine.ts loads it, to see its calls themselves. */
+function addon(): { createEngine(onEvents: (...batch: EventBatch) => void): EngineHandle } {
+  const require = createRequire(import.meta.url);
+  const dir = fileURLToPath(new URL('../../../native', import.meta.url));
+  return require((require('node-gyp-build') as { resolve(dir: string): string }).resolve(dir)) as ReturnType<typeof addon>;
+}
+
+describe('an engine\'s event batches', { skip: noEngine() }, () => {
+  it('carries the events queued while JavaScript was busy in one call, in order', async () => {
+    const calls: EngineEvent[][] = [];
+    let wake = (): void => {};
+    const engine = addon().createEngine((...batch) => {
+      calls.push(decodeBatch(...batch));
+      wake();
+    });
+    const [listener, port] = engine.listen('127.0.0.1', 0, 128, 0, 1000, 0, false, null);
+    const clients = Array.from({ length: 40 }, () => net.connect(port, '127.0.0.1').on('error', () => {}));
+    await Promise.all(clients.map((c) => new Promise((r) => c.once('connect', r))));
+    // JavaScript stays busy (no callback can run) until the engine holds all 40: their events queue.
+    const deadline = Date.now() + 10_000;
+    while (engine.stats().conns < 40 && Date.now() < deadline) { /* busy on purpose */ }
+    assert.equal(engine.stats().conns, 40);
+    const events = (): EngineEvent[] => calls.flat();
+    while (events().length < 40) await new Promise<void>((r) => (wake = r));
+    assert.ok(calls.length < 40 && calls.length <= 2, `40 events came in ${calls.length} calls`);
+    const accepted = events().filter((e) => e.type === 'accepted');
+    assert.equal(accepted.length, 40);
+    const ports = new Set(clients.map((c) => c.localPort));
+    for (const e of accepted) {
+      assert.equal(e.listener, listener);
+      assert.ok(ports.has(e.remote.port), `an accepted connection from an unknown port ${e.remote.port}`);
+    }
+    // The ids are given in accept order, and the events come in that order.
+    const ids = accepted.map((e) => e.conn);
+    assert.deepEqual(ids, [...ids].sort((x, y) => x - y));
+    for (const c of clients) c.destroy();
+    engine.closeListener(listener);
+  });
+
+  it('holds the event loop only while a listener or pair is open', async () => {
+    // A child that opens a listener, takes one connection and closes both: it must exit by
+    // itself, with no timer or socket of its own left.
+    const engineModule = new URL('../../src/engine/substrate/engine.js', import.meta.url).href;
+    const script = `
+      import net from 'node:net';
+      import { Engine } from ${JSON.stringify(engineModule)};
+      const engine = Engine.open();
+      const [listener, port] = engine.handle.listen('127.0.0.1', 0, 16, 0, 1000, 0, false, null);
+      engine.addListener(listener, {
+        accepted(e) { engine.handle.closeConn(e.conn); engine.handle.closeListener(listener); console.log('accepted'); },
+        refused() {}, failed() {}, joinedLent() {},
+      });
+      const client = net.connect(port, '127.0.0.1');
+      client.on('error', () => {});
+      client.on('close', () => {});
+      client.resume();
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const code = await new Promise<number | null>((r) => child.on('exit', r));
+    assert.equal(out.trim(), 'accepted');
+    assert.equal(code, 0);
+  });
+});
