@@ -200,12 +200,18 @@ void Engine::Run() {
       if (errno == EINTR) continue;
       break;
     }
+    // Commands first: JavaScript posted them before whatever it did next, so a connection that
+    // arrives in the same wake-up (a dial after new credits, a preamble after a new session's
+    // keys) must find them applied.
+    for (int i = 0; i < n; i++) {
+      if (events[i].data.ptr == nullptr) {
+        RunCommands();
+        break;
+      }
+    }
     for (int i = 0; i < n; i++) {
       void* ptr = events[i].data.ptr;
-      if (ptr == nullptr) {
-        RunCommands();
-        continue;
-      }
+      if (ptr == nullptr) continue;
       switch (*static_cast<Kind*>(ptr)) {
         case Kind::kSide:
           OnSideEvent(static_cast<Side*>(ptr), events[i].events);

@@ -186,8 +186,10 @@ describe('engine listener', { timeout: 20_000 }, () => {
     };
     const refusedAs = async (preamble: Buffer): Promise<Refusal> => {
       const socket = await send(preamble);
+      // Listening before the refusal is heard: the engine's reset can reach the socket first.
+      const ended = closed(socket);
       const { refusal } = await data.nextRefusal();
-      await closed(socket);
+      await ended;
       return refusal;
     };
     const counterZero = encodePreamble(sessionId, 1, dataKey);
