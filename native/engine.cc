@@ -160,6 +160,7 @@ void Engine::Emit(Event* event) {
 int Engine::WaitTimeout() {
   int64_t next = INT64_MAX;
   if (!deadlines_.empty()) next = deadlines_.top().first;
+  if (nextIdleSweepMs_ < next) next = nextIdleSweepMs_;
   for (auto& entry : listeners_) {
     if (entry.second->resumeAt != 0 && entry.second->resumeAt < next) next = entry.second->resumeAt;
   }
@@ -195,6 +196,7 @@ void Engine::Run() {
       }
     }
     ExpireAndResume();
+    SweepIdlePairs();
     // Pairs and connections ended in this batch may still have had events later in the same
     // batch: free them only now.
     for (Pair* pair : graveyard_) delete pair;
@@ -302,6 +304,9 @@ void Engine::RunCommands() {
         break;
       case Command::kActiveLimit:
         if (Pool* pool = PoolOf(command.id)) pool->activeLimit = command.connA;
+        break;
+      case Command::kIdleTimeout:
+        ApplyIdleTimeout(command.id, static_cast<int64_t>(command.count));
         break;
     }
   }

@@ -167,6 +167,9 @@ struct Pool {
   std::deque<uint32_t> waiting;
   uint32_t active = 0;
   uint32_t activeLimit = 0;
+  // The gray's idle timeout (pool-pairs.cc): a pair of this pool with no byte either way for this
+  // long is reset and its end flagged kEndedIdle; 0: none.
+  int64_t idleTimeoutMs = 0;
 };
 
 struct Listener {
@@ -261,10 +264,21 @@ struct Pair {
   bool connectingB = false;
   // Joined with a data connection of this listener's pool: counted in its active pairs.
   uint32_t poolListenerId = 0;
+  // A client joined with a pooled connection (lend.cc), which reports itself (pool-pairs.cc):
+  // its public listener, its held connection's id, its address, when it was joined. Set before
+  // the pair is registered and never changed, so PoolPairs reads them under the mutex alone.
+  uint32_t clientListenerId = 0;
+  uint32_t clientConnId = 0;
+  sockaddr_storage client{};
+  int64_t joinedAtMs = 0;
+  // The idle timeout's view (engine thread only): the byte total last seen, since when.
+  uint64_t idleSeenBytes = 0;
+  int64_t idleSinceMs = 0;
+  bool endedIdle = false;
 };
 
 // How a pair's end is flagged to JavaScript (the event's `code` stays the errno).
-enum PairEndFlags : uint32_t { kEndedBeforeConnect = 1 };
+enum PairEndFlags : uint32_t { kEndedBeforeConnect = 1, kEndedIdle = 2 };
 
 // What the engine tells JavaScript, through one thread-safe function.
 struct Event {
@@ -273,8 +287,10 @@ struct Event {
   // engine forwarded it into by itself (Conn::forward), or 0 when JavaScript is to forward it.
   // kJoinedLent: a client (a) was joined with a lent connection (b) into pair id (lend.cc).
   // kAccepted of a verified data connection (verify.cc): a is its counter, b its session epoch.
+  // kPoolPairEnd: a pair of kJoinedLent ended (pool-pairs.cc): listenerId is the client's
+  // public listener, remote the client; flags, clientConnId, ageMs and idleMs say the rest.
   // (The numbers are also in src/engine/substrate/codes.ts; a test compares the two.)
-  enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4, kDialed = 5, kHeader = 6, kJoinedLent = 7 } type;
+  enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4, kDialed = 5, kHeader = 6, kJoinedLent = 7, kPoolPairEnd = 8 } type;
   explicit Event(Type t) : type(t) {}
   uint32_t id = 0;          // pair (kPairEnd) or connection
   uint32_t listenerId = 0;  // 0 for a dialed connection; kPairEnd: PairEndFlags
@@ -285,10 +301,25 @@ struct Event {
   bool hasAddresses = false;
   sockaddr_storage remote{};
   sockaddr_storage local{};
+  // kPoolPairEnd only.
+  uint32_t flags = 0;
+  uint32_t clientConnId = 0;
+  int64_t ageMs = 0;
+  int64_t idleMs = 0;
+};
+
+// One live pair of a pool as PoolPairs reports it to JavaScript.
+struct PoolPairInfo {
+  uint32_t id = 0;
+  uint32_t clientConnId = 0;
+  sockaddr_storage client{};
+  uint64_t fromClient = 0;
+  uint64_t toClient = 0;
+  int64_t ageMs = 0;
 };
 
 struct Command {
-  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kSession, kCredits, kUsePool, kAdmit, kActiveLimit } kind;
+  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kSession, kCredits, kUsePool, kAdmit, kActiveLimit, kIdleTimeout } kind;
   explicit Command(Kind k) : kind(k) {}
   Pair* pair = nullptr;
   Conn* conn = nullptr;     // kDial
@@ -382,6 +413,12 @@ class Engine {
   void SetSession(uint32_t listenerId, uint32_t epoch, const std::string& keys);
   void SetCredits(uint32_t listenerId, uint32_t epoch, uint64_t explicitUpTo);
 
+  // JS thread (pool-pairs.cc). SetIdleTimeout: the data listener's pool resets its pairs silent
+  // both ways for timeoutMs (0: never). PoolPairs: the live pairs of clients of a public
+  // listener, read under the mutex (for the state API; JavaScript keeps no object per pair).
+  void SetIdleTimeout(uint32_t dataListenerId, uint32_t timeoutMs);
+  std::vector<PoolPairInfo> PoolPairs(uint32_t publicListenerId);
+
   bool Bytes(uint32_t id, uint64_t* fromA, uint64_t* fromB);
   size_t PairCount();
 
@@ -467,6 +504,12 @@ class Engine {
   void AdmitClient(uint32_t clientId);
   bool JoinPooled(Conn* client, uint32_t dataId);
   void PoolPairEnded(Pair* pair);
+
+  // ---- A pool's pairs: their end report and the idle timeout (pool-pairs.cc) ----
+  Event* PoolPairEndEvent(Pair* pair);
+  void ApplyIdleTimeout(uint32_t dataListenerId, int64_t timeoutMs);
+  void SweepIdlePairs();
+  int64_t nextIdleSweepMs_ = INT64_MAX;  // engine thread only
   // A client's local address: the listener's bound one, or getsockname's when the listener is
   // gone or bound to a wildcard.
   static bool ClientLocalAddress(const Listener* listener, int fd, sockaddr_storage* out);

@@ -32,6 +32,7 @@ using relay::kWatchAny;
 using relay::kWatchReset;
 using relay::Listener;
 using relay::Pair;
+using relay::PoolPairInfo;
 
 // Every method of an engine object carries its Engine as the function's data (see CreateEngine),
 // so several engines can live in one process, each with its own thread and events.
@@ -92,11 +93,12 @@ void CallOnEvent(napi_env env, napi_value callback, void* context, void* data) {
   auto* event = static_cast<Event*>(data);
   if (env != nullptr) {
     auto* engine = static_cast<Engine*>(context);
-    if (engine && event->type == Event::kPairEnd) Unref(env, engine);
+    if (engine && (event->type == Event::kPairEnd || event->type == Event::kPoolPairEnd)) Unref(env, engine);
     // A pair the engine made on its own (a forward on a start header, a join with a lent one) keeps the process alive like one
     // JavaScript asked for; its kPairEnd, always later in this queue, releases it.
     if (engine && ((event->type == Event::kHeader && event->b != 0) || event->type == Event::kJoinedLent)) Ref(env, engine);
-    napi_value args[11];
+    napi_value args[15];
+    napi_get_undefined(env, &args[6]);
     napi_create_int32(env, event->type, &args[0]);
     napi_create_uint32(env, event->id, &args[1]);
     napi_create_uint32(env, event->listenerId, &args[2]);
@@ -113,6 +115,14 @@ void CallOnEvent(napi_env env, napi_value callback, void* context, void* data) {
       SetAddress(env, event->remote, &args[7], &args[8]);
       SetAddress(env, event->local, &args[9], &args[10]);
       argc = 11;
+    }
+    if (event->type == Event::kPoolPairEnd) {
+      // The pair's own report (pool-pairs.cc): flags, the client's connection id, age, idle time.
+      napi_create_uint32(env, event->flags, &args[11]);
+      napi_create_uint32(env, event->clientConnId, &args[12]);
+      napi_create_double(env, static_cast<double>(event->ageMs), &args[13]);
+      napi_create_double(env, static_cast<double>(event->idleMs), &args[14]);
+      argc = 15;
     }
     napi_value global;
     napi_get_global(env, &global);
@@ -555,6 +565,47 @@ napi_value Stats(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// idleTimeout(dataListenerId, ms): the pool resets its pairs silent both ways for ms (0: never).
+napi_value IdleTimeout(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
+  uint32_t values[2];
+  if (!engine || !Uint32Arguments(env, info, 2, values)) return Throw(env, "idleTimeout(dataListenerId, ms): bad arguments");
+  engine->SetIdleTimeout(values[0], values[1]);
+  return nullptr;
+}
+
+// poolPairs(publicListenerId) => [{ pair, conn, ip, port, fromClient, toClient, ageMs }]: the
+// live pairs of that port's clients, made on demand (JavaScript keeps no object per pair).
+napi_value PoolPairs(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
+  bool ok;
+  uint32_t id = IdArgument(env, info, &ok);
+  if (!engine || !ok) return Throw(env, "poolPairs(publicListenerId): bad arguments");
+  std::vector<PoolPairInfo> pairs = engine->PoolPairs(id);
+  napi_value result;
+  napi_create_array_with_length(env, pairs.size(), &result);
+  for (size_t i = 0; i < pairs.size(); i++) {
+    const PoolPairInfo& p = pairs[i];
+    napi_value item, pair, conn, ip, port, fromClient, toClient, age;
+    napi_create_object(env, &item);
+    napi_create_uint32(env, p.id, &pair);
+    napi_create_uint32(env, p.clientConnId, &conn);
+    SetAddress(env, p.client, &ip, &port);
+    napi_create_double(env, static_cast<double>(p.fromClient), &fromClient);
+    napi_create_double(env, static_cast<double>(p.toClient), &toClient);
+    napi_create_double(env, static_cast<double>(p.ageMs), &age);
+    napi_set_named_property(env, item, "pair", pair);
+    napi_set_named_property(env, item, "conn", conn);
+    napi_set_named_property(env, item, "ip", ip);
+    napi_set_named_property(env, item, "port", port);
+    napi_set_named_property(env, item, "fromClient", fromClient);
+    napi_set_named_property(env, item, "toClient", toClient);
+    napi_set_named_property(env, item, "ageMs", age);
+    napi_set_element(env, result, static_cast<uint32_t>(i), item);
+  }
+  return result;
+}
+
 napi_value Methods(napi_env env, Engine* engine) {
   napi_property_descriptor properties[] = {
       {"join", nullptr, Join, nullptr, nullptr, nullptr, napi_default, engine},
@@ -572,6 +623,8 @@ napi_value Methods(napi_env env, Engine* engine) {
       {"activeLimit", nullptr, ActiveLimit, nullptr, nullptr, nullptr, napi_default, engine},
       {"session", nullptr, Session, nullptr, nullptr, nullptr, napi_default, engine},
       {"credits", nullptr, Credits, nullptr, nullptr, nullptr, napi_default, engine},
+      {"idleTimeout", nullptr, IdleTimeout, nullptr, nullptr, nullptr, napi_default, engine},
+      {"poolPairs", nullptr, PoolPairs, nullptr, nullptr, nullptr, napi_default, engine},
   };
   napi_value object;
   napi_create_object(env, &object);

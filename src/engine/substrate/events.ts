@@ -51,12 +51,45 @@ export type EngineEvent =
    *  into with the service by itself, or 0 when JavaScript is to forward it. */
   | { readonly type: 'header'; readonly conn: number; readonly header: Buffer; readonly pair: number }
   /** The engine joined the held client with a connection of its gray's pool into pair. */
-  | { readonly type: 'joinedLent'; readonly pair: number; readonly listener: number; readonly client: number; readonly lent: number; readonly remote: Address; readonly local: Address };
+  | { readonly type: 'joinedLent'; readonly pair: number; readonly listener: number; readonly client: number; readonly lent: number; readonly remote: Address; readonly local: Address }
+  /** A pair of joinedLent ended (native/pool-pairs.cc): the client's public listener, its
+   *  connection's id and address, the bytes from and to it, errno (0, or ECANCELED after destroy
+   *  or the idle timeout), whether the gray's idle timeout ended it, how long it lived and how
+   *  long it had been silent. Everything its end reports, so JavaScript keeps nothing per pair. */
+  | {
+      readonly type: 'poolPairEnd';
+      readonly pair: number;
+      readonly listener: number;
+      readonly errno: number;
+      readonly bytesFromClient: number;
+      readonly bytesToClient: number;
+      readonly endedIdle: boolean;
+      readonly client: number;
+      readonly remote: Address;
+      readonly ageMs: number;
+      readonly idleMs: number;
+    };
 
 export type EngineEventOf<T extends EngineEvent['type']> = Extract<EngineEvent, { type: T }>;
 
 /** The positional arguments of native/napi.cc CallOnEvent. */
-export type RawEvent = [type: number, id: number, listenerId: number, code: number, a: number, b: number, prefix?: Buffer, remoteIp?: string, remotePort?: number, localIp?: string, localPort?: number];
+export type RawEvent = [
+  type: number,
+  id: number,
+  listenerId: number,
+  code: number,
+  a: number,
+  b: number,
+  prefix?: Buffer,
+  remoteIp?: string,
+  remotePort?: number,
+  localIp?: string,
+  localPort?: number,
+  flags?: number,
+  clientConn?: number,
+  ageMs?: number,
+  idleMs?: number,
+];
 
 const refusals: Record<number, Refusal> = {
   [RefusalCode.noSession]: 'no-session',
@@ -78,7 +111,7 @@ const EMPTY = Buffer.alloc(0);
 
 /** One event from the addon's arguments; throws on a type this side does not know (the header
  *  test keeps the two in step, so that is a build mismatch). */
-export function decodeEvent(...[type, id, listenerId, code, a, b, prefix, remoteIp, remotePort, localIp, localPort]: RawEvent): EngineEvent {
+export function decodeEvent(...[type, id, listenerId, code, a, b, prefix, remoteIp, remotePort, localIp, localPort, flags, clientConn, ageMs, idleMs]: RawEvent): EngineEvent {
   const remote = (): Address => ({ ip: remoteIp ?? '', port: remotePort ?? 0 });
   const local = (): Address | null => (localIp ? { ip: localIp, port: localPort ?? 0 } : null);
   switch (type) {
@@ -98,6 +131,20 @@ export function decodeEvent(...[type, id, listenerId, code, a, b, prefix, remote
       return { type: 'header', conn: id, header: prefix ?? EMPTY, pair: b };
     case EventType.joinedLent:
       return { type: 'joinedLent', pair: id, listener: listenerId, client: a, lent: b, remote: remote(), local: local() ?? { ip: '', port: 0 } };
+    case EventType.poolPairEnd:
+      return {
+        type: 'poolPairEnd',
+        pair: id,
+        listener: listenerId,
+        errno: code,
+        bytesFromClient: a,
+        bytesToClient: b,
+        endedIdle: ((flags ?? 0) & PairEndFlag.endedIdle) !== 0,
+        client: clientConn ?? 0,
+        remote: remote(),
+        ageMs: ageMs ?? 0,
+        idleMs: idleMs ?? 0,
+      };
     default:
       throw new Error(`the engine reported event type ${type}, unknown to this build`);
   }
