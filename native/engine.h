@@ -42,7 +42,8 @@
 // Where the code is, one concept a file: this header holds the types every part shares and the
 // Engine's declaration; engine.cc the engine thread and its command queue; pump.cc the pairs
 // (the data plane proper); intake.cc listeners and held connections; verify.cc the preamble
-// check; lend.cc a gray's pool and the joins from it; dial.cc dialing and the forward on a start
+// check; lend.cc a gray's pool and the joins from it; pool-pairs.cc the pool's pairs (their end
+// report, the live list, the idle timeout); dial.cc dialing and the forward on a start
 // header; napi.cc the JavaScript surface (and memory.cc its one call that is not the engine's:
 // malloc_trim after startup). The types live in namespace relay (not an anonymous
 // namespace) because the Engine's methods are defined in several translation units.
