@@ -84,7 +84,7 @@ export class PoolBroker {
   /** The JS plane's pairs; the engine's are only counted (enginePairs). */
   private readonly active = new Set<ActivePair>();
   private enginePairs = 0;
-  private drainWaiters: (() => void)[] = [];
+  private readonly drainWaiters: (() => void)[] = [];
   private lender: Lender | null = null;
   /** Idle connections in the engine's pool; they come back only by being closed. */
   private readonly lent = new Map<HeldConn, IdleConnection>();
