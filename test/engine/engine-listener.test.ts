@@ -103,6 +103,15 @@ async function dial(port: number, localAddress?: string): Promise<Socket> {
 }
 
 /** Everything the socket receives until the other side closes (its FIN, or a reset). */
+/** How a socket ended: the error code of a reset, or 'end'. */
+function closedBy(socket: Socket): Promise<string> {
+  return new Promise((resolve) => {
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+    socket.once('close', () => resolve('end'));
+    socket.resume();
+  });
+}
+
 function closed(socket: Socket): Promise<Buffer> {
   const chunks: Buffer[] = [];
   socket.on('data', (c: Buffer) => chunks.push(c));
@@ -297,6 +306,61 @@ describe('engine listener', { timeout: 20_000 }, () => {
     assert.ok(end3.durationMs >= 0);
     for (const socket of [first, second, fourth, ...grays]) socket.destroy();
     await Promise.all([ended1, ended2]);
+    front.listener.close();
+    back.listener.close();
+  });
+
+  it("a pool's pairs are listed on demand (client address, bytes, age); the pool's idle timeout resets a pair silent both ways and flags its end, and spares one that moves", { timeout: 10_000 }, async () => {
+    const front = harness({});
+    const back = harness({ prefixBytes: PREAMBLE_BYTES, prefixMagic: PREAMBLE_MAGIC, prefixTimeoutMs: 5000, watch: 'any' });
+    const sessionId = randomBytes(16);
+    const dataKey = randomBytes(32);
+    back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
+    back.listener.setCredits(1, 10);
+    back.listener.setActiveLimit(10);
+    front.listener.usePool(back.listener);
+    const grays: Socket[] = [];
+    const pairOne = async (counter: number): Promise<{ client: Socket; gray: Socket; paired: Paired }> => {
+      const gray = await dial(back.listener.port);
+      gray.write(encodePreamble(sessionId, counter, dataKey));
+      grays.push(gray);
+      await back.nextConn();
+      const client = await dial(front.listener.port);
+      const paired = await front.nextPaired();
+      await received(gray, 40);  // the start header
+      return { client, gray, paired };
+    };
+    const silent = await pairOne(1);
+    const busy = await pairOne(2);
+    silent.client.write('abc');
+    await received(silent.gray, 3);
+    silent.gray.write('hello');
+    await received(silent.client, 5);
+    const listed = front.listener.poolPairs().find((p) => p.pair === silent.paired.pair);
+    assert.ok(listed, 'the running pair is listed');
+    assert.deepEqual([listed.conn, listed.ip, listed.port, listed.fromClient, listed.toClient], [silent.paired.clientConn, '127.0.0.1', silent.client.localPort, 3, 5]);
+    assert.ok(listed.ageMs >= 0);
+    assert.equal(front.listener.livePairs, 2);
+    // 300 ms: the silent pair is reset after at least that; the busy one, a byte every 50 ms, is not.
+    const silentClosed = closedBy(silent.client);
+    const quietSince = Date.now();
+    back.listener.setIdleTimeout(300);
+    const silentEnd = await new Promise<PoolPairEnd>((resolve) => {
+      const beat = setInterval(() => busy.client.write('.'), 50);
+      void silent.paired.ended.then((end) => (clearInterval(beat), resolve(end)));
+    });
+    assert.ok(Date.now() - quietSince >= 300, 'not before the timeout');
+    assert.deepEqual([silentEnd.endedIdle, silentEnd.error, silentEnd.bytesFromClient, silentEnd.bytesToClient], [true, null, 3, 5]);
+    assert.ok(silentEnd.idleMs >= 300, `idle ${silentEnd.idleMs} ms`);
+    assert.equal(await silentClosed, 'ECONNRESET');
+    assert.deepEqual(front.listener.poolPairs().map((p) => p.pair), [busy.paired.pair], 'only the busy pair is left');
+    back.listener.setIdleTimeout(null);
+    busy.client.destroy();
+    busy.gray.destroy();
+    const busyEnd = await busy.paired.ended;
+    assert.equal(busyEnd.endedIdle, false);
+    assert.equal(front.listener.livePairs, 0);
+    for (const socket of grays) socket.destroy();
     front.listener.close();
     back.listener.close();
   });
