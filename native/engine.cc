@@ -184,6 +184,7 @@ std::vector<Event*> Engine::TakeBatch() {
 int Engine::WaitTimeout() {
   int64_t next = INT64_MAX;
   if (!deadlines_.empty()) next = deadlines_.top().first;
+  if (nextIdleSweepMs_ < next) next = nextIdleSweepMs_;
   for (auto& entry : listeners_) {
     if (entry.second->resumeAt != 0 && entry.second->resumeAt < next) next = entry.second->resumeAt;
   }
@@ -225,6 +226,7 @@ void Engine::Run() {
       }
     }
     ExpireAndResume();
+    SweepIdlePairs();
     FlushEvents();
     // Pairs and connections ended in this batch may still have had events later in the same
     // batch: free them only now.
@@ -339,6 +341,9 @@ void Engine::RunCommands() {
         break;
       case Command::kActiveLimit:
         if (Pool* pool = PoolOf(command.id)) pool->activeLimit = command.connA;
+        break;
+      case Command::kIdleTimeout:
+        ApplyIdleTimeout(command.id, static_cast<int64_t>(command.count));
         break;
     }
   }

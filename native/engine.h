@@ -43,8 +43,9 @@
 // Where the code is, one concept a file: this header holds the types every part shares and the
 // Engine's declaration; engine.cc the engine thread and its command queue; pump.cc the pairs
 // (the data plane proper); intake.cc listeners and held connections; verify.cc the preamble
-// check; lend.cc a gray's pool and the joins from it; dial.cc dialing and the forward on a start
-// header; stock.cc the gray's stock of preambles; napi.cc the JavaScript surface (and memory.cc
+// check; lend.cc a gray's pool and the joins from it; pool-pairs.cc the pool's pairs (their end
+// report, the live list, the idle timeout); dial.cc dialing and the forward on a start header;
+// stock.cc the gray's stock of preambles; napi.cc the JavaScript surface (and memory.cc
 // its one call that is not the engine's:
 // malloc_trim after startup). The types live in namespace relay (not an anonymous
 // namespace) because the Engine's methods are defined in several translation units.
@@ -169,6 +170,9 @@ struct Pool {
   std::deque<uint32_t> waiting;
   uint32_t active = 0;
   uint32_t activeLimit = 0;
+  // The gray's idle timeout (pool-pairs.cc): a pair of this pool with no byte either way for this
+  // long is reset and its end flagged kEndedIdle; 0: none.
+  int64_t idleTimeoutMs = 0;
 };
 
 struct Listener {
@@ -285,10 +289,21 @@ struct Pair {
   // it was), kept only until the service answers. JavaScript keeps no object per such pair.
   uint32_t stockId = 0;
   std::string header;
+  // A client joined with a pooled connection (lend.cc), which reports itself (pool-pairs.cc):
+  // its public listener, its held connection's id, its address, when it was joined. Set before
+  // the pair is registered and never changed, so PoolPairs reads them under the mutex alone.
+  uint32_t clientListenerId = 0;
+  uint32_t clientConnId = 0;
+  sockaddr_storage client{};
+  int64_t joinedAtMs = 0;
+  // The idle timeout's view (engine thread only): the byte total last seen, since when.
+  uint64_t idleSeenBytes = 0;
+  int64_t idleSinceMs = 0;
+  bool endedIdle = false;
 };
 
 // How a pair's end is flagged to JavaScript (the event's `code` stays the errno).
-enum PairEndFlags : uint32_t { kEndedBeforeConnect = 1 };
+enum PairEndFlags : uint32_t { kEndedBeforeConnect = 1, kEndedIdle = 2 };
 
 // What the engine tells JavaScript, through one thread-safe function.
 struct Event {
@@ -297,9 +312,11 @@ struct Event {
   // engine forwarded it into by itself (Conn::forward), or 0 when JavaScript is to forward it.
   // kJoinedLent: a client (a) was joined with a lent connection (b) into pair id (lend.cc).
   // kAccepted of a verified data connection (verify.cc): a is its counter, b its session epoch.
+  // kPoolPairEnd: a pair of kJoinedLent ended (pool-pairs.cc): listenerId is the client's
+  // public listener, remote the client; flags, clientConnId, ageMs and idleMs say the rest.
   // (The numbers are also in src/engine/substrate/codes.ts; a test compares the two.)
   // kDialed carries the connection's stock in listenerId (0: dialed by JavaScript).
-  enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4, kDialed = 5, kHeader = 6, kJoinedLent = 7 } type;
+  enum Type : int32_t { kPairEnd = 0, kAccepted = 1, kRefused = 2, kGone = 3, kListenerError = 4, kDialed = 5, kHeader = 6, kJoinedLent = 7, kPoolPairEnd = 8 } type;
   explicit Event(Type t) : type(t) {}
   uint32_t id = 0;          // pair (kPairEnd) or connection
   uint32_t listenerId = 0;  // 0 for a dialed connection; kPairEnd: PairEndFlags
@@ -311,6 +328,21 @@ struct Event {
   bool hasAddresses = false;
   sockaddr_storage remote{};
   sockaddr_storage local{};
+  // kPoolPairEnd only.
+  uint32_t flags = 0;
+  uint32_t clientConnId = 0;
+  int64_t ageMs = 0;
+  int64_t idleMs = 0;
+};
+
+// One live pair of a pool as PoolPairs reports it to JavaScript.
+struct PoolPairInfo {
+  uint32_t id = 0;
+  uint32_t clientConnId = 0;
+  sockaddr_storage client{};
+  uint64_t fromClient = 0;
+  uint64_t toClient = 0;
+  int64_t ageMs = 0;
 };
 
 // Events cross to JavaScript in batches: the engine thread collects a loop turn's events and
@@ -318,15 +350,15 @@ struct Event {
 // so JavaScript is entered once per turn, or once for several turns while it is behind. On the
 // JavaScript thread a batch is one ArrayBuffer of fixed-size records plus one array for the
 // variable parts (napi.cc CallOnBatch, src/engine/substrate/events.ts decodeBatch). A record:
-// int32 slots type, id, listenerId, code, remotePort, localPort, flags, stockId; then float64
-// a, b.
-constexpr size_t kEventRecordBytes = 48;
+// int32 slots type, id, listenerId, code, remotePort, localPort, flags, stockId; float64 a, b;
+// int32 clientConnId, endFlags; float64 ageMs, idleMs (the last four: kPoolPairEnd's).
+constexpr size_t kEventRecordBytes = 72;
 // A record's flags: which variable parts follow in the side array, in this order: the prefix
 // (a Buffer), then the remote and local IP addresses (strings).
 enum EventRecordFlags : uint32_t { kRecordHasPrefix = 1, kRecordHasAddresses = 2 };
 
 struct Command {
-  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kSession, kCredits, kUsePool, kAdmit, kActiveLimit, kOpenStock, kStock, kCloseStock } kind;
+  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kSession, kCredits, kUsePool, kAdmit, kActiveLimit, kOpenStock, kStock, kCloseStock, kIdleTimeout } kind;
   explicit Command(Kind k) : kind(k) {}
   Pair* pair = nullptr;
   Conn* conn = nullptr;     // kDial
@@ -425,6 +457,12 @@ class Engine {
   // all). SetCredits: the session's explicit credit limit (cumulative, never lowered).
   void SetSession(uint32_t listenerId, uint32_t epoch, const std::string& keys);
   void SetCredits(uint32_t listenerId, uint32_t epoch, uint64_t explicitUpTo);
+
+  // JS thread (pool-pairs.cc). SetIdleTimeout: the data listener's pool resets its pairs silent
+  // both ways for timeoutMs (0: never). PoolPairs: the live pairs of clients of a public
+  // listener, read under the mutex (for the state API; JavaScript keeps no object per pair).
+  void SetIdleTimeout(uint32_t dataListenerId, uint32_t timeoutMs);
+  std::vector<PoolPairInfo> PoolPairs(uint32_t publicListenerId);
 
   bool Bytes(uint32_t id, uint64_t* fromA, uint64_t* fromB);
   size_t PairCount();
@@ -528,6 +566,12 @@ class Engine {
   void AdmitClient(uint32_t clientId);
   bool JoinPooled(Conn* client, uint32_t dataId);
   void PoolPairEnded(Pair* pair);
+
+  // ---- A pool's pairs: their end report and the idle timeout (pool-pairs.cc) ----
+  Event* PoolPairEndEvent(Pair* pair);
+  void ApplyIdleTimeout(uint32_t dataListenerId, int64_t timeoutMs);
+  void SweepIdlePairs();
+  int64_t nextIdleSweepMs_ = INT64_MAX;  // engine thread only
   // A client's local address: the listener's bound one, or getsockname's when the listener is
   // gone or bound to a wildcard.
   static bool ClientLocalAddress(const Listener* listener, int fd, sockaddr_storage* out);

@@ -167,6 +167,10 @@ bool Engine::JoinPooled(Conn* client, uint32_t dataId) {
   auto* pair = new Pair();
   pair->id = NextId();
   pair->dirs[0].head = header;  // to side B, the data connection, ahead of the client's bytes
+  pair->clientListenerId = client->listenerId;
+  pair->clientConnId = client->id;
+  pair->client = client->remote;
+  pair->joinedAtMs = pair->idleSinceMs = NowMs();
   Register(pair);
   auto* event = new Event(Event::kJoinedLent);
   event->id = pair->id;

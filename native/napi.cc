@@ -33,6 +33,7 @@ using relay::kWatchAny;
 using relay::kWatchReset;
 using relay::Listener;
 using relay::Pair;
+using relay::PoolPairInfo;
 
 // Every method of an engine object carries its Engine as the function's data (see CreateEngine),
 // so several engines can live in one process, each with its own thread and events.
@@ -91,7 +92,7 @@ void Unref(napi_env env, Engine* engine) {
 // the process alive like one JavaScript asked for; its kPairEnd, always later in the queue,
 // releases it.
 void Account(napi_env env, Engine* engine, const Event& event) {
-  if (event.type == Event::kPairEnd) Unref(env, engine);
+  if (event.type == Event::kPairEnd || event.type == Event::kPoolPairEnd) Unref(env, engine);
   if ((event.type == Event::kHeader && event.b != 0) || event.type == Event::kJoinedLent) Ref(env, engine);
 }
 
@@ -125,6 +126,10 @@ void CallOnBatch(napi_env env, napi_value callback, void* context, void* /* data
     slots[7] = static_cast<int32_t>(event.stockId);
     wide[0] = static_cast<double>(event.a);
     wide[1] = static_cast<double>(event.b);
+    slots[12] = static_cast<int32_t>(event.clientConnId);
+    slots[13] = static_cast<int32_t>(event.flags);
+    wide[3] = static_cast<double>(event.ageMs);
+    wide[4] = static_cast<double>(event.idleMs);
     if (event.type == Event::kAccepted || event.type == Event::kRefused || event.type == Event::kHeader || !event.prefix.empty()) {
       slots[6] |= relay::kRecordHasPrefix;
       napi_value prefix;
@@ -630,6 +635,49 @@ napi_value Stats(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// idleTimeout(dataListenerId, ms): the pool resets its pairs silent both ways for ms (0: never).
+napi_value IdleTimeout(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
+  uint32_t values[2];
+  if (!engine || !Uint32Arguments(env, info, 2, values)) return Throw(env, "idleTimeout(dataListenerId, ms): bad arguments");
+  engine->SetIdleTimeout(values[0], values[1]);
+  return nullptr;
+}
+
+// poolPairs(publicListenerId) => [{ pair, conn, ip, port, fromClient, toClient, ageMs }]: the
+// live pairs of that port's clients, made on demand (JavaScript keeps no object per pair).
+napi_value PoolPairs(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
+  bool ok;
+  uint32_t id = IdArgument(env, info, &ok);
+  if (!engine || !ok) return Throw(env, "poolPairs(publicListenerId): bad arguments");
+  std::vector<PoolPairInfo> pairs = engine->PoolPairs(id);
+  napi_value result;
+  napi_create_array_with_length(env, pairs.size(), &result);
+  for (size_t i = 0; i < pairs.size(); i++) {
+    const PoolPairInfo& p = pairs[i];
+    napi_value item, pair, conn, ip, port, fromClient, toClient, age;
+    napi_create_object(env, &item);
+    napi_create_uint32(env, p.id, &pair);
+    napi_create_uint32(env, p.clientConnId, &conn);
+    int32_t portNumber;
+    ip = IpOf(env, p.client, &portNumber);
+    napi_create_int32(env, portNumber, &port);
+    napi_create_double(env, static_cast<double>(p.fromClient), &fromClient);
+    napi_create_double(env, static_cast<double>(p.toClient), &toClient);
+    napi_create_double(env, static_cast<double>(p.ageMs), &age);
+    napi_set_named_property(env, item, "pair", pair);
+    napi_set_named_property(env, item, "conn", conn);
+    napi_set_named_property(env, item, "ip", ip);
+    napi_set_named_property(env, item, "port", port);
+    napi_set_named_property(env, item, "fromClient", fromClient);
+    napi_set_named_property(env, item, "toClient", toClient);
+    napi_set_named_property(env, item, "ageMs", age);
+    napi_set_element(env, result, static_cast<uint32_t>(i), item);
+  }
+  return result;
+}
+
 napi_value Methods(napi_env env, Engine* engine) {
   napi_property_descriptor properties[] = {
       {"join", nullptr, Join, nullptr, nullptr, nullptr, napi_default, engine},
@@ -650,6 +698,8 @@ napi_value Methods(napi_env env, Engine* engine) {
       {"openStock", nullptr, OpenStock, nullptr, nullptr, nullptr, napi_default, engine},
       {"stock", nullptr, AddToStock, nullptr, nullptr, nullptr, napi_default, engine},
       {"closeStock", nullptr, CloseStock, nullptr, nullptr, nullptr, napi_default, engine},
+      {"idleTimeout", nullptr, IdleTimeout, nullptr, nullptr, nullptr, napi_default, engine},
+      {"poolPairs", nullptr, PoolPairs, nullptr, nullptr, nullptr, napi_default, engine},
   };
   napi_value object;
   napi_create_object(env, &object);

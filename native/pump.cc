@@ -266,12 +266,13 @@ void Engine::Finish(Pair* pair, int error) {
     if (d.inPipe > 0) ClosePipe(d);  // undelivered bytes must not reach the next user
     else ReleasePipe(d);
   }
-  auto* event = new Event(Event::kPairEnd);
+  Event* event = PoolPairEndEvent(pair);
+  if (!event) event = new Event(Event::kPairEnd);
   event->id = pair->id;
   event->a = pair->dirs[0].bytes.load();
   event->b = pair->dirs[1].bytes.load();
   event->code = error;
-  event->listenerId = pair->connectingB ? static_cast<uint32_t>(kEndedBeforeConnect) : 0u;
+  if (event->type == Event::kPairEnd) event->listenerId = pair->connectingB ? static_cast<uint32_t>(kEndedBeforeConnect) : 0u;
   event->stockId = pair->stockId;
   if (pair->connectingB) event->prefix.swap(pair->header);
   Emit(event);

@@ -10,15 +10,14 @@ import { after, describe, it } from 'node:test';
 import { ErrorCodes, RelayError } from '../../src/errors.js';
 import type { GoneReason } from '../../src/engine/substrate/held-conn.js';
 import type { PairEnd } from '../../src/engine/substrate/pair.js';
-import { EngineListener, type EngineConn, type ListenerOptions, type Refusal, type TakePair, type Verified } from '../../src/engine/substrate/listener.js';
+import { EngineListener, type EngineConn, type ListenerOptions, type JoinedLent, type PoolPairEnd, type Refusal, type Verified } from '../../src/engine/substrate/listener.js';
 import { encodePreamble, PREAMBLE_BYTES, PREAMBLE_MAGIC } from '../../src/engine/protocol/preamble.js';
 import { clientAddressInfo, encodeStartHeader } from '../../src/engine/protocol/start-header.js';
 import { noEngine, testEngine } from '../helpers/data-plane.js';
 
-interface Paired {
-  client: EngineConn;
-  data: EngineConn | undefined;
-  take: TakePair;
+interface Paired extends JoinedLent {
+  /** Its end, as the engine reports it (onPoolPairEnd). */
+  ended: Promise<PoolPairEnd>;
 }
 
 interface Harness {
@@ -39,6 +38,7 @@ function harness(options: Partial<ListenerOptions>): Harness {
   const conns: Harness['conns'] = [];
   const refusals: Harness['refusals'] = [];
   const paired: Paired[] = [];
+  const ends = new Map<number, (end: PoolPairEnd) => void>();
   const waiters = { conn: [] as Array<() => void>, refusal: [] as Array<() => void>, paired: [] as Array<() => void> };
   const wake = (list: Array<() => void>): void => list.splice(0).forEach((f) => f());
   const listener = new EngineListener(testEngine()!, 
@@ -48,10 +48,11 @@ function harness(options: Partial<ListenerOptions>): Harness {
         conns.push({ conn, prefix, verified });
         wake(waiters.conn);
       },
-      onJoinedLent: (client, data, take) => {
-        paired.push({ client, data, take });
+      onJoinedLent: (joined) => {
+        paired.push({ ...joined, ended: new Promise((resolve) => ends.set(joined.clientConn, resolve)) });
         wake(waiters.paired);
       },
+      onPoolPairEnd: (end) => ends.get(end.clientConn)!(end),
       onRefused: (refusal, _ip, detail) => {
         refusals.push({ refusal, received: detail.received });
         wake(waiters.refusal);
@@ -102,6 +103,15 @@ async function dial(port: number, localAddress?: string): Promise<Socket> {
 }
 
 /** Everything the socket receives until the other side closes (its FIN, or a reset). */
+/** How a socket ended: the error code of a reset, or 'end'. */
+function closedBy(socket: Socket): Promise<string> {
+  return new Promise((resolve) => {
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+    socket.once('close', () => resolve('end'));
+    socket.resume();
+  });
+}
+
 function closed(socket: Socket): Promise<Buffer> {
   const chunks: Buffer[] = [];
   socket.on('data', (c: Buffer) => chunks.push(c));
@@ -259,7 +269,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
     const p1 = await front.nextPaired();
     assert.equal(p1.client, announced, 'the client JavaScript admitted');
     assert.equal(p1.data, verified);
-    const ended1 = new Promise<PairEnd>((resolve) => p1.take(resolve));
+    const ended1 = p1.ended;
     first.write('one');
     assert.deepEqual(await received(grays[0]!, 43), Buffer.concat([headerFor(first), Buffer.from('one')]));
 
@@ -270,7 +280,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
     front.listener.admit(secondConn);
     const p2 = await front.nextPaired();
     assert.deepEqual([p2.client, p2.data], [secondConn, idle]);
-    const ended2 = new Promise<PairEnd>((resolve) => p2.take(resolve));
+    const ended2 = p2.ended;
 
     // Below the active limit (2 running, limit 3), a client is joined at accept, never reported,
     // with the newest idle connection; at the limit the next one is reported again.
@@ -280,8 +290,10 @@ describe('engine listener', { timeout: 20_000 }, () => {
     const third = await dial(front.listener.port);
     const p3 = await front.nextPaired();
     assert.equal(p3.data, newer, 'the newest idle connection goes first');
-    assert.deepEqual([p3.client.remotePort, p3.client.localPort], [third.localPort, front.listener.port]);
-    const ended3 = new Promise<PairEnd>((resolve) => p3.take(resolve));
+    assert.equal(p3.client, undefined, 'a client joined at accept has no object in JavaScript');
+    const thirdPort = third.localPort;
+    assert.deepEqual([p3.remote.ip, p3.remote.port], [third.localAddress, thirdPort]);
+    const ended3 = p3.ended;
     third.end('three');
     assert.deepEqual(await closed(grays[3]!), Buffer.concat([headerFor(third), Buffer.from('three')]));
     const fourth = await dial(front.listener.port);
@@ -291,9 +303,66 @@ describe('engine listener', { timeout: 20_000 }, () => {
     assert.equal((await front.nextPaired()).data, older);
     grays[3]!.end();
     await closed(third);
-    assert.deepEqual([(await ended3).bytesFromA, (await ended3).error], [5, null]);
+    const end3 = await ended3;
+    assert.deepEqual([end3.bytesFromClient, end3.error, end3.endedIdle, end3.remote.port, end3.clientConn], [5, null, false, thirdPort, p3.clientConn]);
+    assert.ok(end3.durationMs >= 0);
     for (const socket of [first, second, fourth, ...grays]) socket.destroy();
     await Promise.all([ended1, ended2]);
+    front.listener.close();
+    back.listener.close();
+  });
+
+  it("a pool's pairs are listed on demand (client address, bytes, age); the pool's idle timeout resets a pair silent both ways and flags its end, and spares one that moves", { timeout: 10_000 }, async () => {
+    const front = harness({});
+    const back = harness({ prefixBytes: PREAMBLE_BYTES, prefixMagic: PREAMBLE_MAGIC, prefixTimeoutMs: 5000, watch: 'any' });
+    const sessionId = randomBytes(16);
+    const dataKey = randomBytes(32);
+    back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
+    back.listener.setCredits(1, 10);
+    back.listener.setActiveLimit(10);
+    front.listener.usePool(back.listener);
+    const grays: Socket[] = [];
+    const pairOne = async (counter: number): Promise<{ client: Socket; gray: Socket; paired: Paired }> => {
+      const gray = await dial(back.listener.port);
+      gray.write(encodePreamble(sessionId, counter, dataKey));
+      grays.push(gray);
+      await back.nextConn();
+      const client = await dial(front.listener.port);
+      const paired = await front.nextPaired();
+      await received(gray, 40);  // the start header
+      return { client, gray, paired };
+    };
+    const silent = await pairOne(1);
+    const busy = await pairOne(2);
+    silent.client.write('abc');
+    await received(silent.gray, 3);
+    silent.gray.write('hello');
+    await received(silent.client, 5);
+    const listed = front.listener.poolPairs().find((p) => p.pair === silent.paired.pair);
+    assert.ok(listed, 'the running pair is listed');
+    assert.deepEqual([listed.conn, listed.ip, listed.port, listed.fromClient, listed.toClient], [silent.paired.clientConn, '127.0.0.1', silent.client.localPort, 3, 5]);
+    assert.ok(listed.ageMs >= 0);
+    assert.equal(front.listener.livePairs, 2);
+    // 300 ms: the silent pair is reset after at least that; the busy one, a byte every 50 ms, is not.
+    const silentClosed = closedBy(silent.client);
+    const quietSince = Date.now();
+    back.listener.setIdleTimeout(300);
+    const silentEnd = await new Promise<PoolPairEnd>((resolve) => {
+      const beat = setInterval(() => busy.client.write('.'), 50);
+      void silent.paired.ended.then((end) => (clearInterval(beat), resolve(end)));
+    });
+    assert.ok(Date.now() - quietSince >= 300, 'not before the timeout');
+    assert.deepEqual([silentEnd.endedIdle, silentEnd.error, silentEnd.bytesFromClient, silentEnd.bytesToClient], [true, null, 3, 5]);
+    assert.ok(silentEnd.idleMs >= 300, `idle ${silentEnd.idleMs} ms`);
+    assert.equal(await silentClosed, 'ECONNRESET');
+    assert.deepEqual(front.listener.poolPairs().map((p) => p.pair), [busy.paired.pair], 'only the busy pair is left');
+    back.listener.setIdleTimeout(null);
+    busy.client.destroy();
+    busy.gray.destroy();
+    const busyEnd = await busy.paired.ended;
+    assert.equal(busyEnd.endedIdle, false);
+    assert.equal(front.listener.livePairs, 0);
+    for (const socket of grays) socket.destroy();
     front.listener.close();
     back.listener.close();
   });
@@ -321,7 +390,6 @@ describe('engine listener', { timeout: 20_000 }, () => {
       const paired = await front.nextPaired();
       assert.equal(paired.client, conns[counter], `the oldest client still waiting takes connection ${counter}`);
       assert.equal(paired.data, verified);
-      paired.take(() => {});
     }
     for (const socket of [...clients, ...grays]) socket.destroy();
     front.listener.close();

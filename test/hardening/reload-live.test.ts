@@ -58,6 +58,31 @@ async function rawWhite(extra: Partial<WhiteConfig> = {}, limits: Partial<Limits
 }
 
 describe('reload applies to what runs', () => {
+  it('idle_timeout_ms switched on by reload reaches a pair already running; until then the snapshot shows it live (active, its bytes so far)', { timeout: 20_000 }, async () => {
+    const tunnel = await startTunnel({ pool: 2 });
+    try {
+      const c = await connected(tunnel.publicPort);
+      c.write('12345');
+      await new Promise((r) => c.once('data', r));
+      await waitUntil(() => tunnel.white.snapshot().grays[0]!.activeClients === 1, 'the pair counted');
+      const live = tunnel.white.snapshot().grays[0]!;
+      assert.deepEqual([live.bytesFromClients, live.bytesToClients, live.idleTimeouts], [5, 5, 0], 'the running pair\'s bytes, asked of the data plane');
+      const ended = new Promise<string>((resolve) => {
+        c.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+        c.once('close', () => resolve('close'));
+      });
+      const config = tunnel.white.currentConfig;
+      const result = await tunnel.white.applyConfig({ ...config, grays: config.grays.map((g) => ({ ...g, idleTimeoutMs: 300 })) });
+      assert.deepEqual(result.notApplied, []);
+      assert.equal(await ended, 'ECONNRESET', 'the silent pair is reset');
+      await waitUntil(() => tunnel.white.snapshot().grays[0]!.idleTimeouts === 1 && tunnel.white.snapshot().grays[0]!.activeClients === 0, 'the idle timeout counted, the pair ended');
+      const after = tunnel.white.snapshot().grays[0]!;
+      assert.deepEqual([after.activeClients, after.bytesFromClients, after.bytesToClients], [0, 5, 5], 'the ended pair\'s bytes, from its end');
+    } finally {
+      await tunnel.stop();
+    }
+  });
+
   it('data_source_check switched on by reload: a data connection from another address is refused from then on', async () => {
     const { white, config } = await rawWhite({ dataSourceCheck: false });
     const s = await rawLogin(white.controlPort, 'raw', SECRET, 4);

@@ -4,10 +4,10 @@
 // `k` and the enum's own prefix (kRefusedNoSession is Refusal.noSession).
 
 /** Event::Type: what an event reports. */
-export const EventType = { pairEnd: 0, accepted: 1, refused: 2, gone: 3, listenerError: 4, dialed: 5, header: 6, joinedLent: 7 } as const;
+export const EventType = { pairEnd: 0, accepted: 1, refused: 2, gone: 3, listenerError: 4, dialed: 5, header: 6, joinedLent: 7, poolPairEnd: 8 } as const;
 
 /** PairEndFlags: carried by a pair's end. */
-export const PairEndFlag = { endedBeforeConnect: 1 } as const;
+export const PairEndFlag = { endedBeforeConnect: 1, endedIdle: 2 } as const;
 
 /** Filter: who a listener lets in before a byte is read. */
 export const FilterMode = { anyone: 0, nobody: 1, only: 2 } as const;
@@ -38,7 +38,7 @@ export const GoneCode = { closed: 1, data: 2 } as const;
 
 /** Constants the engine shares with the protocol (kStartHeaderBytes) and the event batch's
  *  record size (kEventRecordBytes). */
-export const EngineConstant = { startHeaderBytes: 40, eventRecordBytes: 48 } as const;
+export const EngineConstant = { startHeaderBytes: 40, eventRecordBytes: 72 } as const;
 
 /** EventRecordFlags: which variable parts of an event record follow in the batch's side array. */
 export const EventRecordFlag = { hasPrefix: 1, hasAddresses: 2 } as const;

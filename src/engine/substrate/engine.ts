@@ -39,6 +39,23 @@ export interface EngineHandle {
   /** Appends preambles (back to back), adds credits; hold 1 holds the stock, 0 releases it, -1 leaves it. */
   stock(stockId: number, preambles: Buffer | null, preambleBytes: number, credits: number, hold: -1 | 0 | 1): void;
   closeStock(stockId: number): void;
+  /** The data listener's pool resets its pairs silent both ways for ms (0: never); see
+   *  native/pool-pairs.cc. */
+  idleTimeout(dataListenerId: number, ms: number): void;
+  /** The live pairs of a public listener's clients, made on demand (native/pool-pairs.cc). */
+  poolPairs(publicListenerId: number): PoolPairInfo[];
+}
+
+/** One live pair of a gray's pool, as poolPairs reports it. */
+export interface PoolPairInfo {
+  readonly pair: number;
+  /** The client's connection id (the one its joinedLent named). */
+  readonly conn: number;
+  readonly ip: string;
+  readonly port: number;
+  readonly fromClient: number;
+  readonly toClient: number;
+  readonly ageMs: number;
 }
 
 interface Addon {
@@ -60,8 +77,13 @@ export interface ListenerOwner {
   accepted(event: EngineEventOf<'accepted'>): void;
   refused(event: EngineEventOf<'refused'>): void;
   failed(event: EngineEventOf<'listenerError'>): void;
-  /** The engine joined a client of this listener with a lent connection into pair. */
-  joinedLent(event: EngineEventOf<'joinedLent'>, pair: EnginePair): void;
+}
+
+/** What owns the pairs of a public listener's clients (listener.ts): the engine joined them
+ *  from the gray's pool, and each reports only its start and its end. */
+export interface PoolPairOwner {
+  joinedLent(event: EngineEventOf<'joinedLent'>): void;
+  poolPairEnd(event: EngineEventOf<'poolPairEnd'>): void;
 }
 
 /** What owns a stock's events: a connection the engine dialed from it connected or failed, read
@@ -106,6 +128,7 @@ export class Engine {
   private readonly listeners = new Map<number, ListenerOwner>();
   private readonly conns = new Map<number, ConnOwner>();
   private readonly stocks = new Map<number, StockOwner>();
+  private readonly poolPairOwners = new Map<number, PoolPairOwner>();
 
   private constructor(
     private readonly addon: Addon,
@@ -143,6 +166,16 @@ export class Engine {
 
   removeListener(id: number): void {
     this.listeners.delete(id);
+  }
+
+  /** Who hears of the pool pairs of public listener id: kept past the listener's close while
+   *  its pairs run, so their ends are still counted. */
+  addPoolPairOwner(id: number, owner: PoolPairOwner): void {
+    this.poolPairOwners.set(id, owner);
+  }
+
+  removePoolPairOwner(id: number): void {
+    this.poolPairOwners.delete(id);
   }
 
   addConn(id: number, owner: ConnOwner): void {
@@ -196,11 +229,12 @@ export class Engine {
       case 'listenerError':
         return this.listeners.get(event.listener)?.failed(event);
       case 'joinedLent': {
-        const pair = this.track(event.pair);
-        const listener = this.listeners.get(event.listener);
-        if (!listener) return pair.destroy();  // its port was closed meanwhile
-        return listener.joinedLent(event, pair);
+        const owner = this.poolPairOwners.get(event.listener);
+        if (!owner) return this.handle.destroy(event.pair);  // nobody to count it: its port is gone
+        return owner.joinedLent(event);
       }
+      case 'poolPairEnd':
+        return this.poolPairOwners.get(event.listener)?.poolPairEnd(event);
       case 'header': {
         if (event.stock !== 0) {
           const stock = this.stocks.get(event.stock);
@@ -278,6 +312,11 @@ export function pairEndOf(event: EngineEventOf<'pairEnd'>): PairEnd {
   return { bytesFromA: event.bytesFromA, bytesFromB: event.bytesFromB, error };
 }
 const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([name, value]) => [value, name]));
+
+/** What ended a pair, from the errno of its end: none for an orderly end or destroy(). */
+export function pairError(errno: number): Error | null {
+  return errno === 0 || errno === ECANCELED ? null : errnoError(errno, 'splice');
+}
 
 /** An Error for an errno the engine reported, shaped like Node's system errors. */
 export function errnoError(errno: number, syscall: string): Error {

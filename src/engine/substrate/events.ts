@@ -56,12 +56,30 @@ export type EngineEvent =
    *  was dialed from, or 0. */
   | { readonly type: 'header'; readonly conn: number; readonly header: Buffer; readonly pair: number; readonly stock: number }
   /** The engine joined the held client with a connection of its gray's pool into pair. */
-  | { readonly type: 'joinedLent'; readonly pair: number; readonly listener: number; readonly client: number; readonly lent: number; readonly remote: Address; readonly local: Address };
+  | { readonly type: 'joinedLent'; readonly pair: number; readonly listener: number; readonly client: number; readonly lent: number; readonly remote: Address; readonly local: Address }
+  /** A pair of joinedLent ended (native/pool-pairs.cc): the client's public listener, its
+   *  connection's id and address, the bytes from and to it, errno (0, or ECANCELED after destroy
+   *  or the idle timeout), whether the gray's idle timeout ended it, how long it lived and how
+   *  long it had been silent. Everything its end reports, so JavaScript keeps nothing per pair. */
+  | {
+      readonly type: 'poolPairEnd';
+      readonly pair: number;
+      readonly listener: number;
+      readonly errno: number;
+      readonly bytesFromClient: number;
+      readonly bytesToClient: number;
+      readonly endedIdle: boolean;
+      readonly client: number;
+      readonly remote: Address;
+      readonly ageMs: number;
+      readonly idleMs: number;
+    };
 
 export type EngineEventOf<T extends EngineEvent['type']> = Extract<EngineEvent, { type: T }>;
 
 /** What the addon passes per batch: records (engine.h kEventRecordBytes each: int32 type, id,
- *  listenerId, code, remotePort, localPort, flags, stockId; float64 a, b) and their variable parts in
+ *  listenerId, code, remotePort, localPort, flags, stockId; float64 a, b; int32 clientConn,
+ *  endFlags; float64 ageMs, idleMs) and their variable parts in
  *  order (per record: a prefix Buffer, then the remote and local IP addresses, as its flags say). */
 export type EventBatch = [records: ArrayBuffer, side: ReadonlyArray<Buffer | string>];
 
@@ -105,14 +123,24 @@ export function decodeBatch(...[records, side]: EventBatch): EngineEvent[] {
       const localIp = side[next++] as string;
       local = localIp ? { ip: localIp, port: ints[at + 5]! } : null;
     }
-    events.push(decodeRecord(ints[at]!, ints[at + 1]! >>> 0, ints[at + 2]! >>> 0, ints[at + 3]!, floats[i * FLOAT64_SLOTS + 4]!, floats[i * FLOAT64_SLOTS + 5]!, prefix, remote, local, ints[at + 7]! >>> 0));
+    const wide = i * FLOAT64_SLOTS;
+    const poolPair: PoolPairFields = { client: ints[at + 12]! >>> 0, endFlags: ints[at + 13]!, ageMs: floats[wide + 7]!, idleMs: floats[wide + 8]! };
+    events.push(decodeRecord(ints[at]!, ints[at + 1]! >>> 0, ints[at + 2]! >>> 0, ints[at + 3]!, floats[wide + 4]!, floats[wide + 5]!, prefix, remote, local, ints[at + 7]! >>> 0, poolPair));
   }
   return events;
 }
 
 const NO_ADDRESS: Address = { ip: '', port: 0 };
 
-function decodeRecord(type: number, id: number, listenerId: number, code: number, a: number, b: number, prefix: Buffer | null, remote: Address, local: Address | null, stock: number): EngineEvent {
+/** A record's fields only kPoolPairEnd uses. */
+interface PoolPairFields {
+  client: number;
+  endFlags: number;
+  ageMs: number;
+  idleMs: number;
+}
+
+function decodeRecord(type: number, id: number, listenerId: number, code: number, a: number, b: number, prefix: Buffer | null, remote: Address, local: Address | null, stock: number, poolPair: PoolPairFields): EngineEvent {
   switch (type) {
     case EventType.pairEnd:
       return { type: 'pairEnd', pair: id, errno: code, bytesFromA: a, bytesFromB: b, endedBeforeConnect: (listenerId & PairEndFlag.endedBeforeConnect) !== 0, stock, header: prefix };
@@ -130,6 +158,20 @@ function decodeRecord(type: number, id: number, listenerId: number, code: number
       return { type: 'header', conn: id, header: prefix ?? EMPTY, pair: b, stock };
     case EventType.joinedLent:
       return { type: 'joinedLent', pair: id, listener: listenerId, client: a, lent: b, remote, local: local ?? NO_ADDRESS };
+    case EventType.poolPairEnd:
+      return {
+        type: 'poolPairEnd',
+        pair: id,
+        listener: listenerId,
+        errno: code,
+        bytesFromClient: a,
+        bytesToClient: b,
+        endedIdle: (poolPair.endFlags & PairEndFlag.endedIdle) !== 0,
+        client: poolPair.client,
+        remote,
+        ageMs: poolPair.ageMs,
+        idleMs: poolPair.idleMs,
+      };
     default:
       throw new Error(`the engine reported event type ${type}, unknown to this build`);
   }

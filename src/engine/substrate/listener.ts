@@ -4,11 +4,13 @@
 // joined or closed (EngineConn). No Node socket is ever made for it. A gray's data port holds
 // the gray's pool (setSession, setCredits, setActiveLimit: the engine verifies preambles and
 // keeps the verified connections), which its public port uses (usePool): the engine joins a
-// client with a pooled connection by itself, and reports the pair (onJoinedLent).
+// client with a pooled connection by itself, and reports the pair (onJoinedLent) and, later, its
+// end (onPoolPairEnd) with everything that end must report: no JavaScript object lives per pair,
+// the live ones are listed on demand (poolPairs).
 import { ErrorCodes, RelayError } from '../../errors.js';
 import { FilterMode } from './codes.js';
-import { codeOfThrown, errnoError, type ConnOwner, type Engine, type EnginePair, type ListenerOwner } from './engine.js';
-import type { EngineEventOf, GoneReason, Refusal } from './events.js';
+import { codeOfThrown, errnoError, pairError, type ConnOwner, type Engine, type ListenerOwner, type PoolPairInfo, type PoolPairOwner } from './engine.js';
+import type { Address, EngineEventOf, GoneReason, Refusal } from './events.js';
 import type { HeldConn, WatchMode } from './held-conn.js';
 import type { Heads, OnPairEnd, Pair } from './pair.js';
 
@@ -29,8 +31,30 @@ export interface ListenerOptions {
   readonly watch: WatchMode;
 }
 
-/** A pair the engine joined of a client and a lent connection: take charge of its end. */
-export type TakePair = (onEnd: OnPairEnd) => Pair;
+/** A pair the engine joined of a client and a pooled connection. client and data: the held
+ *  connections JavaScript knew (a client it admitted, the pooled connection), undefined for one
+ *  it never heard of (a client joined at accept) or closed meanwhile. */
+export interface JoinedLent {
+  readonly pair: number;
+  readonly clientConn: number;
+  readonly client: EngineConn | undefined;
+  readonly data: EngineConn | undefined;
+  readonly remote: Address;
+}
+
+/** The end of a JoinedLent pair, as the engine reports it. */
+export interface PoolPairEnd {
+  readonly clientConn: number;
+  readonly remote: Address;
+  readonly bytesFromClient: number;
+  readonly bytesToClient: number;
+  /** The first error that ended it; null for an orderly end, destroy() or the idle timeout. */
+  readonly error: Error | null;
+  /** The gray's idle timeout (setIdleTimeout) reset it, after idleMs of silence both ways. */
+  readonly endedIdle: boolean;
+  readonly idleMs: number;
+  readonly durationMs: number;
+}
 
 /** A data connection whose preamble the engine verified: its counter and its session's epoch. */
 export interface Verified {
@@ -42,7 +66,8 @@ export interface ListenerHandlers {
   /** verified: on a port with a session (setSession), the engine's check passed. */
   onConnection(conn: EngineConn, prefix: Buffer, verified: Verified): void;
   /** The engine joined client with the pooled connection data (see usePool); the pair is running. */
-  onJoinedLent?(client: EngineConn, data: EngineConn | undefined, take: TakePair): void;
+  onJoinedLent?(joined: JoinedLent): void;
+  onPoolPairEnd?(end: PoolPairEnd): void;
   /** received: the prefix bytes read before the refusal. */
   onRefused(refusal: Refusal, remoteIp: string, detail: { remotePort: number; received: Buffer; error: Error | null }): void;
   onError(error: Error): void;
@@ -50,11 +75,15 @@ export interface ListenerHandlers {
 
 export type ListenerFilter = { readonly mode: 'anyone' } | { readonly mode: 'nobody' } | { readonly mode: 'only'; readonly ip: string };
 
-export class EngineListener implements ListenerOwner {
-  private readonly id: number;
+export class EngineListener implements ListenerOwner, PoolPairOwner {
+  readonly id: number;
   readonly port: number;
   readonly watchMode: WatchMode;
   private closed = false;
+  /** Pairs of this port's clients still running (counted from their start and end events). */
+  private poolPairCount = 0;
+  /** Pairs joined after this port was closed: ended at once, never reported. */
+  private readonly strayPairs = new Set<number>();
 
   /** Binds at once; throws RELAY_ERR_LISTEN naming `what` when the port cannot be had. */
   constructor(
@@ -72,6 +101,28 @@ export class EngineListener implements ListenerOwner {
       throw new RelayError(ErrorCodes.LISTEN, `cannot listen on ${options.host}:${options.port} (${what}): ${message}`, { cause: err });
     }
     engine.addListener(this.id, this);
+    if (handlers.onJoinedLent) engine.addPoolPairOwner(this.id, this);
+  }
+
+  /** Pairs of this port's clients running now (on a public port that usePool). */
+  get livePairs(): number {
+    return this.poolPairCount;
+  }
+
+  /** The running pairs of this port's clients, asked of the engine now. */
+  poolPairs(): PoolPairInfo[] {
+    return this.engine.handle.poolPairs(this.id);
+  }
+
+  /** Ends every running pair of this port's clients; each end is still reported. */
+  destroyPoolPairs(): void {
+    for (const p of this.poolPairs()) this.engine.handle.destroy(p.pair);
+  }
+
+  /** On a data port: the gray's idle timeout for its pool's pairs (null: none). */
+  setIdleTimeout(ms: number | null): void {
+    if (this.closed) return;
+    this.engine.handle.idleTimeout(this.id, Math.min(ms ?? 0, 0xffff_ffff));
   }
 
   /** Who may connect at all, checked before a byte is read; maxPending caps the connections
@@ -120,6 +171,7 @@ export class EngineListener implements ListenerOwner {
     if (this.closed) return;
     this.closed = true;
     this.engine.removeListener(this.id);
+    if (this.poolPairCount === 0) this.engine.removePoolPairOwner(this.id);
     this.engine.handle.closeListener(this.id);
   }
 
@@ -136,14 +188,35 @@ export class EngineListener implements ListenerOwner {
     this.handlers.onError(errnoError(event.errno, 'accept'));
   }
 
-  joinedLent(event: EngineEventOf<'joinedLent'>, pair: EnginePair): void {
-    // A client JavaScript admitted is known already; one joined at accept is new.
-    const client = heldConn(this.engine, event.client) ?? new EngineConn(this.engine, event.client, 'reset', event.remote.ip, event.remote.port, event.local.ip, event.local.port);
+  joinedLent(event: EngineEventOf<'joinedLent'>): void {
+    // A client JavaScript admitted is known already; one joined at accept never was, and no
+    // object is made for it.
+    const client = heldConn(this.engine, event.client);
     const data = heldConn(this.engine, event.lent);
-    client.joinedByEngine();
+    client?.joinedByEngine();
     data?.joinedByEngine();
-    if (!this.handlers.onJoinedLent) return pair.destroy();
-    this.handlers.onJoinedLent(client, data, (onEnd) => pair.onEnd((end) => onEnd(end)));
+    this.poolPairCount += 1;
+    if (this.closed || !this.handlers.onJoinedLent) {
+      this.strayPairs.add(event.pair);
+      return this.engine.handle.destroy(event.pair);
+    }
+    this.handlers.onJoinedLent({ pair: event.pair, clientConn: event.client, client, data, remote: event.remote });
+  }
+
+  poolPairEnd(event: EngineEventOf<'poolPairEnd'>): void {
+    this.poolPairCount -= 1;
+    if (this.closed && this.poolPairCount === 0) this.engine.removePoolPairOwner(this.id);
+    if (this.strayPairs.delete(event.pair)) return;
+    this.handlers.onPoolPairEnd?.({
+      clientConn: event.client,
+      remote: event.remote,
+      bytesFromClient: event.bytesFromClient,
+      bytesToClient: event.bytesToClient,
+      error: pairError(event.errno),
+      endedIdle: event.endedIdle,
+      idleMs: event.idleMs,
+      durationMs: event.ageMs,
+    });
   }
 }
 

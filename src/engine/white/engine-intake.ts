@@ -5,8 +5,9 @@
 // JavaScript sees only verified connections, which go to the broker, and the refusals, which it
 // counts and logs. No Node socket is made for any of it. The verified connections stay in the
 // engine's pool for the gray, which joins clients with them by itself (Lender).
+import { randomUUID } from 'node:crypto';
 import { ErrorCodes, type ErrorCode } from '../../errors.js';
-import type { Engine } from '../substrate/engine.js';
+import type { Engine, PoolPairInfo } from '../substrate/engine.js';
 import type { HeldConn } from '../substrate/held-conn.js';
 import { EngineListener, type EngineConn, type ListenerFilter, type Refusal, type Verified } from '../substrate/listener.js';
 import { normalizeIp } from '../net-util.js';
@@ -30,8 +31,12 @@ export class EngineIntake implements PortIntake, Lender {
     private readonly endpoint: GrayEndpoint,
   ) {}
 
-  /** The pool's active-pair limit, kept for a data port bound later. */
+  /** The pool's active-pair limit and idle timeout, kept for a data port bound later. */
   private activeLimit = 0;
+  private idleTimeoutMs: number | null = null;
+  /** Connection ids are this, then the engine's id of the client: UUID-shaped, random per
+   *  intake, so no JavaScript string is kept per pair to report its end under the same id. */
+  private readonly idPrefix = randomUUID().slice(0, 28);
 
   admit(client: HeldConn): void {
     this.public?.admit(client as EngineConn);
@@ -40,6 +45,31 @@ export class EngineIntake implements PortIntake, Lender {
   setActiveLimit(limit: number): void {
     this.activeLimit = limit;
     this.data?.setActiveLimit(limit);
+  }
+
+  connectionId(clientConn: number): string {
+    return this.idPrefix + (clientConn >>> 0).toString(16).padStart(8, '0');
+  }
+
+  connOf(client: HeldConn): number {
+    return (client as EngineConn).id;
+  }
+
+  setIdleTimeout(ms: number | null): void {
+    this.idleTimeoutMs = ms;
+    this.data?.setIdleTimeout(ms);
+  }
+
+  pairs(): PoolPairInfo[] {
+    return this.public?.poolPairs() ?? [];
+  }
+
+  destroyPairs(): void {
+    this.public?.destroyPoolPairs();
+  }
+
+  destroyPair(pair: number): void {
+    this.engine.handle.destroy(pair);
   }
 
   async listen(): Promise<void> {
@@ -62,13 +92,15 @@ export class EngineIntake implements PortIntake, Lender {
     this.keyed = null;  // a new listener has no session's keys yet
     this.sessionChanged();
     this.data.setActiveLimit(this.activeLimit);
+    this.data.setIdleTimeout(this.idleTimeoutMs);
     try {
       this.public = new EngineListener(
         this.engine,
         { host: s.bind, port: s.publicPort, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: s.clientKeepAliveMs > 0 ? Math.max(1, Math.round(s.clientKeepAliveMs / 1000)) : 0, watch: 'reset' },
         {
           onConnection: (conn) => endpoint.broker.onClient(conn),
-          onJoinedLent: (client, data, take) => endpoint.broker.onJoinedLent(client, data, take),
+          onJoinedLent: (joined) => endpoint.broker.onJoinedLent(joined),
+          onPoolPairEnd: (end) => endpoint.broker.onPoolPairEnd(end),
           onRefused: () => {},
           onError: onError('public_port'),
         },

@@ -9,7 +9,11 @@
 // pairs are below activeClientsPerGray (none while an authorize hook must see each client), a
 // client admitted here (lender.admit) at once or when the next connection is verified. This
 // broker then keeps the books: credits, the idle count and recycle timers, the waiting clients'
-// limits (queue length, wait time), the active pairs.
+// limits (queue length, wait time), the active pairs. The engine's pairs are the engine's alone
+// (native/pool-pairs.cc): the broker counts them from their start and end events, which carry
+// all their end reports, asks the engine for the live ones (bytes, draining) and hands it the
+// gray's idle timeout. Only the JS plane's pairs, which have sockets anyway, are objects here.
+// A live pair therefore costs no JavaScript memory with an engine.
 import { randomUUID } from 'node:crypto';
 import { formatHostPort } from '../../config/address.js';
 import { ErrorCodes, type ErrorCode } from '../../errors.js';
@@ -18,6 +22,7 @@ import type { Limits } from '../../limits.js';
 import type { Logger } from '../../log.js';
 import type { GrayStats } from '../stats.js';
 import type { HeldConn } from '../substrate/held-conn.js';
+import type { JoinedLent, PoolPairEnd } from '../substrate/listener.js';
 import type { Pair, OnPairEnd } from '../substrate/pair.js';
 import { clientAddressInfo, encodeStartHeader } from '../protocol/start-header.js';
 import type { GraySession } from './gray-session.js';
@@ -45,8 +50,6 @@ export interface ActivePair {
   readonly joined: Pair;
   /** Bytes the data socket had read before pairing (the preamble), not client traffic. */
   readonly preambleBytes: number;
-  /** Resolves once the pair has closed and left `active`. */
-  readonly closed: Promise<void>;
   readonly clientAddress: string;
 }
 
@@ -56,7 +59,8 @@ export interface ActivePair {
  */
 export type Gate = (grayId: string, remoteAddress: string, connectionId?: string) => Promise<{ allow: boolean; reason: string }> | null;
 
-/** The gray's optional idle timeout: read at each check, so a reload applies to running pairs. */
+/** The gray's optional idle timeout: read at each check (JS plane) or handed to the engine at
+ *  each change, so a reload applies to running pairs. */
 export interface IdleTimeout {
   timeoutMs(): number | null;
   /** A pair was reset for it (client address, how long it had been idle). */
@@ -77,7 +81,10 @@ export class PoolBroker {
   private session: GraySession | null = null;
   private readonly idle: IdleConnection[] = [];
   private readonly waiting: WaitingClient[] = [];
-  readonly active = new Set<ActivePair>();
+  /** The JS plane's pairs; the engine's are only counted (enginePairs). */
+  private readonly active = new Set<ActivePair>();
+  private enginePairs = 0;
+  private readonly drainWaiters: (() => void)[] = [];
   private lender: Lender | null = null;
   /** Idle connections in the engine's pool; they come back only by being closed. */
   private readonly lent = new Map<HeldConn, IdleConnection>();
@@ -87,6 +94,8 @@ export class PoolBroker {
   private readonly activity = new Map<ActivePair, Activity>();
   private idleTimer: NodeJS.Timeout | null = null;
   private readonly endedIdle = new Set<ActivePair>();
+  /** Engine pairs joined after close: ended at once and not reported (by client connection). */
+  private readonly ignoredEnds = new Set<number>();
 
   constructor(
     readonly grayId: string,
@@ -108,6 +117,12 @@ export class PoolBroker {
   useLender(lender: Lender): void {
     this.lender = lender;
     lender.setActiveLimit(this.joinAtAcceptLimit());
+    lender.setIdleTimeout(this.idleTimeout?.timeoutMs() ?? null);
+  }
+
+  /** Active pairs, of either plane. */
+  get activeCount(): number {
+    return this.active.size + this.enginePairs;
   }
 
   /** How many pairs may run before the engine stops joining clients at accept: the active-client
@@ -197,11 +212,11 @@ export class PoolBroker {
   onClient(client: HeldConn): void {
     if (this.closed) return void client.destroy();
     if (!this.session) return this.reject(client, ErrorCodes.GRAY_OFFLINE, `gray ${this.grayId} is not connected`);
-    if (this.active.size >= this.limits.activeClientsPerGray) {
-      return this.reject(client, ErrorCodes.TOO_MANY_CLIENTS, `${this.active.size} active clients, limit ${this.limits.activeClientsPerGray}`);
+    if (this.activeCount >= this.limits.activeClientsPerGray) {
+      return this.reject(client, ErrorCodes.TOO_MANY_CLIENTS, `${this.activeCount} active clients, limit ${this.limits.activeClientsPerGray}`);
     }
     // The id exists before the gate so the authorize hook and the client.* events share it.
-    const id = randomUUID();
+    const id = this.lender ? this.lender.connectionId(this.lender.connOf(client)) : randomUUID();
     const decision = this.clientGate?.(this.grayId, formatHostPort({ host: client.remoteAddress ?? '', port: client.remotePort ?? 0 }), id);
     if (decision) {
       decision.then(
@@ -224,19 +239,54 @@ export class PoolBroker {
   }
 
   /** The engine joined a client (one it accepted, or one admitted here) with a pooled
-   *  connection (data: undefined if it was closed here meanwhile, such as by its recycle timer);
-   *  take takes charge of the running pair. */
-  onJoinedLent(client: HeldConn, data: HeldConn | undefined, take: (onEnd: OnPairEnd) => Pair): void {
+   *  connection (data: undefined if it was closed here meanwhile, such as by its recycle timer).
+   *  The pair is the engine's; this counts and reports it. */
+  onJoinedLent(joined: JoinedLent): void {
+    const { client, data } = joined;
     const lentConn = data ? this.lent.get(data) : undefined;
     if (data) this.lent.delete(data);
     if (lentConn) clearTimeout(lentConn.recycleTimer);
     this.stats.poolIdle = this.idleCount();
-    const waiting = this.waiting.find((w) => w.conn === client);
+    const waiting = client ? this.waiting.find((w) => w.conn === client) : undefined;
     if (waiting) this.unwait(waiting);
-    if (this.closed) return void take(() => {}).destroy();
+    this.enginePairs += 1;
+    if (this.closed) {
+      this.ignoredEnds.add(joined.clientConn);
+      return this.lender?.destroyPair(joined.pair);
+    }
     this.stats.clientWait.observe(waiting ? (performance.now() - waiting.since) / 1000 : 0);
-    this.track(client, 0, waiting?.id ?? randomUUID(), take);
+    this.session?.grantImplicit();
+    this.stats.clientsTotal += 1;
+    this.stats.activeClients = this.activeCount;
+    const clientAddress = formatHostPort({ host: joined.remote.ip, port: joined.remote.port });
+    const id = this.lender!.connectionId(joined.clientConn);
+    this.events.emit('client.connected', { grayId: this.grayId, connectionId: id, clientAddress });
+    if (this.logger.isLevelEnabled('debug')) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress }, 'client paired');
     this.topUp();
+  }
+
+  /** The end of a pair the engine joined, with all it reports. */
+  onPoolPairEnd(end: PoolPairEnd): void {
+    this.enginePairs -= 1;
+    this.stats.activeClients = this.activeCount;
+    if (this.ignoredEnds.delete(end.clientConn)) return this.pairEnded();
+    const clientAddress = formatHostPort({ host: end.remote.ip, port: end.remote.port });
+    if (end.endedIdle) this.idleTimeout?.onTimeout(clientAddress, end.idleMs);
+    this.stats.bytesFromClients += end.bytesFromClient;
+    this.stats.bytesToClients += end.bytesToClient;
+    this.reportEnd(this.lender!.connectionId(end.clientConn), clientAddress, end.bytesFromClient, end.bytesToClient, end.durationMs, end.endedIdle ? 'idle timeout' : end.error ? end.error.message : 'closed');
+    this.pairEnded();
+  }
+
+  private reportEnd(id: string, clientAddress: string, bytesFromClient: number, bytesToClient: number, durationMs: number, reason: string): void {
+    this.events.emit('client.disconnected', { grayId: this.grayId, connectionId: id, clientAddress, bytesFromClient, bytesToClient, durationMs, reason });
+    if (this.logger.isLevelEnabled('debug')) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress, bytesIn: bytesFromClient, bytesOut: bytesToClient, reason }, 'client closed');
+  }
+
+  /** A pair of either plane ended: drained() may be waiting for the last one. */
+  private pairEnded(): void {
+    if (this.activeCount > 0) return;
+    for (const resolve of this.drainWaiters.splice(0)) resolve();
   }
 
   /** Pairs with an idle connection that is not lent, or queues. */
@@ -325,7 +375,7 @@ export class PoolBroker {
     this.track(client, data.preambleBytes, id, (onClosed) => client.joinWith(data, { toB: header }, onClosed));
   }
 
-  /** Counts, reports and keeps an active pair that join starts (or that the engine started). */
+  /** Counts, reports and keeps an active pair of the JS plane that join starts. */
   private track(client: HeldConn, preambleBytes: number, id: string, join: (onClosed: OnPairEnd) => Pair): void {
     this.session?.grantImplicit();
     const clientAddress = formatHostPort({ host: client.remoteAddress ?? '', port: client.remotePort ?? 0 });
@@ -334,32 +384,20 @@ export class PoolBroker {
     this.events.emit('client.connected', { grayId: this.grayId, connectionId: id, clientAddress });
     const debug = this.logger.isLevelEnabled('debug');
     if (debug) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress }, 'client paired');
-    let markClosed = (): void => {};
-    const closed = new Promise<void>((resolve) => (markClosed = resolve));
     const joined = join((result) => {
       this.active.delete(pair);
       this.activity.delete(pair);
       const idled = this.endedIdle.delete(pair);
-      this.stats.activeClients = this.active.size;
+      this.stats.activeClients = this.activeCount;
       const toClient = result.bytesFromB - preambleBytes;
       this.stats.bytesFromClients += result.bytesFromA;
       this.stats.bytesToClients += toClient;
-      const reason = idled ? 'idle timeout' : result.error ? result.error.message : 'closed';
-      this.events.emit('client.disconnected', {
-        grayId: this.grayId,
-        connectionId: id,
-        clientAddress,
-        bytesFromClient: result.bytesFromA,
-        bytesToClient: toClient,
-        durationMs: Date.now() - startedAt,
-        reason,
-      });
-      if (debug) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress, bytesIn: result.bytesFromA, bytesOut: toClient, reason }, 'client closed');
-      markClosed();
+      this.reportEnd(id, clientAddress, result.bytesFromA, toClient, Date.now() - startedAt, idled ? 'idle timeout' : result.error ? result.error.message : 'closed');
+      this.pairEnded();
     });
-    const pair: ActivePair = { id, joined, preambleBytes, closed, clientAddress };
+    const pair: ActivePair = { id, joined, preambleBytes, clientAddress };
     this.active.add(pair);
-    this.stats.activeClients = this.active.size;
+    this.stats.activeClients = this.activeCount;
     if (this.idleTimeout) {
       this.activity.set(pair, { bytes: preambleBytes, since: startedAt });
       this.checkIdleLater();
@@ -368,6 +406,7 @@ export class PoolBroker {
 
   /** The gray's entry was replaced (a reload): its idle timeout may have been switched on. */
   settingsChanged(): void {
+    this.lender?.setIdleTimeout(this.idleTimeout?.timeoutMs() ?? null);
     this.checkIdleLater();
   }
 
@@ -439,6 +478,12 @@ export class PoolBroker {
       fromClients += p.joined.bytesFromA();
       toClients += p.joined.bytesFromB() - p.preambleBytes;
     }
+    if (this.enginePairs > 0) {
+      for (const p of this.lender?.pairs() ?? []) {
+        fromClients += p.fromClient;
+        toClients += p.toClient;
+      }
+    }
     return { fromClients, toClients };
   }
 
@@ -470,11 +515,13 @@ export class PoolBroker {
 
   destroyActive(): void {
     for (const p of this.active) p.joined.destroy();
+    if (this.enginePairs > 0) this.lender?.destroyPairs();
   }
 
   /** Resolves when no pair is active (for graceful shutdown). */
-  async drained(): Promise<void> {
-    while (this.active.size > 0) await Promise.all([...this.active].map((p) => p.closed));
+  drained(): Promise<void> {
+    if (this.activeCount === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 }
 

@@ -3,6 +3,7 @@
 // (node-intake.ts). Both hand the same checks to GrayEndpoint (verify) and the same held
 // connections to the pool broker.
 import type { ErrorCode } from '../../errors.js';
+import type { PoolPairInfo } from '../substrate/engine.js';
 import type { HeldConn } from '../substrate/held-conn.js';
 import type { GraySession } from './gray-session.js';
 
@@ -23,8 +24,22 @@ export interface IntakeSettings {
 }
 
 /** Pairing in the engine (native/lend.cc): the engine keeps the gray's verified idle
- *  connections and joins clients with them by itself, reporting each pair (onJoinedLent). */
+ *  connections and joins clients with them by itself, reporting each pair (onJoinedLent) and its
+ *  end (onPoolPairEnd). The engine keeps the pairs (native/pool-pairs.cc): JavaScript counts
+ *  them, and asks for the live ones when it needs them. */
 export interface Lender {
+  /** The id the client's events share (UUID-shaped, unique in this process). */
+  connectionId(clientConn: number): string;
+  /** The engine's id of a held client. */
+  connOf(client: HeldConn): number;
+  /** The gray's idle timeout, enforced by the engine on its pairs (null: none). */
+  setIdleTimeout(ms: number | null): void;
+  /** The gray's pairs running now, asked of the engine. */
+  pairs(): PoolPairInfo[];
+  /** Ends every running pair (each end is still reported). */
+  destroyPairs(): void;
+  /** Ends one pair (its end is still reported). */
+  destroyPair(pair: number): void;
   /** Joins a client JavaScript admitted with a pooled connection now, or as soon as one is
    *  verified; until then it waits in the engine (JavaScript keeps the waiting limits). */
   admit(client: HeldConn): void;

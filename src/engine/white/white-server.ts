@@ -283,7 +283,7 @@ export class WhiteServer {
     for (const id of [...this.sessions.keys()]) this.endSession(id, new RelayError(ErrorCodes.SHUTDOWN, 'white is shutting down'));
     const endpoints = [...this.endpoints.values()];
     for (const e of endpoints) e.close(false);
-    const active = endpoints.reduce((n, e) => n + e.broker.active.size, 0);
+    const active = endpoints.reduce((n, e) => n + e.broker.activeCount, 0);
     if (active > 0) {
       this.deps.logger.info({ active, drainMs }, 'draining active clients');
       let timer: NodeJS.Timeout | undefined;
