@@ -84,7 +84,10 @@ export async function addGray(path: string, request: AddGrayRequest, opts: EditO
     if (current.admin.tcp) used.add(current.admin.tcp.port);
     if (current.metrics) used.add(current.metrics.port);
     if (current.dashboard) used.add(current.dashboard.port);
-    for (const g of current.grays) used.add(g.publicPort).add(g.dataPort);
+    for (const g of current.grays) {
+      used.add(g.dataPort);
+      for (const s of g.services) used.add(s.publicPort);
+    }
     if (request.publicPort !== undefined) used.add(request.publicPort);
     if (request.dataPort !== undefined) used.add(request.dataPort);
     const needed = (request.publicPort === undefined ? 1 : 0) + (request.dataPort === undefined ? 1 : 0);

@@ -182,7 +182,7 @@ describe('commands on a config file', () => {
     assert.equal(gray.id, 'g1');
     assert.deepEqual(gray.whites, [{ host: hostname(), port: 7400 }]);
     assert.equal(gray.secret.toString('base64url'), out.entry.secret);
-    assert.deepEqual(gray.target, { host: '127.0.0.1', port: 8080 });
+    assert.deepEqual(gray.services[0]!.target, { host: '127.0.0.1', port: 8080 });
 
     const explicit = await addCommand(path, { id: 'g2', white: 'white.example.com:7400' });
     assert.deepEqual(explicit.warnings, []);

@@ -202,7 +202,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
       }
     };
     const data = dataHost === null || (net.isIP(dataHost) === 0 && dataHost === this.white.control.host) ? null : await resolve('data host', dataHost);
-    return { data, target: await resolve('target', this.config.target.host) };
+    return { data, target: await resolve('target', this.config.services[0]!.target.host) };
   }
 
   private connectControl(addresses: EngineAddresses | null): void {

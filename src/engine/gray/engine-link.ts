@@ -16,10 +16,10 @@ import type { Forward, LinkContext, LinkEvents, OpenLink, PoolLink } from './poo
 export function engineLinks(engine: Engine, ctx: LinkContext, dataIp: string, serviceIp: string): OpenLink {
   const keepAliveSec = Math.max(1, Math.round(ctx.config.limits.keepAliveDelayMs / 1000));
   const white: Endpoint = { ip: dataIp, port: ctx.port, keepAliveSec };
-  const service: Endpoint = { ip: serviceIp, port: ctx.config.target.port, keepAliveSec };
+  const service: Endpoint = { ip: serviceIp, port: ctx.config.services[0]!.target.port, keepAliveSec };
   // Without a PROXY header to write first, the engine forwards to the service the moment the
   // start header is in; JavaScript then only takes charge of the pair (forward, below).
-  const forwardTo = ctx.config.proxyProtocol === 'none' ? service : undefined;
+  const forwardTo = ctx.config.services[0]!.proxyProtocol === 'none' ? service : undefined;
   return (preamble, events) => new EngineLink(ctx, service, new DialedConn(engine, white, preamble, START_HEADER_BYTES, {
     onConnected: () => events.connected(),
     onFailed: (error) => events.failed(error),
@@ -39,7 +39,7 @@ class EngineLink implements PoolLink {
     let markClosed = (): void => {};
     const closed = new Promise<void>((resolve) => (markClosed = resolve));
     const { ip, port } = this.service;
-    const pair = this.conn.forward(this.service, proxyHeaderFor(this.ctx.config.proxyProtocol, client), (result, reachedService) => {
+    const pair = this.conn.forward(this.service, proxyHeaderFor(this.ctx.config.services[0]!.proxyProtocol, client), (result, reachedService) => {
       // A pair ended by destroy() (a drain) has no error: only a failed connect is reported.
       if (!reachedService && result.error) {
         this.ctx.serviceUnreachable?.();

@@ -51,13 +51,13 @@ export function forwardToTarget(
   };
   data.pause();
   if (rest.length > 0) data.unshift(rest);
-  const target = net.connect({ host: config.target.host, port: config.target.port, allowHalfOpen: true });
+  const target = net.connect({ host: config.services[0]!.target.host, port: config.services[0]!.target.port, allowHalfOpen: true });
   const clientAddress = formatHostPort({ host: client.srcAddress, port: client.srcPort });
   const onConnectError = (err: Error): void => {
     // The service refused or is gone: reset the data connection at once (the white resets its
     // client in turn), so the client hears a refusal, not an empty answer.
     serviceUnreachable();
-    warnTargetFailed(warnings, config.target, client, err);
+    warnTargetFailed(warnings, config.services[0]!.target, client, err);
     resetSocket(data);
     target.destroy();
     finish(null);
@@ -71,7 +71,7 @@ export function forwardToTarget(
       return finish(null);
     }
     tuneDataSocket(target, config.limits.keepAliveDelayMs);
-    const proxyHeader = proxyHeaderFor(config.proxyProtocol, client);
+    const proxyHeader = proxyHeaderFor(config.services[0]!.proxyProtocol, client);
     logger.debug({ client: clientAddress }, 'forwarding');
     joined = join(data, target, { toB: proxyHeader }, finish);
   });

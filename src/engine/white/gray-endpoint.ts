@@ -72,7 +72,7 @@ export class GrayEndpoint {
     const settings: IntakeSettings = {
       grayId: current.id,
       bind: ctx.bind,
-      publicPort: current.publicPort,
+      publicPort: current.services[0]!.publicPort,
       dataPort: current.dataPort,
       get dataSourceCheck() {
         return ctx.dataSourceCheck;

@@ -195,7 +195,7 @@ export class WhiteServer {
         result.added.push(id);
         continue;
       }
-      const portsChanged = old.publicPort !== entry.publicPort || old.dataPort !== entry.dataPort;
+      const portsChanged = old.services[0]!.publicPort !== entry.services[0]!.publicPort || old.dataPort !== entry.dataPort;
       const bindChanged = next.bind !== this.runningBind;
       const secretChanged = !old.secret.equals(entry.secret);
       const settingsChanged = (old.idleTimeoutMs ?? null) !== (entry.idleTimeoutMs ?? null);
@@ -327,7 +327,7 @@ export class WhiteServer {
     try {
       return await resolveHost(bind);
     } catch (err) {
-      throw new RelayError(ErrorCodes.LISTEN, `cannot listen on ${bind}:${entry.publicPort} (public_port of ${entry.id}): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw new RelayError(ErrorCodes.LISTEN, `cannot listen on ${bind}:${entry.services[0]!.publicPort} (public_port of ${entry.id}): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
   }
 
