@@ -287,7 +287,16 @@ void Engine::RunCommands() {
         StartForward(command.pair, command.connA, command.address, command.addressLen, command.keepAliveSec);
         break;
       case Command::kLend:
-        KeepLent(command.id, command.connA);
+        KeepLent(command.id, command.connA, command.service);
+        break;
+      case Command::kAllow: {
+        auto it = listeners_.find(command.id);
+        if (it != listeners_.end()) it->second->allow = command.allow;
+        break;
+      }
+      case Command::kRoutes:
+        if (command.routes.empty()) routes_.erase(command.id);
+        else routes_[command.id] = command.routes;
         break;
       case Command::kJoinLent: {
         // A client that went away meanwhile gets kNoneLent too (after its kGone), so JavaScript

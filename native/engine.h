@@ -86,6 +86,7 @@ constexpr size_t kFreePipesMax = 64;
 constexpr int kEventsPerWait = 256;
 // The white's start header on a pooled connection (src/engine/protocol/start-header.ts).
 constexpr size_t kStartHeaderBytes = 40;
+constexpr char kStartHeaderVersion = 2;
 // Keepalive probes once a socket has been idle for its keepalive time: one a second, ten in all,
 // as libuv sets them for Node's sockets, so both data planes give up on a vanished peer alike.
 constexpr int kKeepAliveIntervalSec = 1;
@@ -119,6 +120,25 @@ enum Refusal : int32_t {
   kRefusedError = 6,
   kRefusedBadMagic = 7,  // the prefix does not start as it must: refused at the first wrong byte
   kRefusedExtra = 8,     // bytes right behind the prefix, where the peer must wait
+  kRefusedNotAllowed = 9,  // the source is not in the listener's allow-list (allow.cc)
+};
+
+// One network of a public port's allow-list (allow.cc): family 4 or 6, the network's bytes
+// (IPv4 in the first four), its prefix length.
+struct AllowNet {
+  uint8_t family = 0;
+  uint8_t bytes[16] = {};
+  uint8_t prefix = 0;
+};
+
+// Where the gray forwards a service's clients by itself (routes.cc): a position of a session's
+// service table. forward is false for a service JavaScript forwards (a PROXY header to write,
+// or a position whose service was removed).
+struct Route {
+  bool forward = false;
+  sockaddr_storage address{};
+  socklen_t len = 0;
+  int keepAliveSec = 0;
 };
 // Why a held connection went away.
 enum GoneReason : int32_t { kGoneClosed = 1, kGoneData = 2 };
@@ -136,6 +156,10 @@ struct Listener {
   in6_addr allowed{};
   uint32_t maxPending = UINT32_MAX;
   uint32_t pending = 0;  // connections still reading their prefix
+  // A public port: who may connect (empty: anyone), checked at accept before a byte is read;
+  // and the service index its start headers carry (lend.cc).
+  std::vector<AllowNet> allow;
+  uint8_t service = 0;
   // A public port's lent connections (lend.cc): held data connections JavaScript verified and
   // handed over, newest last; a client accepted here takes one at once. Ids of connections that
   // went away meanwhile are skipped when met.
@@ -162,12 +186,10 @@ struct Conn {
   std::string preamble;  // dialed: written once connected
   sockaddr_storage remote{};
   socklen_t remoteLen = 0;
-  // Dialed with a service: once a well-formed start header is read, the engine forwards the
-  // connection by itself, without waiting for JavaScript (see ForwardDialed in dial.cc).
-  bool forward = false;
-  sockaddr_storage service{};
-  socklen_t serviceLen = 0;
-  int serviceKeepAliveSec = 0;
+  // Dialed with a service table (routes.cc, 0: none): once a well-formed start header is read,
+  // the engine forwards the connection to the route of the header's service by itself,
+  // without waiting for JavaScript (see ForwardDialed in dial.cc).
+  uint32_t routes = 0;
 };
 
 // One way through a pair: bytes read from src are written to dst.
@@ -237,7 +259,7 @@ struct Event {
 };
 
 struct Command {
-  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kLend, kJoinLent } kind;
+  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kLend, kJoinLent, kAllow, kRoutes } kind;
   explicit Command(Kind k) : kind(k) {}
   Pair* pair = nullptr;
   Conn* conn = nullptr;     // kDial
@@ -251,6 +273,9 @@ struct Command {
   Filter filter = kFilterAnyone;
   in6_addr ip{};
   uint32_t maxPending = 0;
+  uint8_t service = 0;         // kLend
+  std::vector<AllowNet> allow;  // kAllow
+  std::vector<Route> routes;    // kRoutes
 };
 
 inline int64_t NowMs() {
@@ -317,8 +342,14 @@ class Engine {
   // JS thread (lend.cc). Lend: the held connection connId becomes one of listener's lent
   // connections. JoinLent: the held client connId is joined with one of them now, or kNoneLent
   // says there is none.
-  void Lend(uint32_t listenerId, uint32_t connId);
+  void Lend(uint32_t listenerId, uint32_t connId, uint8_t service);
   void JoinLent(uint32_t listenerId, uint32_t clientId);
+
+  // JS thread (allow.cc). A public port's allow-list, for the clients it accepts from now on.
+  void SetAllow(uint32_t listenerId, std::vector<AllowNet> allow);
+  // JS thread (routes.cc). A service table's routes, position by position, replacing what it
+  // had; an empty list forgets the table.
+  void SetRoutes(uint32_t table, std::vector<Route> routes);
 
   bool Bytes(uint32_t id, uint64_t* fromA, uint64_t* fromB);
   size_t PairCount();
@@ -350,6 +381,7 @@ class Engine {
   std::unordered_map<uint32_t, Listener*> listeners_;  // engine thread only
   std::unordered_map<uint32_t, int> listenerFds_;      // guarded by mutex_; for CloseListener
   std::unordered_map<uint32_t, Conn*> conns_;          // engine thread only
+  std::unordered_map<uint32_t, std::vector<Route>> routes_;  // engine thread only (routes.cc)
   // Prefix deadlines, earliest first; stale entries (connection no longer reading) are skipped.
   std::priority_queue<std::pair<int64_t, uint32_t>, std::vector<std::pair<int64_t, uint32_t>>, std::greater<>> deadlines_;
   std::atomic<int64_t> pipesOpen_{0};
@@ -401,7 +433,9 @@ class Engine {
   // A client's local address: the listener's bound one, or getsockname's when the listener is
   // gone or bound to a wildcard.
   static bool ClientLocalAddress(const Listener* listener, int fd, sockaddr_storage* out);
-  void KeepLent(uint32_t listenerId, uint32_t connId);
+  void KeepLent(uint32_t listenerId, uint32_t connId, uint8_t service);
+  static bool Allowed(const Listener* listener, const sockaddr_storage& remote);
+  const Route* RouteFor(uint32_t table, uint8_t service) const;
   bool ForwardDialed(Conn* conn, Event* header);
   void ReleasePending(Conn* conn);
   void AnnounceAccepted(Conn* conn);

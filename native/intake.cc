@@ -76,7 +76,8 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   in6_addr source{};
   AsV6(remote, &source);
   int32_t refusal = 0;
-  if (listener->filter == kFilterNobody) refusal = kRefusedNoSession;
+  if (!Allowed(listener, remote)) refusal = kRefusedNotAllowed;
+  else if (listener->filter == kFilterNobody) refusal = kRefusedNoSession;
   else if (listener->filter == kFilterOnly && memcmp(&source, &listener->allowed, sizeof source) != 0) refusal = kRefusedWrongSource;
   else if (listener->prefix > 0 && listener->pending >= listener->maxPending) refusal = kRefusedTooMany;
   if (refusal != 0) {
@@ -171,7 +172,7 @@ void Engine::ReadPrefix(Conn* conn) {
     auto* event = new Event(Event::kHeader);
     event->id = conn->id;
     event->prefix.swap(conn->prefix);
-    if (conn->forward && ForwardDialed(conn, event)) return;
+    if (conn->routes != 0 && ForwardDialed(conn, event)) return;
     return Emit(event);
   }
   // The edge that brought the prefix is spent: whatever came with it (bytes, a FIN) would

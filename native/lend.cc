@@ -59,11 +59,11 @@ void AsMappedV6(HeaderAddress* a) {
   a->family = 6;
 }
 
-// The 40-byte start header, as src/engine/protocol/start-header.ts encodes it: version 1,
-// family, source port, destination port, two reserved zero bytes, then the source and the
+// The 40-byte start header, as src/engine/protocol/start-header.ts encodes it: version 2,
+// family, source port, destination port, the service index, a reserved zero byte, then the source and the
 // destination address in 16 bytes each (IPv4 in the first four). Both share one family: if
 // either is IPv6, both are written as IPv6 (IPv4 mapped).
-bool StartHeader(const sockaddr_storage& remote, const sockaddr_storage& local, std::string* out) {
+bool StartHeader(const sockaddr_storage& remote, const sockaddr_storage& local, uint8_t service, std::string* out) {
   HeaderAddress src = ForHeader(remote);
   HeaderAddress dst = ForHeader(local);
   if (src.family == 0 || dst.family == 0) return false;
@@ -72,12 +72,13 @@ bool StartHeader(const sockaddr_storage& remote, const sockaddr_storage& local, 
     AsMappedV6(&dst);
   }
   out->assign(kStartHeaderBytes, '\0');
-  (*out)[0] = 1;
+  (*out)[0] = kStartHeaderVersion;
   (*out)[1] = static_cast<char>(src.family);
   (*out)[2] = static_cast<char>(src.port >> 8);
   (*out)[3] = static_cast<char>(src.port & 0xff);
   (*out)[4] = static_cast<char>(dst.port >> 8);
   (*out)[5] = static_cast<char>(dst.port & 0xff);
+  (*out)[6] = static_cast<char>(service);
   memcpy(&(*out)[8], src.bytes, src.family == 4 ? 4 : 16);
   memcpy(&(*out)[24], dst.bytes, dst.family == 4 ? 4 : 16);
   return true;
@@ -85,13 +86,22 @@ bool StartHeader(const sockaddr_storage& remote, const sockaddr_storage& local, 
 
 }  // namespace
 
-void Engine::Lend(uint32_t listenerId, uint32_t connId) { PostForId(Command::kLend, listenerId, connId); }
+void Engine::Lend(uint32_t listenerId, uint32_t connId, uint8_t service) {
+  Command c(Command::kLend);
+  c.id = listenerId;
+  c.connA = connId;
+  c.service = service;
+  Post(c);
+}
 
 void Engine::JoinLent(uint32_t listenerId, uint32_t clientId) { PostForId(Command::kJoinLent, listenerId, clientId); }
 
-void Engine::KeepLent(uint32_t listenerId, uint32_t connId) {
+// Every connection lent to one port is for that port's service; the latest lend says which
+// index the gray gave it in this session.
+void Engine::KeepLent(uint32_t listenerId, uint32_t connId, uint8_t service) {
   auto it = listeners_.find(listenerId);
   if (it == listeners_.end()) return;  // the port closed: JavaScript closes its connections
+  it->second->service = service;
   std::vector<uint32_t>& lent = it->second->lent;
   // Forget the ones that went away while lent, so an idle port's list stays the pool's size.
   lent.erase(std::remove_if(lent.begin(), lent.end(), [this](uint32_t id) { return HeldConn(id) == nullptr; }), lent.end());
@@ -103,7 +113,7 @@ bool Engine::TakeLent(Listener* listener, Conn* client) {
   if (listener->lent.empty()) return false;
   std::string header;
   sockaddr_storage local{};
-  if (!ClientLocalAddress(listener, client->fd, &local) || !StartHeader(client->remote, local, &header)) return false;
+  if (!ClientLocalAddress(listener, client->fd, &local) || !StartHeader(client->remote, local, listener->service, &header)) return false;
   while (!listener->lent.empty()) {
     uint32_t dataId = listener->lent.back();
     listener->lent.pop_back();

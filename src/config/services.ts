@@ -4,15 +4,15 @@
 // A file that mixes the two forms is refused with the way to write it.
 import { ErrorCodes } from '../errors.js';
 import { parseCidr, type Cidr } from '../engine/protocol/cidr.js';
+import { SERVICE_NAME_PATTERN } from '../engine/protocol/constants.js';
 import type { IssueList, PathSegment } from './issues.js';
 import type { GrayService, HostPort, ProxyProtocol, WhiteService } from './types.js';
 
 /** The name of the one service of a file in the single-service form. */
 export const DEFAULT_SERVICE = 'default';
-/** Service names travel in WELCOME and HELLO, metrics labels and webhook bodies: a small alphabet
- *  needs no escaping in any of them. */
-export const SERVICE_NAME_PATTERN = /^[a-z0-9-]{1,32}$/;
-/** The start header names a service by its index in one byte. */
+export { SERVICE_NAME_PATTERN };
+/** The schema's limit; the start header's one byte allows more, which reloads use up (a removed
+ *  service's index is not given to another within a session). */
 export const SERVICES_PER_GRAY_MAX = 64;
 export const ALLOW_ENTRIES_MAX = 256;
 

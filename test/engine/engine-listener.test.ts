@@ -180,11 +180,11 @@ describe('engine listener', { timeout: 20_000 }, () => {
       gray.write('ABCD');
       grays.push(gray);
       const { conn } = await back.nextConn();
-      assert.equal(front.listener.lend(conn), true);
+      assert.equal(front.listener.lend(conn, 0), true);
       return conn;
     };
     const headerFor = (client: Socket): Buffer =>
-      encodeStartHeader(clientAddressInfo({ address: client.localAddress, port: client.localPort }, { address: client.remoteAddress, port: client.remotePort }));
+      encodeStartHeader(clientAddressInfo({ address: client.localAddress, port: client.localPort }, { address: client.remoteAddress, port: client.remotePort }), 0);
 
     // Nothing lent: a client is reported, and joinLent says there is none.
     const first = await dial(front.listener.port);

@@ -7,7 +7,7 @@ import type { GrayConfig } from '../../config/types.js';
 import type { Logger } from '../../log.js';
 import { Backoff } from '../backoff.js';
 import { encodePreamble } from '../protocol/preamble.js';
-import { decodeStartHeader, type ClientAddressInfo } from '../protocol/start-header.js';
+import { decodeStartHeader, type StartHeaderFields } from '../protocol/start-header.js';
 import type { OpenLink, PoolLink } from './pool-link.js';
 
 /** How the pool's connections are opened, and where they go (host:port, for logs). */
@@ -22,7 +22,7 @@ export interface PoolDialerOptions extends PoolLinks {
   readonly poolTarget: number;
   readonly config: GrayConfig;
   readonly logger: Logger;
-  readonly onActivated: (link: PoolLink, client: ClientAddressInfo) => void;
+  readonly onActivated: (link: PoolLink, client: StartHeaderFields) => void;
   readonly onPoolReady: (idle: number) => void;
 }
 
@@ -91,7 +91,7 @@ export class PoolDialer {
       },
       activated: (header) => {
         this.idle.delete(link);
-        let client: ClientAddressInfo;
+        let client: StartHeaderFields;
         try {
           client = decodeStartHeader(header);
         } catch (err) {

@@ -78,3 +78,15 @@ export function allowed(list: readonly Cidr[], address: string | undefined): boo
   if (a === null) return false;
   return list.some((c) => c.family === a.family && inNetwork(a.bytes, c));
 }
+
+/** A list as the engine takes it (native/allow.cc): per network, family, prefix length and 16
+ *  address bytes. */
+export function encodeAllowList(list: readonly Cidr[]): Buffer {
+  const out = Buffer.alloc(list.length * 18);
+  list.forEach((c, i) => {
+    out[i * 18] = c.family;
+    out[i * 18 + 1] = c.prefix;
+    c.bytes.copy(out, i * 18 + 2);
+  });
+  return out;
+}

@@ -16,10 +16,10 @@ export const FilterMode = { anyone: 0, nobody: 1, only: 2 } as const;
 export const WatchCode = { reset: 0, any: 1 } as const;
 
 /** Refusal: why the engine refused a connection by itself. */
-export const RefusalCode = { noSession: 1, wrongSource: 2, tooMany: 3, timeout: 4, ended: 5, error: 6, badMagic: 7, extra: 8 } as const;
+export const RefusalCode = { noSession: 1, wrongSource: 2, tooMany: 3, timeout: 4, ended: 5, error: 6, badMagic: 7, extra: 8, notAllowed: 9 } as const;
 
 /** GoneReason: why a held connection went away. */
 export const GoneCode = { closed: 1, data: 2 } as const;
 
 /** Constants the engine shares with the protocol (kStartHeaderBytes). */
-export const EngineConstant = { startHeaderBytes: 40 } as const;
+export const EngineConstant = { startHeaderBytes: 40, startHeaderVersion: 2 } as const;

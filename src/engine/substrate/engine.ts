@@ -16,15 +16,21 @@ export interface EngineHandle {
   destroy(id: number): void;
   bytes(id: number): [number, number] | null;
   stats(): EngineStats;
-  listen(ip: string, port: number, backlog: number, prefixBytes: number, prefixTimeoutMs: number, keepAliveSec: number, watchAny: boolean, magic: Buffer | null): [number, number];
+  listen(ip: string, port: number, backlog: number, prefixBytes: number, prefixTimeoutMs: number, keepAliveSec: number, watchAny: boolean, magic: Buffer | null, allow?: Buffer): [number, number];
   closeListener(id: number): void;
   filter(listenerId: number, mode: number, ip: string | null, maxPending: number): void;
   closeConn(id: number): void;
-  /** With serviceIp: forward to that service as soon as a well-formed start header is read. */
-  dial(ip: string, port: number, preamble: Buffer, prefixBytes: number, keepAliveSec: number, serviceIp?: string, servicePort?: number, serviceKeepAliveSec?: number): number;
+  /** With routes: forward by that service table as soon as a well-formed start header is read. */
+  dial(ip: string, port: number, preamble: Buffer, prefixBytes: number, keepAliveSec: number, routes?: number): number;
   forward(connId: number, ip: string, port: number, headToService: Buffer | null, keepAliveSec: number): number;
-  lend(listenerId: number, connId: number): void;
+  /** service: the index the start headers of this port carry (every lent connection of one port
+   *  is for its service). */
+  lend(listenerId: number, connId: number, service: number): void;
   joinLent(listenerId: number, clientId: number): void;
+  /** A public port's allow-list: 18-byte records (family, prefix length, 16 address bytes). */
+  setAllow(listenerId: number, networks: Buffer): void;
+  /** A service table's routes by position, [ip, port, keepAliveSec] or null; [] forgets it. */
+  setRoutes(table: number, routes: ReadonlyArray<readonly [string, number, number] | null>): void;
 }
 
 interface Addon {

@@ -9,7 +9,7 @@ export interface Address {
 }
 
 /** Why the engine refused a connection by itself. */
-export type Refusal = 'no-session' | 'wrong-source' | 'too-many' | 'timeout' | 'ended' | 'error' | 'bad-magic' | 'extra';
+export type Refusal = 'no-session' | 'wrong-source' | 'too-many' | 'timeout' | 'ended' | 'error' | 'bad-magic' | 'extra' | 'not-allowed';
 
 /**
  * What a held connection's watch reports: 'data' — it spoke when it must stay silent; 'closed'
@@ -53,6 +53,7 @@ const refusals: Record<number, Refusal> = {
   [RefusalCode.error]: 'error',
   [RefusalCode.badMagic]: 'bad-magic',
   [RefusalCode.extra]: 'extra',
+  [RefusalCode.notAllowed]: 'not-allowed',
 };
 
 const EMPTY = Buffer.alloc(0);

@@ -6,6 +6,7 @@
 // accepts it, and reports the pair (onJoinedLent).
 import { ErrorCodes, RelayError } from '../../errors.js';
 import { FilterMode } from './codes.js';
+import { encodeAllowList, type Cidr } from '../protocol/cidr.js';
 import { codeOfThrown, errnoError, type ConnOwner, type Engine, type EnginePair, type ListenerOwner } from './engine.js';
 import type { EngineEventOf, GoneReason, Refusal } from './events.js';
 import type { HeldConn, WatchMode } from './held-conn.js';
@@ -26,6 +27,8 @@ export interface ListenerOptions {
   readonly keepAliveSec: number;
   /** How the engine watches a reported connection until it is joined (see WatchMode). */
   readonly watch: WatchMode;
+  /** Who may connect, from the first accept on (see setAllow); absent or empty: anyone. */
+  readonly allow?: readonly Cidr[];
 }
 
 /** A pair the engine joined of a client and a lent connection: take charge of its end. */
@@ -57,7 +60,7 @@ export class EngineListener implements ListenerOwner {
   ) {
     this.watchMode = options.watch;
     try {
-      [this.id, this.port] = engine.handle.listen(options.host, options.port, 511, options.prefixBytes, options.prefixTimeoutMs, options.keepAliveSec, options.watch === 'any', options.prefixMagic ?? null);
+      [this.id, this.port] = engine.handle.listen(options.host, options.port, 511, options.prefixBytes, options.prefixTimeoutMs, options.keepAliveSec, options.watch === 'any', options.prefixMagic ?? null, encodeAllowList(options.allow ?? []));
     } catch (err) {
       const code = codeOfThrown(err);
       const message = code ? `listen ${code}: ${(err as Error).message}` : String(err);
@@ -76,11 +79,18 @@ export class EngineListener implements ListenerOwner {
   /** Lends a held connection (of another listener, such as the data port) to this port: the
    *  engine joins it with a client it accepts here, and reports that with onJoinedLent. From now on
    *  only the engine may join it; closing it (destroy) is how it is taken back. */
-  lend(conn: EngineConn): boolean {
+  lend(conn: EngineConn, service: number): boolean {
     if (this.closed || conn.destroyed) return false;
     conn.lent = true;
-    this.engine.handle.lend(this.id, conn.id);
+    this.engine.handle.lend(this.id, conn.id, service);
     return true;
+  }
+
+  /** Who may connect to this port, checked at accept before a byte is read (refused as
+   *  'not-allowed'); an empty list lets anyone in. */
+  setAllow(list: readonly Cidr[]): void {
+    if (this.closed) return;
+    this.engine.handle.setAllow(this.id, encodeAllowList(list));
   }
 
   /** Joins a held client of this port with one of its lent connections (reported by

@@ -19,7 +19,8 @@ import type { Logger } from '../../log.js';
 import type { GrayStats } from '../stats.js';
 import type { HeldConn } from '../substrate/held-conn.js';
 import type { Pair, OnPairEnd } from '../substrate/pair.js';
-import { clientAddressInfo, encodeStartHeader } from '../protocol/start-header.js';
+import { clientAddressInfo, encodeStartHeader, type ClientAddressInfo } from '../protocol/start-header.js';
+import { newServiceStats, type ServiceStats } from '../stats.js';
 import type { GraySession } from './gray-session.js';
 import type { Lender } from './port-intake.js';
 
@@ -32,9 +33,10 @@ interface IdleConnection {
 interface WaitingClient {
   readonly conn: HeldConn;
   readonly id: string;
+  readonly service: string;
   /** performance.now() when it started waiting. */
   readonly since: number;
-  readonly header: Buffer;
+  readonly info: ClientAddressInfo;
   readonly timer: NodeJS.Timeout;
 }
 
@@ -47,6 +49,7 @@ export interface ActivePair {
   /** Resolves once the pair has closed and left `active`. */
   readonly closed: Promise<void>;
   readonly clientAddress: string;
+  readonly service: string;
 }
 
 /**
@@ -88,6 +91,8 @@ export class PoolBroker {
   private readonly activity = new Map<ActivePair, Activity>();
   private idleTimer: NodeJS.Timeout | null = null;
   private readonly endedIdle = new Set<ActivePair>();
+  /** The white's names of the gray's services now (the endpoint reads its entry). */
+  serviceNames: () => readonly string[] = () => [];
 
   constructor(
     readonly grayId: string,
@@ -95,7 +100,7 @@ export class PoolBroker {
     private readonly limits: Readonly<Limits>,
     private readonly logger: Logger,
     private readonly events: EventSink,
-    private readonly reject: (conn: HeldConn, code: ErrorCode, detail: string) => void,
+    private readonly reject: (conn: HeldConn, code: ErrorCode, detail: string, service?: string) => void,
     private readonly clientGate: Gate | null = null,
     private readonly clientGateDeciding: () => boolean = () => clientGate !== null,
     private readonly idleTimeout: IdleTimeout | null = null,
@@ -138,11 +143,11 @@ export class PoolBroker {
       return;
     }
     session.creditUsed();
-    const waiting = this.waiting.shift();
+    const waiting = this.nextWaiting();
     if (waiting) {
       this.unwait(waiting);
       this.stats.clientWait.observe((performance.now() - waiting.since) / 1000);
-      this.pair(waiting.conn, data, waiting.id, waiting.header);
+      this.pair(waiting.conn, data, waiting.id, waiting.service, waiting.info);
       this.topUp();
       return;
     }
@@ -178,54 +183,63 @@ export class PoolBroker {
       if (reason === 'data') this.reject(data, ErrorCodes.PREAMBLE_INVALID, 'data before the start header');
       leave();
     });
-    if (this.mayLend() && this.lender!.lend(data)) this.lent.set(data, conn);
-    else this.idle.push(conn);
+    if (!this.lendOne(conn)) this.idle.push(conn);
     this.stats.poolIdle = this.idleCount();
     // WELCOME's credits are capped by inFlightMax, so a pool target above the cap is reached by
     // granting more as connections arrive, still within the cap.
     this.topUp();
   }
 
-  /** An Internet client connected to the public port. */
-  onClient(client: HeldConn): void {
+  /** An Internet client connected to the public port of one of the gray's services. */
+  onClient(client: HeldConn, service: string): void {
     if (this.closed) return void client.destroy();
-    if (!this.session) return this.reject(client, ErrorCodes.GRAY_OFFLINE, `gray ${this.grayId} is not connected`);
+    if (!this.session) return this.reject(client, ErrorCodes.GRAY_OFFLINE, `gray ${this.grayId} is not connected`, service);
+    if (this.missingOnGray(service)) return this.refuseMissing(client, service);
     if (this.active.size >= this.limits.activeClientsPerGray) {
-      return this.reject(client, ErrorCodes.TOO_MANY_CLIENTS, `${this.active.size} active clients, limit ${this.limits.activeClientsPerGray}`);
+      return this.reject(client, ErrorCodes.TOO_MANY_CLIENTS, `${this.active.size} active clients, limit ${this.limits.activeClientsPerGray}`, service);
     }
     // The id exists before the gate so the authorize hook and the client.* events share it.
     const id = randomUUID();
     const decision = this.clientGate?.(this.grayId, formatHostPort({ host: client.remoteAddress ?? '', port: client.remotePort ?? 0 }), id);
     if (decision) {
       decision.then(
-        (d) => (d.allow ? this.admitClient(client, id) : this.reject(client, ErrorCodes.HOOK_DENIED, d.reason)),
-        (err: unknown) => this.reject(client, ErrorCodes.HOOK_DENIED, String(err)),
+        (d) => (d.allow ? this.admitClient(client, id, service) : this.reject(client, ErrorCodes.HOOK_DENIED, d.reason, service)),
+        (err: unknown) => this.reject(client, ErrorCodes.HOOK_DENIED, String(err), service),
       );
       return;
     }
-    this.admitClient(client, id);
+    this.admitClient(client, id, service);
   }
 
-  private admitClient(client: HeldConn, id: string): void {
+  /** The gray told this session which services it has, and this one is not among them. */
+  private missingOnGray(service: string): boolean {
+    return this.session !== null && this.session.grayServicesKnown && this.session.slotOf(service) === undefined;
+  }
+
+  private refuseMissing(client: HeldConn, service: string): void {
+    this.reject(client, ErrorCodes.SERVICE_NOT_ON_GRAY, `gray ${this.grayId} has no service ${service} in its file`, service);
+  }
+
+  private admitClient(client: HeldConn, id: string, service: string): void {
     if (client.destroyed) return;
     // Addresses first: a client that reset right after connecting has none any more. It is simply
     // gone; it must not take a pooled connection (and must not throw out of this handler).
-    const header = startHeaderFor(client);
-    if (!header) return void client.destroy();
+    const info = addressesOf(client);
+    if (!info) return void client.destroy();
     if (this.lender && this.lent.size > 0) {
       this.askingEngine.set(client, id);
-      this.lender.joinLent(client, () => {
+      this.lender.joinLent(client, service, () => {
         this.askingEngine.delete(client);
-        if (!client.destroyed && !this.closed) this.admitHere(client, id, header);
+        if (!client.destroyed && !this.closed) this.admitHere(client, id, service, info);
       });
       return;
     }
-    this.admitHere(client, id, header);
+    this.admitHere(client, id, service, info);
   }
 
   /** The engine joined a client with a lent connection (data: undefined if it was closed here
    *  meanwhile, such as by its recycle timer); take takes charge of the running pair. */
-  onJoinedLent(client: HeldConn, data: HeldConn | undefined, take: (onEnd: OnPairEnd) => Pair): void {
+  onJoinedLent(client: HeldConn, data: HeldConn | undefined, take: (onEnd: OnPairEnd) => Pair, service: string): void {
     const lentConn = data ? this.lent.get(data) : undefined;
     if (data) this.lent.delete(data);
     if (lentConn) clearTimeout(lentConn.recycleTimer);
@@ -234,30 +248,33 @@ export class PoolBroker {
     this.askingEngine.delete(client);
     if (this.closed) return void take(() => {}).destroy();
     this.stats.clientWait.observe(0);
-    this.track(client, 0, id, take);
+    this.track(client, 0, id, service, take);
     this.topUp();
   }
 
-  /** Pairs with an idle connection that is not lent, or queues. */
-  private admitHere(client: HeldConn, id: string, header: Buffer): void {
-    const conn = this.takeIdle();
+  /** Pairs with an idle connection that is not lent, or queues. Until the gray's table is known
+   *  (its SERVICES follows WELCOME at once) clients queue too. */
+  private admitHere(client: HeldConn, id: string, service: string, info: ClientAddressInfo): void {
+    if (this.missingOnGray(service)) return this.refuseMissing(client, service);
+    const conn = this.session?.grayServicesKnown ? this.takeIdle() : undefined;
     if (conn) {
       this.stats.clientWait.observe(0);
-      this.pair(client, conn.conn, id, header);
+      this.pair(client, conn.conn, id, service, info);
       this.topUp();
       return;
     }
     if (this.waiting.length >= this.limits.pendingClientsPerGray) {
-      return this.reject(client, ErrorCodes.CLIENT_QUEUE_FULL, `${this.waiting.length} clients waiting, limit ${this.limits.pendingClientsPerGray}`);
+      return this.reject(client, ErrorCodes.CLIENT_QUEUE_FULL, `${this.waiting.length} clients waiting, limit ${this.limits.pendingClientsPerGray}`, service);
     }
     const waiting: WaitingClient = {
       conn: client,
       id,
+      service,
       since: performance.now(),
-      header,
+      info,
       timer: setTimeout(() => {
         this.unwait(waiting);
-        this.reject(client, ErrorCodes.CLIENT_WAIT_TIMEOUT, `no data connection within ${this.limits.clientWaitMs} ms`);
+        this.reject(client, ErrorCodes.CLIENT_WAIT_TIMEOUT, `no data connection within ${this.limits.clientWaitMs} ms`, service);
       }, this.limits.clientWaitMs),
     };
     // A reset makes the client leave the queue instead of later taking a connection. A FIN is
@@ -266,6 +283,38 @@ export class PoolBroker {
     client.watch('reset', () => this.unwait(waiting));
     this.waiting.push(waiting);
     this.stats.pendingClients = this.waiting.length;
+    this.topUp();
+  }
+
+  /** The first waiting client the gray can serve; those of a service it does not have are refused. */
+  private nextWaiting(): WaitingClient | undefined {
+    if (!this.session?.grayServicesKnown) return undefined;
+    while (this.waiting.length > 0) {
+      const w = this.waiting[0]!;
+      if (!this.missingOnGray(w.service)) return w;
+      this.unwait(w);
+      this.refuseMissing(w.conn, w.service);
+    }
+    return undefined;
+  }
+
+  /** The gray's table arrived or changed, or the white's services did (a reload): what is lent
+   *  comes back (its start headers may name the wrong index now; the gray replaces them), and
+   *  waiting clients are served or refused by the new table. */
+  servicesChanged(): void {
+    if (this.lent.size > 0) {
+      for (const conn of this.lent.values()) this.dropIdle(conn);
+      this.lent.clear();
+    }
+    for (let w = this.nextWaiting(); w !== undefined; w = this.nextWaiting()) {
+      const conn = this.takeIdle();
+      if (!conn) break;
+      this.unwait(w);
+      this.stats.clientWait.observe((performance.now() - w.since) / 1000);
+      this.pair(w.conn, conn.conn, w.id, w.service, w.info);
+    }
+    this.stats.poolIdle = this.idleCount();
+    this.lendSpare();
     this.topUp();
   }
 
@@ -280,7 +329,25 @@ export class PoolBroker {
   /** Whether one more connection may be lent: the engine's pairs must keep the active-client
    *  limit, and with an authorize hook every client must be asked about first. */
   private mayLend(): boolean {
-    return this.lender !== null && !this.clientGateDeciding() && this.active.size + this.lent.size < this.limits.activeClientsPerGray;
+    return this.lender !== null && this.lendTo() !== null && !this.clientGateDeciding() && this.active.size + this.lent.size < this.limits.activeClientsPerGray;
+  }
+
+  /** The service lent connections are for, with its index in the gray's table: only a gray with
+   *  one service lends (a lent connection belongs to one public port). */
+  private lendTo(): { name: string; index: number } | null {
+    const names = this.serviceNames();
+    if (names.length !== 1) return null;
+    const index = this.session?.slotOf(names[0]!);
+    return index === undefined ? null : { name: names[0]!, index };
+  }
+
+  /** Lends one idle connection if it may; false: keep it. */
+  private lendOne(conn: IdleConnection): boolean {
+    if (!this.mayLend()) return false;
+    const to = this.lendTo()!;
+    if (!this.lender!.lend(conn.conn, to.name, to.index)) return false;
+    this.lent.set(conn.conn, conn);
+    return true;
   }
 
   /** The authorize hook may have been switched on: then what is lent comes back (closed; the
@@ -313,11 +380,10 @@ export class PoolBroker {
   private lendSpare(): void {
     while (this.idle.length > 0 && this.mayLend()) {
       const conn = this.idle.pop()!;
-      if (!this.lender!.lend(conn.conn)) {
+      if (!this.lendOne(conn)) {
         this.idle.push(conn);
         return;
       }
-      this.lent.set(conn.conn, conn);
     }
   }
 
@@ -342,19 +408,30 @@ export class PoolBroker {
     conn.conn.destroy();
   }
 
-  private pair(client: HeldConn, data: HeldConn, id: string, header: Buffer): void {
+  /** Called with the gray's table known and the service in it (missingOnGray checked). */
+  private pair(client: HeldConn, data: HeldConn, id: string, service: string, info: ClientAddressInfo): void {
     // The data connection already read the gray's preamble; only what follows is the client's.
-    // The start header goes to the gray ahead of the client's bytes.
-    this.track(client, data.preambleBytes, id, (onClosed) => client.joinWith(data, { toB: header }, onClosed));
+    // The start header goes to the gray ahead of the client's bytes, naming the service by the
+    // gray's own index.
+    const header = encodeStartHeader(info, this.session!.slotOf(service)!);
+    this.track(client, data.preambleBytes, id, service, (onClosed) => client.joinWith(data, { toB: header }, onClosed));
+  }
+
+  /** A service's counters (created on first use: a reload may add services). */
+  serviceStats(service: string): ServiceStats {
+    return (this.stats.perService[service] ??= newServiceStats());
   }
 
   /** Counts, reports and keeps an active pair that join starts (or that the engine started). */
-  private track(client: HeldConn, preambleBytes: number, id: string, join: (onClosed: OnPairEnd) => Pair): void {
+  private track(client: HeldConn, preambleBytes: number, id: string, service: string, join: (onClosed: OnPairEnd) => Pair): void {
     this.session?.grantImplicit();
     const clientAddress = formatHostPort({ host: client.remoteAddress ?? '', port: client.remotePort ?? 0 });
     const startedAt = Date.now();
+    const perService = this.serviceStats(service);
     this.stats.clientsTotal += 1;
-    this.events.emit('client.connected', { grayId: this.grayId, connectionId: id, clientAddress });
+    perService.clientsTotal += 1;
+    perService.activeClients += 1;
+    this.events.emit('client.connected', { grayId: this.grayId, service, connectionId: id, clientAddress });
     const debug = this.logger.isLevelEnabled('debug');
     if (debug) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress }, 'client paired');
     let markClosed = (): void => {};
@@ -367,9 +444,13 @@ export class PoolBroker {
       const toClient = result.bytesFromB - preambleBytes;
       this.stats.bytesFromClients += result.bytesFromA;
       this.stats.bytesToClients += toClient;
+      perService.activeClients -= 1;
+      perService.bytesFromClients += result.bytesFromA;
+      perService.bytesToClients += toClient;
       const reason = idled ? 'idle timeout' : result.error ? result.error.message : 'closed';
       this.events.emit('client.disconnected', {
         grayId: this.grayId,
+        service,
         connectionId: id,
         clientAddress,
         bytesFromClient: result.bytesFromA,
@@ -381,7 +462,7 @@ export class PoolBroker {
       this.lendSpare();
       markClosed();
     });
-    const pair: ActivePair = { id, joined, preambleBytes, closed, clientAddress };
+    const pair: ActivePair = { id, joined, preambleBytes, closed, clientAddress, service };
     this.active.add(pair);
     this.stats.activeClients = this.active.size;
     if (this.idleTimeout) {
@@ -455,15 +536,22 @@ export class PoolBroker {
     this.expiryTimer.unref();
   }
 
-  /** Bytes of pairs still open, for live statistics. */
-  liveBytes(): { fromClients: number; toClients: number } {
+  /** Bytes of pairs still open, for live statistics: in all and by service. */
+  liveBytes(): { fromClients: number; toClients: number; byService: Map<string, { fromClients: number; toClients: number }> } {
     let fromClients = 0;
     let toClients = 0;
+    const byService = new Map<string, { fromClients: number; toClients: number }>();
     for (const p of this.active) {
-      fromClients += p.joined.bytesFromA();
-      toClients += p.joined.bytesFromB() - p.preambleBytes;
+      const from = p.joined.bytesFromA();
+      const to = p.joined.bytesFromB() - p.preambleBytes;
+      fromClients += from;
+      toClients += to;
+      const s = byService.get(p.service) ?? { fromClients: 0, toClients: 0 };
+      s.fromClients += from;
+      s.toClients += to;
+      byService.set(p.service, s);
     }
-    return { fromClients, toClients };
+    return { fromClients, toClients, byService };
   }
 
   /** Stop pairing. Waiting clients and idle connections are closed; active pairs continue
@@ -504,13 +592,11 @@ export class PoolBroker {
   }
 }
 
-/** The start header for a client, or null when its addresses are gone (it already reset). */
-function startHeaderFor(client: HeldConn): Buffer | null {
+/** A client's addresses for its start header, or null when they are gone (it already reset). */
+function addressesOf(client: HeldConn): ClientAddressInfo | null {
   if (!client.remoteAddress || !client.localAddress) return null;
   try {
-    return encodeStartHeader(
-      clientAddressInfo({ address: client.remoteAddress, port: client.remotePort }, { address: client.localAddress, port: client.localPort }),
-    );
+    return clientAddressInfo({ address: client.remoteAddress, port: client.remotePort }, { address: client.localAddress, port: client.localPort });
   } catch {
     return null;
   }
