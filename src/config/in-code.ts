@@ -3,7 +3,7 @@
 // load.ts instead, which is where validation lives.
 import { resolveLimits, type Limits } from '../limits.js';
 import { DEFAULT_SERVICE } from './services.js';
-import type { GrayConfig, GrayEntry, GrayService, ProxyProtocol, WhiteConfig } from './types.js';
+import type { GrayConfig, GrayEntry, GrayService, HostPort, ProxyProtocol, WhiteConfig } from './types.js';
 
 /** A gray entry in code: its services, or one public port for the service `default`. */
 export type GrayEntryInCode = Omit<GrayEntry, 'services'> & ({ readonly services: GrayEntry['services'] } | { readonly publicPort: number });
@@ -40,11 +40,12 @@ export function grayConfigInCode(
   secret: Buffer,
   controlPort: number,
   targetPort: number,
-  extra: Partial<GrayConfig> & { readonly proxyProtocol?: ProxyProtocol } = {},
+  extra: Partial<GrayConfig> & { readonly proxyProtocol?: ProxyProtocol; readonly target?: HostPort } = {},
   limits: Partial<Limits> = {},
 ): GrayConfig {
-  const { proxyProtocol, ...rest } = extra;
-  const services: GrayService[] = [{ name: DEFAULT_SERVICE, target: { host: '127.0.0.1', port: targetPort }, proxyProtocol: proxyProtocol ?? 'none' }];
+  // The single-service form: target and proxyProtocol make the service "default".
+  const { proxyProtocol, target, ...rest } = extra;
+  const services: GrayService[] = [{ name: DEFAULT_SERVICE, target: target ?? { host: '127.0.0.1', port: targetPort }, proxyProtocol: proxyProtocol ?? 'none' }];
   return {
     path: null,
     whites: [{ host: '127.0.0.1', port: controlPort }],

@@ -30,7 +30,7 @@ export function whiteConfigFor(grays: readonly GrayEntryInCode[], limits: Partia
 }
 
 /** Tests reconnect fast: short backoff unless a test says otherwise. */
-export function grayConfigFor(id: string, secret: Buffer, controlPort: number, targetPort: number, extra: Partial<GrayConfig> = {}, limits: Partial<Limits> = {}): GrayConfig {
+export function grayConfigFor(id: string, secret: Buffer, controlPort: number, targetPort: number, extra: Parameters<typeof grayConfigInCode>[4] = {}, limits: Partial<Limits> = {}): GrayConfig {
   return grayConfigInCode(id, secret, controlPort, targetPort, { log: { level: 'silent' }, ...extra }, { reconnectBaseMs: 50, reconnectMaxMs: 500, ...limits });
 }
 
@@ -49,7 +49,7 @@ export async function startTunnel(
     handler?: ServiceHandler;
     pool?: number;
     whiteLimits?: Partial<Limits>;
-    gray?: Partial<GrayConfig>;
+    gray?: Parameters<typeof grayConfigInCode>[4];
     white?: Partial<WhiteConfig>;
     /** More settings of the gray's entry in the white's config. */
     entry?: Partial<GrayEntryInCode>;
