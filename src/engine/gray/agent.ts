@@ -129,7 +129,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   readonly where: string;
 
   constructor(
-    private readonly config: GrayConfig,
+    private config: GrayConfig,
     logger: Logger,
     options: GrayAgentOptions,
   ) {
@@ -383,6 +383,33 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
     const level = reason.code === ErrorCodes.AUTH_FAILED || reason.code === ErrorCodes.WHITE_PROOF_INVALID ? 'error' : 'warn';
     this.logger[level]({ gray: this.config.id, code: reason.code, reason: reason.message }, 'control session ended');
     this.scheduleReconnect(reason.message);
+  }
+
+  /**
+   * A reloaded file with the same whites, id and secret: its services apply to the next client,
+   * without a reconnect and without touching active clients. Added services take new positions
+   * in this session's table (the white is told with SERVICES), removed ones leave theirs empty,
+   * changed targets and PROXY settings replace their routes. Only a table that would overflow
+   * its 256 positions starts a new session. Rejects when a new target does not resolve (with an
+   * engine); the running services stay then.
+   */
+  async applyServices(next: GrayConfig): Promise<void> {
+    const addresses = this.dataPlane.engine && this.addresses ? { data: this.addresses.data, targets: await resolveTargets(next.services, async (what, host) => resolveHost(host).catch((err: Error) => Promise.reject(new Error(`${what} ${host}: ${err.message}`)))) } : null;
+    this.config = next;
+    const table = this.table;
+    if (!table || !this.channel) return;
+    if (!table.fits(next.services)) {
+      this.channel.close(new RelayError(ErrorCodes.SHUTDOWN, 'the service table of this session is full after many reloads; starting a new session'));
+      return;
+    }
+    if (addresses) this.addresses = addresses;
+    const change = table.update(next.services);
+    this.setRoutes();
+    if (change.added.length > 0 || change.removed.length > 0) {
+      this.channel.send({ type: MessageType.SERVICES, services: table.wire() });
+      this.warnMismatch();
+    }
+    if (change.added.length + change.removed.length + change.changed.length > 0) this.logger.info({ gray: next.id, ...change }, 'services reloaded');
   }
 
   /** A service on one side only is said at login and whenever either side's set changes. */

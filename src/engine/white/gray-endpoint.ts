@@ -138,6 +138,7 @@ export class GrayEndpoint {
   grayServices(session: GraySession, list: string): void {
     session.setGrayTable(list);
     if (this.broker.currentSession !== session) return;
+    this.ctx.logger.info({ gray: this.current.id, services: session.grayServices }, 'gray services');
     this.warnMismatch(session);
     this.broker.servicesChanged();
   }
