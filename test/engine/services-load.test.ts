@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { digestHandler, publicOf, service, servicesOf, setupServices, sha } from '../helpers/services.js';
 import { closedBy, echoHandler, roundTrip, startService } from '../helpers/tunnel.js';
 import { tcpConnect } from '../soak/support.js';
+import { renderMetrics } from '../../src/admin/metrics.js';
 
 describe('several services per gray under load', () => {
   it('100 concurrent clients on each of two ports each get their own service (SHA-256), over one session and one pool; a dead target leaves the other serving', async () => {
@@ -25,6 +26,14 @@ describe('several services per gray under load', () => {
       assert.equal(results.filter((ok) => ok).length, 200, 'every client got exactly its own service');
       const counts = Object.fromEntries(servicesOf(s).map((x) => [x.name, x.clientsTotal]));
       assert.deepEqual(counts, { echo: 100, web: 100 });
+      // The same per service in the metrics, with a service label.
+      const metrics = renderMetrics(s.white.snapshot(), undefined);
+      assert.match(metrics, /^relay_service_clients_total\{gray="nas",service="echo"\} 100$/m);
+      assert.match(metrics, /^relay_service_clients_total\{gray="nas",service="web"\} 100$/m);
+      // Each client's events name its service.
+      const byService = new Map<string, number>();
+      for (const e of s.events.filter((x) => x.name === 'client.disconnected')) byService.set(e.payload.service as string, (byService.get(e.payload.service as string) ?? 0) + 1);
+      assert.deepEqual(Object.fromEntries(byService), { echo: 100, web: 100 });
       assert.equal(s.gray.counts().sessions, 1, 'one control session for both services');
 
       echo.server.close(); // stops listening at once; its connections are over

@@ -7,6 +7,7 @@ import { GrayAgent } from '../../src/engine/gray/agent.js';
 import { WhiteServer } from '../../src/engine/white/white-server.js';
 import type { GrayService, WhiteConfig, WhiteService } from '../../src/config/types.js';
 import { testDataPlane } from './data-plane.js';
+import type { EventSink } from '../../src/hooks/events.js';
 import { grayConfigFor, whiteConfigFor } from './tunnel.js';
 import { captureLogger, type CapturedLogger } from '../soak/support.js';
 
@@ -29,6 +30,8 @@ export function cidrs(...texts: string[]): Cidr[] {
 }
 
 export interface Setup {
+  /** Every event the white emitted (hooks see the same). */
+  readonly events: Array<{ name: string; payload: Record<string, unknown> }>;
   readonly white: WhiteServer;
   readonly gray: GrayAgent;
   readonly whiteLog: CapturedLogger;
@@ -42,13 +45,16 @@ export async function setupServices(whiteServices: WhiteService[], grayServices:
   const dataPlane = testDataPlane();
   const whiteLog = captureLogger('warn');
   const grayLog = captureLogger('warn');
-  const white = new WhiteServer(whiteConfigFor([{ id: 'nas', secret, dataPort: 0, services: whiteServices }], {}, extra), { dataPlane, logger: whiteLog.logger });
+  const events: Setup['events'] = [];
+  const sink: EventSink = { emit: (name, payload) => void events.push({ name, payload: payload as unknown as Record<string, unknown> }) };
+  const white = new WhiteServer(whiteConfigFor([{ id: 'nas', secret, dataPort: 0, services: whiteServices }], {}, extra), { dataPlane, logger: whiteLog.logger, events: sink });
   await white.start();
   const gray = new GrayAgent(grayConfigFor('nas', secret, white.controlPort, 1, { pool: 4, services: grayServices }), grayLog.logger, { dataPlane });
   const ready = new Promise<void>((resolve) => gray.once('pool-ready', () => resolve()));
   gray.start();
   await ready;
   return {
+    events,
     white,
     gray,
     whiteLog,
