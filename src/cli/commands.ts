@@ -230,6 +230,28 @@ export function renderShow(state: AdminState, now = Date.now()): string {
         g.listenError ? oneLine(g.listenError) : g.lastError === null ? '-' : oneLine(g.lastError),
       ]);
     out.push(...table(['GRAY', 'PUBLIC/DATA', 'STATUS', 'REMOTE', 'POOL IDLE/TARGET', 'CLIENTS', 'IN / OUT', 'LAST ERROR'], rows));
+    // Services, when a gray has more than its one "default" or an allow-list.
+    const services = [...state.grays]
+      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+      .flatMap((g) => (g.services ?? []).map((s) => ({ gray: g.id, s })))
+      .filter(({ gray, s }) => s.name !== 'default' || s.allow.length > 0 || (state.grays.find((g) => g.id === gray)?.services?.length ?? 0) > 1);
+    if (services.length > 0) {
+      out.push('');
+      out.push(
+        ...table(
+          ['GRAY', 'SERVICE', 'PUBLIC', 'ALLOW', 'CLIENTS', 'IN / OUT', 'REFUSED'],
+          services.map(({ gray, s }) => [
+            gray,
+            s.name,
+            String(s.publicPort),
+            s.allow.length === 0 ? 'anyone' : s.allow.join(' '),
+            `${s.activeClients} active, ${s.clientsTotal} total`,
+            `${formatBytes(s.bytesFromClients)} / ${formatBytes(s.bytesToClients)}`,
+            Object.entries(s.clientsRefused).length === 0 ? '-' : Object.entries(s.clientsRefused).map(([code, n]) => `${n} ${code.replace(/^RELAY_ERR_/, '')}`).join(', '),
+          ]),
+        ),
+      );
+    }
   }
   out.push('');
   const c = state.counters;

@@ -8,6 +8,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { AdminState } from '../../src/admin/server.js';
+import type { ServiceSnapshot } from '../../src/engine/stats.js';
 import { addCommand, adminTargetFor, deleteCommand, formatBytes, formatDuration, renderShow } from '../../src/cli/commands.js';
 import { parseGrayConfig } from '../../src/config/load.js';
 import { ErrorCodes, isRelayError } from '../../src/errors.js';
@@ -105,6 +106,26 @@ describe('show rendering', () => {
     assert.match(text, /^held +39000\/39001 +ports not bound, retrying .*listen EADDRINUSE$/m);
     assert.match(text, /^last reload +.*: applied, except:\n +grays\[held\]: listen EADDRINUSE; retrying\n +metrics\.listen: the metrics listener is bound at start; restart needed$/m);
     assert.doesNotMatch(text, /FAILED/);
+  });
+
+  it('lists the services of a gray with their ports, allow-lists, clients, bytes and refusals; a lone default service is not repeated', () => {
+    const services: ServiceSnapshot[] = [
+      { name: 'ssh', publicPort: 20022, allow: ['203.0.113.0/24', '2001:db8::/32'], activeClients: 2, clientsTotal: 7, bytesFromClients: 2048, bytesToClients: 10, clientsRefused: { RELAY_ERR_CLIENT_NOT_ALLOWED: 3 } },
+      { name: 'web', publicPort: 20080, allow: [], activeClients: 0, clientsTotal: 1, bytesFromClients: 0, bytesToClients: 0, clientsRefused: {} },
+    ];
+    const text = renderShow(
+      state({
+        grays: [
+          { ...newGrayStats(), id: 'nas', publicPort: 20022, dataPort: 20001, connected: false, services },
+          { ...newGrayStats(), id: 'solo', publicPort: 20100, dataPort: 20101, connected: false, services: [{ name: 'default', publicPort: 20100, allow: [], activeClients: 0, clientsTotal: 0, bytesFromClients: 0, bytesToClients: 0, clientsRefused: {} }] },
+        ],
+      }),
+      NOW,
+    );
+    assert.match(text, /^GRAY +SERVICE +PUBLIC +ALLOW +CLIENTS +IN \/ OUT +REFUSED$/m);
+    assert.match(text, /^nas +ssh +20022 +203\.0\.113\.0\/24 2001:db8::\/32 +2 active, 7 total +2\.0 KiB \/ 10 B +3 CLIENT_NOT_ALLOWED$/m);
+    assert.match(text, /^nas +web +20080 +anyone +0 active, 1 total +0 B \/ 0 B +-$/m);
+    assert.doesNotMatch(text, /^solo +default/m);
   });
 
   it('says so when there are no grays, no reload yet and no hooks', () => {
