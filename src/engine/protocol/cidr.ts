@@ -6,8 +6,9 @@ import { formatIPv4, formatIPv6, isIPv4Mapped, parseIPv4, parseIPv6 } from './ip
 
 export interface Cidr {
   readonly family: 4 | 6;
-  /** 4 or 16 bytes, host bits zero. */
-  readonly bytes: Buffer;
+  /** 4 or 16 bytes, host bits zero. A Uint8Array, not a Buffer: a config loaded in a worker
+   *  (config/isolated-load.ts) comes back through structured cloning, which makes Buffers plain. */
+  readonly bytes: Uint8Array;
   readonly prefix: number;
   /** As written in the config, for messages and `relayctl show`. */
   readonly text: string;
@@ -61,7 +62,7 @@ export function addressForMatch(address: string): { family: 4 | 6; bytes: Buffer
   return { family: 6, bytes: v6 };
 }
 
-function inNetwork(address: Buffer, cidr: Cidr): boolean {
+function inNetwork(address: Uint8Array, cidr: Cidr): boolean {
   const whole = cidr.prefix >> 3;
   for (let i = 0; i < whole; i++) if (address[i] !== cidr.bytes[i]) return false;
   const rest = cidr.prefix & 7;
@@ -86,7 +87,7 @@ export function encodeAllowList(list: readonly Cidr[]): Buffer {
   list.forEach((c, i) => {
     out[i * 18] = c.family;
     out[i * 18 + 1] = c.prefix;
-    c.bytes.copy(out, i * 18 + 2);
+    out.set(c.bytes, i * 18 + 2);
   });
   return out;
 }
