@@ -239,7 +239,8 @@ describe('engine listener', { timeout: 20_000 }, () => {
     back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
     back.listener.setCredits(1, 10);
     back.listener.setActiveLimit(0);
-    front.listener.usePool(back.listener);
+    // The public port's service is the gray's index 5: every start header names it.
+    front.listener.usePool(back.listener, 5);
     const grays: Socket[] = [];
     let counter = 0;
     const verifyOne = async (): Promise<EngineConn> => {
@@ -249,7 +250,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
       return (await back.nextConn()).conn;
     };
     const headerFor = (client: Socket): Buffer =>
-      encodeStartHeader(clientAddressInfo({ address: client.localAddress, port: client.localPort }, { address: client.remoteAddress, port: client.remotePort }));
+      encodeStartHeader(clientAddressInfo({ address: client.localAddress, port: client.localPort }, { address: client.remoteAddress, port: client.remotePort }), 5);
 
     // Active limit 0: a client is reported; admitted, it waits in the pool for the next one verified.
     const first = await dial(front.listener.port);
@@ -305,7 +306,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
     const dataKey = randomBytes(32);
     back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
     back.listener.setCredits(1, 10);
-    front.listener.usePool(back.listener);
+    front.listener.usePool(back.listener, 0);
     const clients = [await dial(front.listener.port), await dial(front.listener.port), await dial(front.listener.port)];
     const conns: EngineConn[] = [];
     for (let i = 0; i < 3; i++) conns.push((await front.nextConn()).conn);
