@@ -440,10 +440,11 @@ class Engine {
   void Forward(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec);
 
   // JS thread (lend.cc). UsePool: the public listener's clients are served by the data
-  // listener's pool, their start headers naming service (the gray's index for the port's
-  // service; JavaScript calls it again when that index changes). Admit: the held client (admitted by JavaScript) is joined with the pool's
-  // newest idle connection now, or waits for the next one verified. SetActiveLimit: how many of
-  // the pool's pairs may run before clients stop being joined at accept.
+  // listener's pool (0: by none), their start headers naming service (the gray's index for the
+  // port's service; JavaScript calls it again when that index changes). Admit: the held client
+  // (admitted by JavaScript) is joined with the pool's newest idle connection now, or waits for
+  // the next one verified. SetActiveLimit: how many of the pool's pairs may run before clients
+  // stop being joined at accept.
   void UsePool(uint32_t publicListenerId, uint32_t dataListenerId, uint8_t service);
   void Admit(uint32_t clientId);
   void SetActiveLimit(uint32_t dataListenerId, uint32_t limit);

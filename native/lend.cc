@@ -166,10 +166,11 @@ bool Engine::TakeLent(Listener* listener, Conn* client) {
 
 // Joins a held client with the pool's held connection dataId, the start header first (naming
 // the service of the client's port). False (nothing done) when the client's addresses are gone
-// (it reset, and JavaScript hears kGone) or its port closed (JavaScript closes its clients).
+// (it reset, and JavaScript hears kGone), its port closed (JavaScript closes its clients) or
+// points at no pool now (its service has no index: JavaScript admits it again once it has).
 bool Engine::JoinPooled(Conn* client, uint32_t dataId) {
   auto it = listeners_.find(client->listenerId);
-  if (it == listeners_.end()) return false;
+  if (it == listeners_.end() || it->second->poolListenerId == 0) return false;
   const Listener* listener = it->second;
   std::string header;
   sockaddr_storage local{};

@@ -329,6 +329,69 @@ describe('engine listener', { timeout: 20_000 }, () => {
     back.listener.close();
   });
 
+  it("one pool serves every public port of a gray, each start header naming its port's service; a port pointed at no pool has its clients reported", { timeout: 10_000 }, async () => {
+    const ssh = harness({});
+    const web = harness({});
+    const back = harness({ prefixBytes: PREAMBLE_BYTES, prefixMagic: PREAMBLE_MAGIC, prefixTimeoutMs: 5000, watch: 'any' });
+    const sessionId = randomBytes(16);
+    const dataKey = randomBytes(32);
+    back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
+    back.listener.setCredits(1, 10);
+    back.listener.setActiveLimit(10);
+    ssh.listener.usePool(back.listener, 0);
+    web.listener.usePool(back.listener, 3);
+    const grays: Socket[] = [];
+    let counter = 0;
+    const verifyOne = async (): Promise<EngineConn> => {
+      const gray = await dial(back.listener.port);
+      gray.write(encodePreamble(sessionId, ++counter, dataKey));
+      grays.push(gray);
+      return (await back.nextConn()).conn;
+    };
+    const headerFor = (client: Socket, service: number): Buffer =>
+      encodeStartHeader(clientAddressInfo({ address: client.localAddress, port: client.localPort }, { address: client.remoteAddress, port: client.remotePort }), service);
+
+    // Below the active limit both ports' clients are joined at accept, from the one pool.
+    await verifyOne();
+    await verifyOne();
+    const toSsh = await dial(ssh.listener.port);
+    const pSsh = await ssh.nextPaired();
+    pSsh.take(() => {});
+    toSsh.write('s');
+    assert.deepEqual(await received(grays[1]!, 41), Buffer.concat([headerFor(toSsh, 0), Buffer.from('s')]));
+    const toWeb = await dial(web.listener.port);
+    const pWeb = await web.nextPaired();
+    pWeb.take(() => {});
+    toWeb.write('w');
+    assert.deepEqual(await received(grays[0]!, 41), Buffer.concat([headerFor(toWeb, 3), Buffer.from('w')]));
+
+    // The index changes (another session's table): the next header has the new one.
+    web.listener.usePool(back.listener, 1);
+    await verifyOne();
+    const again = await dial(web.listener.port);
+    (await web.nextPaired()).take(() => {});
+    again.write('a');
+    assert.deepEqual(await received(grays[2]!, 41), Buffer.concat([headerFor(again, 1), Buffer.from('a')]));
+
+    // Pointed at no pool (the gray's table not known yet), a client is reported though an idle
+    // connection is on hand and the pairs are below the limit.
+    web.listener.usePool(null, 0);
+    await verifyOne();
+    const waiting = await dial(web.listener.port);
+    const reported = (await web.nextConn()).conn;
+    assert.equal(reported.remotePort, waiting.localPort);
+    // Pointed at the pool again, the client admitted takes the idle connection.
+    web.listener.usePool(back.listener, 2);
+    back.listener.admit(reported);
+    (await web.nextPaired()).take(() => {});
+    waiting.write('x');
+    assert.deepEqual(await received(grays[3]!, 41), Buffer.concat([headerFor(waiting, 2), Buffer.from('x')]));
+    for (const socket of [toSsh, toWeb, again, waiting, ...grays]) socket.destroy();
+    ssh.listener.close();
+    web.listener.close();
+    back.listener.close();
+  });
+
   it('reports a connection after exactly its prefix; what follows stays for the pair, heads first', async () => {
     const front = harness({});
     const back = harness({ prefixBytes: 4, prefixMagic: Buffer.from('AB'), prefixTimeoutMs: 5000 });

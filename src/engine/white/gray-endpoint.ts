@@ -137,9 +137,11 @@ export class GrayEndpoint {
   grayServices(session: GraySession, list: string): void {
     session.setGrayTable(list);
     if (this.broker.currentSession !== session) return;
+    // Applied before it is logged: a client that connects once the log says so meets the new
+    // table (the engine already has the new indexes).
+    this.broker.servicesChanged();
     this.ctx.logger.info({ gray: this.current.id, services: session.grayServices }, 'gray services');
     this.warnMismatch(session);
-    this.broker.servicesChanged();
   }
 
   /** A service on one side only is said whenever either side's set changes. */
