@@ -8,9 +8,15 @@ import net from 'node:net';
 import { PROTOCOL_VERSION } from '../../src/engine/protocol/constants.js';
 import { MessageType } from '../../src/engine/protocol/messages.js';
 import { ErrorCodes } from '../../src/errors.js';
-import { rawTlsConnect, messageReader } from '../helpers/raw-gray.js';
+import { randomBytes } from 'node:crypto';
+import { encodeMessage } from '../../src/engine/protocol/messages.js';
+import { decodeStartHeader, START_HEADER_BYTES } from '../../src/engine/protocol/start-header.js';
+import { WhiteServer } from '../../src/engine/white/white-server.js';
+import { silentLogger } from '../../src/log.js';
+import { testDataPlane } from '../helpers/data-plane.js';
+import { rawLogin, rawTlsConnect, messageReader, sendOnDataPort } from '../helpers/raw-gray.js';
 import { cidrs, publicOf, service, servicesOf, setupServices } from '../helpers/services.js';
-import { echoHandler, roundTrip, startService } from '../helpers/tunnel.js';
+import { echoHandler, roundTrip, startService, whiteConfigFor } from '../helpers/tunnel.js';
 import { tcpConnect, waitUntil } from '../soak/support.js';
 
 describe('several services per gray', () => {
@@ -34,6 +40,39 @@ describe('several services per gray', () => {
     } finally {
       await s.stop();
       echo.server.close();
+    }
+  });
+});
+
+describe("the gray's table", () => {
+  it("a client that arrives before the gray's SERVICES waits (an idle connection on hand), then is paired with its service's index from that table", async () => {
+    const secret = randomBytes(32);
+    const services = [{ name: 'a', publicPort: 0, allow: [] }, { name: 'b', publicPort: 0, allow: [] }];
+    const white = new WhiteServer(whiteConfigFor([{ id: 'raw', secret, dataPort: 0, services }]), { dataPlane: testDataPlane(), logger: silentLogger() });
+    await white.start();
+    const sockets: net.Socket[] = [];
+    try {
+      const s = await rawLogin(white.controlPort, 'raw', secret, 1, null);
+      sockets.push(s.socket);
+      const data = await sendOnDataPort(s.dataPort, s.preamble(1));
+      sockets.push(data);
+      const got: Buffer[] = [];
+      data.on('data', (b: Buffer) => got.push(b));
+      await waitUntil(() => white.snapshot().grays[0]!.poolIdle === 1, 'the data connection to be idle');
+      const client = net.connect({ host: '127.0.0.1', port: white.portsOf('raw')!.publicPorts['b']! });
+      sockets.push(client);
+      client.write('hi');
+      await waitUntil(() => white.snapshot().grays[0]!.pendingClients === 1, 'the client to wait');
+      assert.equal(Buffer.concat(got).length, 0, 'nothing reached the gray before its table');
+      // b is the gray's index 2 (a table the white could not have guessed).
+      s.socket.write(encodeMessage({ type: MessageType.SERVICES, services: 'x,a,b' }));
+      await waitUntil(() => Buffer.concat(got).length >= START_HEADER_BYTES + 2, 'the start header and the client bytes');
+      const bytes = Buffer.concat(got);
+      assert.equal(decodeStartHeader(bytes.subarray(0, START_HEADER_BYTES)).service, 2);
+      assert.equal(bytes.subarray(START_HEADER_BYTES).toString(), 'hi');
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await white.stop(100);
     }
   });
 });
