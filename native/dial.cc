@@ -59,13 +59,16 @@ void Engine::DialFailed(Conn* conn, int error) {
 // The start header is in: join at once with a new connection to the service, so the client's
 // first bytes wait for no JavaScript (the gray's thread hand-off was the largest part of a new
 // connection's latency). JavaScript hears the header with the pair's id and only keeps count.
-// A header that is not well formed (version 1, family 4 or 6, reserved 0; the layout is in
+// A header that is not well formed (version 2, family 4 or 6, reserved 0; the layout is in
 // src/engine/protocol/start-header.ts) is not forwarded: JavaScript refuses it, and the
-// service never sees a connection for it.
+// service never sees a connection for it. Nor is one whose service has no route here (a PROXY
+// header to write, a service removed): JavaScript decides.
 bool Engine::ForwardDialed(Conn* conn, Event* header) {
   const std::string& h = header->prefix;
-  bool wellFormed = h.size() == kStartHeaderBytes && h[0] == 1 && (h[1] == 4 || h[1] == 6) && h[6] == 0 && h[7] == 0;
+  bool wellFormed = h.size() == kStartHeaderBytes && h[0] == kStartHeaderVersion && (h[1] == 4 || h[1] == 6) && h[7] == 0;
   if (!wellFormed) return false;
+  const Route* route = RouteFor(conn->routes, static_cast<uint8_t>(h[6]));
+  if (route == nullptr) return false;
   auto* pair = new Pair();
   pair->id = NextId();
   pair->stockId = conn->stockId;
@@ -73,7 +76,7 @@ bool Engine::ForwardDialed(Conn* conn, Event* header) {
   Register(pair);
   header->b = pair->id;
   Emit(header);  // before anything the pair reports, so JavaScript knows the pair first
-  StartForward(pair, conn->id, conn->service, conn->serviceLen, conn->serviceKeepAliveSec);
+  StartForward(pair, conn->id, route->address, route->len, route->keepAliveSec);
   return true;
 }
 

@@ -323,6 +323,15 @@ void Engine::RunCommands() {
       case Command::kSession:
         ApplySession(command);
         break;
+      case Command::kAllow: {
+        auto it = listeners_.find(command.id);
+        if (it != listeners_.end()) it->second->allow = command.allow;
+        break;
+      }
+      case Command::kRoutes:
+        if (command.routes.empty()) routes_.erase(command.id);
+        else routes_[command.id] = command.routes;
+        break;
       case Command::kCredits:
         ApplyCredits(command);
         break;
@@ -333,7 +342,9 @@ void Engine::RunCommands() {
         break;
       case Command::kUsePool: {
         auto it = listeners_.find(command.id);
-        if (it != listeners_.end()) it->second->poolListenerId = command.connA;
+        if (it == listeners_.end()) break;
+        it->second->poolListenerId = command.connA;
+        it->second->service = command.service;
         break;
       }
       case Command::kAdmit:

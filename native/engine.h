@@ -35,7 +35,7 @@
 // every start header), writes its preamble once connected, and reads the white's fixed-size
 // start header; only then does JavaScript hear of it. JavaScript answers with forward: the engine connects to the local
 // service and joins the two at once, the service socket still connecting (a send to it waits
-// for its EPOLLOUT like any full socket). Dialed with the service's address (Conn::forward),
+// for its EPOLLOUT like any full socket). Dialed with a service table (Conn::routes),
 // the engine forwards by itself as soon as a well-formed header is in, and JavaScript hears
 // the header together with the pair's id. A connection that fails is reported as the end of
 // that pair, flagged as never connected, so the gray can say the service is unreachable.
@@ -45,7 +45,8 @@
 // (the data plane proper); intake.cc listeners and held connections; verify.cc the preamble
 // check; lend.cc a gray's pool and the joins from it; pool-pairs.cc the pool's pairs (their end
 // report, the live list, the idle timeout); dial.cc dialing and the forward on a start header;
-// stock.cc the gray's stock of preambles; napi.cc the JavaScript surface (and memory.cc
+// stock.cc the gray's stock of preambles; allow.cc a public port's allow-list; routes.cc the
+// gray's service tables; napi.cc the JavaScript surface (and memory.cc
 // its one call that is not the engine's:
 // malloc_trim after startup). The types live in namespace relay (not an anonymous
 // namespace) because the Engine's methods are defined in several translation units.
@@ -95,6 +96,7 @@ constexpr size_t kFreePipesMax = 64;
 constexpr int kEventsPerWait = 256;
 // The white's start header on a pooled connection (src/engine/protocol/start-header.ts).
 constexpr size_t kStartHeaderBytes = 40;
+constexpr char kStartHeaderVersion = 2;
 // Keepalive probes once a socket has been idle for its keepalive time: one a second, ten in all,
 // as libuv sets them for Node's sockets, so both data planes give up on a vanished peer alike.
 constexpr int kKeepAliveIntervalSec = 1;
@@ -134,6 +136,25 @@ enum Refusal : int32_t {
   kRefusedBadTag = 11,        // the HMAC tag does not verify
   kRefusedReplay = 12,        // counter used already
   kRefusedNoCredit = 13,      // counter beyond the credits granted
+  kRefusedNotAllowed = 14,    // the source is not in the listener's allow-list (allow.cc)
+};
+
+// One network of a public port's allow-list (allow.cc): family 4 or 6, the network's bytes
+// (IPv4 in the first four), its prefix length.
+struct AllowNet {
+  uint8_t family = 0;
+  uint8_t bytes[16] = {};
+  uint8_t prefix = 0;
+};
+
+// Where the gray forwards a service's clients by itself (routes.cc): a position of a session's
+// service table. forward is false for a service JavaScript forwards (a PROXY header to write,
+// or a position whose service was removed).
+struct Route {
+  bool forward = false;
+  sockaddr_storage address{};
+  socklen_t len = 0;
+  int keepAliveSec = 0;
 };
 // Why a held connection went away.
 enum GoneReason : int32_t { kGoneClosed = 1, kGoneData = 2 };
@@ -190,6 +211,11 @@ struct Listener {
   uint32_t pending = 0;  // connections still reading their prefix
   // A public port: the data listener whose pool serves its clients (lend.cc); 0: none.
   uint32_t poolListenerId = 0;
+  // A public port: who may connect (empty: anyone), checked at accept before a byte is read;
+  // and the service index of its clients' start headers, the gray's for this port's service in
+  // the current session (lend.cc).
+  std::vector<AllowNet> allow;
+  uint8_t service = 0;
   // The bound address: every accepted connection's local address, unless bound to a wildcard
   // (0.0.0.0, ::), where it depends on the connection and getsockname must ask.
   sockaddr_storage local{};
@@ -214,12 +240,10 @@ struct Conn {
   std::string preamble;  // dialed: written once connected
   sockaddr_storage remote{};
   socklen_t remoteLen = 0;
-  // Dialed with a service: once a well-formed start header is read, the engine forwards the
-  // connection by itself, without waiting for JavaScript (see ForwardDialed in dial.cc).
-  bool forward = false;
-  sockaddr_storage service{};
-  socklen_t serviceLen = 0;
-  int serviceKeepAliveSec = 0;
+  // Dialed with a service table (routes.cc, 0: none): once a well-formed start header is read,
+  // the engine forwards the connection to the route of the header's service by itself,
+  // without waiting for JavaScript (see ForwardDialed in dial.cc).
+  uint32_t routes = 0;
   // A data connection whose preamble the engine verified: the session's epoch and its counter.
   uint32_t epoch = 0;
   uint64_t counter = 0;
@@ -236,7 +260,7 @@ struct Conn {
 // stock until JavaScript releases it (its backoff). The counters stay JavaScript's.
 struct Stock {
   uint32_t id = 0;
-  Conn dial;  // what every connection dialed from it copies: the white, prefix, keepalive, service
+  Conn dial;  // what every connection dialed from it copies: the white, prefix, keepalive, routes
   std::deque<std::string> preambles;
   uint64_t credits = 0;
   bool hold = false;
@@ -309,7 +333,7 @@ enum PairEndFlags : uint32_t { kEndedBeforeConnect = 1, kEndedIdle = 2 };
 struct Event {
   // kDialed: a dialed connection connected (code 0, preamble written) or failed (code errno);
   // kHeader: a dialed connection read its prefix (the white's start header); b is the pair the
-  // engine forwarded it into by itself (Conn::forward), or 0 when JavaScript is to forward it.
+  // engine forwarded it into by itself (Conn::routes), or 0 when JavaScript is to forward it.
   // kJoinedLent: a client (a) was joined with a lent connection (b) into pair id (lend.cc).
   // kAccepted of a verified data connection (verify.cc): a is its counter, b its session epoch.
   // kPoolPairEnd: a pair of kJoinedLent ended (pool-pairs.cc): listenerId is the client's
@@ -358,7 +382,7 @@ constexpr size_t kEventRecordBytes = 72;
 enum EventRecordFlags : uint32_t { kRecordHasPrefix = 1, kRecordHasAddresses = 2 };
 
 struct Command {
-  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kSession, kCredits, kUsePool, kAdmit, kActiveLimit, kOpenStock, kStock, kCloseStock, kIdleTimeout } kind;
+  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kSession, kCredits, kUsePool, kAdmit, kActiveLimit, kOpenStock, kStock, kCloseStock, kIdleTimeout, kAllow, kRoutes } kind;
   explicit Command(Kind k) : kind(k) {}
   Pair* pair = nullptr;
   Conn* conn = nullptr;     // kDial
@@ -380,6 +404,9 @@ struct Command {
   std::vector<std::string> preambles;
   uint32_t credits = 0;
   int hold = -1;  // -1: as it is, 0: release, 1: hold
+  uint8_t service = 0;          // kUsePool
+  std::vector<AllowNet> allow;  // kAllow
+  std::vector<Route> routes;    // kRoutes
 };
 
 inline int64_t NowMs() {
@@ -445,10 +472,12 @@ class Engine {
   void Forward(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec);
 
   // JS thread (lend.cc). UsePool: the public listener's clients are served by the data
-  // listener's pool. Admit: the held client (admitted by JavaScript) is joined with the pool's
-  // newest idle connection now, or waits for the next one verified. SetActiveLimit: how many of
-  // the pool's pairs may run before clients stop being joined at accept.
-  void UsePool(uint32_t publicListenerId, uint32_t dataListenerId);
+  // listener's pool (0: by none), their start headers naming service (the gray's index for the
+  // port's service; JavaScript calls it again when that index changes). Admit: the held client
+  // (admitted by JavaScript) is joined with the pool's newest idle connection now, or waits for
+  // the next one verified. SetActiveLimit: how many of the pool's pairs may run before clients
+  // stop being joined at accept.
+  void UsePool(uint32_t publicListenerId, uint32_t dataListenerId, uint8_t service);
   void Admit(uint32_t clientId);
   void SetActiveLimit(uint32_t dataListenerId, uint32_t limit);
 
@@ -463,6 +492,11 @@ class Engine {
   // listener, read under the mutex (for the state API; JavaScript keeps no object per pair).
   void SetIdleTimeout(uint32_t dataListenerId, uint32_t timeoutMs);
   std::vector<PoolPairInfo> PoolPairs(uint32_t publicListenerId);
+  // JS thread (allow.cc). A public port's allow-list, for the clients it accepts from now on.
+  void SetAllow(uint32_t listenerId, std::vector<AllowNet> allow);
+  // JS thread (routes.cc). A service table's routes, position by position, replacing what it
+  // had; an empty list forgets the table.
+  void SetRoutes(uint32_t table, std::vector<Route> routes);
 
   bool Bytes(uint32_t id, uint64_t* fromA, uint64_t* fromB);
   size_t PairCount();
@@ -504,6 +538,7 @@ class Engine {
   std::unordered_map<uint32_t, Listener*> listeners_;  // engine thread only
   std::unordered_map<uint32_t, int> listenerFds_;      // guarded by mutex_; for CloseListener
   std::unordered_map<uint32_t, Conn*> conns_;          // engine thread only
+  std::unordered_map<uint32_t, std::vector<Route>> routes_;  // engine thread only (routes.cc)
   // Prefix deadlines, earliest first; stale entries (connection no longer reading) are skipped.
   std::priority_queue<std::pair<int64_t, uint32_t>, std::vector<std::pair<int64_t, uint32_t>>, std::greater<>> deadlines_;
   std::atomic<int64_t> pipesOpen_{0};
@@ -575,6 +610,8 @@ class Engine {
   // A client's local address: the listener's bound one, or getsockname's when the listener is
   // gone or bound to a wildcard.
   static bool ClientLocalAddress(const Listener* listener, int fd, sockaddr_storage* out);
+  static bool Allowed(const Listener* listener, const sockaddr_storage& remote);
+  const Route* RouteFor(uint32_t table, uint8_t service) const;
   bool ForwardDialed(Conn* conn, Event* header);
   void ReleasePending(Conn* conn);
   void AnnounceAccepted(Conn* conn);

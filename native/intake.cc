@@ -76,7 +76,8 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   in6_addr source{};
   AsV6(remote, &source);
   int32_t refusal = 0;
-  if (listener->filter == kFilterNobody) refusal = kRefusedNoSession;
+  if (!Allowed(listener, remote)) refusal = kRefusedNotAllowed;
+  else if (listener->filter == kFilterNobody) refusal = kRefusedNoSession;
   else if (listener->filter == kFilterOnly && memcmp(&source, &listener->allowed, sizeof source) != 0) refusal = kRefusedWrongSource;
   else if (listener->prefix > 0 && listener->pending >= listener->maxPending) refusal = kRefusedTooMany;
   if (refusal != 0) {
@@ -175,7 +176,7 @@ void Engine::ReadPrefix(Conn* conn) {
     // The header is an implicit credit: the successor is dialed right after the forward, so
     // the client's connect to the service goes first.
     uint32_t stockId = conn->stockId;
-    if (!conn->forward || !ForwardDialed(conn, event)) Emit(event);
+    if (conn->routes == 0 || !ForwardDialed(conn, event)) Emit(event);
     if (stockId != 0) CreditStock(stockId);
     return;
   }

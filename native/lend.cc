@@ -5,7 +5,8 @@
 // are below the limit JavaScript sets (the active-client limit; 0 while an authorize hook must
 // see every client); otherwise JavaScript hears of it, decides, and admits it (Admit): it is then
 // joined with an idle connection or waits in the pool for the next one verified. Joining, the
-// engine writes the start header it builds from the client's addresses, and JavaScript hears
+// engine writes the start header it builds from the client's addresses and its port's service
+// index (every public port of a gray shares the one pool), and JavaScript hears
 // kJoinedLent afterwards, for the connection's id, the events and the statistics. No thread
 // hand-off sits between a client's SYN and its first bytes to the gray, nor between a data
 // connection's preamble and its place in the pool. JavaScript keeps the waiting clients' limits
@@ -61,11 +62,11 @@ void AsMappedV6(HeaderAddress* a) {
   a->family = 6;
 }
 
-// The 40-byte start header, as src/engine/protocol/start-header.ts encodes it: version 1,
-// family, source port, destination port, two reserved zero bytes, then the source and the
+// The 40-byte start header, as src/engine/protocol/start-header.ts encodes it: version 2,
+// family, source port, destination port, the service index, a reserved zero byte, then the source and the
 // destination address in 16 bytes each (IPv4 in the first four). Both share one family: if
 // either is IPv6, both are written as IPv6 (IPv4 mapped).
-bool StartHeader(const sockaddr_storage& remote, const sockaddr_storage& local, std::string* out) {
+bool StartHeader(const sockaddr_storage& remote, const sockaddr_storage& local, uint8_t service, std::string* out) {
   HeaderAddress src = ForHeader(remote);
   HeaderAddress dst = ForHeader(local);
   if (src.family == 0 || dst.family == 0) return false;
@@ -74,12 +75,13 @@ bool StartHeader(const sockaddr_storage& remote, const sockaddr_storage& local, 
     AsMappedV6(&dst);
   }
   out->assign(kStartHeaderBytes, '\0');
-  (*out)[0] = 1;
+  (*out)[0] = kStartHeaderVersion;
   (*out)[1] = static_cast<char>(src.family);
   (*out)[2] = static_cast<char>(src.port >> 8);
   (*out)[3] = static_cast<char>(src.port & 0xff);
   (*out)[4] = static_cast<char>(dst.port >> 8);
   (*out)[5] = static_cast<char>(dst.port & 0xff);
+  (*out)[6] = static_cast<char>(service);
   memcpy(&(*out)[8], src.bytes, src.family == 4 ? 4 : 16);
   memcpy(&(*out)[24], dst.bytes, dst.family == 4 ? 4 : 16);
   return true;
@@ -87,7 +89,13 @@ bool StartHeader(const sockaddr_storage& remote, const sockaddr_storage& local, 
 
 }  // namespace
 
-void Engine::UsePool(uint32_t publicListenerId, uint32_t dataListenerId) { PostForId(Command::kUsePool, publicListenerId, dataListenerId); }
+void Engine::UsePool(uint32_t publicListenerId, uint32_t dataListenerId, uint8_t service) {
+  Command c(Command::kUsePool);
+  c.id = publicListenerId;
+  c.connA = dataListenerId;
+  c.service = service;
+  Post(c);
+}
 
 void Engine::Admit(uint32_t clientId) { PostForId(Command::kAdmit, clientId); }
 
@@ -156,14 +164,17 @@ bool Engine::TakeLent(Listener* listener, Conn* client) {
   return false;
 }
 
-// Joins a held client with the pool's held connection dataId, the start header first. False
-// (nothing done) when the client's addresses are gone: it reset, and JavaScript hears kGone.
+// Joins a held client with the pool's held connection dataId, the start header first (naming
+// the service of the client's port). False (nothing done) when the client's addresses are gone
+// (it reset, and JavaScript hears kGone), its port closed (JavaScript closes its clients) or
+// points at no pool now (its service has no index: JavaScript admits it again once it has).
 bool Engine::JoinPooled(Conn* client, uint32_t dataId) {
   auto it = listeners_.find(client->listenerId);
-  const Listener* listener = it != listeners_.end() ? it->second : nullptr;
+  if (it == listeners_.end() || it->second->poolListenerId == 0) return false;
+  const Listener* listener = it->second;
   std::string header;
   sockaddr_storage local{};
-  if (!ClientLocalAddress(listener, client->fd, &local) || !StartHeader(client->remote, local, &header)) return false;
+  if (!ClientLocalAddress(listener, client->fd, &local) || !StartHeader(client->remote, local, listener->service, &header)) return false;
   auto* pair = new Pair();
   pair->id = NextId();
   pair->dirs[0].head = header;  // to side B, the data connection, ahead of the client's bytes

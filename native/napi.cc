@@ -23,6 +23,7 @@
 
 namespace {
 
+using relay::AllowNet;
 using relay::AsV6;
 using relay::Conn;
 using relay::Engine;
@@ -32,6 +33,7 @@ using relay::kFilterOnly;
 using relay::kWatchAny;
 using relay::kWatchReset;
 using relay::Listener;
+using relay::Route;
 using relay::Pair;
 using relay::PoolPairInfo;
 
@@ -239,11 +241,11 @@ napi_value Join(napi_env env, napi_callback_info info) {
   return Uint32(env, id);
 }
 
-// usePool(publicListenerId, dataListenerId), admit(clientId), activeLimit(dataListenerId,
-// limit): a gray's pool, see lend.cc.
+// usePool(publicListenerId, dataListenerId, service), admit(clientId),
+// activeLimit(dataListenerId, limit): a gray's pool, see lend.cc.
 bool Uint32Arguments(napi_env env, napi_callback_info info, size_t count, uint32_t* out) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   if (argc < count) return false;
   for (size_t i = 0; i < count; i++) {
@@ -254,9 +256,9 @@ bool Uint32Arguments(napi_env env, napi_callback_info info, size_t count, uint32
 
 napi_value UsePool(napi_env env, napi_callback_info info) {
   Engine* engine = EngineOf(env, info);
-  uint32_t ids[2];
-  if (!engine || !Uint32Arguments(env, info, 2, ids)) return Throw(env, "usePool(publicListenerId, dataListenerId): bad arguments");
-  engine->UsePool(ids[0], ids[1]);
+  uint32_t ids[3];
+  if (!engine || !Uint32Arguments(env, info, 3, ids) || ids[2] > 255) return Throw(env, "usePool(publicListenerId, dataListenerId, service): bad arguments");
+  engine->UsePool(ids[0], ids[1], static_cast<uint8_t>(ids[2]));
   return nullptr;
 }
 
@@ -360,18 +362,39 @@ bool ParseEndpoint(napi_env env, napi_value ip, int32_t port, sockaddr_storage* 
   return true;
 }
 
-// listen(ip, port, backlog, prefixBytes, prefixTimeoutMs, keepAliveSec, watchAny, magic?) =>
-// [listenerId, boundPort]. Binds here, on the JavaScript thread, so a failure is an exception
-// the caller can report at once.
+// An allow-list as JavaScript encodes it (src/engine/protocol/cidr.ts, encodeAllowList): per
+// network, family 4|6, prefix length, 16 address bytes. False for anything else.
+bool ReadAllow(napi_env env, napi_value value, std::vector<AllowNet>* out) {
+  std::string records;
+  if (!ReadHead(env, value, &records) || records.size() % 18 != 0) return false;
+  out->assign(records.size() / 18, AllowNet());
+  for (size_t i = 0; i < out->size(); i++) {
+    const char* r = records.data() + i * 18;
+    AllowNet& net = (*out)[i];
+    net.family = static_cast<uint8_t>(r[0]);
+    net.prefix = static_cast<uint8_t>(r[1]);
+    memcpy(net.bytes, r + 2, 16);
+    if ((net.family != 4 && net.family != 6) || net.prefix > (net.family == 4 ? 32 : 128)) return false;
+  }
+  return true;
+}
+
+// listen(ip, port, backlog, prefixBytes, prefixTimeoutMs, keepAliveSec, watchAny, magic?, allow?)
+// => [listenerId, boundPort]. Binds here, on the JavaScript thread, so a failure is an exception
+// the caller can report at once. allow: the allow-list from the first accept on (allow.cc).
 napi_value Listen(napi_env env, napi_callback_info info) {
   Engine* engine = EngineOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
-  size_t argc = 8;
-  napi_value argv[8];
+  size_t argc = 9;
+  napi_value argv[9];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   int32_t port, backlog, prefix, timeoutMs, keepAliveSec;
   std::string magic;
-  if (argc > 7 && !ReadHead(env, argv[7], &magic)) return Throw(env, "listen: magic must be a Buffer");
+  std::vector<AllowNet> allow;
+  napi_valuetype magicType = napi_undefined;
+  if (argc > 7) napi_typeof(env, argv[7], &magicType);
+  if (magicType != napi_undefined && magicType != napi_null && !ReadHead(env, argv[7], &magic)) return Throw(env, "listen: magic must be a Buffer");
+  if (argc > 8 && !ReadAllow(env, argv[8], &allow)) return Throw(env, "listen: allow must be a Buffer of 18-byte networks");
   bool watchAny = false;
   if (argc < 7 || napi_get_value_int32(env, argv[1], &port) != napi_ok || napi_get_value_int32(env, argv[2], &backlog) != napi_ok ||
       napi_get_value_int32(env, argv[3], &prefix) != napi_ok || napi_get_value_int32(env, argv[4], &timeoutMs) != napi_ok ||
@@ -402,6 +425,7 @@ napi_value Listen(napi_env env, napi_callback_info info) {
   listener->fd = fd;
   listener->prefix = static_cast<uint32_t>(prefix);
   listener->magic = magic;
+  listener->allow = std::move(allow);
   listener->timeoutMs = timeoutMs;
   listener->keepAliveSec = keepAliveSec;
   listener->local = bound;
@@ -460,8 +484,8 @@ napi_value SetFilter(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// Where and how a connection is dialed: (ip, port, prefixBytes, keepAliveSec, serviceIp?,
-// servicePort?, serviceKeepAliveSec?) from argv[first] on, into conn (dial and openStock).
+// Where and how a connection is dialed: (ip, port, prefixBytes, keepAliveSec, routes?) from
+// argv[first] on, into conn (dial and openStock).
 // Returns what is wrong, or nullptr.
 const char* ParseDialing(napi_env env, size_t argc, napi_value* argv, size_t first, Conn* conn) {
   int32_t port, prefix, keepAliveSec;
@@ -472,33 +496,80 @@ const char* ParseDialing(napi_env env, size_t argc, napi_value* argv, size_t fir
   if (!ParseEndpoint(env, argv[first], port, &conn->remote, &conn->remoteLen)) return "needs an IP address";
   conn->want = static_cast<uint32_t>(prefix);
   conn->keepAliveSec = keepAliveSec;
-  // Optional: the service to forward to as soon as the start header is in (Conn::forward).
-  napi_valuetype serviceType = napi_undefined;
-  if (argc >= first + 7) napi_typeof(env, argv[first + 4], &serviceType);
-  if (serviceType == napi_undefined || serviceType == napi_null) return nullptr;
-  int32_t servicePort, serviceKeepAliveSec;
-  if (napi_get_value_int32(env, argv[first + 5], &servicePort) != napi_ok || napi_get_value_int32(env, argv[first + 6], &serviceKeepAliveSec) != napi_ok ||
-      servicePort < 1 || servicePort > 65535 || serviceKeepAliveSec < 0 || !ParseEndpoint(env, argv[first + 4], servicePort, &conn->service, &conn->serviceLen)) {
-    return "the service to forward to needs an IP address, a port and a keepalive";
-  }
-  conn->forward = true;
-  conn->serviceKeepAliveSec = serviceKeepAliveSec;
+  // Optional: the service table whose routes it is forwarded by as soon as the start header
+  // is in (Conn::routes, routes.cc).
+  napi_valuetype routesType = napi_undefined;
+  if (argc >= first + 5) napi_typeof(env, argv[first + 4], &routesType);
+  if (routesType == napi_undefined || routesType == napi_null) return nullptr;
+  if (napi_get_value_uint32(env, argv[first + 4], &conn->routes) != napi_ok || conn->routes == 0) return "routes must be a service table id above 0";
   return nullptr;
 }
 
-// dial(ip, port, preamble, prefixBytes, keepAliveSec, serviceIp?, servicePort?,
-// serviceKeepAliveSec?) => connId. The engine connects, writes the preamble, then reads exactly
-// prefixBytes and reports them (kHeader); until then it reports the connect (kDialed, errno or
-// 0) and a close (kGone). The connection is held afterwards, or forwarded to the service.
+// setAllow(listenerId, networks): a public port's allow-list, a Buffer of 18-byte records
+// (family 4|6, prefix length, 16 address bytes); empty: anyone (allow.cc).
+napi_value SetAllow(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
+  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  uint32_t listenerId;
+  std::vector<AllowNet> allow;
+  if (argc < 2 || napi_get_value_uint32(env, argv[0], &listenerId) != napi_ok || !ReadAllow(env, argv[1], &allow)) {
+    return Throw(env, "setAllow(listenerId, networks): bad arguments (networks: a Buffer of 18-byte records)");
+  }
+  engine->SetAllow(listenerId, std::move(allow));
+  return nullptr;
+}
+
+// setRoutes(table, routes): a service table's routes by position, each [ip, port,
+// keepAliveSec] or null (JavaScript forwards); an empty list forgets the table (routes.cc).
+napi_value SetRoutes(napi_env env, napi_callback_info info) {
+  Engine* engine = EngineOf(env, info);
+  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  uint32_t table, length;
+  bool isArray = false;
+  if (argc < 2 || napi_get_value_uint32(env, argv[0], &table) != napi_ok || table == 0 || napi_is_array(env, argv[1], &isArray) != napi_ok || !isArray ||
+      napi_get_array_length(env, argv[1], &length) != napi_ok || length > 256) {
+    return Throw(env, "setRoutes(table, routes): bad arguments");
+  }
+  std::vector<Route> routes(length);
+  for (uint32_t i = 0; i < length; i++) {
+    napi_value item;
+    napi_valuetype type;
+    napi_get_element(env, argv[1], i, &item);
+    napi_typeof(env, item, &type);
+    if (type == napi_null || type == napi_undefined) continue;
+    napi_value ip, port, keepAlive;
+    int32_t portValue, keepAliveValue;
+    if (napi_get_element(env, item, 0, &ip) != napi_ok || napi_get_element(env, item, 1, &port) != napi_ok || napi_get_element(env, item, 2, &keepAlive) != napi_ok ||
+        napi_get_value_int32(env, port, &portValue) != napi_ok || napi_get_value_int32(env, keepAlive, &keepAliveValue) != napi_ok || portValue < 1 || portValue > 65535 ||
+        keepAliveValue < 0 || !ParseEndpoint(env, ip, portValue, &routes[i].address, &routes[i].len)) {
+      return Throw(env, "setRoutes: a route needs an IP address, a port and a keepalive");
+    }
+    routes[i].forward = true;
+    routes[i].keepAliveSec = keepAliveValue;
+  }
+  engine->SetRoutes(table, std::move(routes));
+  return nullptr;
+}
+
+// dial(ip, port, preamble, prefixBytes, keepAliveSec, routes?) => connId. The engine connects,
+// writes the preamble, then reads exactly prefixBytes and reports them (kHeader); until then it
+// reports the connect (kDialed, errno or 0) and a close (kGone). The connection is held
+// afterwards, or forwarded by the routes of the service its start header names.
 napi_value Dial(napi_env env, napi_callback_info info) {
   Engine* engine = EngineOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
-  size_t argc = 8;
-  napi_value argv[8];
+  size_t argc = 6;
+  napi_value argv[6];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   auto* conn = new Conn();
   // The preamble is argv[2]: the dialing arguments are those around it.
-  napi_value dialing[7] = {argv[0], argv[1], argc > 3 ? argv[3] : nullptr, argc > 4 ? argv[4] : nullptr, argc > 5 ? argv[5] : nullptr, argc > 6 ? argv[6] : nullptr, argc > 7 ? argv[7] : nullptr};
+  napi_value dialing[5] = {argv[0], argv[1], argc > 3 ? argv[3] : nullptr, argc > 4 ? argv[4] : nullptr, argc > 5 ? argv[5] : nullptr};
   const char* wrong = argc < 5 || !ReadHead(env, argv[2], &conn->preamble) || conn->preamble.empty() ? "bad arguments" : ParseDialing(env, argc - 1, dialing, 0, conn);
   if (wrong != nullptr) {
     delete conn;
@@ -510,13 +581,13 @@ napi_value Dial(napi_env env, napi_callback_info info) {
   return Uint32(env, id);
 }
 
-// openStock(ip, port, prefixBytes, keepAliveSec, serviceIp?, servicePort?, serviceKeepAliveSec?)
-// => stockId: a stock (engine.h Stock) whose connections are dialed like dial()'s.
+// openStock(ip, port, prefixBytes, keepAliveSec, routes?) => stockId: a stock (engine.h Stock)
+// whose connections are dialed like dial()'s.
 napi_value OpenStock(napi_env env, napi_callback_info info) {
   Engine* engine = EngineOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
-  size_t argc = 7;
-  napi_value argv[7];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   auto* stock = new relay::Stock();
   if (const char* wrong = ParseDialing(env, argc, argv, 0, &stock->dial)) {
@@ -700,6 +771,8 @@ napi_value Methods(napi_env env, Engine* engine) {
       {"closeStock", nullptr, CloseStock, nullptr, nullptr, nullptr, napi_default, engine},
       {"idleTimeout", nullptr, IdleTimeout, nullptr, nullptr, nullptr, napi_default, engine},
       {"poolPairs", nullptr, PoolPairs, nullptr, nullptr, nullptr, napi_default, engine},
+      {"setAllow", nullptr, SetAllow, nullptr, nullptr, nullptr, napi_default, engine},
+      {"setRoutes", nullptr, SetRoutes, nullptr, nullptr, nullptr, napi_default, engine},
   };
   napi_value object;
   napi_create_object(env, &object);

@@ -27,8 +27,21 @@ export function renderMetrics(snapshot: WhiteSnapshot, dataPlane: DataPlaneName 
   const idleTimeouts = new Family('relay_client_idle_timeouts_total', 'counter', 'Client connections reset after idle_timeout_ms with no byte either way.');
   const portsBound = new Family('relay_gray_ports_bound', 'gauge', "1 if both of the gray's ports are listening, 0 while the white retries binding them.");
   const bindFailures = new Family('relay_gray_bind_failures_total', 'counter', "Failed attempts to bind the gray's public_port and data_port.");
+  const serviceActive = new Family('relay_service_clients_active', 'gauge', 'Client connections of one service currently forwarded to the gray.');
+  const serviceTotal = new Family('relay_service_clients_total', 'counter', 'Clients of one service paired with a data connection of the gray.');
+  const serviceRefused = new Family('relay_service_client_refusals_total', 'counter', "Clients on one service's public port closed before pairing, by reason (not in the allow-list, service missing on the gray, and the reasons of relay_client_refusals_total).");
+  const serviceReceived = new Family('relay_service_client_received_bytes_total', 'counter', 'Bytes received from clients of one service (closed connections, plus live ones at scrape time).');
+  const serviceSent = new Family('relay_service_client_sent_bytes_total', 'counter', 'Bytes sent to clients of one service (closed connections, plus live ones at scrape time).');
   for (const g of snapshot.grays) {
     const l = { gray: g.id };
+    for (const s of g.services ?? []) {
+      const ls = { gray: g.id, service: s.name };
+      serviceActive.add(s.activeClients, ls);
+      serviceTotal.add(s.clientsTotal, ls);
+      for (const [reason, n] of sortedEntries(s.clientsRefused)) serviceRefused.add(n, { ...ls, reason });
+      serviceReceived.add(s.bytesFromClients, ls);
+      serviceSent.add(s.bytesToClients, ls);
+    }
     portsBound.add(g.portsBound ? 1 : 0, l);
     bindFailures.add(g.bindFailures, l);
     grayConnected.add(g.connected ? 1 : 0, l);
@@ -84,6 +97,11 @@ export function renderMetrics(snapshot: WhiteSnapshot, dataPlane: DataPlaneName 
     portsBound,
     bindFailures,
     idleTimeouts,
+    serviceActive,
+    serviceTotal,
+    serviceRefused,
+    serviceReceived,
+    serviceSent,
     dataRej,
     ctlRej,
     authFail,

@@ -43,8 +43,8 @@ export async function launchGray(config: GrayConfig, options: { readonly logger:
   let stopped: Promise<void> | null = null;
   const sessions = new WhiteSessions(config, logger, {
     dataPlane,
-    createSession: (white, log) => {
-      const agent = new GrayAgent(config, log, { white, dataPlane });
+    createSession: (white, log, current) => {
+      const agent = new GrayAgent(current, log, { white, dataPlane });
       agent.on('pool-ready', () => settle());
       return agent;
     },

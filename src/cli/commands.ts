@@ -11,7 +11,7 @@ import type { AdminTarget } from '../admin/client.js';
 import type { AdminState } from '../admin/server.js';
 import { formatHostPort, parseHostPort } from '../config/address.js';
 import { secretExposureWarning } from '../config/exposure.js';
-import { addGray, deleteGray, renderGrayConfig, type AddedGray, type RemovedGray } from '../config/edit.js';
+import { addGray, addService, deleteGray, deleteService, renderGrayConfig, type AddedGray, type RemovedGray } from '../config/edit.js';
 import { issuesError, labelFor } from '../config/issues.js';
 import { readConfigText } from '../config/load.js';
 import { ephemeralOverlap, ephemeralPortRange, parsePortRange } from '../config/ports.js';
@@ -27,7 +27,7 @@ export function defaultConfigPath(env: NodeJS.ProcessEnv = process.env): string 
 // ---------------------------------------------------------------- arguments
 
 export type ArgOptions = NonNullable<ParseArgsConfig['options']>;
-export type ParsedArgs = { values: Record<string, string | boolean | undefined>; positionals: string[] };
+export type ParsedArgs = { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] };
 
 /** The options of `add` besides --config/--help, shared by relayctl and the console's /add. */
 export const ADD_OPTIONS: ArgOptions = {
@@ -35,6 +35,7 @@ export const ADD_OPTIONS: ArgOptions = {
   'data-port': { type: 'string' },
   white: { type: 'string' },
   target: { type: 'string' },
+  service: { type: 'string', multiple: true },
 };
 
 /** node:util parseArgs, strict, with its complaints turned into USAGE errors. */
@@ -56,7 +57,21 @@ export function addArgsFrom({ values, positionals }: ParsedArgs, command: string
     dataPort: portOption('--data-port', str('data-port')),
     white: str('white'),
     target: str('target'),
+    services: serviceOptions(values.service),
   };
+}
+
+/** `--service name=host:port`, repeated. */
+function serviceOptions(value: unknown): Array<{ name: string; target: string }> | undefined {
+  if (!Array.isArray(value)) return undefined;
+  return value.map((text: string) => {
+    const eq = text.indexOf('=');
+    if (eq < 1) throw new RelayError(ErrorCodes.USAGE, `--service ${JSON.stringify(text)} is not name=host:port`);
+    const name = text.slice(0, eq);
+    const target = text.slice(eq + 1);
+    checkHostPort(`--service ${name}`, target);
+    return { name, target };
+  });
 }
 
 export function onePositional(positionals: string[], command: string): string {
@@ -83,6 +98,8 @@ export interface AddArgs {
   readonly white?: string | undefined;
   /** The gray's local service ("host:port"). */
   readonly target?: string | undefined;
+  /** Several services, each with its target; not with target or publicPort. */
+  readonly services?: ReadonlyArray<{ readonly name: string; readonly target: string }> | undefined;
 }
 
 export interface AddOutcome {
@@ -99,10 +116,15 @@ export async function addCommand(configPath: string, args: AddArgs): Promise<Add
   // Checked before the file is touched: a typo here must not leave a half-done registration.
   if (args.white !== undefined) checkHostPort('--white', args.white);
   if (args.target !== undefined) checkHostPort('--target', args.target);
+  const services = args.services ?? [];
+  if (services.length > 0 && (args.target !== undefined || args.publicPort !== undefined)) {
+    throw new RelayError(ErrorCodes.USAGE, '--service is not used with --target or --public-port: each service gets its own public port from ports.range');
+  }
   const { entry } = await addGray(configPath, {
     id: args.id,
     ...(args.publicPort === undefined ? {} : { publicPort: args.publicPort }),
     ...(args.dataPort === undefined ? {} : { dataPort: args.dataPort }),
+    ...(services.length > 0 ? { services: services.map((s) => s.name) } : {}),
   });
   const warnings: string[] = [];
   // The new entry's secret is inline: the white's file is now as private as its mode.
@@ -118,8 +140,9 @@ export async function addCommand(configPath: string, args: AddArgs): Promise<Add
     white = guess.address;
     if (guess.warning) warnings.push(guess.warning);
   }
-  const grayYaml = renderGrayConfig({ white, id: entry.id, secret: entry.secret, ...(args.target === undefined ? {} : { target: args.target }) });
-  const summary = `added gray "${entry.id}" to ${configPath}: public port ${entry.publicPort}, data port ${entry.dataPort}`;
+  const grayYaml = renderGrayConfig({ white, id: entry.id, secret: entry.secret, ...(args.target === undefined ? {} : { target: args.target }), ...(services.length > 0 ? { services } : {}) });
+  const ports = entry.services ? `public ports ${entry.services.map((s) => `${s.name} ${s.publicPort}`).join(', ')}` : `public port ${entry.publicPort}`;
+  const summary = `added gray "${entry.id}" to ${configPath}: ${ports}, data port ${entry.dataPort}`;
   return { entry, grayYaml, summary, warnings };
 }
 
@@ -143,6 +166,30 @@ async function guessWhiteAddress(configPath: string): Promise<{ address: string;
   if (parsed?.ok && !WILDCARDS.has(parsed.value.host)) return { address: formatHostPort(parsed.value), warning: null };
   const address = formatHostPort({ host: hostname(), port });
   return { address, warning: `the white address in gray.yaml is a guess (${address}); pass --white host:port with the address grays can reach` };
+}
+
+// ---------------------------------------------------------------- service add|delete
+
+export const SERVICE_OPTIONS: ArgOptions = {
+  allow: { type: 'string', multiple: true },
+  'public-port': { type: 'string' },
+};
+
+/** `service add|delete <gray> <name> [--allow CIDR]... [--public-port N]`: edits an existing gray. */
+export async function serviceCommand(configPath: string, { values, positionals }: ParsedArgs): Promise<string> {
+  const [action, id, name, ...extra] = positionals;
+  if ((action !== 'add' && action !== 'delete') || id === undefined || name === undefined || extra.length > 0) {
+    throw new RelayError(ErrorCodes.USAGE, 'usage: service add|delete <gray> <name> [--allow CIDR]... [--public-port N]');
+  }
+  if (action === 'delete') {
+    if (values.allow !== undefined || values['public-port'] !== undefined) throw new RelayError(ErrorCodes.USAGE, 'service delete takes no --allow or --public-port');
+    const { publicPort } = await deleteService(configPath, id, name);
+    return `deleted service "${name}" of gray "${id}"${publicPort === null ? '' : ` (public port ${publicPort})`} from ${configPath}`;
+  }
+  const allow = Array.isArray(values.allow) ? (values.allow as string[]) : [];
+  const port = portOption('--public-port', typeof values['public-port'] === 'string' ? values['public-port'] : undefined);
+  const { publicPort } = await addService(configPath, { id, name, allow, ...(port === undefined ? {} : { publicPort: port }) });
+  return `added service "${name}" to gray "${id}" in ${configPath}: public port ${publicPort}${allow.length > 0 ? `, allow ${allow.join(' ')}` : ''}; add it to the gray's file too (services: ${name}: { target: "host:port" })`;
 }
 
 // ---------------------------------------------------------------- delete
@@ -230,6 +277,28 @@ export function renderShow(state: AdminState, now = Date.now()): string {
         g.listenError ? oneLine(g.listenError) : g.lastError === null ? '-' : oneLine(g.lastError),
       ]);
     out.push(...table(['GRAY', 'PUBLIC/DATA', 'STATUS', 'REMOTE', 'POOL IDLE/TARGET', 'CLIENTS', 'IN / OUT', 'LAST ERROR'], rows));
+    // Services, when a gray has more than its one "default" or an allow-list.
+    const services = [...state.grays]
+      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+      .flatMap((g) => (g.services ?? []).map((s) => ({ gray: g.id, s })))
+      .filter(({ gray, s }) => s.name !== 'default' || s.allow.length > 0 || (state.grays.find((g) => g.id === gray)?.services?.length ?? 0) > 1);
+    if (services.length > 0) {
+      out.push('');
+      out.push(
+        ...table(
+          ['GRAY', 'SERVICE', 'PUBLIC', 'ALLOW', 'CLIENTS', 'IN / OUT', 'REFUSED'],
+          services.map(({ gray, s }) => [
+            gray,
+            s.name,
+            String(s.publicPort),
+            s.allow.length === 0 ? 'anyone' : s.allow.join(' '),
+            `${s.activeClients} active, ${s.clientsTotal} total`,
+            `${formatBytes(s.bytesFromClients)} / ${formatBytes(s.bytesToClients)}`,
+            Object.entries(s.clientsRefused).length === 0 ? '-' : Object.entries(s.clientsRefused).map(([code, n]) => `${n} ${code.replace(/^RELAY_ERR_/, '')}`).join(', '),
+          ]),
+        ),
+      );
+    }
   }
   out.push('');
   const c = state.counters;

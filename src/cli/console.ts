@@ -1,4 +1,4 @@
-// The white's own console (`relay white --console`, or stdin is a terminal): /add, /delete, /show,
+// The white's own console (`relay white --console`, or stdin is a terminal): /add, /delete, /service, /show,
 // /quit, /help typed on stdin. It runs the same code as relayctl (commands.ts): /add and /delete edit the
 // file and the white applies the edit through its hot reload, exactly as for any other save, so
 // the file stays the one source of truth. Output goes to stderr: stdout carries the JSON log.
@@ -6,7 +6,7 @@ import readline from 'node:readline';
 import type { AdminState } from '../admin/server.js';
 import { isRelayError } from '../errors.js';
 import type { PromptGuard } from './prompt-guard.js';
-import { ADD_OPTIONS, addArgsFrom, addCommand, deleteCommand, onePositional, parseCommandArgs, renderShow, showJson } from './commands.js';
+import { ADD_OPTIONS, addArgsFrom, addCommand, deleteCommand, onePositional, parseCommandArgs, renderShow, SERVICE_OPTIONS, serviceCommand, showJson } from './commands.js';
 
 export interface ConsoleOptions {
   readonly configPath: string;
@@ -26,9 +26,11 @@ export interface WhiteConsole {
 }
 
 export const CONSOLE_HELP = `commands:
-  /add <id> [--public-port N] [--data-port N] [--white host:port] [--target host:port]
+  /add <id> [--public-port N] [--data-port N] [--white host:port] [--target host:port | --service name=host:port ...]
                   register a gray in the config file; prints its gray.yaml (with its secret)
   /delete <id>    remove a gray from the config file (its ports and clients are closed)
+  /service add|delete <gray> <name> [--allow CIDR]... [--public-port N]
+                  add or remove a service of a gray in the config file
   /show [--json]  live state: grays, clients, bytes, last reload, hooks
   /quit           stop the white (as Ctrl-C: active clients get the drain time)
   /help           this text
@@ -102,12 +104,14 @@ async function runLine(line: string, options: ConsoleOptions, write: (text: stri
       write(outcome.grayYaml);
       return write('-----');
     }
+    case '/service':
+      return write(`${await serviceCommand(options.configPath, parseCommandArgs(args, SERVICE_OPTIONS))}; this white applies it on its reload`);
     case '/delete': {
       const { positionals } = parseCommandArgs(args, {});
       return write((await deleteCommand(options.configPath, onePositional(positionals, '/delete'))).summary);
     }
     default:
-      if (!command.startsWith('/')) return write(`commands start with "/": /add, /delete, /show, /quit, /help (got ${JSON.stringify(command)})`);
+      if (!command.startsWith('/')) return write(`commands start with "/": /add, /delete, /service, /show, /quit, /help (got ${JSON.stringify(command)})`);
       return write(`unknown command ${command}; type /help for the list`);
   }
 }

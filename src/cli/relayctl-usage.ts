@@ -4,6 +4,7 @@ export const RELAYCTL_USAGE = `relayctl — manage a relay white server's grays
 Usage:
   relayctl add <id> [options]      register a gray in white.yaml; its gray.yaml to --out FILE or stdout
   relayctl delete <id> [options]   remove a gray from white.yaml
+  relayctl service add|delete <gray> <name> [--allow CIDR]...   add or remove a service of a gray
   relayctl show [--json]           live state of the running white (admin socket)
   relayctl reload                  ask the running white to reload its file now
   relayctl --version | --help | <command> --help
@@ -14,7 +15,7 @@ Exit codes: 0 ok, 1 runtime failure (e.g. the white is not running), 2 usage or 
 `;
 
 export const RELAYCTL_COMMAND_USAGE: Record<string, string> = {
-  add: `relayctl add <id> [--out FILE] [--public-port N] [--data-port N] [--white host:port] [--target host:port] [--config FILE]
+  add: `relayctl add <id> [--out FILE] [--public-port N] [--data-port N] [--white host:port] [--target host:port | --service name=host:port ...] [--config FILE]
 
 Adds gray <id> to the white's config with a fresh 256-bit secret, then writes the gray.yaml to
 give to that gray's operator (it contains the secret) and prints a summary on stderr:
@@ -26,12 +27,25 @@ give to that gray's operator (it contains the secret) and prints a summary on st
   --white host:port the white's control address as the gray reaches it
                     (default: control.listen, or this host's name when that is a wildcard)
   --target host:port  the gray's local service (default: a placeholder to edit)
+  --service name=host:port  a named service (repeat for several): each gets a public port
+                    from ports.range, and the gray.yaml lists them under services
   --config, -c FILE the white config (default $RELAY_CONFIG or ./white.yaml)
 `,
   delete: `relayctl delete <id> [--config FILE]
 
 Removes gray <id> from the white's config. On its next reload the white closes that gray's
 ports, its control session and its clients.
+  --config, -c FILE the white config (default $RELAY_CONFIG or ./white.yaml)
+`,
+  service: `relayctl service add|delete <gray> <name> [--allow CIDR]... [--public-port N] [--config FILE]
+
+Adds a service to an existing gray (a public port from ports.range unless --public-port; with
+--allow, only those client networks may connect), or removes one (its active clients finish).
+A gray written with public_port becomes a list whose first service is "default". The file is
+edited like add's (comments kept, validated, atomic); the running white applies it; give the
+gray's file the same service (services: <name>: { target: "host:port" }).
+  --allow CIDR      a client network allowed on the port, IPv4 or IPv6 (repeat for several)
+  --public-port N   the service's public port (default: the next free one in ports.range)
   --config, -c FILE the white config (default $RELAY_CONFIG or ./white.yaml)
 `,
   show: `relayctl show [--json] [--config FILE] [--socket PATH] [--timeout SECONDS]

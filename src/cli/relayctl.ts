@@ -15,6 +15,8 @@ import {
   onePositional,
   parseCommandArgs,
   renderShow,
+  serviceCommand,
+  SERVICE_OPTIONS,
   showJson,
   type ArgOptions,
 } from './commands.js';
@@ -29,6 +31,7 @@ const COMMON: ArgOptions = {
 const OPTIONS: Record<string, ArgOptions> = {
   add: { ...COMMON, ...ADD_OPTIONS, out: { type: 'string', short: 'o' } },
   delete: COMMON,
+  service: { ...COMMON, ...SERVICE_OPTIONS },
   show: { ...COMMON, json: { type: 'boolean' }, socket: { type: 'string' }, timeout: { type: 'string' } },
   reload: { ...COMMON, socket: { type: 'string' }, timeout: { type: 'string' } },
 };
@@ -76,6 +79,12 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`${outcome.summary}; ${applied}\n`);
       if (outFile !== null) process.stderr.write(`wrote the gray's config to ${outFile.path} (mode 0600: it holds the secret)\n`);
       for (const w of outcome.warnings) process.stderr.write(`warning: ${w}\n`);
+      return 0;
+    }
+    case 'service': {
+      const summary = await serviceCommand(config, parsed);
+      const applied = await askWhiteToApply(config, positionals[1]!);
+      process.stderr.write(`${summary}; ${applied}\n`);
       return 0;
     }
     case 'delete': {

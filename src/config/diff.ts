@@ -39,9 +39,10 @@ export function diffWhiteConfigs(oldConfig: WhiteConfig, newConfig: WhiteConfig)
       added.push(g);
       continue;
     }
-    const portsChanged = old.publicPort !== g.publicPort || old.dataPort !== g.dataPort;
+    const publicPorts = (e: GrayEntry): number[] => e.services.map((s) => s.publicPort);
+    const portsChanged = !deepEqual(publicPorts(old), publicPorts(g)) || old.dataPort !== g.dataPort;
     const secretChanged = !old.secret.equals(g.secret);
-    const settingsChanged = (old.idleTimeoutMs ?? null) !== (g.idleTimeoutMs ?? null);
+    const settingsChanged = (old.idleTimeoutMs ?? null) !== (g.idleTimeoutMs ?? null) || !deepEqual(old.services, g.services);
     if (portsChanged || secretChanged || settingsChanged) changed.push({ before: old, after: g, portsChanged, secretChanged });
     else unchanged.push(g.id);
   }

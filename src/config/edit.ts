@@ -21,6 +21,7 @@ import { canListen } from '../engine/listen.js';
 import { allocatePorts } from './ports.js';
 import { generateSecret } from './secret.js';
 import { parseYaml } from './yaml.js';
+import { SERVICE_NAME_PATTERN } from '../engine/protocol/constants.js';
 
 export interface EditOptions {
   /** Environment for secret_env lookups during validation; process.env by default. */
@@ -37,9 +38,11 @@ export interface EditOptions {
 
 export interface AddGrayRequest {
   readonly id: string;
-  /** Taken from ports.range when omitted. */
+  /** Taken from ports.range when omitted (the single-service form, without services). */
   readonly publicPort?: number;
   readonly dataPort?: number;
+  /** Service names: the entry gets a services list, each with a public port from ports.range. */
+  readonly services?: readonly string[];
 }
 
 export interface AddedGray {
@@ -48,6 +51,8 @@ export interface AddedGray {
   readonly secret: string;
   readonly publicPort: number;
   readonly dataPort: number;
+  /** With request.services: each service's allocated public port, in order. */
+  readonly services?: ReadonlyArray<{ readonly name: string; readonly publicPort: number }>;
 }
 
 export interface RemovedGray {
@@ -84,10 +89,15 @@ export async function addGray(path: string, request: AddGrayRequest, opts: EditO
     if (current.admin.tcp) used.add(current.admin.tcp.port);
     if (current.metrics) used.add(current.metrics.port);
     if (current.dashboard) used.add(current.dashboard.port);
-    for (const g of current.grays) used.add(g.publicPort).add(g.dataPort);
+    for (const g of current.grays) {
+      used.add(g.dataPort);
+      for (const s of g.services) used.add(s.publicPort);
+    }
     if (request.publicPort !== undefined) used.add(request.publicPort);
     if (request.dataPort !== undefined) used.add(request.dataPort);
-    const needed = (request.publicPort === undefined ? 1 : 0) + (request.dataPort === undefined ? 1 : 0);
+    const names = request.services ?? [];
+    checkServiceNames(names, path);
+    const needed = (names.length > 0 ? names.length : request.publicPort === undefined ? 1 : 0) + (request.dataPort === undefined ? 1 : 0);
     let free: number[] = [];
     if (needed > 0) {
       if (current.portsRange === null) {
@@ -99,11 +109,16 @@ export async function addGray(path: string, request: AddGrayRequest, opts: EditO
       }
       free = await allocatePorts(current.portsRange, used, needed, (port) => canListen(current.bind, port));
     }
-    const publicPort = request.publicPort ?? free.shift()!;
+    const services = names.map((name) => ({ name, publicPort: free.shift()! }));
+    const publicPort = services[0]?.publicPort ?? request.publicPort ?? free.shift()!;
     const dataPort = request.dataPort ?? free.shift()!;
     const secret = generateSecret();
 
-    const entry = doc.createNode({ id: request.id, secret, public_port: publicPort, data_port: dataPort });
+    const entry = doc.createNode(
+      services.length > 0
+        ? { id: request.id, secret, data_port: dataPort, services: services.map((s) => ({ name: s.name, public_port: s.publicPort })) }
+        : { id: request.id, secret, public_port: publicPort, data_port: dataPort },
+    );
     // Quoted so the secret reads as one opaque token, whatever characters it starts with.
     const secretNode = entry.get('secret', true);
     if (isScalar(secretNode)) secretNode.type = Scalar.QUOTE_DOUBLE;
@@ -118,8 +133,91 @@ export async function addGray(path: string, request: AddGrayRequest, opts: EditO
       seq.add(entry);
       doc.set('grays', seq);
     }
-    return { entry: { id: request.id, secret, publicPort, dataPort } };
+    return { entry: { id: request.id, secret, publicPort, dataPort, ...(services.length > 0 ? { services } : {}) } };
   });
+}
+
+function checkServiceNames(names: readonly string[], path: string): void {
+  const seen = new Set<string>();
+  for (const name of names) {
+    if (!SERVICE_NAME_PATTERN.test(name)) throw new RelayError(ErrorCodes.CONFIG_INVALID, `service name ${JSON.stringify(name)} is not 1 to 32 of a-z 0-9 -`, { details: { file: path, name } });
+    if (seen.has(name)) throw new RelayError(ErrorCodes.CONFIG_CONFLICT, `service ${JSON.stringify(name)} is given twice`, { details: { file: path, name } });
+    seen.add(name);
+  }
+}
+
+export interface AddServiceRequest {
+  readonly id: string;
+  readonly name: string;
+  /** Taken from ports.range when omitted. */
+  readonly publicPort?: number;
+  /** CIDR networks; empty: anyone. Checked like the file (an invalid one names the entry). */
+  readonly allow?: readonly string[];
+}
+
+/** Adds a service to an existing gray; a gray in the single-service form is rewritten as a list
+ *  whose first service is `default` with its public_port. Returns the service's public port. */
+export async function addService(path: string, request: AddServiceRequest, opts: EditOptions = {}): Promise<{ publicPort: number }> {
+  checkServiceNames([request.name], path);
+  return editWhiteConfig(path, opts, async (doc, text) => {
+    const current = await parseWhiteConfig(text, path, { env: opts.env, lenientSecretSources: true });
+    const gray = current.grays.find((g) => g.id === request.id);
+    if (!gray) throw new RelayError(ErrorCodes.GRAY_UNKNOWN, `${labelFor(path)}: no gray with id ${JSON.stringify(request.id)}`, { details: { file: path, id: request.id } });
+    if (gray.services.some((s) => s.name === request.name)) {
+      throw new RelayError(ErrorCodes.CONFIG_CONFLICT, `${labelFor(path)}: gray ${JSON.stringify(request.id)} already has a service ${JSON.stringify(request.name)}`, { details: { file: path, id: request.id, name: request.name } });
+    }
+    let publicPort = request.publicPort;
+    if (publicPort === undefined) {
+      if (current.portsRange === null) throw new RelayError(ErrorCodes.CONFIG_INVALID, `${labelFor(path)}: ports.range is not set, so a port cannot be allocated; set it or give --public-port`, { details: { file: path } });
+      publicPort = (await allocatePorts(current.portsRange, portsInUse(current), 1, (port) => canListen(current.bind, port)))[0]!;
+    }
+    const item = grayItem(doc, request.id)!;
+    let list = item.get('services', true);
+    if (!isSeq(list)) {
+      // The single form becomes a list: its port is the service "default".
+      const single = item.get('public_port');
+      list = new YAMLSeq();
+      if (typeof single === 'number') (list as YAMLSeq).add(doc.createNode({ name: 'default', public_port: single }));
+      item.delete('public_port');
+      item.set('services', list);
+    }
+    (list as YAMLSeq).add(doc.createNode({ name: request.name, public_port: publicPort, ...(request.allow && request.allow.length > 0 ? { allow: [...request.allow] } : {}) }));
+    return { publicPort };
+  });
+}
+
+/** Removes a service from a gray; its last service cannot go (delete the gray instead). */
+export async function deleteService(path: string, id: string, name: string, opts: EditOptions = {}): Promise<{ publicPort: number | null }> {
+  return editWhiteConfig(path, opts, async (doc) => {
+    const item = grayItem(doc, id);
+    if (!item) throw new RelayError(ErrorCodes.GRAY_UNKNOWN, `${labelFor(path)}: no gray with id ${JSON.stringify(id)}`, { details: { file: path, id } });
+    const list = item.get('services', true);
+    const index = isSeq(list) ? list.items.findIndex((s) => isMap(s) && s.get('name') === name) : -1;
+    if (!isSeq(list) || index < 0) throw new RelayError(ErrorCodes.USAGE, `${labelFor(path)}: gray ${JSON.stringify(id)} has no service ${JSON.stringify(name)}`, { details: { file: path, id, name } });
+    if (list.items.length === 1) throw new RelayError(ErrorCodes.USAGE, `${labelFor(path)}: ${JSON.stringify(name)} is the last service of gray ${JSON.stringify(id)}; delete the gray instead`, { details: { file: path, id, name } });
+    const port = (list.items[index] as { get(k: string): unknown }).get('public_port');
+    list.delete(index);
+    return { publicPort: typeof port === 'number' ? port : null };
+  });
+}
+
+function grayItem(doc: Document, id: string): ReturnType<typeof doc.createNode> & { get(k: string, keep?: boolean): unknown; set(k: string, v: unknown): void; delete(k: string): boolean } | null {
+  const grays = doc.get('grays', true);
+  if (!isSeq(grays)) return null;
+  const item = grays.items.find((g) => isMap(g) && g.get('id') === id);
+  return isMap(item) ? (item as never) : null;
+}
+
+function portsInUse(current: Awaited<ReturnType<typeof parseWhiteConfig>>): Set<number> {
+  const used = new Set<number>([current.control.port]);
+  if (current.admin.tcp) used.add(current.admin.tcp.port);
+  if (current.metrics) used.add(current.metrics.port);
+  if (current.dashboard) used.add(current.dashboard.port);
+  for (const g of current.grays) {
+    used.add(g.dataPort);
+    for (const s of g.services) used.add(s.publicPort);
+  }
+  return used;
 }
 
 export async function deleteGray(path: string, id: string, opts: EditOptions = {}): Promise<{ removed: RemovedGray }> {
@@ -271,6 +369,8 @@ export interface RenderGrayOptions {
   readonly secret: string;
   /** The local service; a placeholder is written when omitted. */
   readonly target?: string;
+  /** Several services by name, each with its target: written as services instead of target. */
+  readonly services?: ReadonlyArray<{ readonly name: string; readonly target: string }>;
 }
 
 /** The gray.yaml to hand to the operator of a new gray (relayctl add prints it). */
@@ -282,9 +382,13 @@ export function renderGrayConfig(opts: RenderGrayOptions): string {
     `white: ${q(opts.white)}          # the white server's control address`,
     `id: ${q(opts.id)}`,
     `secret: ${q(opts.secret)}`,
-    `target: ${q(opts.target ?? '127.0.0.1:8080')}${opts.target === undefined ? '   # CHANGE ME: the local service to expose' : '   # the local service to expose'}`,
+    ...(opts.services && opts.services.length > 0
+      ? ['services:                     # proxy_protocol: none | v1 | v2 per service tells its target the client address', ...opts.services.map((s) => `  ${s.name}: { target: ${q(s.target)} }`)]
+      : [
+          `target: ${q(opts.target ?? '127.0.0.1:8080')}${opts.target === undefined ? '   # CHANGE ME: the local service to expose' : '   # the local service to expose'}`,
+          'proxy_protocol: none          # none | v1 | v2: tell the target the client address',
+        ]),
     'pool: 8                       # idle data connections kept open to the white',
-    'proxy_protocol: none          # none | v1 | v2: tell the target the client address',
     '',
   ].join('\n');
 }

@@ -2,9 +2,19 @@
 // OS chooses), no admin socket, no hooks; callers override what they need. Files go through
 // load.ts instead, which is where validation lives.
 import { resolveLimits, type Limits } from '../limits.js';
-import type { GrayConfig, GrayEntry, WhiteConfig } from './types.js';
+import { DEFAULT_SERVICE } from './services.js';
+import type { GrayConfig, GrayEntry, GrayService, HostPort, ProxyProtocol, WhiteConfig } from './types.js';
 
-export function whiteConfigInCode(grays: readonly GrayEntry[], limits: Partial<Limits> = {}, extra: Partial<WhiteConfig> = {}): WhiteConfig {
+/** A gray entry in code: its services, or one public port for the service `default`. */
+export type GrayEntryInCode = Omit<GrayEntry, 'services'> & ({ readonly services: GrayEntry['services'] } | { readonly publicPort: number });
+
+export function grayEntryInCode(g: GrayEntryInCode): GrayEntry {
+  if ('services' in g) return g;
+  const { publicPort, ...rest } = g;
+  return { ...rest, services: [{ name: DEFAULT_SERVICE, publicPort, allow: [] }] };
+}
+
+export function whiteConfigInCode(grays: readonly GrayEntryInCode[], limits: Partial<Limits> = {}, extra: Partial<WhiteConfig> = {}): WhiteConfig {
   return {
     path: null,
     control: { host: '127.0.0.1', port: 0 },
@@ -13,7 +23,7 @@ export function whiteConfigInCode(grays: readonly GrayEntry[], limits: Partial<L
     portsRange: null,
     dataSourceCheck: true,
     clientKeepAlive: true,
-    grays,
+    grays: grays.map(grayEntryInCode),
     hooks: [],
     authorize: null,
     metrics: null,
@@ -30,9 +40,12 @@ export function grayConfigInCode(
   secret: Buffer,
   controlPort: number,
   targetPort: number,
-  extra: Partial<GrayConfig> = {},
+  extra: Partial<GrayConfig> & { readonly proxyProtocol?: ProxyProtocol; readonly target?: HostPort } = {},
   limits: Partial<Limits> = {},
 ): GrayConfig {
+  // The single-service form: target and proxyProtocol make the service "default".
+  const { proxyProtocol, target, ...rest } = extra;
+  const services: GrayService[] = [{ name: DEFAULT_SERVICE, target: target ?? { host: '127.0.0.1', port: targetPort }, proxyProtocol: proxyProtocol ?? 'none' }];
   return {
     path: null,
     whites: [{ host: '127.0.0.1', port: controlPort }],
@@ -40,12 +53,11 @@ export function grayConfigInCode(
     resolveIntervalMs: 30_000,
     id,
     secret,
-    target: { host: '127.0.0.1', port: targetPort },
+    services,
     pool: 4,
-    proxyProtocol: 'none',
     status: null,
     log: { level: 'warn' },
     limits: resolveLimits(limits),
-    ...extra,
+    ...rest,
   };
 }

@@ -15,7 +15,8 @@ import { checkPortClashes, parsePortRange, type PortClaim, type PortRange } from
 import { adminTokenProblem, MAX_TOKEN_CHARS, MIN_TOKEN_CHARS } from '../admin/admin-auth.js';
 import { resolveSecret, type SecretContext } from './secret.js';
 import { camelCase, snakeCase } from './schema.js';
-import type { AuthorizeHookConfig, GrayConfig, GrayEntry, HookConfig, HostPort, ProxyProtocol, WhiteConfig } from './types.js';
+import type { AuthorizeHookConfig, GrayConfig, GrayEntry, HookConfig, HostPort, WhiteConfig } from './types.js';
+import { grayServicesAt, whiteServicesAt } from './services.js';
 
 type Obj = Record<string, unknown>;
 
@@ -214,13 +215,21 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
       if (first !== undefined) issues.addAlways(['grays', i, 'id'], `${JSON.stringify(go.id)} is already the id of grays[${first}]`, ErrorCodes.CONFIG_CONFLICT);
       else ids.set(go.id, i);
     }
-    const publicPort = int(go.public_port, 0);
+    const services = whiteServicesAt(go, ['grays', i], issues);
     const dataPort = int(go.data_port, 0);
-    if (publicPort >= 1 && publicPort <= 65535) claims.push({ port: publicPort, path: ['grays', i, 'public_port'], owner: `the public_port of grays[${i}]` });
+    for (const [j, s] of services.entries()) {
+      if (s.publicPort < 1 || s.publicPort > 65535) continue;
+      const single = go.services === undefined || go.services === null;
+      claims.push(
+        single
+          ? { port: s.publicPort, path: ['grays', i, 'public_port'], owner: `the public_port of grays[${i}]` }
+          : { port: s.publicPort, path: ['grays', i, 'services', j, 'public_port'], owner: `the public_port of service ${JSON.stringify(s.name)} of grays[${i}]` },
+      );
+    }
     if (dataPort >= 1 && dataPort <= 65535) claims.push({ port: dataPort, path: ['grays', i, 'data_port'], owner: `the data_port of grays[${i}]` });
     const secret = await resolveSecret(go, ['grays', i], secretContext(ctx), issues);
     const idleTimeoutMs = typeof go.idle_timeout_ms === 'number' ? go.idle_timeout_ms : null;
-    grays.push({ id, secret: secret ?? Buffer.alloc(0), publicPort, dataPort, idleTimeoutMs });
+    grays.push({ id, secret: secret ?? Buffer.alloc(0), services, dataPort, idleTimeoutMs });
   }
   checkPortClashes(claims, issues);
 
@@ -279,10 +288,8 @@ export async function normalizeGray(raw: Obj, ctx: NormalizeContext): Promise<Gr
     else if (Array.isArray(raw.white)) issues.add(['data_host'], `${JSON.stringify(raw.data_host)} is given with a list of whites; data_host is only for a single white (each session opens its data connections to the white it reached)`);
     else dataHost = parsed.value;
   }
-  const target = hostPortAt(raw.target, ['target'], ctx) ?? { host: '', port: 0 };
+  const services = grayServicesAt(raw, issues, (v, segments) => hostPortAt(v, segments, ctx));
   const secret = await resolveSecret(raw, [], secretContext(ctx), issues);
-  const pp = raw.proxy_protocol;
-  const proxyProtocol: ProxyProtocol = pp === 'v1' || pp === 'v2' ? pp : 'none';
   const statusRaw = obj(raw.status);
   const status = statusRaw === null ? null : hostPortAt(statusRaw.listen, ['status', 'listen'], ctx, true);
   return {
@@ -292,9 +299,8 @@ export async function normalizeGray(raw: Obj, ctx: NormalizeContext): Promise<Gr
     resolveIntervalMs: int(raw.resolve_interval_ms, 30_000),
     id: str(raw.id, ''),
     secret: secret ?? Buffer.alloc(0),
-    target,
+    services,
     pool: int(raw.pool, 8),
-    proxyProtocol,
     status,
     log: logAt(raw.log),
     limits: limitsAt(raw.limits, ['limits'], ctx),

@@ -191,6 +191,12 @@ export function describeAjvErrors(errors: readonly ErrorObject[]): Array<{ segme
       case 'maxItems':
         message = `has ${(e.data as unknown[]).length} items, at most ${String(params.limit)} allowed`;
         break;
+      case 'minProperties':
+        message = `has ${Object.keys(e.data as object).length} entries, at least ${String(params.limit)} required`;
+        break;
+      case 'maxProperties':
+        message = `has ${Object.keys(e.data as object).length} entries, at most ${String(params.limit)} allowed`;
+        break;
       case 'uniqueItems':
         message = `items ${String(params.j)} and ${String(params.i)} are the same (${showValue((e.data as unknown[])[params.i as number])})`;
         break;

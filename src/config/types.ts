@@ -1,17 +1,27 @@
 // The normalized, frozen shape of configuration that the engine consumes. The YAML keys are
 // snake_case (schema/); these are the camelCase results of load → validate → normalize → freeze.
 import type { Limits } from '../limits.js';
+import type { Cidr } from '../engine/protocol/cidr.js';
 
 export interface HostPort {
   readonly host: string;
   readonly port: number;
 }
 
+/** One of a gray's services on the white: its public port and who may connect to it. */
+export interface WhiteService {
+  readonly name: string;
+  readonly publicPort: number;
+  /** Client source networks allowed; empty: everyone. */
+  readonly allow: readonly Cidr[];
+}
+
 export interface GrayEntry {
   readonly id: string;
   /** Decoded secret bytes (at least 16). Never logged. */
   readonly secret: Buffer;
-  readonly publicPort: number;
+  /** At least one; in the file's order, which is the order the white names them at login. */
+  readonly services: readonly WhiteService[];
   readonly dataPort: number;
   /** No byte either way for this long ends a client's pair with a reset; null (or absent): never. */
   readonly idleTimeoutMs?: number | null;
@@ -67,6 +77,13 @@ export interface WhiteConfig {
 
 export type ProxyProtocol = 'none' | 'v1' | 'v2';
 
+/** One of the gray's services: where its clients are forwarded to. */
+export interface GrayService {
+  readonly name: string;
+  readonly target: HostPort;
+  readonly proxyProtocol: ProxyProtocol;
+}
+
 export interface GrayConfig {
   readonly path: string | null;
   /** The whites' control addresses (at least one); the gray keeps a session with each, and
@@ -79,9 +96,9 @@ export interface GrayConfig {
   readonly resolveIntervalMs: number;
   readonly id: string;
   readonly secret: Buffer;
-  readonly target: HostPort;
+  /** At least one. */
+  readonly services: readonly GrayService[];
   readonly pool: number;
-  readonly proxyProtocol: ProxyProtocol;
   /** The status listener (/healthz, /readyz, /metrics), or null. */
   readonly status: HostPort | null;
   readonly log: { readonly level: string };

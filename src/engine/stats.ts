@@ -25,6 +25,24 @@ export interface GrayStats {
   /** Why the last bind failed (the OS error), null once bound. */
   listenError: string | null;
   bindFailures: number;
+  /** By service name: the same counts for each of the gray's services. */
+  perService: Record<string, ServiceStats>;
+}
+
+export interface ServiceStats {
+  activeClients: number;
+  clientsTotal: number;
+  bytesFromClients: number;
+  bytesToClients: number;
+  /** Clients of this service refused or dropped before pairing, by reason code. */
+  clientsRefused: Record<string, number>;
+}
+
+export interface ServiceSnapshot extends ServiceStats {
+  name: string;
+  publicPort: number;
+  /** The allow-list as written; empty: anyone. */
+  allow: string[];
 }
 
 export interface WhiteCounters {
@@ -42,6 +60,8 @@ export interface GraySnapshot extends GrayStats {
   publicPort: number;
   dataPort: number;
   connected: boolean;
+  /** The gray's services with their ports and counts (absent in snapshots from before services). */
+  services?: ServiceSnapshot[];
 }
 
 export interface WhiteSnapshot {
@@ -70,5 +90,10 @@ export function newGrayStats(): GrayStats {
     portsBound: false,
     listenError: null,
     bindFailures: 0,
+    perService: {},
   };
+}
+
+export function newServiceStats(): ServiceStats {
+  return { activeClients: 0, clientsTotal: 0, bytesFromClients: 0, bytesToClients: 0, clientsRefused: {} };
 }

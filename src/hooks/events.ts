@@ -17,9 +17,10 @@ export interface EventPayloads {
   'gray.connected': { grayId: string; remoteAddress: string; sessionId: string };
   'gray.disconnected': { grayId: string; remoteAddress: string; sessionId: string; reason: string };
   'gray.auth_failed': { grayId: string; remoteAddress: string };
-  'client.connected': { grayId: string; connectionId: string; clientAddress: string };
+  'client.connected': { grayId: string; service: string; connectionId: string; clientAddress: string };
   'client.disconnected': {
     grayId: string;
+    service: string;
     connectionId: string;
     clientAddress: string;
     bytesFromClient: number;

@@ -26,7 +26,13 @@ function snapshot(): WhiteSnapshot {
     startedAt: 1_700_000_000_500,
     grays: [
       gray('alpha', { connected: true, connectedSince: 1, remoteAddress: '10.0.0.7:5000', poolIdle: 7, poolTarget: 8, activeClients: 3, pendingClients: 1, clientsTotal: 1234, idleTimeouts: 6, bytesFromClients: 9_007_199_254_740_000, bytesToClients: 42, clientsRefused: { RELAY_ERR_GRAY_OFFLINE: 6, RELAY_ERR_TOO_MANY_CLIENTS: 2 }, clientWait: waited(0, 0, 0.3) }),
-      gray('beta', { clientsRefused: { RELAY_ERR_CLIENT_WAIT_TIMEOUT: 1 } }),
+      gray('beta', {
+        clientsRefused: { RELAY_ERR_CLIENT_WAIT_TIMEOUT: 1 },
+        services: [
+          { name: 'ssh', publicPort: 8001, allow: ['203.0.113.0/24'], activeClients: 2, clientsTotal: 11, bytesFromClients: 100, bytesToClients: 200, clientsRefused: { RELAY_ERR_CLIENT_NOT_ALLOWED: 4 } },
+          { name: 'web', publicPort: 8002, allow: [], activeClients: 0, clientsTotal: 0, bytesFromClients: 0, bytesToClients: 0, clientsRefused: {} },
+        ],
+      }),
       gray(WEIRD, { connected: true, poolIdle: 1, poolTarget: 2, clientsTotal: 5 }),
     ],
     counters: {
@@ -48,6 +54,11 @@ const value = (fams: Map<string, Family>, name: string, labels: Record<string, s
 test('renders every documented metric, parseable strictly, with the snapshot values', () => {
   const text = renderMetrics(snapshot(), 'splice');
   const fams = parsePrometheusText(text);
+  assert.equal(value(fams, 'relay_service_clients_total', { gray: 'beta', service: 'ssh' }), 11);
+  assert.equal(value(fams, 'relay_service_clients_active', { gray: 'beta', service: 'ssh' }), 2);
+  assert.equal(value(fams, 'relay_service_client_refusals_total', { gray: 'beta', service: 'ssh', reason: 'RELAY_ERR_CLIENT_NOT_ALLOWED' }), 4);
+  assert.equal(value(fams, 'relay_service_client_received_bytes_total', { gray: 'beta', service: 'ssh' }), 100);
+  assert.equal(value(fams, 'relay_service_client_sent_bytes_total', { gray: 'beta', service: 'web' }), 0);
 
   const expectedTypes: Record<string, string> = {
     relay_build_info: 'gauge',
@@ -68,6 +79,11 @@ test('renders every documented metric, parseable strictly, with the snapshot val
     relay_client_sent_bytes_total: 'counter',
     relay_client_wait_seconds: 'histogram',
     relay_client_idle_timeouts_total: 'counter',
+    relay_service_clients_active: 'gauge',
+    relay_service_clients_total: 'counter',
+    relay_service_client_refusals_total: 'counter',
+    relay_service_client_received_bytes_total: 'counter',
+    relay_service_client_sent_bytes_total: 'counter',
     relay_data_rejections_total: 'counter',
     relay_control_rejections_total: 'counter',
     relay_auth_failures_total: 'counter',

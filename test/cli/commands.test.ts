@@ -8,8 +8,9 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { AdminState } from '../../src/admin/server.js';
-import { addCommand, adminTargetFor, deleteCommand, formatBytes, formatDuration, renderShow } from '../../src/cli/commands.js';
-import { parseGrayConfig } from '../../src/config/load.js';
+import type { ServiceSnapshot } from '../../src/engine/stats.js';
+import { addCommand, adminTargetFor, deleteCommand, formatBytes, formatDuration, renderShow, serviceCommand } from '../../src/cli/commands.js';
+import { parseGrayConfig, parseWhiteConfig } from '../../src/config/load.js';
 import { ErrorCodes, isRelayError } from '../../src/errors.js';
 
 const NOW = Date.UTC(2025, 0, 31, 12, 0, 0);
@@ -107,6 +108,26 @@ describe('show rendering', () => {
     assert.doesNotMatch(text, /FAILED/);
   });
 
+  it('lists the services of a gray with their ports, allow-lists, clients, bytes and refusals; a lone default service is not repeated', () => {
+    const services: ServiceSnapshot[] = [
+      { name: 'ssh', publicPort: 20022, allow: ['203.0.113.0/24', '2001:db8::/32'], activeClients: 2, clientsTotal: 7, bytesFromClients: 2048, bytesToClients: 10, clientsRefused: { RELAY_ERR_CLIENT_NOT_ALLOWED: 3 } },
+      { name: 'web', publicPort: 20080, allow: [], activeClients: 0, clientsTotal: 1, bytesFromClients: 0, bytesToClients: 0, clientsRefused: {} },
+    ];
+    const text = renderShow(
+      state({
+        grays: [
+          { ...newGrayStats(), id: 'nas', publicPort: 20022, dataPort: 20001, connected: false, services },
+          { ...newGrayStats(), id: 'solo', publicPort: 20100, dataPort: 20101, connected: false, services: [{ name: 'default', publicPort: 20100, allow: [], activeClients: 0, clientsTotal: 0, bytesFromClients: 0, bytesToClients: 0, clientsRefused: {} }] },
+        ],
+      }),
+      NOW,
+    );
+    assert.match(text, /^GRAY +SERVICE +PUBLIC +ALLOW +CLIENTS +IN \/ OUT +REFUSED$/m);
+    assert.match(text, /^nas +ssh +20022 +203\.0\.113\.0\/24 2001:db8::\/32 +2 active, 7 total +2\.0 KiB \/ 10 B +3 CLIENT_NOT_ALLOWED$/m);
+    assert.match(text, /^nas +web +20080 +anyone +0 active, 1 total +0 B \/ 0 B +-$/m);
+    assert.doesNotMatch(text, /^solo +default/m);
+  });
+
   it('says so when there are no grays, no reload yet and no hooks', () => {
     const text = renderShow(state({ grays: [], hooks: [], counters: { ...state().counters, lastReload: null } }), NOW);
     assert.match(text, /^no grays in the config$/m);
@@ -182,7 +203,7 @@ describe('commands on a config file', () => {
     assert.equal(gray.id, 'g1');
     assert.deepEqual(gray.whites, [{ host: hostname(), port: 7400 }]);
     assert.equal(gray.secret.toString('base64url'), out.entry.secret);
-    assert.deepEqual(gray.target, { host: '127.0.0.1', port: 8080 });
+    assert.deepEqual(gray.services[0]!.target, { host: '127.0.0.1', port: 8080 });
 
     const explicit = await addCommand(path, { id: 'g2', white: 'white.example.com:7400' });
     assert.deepEqual(explicit.warnings, []);
@@ -191,6 +212,44 @@ describe('commands on a config file', () => {
 
     const removed = await deleteCommand(path, 'g1');
     assert.match(removed.summary, /deleted gray "g1" \(public port 21000, data port 21001\)/);
+  });
+
+  it('add --service allocates a public port per service and prints a gray.yaml with the services; service add|delete edit an existing gray', async () => {
+    const path = join(dir, 'svc.yaml');
+    await writeFile(path, '# keep me\ncontrol: { listen: "127.0.0.1:7400" }\nports: { range: "21200-21220" }\ngrays: []\n', { mode: 0o600 });
+    const out = await addCommand(path, { id: 'nas', services: [{ name: 'ssh', target: '127.0.0.1:22' }, { name: 'web', target: '127.0.0.1:8080' }] });
+    assert.deepEqual(out.entry.services, [{ name: 'ssh', publicPort: 21200 }, { name: 'web', publicPort: 21201 }]);
+    assert.equal(out.entry.dataPort, 21202);
+    assert.match(out.summary, /public ports ssh 21200, web 21201, data port 21202/);
+    const gray = await parseGrayConfig(out.grayYaml, null);
+    assert.deepEqual(gray.services.map((x) => [x.name, x.target.port]), [['ssh', 22], ['web', 8080]]);
+    let white = await parseWhiteConfig(await readFile(path, 'utf8'), path);
+    assert.deepEqual(white.grays[0]!.services.map((x) => [x.name, x.publicPort]), [['ssh', 21200], ['web', 21201]]);
+
+    const added = await serviceCommand(path, { values: { allow: ['203.0.113.0/24', '2001:db8::/32'] }, positionals: ['add', 'nas', 'db'] });
+    assert.match(added, /added service "db" to gray "nas" .*: public port 21203, allow 203\.0\.113\.0\/24 2001:db8::\/32/);
+    white = await parseWhiteConfig(await readFile(path, 'utf8'), path);
+    assert.deepEqual(white.grays[0]!.services.map((x) => [x.name, x.publicPort, x.allow.map((a) => a.text)]), [['ssh', 21200, []], ['web', 21201, []], ['db', 21203, ['203.0.113.0/24', '2001:db8::/32']]]);
+    assert.match(await readFile(path, 'utf8'), /^# keep me$/m);
+    // An invalid network names the entry; nothing is written.
+    const before = await readFile(path, 'utf8');
+    await assert.rejects(serviceCommand(path, { values: { allow: ['10.0.0.1/8'] }, positionals: ['add', 'nas', 'bad'] }), (err) => isRelayError(err) && /allow\[0\]: "10\.0\.0\.1\/8" has bits set/.test(err.message));
+    await assert.rejects(serviceCommand(path, { values: {}, positionals: ['add', 'nas', 'ssh'] }), (err) => isRelayError(err, ErrorCodes.CONFIG_CONFLICT));
+    assert.equal(await readFile(path, 'utf8'), before);
+
+    assert.match(await serviceCommand(path, { values: {}, positionals: ['delete', 'nas', 'web'] }), /deleted service "web" of gray "nas" \(public port 21201\)/);
+    white = await parseWhiteConfig(await readFile(path, 'utf8'), path);
+    assert.deepEqual(white.grays[0]!.services.map((x) => x.name), ['ssh', 'db']);
+
+    // A gray in the single form becomes a list whose first service is "default".
+    await addCommand(path, { id: 'solo', publicPort: 21210, dataPort: 21211 });
+    await serviceCommand(path, { values: { 'public-port': '21212' }, positionals: ['add', 'solo', 'admin'] });
+    white = await parseWhiteConfig(await readFile(path, 'utf8'), path);
+    assert.deepEqual(white.grays[1]!.services.map((x) => [x.name, x.publicPort]), [['default', 21210], ['admin', 21212]]);
+    await serviceCommand(path, { values: {}, positionals: ['delete', 'solo', 'admin'] });
+    await assert.rejects(serviceCommand(path, { values: {}, positionals: ['delete', 'solo', 'default'] }), (err) => isRelayError(err, ErrorCodes.USAGE) && /last service/.test(err.message));
+    await assert.rejects(serviceCommand(path, { values: {}, positionals: ['delete', 'ghost', 'x'] }), (err) => isRelayError(err, ErrorCodes.GRAY_UNKNOWN));
+    await assert.rejects(addCommand(path, { id: 'both', target: '127.0.0.1:1', services: [{ name: 'a', target: '127.0.0.1:2' }] }), (err) => isRelayError(err, ErrorCodes.USAGE) && /--service/.test(err.message));
   });
 
   it('add checks --white and --target before touching the file', async () => {

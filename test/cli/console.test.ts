@@ -2,7 +2,11 @@
 // and typed text redrawn), and /quit stops the white. A PassThrough marked as a TTY stands in for
 // the terminal; the logger writes to the same stream, as stdout and stderr share one terminal.
 import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import { parseWhiteConfig } from '../../src/config/load.js';
 import { describe, it } from 'node:test';
 import type { AdminState } from '../../src/admin/server.js';
 import { startConsole } from '../../src/cli/console.js';
@@ -89,5 +93,24 @@ describe('white console', () => {
     assert.match(text(), /stopping/);
     // The console is closed: a line typed now reaches no command (readline has let go of the input).
     assert.equal(input.listenerCount('keypress'), 0);
+  });
+
+  it('/service add and /service delete edit a gray in the config file, as relayctl service does', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'relay-console-'));
+    const path = join(dir, 'white.yaml');
+    await writeFile(path, `control: { listen: "127.0.0.1:7400" }\nports: { range: "21300-21310" }\ngrays:\n  - { id: nas, secret: "${'A'.repeat(43)}", public_port: 21300, data_port: 21301 }\n`, { mode: 0o600 });
+    const { input, screen, text } = terminal();
+    const c = startConsole({ configPath: path, state, input, output: screen });
+    try {
+      input.write('/service add nas ssh --allow 127.0.0.1/32\n');
+      await until(screen, text, 'added service "ssh" to gray "nas"');
+      const white = await parseWhiteConfig(await readFile(path, 'utf8'), path);
+      assert.deepEqual(white.grays[0]!.services.map((x) => [x.name, x.publicPort, x.allow.map((a) => a.text)]), [['default', 21300, []], ['ssh', 21302, ['127.0.0.1/32']]]);
+      input.write('/service delete nas ssh\n');
+      await until(screen, text, 'deleted service "ssh" of gray "nas"');
+    } finally {
+      c.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

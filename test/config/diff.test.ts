@@ -26,7 +26,7 @@ test('added, removed, ports changed, secret changed, both changed', async () => 
   assert.deepEqual(d.removed.map((g) => g.id), ['gone']);
   assert.deepEqual(d.unchanged, ['a']);
   assert.deepEqual(
-    d.changed.map((c) => ({ id: c.after.id, ports: c.portsChanged, secret: c.secretChanged, from: c.before.publicPort, to: c.after.publicPort })),
+    d.changed.map((c) => ({ id: c.after.id, ports: c.portsChanged, secret: c.secretChanged, from: c.before.services[0]!.publicPort, to: c.after.services[0]!.publicPort })),
     [
       { id: 'b', ports: true, secret: false, from: 1003, to: 1103 },
       { id: 'c', ports: true, secret: true, from: 1005, to: 1005 },

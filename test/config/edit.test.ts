@@ -149,7 +149,7 @@ test('addGray works when grays is missing or empty (`grays:`)', async (t) => {
     await writeFile(file, text);
     await addGray(file, { id: 'a' });
     const c = await loadWhiteConfig(file);
-    assert.deepEqual(c.grays.map((g) => [g.id, g.publicPort, g.dataPort]), [['a', 20000, 20001]]);
+    assert.deepEqual(c.grays.map((g) => [g.id, g.services[0]!.publicPort, g.dataPort]), [['a', 20000, 20001]]);
   }
 });
 
@@ -204,7 +204,7 @@ for (const id of process.argv.slice(1)) await addGray(${JSON.stringify(file)}, {
   await Promise.all([run(['p1a', 'p1b', 'p1c']), run(['p2a', 'p2b', 'p2c']), run(['p3a', 'p3b', 'p3c']), run(['p4a', 'p4b', 'p4c'])]);
   const c = await loadWhiteConfig(file);
   assert.equal(c.grays.length, 13);
-  const ports = c.grays.flatMap((g) => [g.publicPort, g.dataPort]);
+  const ports = c.grays.flatMap((g) => [g.services[0]!.publicPort, g.dataPort]);
   assert.equal(new Set(ports).size, 26);
 });
 
@@ -292,10 +292,10 @@ test('renderGrayConfig gives a gray.yaml that loads', async () => {
   assert.deepEqual(c.whites, [{ host: '2001:db8::1', port: 7000 }]);
   assert.equal(c.id, 'office-nas');
   assert.ok(c.secret.equals(Buffer.from(secret, 'base64url')));
-  assert.deepEqual(c.target, { host: '127.0.0.1', port: 445 });
+  assert.deepEqual(c.services[0]!.target, { host: '127.0.0.1', port: 445 });
   const placeholder = renderGrayConfig({ white: 'white.example.com:7000', id: 'x', secret });
   assert.match(placeholder, /CHANGE ME/);
-  assert.equal((await parseGrayConfig(placeholder, null)).target.port, 8080);
+  assert.equal((await parseGrayConfig(placeholder, null)).services[0]!.target.port, 8080);
 });
 
 test('edit errors: a missing file is CONFIG_READ; an unparsable file is CONFIG_PARSE', async (t) => {

@@ -15,7 +15,7 @@ test('an object config may listen on port 0; the same keys in a file may not', a
   const config = await whiteConfigFromObject(input);
   assert.deepEqual(config.control, { host: '127.0.0.1', port: 0 });
   assert.deepEqual(config.metrics, { host: '127.0.0.1', port: 0 });
-  assert.equal(config.grays[0]!.publicPort, 0);
+  assert.equal(config.grays[0]!.services[0]!.publicPort, 0);
   assert.equal(checkedKind(config), 'white');
   const yaml = `control: { listen: "127.0.0.1:0" }\nadmin: { socket: null }\ngrays:\n  - { id: a, secret: "${SECRET}", public_port: 0, data_port: 0 }\n`;
   await assert.rejects(parseWhiteConfig(yaml, null), (err: unknown) => {

@@ -75,7 +75,7 @@ test('a minimal white config loads with every default filled in', async (t) => {
   assert.equal(c.grays.length, 1);
   const g = c.grays[0]!;
   assert.equal(g.id, 'office-nas');
-  assert.equal(g.publicPort, 20000);
+  assert.equal(g.services[0]!.publicPort, 20000);
   assert.equal(g.dataPort, 20001);
   assert.ok(g.secret.equals(Buffer.from(S1, 'base64url')));
 });
@@ -177,9 +177,10 @@ test('a gray config loads with defaults; without data_host each session dials it
   assert.equal(c.dataHost, null);
   assert.equal(c.resolveIntervalMs, 30_000);
   assert.equal(c.id, 'office-nas');
-  assert.deepEqual(c.target, { host: '127.0.0.1', port: 8080 });
+  assert.deepEqual(c.services[0]!.target, { host: '127.0.0.1', port: 8080 });
   assert.equal(c.pool, 8);
-  assert.equal(c.proxyProtocol, 'none');
+  assert.equal(c.services[0]!.proxyProtocol, 'none');
+  assert.equal(c.services[0]!.name, 'default');
   assert.equal(c.log.level, 'info');
   assert.equal(c.limits.reconnectMaxMs, DEFAULT_LIMITS.reconnectMaxMs);
 
@@ -189,9 +190,9 @@ test('a gray config loads with defaults; without data_host each session dials it
   );
   assert.deepEqual(v6.whites, [{ host: '2001:db8::1', port: 7000 }]);
   assert.equal(v6.dataHost, '2001:db8::2');
-  assert.deepEqual(v6.target, { host: '::1', port: 80 });
+  assert.deepEqual(v6.services[0]!.target, { host: '::1', port: 80 });
   assert.equal(v6.pool, 1024);
-  assert.equal(v6.proxyProtocol, 'v2');
+  assert.equal(v6.services[0]!.proxyProtocol, 'v2');
   assert.equal(v6.limits.reconnectMaxMs, 1000);
 });
 
@@ -425,7 +426,7 @@ test('invalid gray configs name the path, the value and the rule', async () => {
   assert.deepEqual(errorsOf(missing), [
     'g.yaml: exactly one of secret, secret_file, secret_env is required, found none',
     'g.yaml: id: required key is missing',
-    'g.yaml: target: required key is missing',
+    'g.yaml: target: required key is missing (or give services, a mapping of name: { target })',
   ]);
 });
 

@@ -233,7 +233,7 @@ test('events past the limit push out the oldest; long texts and ids are cut', (t
   for (let i = 1; i <= 150; i++) feed.emit('gray.connected', connected(`g${i}`));
   feed.emit('gray.auth_failed', { grayId: 'x'.repeat(5000), remoteAddress: '10.0.0.1' });
   feed.emit('config.rejected', { path: '/etc/relay.yaml', error: 'e'.repeat(5000) });
-  feed.emit('client.connected', { grayId: 'a', connectionId: 'c', clientAddress: '1.2.3.4' });
+  feed.emit('client.connected', { grayId: 'a', service: 'default', connectionId: 'c', clientAddress: '1.2.3.4' });
   const s = feed.full();
   assert.equal(s.events.length, FEED_LIMITS.events);
   assert.equal(s.events[0]!.n, 53, 'the oldest were dropped');

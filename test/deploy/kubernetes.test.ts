@@ -96,7 +96,7 @@ describe('deploy/kubernetes', () => {
     assert.equal(white.control.port, containerPorts.get('control'));
     assert.equal(white.metrics?.port, containerPorts.get('metrics'));
     for (const g of white.grays) {
-      assert.equal(containerPorts.get(`public-${g.id}`), g.publicPort);
+      assert.equal(containerPorts.get(`public-${g.id}`), g.services[0]!.publicPort);
       assert.equal(containerPorts.get(`data-${g.id}`), g.dataPort);
     }
     // The shipped placeholder is not a secret: a white started with it refuses to run.

@@ -65,6 +65,9 @@ interface Ended {
   header: Buffer | null;
 }
 
+/** Service table ids for this file's stocks (any id above 0 the engine has not seen). */
+let nextTable = 1000;
+
 function openStock(port: number, service?: Endpoint): { stock: DialStock; conns: DialedConn[]; headers: Array<Promise<Buffer>>; forwarded: Array<Promise<number>>; ends: Array<Promise<Ended>>; failures: Error[]; connected: () => Promise<DialedConn>; failed: () => Promise<Error> } {
   const engine = testEngine()!;
   const conns: DialedConn[] = [];
@@ -104,7 +107,13 @@ function openStock(port: number, service?: Endpoint): { stock: DialStock; conns:
     },
     onPairEnd: (pair, end, reachedService, header) => endWaiters.get(pair)?.({ pair, end, reachedService, header }),
   };
-  const stock = new DialStock(engine, { ip: '127.0.0.1', port, keepAliveSec: 0 }, PREAMBLE, PREFIX, handlers, service);
+  // A service table of one position (index 0) routing to service.
+  let routes: number | undefined;
+  if (service) {
+    routes = nextTable++;
+    engine.handle.setRoutes(routes, [[service.ip, service.port, service.keepAliveSec]]);
+  }
+  const stock = new DialStock(engine, { ip: '127.0.0.1', port, keepAliveSec: 0 }, PREAMBLE, PREFIX, handlers, routes);
   return {
     stock,
     conns,
@@ -244,7 +253,7 @@ describe('an engine\'s stock of preambles', { skip: noEngine() }, () => {
     s.stock.add(preambles(2), 1);
     const one = await white.next();
     await s.connected();
-    const header = encodeStartHeader({ family: 4, srcAddress: '192.0.2.7', srcPort: 40007, dstAddress: '198.51.100.1', dstPort: 443 });
+    const header = encodeStartHeader({ family: 4, srcAddress: '192.0.2.7', srcPort: 40007, dstAddress: '198.51.100.1', dstPort: 443 }, 0);
     one.socket.write(Buffer.concat([header, Buffer.from('hello')]));
     const pair = await s.forwarded[0]!;
     assert.ok(pair > 0);
@@ -278,7 +287,7 @@ describe('an engine\'s stock of preambles', { skip: noEngine() }, () => {
     s.stock.add(preambles(1), 1);
     const one = await white.next();
     await s.connected();
-    const header = encodeStartHeader({ family: 4, srcAddress: '192.0.2.8', srcPort: 40008, dstAddress: '198.51.100.1', dstPort: 443 });
+    const header = encodeStartHeader({ family: 4, srcAddress: '192.0.2.8', srcPort: 40008, dstAddress: '198.51.100.1', dstPort: 443 }, 0);
     one.socket.on('error', () => {});
     one.socket.write(header);
     await s.forwarded[0];

@@ -3,7 +3,8 @@
 // the bytes behind it reaching the service; a refused dial, an idle connection the white closes,
 // a service that refuses (flagged as never reached); and a client's FIN that arrives while the
 // service is still connecting, which must wait rather than abort that connection. Dialed with a
-// service, the engine forwards by itself once a well-formed start header is in.
+// service table, the engine forwards by itself once a well-formed start header is in, to the route
+// of the header's service; a service without a route is held for JavaScript.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -24,7 +25,7 @@ interface Dialed {
   closed: Promise<void>;
 }
 
-function dial(port: number, preamble: Buffer, service?: Endpoint): Dialed {
+function dial(port: number, preamble: Buffer, routes?: number): Dialed {
   const settle = <T>(): [Promise<T>, (value: T) => void] => {
     let resolve!: (value: T) => void;
     const promise = new Promise<T>((r) => (resolve = r));
@@ -39,7 +40,7 @@ function dial(port: number, preamble: Buffer, service?: Endpoint): Dialed {
     onFailed: (error) => onFailed(error),
     onPrefix: (bytes) => onPrefix(bytes),
     onClosed: () => onClosed(),
-  }, service);
+  }, routes);
   return { conn, connected, failed, prefix, closed };
 }
 
@@ -135,10 +136,11 @@ describe('engine dialing', { skip: noEngine() }, () => {
     service.server.close();
   });
 
-  /** A start header as the white writes it: version 1, IPv4, the given source port. */
-  function startHeader(version = 1): Buffer {
+  /** A start header as the white writes it: version 2, IPv4, for the service at index service. */
+  function startHeader(version = 2, service = 0): Buffer {
     const header = Buffer.alloc(PREFIX);
     header[0] = version;
+    header[6] = service;
     header[1] = 4;
     header.writeUInt16BE(40_000, 2);
     header.writeUInt16BE(443, 4);
@@ -147,12 +149,15 @@ describe('engine dialing', { skip: noEngine() }, () => {
     return header;
   }
 
-  /** A dial that forwards to the service on servicePort, up to the white side having read its
-   *  preamble; pairsBefore: the engine's pairs before it. */
+  let nextTable = 1000;
+  /** A dial whose table routes service 0 to the service on servicePort (service 1 has no route),
+   *  up to the white side having read its preamble; pairsBefore: the engine's pairs before it. */
   async function forwardingDial(servicePort: number): Promise<{ to: Endpoint; d: Dialed; socket: Socket; pairsBefore: number }> {
     const to: Endpoint = { ip: '127.0.0.1', port: servicePort, keepAliveSec: 0 };
     const pairsBefore = testEngine()!.stats().pairs;
-    const d = dial(whitePort, randomBytes(60), to);
+    const table = nextTable++;
+    testEngine()!.handle.setRoutes(table, [[to.ip, to.port, 0], null]);
+    const d = dial(whitePort, randomBytes(60), table);
     const socket = await nextAccepted();
     await readExactly(socket, 60);
     return { to, d, socket, pairsBefore };
@@ -178,8 +183,8 @@ describe('engine dialing', { skip: noEngine() }, () => {
   it('dialed with a service, leaves a malformed start header held for JavaScript, which may still join it', async () => {
     const service = await startService();
     const { to, d, socket, pairsBefore } = await forwardingDial(service.port);
-    socket.write(Buffer.concat([startHeader(2), Buffer.from('hello')]));
-    assert.equal((await d.prefix)[0], 2);
+    socket.write(Buffer.concat([startHeader(1), Buffer.from('hello')]));
+    assert.equal((await d.prefix)[0], 1);
     assert.equal(testEngine()!.stats().pairs - pairsBefore, 0, 'nothing was forwarded');
     const ended = new Promise<PairEnd>((resolve) => d.conn.forward(to, Buffer.from('HEAD:'), (result) => resolve(result)));
     const echoed = readAll(socket);
@@ -187,6 +192,44 @@ describe('engine dialing', { skip: noEngine() }, () => {
     assert.equal((await echoed).toString(), 'HEAD:hello');
     assert.equal((await ended).error, null);
     service.server.close();
+  });
+
+  it('dialed with a service table, holds a header whose service has no route (or no position) for JavaScript', async () => {
+    const service = await startService();
+    for (const index of [1, 2]) {
+      const { to, d, socket, pairsBefore } = await forwardingDial(service.port);
+      socket.write(Buffer.concat([startHeader(2, index), Buffer.from('hello')]));
+      assert.equal((await d.prefix)[6], index);
+      assert.equal(testEngine()!.stats().pairs - pairsBefore, 0, `service ${index} was not forwarded by the engine`);
+      assert.equal(d.conn.forwardedByEngine, false);
+      const ended = new Promise<PairEnd>((resolve) => d.conn.forward(to, Buffer.from('P:'), (result) => resolve(result)));
+      const echoed = readAll(socket);
+      socket.end();
+      assert.equal((await echoed).toString(), 'P:hello');
+      assert.equal((await ended).error, null);
+    }
+    service.server.close();
+  });
+
+  it('a service table replaced while a connection is idle routes its header by the new table', async () => {
+    const first = await startService();
+    const second = await startService();
+    const table = nextTable++;
+    testEngine()!.handle.setRoutes(table, [['127.0.0.1', first.port, 0]]);
+    const d = dial(whitePort, randomBytes(60), table);
+    const socket = await nextAccepted();
+    await readExactly(socket, 60);
+    testEngine()!.handle.setRoutes(table, [['127.0.0.1', first.port, 0], ['127.0.0.1', second.port, 0]]);
+    let reached = 0;
+    second.server.once('connection', () => (reached += 1));
+    socket.write(Buffer.concat([startHeader(2, 1), Buffer.from('x')]));
+    await d.prefix;
+    assert.equal(d.conn.forwardedByEngine, true);
+    assert.equal((await readExactly(socket, 1)).toString(), 'x');
+    assert.equal(reached, 1, 'the second service, added after the dial, got the client');
+    d.conn.destroy();
+    first.server.close();
+    second.server.close();
   });
 
   it('a forwarded connection takes no head, and destroying it resets its pair at the white and the service', async () => {

@@ -249,7 +249,8 @@ describe('engine listener', { timeout: 20_000 }, () => {
     back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
     back.listener.setCredits(1, 10);
     back.listener.setActiveLimit(0);
-    front.listener.usePool(back.listener);
+    // The public port's service is the gray's index 5: every start header names it.
+    front.listener.usePool(back.listener, 5);
     const grays: Socket[] = [];
     let counter = 0;
     const verifyOne = async (): Promise<EngineConn> => {
@@ -259,7 +260,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
       return (await back.nextConn()).conn;
     };
     const headerFor = (client: Socket): Buffer =>
-      encodeStartHeader(clientAddressInfo({ address: client.localAddress, port: client.localPort }, { address: client.remoteAddress, port: client.remotePort }));
+      encodeStartHeader(clientAddressInfo({ address: client.localAddress, port: client.localPort }, { address: client.remoteAddress, port: client.remotePort }), 5);
 
     // Active limit 0: a client is reported; admitted, it waits in the pool for the next one verified.
     const first = await dial(front.listener.port);
@@ -320,7 +321,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
     back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
     back.listener.setCredits(1, 10);
     back.listener.setActiveLimit(10);
-    front.listener.usePool(back.listener);
+    front.listener.usePool(back.listener, 0);
     const grays: Socket[] = [];
     const pairOne = async (counter: number): Promise<{ client: Socket; gray: Socket; paired: Paired }> => {
       const gray = await dial(back.listener.port);
@@ -374,7 +375,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
     const dataKey = randomBytes(32);
     back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
     back.listener.setCredits(1, 10);
-    front.listener.usePool(back.listener);
+    front.listener.usePool(back.listener, 0);
     const clients = [await dial(front.listener.port), await dial(front.listener.port), await dial(front.listener.port)];
     const conns: EngineConn[] = [];
     for (let i = 0; i < 3; i++) conns.push((await front.nextConn()).conn);
@@ -393,6 +394,67 @@ describe('engine listener', { timeout: 20_000 }, () => {
     }
     for (const socket of [...clients, ...grays]) socket.destroy();
     front.listener.close();
+    back.listener.close();
+  });
+
+  it("one pool serves every public port of a gray, each start header naming its port's service; a port pointed at no pool has its clients reported", { timeout: 10_000 }, async () => {
+    const ssh = harness({});
+    const web = harness({});
+    const back = harness({ prefixBytes: PREAMBLE_BYTES, prefixMagic: PREAMBLE_MAGIC, prefixTimeoutMs: 5000, watch: 'any' });
+    const sessionId = randomBytes(16);
+    const dataKey = randomBytes(32);
+    back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
+    back.listener.setCredits(1, 10);
+    back.listener.setActiveLimit(10);
+    ssh.listener.usePool(back.listener, 0);
+    web.listener.usePool(back.listener, 3);
+    const grays: Socket[] = [];
+    let counter = 0;
+    const verifyOne = async (): Promise<EngineConn> => {
+      const gray = await dial(back.listener.port);
+      gray.write(encodePreamble(sessionId, ++counter, dataKey));
+      grays.push(gray);
+      return (await back.nextConn()).conn;
+    };
+    const headerFor = (client: Socket, service: number): Buffer =>
+      encodeStartHeader(clientAddressInfo({ address: client.localAddress, port: client.localPort }, { address: client.remoteAddress, port: client.remotePort }), service);
+
+    // Below the active limit both ports' clients are joined at accept, from the one pool.
+    await verifyOne();
+    await verifyOne();
+    const toSsh = await dial(ssh.listener.port);
+    const pSsh = await ssh.nextPaired();
+    toSsh.write('s');
+    assert.deepEqual(await received(grays[1]!, 41), Buffer.concat([headerFor(toSsh, 0), Buffer.from('s')]));
+    const toWeb = await dial(web.listener.port);
+    const pWeb = await web.nextPaired();
+    toWeb.write('w');
+    assert.deepEqual(await received(grays[0]!, 41), Buffer.concat([headerFor(toWeb, 3), Buffer.from('w')]));
+
+    // The index changes (another session's table): the next header has the new one.
+    web.listener.usePool(back.listener, 1);
+    await verifyOne();
+    const again = await dial(web.listener.port);
+    await web.nextPaired();
+    again.write('a');
+    assert.deepEqual(await received(grays[2]!, 41), Buffer.concat([headerFor(again, 1), Buffer.from('a')]));
+
+    // Pointed at no pool (the gray's table not known yet), a client is reported though an idle
+    // connection is on hand and the pairs are below the limit.
+    web.listener.usePool(null, 0);
+    await verifyOne();
+    const waiting = await dial(web.listener.port);
+    const reported = (await web.nextConn()).conn;
+    assert.equal(reported.remotePort, waiting.localPort);
+    // Pointed at the pool again, the client admitted takes the idle connection.
+    web.listener.usePool(back.listener, 2);
+    back.listener.admit(reported);
+    await web.nextPaired();
+    waiting.write('x');
+    assert.deepEqual(await received(grays[3]!, 41), Buffer.concat([headerFor(waiting, 2), Buffer.from('x')]));
+    for (const socket of [toSsh, toWeb, again, waiting, ...grays]) socket.destroy();
+    ssh.listener.close();
+    web.listener.close();
     back.listener.close();
   });
 

@@ -37,7 +37,7 @@ describe('gray forwarder', () => {
     const config = grayConfigFor('g', Buffer.alloc(32, 1), 1, service.port);
     const { logger } = captureLogger('silent');
     const results: Array<PairEnd | null> = [];
-    const forward = forwardToTarget(data, client, Buffer.alloc(0), config, logger, new RateLimitedLog(logger), (r) => results.push(r));
+    const forward = forwardToTarget(data, client, Buffer.alloc(0), config.services[0]!, config, logger, new RateLimitedLog(logger), (r) => results.push(r));
     forward.destroy(); // net.connect has not completed yet: it is always asynchronous
     await forward.closed;
     assert.deepEqual(results, [null]);
@@ -52,7 +52,7 @@ describe('gray forwarder', () => {
     const config = grayConfigFor('g', Buffer.alloc(32, 1), 1, service.port);
     const { logger } = captureLogger('silent');
     const results: Array<PairEnd | null> = [];
-    const forward = forwardToTarget(data, client, Buffer.from('hi'), config, logger, new RateLimitedLog(logger), (r) => results.push(r));
+    const forward = forwardToTarget(data, client, Buffer.from('hi'), config.services[0]!, config, logger, new RateLimitedLog(logger), (r) => results.push(r));
     const echoed: Buffer[] = [];
     whiteEnd.on('data', (c: Buffer) => echoed.push(c));
     const ended = new Promise<void>((resolve) => whiteEnd.once('end', resolve));

@@ -48,7 +48,7 @@ function connectOne(stock: RecordingStock): LinkEvents {
   return events;
 }
 
-const HEADER = encodeStartHeader({ family: 4, srcAddress: '192.0.2.1', srcPort: 40000, dstAddress: '198.51.100.1', dstPort: 443 });
+const HEADER = encodeStartHeader({ family: 4, srcAddress: '192.0.2.1', srcPort: 40000, dstAddress: '198.51.100.1', dstPort: 443 }, 0);
 
 function dialerWith(stock: RecordingStock, retryBaseMs = 20): { dialer: PoolDialer; activated: number[] } {
   const activated: number[] = [];

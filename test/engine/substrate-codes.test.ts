@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { EngineConstant, EventRecordFlag, EventType, FilterMode, GoneCode, PairEndFlag, RefusalCode, WatchCode } from '../../src/engine/substrate/codes.js';
-import { START_HEADER_BYTES } from '../../src/engine/protocol/start-header.js';
+import { START_HEADER_BYTES, START_HEADER_VERSION } from '../../src/engine/protocol/start-header.js';
 
 /** From dist/test/engine/ to the package root. */
 const header = readFileSync(new URL('../../../native/engine.h', import.meta.url), 'utf8').replace(/\/\/[^\n]*/g, '');
@@ -51,6 +51,8 @@ describe('the codes JavaScript and the engine share', () => {
   it('the engine reads the start header the protocol writes', () => {
     assert.equal(cppConstant('kStartHeaderBytes'), EngineConstant.startHeaderBytes);
     assert.equal(EngineConstant.startHeaderBytes, START_HEADER_BYTES);
+    assert.equal(cppConstant('kStartHeaderVersion'), EngineConstant.startHeaderVersion);
+    assert.equal(EngineConstant.startHeaderVersion, START_HEADER_VERSION);
   });
 
   it('an event record is as long on both sides', () => {

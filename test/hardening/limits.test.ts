@@ -9,6 +9,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import type { WhiteConfig } from '../../src/config/types.js';
+import type { GrayEntryInCode } from '../../src/config/in-code.js';
 import { ErrorCodes } from '../../src/errors.js';
 import { GrayAgent } from '../../src/engine/gray/agent.js';
 import { encodePreface } from '../../src/engine/protocol/constants.js';
@@ -50,7 +51,7 @@ interface TestWhite {
   stop(): Promise<void>;
 }
 
-async function whiteWith(limits: Partial<Limits>, grays: WhiteConfig['grays'] = [{ id: RAW, secret: SECRET, publicPort: 0, dataPort: 0 }]): Promise<TestWhite> {
+async function whiteWith(limits: Partial<Limits>, grays: readonly GrayEntryInCode[] = [{ id: RAW, secret: SECRET, publicPort: 0, dataPort: 0 }]): Promise<TestWhite> {
   const log = captureLogger();
   const white = new WhiteServer(whiteConfigFor(grays, limits), { dataPlane: testDataPlane(), logger: log.logger });
   await white.start();

@@ -14,6 +14,7 @@ import { silentLogger } from '../../src/log.js';
 import { rawLogin } from '../helpers/raw-gray.js';
 import { testDataPlane } from '../helpers/data-plane.js';
 import { whiteConfigFor } from '../helpers/tunnel.js';
+import { grayEntryInCode } from '../../src/config/in-code.js';
 
 async function waitUntil(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -78,8 +79,8 @@ describe('ports that cannot be bound', () => {
       const result = await white.applyConfig({
         ...config,
         grays: [
-          { id: 'a', secret: A, publicPort: 0, dataPort: held.port },
-          { id: 'b', secret: B, publicPort: 0, dataPort: 0 },
+          grayEntryInCode({ id: 'a', secret: A, publicPort: 0, dataPort: held.port }),
+          grayEntryInCode({ id: 'b', secret: B, publicPort: 0, dataPort: 0 }),
         ],
       });
       assert.deepEqual(result.added, ['a', 'b']);

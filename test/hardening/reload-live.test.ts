@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { describe, it } from 'node:test';
 import type { WhiteConfig } from '../../src/config/types.js';
+import { grayEntryInCode } from '../../src/config/in-code.js';
 import { ErrorCodes } from '../../src/errors.js';
 import { WhiteServer } from '../../src/engine/white/white-server.js';
 import type { Limits } from '../../src/limits.js';
@@ -151,7 +152,7 @@ describe('reload applies to what runs', () => {
   });
 
   it('control.listen changed by reload: the control port moves, the authenticated session stays', async () => {
-    const { white, config } = await rawWhite({ grays: [{ id: 'raw', secret: SECRET, publicPort: 0, dataPort: 0 }, { id: 'raw2', secret: SECRET, publicPort: 0, dataPort: 0 }] });
+    const { white, config } = await rawWhite({ grays: [grayEntryInCode({ id: 'raw', secret: SECRET, publicPort: 0, dataPort: 0 }), grayEntryInCode({ id: 'raw2', secret: SECRET, publicPort: 0, dataPort: 0 })] });
     const s = await rawLogin(white.controlPort, 'raw', SECRET, 1);
     const oldPort = white.controlPort;
     try {

@@ -63,7 +63,9 @@ export function messageReader(socket: tls.TLSSocket, maxPayloadBytes = 64 * 1024
   };
 }
 
-export async function rawLogin(controlPort: number, id: string, secret: Buffer, pool = 2): Promise<RawSession> {
+/** services: the table the raw gray announces (SERVICES); by default the white's names, in its
+ *  order; null: none yet (the test sends it). */
+export async function rawLogin(controlPort: number, id: string, secret: Buffer, pool = 2, services?: string | null): Promise<RawSession> {
   const socket = await rawTlsConnect(controlPort);
   const reader = messageReader(socket);
   socket.write(encodePreface());
@@ -75,6 +77,7 @@ export async function rawLogin(controlPort: number, id: string, secret: Buffer, 
   socket.write(encodeMessage({ type: MessageType.GRAY_PROOF, proof: encodeProof(keys.grayProof) }));
   const welcome = await reader.next();
   if (!welcome || welcome.type !== MessageType.WELCOME) throw new Error(`expected WELCOME, got ${JSON.stringify(welcome)}`);
+  if (services !== null) socket.write(encodeMessage({ type: MessageType.SERVICES, services: services ?? welcome.services }));
   const sessionId = sessionIdFromString(welcome.session);
   const received: Message[] = [];
   reader.drainTo(received);

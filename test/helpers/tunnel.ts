@@ -2,12 +2,12 @@
 // white server and a gray agent. Used by integration tests that need the engine but not the CLI.
 import { randomBytes } from 'node:crypto';
 import net, { type AddressInfo, type Server } from 'node:net';
-import type { GrayConfig, GrayEntry, WhiteConfig } from '../../src/config/types.js';
+import type { GrayConfig, WhiteConfig } from '../../src/config/types.js';
 import { GrayAgent } from '../../src/engine/gray/agent.js';
 import type { DataPlane } from '../../src/engine/substrate/data-plane.js';
 import { WhiteServer } from '../../src/engine/white/white-server.js';
 import type { Limits } from '../../src/limits.js';
-import { grayConfigInCode, whiteConfigInCode } from '../../src/config/in-code.js';
+import { grayConfigInCode, whiteConfigInCode, type GrayEntryInCode } from '../../src/config/in-code.js';
 import { silentLogger, type Logger } from '../../src/log.js';
 import { testDataPlane } from './data-plane.js';
 
@@ -25,12 +25,12 @@ export async function startService(handler: ServiceHandler = echoHandler): Promi
   return { server, port: (server.address() as AddressInfo).port };
 }
 
-export function whiteConfigFor(grays: WhiteConfig['grays'], limits: Partial<Limits> = {}, extra: Partial<WhiteConfig> = {}): WhiteConfig {
+export function whiteConfigFor(grays: readonly GrayEntryInCode[], limits: Partial<Limits> = {}, extra: Partial<WhiteConfig> = {}): WhiteConfig {
   return whiteConfigInCode(grays, limits, { log: { level: 'silent' }, watch: { polling: false, debounceMs: 50 }, ...extra });
 }
 
 /** Tests reconnect fast: short backoff unless a test says otherwise. */
-export function grayConfigFor(id: string, secret: Buffer, controlPort: number, targetPort: number, extra: Partial<GrayConfig> = {}, limits: Partial<Limits> = {}): GrayConfig {
+export function grayConfigFor(id: string, secret: Buffer, controlPort: number, targetPort: number, extra: Parameters<typeof grayConfigInCode>[4] = {}, limits: Partial<Limits> = {}): GrayConfig {
   return grayConfigInCode(id, secret, controlPort, targetPort, { log: { level: 'silent' }, ...extra }, { reconnectBaseMs: 50, reconnectMaxMs: 500, ...limits });
 }
 
@@ -49,10 +49,10 @@ export async function startTunnel(
     handler?: ServiceHandler;
     pool?: number;
     whiteLimits?: Partial<Limits>;
-    gray?: Partial<GrayConfig>;
+    gray?: Parameters<typeof grayConfigInCode>[4];
     white?: Partial<WhiteConfig>;
     /** More settings of the gray's entry in the white's config. */
-    entry?: Partial<GrayEntry>;
+    entry?: Partial<GrayEntryInCode>;
     whiteLogger?: Logger;
     dataPlane?: DataPlane;
     targetHost?: string;

@@ -173,7 +173,7 @@ test('the event filter: a hook gets only the events it lists; an empty list gets
     fast,
   );
   t.after(() => d.close(100));
-  d.emit('client.connected', { grayId: 'a', connectionId: 'c', clientAddress: '1.1.1.1:1' });
+  d.emit('client.connected', { grayId: 'a', service: 'default', connectionId: 'c', clientAddress: '1.1.1.1:1' });
   d.emit('gray.connected', { grayId: 'a', remoteAddress: '1.2.3.4:5', sessionId: 'x' });
   d.emit('gray.disconnected', { grayId: 'a', remoteAddress: '1.2.3.4:5', sessionId: 'x', reason: 'bye' });
   d.emit('config.rejected', { path: '/p', error: 'e' });
@@ -527,7 +527,7 @@ test('update() keeps the queue and counters of a hook that stays, starts new one
     [added.url, 0],
   ]);
   conn('s4');
-  d.emit('client.connected', { grayId: 'a', connectionId: 'c', clientAddress: 'x' });
+  d.emit('client.connected', { grayId: 'a', service: 'default', connectionId: 'c', clientAddress: 'x' });
   held[0]!.res.end();
   await keep.waitFor(4);
   await added.waitFor(1);

@@ -115,7 +115,7 @@ class Gen {
       case MessageType.GRAY_PROOF:
         return { type: MessageType.GRAY_PROOF, proof: b64(32) };
       case MessageType.WELCOME:
-        return { type: MessageType.WELCOME, session: b64(16), dataPort: 1 + this.int(65_535), pool: this.int(1025), heartbeatMs: 100 + this.int(600_000 - 99), credits: nat() };
+        return { type: MessageType.WELCOME, session: b64(16), dataPort: 1 + this.int(65_535), pool: this.int(1025), heartbeatMs: 100 + this.int(600_000 - 99), credits: nat(), services: this.pick(['default', 'ssh,web', 'a,,b-2']) };
       case MessageType.GRANT:
         return { type: MessageType.GRANT, upTo: nat() };
       case MessageType.PING:
@@ -183,6 +183,7 @@ export function runFuzz(budgetMs: number, seed = Date.now() >>> 0): FuzzReport {
       g.rand() < 0.5
         ? { family: 4, srcAddress: `${g.int(256)}.${g.int(256)}.1.2`, srcPort: g.int(65_536), dstAddress: '10.0.0.1', dstPort: g.int(65_536) }
         : { family: 6, srcAddress: g.pick(['::1', '2001:db8::1', '::ffff:1.2.3.4', 'fe80::1']), srcPort: g.int(65_536), dstAddress: '::', dstPort: g.int(65_536) },
+      g.int(256),
     );
 
   const started = Date.now();
@@ -263,7 +264,7 @@ export function runFuzz(budgetMs: number, seed = Date.now() >>> 0): FuzzReport {
             }
           } else input = g.mutate(validStart());
           const problem = breaksRule(() => decodeStartHeader(input), START_CODES, (info) =>
-            encodeStartHeader(info).equals(input) ? null : 'decoded header does not re-encode to the same bytes',
+            encodeStartHeader(info, info.service).equals(input) ? null : 'decoded header does not re-encode to the same bytes',
           );
           if (problem) fail('decodeStartHeader', input, problem);
         }

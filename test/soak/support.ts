@@ -386,6 +386,8 @@ export async function loginRaw(port: number, id: string, secret: Buffer, pool: n
   probe.send({ type: MessageType.GRAY_PROOF, proof: encodeProof(keys.grayProof) });
   const welcome = await probe.next((m) => m.type === MessageType.WELCOME);
   if (welcome.type !== MessageType.WELCOME) throw new Error('no WELCOME');
+  // As a gray does: its service table follows WELCOME (here, the white's names in its order).
+  probe.send({ type: MessageType.SERVICES, services: welcome.services });
   const sessionId = sessionIdFromString(welcome.session);
   return { probe, welcome, dataKey: keys.dataKey, sessionId, preamble: (counter) => encodePreamble(sessionId, counter, keys.dataKey) };
 }

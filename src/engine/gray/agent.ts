@@ -8,7 +8,7 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
-import type { GrayConfig, HostPort } from '../../config/types.js';
+import type { GrayConfig, GrayService, HostPort } from '../../config/types.js';
 import { ErrorCodes, RelayError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { Backoff } from '../backoff.js';
@@ -23,7 +23,8 @@ import { VERSION } from '../../version.js';
 import { resolveHost } from '../net-util.js';
 import type { DataPlane } from '../substrate/data-plane.js';
 import type { PairEnd } from '../substrate/pair.js';
-import { engineStock } from './engine-link.js';
+import { engineStock, keepAliveSecOf } from './engine-link.js';
+import { missingFrom, ServiceTable } from './service-table.js';
 import { PoolDialer, type PoolLinks } from './pool-dialer.js';
 import type { Forward, LinkContext } from './pool-link.js';
 import { socketLinks } from './socket-link.js';
@@ -52,12 +53,17 @@ export interface GrayAgentOptions {
   readonly white?: WhiteTarget;
 }
 
-/** With an engine: the IP addresses it dials, resolved before each control connection. data is
- *  null when the data connections go to the address the control channel reached. */
+/** With an engine: the IP addresses it dials, resolved before each control connection (and a
+ *  reload's new targets before it applies). data is null when the data connections go to the
+ *  address the control channel reached. */
 interface EngineAddresses {
   readonly data: string | null;
-  readonly target: string;
+  /** By service name. */
+  readonly targets: ReadonlyMap<string, string>;
 }
+
+/** Service tables in engines, one per session; ids are never reused within the process. */
+let nextRoutesId = 1;
 
 /** One session's state, for logs, status pages and readiness. */
 export interface WhiteSessionState {
@@ -117,12 +123,17 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   private poolTarget = 0;
   private lastError: WhiteSessionState['lastError'] = null;
   private readonly dataPlane: DataPlane;
+  /** This session's service table, what the white has, and the engine's copy of the table. */
+  private table: ServiceTable | null = null;
+  private whiteServices: string[] = [];
+  private routes = 0;
+  private addresses: EngineAddresses | null = null;
   readonly white: WhiteTarget;
   /** host:port of the white, as in logs (the key `white`). */
   readonly where: string;
 
   constructor(
-    private readonly config: GrayConfig,
+    private config: GrayConfig,
     logger: Logger,
     options: GrayAgentOptions,
   ) {
@@ -208,7 +219,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
       }
     };
     const data = dataHost === null || (net.isIP(dataHost) === 0 && dataHost === this.white.control.host) ? null : await resolve('data host', dataHost);
-    return { data, target: await resolve('target', this.config.target.host) };
+    return { data, targets: await resolveTargets(this.config.services, resolve) };
   }
 
   private connectControl(addresses: EngineAddresses | null): void {
@@ -259,6 +270,8 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
           channel.close(new RelayError(ErrorCodes.WHITE_PROOF_INVALID, `the white at ${this.where} did not prove it knows the secret (wrong secret, or the id is not known to the white yet, or a man in the middle; certificate ${fingerprint})`));
           return;
         }
+        // The white is authenticated: its WELCOME may name up to 64 services.
+        channel.setMaxPayloadBytes(limits.frameMaxBytesAfterAuth);
         channel.send({ type: MessageType.GRAY_PROOF, proof: encodeProof(keys.grayProof) });
         state = 'welcome';
         return;
@@ -272,13 +285,27 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
         this.counters.sessions += 1;
         this.connectedSince = Date.now();
         this.poolTarget = message.pool;
+        // A fresh table per session: the white learns its positions from the SERVICES below,
+        // before it can write a start header that uses them.
+        this.table = new ServiceTable(this.config.services);
+        this.addresses = addresses;
+        this.routes = this.dataPlane.engine && addresses ? nextRoutesId++ : 0;
+        this.setRoutes();
+        channel.send({ type: MessageType.SERVICES, services: this.table.wire() });
+        this.whiteServices = splitServices(message.services);
         this.startPool(message.session, this.openLinks(message.dataPort, socket.remoteAddress, addresses), message.pool, message.credits, keys.dataKey);
-        this.logger.info({ gray: id, fingerprint, dataPort: message.dataPort, pool: message.pool }, 'gray connected');
+        this.logger.info({ gray: id, fingerprint, dataPort: message.dataPort, pool: message.pool, services: this.table.names() }, 'gray connected');
+        this.warnMismatch();
         this.emit('connected', { sessionId: message.session, dataPort: message.dataPort, fingerprint });
         return;
       }
       if (state === 'ready' && message.type === MessageType.GRANT) {
         this.dialer?.grant(message.upTo);
+        return;
+      }
+      if (state === 'ready' && message.type === MessageType.SERVICES) {
+        this.whiteServices = splitServices(message.services);
+        this.warnMismatch();
         return;
       }
       channel.close(new RelayError(ErrorCodes.MESSAGE_UNEXPECTED, `message type ${message.type} not expected in state ${state}`));
@@ -300,7 +327,8 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
       return { open: socketLinks(ctx, dataHost), where: formatHostPort({ host: dataHost, port: dataPort }) };
     }
     const dataIp = addresses.data ?? reached;
-    return { stock: engineStock(engine, ctx, dataIp, addresses.target), where: formatHostPort({ host: dataIp, port: dataPort }) };
+    const engineCtx: LinkContext = { ...ctx, targetIp: (service) => this.addresses?.targets.get(service.name) ?? service.target.host, serviceAt: (index) => this.table?.at(index) };
+    return { stock: engineStock(engine, engineCtx, dataIp, this.routes), where: formatHostPort({ host: dataIp, port: dataPort }) };
   }
 
   private startPool(session: string, links: PoolLinks, poolTarget: number, credits: number, dataKey: Buffer): void {
@@ -317,7 +345,13 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
         this.emit('pool-ready', idle);
       },
       onActivated: (link, client) => {
-        const forward = link.forward(client, (result) => {
+        const service = this.table?.at(client.service);
+        if (service === undefined) {
+          // An index this session's table no longer holds: a service removed a moment ago.
+          this.warnings.warn(`service:${client.service}`, { gray: this.config.id, code: ErrorCodes.SERVICE_NOT_ON_GRAY, index: client.service }, 'a client for a service this gray no longer has, closed');
+          return link.destroy();
+        }
+        const forward = link.forward(client, service, (result) => {
           this.active.delete(forward);
           this.countForward(result);
         });
@@ -325,7 +359,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
       },
       onForwarded: (pair, client) => {
         this.enginePairs.add(pair);
-        if (this.logger.isLevelEnabled('debug')) this.logger.debug({ client: formatHostPort({ host: client.srcAddress, port: client.srcPort }) }, 'forwarding');
+        if (this.logger.isLevelEnabled('debug')) this.logger.debug({ client: formatHostPort({ host: client.srcAddress, port: client.srcPort }), service: this.table?.at(client.service)?.name }, 'forwarding');
       },
       onForwardEnded: (pair, end) => {
         if (!this.enginePairs.delete(pair)) return;
@@ -351,6 +385,8 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
     this.channel = null;
     this.dialer?.stop();
     this.dialer = null;
+    this.forgetRoutes();
+    this.table = null;
     this.connectedSince = null;
     if (reason.code !== ErrorCodes.SHUTDOWN) this.lastError = { code: reason.code, message: reason.message, at: Date.now() };
     this.emit('disconnected', reason);
@@ -369,6 +405,63 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
     this.scheduleReconnect(reason.message);
   }
 
+  /**
+   * A reloaded file with the same whites, id and secret: its services apply to the next client,
+   * without a reconnect and without touching active clients. Added services take new positions
+   * in this session's table (the white is told with SERVICES), removed ones leave theirs empty,
+   * changed targets and PROXY settings replace their routes. Only a table that would overflow
+   * its 256 positions starts a new session. Rejects when a new target does not resolve (with an
+   * engine); the running services stay then.
+   */
+  async applyServices(next: GrayConfig): Promise<void> {
+    const addresses = this.dataPlane.engine && this.addresses ? { data: this.addresses.data, targets: await resolveTargets(next.services, async (what, host) => resolveHost(host).catch((err: Error) => Promise.reject(new Error(`${what} ${host}: ${err.message}`)))) } : null;
+    this.config = next;
+    const table = this.table;
+    if (!table || !this.channel) return;
+    if (!table.fits(next.services)) {
+      this.channel.close(new RelayError(ErrorCodes.SHUTDOWN, 'the service table of this session is full after many reloads; starting a new session'));
+      return;
+    }
+    if (addresses) this.addresses = addresses;
+    const change = table.update(next.services);
+    this.setRoutes();
+    if (change.added.length > 0 || change.removed.length > 0) {
+      this.channel.send({ type: MessageType.SERVICES, services: table.wire() });
+      this.warnMismatch();
+    }
+    if (change.added.length + change.removed.length + change.changed.length > 0) this.logger.info({ gray: next.id, ...change }, 'services reloaded');
+  }
+
+  /** A service on one side only is said at login and whenever either side's set changes. */
+  private warnMismatch(): void {
+    if (!this.table) return;
+    const mine = this.table.names();
+    for (const name of missingFrom(this.whiteServices, mine)) {
+      this.logger.warn({ gray: this.config.id, service: name, code: ErrorCodes.SERVICE_NOT_ON_GRAY }, `the white has service ${name}, this gray's file does not: its clients are refused`);
+    }
+    for (const name of missingFrom(mine, this.whiteServices)) {
+      this.logger.warn({ gray: this.config.id, service: name, code: ErrorCodes.SERVICE_NOT_ON_WHITE }, `service ${name} is not in the white's file for this gray: nothing is exposed for it`);
+    }
+  }
+
+  /** The engine's copy of this session's table: services without a PROXY header are forwarded
+   *  by the engine itself. */
+  private setRoutes(): void {
+    const engine = this.dataPlane.engine;
+    if (!engine || this.routes === 0 || !this.table || !this.addresses) return;
+    const keepAliveSec = keepAliveSecOf({ config: this.config });
+    const targets = this.addresses.targets;
+    engine.handle.setRoutes(
+      this.routes,
+      this.table.positions().map((s) => (s && s.proxyProtocol === 'none' && targets.has(s.name) ? ([targets.get(s.name)!, s.target.port, keepAliveSec] as const) : null)),
+    );
+  }
+
+  private forgetRoutes(): void {
+    if (this.routes !== 0) this.dataPlane.engine?.handle.setRoutes(this.routes, []);
+    this.routes = 0;
+  }
+
   private scheduleReconnect(why: string, fixedDelayMs?: number): void {
     if (this.stopping || this.reconnectTimer) return;
     const delayMs = fixedDelayMs ?? this.backoff.next();
@@ -380,4 +473,20 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
       this.connect();
     }, delayMs);
   }
+}
+
+function splitServices(list: string): string[] {
+  return list.split(',').filter((n) => n !== '');
+}
+
+/** Each service's target as an IP address; names shared by several services are looked up once. */
+async function resolveTargets(services: readonly GrayService[], resolve: (what: string, host: string) => Promise<string>): Promise<Map<string, string>> {
+  const byHost = new Map<string, Promise<string>>();
+  const out = new Map<string, string>();
+  for (const s of services) {
+    let ip = byHost.get(s.target.host);
+    if (!ip) byHost.set(s.target.host, (ip = resolve(`target of service ${s.name}`, s.target.host)));
+    out.set(s.name, await ip);
+  }
+  return out;
 }

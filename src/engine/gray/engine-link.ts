@@ -1,31 +1,34 @@
 // The gray's pool with an engine: the engine dials the pool's data connections itself from a
 // stock of preambles (substrate/dial-stock.ts), one per credit, and the successor of each the
 // moment its start header is in. Activated, a connection is forwarded: joined with a connection
-// to the service that the engine opens itself; without a PROXY header the engine does even that
-// on its own as the start header arrives, so a client crosses the gray with no JavaScript. The
-// white's data host and the service are IP addresses here (the agent resolves names).
+// to the client's service that the engine opens itself; for a service without a PROXY header
+// the engine does even that on its own as the start header arrives, by the session's service
+// table (routes, set by the agent), so a client crosses the gray with no JavaScript. The
+// white's data host and the services are IP addresses here (the agent resolves names).
 import { formatHostPort } from '../../config/address.js';
+import type { GrayService } from '../../config/types.js';
 import type { Engine } from '../substrate/engine.js';
 import { DialedConn, type Endpoint } from '../substrate/dialed-conn.js';
 import { DialStock } from '../substrate/dial-stock.js';
 import type { PairEnd } from '../substrate/pair.js';
 import { PREAMBLE_BYTES } from '../protocol/preamble.js';
 import { proxyHeaderFor } from '../protocol/proxy-protocol.js';
-import { START_HEADER_BYTES, decodeStartHeader, type ClientAddressInfo } from '../protocol/start-header.js';
+import { START_HEADER_BYTES, decodeStartHeader, type ClientAddressInfo, type StartHeaderFields } from '../protocol/start-header.js';
 import { warnTargetFailed } from './forwarder.js';
 import type { Forward, LinkContext, OpenStock, PoolLink } from './pool-link.js';
 
-/** dataIp, serviceIp: the white's data host and the service as IP addresses. */
-export function engineStock(engine: Engine, ctx: LinkContext, dataIp: string, serviceIp: string): OpenStock {
-  const keepAliveSec = Math.max(1, Math.round(ctx.config.limits.keepAliveDelayMs / 1000));
-  const white: Endpoint = { ip: dataIp, port: ctx.port, keepAliveSec };
-  const service: Endpoint = { ip: serviceIp, port: ctx.config.target.port, keepAliveSec };
-  // Without a PROXY header to write first, the engine forwards to the service the moment the
-  // start header is in; JavaScript then only takes charge of the pair (forward, below).
-  const forwardTo = ctx.config.proxyProtocol === 'none' ? service : undefined;
+/** The TCP keepalive of the gray's connections, in whole seconds for the engine. */
+export function keepAliveSecOf(ctx: Pick<LinkContext, 'config'>): number {
+  return Math.max(1, Math.round(ctx.config.limits.keepAliveDelayMs / 1000));
+}
+
+/** dataIp: the white's data host as an IP address; routes: the session's service table in the
+ *  engine (Engine.handle.setRoutes). */
+export function engineStock(engine: Engine, ctx: LinkContext, dataIp: string, routes: number): OpenStock {
+  const white: Endpoint = { ip: dataIp, port: ctx.port, keepAliveSec: keepAliveSecOf(ctx) };
   return (events) => {
     const stock = new DialStock(engine, white, PREAMBLE_BYTES, START_HEADER_BYTES, {
-      onConnected: (id) => events.connected((linkEvents) => new EngineLink(ctx, service, DialedConn.adopt(engine, id, {
+      onConnected: (id) => events.connected((linkEvents) => new EngineLink(ctx, DialedConn.adopt(engine, id, {
         onConnected: () => {},
         onFailed: () => {},
         onPrefix: (header) => linkEvents.activated(header),
@@ -34,10 +37,14 @@ export function engineStock(engine: Engine, ctx: LinkContext, dataIp: string, se
       }))),
       onFailed: (error) => events.failed(error),
       onPairEnd: (pair, end, reachedService, header) => {
-        if (!reachedService && end.error) serviceFailed(ctx, service, clientOf(header), end.error);
+        if (!reachedService && end.error) {
+          const client = clientOf(header);
+          const service = client ? ctx.serviceAt?.(client.service) : undefined;
+          serviceFailed(ctx, service ? targetOf(ctx, service) : null, client, end.error);
+        }
         events.pairEnded(pair, end);
       },
-    }, forwardTo);
+    }, routes);
     return {
       add: (preambles, credits) => stock.add(preambles, credits),
       release: () => stock.release(),
@@ -47,15 +54,21 @@ export function engineStock(engine: Engine, ctx: LinkContext, dataIp: string, se
   };
 }
 
-/** A forward whose connect to the service failed: counted, and logged with its client. */
-function serviceFailed(ctx: LinkContext, service: Endpoint, client: ClientAddressInfo | null, error: Error): void {
+/** Where a service is dialed: its target as the IP address resolved for it. */
+function targetOf(ctx: LinkContext, service: GrayService): Endpoint {
+  return { ip: ctx.targetIp?.(service) ?? service.target.host, port: service.target.port, keepAliveSec: keepAliveSecOf(ctx) };
+}
+
+/** A forward whose connect to the service failed: counted, and logged with its client (and its
+ *  target, unless the service left the session's table meanwhile). */
+function serviceFailed(ctx: LinkContext, to: Endpoint | null, client: ClientAddressInfo | null, error: Error): void {
   ctx.serviceUnreachable?.();
-  warnTargetFailed(ctx.warnings, { host: service.ip, port: service.port }, client, error);
+  warnTargetFailed(ctx.warnings, to ? { host: to.ip, port: to.port } : null, client, error);
 }
 
 /** The client of a start header the engine forwarded (well formed, so this decodes it; a header
  *  the decoder still refuses is logged without its client). */
-function clientOf(header: Buffer | null): ClientAddressInfo | null {
+function clientOf(header: Buffer | null): StartHeaderFields | null {
   try {
     return header ? decodeStartHeader(header) : null;
   } catch {
@@ -66,20 +79,22 @@ function clientOf(header: Buffer | null): ClientAddressInfo | null {
 class EngineLink implements PoolLink {
   constructor(
     private readonly ctx: LinkContext,
-    private readonly service: Endpoint,
     private readonly conn: DialedConn,
   ) {}
 
-  forward(client: ClientAddressInfo, onClosed: (result: PairEnd | null) => void): Forward {
+  forward(client: ClientAddressInfo, service: GrayService, onClosed: (result: PairEnd | null) => void): Forward {
     let markClosed = (): void => {};
     const closed = new Promise<void>((resolve) => (markClosed = resolve));
-    const pair = this.conn.forward(this.service, proxyHeaderFor(this.ctx.config.proxyProtocol, client), (result, reachedService) => {
+    const to = targetOf(this.ctx, service);
+    // Forwarded by the engine already (its route): no head can go to the service any more.
+    const head = this.conn.forwardedByEngine ? undefined : proxyHeaderFor(service.proxyProtocol, client);
+    const pair = this.conn.forward(to, head, (result, reachedService) => {
       // A pair ended by destroy() (a drain) has no error: only a failed connect is reported.
-      if (!reachedService && result.error) serviceFailed(this.ctx, this.service, client, result.error);
+      if (!reachedService && result.error) serviceFailed(this.ctx, to, client, result.error);
       onClosed(result);
       markClosed();
     });
-    this.ctx.logger.debug({ client: formatHostPort({ host: client.srcAddress, port: client.srcPort }) }, 'forwarding');
+    this.ctx.logger.debug({ client: formatHostPort({ host: client.srcAddress, port: client.srcPort }), service: service.name }, 'forwarding');
     return { closed, destroy: () => pair.destroy() };
   }
 

@@ -4,7 +4,7 @@
 // fast client cannot fill our memory. The returned Forward is the agent's handle for draining.
 import net, { type Socket } from 'node:net';
 import { formatHostPort } from '../../config/address.js';
-import type { GrayConfig, HostPort } from '../../config/types.js';
+import type { GrayConfig, GrayService, HostPort } from '../../config/types.js';
 import { ErrorCodes } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { tuneDataSocket } from '../substrate/data-plane.js';
@@ -20,6 +20,7 @@ export function forwardToTarget(
   data: Socket,
   client: ClientAddressInfo,
   rest: Buffer,
+  service: GrayService,
   config: GrayConfig,
   logger: Logger,
   warnings: RateLimitedLog,
@@ -51,13 +52,13 @@ export function forwardToTarget(
   };
   data.pause();
   if (rest.length > 0) data.unshift(rest);
-  const target = net.connect({ host: config.target.host, port: config.target.port, allowHalfOpen: true });
+  const target = net.connect({ host: service.target.host, port: service.target.port, allowHalfOpen: true });
   const clientAddress = formatHostPort({ host: client.srcAddress, port: client.srcPort });
   const onConnectError = (err: Error): void => {
     // The service refused or is gone: reset the data connection at once (the white resets its
     // client in turn), so the client hears a refusal, not an empty answer.
     serviceUnreachable();
-    warnTargetFailed(warnings, config.target, client, err);
+    warnTargetFailed(warnings, service.target, client, err);
     resetSocket(data);
     target.destroy();
     finish(null);
@@ -71,8 +72,8 @@ export function forwardToTarget(
       return finish(null);
     }
     tuneDataSocket(target, config.limits.keepAliveDelayMs);
-    const proxyHeader = proxyHeaderFor(config.proxyProtocol, client);
-    logger.debug({ client: clientAddress }, 'forwarding');
+    const proxyHeader = proxyHeaderFor(service.proxyProtocol, client);
+    logger.debug({ client: clientAddress, service: service.name }, 'forwarding');
     joined = join(data, target, { toB: proxyHeader }, finish);
   });
   return forward;
@@ -80,9 +81,9 @@ export function forwardToTarget(
 
 /** Logs (rate limited) why a client could not be forwarded to the service: the service did not
  *  answer, or this process is out of file descriptors, which says nothing about the service. */
-export function warnTargetFailed(warnings: RateLimitedLog, target: HostPort, client: ClientAddressInfo | null, error: Error): void {
+export function warnTargetFailed(warnings: RateLimitedLog, target: HostPort | null, client: ClientAddressInfo | null, error: Error): void {
   const code = (error as NodeJS.ErrnoException).code;
-  const fields = { target: formatHostPort(target), ...(client ? { client: formatHostPort({ host: client.srcAddress, port: client.srcPort }) } : {}), detail: error.message };
+  const fields = { ...(target ? { target: formatHostPort(target) } : {}), ...(client ? { client: formatHostPort({ host: client.srcAddress, port: client.srcPort }) } : {}), detail: error.message };
   if (code === 'EMFILE' || code === 'ENFILE') {
     warnings.warn(
       'target:fds',

@@ -10,7 +10,7 @@ import type { GrayConfig } from '../../config/types.js';
 import type { Logger } from '../../log.js';
 import { Backoff } from '../backoff.js';
 import { encodePreamble } from '../protocol/preamble.js';
-import { decodeStartHeader, type ClientAddressInfo } from '../protocol/start-header.js';
+import { decodeStartHeader, type StartHeaderFields } from '../protocol/start-header.js';
 import type { PairEnd } from '../substrate/pair.js';
 import type { LinkEvents, OpenLink, OpenStock, PoolLink, PoolStock } from './pool-link.js';
 
@@ -31,10 +31,10 @@ export type PoolDialerOptions = PoolLinks & {
   readonly poolTarget: number;
   readonly config: GrayConfig;
   readonly logger: Logger;
-  readonly onActivated: (link: PoolLink, client: ClientAddressInfo) => void;
+  readonly onActivated: (link: PoolLink, client: StartHeaderFields) => void;
   /** With an engine's stock: the engine forwarded a link into pair by itself (no object for it
    *  here), and later that pair ended. */
-  readonly onForwarded: (pair: number, client: ClientAddressInfo) => void;
+  readonly onForwarded: (pair: number, client: StartHeaderFields) => void;
   readonly onForwardEnded: (pair: number, end: PairEnd) => void;
   readonly onPoolReady: (idle: number) => void;
 };
@@ -156,7 +156,7 @@ export class PoolDialer {
         this.idle.delete(link);
         // Every header the white wrote is a credit it counted; the engine has already used it.
         if (counter === null) this.activations += 1;
-        let client: ClientAddressInfo;
+        let client: StartHeaderFields;
         try {
           client = decodeStartHeader(header);
         } catch (err) {
@@ -179,7 +179,7 @@ export class PoolDialer {
         this.idle.delete(self());
         this.activations += 1;
         this.fill();
-        let client: ClientAddressInfo;
+        let client: StartHeaderFields;
         try {
           client = decodeStartHeader(header);
         } catch (err) {

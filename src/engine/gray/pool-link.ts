@@ -2,8 +2,8 @@
 // an engine dials from its stock of preambles and holds (engine-link.ts), or a Node socket on
 // the JS plane, opened per preamble (socket-link.ts). The dialer owns the counters and credits;
 // a link only connects, writes its preamble, waits for the white's start header and, once
-// activated, forwards to the local service.
-import type { GrayConfig } from '../../config/types.js';
+// activated, forwards to the client's local service.
+import type { GrayConfig, GrayService } from '../../config/types.js';
 import type { Logger } from '../../log.js';
 import type { RateLimitedLog } from '../../rate-limited-log.js';
 import type { PairEnd } from '../substrate/pair.js';
@@ -24,8 +24,8 @@ export interface LinkEvents {
 }
 
 export interface PoolLink {
-  /** Connects an activated link to the local service and joins the two. */
-  forward(client: ClientAddressInfo, onClosed: (result: PairEnd | null) => void): Forward;
+  /** Connects an activated link to the client's service and joins the two. */
+  forward(client: ClientAddressInfo, service: GrayService, onClosed: (result: PairEnd | null) => void): Forward;
   destroy(): void;
 }
 
@@ -65,6 +65,11 @@ export interface LinkContext {
   readonly warnings: RateLimitedLog;
   /** The white's data port. */
   readonly port: number;
+  /** With an engine: a service's target as the IP address resolved for it. */
+  readonly targetIp?: (service: GrayService) => string;
+  /** With an engine's stock: the service at a start header's index in the session's table (to
+   *  log a forward the engine made whose connect failed). */
+  readonly serviceAt?: (index: number) => GrayService | undefined;
   /** Counts a forward whose connect to the local service failed. */
   readonly serviceUnreachable?: () => void;
 }

@@ -1,5 +1,6 @@
 // A pooled data connection on a Node socket: the JS plane's (with an engine, engine-link.ts).
 import net from 'node:net';
+import type { GrayService } from '../../config/types.js';
 import { tuneDataSocket } from '../substrate/data-plane.js';
 import type { PairEnd } from '../substrate/pair.js';
 import { resetSocket } from '../net-util.js';
@@ -56,9 +57,9 @@ class SocketLink implements PoolLink {
     });
   }
 
-  forward(client: ClientAddressInfo, onClosed: (result: PairEnd | null) => void): Forward {
+  forward(client: ClientAddressInfo, service: GrayService, onClosed: (result: PairEnd | null) => void): Forward {
     const { config, logger, warnings, serviceUnreachable } = this.ctx;
-    return forwardToTarget(this.socket, client, this.rest, config, logger, warnings, onClosed, serviceUnreachable);
+    return forwardToTarget(this.socket, client, this.rest, service, config, logger, warnings, onClosed, serviceUnreachable);
   }
 
   /** Reset, not FIN: once activated, the white's client must hear an abort (an invalid start

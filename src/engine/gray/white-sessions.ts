@@ -12,6 +12,7 @@ import type { GrayConfig, HostPort } from '../../config/types.js';
 import type { Logger } from '../../log.js';
 import { Backoff } from '../backoff.js';
 import type { DataPlane } from '../substrate/data-plane.js';
+import { deepEqual } from '../../config/diff.js';
 import { GrayAgent, type WhiteSessionCounts, type WhiteSessionState, type WhiteTarget } from './agent.js';
 import type { GrayStatus, GrayStatusSource } from './status.js';
 
@@ -28,6 +29,8 @@ export interface WhiteSession {
   state(): WhiteSessionState;
   /** Counters for the status listener; a session without them counts as zero. */
   counts?(): WhiteSessionCounts;
+  /** A reloaded file's services, for the next client (GrayAgent.applyServices). */
+  applyServices?(next: GrayConfig): Promise<void>;
 }
 
 const NO_COUNTS: WhiteSessionCounts = { sessions: 0, reconnects: 0, forwardsTotal: 0, bytesToService: 0, bytesFromService: 0, serviceConnectFailures: 0 };
@@ -48,7 +51,8 @@ export interface WhiteSessionsOptions {
   /** The process's data plane, for the GrayAgents this builds. */
   readonly dataPlane: DataPlane;
   /** Builds one session; a GrayAgent by default. */
-  readonly createSession?: (white: WhiteTarget, logger: Logger) => WhiteSession;
+  /** config: the file as it is now (a reload that starts the sessions again passes the new one). */
+  readonly createSession?: (white: WhiteTarget, logger: Logger, config: GrayConfig) => WhiteSession;
 }
 
 export interface WhiteSessionsEvents {
@@ -74,7 +78,7 @@ export class WhiteSessions extends EventEmitter<WhiteSessionsEvents> implements 
   private retired: WhiteSessionCounts = NO_COUNTS;
   private readonly entries: Entry[];
   private readonly resolve: ResolveHost;
-  private readonly createSession: (white: WhiteTarget, logger: Logger) => WhiteSession;
+  private readonly createSession: (white: WhiteTarget, logger: Logger, config: GrayConfig) => WhiteSession;
   /** Retries a failed resolution sooner than the period, capped by it. */
   private readonly resolveBackoff: Backoff;
   private timer: NodeJS.Timeout | null = null;
@@ -82,14 +86,14 @@ export class WhiteSessions extends EventEmitter<WhiteSessionsEvents> implements 
   private stopped = false;
 
   constructor(
-    private readonly config: GrayConfig,
+    private config: GrayConfig,
     private readonly logger: Logger,
     options: WhiteSessionsOptions,
   ) {
     super();
     this.resolve = options.resolve ?? systemResolve;
     const { dataPlane } = options;
-    this.createSession = options.createSession ?? ((white, log) => new GrayAgent(config, log, { white, dataPlane }));
+    this.createSession = options.createSession ?? ((white, log, current) => new GrayAgent(current, log, { white, dataPlane }));
     // data_host is only allowed with one white: it names that white's data address, so the
     // white is one machine and its name is dialed as written.
     const pinned = config.dataHost !== null;
@@ -162,6 +166,34 @@ export class WhiteSessions extends EventEmitter<WhiteSessionsEvents> implements 
     await Promise.all(all.map((s) => s.stop(drainMs)));
   }
 
+  /**
+   * A reloaded file. Whites, id, secret, data host or pool changed: every session starts again
+   * with the new file (active forwards finish). Otherwise the sessions stay, and each takes the
+   * new services for its next client (GrayAgent.applyServices). Resolves with what was done.
+   */
+  async applyConfig(next: GrayConfig): Promise<'reconnected' | 'services' | 'unchanged'> {
+    const before = this.config;
+    const identity = (c: GrayConfig): unknown[] => [c.whites, c.id, c.dataHost, c.pool, c.resolveIntervalMs, c.limits];
+    if (!deepEqual(identity(before), identity(next)) || !before.secret.equals(next.secret)) {
+      const all = [...this.sessions.values()];
+      this.sessions.clear();
+      // Their active forwards finish after this, as when a white leaves.
+      for (const s of all) {
+        this.retired = addCounts(this.retired, s.counts?.() ?? NO_COUNTS);
+        void s.stop();
+      }
+      this.config = next;
+      const pinned = next.dataHost !== null;
+      this.entries.splice(0, this.entries.length, ...next.whites.map((w) => ({ configured: w, literal: pinned || net.isIP(w.host) !== 0, addresses: [], lastError: null })));
+      await this.refresh();
+      return 'reconnected';
+    }
+    this.config = next;
+    if (deepEqual(before.services, next.services)) return 'unchanged';
+    await Promise.all([...this.sessions.values()].map((s) => s.applyServices?.(next)));
+    return 'services';
+  }
+
   private async resolveAll(): Promise<void> {
     await Promise.all(
       this.entries.map(async (entry) => {
@@ -209,7 +241,7 @@ export class WhiteSessions extends EventEmitter<WhiteSessionsEvents> implements 
     }
     for (const [key, target] of wanted) {
       if (this.sessions.has(key)) continue;
-      const session = this.createSession(target, this.logger);
+      const session = this.createSession(target, this.logger, this.config);
       this.sessions.set(key, session);
       this.logger.info({ white: key, sessions: this.sessions.size }, 'white joined');
       session.start();

@@ -7,7 +7,7 @@ export const CONTROL_MAGIC: Buffer = Buffer.from('RLYC', 'latin1');
 
 /** Sent in the preface. A peer with another version is refused outright: there is no negotiation,
  *  because both ends ship from the same release and silent downgrades are a security risk. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** magic(4) + version u8 + 3 reserved bytes that must be zero (room for future flags). */
 export const PREFACE_BYTES = 8;
@@ -21,6 +21,13 @@ export const FRAME_LENGTH_FIELD_MAX = 0xffff_ffff;
 /** Gray ids appear in logs, file names of metrics and HKDF info strings: a conservative alphabet
  *  means no escaping anywhere and no NUL that could blur the label/id boundary in the HKDF info. */
 export const GRAY_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** Service names: in WELCOME and SERVICES, metrics labels and webhook bodies, so a small
+ *  alphabet that needs no escaping anywhere (and no comma, the lists' separator). */
+export const SERVICE_NAME_PATTERN = /^[a-z0-9-]{1,32}$/;
+
+/** Positions in a gray's service table within one session: the start header's one byte. */
+export const SERVICE_SLOTS_MAX = 256;
 
 /** Size of WHITE_PROOF / GRAY_PROOF values (an HKDF-SHA256 output), base64url on the wire. */
 export const PROOF_BYTES = 32;

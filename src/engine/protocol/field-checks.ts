@@ -4,7 +4,7 @@
 // sides can never disagree on what is valid.
 
 import { decodeBase64urlExact } from './base64url.js';
-import { GRAY_ID_PATTERN } from './constants.js';
+import { GRAY_ID_PATTERN, SERVICE_NAME_PATTERN, SERVICE_SLOTS_MAX } from './constants.js';
 
 export type FieldCheck = (value: unknown) => string | null;
 
@@ -80,3 +80,20 @@ export function sanitizeText(value: string, maxUtf8Bytes: number): string {
   }
   return out;
 }
+
+/** A comma-separated list of service names (a table's empty positions allowed): at most
+ *  SERVICE_SLOTS_MAX positions, names unique. */
+export const serviceList: FieldCheck = (value) => {
+  if (typeof value !== 'string') return `must be a string, got ${describeValue(value)}`;
+  if (value.length > SERVICE_SLOTS_MAX * 33) return `must be at most ${SERVICE_SLOTS_MAX * 33} characters, got ${value.length}`;
+  const names = value.split(',');
+  if (names.length > SERVICE_SLOTS_MAX) return `must list at most ${SERVICE_SLOTS_MAX} services, got ${names.length}`;
+  const seen = new Set<string>();
+  for (const name of names) {
+    if (name === '') continue;
+    if (!SERVICE_NAME_PATTERN.test(name)) return `must be service names (1..32 of a-z 0-9 -) separated by commas, got ${describeValue(value)}`;
+    if (seen.has(name)) return `names ${quote(name)} twice`;
+    seen.add(name);
+  }
+  return null;
+};

@@ -7,7 +7,7 @@
 import { ErrorCodes, RelayError } from '../../errors.js';
 import { encodeFrame, type Frame } from './frames.js';
 import { PROOF_BYTES, SESSION_ID_BYTES } from './constants.js';
-import { base64urlOf, grayId, integerIn, quote, text, type FieldCheck } from './field-checks.js';
+import { base64urlOf, grayId, integerIn, quote, serviceList, text, type FieldCheck } from './field-checks.js';
 
 export const MessageType = {
   HELLO: 1,
@@ -18,6 +18,7 @@ export const MessageType = {
   PING: 6,
   PONG: 7,
   BYE: 8,
+  SERVICES: 9,
 } as const;
 
 export type MessageTypeCode = (typeof MessageType)[keyof typeof MessageType];
@@ -47,6 +48,16 @@ export interface WelcomeMessage {
   pool: number;
   heartbeatMs: number;
   credits: number;
+  /** The white's names of this gray's services, comma-separated. */
+  services: string;
+}
+/** Either way, after WELCOME. gray → white: the gray's service table, comma-separated, a
+ *  service's position being the index the white writes in its start headers; a removed
+ *  service leaves its position empty, so an index is never given to another service within a
+ *  session. white → gray: the white's names again, after a reload changed them. */
+export interface ServicesMessage {
+  type: typeof MessageType.SERVICES;
+  services: string;
 }
 /** white → gray: cumulative credit; the gray may use preamble counters 1..upTo. */
 export interface GrantMessage {
@@ -76,7 +87,8 @@ export type Message =
   | GrantMessage
   | PingMessage
   | PongMessage
-  | ByeMessage;
+  | ByeMessage
+  | ServicesMessage;
 
 /** Field limits, exported so the engine can clamp what it sends. Free text is bounded in UTF-8 bytes. */
 export const MESSAGE_LIMITS = Object.freeze({
@@ -140,8 +152,10 @@ const SPECS: ReadonlyMap<number, MessageSpec> = new Map<number, MessageSpec>([
         check: integerIn(MESSAGE_LIMITS.heartbeatMsMin, MESSAGE_LIMITS.heartbeatMsMax),
       },
       { wire: 'credits', prop: 'credits', check: counter },
+      { wire: 'services', prop: 'services', check: serviceList },
     ]),
   ],
+  [MessageType.SERVICES, spec('SERVICES', [{ wire: 'services', prop: 'services', check: serviceList }])],
   [MessageType.GRANT, spec('GRANT', [{ wire: 'up_to', prop: 'upTo', check: counter }])],
   [MessageType.PING, spec('PING', [{ wire: 't', prop: 't', check: counter }])],
   [MessageType.PONG, spec('PONG', [{ wire: 't', prop: 't', check: counter }])],

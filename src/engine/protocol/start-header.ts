@@ -1,17 +1,24 @@
 // The start header: what the white writes on a pooled data connection at the moment it pairs it
 // with an Internet client. It tells the gray that the connection is now live and who the client is
-// (so the gray can hand a PROXY protocol header to its service). Fixed size, 40 bytes:
+// (so the gray can hand a PROXY protocol header to its service) and which of the gray's services
+// the client came for. Fixed size, 40 bytes:
 //
-//   version u8 (=1) | family u8 (4|6) | srcPort u16 | dstPort u16 | reserved u16 (=0)
+//   version u8 (=2) | family u8 (4|6) | srcPort u16 | dstPort u16 | service u8 | reserved u8 (=0)
 //   | srcAddr (16) | dstAddr (16)         (an IPv4 address fills the first 4 bytes, the rest is 0)
+//
+// service is the index of the service in the gray's table as the gray announced it (SERVICES,
+// src/engine/gray/service-table.ts), so the gray never meets an index it did not give out.
 //
 // Both addresses share one family, like in PROXY v1/v2, so mixed pairs are mapped to IPv6.
 
 import { ErrorCodes, RelayError } from '../../errors.js';
+import { SERVICE_SLOTS_MAX } from './constants.js';
 import { formatIPv4, formatIPv6, isIPv4Mapped, parseIPv4, parseIPv6 } from './ip-address.js';
 
 export const START_HEADER_BYTES = 40;
-export const START_HEADER_VERSION = 1;
+export const START_HEADER_VERSION = 2;
+/** service is one byte. */
+export const START_HEADER_SERVICES_MAX = SERVICE_SLOTS_MAX;
 const ADDRESS_FIELD_BYTES = 16;
 const SRC_ADDR_OFFSET = 8;
 const DST_ADDR_OFFSET = SRC_ADDR_OFFSET + ADDRESS_FIELD_BYTES; // 24
@@ -58,19 +65,26 @@ export function clientAddressBytes(info: ClientAddressInfo): { src: Buffer; dst:
   };
 }
 
-export function encodeStartHeader(info: ClientAddressInfo): Buffer {
+/** A decoded start header: the client's addresses and the gray's index of its service. */
+export interface StartHeaderFields extends ClientAddressInfo {
+  service: number;
+}
+
+export function encodeStartHeader(info: ClientAddressInfo, service: number): Buffer {
   const { src, dst } = clientAddressBytes(info);
+  if (!Number.isInteger(service) || service < 0 || service >= START_HEADER_SERVICES_MAX) throw startHeaderError(`service index ${String(service)} is not in 0..${START_HEADER_SERVICES_MAX - 1}`);
   const header = Buffer.alloc(START_HEADER_BYTES); // zero-filled: reserved and unused address bytes
   header[0] = START_HEADER_VERSION;
   header[1] = info.family;
   header.writeUInt16BE(info.srcPort, 2);
   header.writeUInt16BE(info.dstPort, 4);
+  header[6] = service;
   src.copy(header, SRC_ADDR_OFFSET);
   dst.copy(header, DST_ADDR_OFFSET);
   return header;
 }
 
-export function decodeStartHeader(buf: Buffer): ClientAddressInfo {
+export function decodeStartHeader(buf: Buffer): StartHeaderFields {
   if (buf.length !== START_HEADER_BYTES) {
     throw startHeaderError(`start header is ${buf.length} bytes, expected exactly ${START_HEADER_BYTES}`, {
       length: buf.length,
@@ -86,9 +100,9 @@ export function decodeStartHeader(buf: Buffer): ClientAddressInfo {
   if (family !== 4 && family !== 6) {
     throw startHeaderError(`start header address family ${family} is not 4 or 6`, { family });
   }
-  const reserved = buf.readUInt16BE(6);
+  const reserved = buf[7]!;
   if (reserved !== 0) {
-    throw startHeaderError(`start header reserved field is 0x${reserved.toString(16).padStart(4, '0')}, must be 0`);
+    throw startHeaderError(`start header reserved byte is 0x${reserved.toString(16).padStart(2, '0')}, must be 0`);
   }
   const src = buf.subarray(SRC_ADDR_OFFSET, SRC_ADDR_OFFSET + ADDRESS_FIELD_BYTES);
   const dst = buf.subarray(DST_ADDR_OFFSET, DST_ADDR_OFFSET + ADDRESS_FIELD_BYTES);
@@ -106,6 +120,7 @@ export function decodeStartHeader(buf: Buffer): ClientAddressInfo {
     srcPort: buf.readUInt16BE(2),
     dstAddress: family === 4 ? formatIPv4(dst) : formatIPv6(dst),
     dstPort: buf.readUInt16BE(4),
+    service: buf[6]!,
   };
 }
 

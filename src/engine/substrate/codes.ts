@@ -31,14 +31,16 @@ export const RefusalCode = {
   badTag: 11,
   replay: 12,
   noCredit: 13,
+  // The allow-list of a public port (native/allow.cc).
+  notAllowed: 14,
 } as const;
 
 /** GoneReason: why a held connection went away. */
 export const GoneCode = { closed: 1, data: 2 } as const;
 
-/** Constants the engine shares with the protocol (kStartHeaderBytes) and the event batch's
- *  record size (kEventRecordBytes). */
-export const EngineConstant = { startHeaderBytes: 40, eventRecordBytes: 72 } as const;
+/** Constants the engine shares with the protocol (kStartHeaderBytes, kStartHeaderVersion) and
+ *  the event batch's record size (kEventRecordBytes). */
+export const EngineConstant = { startHeaderBytes: 40, startHeaderVersion: 2, eventRecordBytes: 72 } as const;
 
 /** EventRecordFlags: which variable parts of an event record follow in the batch's side array. */
 export const EventRecordFlag = { hasPrefix: 1, hasAddresses: 2 } as const;

@@ -28,19 +28,17 @@ export class DialStock implements StockOwner {
    *  objects. A closed stock hears their ends until the last. */
   private livePairs = 0;
 
-  /** to: the white's data port; service: forward to it as soon as a well-formed start header is
-   *  in (see DialedConn.dial). Throws for arguments the engine refuses. */
+  /** to: the white's data port; routes: a service table to forward by as soon as a well-formed
+   *  start header is in (see DialedConn.dial). Throws for arguments the engine refuses. */
   constructor(
     private readonly engine: Engine,
     to: Endpoint,
     private readonly preambleBytes: number,
     prefixBytes: number,
     private readonly handlers: StockHandlers,
-    service?: Endpoint,
+    routes?: number,
   ) {
-    this.id = service
-      ? engine.handle.openStock(to.ip, to.port, prefixBytes, to.keepAliveSec, service.ip, service.port, service.keepAliveSec)
-      : engine.handle.openStock(to.ip, to.port, prefixBytes, to.keepAliveSec);
+    this.id = routes !== undefined ? engine.handle.openStock(to.ip, to.port, prefixBytes, to.keepAliveSec, routes) : engine.handle.openStock(to.ip, to.port, prefixBytes, to.keepAliveSec);
     engine.addStock(this.id, this);
   }
 

@@ -3,9 +3,9 @@
 // only then reports it; until the connection is forwarded the engine keeps watching it for a
 // reset. No Node socket is made for it, nor for the connection to the service it is joined
 // with: those two constructions and the replacement's dial were most of the gray's JavaScript
-// cost per client (docs/performance.md). Opened with a service, the engine also forwards the
-// moment the header is in, without waiting for JavaScript: a new client's first bytes then cross
-// the gray on the engine thread alone.
+// cost per client (docs/performance.md). Opened with a service table (routes), the engine also
+// forwards the moment the header is in, to the route of the header's service, without waiting
+// for JavaScript: a new client's first bytes then cross the gray on the engine thread alone.
 import { errnoError, type ConnOwner, type Engine, type EnginePair } from './engine.js';
 import type { EngineEventOf } from './events.js';
 import type { Pair, PairEnd } from './pair.js';
@@ -41,11 +41,11 @@ export class DialedConn implements ConnOwner {
   private forwarded: EnginePair | null = null;
 
   /** Dials one connection. Throws for arguments the engine refuses (not an IP address, an empty
-   *  preamble). service: forward to it as soon as a well-formed start header is in (no head can
-   *  be sent to it then, so not with a PROXY protocol header). */
-  static dial(engine: Engine, to: Endpoint, preamble: Buffer, prefixBytes: number, handlers: DialHandlers, service?: Endpoint): DialedConn {
-    const id = service
-      ? engine.handle.dial(to.ip, to.port, preamble, prefixBytes, to.keepAliveSec, service.ip, service.port, service.keepAliveSec)
+   *  preamble). routes: a service table (Engine.handle.setRoutes) to forward by as soon as a
+   *  well-formed start header is in, when it has a route for the header's service. */
+  static dial(engine: Engine, to: Endpoint, preamble: Buffer, prefixBytes: number, handlers: DialHandlers, routes?: number): DialedConn {
+    const id = routes !== undefined
+      ? engine.handle.dial(to.ip, to.port, preamble, prefixBytes, to.keepAliveSec, routes)
       : engine.handle.dial(to.ip, to.port, preamble, prefixBytes, to.keepAliveSec);
     return new DialedConn(engine, id, handlers, 'dialing');
   }
@@ -64,6 +64,11 @@ export class DialedConn implements ConnOwner {
   ) {
     this.state = state;
     engine.addConn(id, this);
+  }
+
+  /** The engine forwarded it by itself as the start header came in (a route of its table). */
+  get forwardedByEngine(): boolean {
+    return this.state === 'forwarded';
   }
 
   /** Closes it, unless it is joined (then the pair owns it); no handler runs afterwards. */

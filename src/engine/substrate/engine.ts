@@ -16,17 +16,18 @@ export interface EngineHandle {
   destroy(id: number): void;
   bytes(id: number): [number, number] | null;
   stats(): EngineStats;
-  listen(ip: string, port: number, backlog: number, prefixBytes: number, prefixTimeoutMs: number, keepAliveSec: number, watchAny: boolean, magic: Buffer | null): [number, number];
+  listen(ip: string, port: number, backlog: number, prefixBytes: number, prefixTimeoutMs: number, keepAliveSec: number, watchAny: boolean, magic: Buffer | null, allow?: Buffer): [number, number];
   closeListener(id: number): void;
   filter(listenerId: number, mode: number, ip: string | null, maxPending: number): void;
   closeConn(id: number): void;
-  /** With serviceIp: forward to that service as soon as a well-formed start header is read. */
-  dial(ip: string, port: number, preamble: Buffer, prefixBytes: number, keepAliveSec: number, serviceIp?: string, servicePort?: number, serviceKeepAliveSec?: number): number;
+  /** With routes: forward by that service table as soon as a well-formed start header is read. */
+  dial(ip: string, port: number, preamble: Buffer, prefixBytes: number, keepAliveSec: number, routes?: number): number;
   forward(connId: number, ip: string, port: number, headToService: Buffer | null, keepAliveSec: number): number;
   /** A gray's pool (native/lend.cc): the public listener's clients are served by the data
    *  listener's pool; a client JavaScript admitted is joined with an idle connection or waits in
-   *  the pool; clients are joined at accept while the pool's pairs are below activeLimit. */
-  usePool(publicListenerId: number, dataListenerId: number): void;
+   *  the pool; clients are joined at accept while the pool's pairs are below activeLimit.
+   *  service: the index the public listener's start headers carry (the gray's for its service). */
+  usePool(publicListenerId: number, dataListenerId: number, service: number): void;
   admit(clientId: number): void;
   activeLimit(dataListenerId: number, limit: number): void;
   /** A gray's data port checks preambles against this session from now on (keys: its session id
@@ -35,10 +36,14 @@ export interface EngineHandle {
   /** The session's explicit credit limit (WELCOME's credits, then GRANT's up_to). */
   credits(listenerId: number, epoch: number, explicitUpTo: number): void;
   /** A stock of preambles the engine dials from by itself (dial-stock.ts). */
-  openStock(ip: string, port: number, prefixBytes: number, keepAliveSec: number, serviceIp?: string, servicePort?: number, serviceKeepAliveSec?: number): number;
+  openStock(ip: string, port: number, prefixBytes: number, keepAliveSec: number, routes?: number): number;
   /** Appends preambles (back to back), adds credits; hold 1 holds the stock, 0 releases it, -1 leaves it. */
   stock(stockId: number, preambles: Buffer | null, preambleBytes: number, credits: number, hold: -1 | 0 | 1): void;
   closeStock(stockId: number): void;
+  /** A public port's allow-list: 18-byte records (family, prefix length, 16 address bytes). */
+  setAllow(listenerId: number, networks: Buffer): void;
+  /** A service table's routes by position, [ip, port, keepAliveSec] or null; [] forgets it. */
+  setRoutes(table: number, routes: ReadonlyArray<readonly [string, number, number] | null>): void;
   /** The data listener's pool resets its pairs silent both ways for ms (0: never); see
    *  native/pool-pairs.cc. */
   idleTimeout(dataListenerId: number, ms: number): void;

@@ -24,7 +24,9 @@ export type Refusal =
   | 'other-session'
   | 'bad-tag'
   | 'replay'
-  | 'no-credit';
+  | 'no-credit'
+  // The allow-list of a public port (native/allow.cc).
+  | 'not-allowed';
 
 /**
  * What a held connection's watch reports: 'data' — it spoke when it must stay silent; 'closed'
@@ -97,6 +99,7 @@ const refusals: Record<number, Refusal> = {
   [RefusalCode.badTag]: 'bad-tag',
   [RefusalCode.replay]: 'replay',
   [RefusalCode.noCredit]: 'no-credit',
+  [RefusalCode.notAllowed]: 'not-allowed',
 };
 
 const EMPTY = Buffer.alloc(0);

@@ -9,6 +9,7 @@
 // the live ones are listed on demand (poolPairs).
 import { ErrorCodes, RelayError } from '../../errors.js';
 import { FilterMode } from './codes.js';
+import { encodeAllowList, type Cidr } from '../protocol/cidr.js';
 import { codeOfThrown, errnoError, pairError, type ConnOwner, type Engine, type ListenerOwner, type PoolPairInfo, type PoolPairOwner } from './engine.js';
 import type { Address, EngineEventOf, GoneReason, Refusal } from './events.js';
 import type { HeldConn, WatchMode } from './held-conn.js';
@@ -29,6 +30,8 @@ export interface ListenerOptions {
   readonly keepAliveSec: number;
   /** How the engine watches a reported connection until it is joined (see WatchMode). */
   readonly watch: WatchMode;
+  /** Who may connect, from the first accept on (see setAllow); absent or empty: anyone. */
+  readonly allow?: readonly Cidr[];
 }
 
 /** A pair the engine joined of a client and a pooled connection. client and data: the held
@@ -94,7 +97,7 @@ export class EngineListener implements ListenerOwner, PoolPairOwner {
   ) {
     this.watchMode = options.watch;
     try {
-      [this.id, this.port] = engine.handle.listen(options.host, options.port, 511, options.prefixBytes, options.prefixTimeoutMs, options.keepAliveSec, options.watch === 'any', options.prefixMagic ?? null);
+      [this.id, this.port] = engine.handle.listen(options.host, options.port, 511, options.prefixBytes, options.prefixTimeoutMs, options.keepAliveSec, options.watch === 'any', options.prefixMagic ?? null, encodeAllowList(options.allow ?? []));
     } catch (err) {
       const code = codeOfThrown(err);
       const message = code ? `listen ${code}: ${(err as Error).message}` : String(err);
@@ -146,10 +149,19 @@ export class EngineListener implements ListenerOwner, PoolPairOwner {
     this.engine.handle.credits(this.id, epoch, explicitUpTo);
   }
 
-  /** This public port's clients are served by the pool of dataPort (a gray's data port). */
-  usePool(dataPort: EngineListener): void {
+  /** This public port's clients are served by the pool of dataPort (a gray's data port), their
+   *  start headers naming service (the gray's index for this port's service in its session:
+   *  called again whenever that index changes); null: by none, every client is reported. */
+  usePool(dataPort: EngineListener | null, service: number): void {
     if (this.closed) return;
-    this.engine.handle.usePool(this.id, dataPort.id);
+    this.engine.handle.usePool(this.id, dataPort?.id ?? 0, service);
+  }
+
+  /** Who may connect to this port, checked at accept before a byte is read (refused as
+   *  'not-allowed'); an empty list lets anyone in. */
+  setAllow(list: readonly Cidr[]): void {
+    if (this.closed) return;
+    this.engine.handle.setAllow(this.id, encodeAllowList(list));
   }
 
   /** On a data port: how many of the pool's pairs may run before clients stop being joined at
@@ -159,8 +171,9 @@ export class EngineListener implements ListenerOwner, PoolPairOwner {
     this.engine.handle.activeLimit(this.id, limit);
   }
 
-  /** Joins a held client of this port, which JavaScript admitted, with a pooled connection now
-   *  or as soon as one is verified (reported by onJoinedLent). Until then it waits, watched. */
+  /** Joins a held client (of a public port using this data port's pool), which JavaScript
+   *  admitted, with a pooled connection now or as soon as one is verified (reported by
+   *  onJoinedLent). Until then it waits, watched. */
   admit(client: EngineConn): void {
     if (this.closed || client.destroyed) return;
     this.engine.handle.admit(client.id);

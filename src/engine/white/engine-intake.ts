@@ -1,12 +1,16 @@
-// The port pair on an engine's listeners. The engine accepts, applies the source filter and the
+// A gray's ports on an engine's listeners. The engine accepts, applies the source filter and the
 // unverified cap before a byte is read, reads exactly the 60-byte preamble under its deadline,
 // checks it on its own thread (session, source, HMAC tag, counter window within the credits:
 // native/verify.cc, with the keys and credit limit handed over here) and holds the connection;
 // JavaScript sees only verified connections, which go to the broker, and the refusals, which it
 // counts and logs. No Node socket is made for any of it. The verified connections stay in the
-// engine's pool for the gray, which joins clients with them by itself (Lender).
+// engine's pool for the gray, which joins clients with them by itself (Lender). Each service has
+// its own public port, whose allow-list the engine applies at accept; every public port of the
+// gray uses the one pool, and its start headers name the service by the gray's index.
 import { randomUUID } from 'node:crypto';
 import { ErrorCodes, type ErrorCode } from '../../errors.js';
+import type { WhiteService } from '../../config/types.js';
+import { deepEqual } from '../../config/diff.js';
 import type { Engine, PoolPairInfo } from '../substrate/engine.js';
 import type { HeldConn } from '../substrate/held-conn.js';
 import { EngineListener, type EngineConn, type ListenerFilter, type Refusal, type Verified } from '../substrate/listener.js';
@@ -14,14 +18,22 @@ import { normalizeIp } from '../net-util.js';
 import { parsePreamble, PREAMBLE_BYTES, PREAMBLE_MAGIC, PreambleReader } from '../protocol/preamble.js';
 import type { GrayEndpoint } from './gray-endpoint.js';
 import type { GraySession } from './gray-session.js';
-import type { IntakeSettings, Lender, PortIntake } from './port-intake.js';
+import type { IntakePorts, IntakeSettings, Lender, PortIntake } from './port-intake.js';
+
+interface PublicPort {
+  readonly listener: EngineListener;
+  /** The service it was opened for (its configured port and allow-list). */
+  service: WhiteService;
+}
 
 export class EngineIntake implements PortIntake, Lender {
   private data: EngineListener | null = null;
-  private public: EngineListener | null = null;
+  private readonly publics = new Map<string, PublicPort>();
   /** The session whose keys the data port has, and its number there (0: none). */
   private keyed: GraySession | null = null;
   private epoch = 0;
+  /** The gray's index for each service (Lender.setServiceIndexes), kept for ports opened later. */
+  private indexOf: (service: string) => number | undefined = () => undefined;
   /** What the engine's listeners were given at bind; it cannot change them afterwards. */
   private boundWith: { preambleTimeoutMs: number; keepAliveDelayMs: number } | null = null;
 
@@ -39,7 +51,7 @@ export class EngineIntake implements PortIntake, Lender {
   private readonly idPrefix = randomUUID().slice(0, 28);
 
   admit(client: HeldConn): void {
-    this.public?.admit(client as EngineConn);
+    this.data?.admit(client as EngineConn);
   }
 
   setActiveLimit(limit: number): void {
@@ -60,21 +72,32 @@ export class EngineIntake implements PortIntake, Lender {
     this.data?.setIdleTimeout(ms);
   }
 
-  pairs(): PoolPairInfo[] {
-    return this.public?.poolPairs() ?? [];
+  pairs(): Array<PoolPairInfo & { readonly service: string }> {
+    return [...this.publics.values()].flatMap((port) => port.listener.poolPairs().map((p) => ({ ...p, service: port.service.name })));
   }
 
   destroyPairs(): void {
-    this.public?.destroyPoolPairs();
+    for (const port of this.publics.values()) port.listener.destroyPoolPairs();
   }
 
   destroyPair(pair: number): void {
     this.engine.handle.destroy(pair);
   }
 
+  setServiceIndexes(indexOf: (service: string) => number | undefined): void {
+    this.indexOf = indexOf;
+    for (const [name, port] of this.publics) this.pointAtPool(port.listener, name);
+  }
+
+  /** A public port's clients are joined from the gray's pool, their start headers naming the
+   *  service's index; without an index, none is (they reach JavaScript, which waits). */
+  private pointAtPool(listener: EngineListener, service: string): void {
+    const index = this.indexOf(service);
+    listener.usePool(index === undefined ? null : this.data, index ?? 0);
+  }
+
   async listen(): Promise<void> {
-    const { s, endpoint } = this;
-    const onError = (which: string) => (error: Error): void => endpoint.listenerTrouble(`${which} of ${s.grayId}: ${error.message}; accepting again shortly`);
+    const { s } = this;
     this.data = new EngineListener(
       this.engine,
       {
@@ -86,7 +109,7 @@ export class EngineIntake implements PortIntake, Lender {
         keepAliveSec: Math.max(1, Math.round(s.keepAliveDelayMs / 1000)),
         watch: 'any',
       },
-      { onConnection: (conn, _preamble, verified) => this.onDataConnection(conn, verified), onRefused: (r, remote, d) => this.onRefused(r, remote, d), onError: onError('data_port') },
+      { onConnection: (conn, _preamble, verified) => this.onDataConnection(conn, verified), onRefused: (r, remote, d) => this.onRefused(r, remote, d), onError: this.onError('data_port') },
       `data_port of ${s.grayId}`,
     );
     this.keyed = null;  // a new listener has no session's keys yet
@@ -94,25 +117,63 @@ export class EngineIntake implements PortIntake, Lender {
     this.data.setActiveLimit(this.activeLimit);
     this.data.setIdleTimeout(this.idleTimeoutMs);
     try {
-      this.public = new EngineListener(
-        this.engine,
-        { host: s.bind, port: s.publicPort, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: s.clientKeepAliveMs > 0 ? Math.max(1, Math.round(s.clientKeepAliveMs / 1000)) : 0, watch: 'reset' },
-        {
-          onConnection: (conn) => endpoint.broker.onClient(conn),
-          onJoinedLent: (joined) => endpoint.broker.onJoinedLent(joined),
-          onPoolPairEnd: (end) => endpoint.broker.onPoolPairEnd(end),
-          onRefused: () => {},
-          onError: onError('public_port'),
-        },
-        `public_port of ${s.grayId}`,
-      );
-      this.public.usePool(this.data);
+      for (const service of s.services) this.openPublic(service);
     } catch (err) {
-      this.data.close();
+      this.close();
       this.data = null;
       throw err;
     }
     this.boundWith = { preambleTimeoutMs: s.preambleTimeoutMs, keepAliveDelayMs: s.keepAliveDelayMs };
+  }
+
+  async servicesChanged(): Promise<void> {
+    if (!this.data) return;
+    const wanted = new Map(this.s.services.map((x) => [x.name, x]));
+    for (const [name, port] of this.publics) {
+      const next = wanted.get(name);
+      if (next && next.publicPort === port.service.publicPort) continue;
+      port.listener.close();
+      this.publics.delete(name);
+    }
+    let failure: unknown = null;
+    for (const service of this.s.services) {
+      const port = this.publics.get(service.name);
+      if (port) {
+        if (!deepEqual(port.service.allow, service.allow)) port.listener.setAllow(service.allow);
+        port.service = service;
+        continue;
+      }
+      try {
+        this.openPublic(service);
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+    if (failure) throw failure;
+  }
+
+  private openPublic(service: WhiteService): void {
+    const { s, endpoint } = this;
+    const listener = new EngineListener(
+      this.engine,
+      { host: s.bind, port: service.publicPort, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: s.clientKeepAliveMs > 0 ? Math.max(1, Math.round(s.clientKeepAliveMs / 1000)) : 0, watch: 'reset', allow: service.allow },
+      {
+        onConnection: (conn) => endpoint.broker.onClient(conn, service.name),
+        onJoinedLent: (joined) => endpoint.broker.onJoinedLent(joined, service.name),
+        onPoolPairEnd: (end) => endpoint.broker.onPoolPairEnd(end, service.name),
+        onRefused: (refusal, remote) => {
+          if (refusal === 'not-allowed') endpoint.refuseNotAllowed(service.name, remote);
+        },
+        onError: this.onError(`public_port of service ${service.name}`),
+      },
+      `public_port of service ${service.name} of ${s.grayId}`,
+    );
+    this.publics.set(service.name, { listener, service });
+    this.pointAtPool(listener, service.name);
+  }
+
+  private onError(which: string): (error: Error) => void {
+    return (error) => this.endpoint.listenerTrouble(`${which} of ${this.s.grayId}: ${error.message}; accepting again shortly`);
   }
 
   fixedAtBind(): string[] {
@@ -123,8 +184,11 @@ export class EngineIntake implements PortIntake, Lender {
     return fixed;
   }
 
-  get ports(): { publicPort: number; dataPort: number } {
-    return { publicPort: this.public?.port ?? this.s.publicPort, dataPort: this.data?.port ?? this.s.dataPort };
+  get ports(): IntakePorts {
+    const publicPorts: Record<string, number> = {};
+    for (const service of this.s.services) publicPorts[service.name] = this.publics.get(service.name)?.listener.port ?? service.publicPort;
+    const first = this.s.services[0];
+    return { publicPort: first ? (publicPorts[first.name] ?? 0) : 0, dataPort: this.data?.port ?? this.s.dataPort, publicPorts };
   }
 
   sessionChanged(): void {
@@ -142,7 +206,8 @@ export class EngineIntake implements PortIntake, Lender {
   }
 
   close(): void {
-    this.public?.close();
+    for (const port of this.publics.values()) port.listener.close();
+    this.publics.clear();
     this.data?.close();
   }
 
@@ -179,6 +244,7 @@ export class EngineIntake implements PortIntake, Lender {
       case 'extra':
         return [ErrorCodes.PREAMBLE_INVALID, 'bytes right after the preamble, expected none before the start header'];
       case 'error':
+      case 'not-allowed':
         return null;
       case 'bad-counter':
         return [ErrorCodes.PREAMBLE_INVALID, counterProblem(received)];

@@ -1,5 +1,5 @@
-// One gray's pair of TCP listeners on the white: `public_port` for Internet clients and
-// `data_port` for that gray's pool. The data side is where strangers can knock, so every
+// One gray's TCP listeners on the white: a public port per service for Internet clients and
+// `data_port` for that gray's one pool, which all its services share. The data side is where strangers can knock, so every
 // connection there is unverified until its 60-byte preamble arrives in time, names the gray's
 // current session, comes from the control connection's address (unless that check is off),
 // carries a valid tag and a fresh counter within the granted credits. Only then does the broker
@@ -21,7 +21,9 @@ import type { GraySession } from './gray-session.js';
 import { EngineIntake } from './engine-intake.js';
 import { NodeIntake } from './node-intake.js';
 import { PoolBroker, type Gate } from './pool-broker.js';
-import type { IntakeSettings, PortIntake, Verdict } from './port-intake.js';
+import type { IntakePorts, IntakeSettings, PortIntake, Verdict } from './port-intake.js';
+import { deepEqual } from '../../config/diff.js';
+import { MessageType } from '../protocol/messages.js';
 
 /** Retrying a port pair that could not be bound: soon at first (a port freed a moment later),
  *  then every 5 s at most (a bind that fails costs one system call; a gray waits no longer). */
@@ -61,7 +63,7 @@ export class GrayEndpoint {
     private current: GrayEntry,
     private readonly ctx: EndpointContext,
   ) {
-    this.broker = new PoolBroker(current.id, this.stats, ctx.limits, ctx.logger, ctx.events, (c, code, d) => (code === ErrorCodes.PREAMBLE_INVALID ? this.refuse(c, c.remoteAddress, code, d) : this.refuseClient(c, code, d)), ctx.clientGate, ctx.clientGateDeciding, {
+    this.broker = new PoolBroker(current.id, this.stats, ctx.limits, ctx.logger, ctx.events, (c, code, d, service) => (code === ErrorCodes.PREAMBLE_INVALID ? this.refuse(c, c.remoteAddress, code, d) : this.refuseClient(c, code, d, service)), ctx.clientGate, ctx.clientGateDeciding, {
       timeoutMs: () => this.current.idleTimeoutMs ?? null,
       onTimeout: (client, idleMs) => {
         this.stats.idleTimeouts += 1;
@@ -69,10 +71,13 @@ export class GrayEndpoint {
       },
     });
     // Settings are read at each use, so a reload's new values reach the running intake.
+    const entry = (): GrayEntry => this.current;
     const settings: IntakeSettings = {
       grayId: current.id,
       bind: ctx.bind,
-      publicPort: current.publicPort,
+      get services() {
+        return entry().services;
+      },
       dataPort: current.dataPort,
       get dataSourceCheck() {
         return ctx.dataSourceCheck;
@@ -102,10 +107,55 @@ export class GrayEndpoint {
     return this.current;
   }
 
-  /** Same id and ports, new secret or idle timeout: the listeners and clients stay. */
-  replaceEntry(entry: GrayEntry): void {
+  /** Same id and data port; a new secret, idle timeout or services: the data port, the session
+   *  and the clients stay. Public ports of added services are opened, those of removed services
+   *  closed (their active clients finish), and the gray is told the white's services again.
+   *  Resolves with why a new public port could not be had (retried like a bind), or null. */
+  async replaceEntry(entry: GrayEntry): Promise<string | null> {
+    const before = this.current;
     this.current = entry;
     this.broker.settingsChanged();
+    if (deepEqual(before.services, entry.services)) return null;
+    let error: string | null = null;
+    try {
+      await this.intake.servicesChanged();
+    } catch (err) {
+      error = err instanceof Error ? err.message : String(err);
+      this.ctx.logger.error({ gray: entry.id, code: ErrorCodes.LISTEN, error }, 'cannot bind the public port of a service');
+    }
+    const names = (e: GrayEntry): string => e.services.map((s) => s.name).join(',');
+    const session = this.broker.currentSession;
+    if (names(before) !== names(entry) && session && !session.channel.isClosed) {
+      session.channel.send({ type: MessageType.SERVICES, services: names(entry) });
+      this.warnMismatch(session);
+    }
+    this.broker.servicesChanged();
+    return error;
+  }
+
+  /** The gray's SERVICES: its table for this session. */
+  grayServices(session: GraySession, list: string): void {
+    session.setGrayTable(list);
+    if (this.broker.currentSession !== session) return;
+    // Applied before it is logged: a client that connects once the log says so meets the new
+    // table (the engine already has the new indexes).
+    this.broker.servicesChanged();
+    this.ctx.logger.info({ gray: this.current.id, services: session.grayServices }, 'gray services');
+    this.warnMismatch(session);
+  }
+
+  /** A service on one side only is said whenever either side's set changes. */
+  private warnMismatch(session: GraySession): void {
+    const gray = session.grayServices;
+    if (gray === null) return;
+    const white = this.current.services.map((s) => s.name);
+    const { id } = this.current;
+    for (const name of white.filter((n) => !gray.includes(n))) {
+      this.ctx.logger.warn({ gray: id, service: name, code: ErrorCodes.SERVICE_NOT_ON_GRAY }, `gray ${id} has no service ${name} in its file: its clients are refused`);
+    }
+    for (const name of gray.filter((n) => !white.includes(n))) {
+      this.ctx.logger.warn({ gray: id, service: name, code: ErrorCodes.SERVICE_NOT_ON_WHITE }, `gray ${id} has service ${name}, which this white's file does not: nothing is exposed for it`);
+    }
   }
 
   /** Whether both ports are listening (see bind). */
@@ -163,7 +213,7 @@ export class GrayEndpoint {
   }
 
   /** The ports actually bound (differs from the entry when it asked for port 0, as tests do). */
-  get ports(): { publicPort: number; dataPort: number } {
+  get ports(): IntakePorts {
     return this.intake.ports;
   }
 
@@ -226,11 +276,25 @@ export class GrayEndpoint {
     this.ctx.warnings.warn(`${this.entry.id}:${code}`, { gray: this.entry.id, code, remote, detail }, 'connection refused');
   }
 
-  /** A client on the public port. */
-  private refuseClient(client: HeldConn, code: ErrorCode, detail: string): void {
+  /** A client on a public port. */
+  private refuseClient(client: HeldConn, code: ErrorCode, detail: string, service?: string): void {
     client.destroy();
+    this.countRefused(code, service);
+    this.ctx.warnings.warn(`${this.entry.id}:${service ?? ''}:${code}`, { gray: this.entry.id, ...(service === undefined ? {} : { service }), code, remote: client.remoteAddress, detail }, 'connection refused');
+  }
+
+  /** A client outside its service's allow-list, closed at accept (by the engine, or Node's
+   *  listener before reading): counted and logged, rate-limited, like any refused client. */
+  refuseNotAllowed(service: string, remote: string): void {
+    this.countRefused(ErrorCodes.CLIENT_NOT_ALLOWED, service);
+    this.ctx.warnings.warn(`${this.entry.id}:${service}:${ErrorCodes.CLIENT_NOT_ALLOWED}`, { gray: this.entry.id, service, code: ErrorCodes.CLIENT_NOT_ALLOWED, remote }, 'client not in the allow-list, closed');
+  }
+
+  private countRefused(code: ErrorCode, service: string | undefined): void {
     this.stats.clientsRefused[code] = (this.stats.clientsRefused[code] ?? 0) + 1;
-    this.ctx.warnings.warn(`${this.entry.id}:${code}`, { gray: this.entry.id, code, remote: client.remoteAddress, detail }, 'connection refused');
+    if (service === undefined) return;
+    const perService = this.broker.serviceStats(service);
+    perService.clientsRefused[code] = (perService.clientsRefused[code] ?? 0) + 1;
   }
 
   /** A listener cannot accept for a moment (out of descriptors): worth a warning. */

@@ -14,6 +14,9 @@ export class GraySession {
   /** Grant times of credits not yet matched by an arriving data connection, oldest first. */
   private readonly outstanding: number[] = [];
   private grantScheduled = false;
+  /** The gray's service table (its SERVICES): a name's position is the index the start header
+   *  carries. Null until the gray has sent it; clients wait meanwhile. */
+  private grayTable: Map<string, number> | null = null;
 
   constructor(
     readonly grayId: string,
@@ -39,6 +42,29 @@ export class GraySession {
   msUntilOldestCreditExpires(now = Date.now()): number | null {
     const oldest = this.outstanding[0];
     return oldest === undefined ? null : Math.max(0, oldest + this.creditTtlMs - now);
+  }
+
+  /** The gray's SERVICES: its table, positions comma-separated ('' where a service was removed). */
+  setGrayTable(list: string): void {
+    const table = new Map<string, number>();
+    list.split(',').forEach((name, i) => {
+      if (name !== '') table.set(name, i);
+    });
+    this.grayTable = table;
+  }
+
+  get grayServicesKnown(): boolean {
+    return this.grayTable !== null;
+  }
+
+  /** The gray's names, or null before its SERVICES. */
+  get grayServices(): string[] | null {
+    return this.grayTable === null ? null : [...this.grayTable.keys()];
+  }
+
+  /** The index of a service in the gray's table; undefined: the gray does not have it. */
+  slotOf(name: string): number | undefined {
+    return this.grayTable?.get(name);
   }
 
   /** A verified data connection arrived: it used the oldest outstanding credit. */

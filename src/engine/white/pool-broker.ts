@@ -7,7 +7,9 @@
 // With an engine (its intake is a Lender) the idle connections and the waiting clients are in the
 // engine's pool, which joins them by itself (onJoinedLent): a client at accept while the gray's
 // pairs are below activeClientsPerGray (none while an authorize hook must see each client), a
-// client admitted here (lender.admit) at once or when the next connection is verified. This
+// client admitted here (lender.admit) at once or when the next connection is verified; the
+// engine writes each start header with the index the gray gave the client's service (told by
+// servicesChanged: until the gray's table is known, no client is joined). This
 // broker then keeps the books: credits, the idle count and recycle timers, the waiting clients'
 // limits (queue length, wait time), the active pairs. The engine's pairs are the engine's alone
 // (native/pool-pairs.cc): the broker counts them from their start and end events, which carry
@@ -24,7 +26,8 @@ import type { GrayStats } from '../stats.js';
 import type { HeldConn } from '../substrate/held-conn.js';
 import type { JoinedLent, PoolPairEnd } from '../substrate/listener.js';
 import type { Pair, OnPairEnd } from '../substrate/pair.js';
-import { clientAddressInfo, encodeStartHeader } from '../protocol/start-header.js';
+import { clientAddressInfo, encodeStartHeader, type ClientAddressInfo } from '../protocol/start-header.js';
+import { newServiceStats, type ServiceStats } from '../stats.js';
 import type { GraySession } from './gray-session.js';
 import type { Lender } from './port-intake.js';
 
@@ -37,10 +40,11 @@ interface IdleConnection {
 interface WaitingClient {
   readonly conn: HeldConn;
   readonly id: string;
+  readonly service: string;
   /** performance.now() when it started waiting. */
   readonly since: number;
-  /** Its start header (JS plane; the engine builds its own). */
-  readonly header: Buffer | null;
+  /** Its addresses, for the start header (JS plane; the engine builds its own). */
+  readonly info: ClientAddressInfo;
   readonly timer: NodeJS.Timeout;
 }
 
@@ -51,6 +55,7 @@ export interface ActivePair {
   /** Bytes the data socket had read before pairing (the preamble), not client traffic. */
   readonly preambleBytes: number;
   readonly clientAddress: string;
+  readonly service: string;
 }
 
 /**
@@ -103,7 +108,7 @@ export class PoolBroker {
     private readonly limits: Readonly<Limits>,
     private readonly logger: Logger,
     private readonly events: EventSink,
-    private readonly reject: (conn: HeldConn, code: ErrorCode, detail: string) => void,
+    private readonly reject: (conn: HeldConn, code: ErrorCode, detail: string, service?: string) => void,
     private readonly clientGate: Gate | null = null,
     private readonly clientGateDeciding: () => boolean = () => clientGate !== null,
     private readonly idleTimeout: IdleTimeout | null = null,
@@ -139,6 +144,8 @@ export class PoolBroker {
   attach(session: GraySession): void {
     this.session = session;
     this.stats.poolTarget = session.poolTarget;
+    // The new session's indexes come with the gray's SERVICES (servicesChanged).
+    this.lender?.setServiceIndexes(() => undefined);
   }
 
   /** The session ended: its idle connections die with it; waiting clients keep waiting for a
@@ -146,6 +153,7 @@ export class PoolBroker {
   detach(session: GraySession): void {
     if (this.session !== session) return;
     this.session = null;
+    this.lender?.setServiceIndexes(() => undefined);
     this.clearExpiryTimer();
     this.stats.poolTarget = 0;
     this.dropAllIdle();
@@ -160,11 +168,11 @@ export class PoolBroker {
     }
     session.creditUsed();
     // With an engine, a waiting client has taken it already (its onJoinedLent comes next).
-    const waiting = this.lender ? undefined : this.waiting.shift();
+    const waiting = this.lender ? undefined : this.nextWaiting();
     if (waiting) {
       this.unwait(waiting);
       this.stats.clientWait.observe((performance.now() - waiting.since) / 1000);
-      this.pair(waiting.conn, data, waiting.id, waiting.header!);
+      this.pair(waiting.conn, data, waiting.id, waiting.service, waiting.info);
       this.topUp();
       return;
     }
@@ -208,40 +216,50 @@ export class PoolBroker {
     this.topUp();
   }
 
-  /** An Internet client connected to the public port. */
-  onClient(client: HeldConn): void {
+  /** An Internet client connected to the public port of one of the gray's services. */
+  onClient(client: HeldConn, service: string): void {
     if (this.closed) return void client.destroy();
-    if (!this.session) return this.reject(client, ErrorCodes.GRAY_OFFLINE, `gray ${this.grayId} is not connected`);
+    if (!this.session) return this.reject(client, ErrorCodes.GRAY_OFFLINE, `gray ${this.grayId} is not connected`, service);
+    if (this.missingOnGray(service)) return this.refuseMissing(client, service);
     if (this.activeCount >= this.limits.activeClientsPerGray) {
-      return this.reject(client, ErrorCodes.TOO_MANY_CLIENTS, `${this.activeCount} active clients, limit ${this.limits.activeClientsPerGray}`);
+      return this.reject(client, ErrorCodes.TOO_MANY_CLIENTS, `${this.activeCount} active clients, limit ${this.limits.activeClientsPerGray}`, service);
     }
     // The id exists before the gate so the authorize hook and the client.* events share it.
     const id = this.lender ? this.lender.connectionId(this.lender.connOf(client)) : randomUUID();
     const decision = this.clientGate?.(this.grayId, formatHostPort({ host: client.remoteAddress ?? '', port: client.remotePort ?? 0 }), id);
     if (decision) {
       decision.then(
-        (d) => (d.allow ? this.admitClient(client, id) : this.reject(client, ErrorCodes.HOOK_DENIED, d.reason)),
-        (err: unknown) => this.reject(client, ErrorCodes.HOOK_DENIED, String(err)),
+        (d) => (d.allow ? this.admitClient(client, id, service) : this.reject(client, ErrorCodes.HOOK_DENIED, d.reason, service)),
+        (err: unknown) => this.reject(client, ErrorCodes.HOOK_DENIED, String(err), service),
       );
       return;
     }
-    this.admitClient(client, id);
+    this.admitClient(client, id, service);
   }
 
-  private admitClient(client: HeldConn, id: string): void {
+  /** The gray told this session which services it has, and this one is not among them. */
+  private missingOnGray(service: string): boolean {
+    return this.session !== null && this.session.grayServicesKnown && this.session.slotOf(service) === undefined;
+  }
+
+  private refuseMissing(client: HeldConn, service: string): void {
+    this.reject(client, ErrorCodes.SERVICE_NOT_ON_GRAY, `gray ${this.grayId} has no service ${service} in its file`, service);
+  }
+
+  private admitClient(client: HeldConn, id: string, service: string): void {
     if (client.destroyed) return;
     // Addresses first: a client that reset right after connecting has none any more. It is simply
     // gone; it must not take a pooled connection (and must not throw out of this handler).
-    const header = startHeaderFor(client);
-    if (!header) return void client.destroy();
-    if (this.lender) return this.wait(client, id, null);
-    this.admitHere(client, id, header);
+    const info = addressesOf(client);
+    if (!info) return void client.destroy();
+    if (this.lender) return this.wait(client, id, service, info);
+    this.admitHere(client, id, service, info);
   }
 
   /** The engine joined a client (one it accepted, or one admitted here) with a pooled
    *  connection (data: undefined if it was closed here meanwhile, such as by its recycle timer).
    *  The pair is the engine's; this counts and reports it. */
-  onJoinedLent(joined: JoinedLent): void {
+  onJoinedLent(joined: JoinedLent, service: string): void {
     const { client, data } = joined;
     const lentConn = data ? this.lent.get(data) : undefined;
     if (data) this.lent.delete(data);
@@ -258,28 +276,35 @@ export class PoolBroker {
     this.session?.grantImplicit();
     this.stats.clientsTotal += 1;
     this.stats.activeClients = this.activeCount;
+    const perService = this.serviceStats(service);
+    perService.clientsTotal += 1;
+    perService.activeClients += 1;
     const clientAddress = formatHostPort({ host: joined.remote.ip, port: joined.remote.port });
     const id = this.lender!.connectionId(joined.clientConn);
-    this.events.emit('client.connected', { grayId: this.grayId, connectionId: id, clientAddress });
+    this.events.emit('client.connected', { grayId: this.grayId, service, connectionId: id, clientAddress });
     if (this.logger.isLevelEnabled('debug')) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress }, 'client paired');
     this.topUp();
   }
 
   /** The end of a pair the engine joined, with all it reports. */
-  onPoolPairEnd(end: PoolPairEnd): void {
+  onPoolPairEnd(end: PoolPairEnd, service: string): void {
     this.enginePairs -= 1;
     this.stats.activeClients = this.activeCount;
     if (this.ignoredEnds.delete(end.clientConn)) return this.pairEnded();
+    const perService = this.serviceStats(service);
+    perService.activeClients -= 1;
+    perService.bytesFromClients += end.bytesFromClient;
+    perService.bytesToClients += end.bytesToClient;
     const clientAddress = formatHostPort({ host: end.remote.ip, port: end.remote.port });
     if (end.endedIdle) this.idleTimeout?.onTimeout(clientAddress, end.idleMs);
     this.stats.bytesFromClients += end.bytesFromClient;
     this.stats.bytesToClients += end.bytesToClient;
-    this.reportEnd(this.lender!.connectionId(end.clientConn), clientAddress, end.bytesFromClient, end.bytesToClient, end.durationMs, end.endedIdle ? 'idle timeout' : end.error ? end.error.message : 'closed');
+    this.reportEnd(this.lender!.connectionId(end.clientConn), service, clientAddress, end.bytesFromClient, end.bytesToClient, end.durationMs, end.endedIdle ? 'idle timeout' : end.error ? end.error.message : 'closed');
     this.pairEnded();
   }
 
-  private reportEnd(id: string, clientAddress: string, bytesFromClient: number, bytesToClient: number, durationMs: number, reason: string): void {
-    this.events.emit('client.disconnected', { grayId: this.grayId, connectionId: id, clientAddress, bytesFromClient, bytesToClient, durationMs, reason });
+  private reportEnd(id: string, service: string, clientAddress: string, bytesFromClient: number, bytesToClient: number, durationMs: number, reason: string): void {
+    this.events.emit('client.disconnected', { grayId: this.grayId, service, connectionId: id, clientAddress, bytesFromClient, bytesToClient, durationMs, reason });
     if (this.logger.isLevelEnabled('debug')) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress, bytesIn: bytesFromClient, bytesOut: bytesToClient, reason }, 'client closed');
   }
 
@@ -289,32 +314,37 @@ export class PoolBroker {
     for (const resolve of this.drainWaiters.splice(0)) resolve();
   }
 
-  /** Pairs with an idle connection that is not lent, or queues. */
-  private admitHere(client: HeldConn, id: string, header: Buffer): void {
-    const conn = this.takeIdle();
+  /** Pairs with an idle connection that is not lent, or queues. Until the gray's table is known
+   *  (its SERVICES follows WELCOME at once) clients queue too. */
+  private admitHere(client: HeldConn, id: string, service: string, info: ClientAddressInfo): void {
+    if (this.missingOnGray(service)) return this.refuseMissing(client, service);
+    const conn = this.session?.grayServicesKnown ? this.takeIdle() : undefined;
     if (conn) {
       this.stats.clientWait.observe(0);
-      this.pair(client, conn.conn, id, header);
+      this.pair(client, conn.conn, id, service, info);
       this.topUp();
       return;
     }
-    this.wait(client, id, header);
+    this.wait(client, id, service, info);
   }
 
   /** Queues a client for the next verified connection: here (JS plane), or in the engine's pool
-   *  (lender.admit), which may also join it at once. The limits are kept here either way. */
-  private wait(client: HeldConn, id: string, header: Buffer | null): void {
+   *  (lender.admit), which may also join it at once. The limits are kept here either way. Until
+   *  the gray's table is known, a client waits here even with an engine (its start header needs
+   *  the service's index: servicesChanged hands it over). */
+  private wait(client: HeldConn, id: string, service: string, info: ClientAddressInfo): void {
     if (this.waiting.length >= this.limits.pendingClientsPerGray) {
-      return this.reject(client, ErrorCodes.CLIENT_QUEUE_FULL, `${this.waiting.length} clients waiting, limit ${this.limits.pendingClientsPerGray}`);
+      return this.reject(client, ErrorCodes.CLIENT_QUEUE_FULL, `${this.waiting.length} clients waiting, limit ${this.limits.pendingClientsPerGray}`, service);
     }
     const waiting: WaitingClient = {
       conn: client,
       id,
+      service,
       since: performance.now(),
-      header,
+      info,
       timer: setTimeout(() => {
         this.unwait(waiting);
-        this.reject(client, ErrorCodes.CLIENT_WAIT_TIMEOUT, `no data connection within ${this.limits.clientWaitMs} ms`);
+        this.reject(client, ErrorCodes.CLIENT_WAIT_TIMEOUT, `no data connection within ${this.limits.clientWaitMs} ms`, service);
       }, this.limits.clientWaitMs),
     };
     // A reset makes the client leave the queue instead of later taking a connection. A FIN is
@@ -323,7 +353,60 @@ export class PoolBroker {
     client.watch('reset', () => this.unwait(waiting));
     this.waiting.push(waiting);
     this.stats.pendingClients = this.waiting.length;
-    this.lender?.admit(client);
+    this.admitToEngine(waiting);
+    this.topUp();
+  }
+
+  /** The first waiting client the gray can serve; those of a service it does not have are refused. */
+  private nextWaiting(): WaitingClient | undefined {
+    if (!this.session?.grayServicesKnown) return undefined;
+    while (this.waiting.length > 0) {
+      const w = this.waiting[0]!;
+      if (!this.missingOnGray(w.service)) return w;
+      this.unwait(w);
+      this.refuseMissing(w.conn, w.service);
+    }
+    return undefined;
+  }
+
+  /** With an engine: a waiting client goes to the engine's pool once its service has an index
+   *  there (the engine writes it in the start header). */
+  private admitToEngine(waiting: WaitingClient): void {
+    if (this.lender && this.indexOf(waiting.service) !== undefined) this.lender.admit(waiting.conn);
+  }
+
+  /** The gray's index for a service in this session, once the gray's table is known. */
+  private indexOf(service: string): number | undefined {
+    return this.session?.grayServicesKnown ? this.session.slotOf(service) : undefined;
+  }
+
+  /** The gray's table arrived or changed, the session did, or the white's services did (a
+   *  reload): the engine is told each service's index (its start headers use them), and waiting
+   *  clients are served or refused by the new table. With an engine every client still waiting
+   *  is handed over again: one its pool passed over while its service had no index is joined
+   *  now (one it still holds is simply there twice, and joined once). */
+  servicesChanged(): void {
+    this.lender?.setServiceIndexes((service) => this.indexOf(service));
+    if (this.lender) {
+      for (const w of [...this.waiting]) {
+        if (this.missingOnGray(w.service)) {
+          this.unwait(w);
+          this.refuseMissing(w.conn, w.service);
+        } else {
+          this.admitToEngine(w);
+        }
+      }
+      this.topUp();
+      return;
+    }
+    for (let w = this.nextWaiting(); w !== undefined; w = this.nextWaiting()) {
+      const conn = this.takeIdle();
+      if (!conn) break;
+      this.unwait(w);
+      this.stats.clientWait.observe((performance.now() - w.since) / 1000);
+      this.pair(w.conn, conn.conn, w.id, w.service, w.info);
+    }
+    this.stats.poolIdle = this.idleCount();
     this.topUp();
   }
 
@@ -369,19 +452,30 @@ export class PoolBroker {
     conn.conn.destroy();
   }
 
-  private pair(client: HeldConn, data: HeldConn, id: string, header: Buffer): void {
+  /** Called with the gray's table known and the service in it (missingOnGray checked). */
+  private pair(client: HeldConn, data: HeldConn, id: string, service: string, info: ClientAddressInfo): void {
     // The data connection already read the gray's preamble; only what follows is the client's.
-    // The start header goes to the gray ahead of the client's bytes.
-    this.track(client, data.preambleBytes, id, (onClosed) => client.joinWith(data, { toB: header }, onClosed));
+    // The start header goes to the gray ahead of the client's bytes, naming the service by the
+    // gray's own index.
+    const header = encodeStartHeader(info, this.session!.slotOf(service)!);
+    this.track(client, data.preambleBytes, id, service, (onClosed) => client.joinWith(data, { toB: header }, onClosed));
+  }
+
+  /** A service's counters (created on first use: a reload may add services). */
+  serviceStats(service: string): ServiceStats {
+    return (this.stats.perService[service] ??= newServiceStats());
   }
 
   /** Counts, reports and keeps an active pair of the JS plane that join starts. */
-  private track(client: HeldConn, preambleBytes: number, id: string, join: (onClosed: OnPairEnd) => Pair): void {
+  private track(client: HeldConn, preambleBytes: number, id: string, service: string, join: (onClosed: OnPairEnd) => Pair): void {
     this.session?.grantImplicit();
     const clientAddress = formatHostPort({ host: client.remoteAddress ?? '', port: client.remotePort ?? 0 });
     const startedAt = Date.now();
+    const perService = this.serviceStats(service);
     this.stats.clientsTotal += 1;
-    this.events.emit('client.connected', { grayId: this.grayId, connectionId: id, clientAddress });
+    perService.clientsTotal += 1;
+    perService.activeClients += 1;
+    this.events.emit('client.connected', { grayId: this.grayId, service, connectionId: id, clientAddress });
     const debug = this.logger.isLevelEnabled('debug');
     if (debug) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress }, 'client paired');
     const joined = join((result) => {
@@ -392,10 +486,13 @@ export class PoolBroker {
       const toClient = result.bytesFromB - preambleBytes;
       this.stats.bytesFromClients += result.bytesFromA;
       this.stats.bytesToClients += toClient;
-      this.reportEnd(id, clientAddress, result.bytesFromA, toClient, Date.now() - startedAt, idled ? 'idle timeout' : result.error ? result.error.message : 'closed');
+      perService.activeClients -= 1;
+      perService.bytesFromClients += result.bytesFromA;
+      perService.bytesToClients += toClient;
+      this.reportEnd(id, service, clientAddress, result.bytesFromA, toClient, Date.now() - startedAt, idled ? 'idle timeout' : result.error ? result.error.message : 'closed');
       this.pairEnded();
     });
-    const pair: ActivePair = { id, joined, preambleBytes, clientAddress };
+    const pair: ActivePair = { id, joined, preambleBytes, clientAddress, service };
     this.active.add(pair);
     this.stats.activeClients = this.activeCount;
     if (this.idleTimeout) {
@@ -470,21 +567,32 @@ export class PoolBroker {
     this.expiryTimer.unref();
   }
 
-  /** Bytes of pairs still open, for live statistics. */
-  liveBytes(): { fromClients: number; toClients: number } {
+  /** Bytes of pairs still open, for live statistics: in all and by service. */
+  liveBytes(): { fromClients: number; toClients: number; byService: Map<string, { fromClients: number; toClients: number }> } {
     let fromClients = 0;
     let toClients = 0;
+    const byService = new Map<string, { fromClients: number; toClients: number }>();
     for (const p of this.active) {
-      fromClients += p.joined.bytesFromA();
-      toClients += p.joined.bytesFromB() - p.preambleBytes;
+      const from = p.joined.bytesFromA();
+      const to = p.joined.bytesFromB() - p.preambleBytes;
+      fromClients += from;
+      toClients += to;
+      const s = byService.get(p.service) ?? { fromClients: 0, toClients: 0 };
+      s.fromClients += from;
+      s.toClients += to;
+      byService.set(p.service, s);
     }
     if (this.enginePairs > 0) {
       for (const p of this.lender?.pairs() ?? []) {
         fromClients += p.fromClient;
         toClients += p.toClient;
+        const s = byService.get(p.service) ?? { fromClients: 0, toClients: 0 };
+        s.fromClients += p.fromClient;
+        s.toClients += p.toClient;
+        byService.set(p.service, s);
       }
     }
-    return { fromClients, toClients };
+    return { fromClients, toClients, byService };
   }
 
   /** Stop pairing. Waiting clients and idle connections are closed; active pairs continue
@@ -525,13 +633,11 @@ export class PoolBroker {
   }
 }
 
-/** The start header for a client, or null when its addresses are gone (it already reset). */
-function startHeaderFor(client: HeldConn): Buffer | null {
+/** A client's addresses for its start header, or null when they are gone (it already reset). */
+function addressesOf(client: HeldConn): ClientAddressInfo | null {
   if (!client.remoteAddress || !client.localAddress) return null;
   try {
-    return encodeStartHeader(
-      clientAddressInfo({ address: client.remoteAddress, port: client.remotePort }, { address: client.localAddress, port: client.localPort }),
-    );
+    return clientAddressInfo({ address: client.remoteAddress, port: client.remotePort }, { address: client.localAddress, port: client.localPort });
   } catch {
     return null;
   }

@@ -20,6 +20,7 @@ import { createInMemoryIdentity, type InMemoryIdentity } from '../tls-cert.js';
 import { Admission } from './admission.js';
 import { ControlServer, type AuthenticatedGray } from './control-server.js';
 import { GrayEndpoint } from './gray-endpoint.js';
+import type { IntakePorts } from './port-intake.js';
 import { GraySession } from './gray-session.js';
 import type { Gate } from './pool-broker.js';
 
@@ -108,7 +109,7 @@ export class WhiteServer {
   }
 
   /** Bound ports of a gray (tests and the demo ask for port 0). */
-  portsOf(id: string): { publicPort: number; dataPort: number } | undefined {
+  portsOf(id: string): IntakePorts | undefined {
     return this.endpoints.get(id)?.ports;
   }
 
@@ -195,10 +196,12 @@ export class WhiteServer {
         result.added.push(id);
         continue;
       }
-      const portsChanged = old.publicPort !== entry.publicPort || old.dataPort !== entry.dataPort;
+      // A service's public port is opened or closed in place (servicesChanged): only the data
+      // port moves the whole gray.
+      const portsChanged = old.dataPort !== entry.dataPort;
       const bindChanged = next.bind !== this.runningBind;
       const secretChanged = !old.secret.equals(entry.secret);
-      const settingsChanged = (old.idleTimeoutMs ?? null) !== (entry.idleTimeoutMs ?? null);
+      const settingsChanged = (old.idleTimeoutMs ?? null) !== (entry.idleTimeoutMs ?? null) || !deepEqual(old.services, entry.services);
       if (!portsChanged && !bindChanged && !secretChanged && !settingsChanged) continue;
       result.changed.push(id);
       if (portsChanged || bindChanged) {
@@ -211,7 +214,8 @@ export class WhiteServer {
         // the session proven with the old one must go. Ports and clients stay. (An idle timeout
         // is read from the entry at each check, so replacing the entry applies it.)
         if (secretChanged) this.endSession(id, new RelayError(ErrorCodes.GRAY_REMOVED, `secret of gray ${id} changed`));
-        this.endpoints.get(id)?.replaceEntry(entry);
+        const error = await this.endpoints.get(id)?.replaceEntry(entry);
+        if (error) result.notApplied.push(`grays[${id}].services: ${error}`);
       }
     }
     this.runningBind = next.bind;
@@ -260,13 +264,26 @@ export class WhiteServer {
       hooks: this.deps.hookStats?.() ?? [],
       grays: [...this.endpoints.values()].map((e) => {
         const live = e.broker.liveBytes();
+        const { publicPorts, ...ports } = e.ports;
         return {
           ...e.stats,
           bytesFromClients: e.stats.bytesFromClients + live.fromClients,
           bytesToClients: e.stats.bytesToClients + live.toClients,
           id: e.entry.id,
-          ...e.ports,
+          ...ports,
           connected: this.sessions.has(e.entry.id),
+          services: e.entry.services.map((s) => {
+            const counts = e.broker.serviceStats(s.name);
+            const running = live.byService.get(s.name);
+            return {
+              ...structuredClone(counts),
+              name: s.name,
+              publicPort: publicPorts[s.name] ?? s.publicPort,
+              allow: s.allow.map((c) => c.text),
+              bytesFromClients: counts.bytesFromClients + (running?.fromClients ?? 0),
+              bytesToClients: counts.bytesToClients + (running?.toClients ?? 0),
+            };
+          }),
         };
       }),
     };
@@ -327,7 +344,7 @@ export class WhiteServer {
     try {
       return await resolveHost(bind);
     } catch (err) {
-      throw new RelayError(ErrorCodes.LISTEN, `cannot listen on ${bind}:${entry.publicPort} (public_port of ${entry.id}): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw new RelayError(ErrorCodes.LISTEN, `cannot listen on ${bind} (the ports of ${entry.id}): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
   }
 
@@ -388,12 +405,16 @@ export class WhiteServer {
       // The wire range is narrower than what a limits override can say; keep WELCOME valid.
       heartbeatMs: Math.min(MESSAGE_LIMITS.heartbeatMsMax, Math.max(MESSAGE_LIMITS.heartbeatMsMin, limits.heartbeatIntervalMs)),
       credits,
+      services: endpoint.entry.services.map((s) => s.name).join(','),
     });
     channel.startHeartbeat(Math.max(MESSAGE_LIMITS.heartbeatMsMin, limits.heartbeatIntervalMs), limits.heartbeatMissed);
     const sessionId = sessionIdToString(session.sessionId);
     this.deps.logger.info({ gray: entry.id, remote: gray.remoteIp, session: sessionId, pool: session.poolTarget }, 'gray connected');
     this.events.emit('gray.connected', { grayId: entry.id, remoteAddress: gray.remoteIp, sessionId });
-    channel.on('message', (m) => channel.close(new RelayError(ErrorCodes.MESSAGE_UNEXPECTED, `message type ${m.type} not expected after auth`)));
+    channel.on('message', (m) => {
+      if (m.type === MessageType.SERVICES) return this.endpoints.get(entry.id)?.grayServices(session, m.services);
+      channel.close(new RelayError(ErrorCodes.MESSAGE_UNEXPECTED, `message type ${m.type} not expected after auth`));
+    });
     channel.once('closed', (reason) => {
       if (this.sessions.get(entry.id) === session) this.sessions.delete(entry.id);
       this.endpoints.get(entry.id)?.detach(session, reason.message);

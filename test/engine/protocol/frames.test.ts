@@ -30,7 +30,7 @@ function decodeChunks(chunks: Buffer[], expectPreface = true, maxPayloadBytes = 
 // Vector written out in hex so the wire format is pinned independently of encodeFrame.
 const PAYLOAD_300 = Buffer.from(Array.from({ length: 300 }, (_, i) => (i * 7) & 0xff));
 const VECTOR = Buffer.concat([
-  hex('524c5943 01 000000'), // preface: "RLYC", version 1, reserved
+  hex('524c5943 02 000000'), // preface: "RLYC", version 2, reserved
   hex('00000003 01 00 616263'), // type 1, "abc"
   hex('00000000 06 00'), // type 6, empty payload
   hex('0000012c c8 00'), // type 200, 300 bytes
@@ -47,14 +47,14 @@ const EXPECTED = [
 ];
 
 test('preface bytes are the magic, the version and three zero bytes', () => {
-  assert.deepEqual(encodePreface(), hex('524c5943 01 000000'));
+  assert.deepEqual(encodePreface(), hex('524c5943 02 000000'));
   assert.equal(encodePreface().length, PREFACE_BYTES);
-  assert.equal(PROTOCOL_VERSION, 1);
+  assert.equal(PROTOCOL_VERSION, 2);
   assert.deepEqual(CONTROL_MAGIC, Buffer.from('RLYC'));
   // Each call returns a fresh buffer, so a caller scribbling on one cannot corrupt the next.
   const first = encodePreface();
   first.fill(0);
-  assert.deepEqual(encodePreface(), hex('524c594301000000'));
+  assert.deepEqual(encodePreface(), hex('524c594302000000'));
 });
 
 test('encodeFrame writes length, type and zero flags before the payload', () => {
@@ -185,7 +185,7 @@ test('a wrong magic is refused at the first wrong byte', () => {
 });
 
 test('another protocol version is refused', () => {
-  for (const version of [0, 2, 255]) {
+  for (const version of [0, 1, 3, 255]) {
     const preface = encodePreface();
     preface[4] = version;
     const decoder = new FrameDecoder({ maxPayloadBytes: LIMIT, expectPreface: true });

@@ -23,8 +23,9 @@ const SAMPLES: Message[] = [
   { type: MessageType.HELLO, id: 'A.b_c-9', pool: 1024, agent: '' },
   { type: MessageType.WHITE_PROOF, proof: PROOF },
   { type: MessageType.GRAY_PROOF, proof: PROOF },
-  { type: MessageType.WELCOME, session: SESSION, dataPort: 7001, pool: 8, heartbeatMs: 5000, credits: 16 },
-  { type: MessageType.WELCOME, session: SESSION, dataPort: 65_535, pool: 0, heartbeatMs: 600_000, credits: 0 },
+  { type: MessageType.WELCOME, session: SESSION, dataPort: 7001, pool: 8, heartbeatMs: 5000, credits: 16, services: 'default' },
+  { type: MessageType.WELCOME, session: SESSION, dataPort: 65_535, pool: 0, heartbeatMs: 600_000, credits: 0, services: 'ssh,web-2' },
+  { type: MessageType.SERVICES, services: 'ssh,,web' },
   { type: MessageType.GRANT, upTo: 24 },
   { type: MessageType.GRANT, upTo: Number.MAX_SAFE_INTEGER },
   { type: MessageType.PING, t: 1_700_000_000_000 },
@@ -49,7 +50,7 @@ function assertInvalid(type: number, payload: string | Buffer, message?: RegExp)
 }
 
 test('message type numbers are fixed', () => {
-  assert.deepEqual(MessageType, { HELLO: 1, WHITE_PROOF: 2, GRAY_PROOF: 3, WELCOME: 4, GRANT: 5, PING: 6, PONG: 7, BYE: 8 });
+  assert.deepEqual(MessageType, { HELLO: 1, WHITE_PROOF: 2, GRAY_PROOF: 3, WELCOME: 4, GRANT: 5, PING: 6, PONG: 7, BYE: 8, SERVICES: 9 });
   assert.equal(messageTypeName(4), 'WELCOME');
   assert.equal(messageTypeName(42), 'type 42');
 });
@@ -66,10 +67,11 @@ test('wire format is pinned: HELLO and WELCOME frames in hex', () => {
     ),
   );
   assert.deepEqual(
-    encodeMessage({ type: MessageType.WELCOME, session: SESSION, dataPort: 7001, pool: 8, heartbeatMs: 5000, credits: 16 }),
+    encodeMessage({ type: MessageType.WELCOME, session: SESSION, dataPort: 7001, pool: 8, heartbeatMs: 5000, credits: 16, services: 'ssh' }),
     hex(
-      '0000005f 04 00 7b2273657373696f6e223a2245424553457851564668635947526f62484230654877222c22646174615f706f7274' +
-        '223a373030312c22706f6f6c223a382c226865617274626561745f6d73223a353030302c2263726564697473223a31367d',
+      '00000070 04 00 7b2273657373696f6e223a2245424553457851564668635947526f62484230654877222c22646174615f706f7274' +
+        '223a373030312c22706f6f6c223a382c226865617274626561745f6d73223a353030302c2263726564697473223a31362c227365' +
+        '727669636573223a22737368227d',
     ),
   );
   assert.deepEqual(encodeMessage({ type: MessageType.PING, t: 1 }), hex('00000007 06 00 7b2274223a317d')); // {"t":1}
@@ -81,8 +83,8 @@ test('decoding accepts any key order and JSON whitespace', () => {
 });
 
 test('camelCase fields travel as snake_case keys', () => {
-  const welcome = encodeMessage({ type: MessageType.WELCOME, session: SESSION, dataPort: 1, pool: 0, heartbeatMs: 100, credits: 0 });
-  assert.deepEqual(Object.keys(JSON.parse(welcome.subarray(6).toString())), ['session', 'data_port', 'pool', 'heartbeat_ms', 'credits']);
+  const welcome = encodeMessage({ type: MessageType.WELCOME, session: SESSION, dataPort: 1, pool: 0, heartbeatMs: 100, credits: 0, services: 'default' });
+  assert.deepEqual(Object.keys(JSON.parse(welcome.subarray(6).toString())), ['session', 'data_port', 'pool', 'heartbeat_ms', 'credits', 'services']);
   const grant = encodeMessage({ type: MessageType.GRANT, upTo: 3 });
   assert.deepEqual(JSON.parse(grant.subarray(6).toString()), { up_to: 3 });
   // The camelCase spelling is an unknown key on the wire.
@@ -90,7 +92,7 @@ test('camelCase fields travel as snake_case keys', () => {
 });
 
 test('unknown types are refused with the type number', () => {
-  for (const type of [0, 9, 100, 255]) assertInvalid(type, '{}', new RegExp(`^unknown message type ${type}$`));
+  for (const type of [0, 10, 100, 255]) assertInvalid(type, '{}', new RegExp(`^unknown message type ${type}$`));
 });
 
 test('payloads that are not a UTF-8 JSON object are refused', () => {
@@ -182,7 +184,7 @@ test('proof fields must be canonical unpadded base64url of 32 bytes', () => {
 });
 
 test('WELCOME field rules', () => {
-  const base = { session: SESSION, data_port: 7001, pool: 8, heartbeat_ms: 5000, credits: 16 };
+  const base = { session: SESSION, data_port: 7001, pool: 8, heartbeat_ms: 5000, credits: 16, services: 'default' };
   const welcome = (fields: Record<string, unknown>): string => JSON.stringify({ ...base, ...fields });
   assert.equal(decodeMessage(frame(4, welcome({}))).type, 4);
   for (const session of [SESSION.slice(0, 21), `${SESSION}A`, `${SESSION.slice(0, 21)}x`, `${SESSION}==`]) {
@@ -194,6 +196,7 @@ test('WELCOME field rules', () => {
     assertInvalid(4, welcome({ heartbeat_ms }), /field "heartbeat_ms" must be an integer in 100\.\.600000/);
   }
   for (const credits of [-1, 0.5, 2 ** 53]) assertInvalid(4, welcome({ credits }), /field "credits" must be an integer >= 0/);
+  assertInvalid(4, welcome({ services: 'Web' }), /field "services" must be service names/);
   for (const [key, value] of [['data_port', 1], ['data_port', 65_535], ['heartbeat_ms', 100], ['heartbeat_ms', 600_000], ['pool', 0], ['pool', 1024]] as const) {
     assert.equal(decodeMessage(frame(4, welcome({ [key]: value }))).type, 4, `${key}=${value} is in range`);
   }
@@ -290,7 +293,9 @@ test('random valid messages round-trip', () => {
       pool: fc.integer({ min: 0, max: 1024 }),
       heartbeatMs: fc.integer({ min: 100, max: 600_000 }),
       credits: counter,
+      services: fc.uniqueArray(fc.stringMatching(/^[a-z0-9-]{1,32}$/), { minLength: 1, maxLength: 64 }).map((names) => names.join(',')),
     }),
+    fc.record({ type: fc.constant(MessageType.SERVICES), services: fc.uniqueArray(fc.stringMatching(/^[a-z0-9-]{1,32}$/), { maxLength: 256 }).map((names) => names.join(',')) }),
     fc.record({ type: fc.constant(MessageType.GRANT), upTo: counter }),
     fc.record({ type: fc.constant(MessageType.PING), t: counter }),
     fc.record({ type: fc.constant(MessageType.PONG), t: counter }),
@@ -317,4 +322,15 @@ test('garbage payloads only ever produce MESSAGE_INVALID', () => {
     }),
     { numRuns: 2000 },
   );
+});
+
+test('service lists: names of a-z 0-9 -, empty positions, unique, at most 256 positions', () => {
+  assert.deepEqual(decodeMessage(frame(9, '{"services":"ssh,,web-2"}')), { type: MessageType.SERVICES, services: 'ssh,,web-2' });
+  assertInvalid(9, '{"services":"SSH"}', /service names/);
+  assertInvalid(9, '{"services":"a b"}', /service names/);
+  assertInvalid(9, '{"services":"ssh,ssh"}', /"ssh" twice/);
+  assertInvalid(9, `{"services":"${'x'.repeat(33)}"}`, /service names/);
+  assertInvalid(9, `{"services":"${','.repeat(256)}"}`, /at most 256 services, got 257/);
+  assertInvalid(9, '{"services":["ssh"]}', /must be a string/);
+  assert.equal(decodeMessage(frame(9, `{"services":"${','.repeat(255)}"}`)).type, MessageType.SERVICES);
 });

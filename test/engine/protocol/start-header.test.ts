@@ -19,24 +19,29 @@ const MAPPED: ClientAddressInfo = { family: 6, srcAddress: '::ffff:203.0.113.7',
 test('exact bytes of an IPv4 start header', () => {
   assert.equal(START_HEADER_BYTES, 40);
   assert.deepEqual(
-    encodeStartHeader(V4),
+    encodeStartHeader(V4, 0),
     hex(
-      '01 04 c822 01bb 0000' +
+      '02 04 c822 01bb 0000' +
         'cb007107 000000000000000000000000' + // 203.0.113.7, padded
         'c6336401 000000000000000000000000', // 198.51.100.1, padded
     ),
   );
   assert.deepEqual(
-    encodeStartHeader(V6),
-    hex('01 06 04d2 01bb 0000 20010db8000000000000000000000001 20010db8000000000000000000000002'),
+    encodeStartHeader(V6, 7),
+    hex('02 06 04d2 01bb 0700 20010db8000000000000000000000001 20010db8000000000000000000000002'),
   );
 });
 
+test('the service index is one byte: 0..255 round-trip, anything else is refused', () => {
+  for (const service of [0, 1, 63, 255]) assert.equal(decodeStartHeader(encodeStartHeader(V4, service)).service, service);
+  for (const service of [-1, 256, 1.5]) assertRelayError(() => encodeStartHeader(V4, service), ErrorCodes.START_HEADER_INVALID, /service index/);
+});
+
 test('round trips: IPv4, IPv6, IPv4-mapped IPv6', () => {
-  for (const info of [V4, V6, MAPPED]) assert.deepEqual(decodeStartHeader(encodeStartHeader(info)), info);
+  for (const info of [V4, V6, MAPPED]) assert.deepEqual(decodeStartHeader(encodeStartHeader(info, 3)), { ...info, service: 3 });
   // Non-canonical input text comes back canonical.
   const loose = { ...V6, srcAddress: '2001:DB8:0:0:0:0:0:1' };
-  assert.equal(decodeStartHeader(encodeStartHeader(loose)).srcAddress, '2001:db8::1');
+  assert.equal(decodeStartHeader(encodeStartHeader(loose, 0)).srcAddress, '2001:db8::1');
 });
 
 test('random infos round-trip', () => {
@@ -47,11 +52,11 @@ test('random infos round-trip', () => {
     fc.record({ family: fc.constant(4 as const), srcAddress: v4, srcPort: port, dstAddress: v4, dstPort: port }),
     fc.record({ family: fc.constant(6 as const), srcAddress: v6, srcPort: port, dstAddress: v6, dstPort: port }),
   );
-  fc.assert(fc.property(info, (i) => assert.deepEqual(decodeStartHeader(encodeStartHeader(i)), { ...i })), { numRuns: 500 });
+  fc.assert(fc.property(info, fc.integer({ min: 0, max: 255 }), (i, service) => assert.deepEqual(decodeStartHeader(encodeStartHeader(i, service)), { ...i, service })), { numRuns: 500 });
 });
 
 test('decodeStartHeader refuses wrong length, version, family, reserved bits and IPv4 padding', () => {
-  const good = encodeStartHeader(V4);
+  const good = encodeStartHeader(V4, 0);
   for (const length of [0, 39, 41]) {
     assertRelayError(() => decodeStartHeader(Buffer.alloc(length)), ErrorCodes.START_HEADER_INVALID, new RegExp(`${length} bytes, expected exactly 40`));
   }
@@ -60,9 +65,9 @@ test('decodeStartHeader refuses wrong length, version, family, reserved bits and
     copy[offset] = value;
     return copy;
   };
-  for (const version of [0, 2]) assertRelayError(() => decodeStartHeader(mutate(0, version)), ErrorCodes.START_HEADER_INVALID, /version/);
+  for (const version of [0, 1, 3]) assertRelayError(() => decodeStartHeader(mutate(0, version)), ErrorCodes.START_HEADER_INVALID, /version/);
   for (const family of [0, 5, 41]) assertRelayError(() => decodeStartHeader(mutate(1, family)), ErrorCodes.START_HEADER_INVALID, /family/);
-  for (const offset of [6, 7]) assertRelayError(() => decodeStartHeader(mutate(offset, 1)), ErrorCodes.START_HEADER_INVALID, /reserved/);
+  assertRelayError(() => decodeStartHeader(mutate(7, 1)), ErrorCodes.START_HEADER_INVALID, /reserved/);
   for (const offset of [12, 23, 28, 39]) {
     assertRelayError(() => decodeStartHeader(mutate(offset, 1)), ErrorCodes.START_HEADER_INVALID, /non-zero bytes after its 4 IPv4 bytes/);
   }
@@ -78,7 +83,7 @@ test('encodeStartHeader refuses inconsistent infos', () => {
     { ...V4, family: 5 as 4 },
     { ...V6, srcAddress: 'fe80::1%eth0' },
   ];
-  for (const info of bad) assertRelayError(() => encodeStartHeader(info), ErrorCodes.START_HEADER_INVALID);
+  for (const info of bad) assertRelayError(() => encodeStartHeader(info, 0), ErrorCodes.START_HEADER_INVALID);
 });
 
 test('clientAddressInfo: same families pass through', () => {

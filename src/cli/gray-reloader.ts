@@ -1,0 +1,54 @@
+// Keeps a running gray in step with its file, as reloader.ts does for the white: load fully →
+// validate → apply. Services (targets, PROXY settings, added or removed ones) apply to the next
+// client without a reconnect; a changed white, id or secret starts the sessions again. An
+// invalid file is logged and the running config stays. Reloads are serialized: a save that
+// lands during one triggers exactly one more.
+import { loadGrayConfigIsolated as loadGrayConfig } from '../config/isolated-load.js';
+import type { GrayConfig } from '../config/types.js';
+import type { WhiteSessions } from '../engine/gray/white-sessions.js';
+import type { Logger } from '../log.js';
+
+export class GrayReloader {
+  private running: Promise<void> | null = null;
+  private again = false;
+
+  constructor(
+    private readonly path: string,
+    private readonly sessions: WhiteSessions,
+    private readonly logger: Logger,
+  ) {}
+
+  run(why: string): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = this.once(why).finally(() => {
+      this.running = null;
+      if (this.again) {
+        this.again = false;
+        void this.run('change during reload');
+      }
+    });
+    return this.running;
+  }
+
+  private async once(why: string): Promise<void> {
+    let next: GrayConfig;
+    try {
+      next = await loadGrayConfig(this.path);
+    } catch (err) {
+      const error = err instanceof Error ? err.message : String(err);
+      this.logger.error({ why, path: this.path, code: (err as { code?: string }).code, error }, 'config rejected; the running config stays');
+      return;
+    }
+    try {
+      const done = await this.sessions.applyConfig(next);
+      if (next.log.level !== this.logger.level && !process.env.RELAY_LOG_LEVEL) this.logger.level = next.log.level;
+      this.logger.info({ why, path: this.path, applied: done, services: next.services.map((s) => s.name) }, 'config reloaded');
+    } catch (err) {
+      const error = err instanceof Error ? err.message : String(err);
+      this.logger.error({ why, path: this.path, error }, 'config reload failed while applying; the running services stay');
+    }
+  }
+}
