@@ -29,6 +29,7 @@ interface PublicPort {
 export class EngineIntake implements PortIntake, Lender {
   private data: EngineListener | null = null;
   private readonly publics = new Map<string, PublicPort>();
+  private readonly retired: PublicPort[] = [];
   /** The session whose keys the data port has, and its number there (0: none). */
   private keyed: GraySession | null = null;
   private epoch = 0;
@@ -73,11 +74,25 @@ export class EngineIntake implements PortIntake, Lender {
   }
 
   pairs(): Array<PoolPairInfo & { readonly service: string }> {
-    return [...this.publics.values()].flatMap((port) => port.listener.poolPairs().map((p) => ({ ...p, service: port.service.name })));
+    return this.portsWithPairs().flatMap((port) => port.listener.poolPairs().map((p) => ({ ...p, service: port.service.name })));
   }
 
   destroyPairs(): void {
-    for (const port of this.publics.values()) port.listener.destroyPoolPairs();
+    for (const port of this.portsWithPairs()) port.listener.destroyPoolPairs();
+  }
+
+  /** A closed public port's pairs run on (a drain, a service removed by reload): it stays
+   *  reachable for their live bytes and the drain deadline until its last pair has ended. */
+  private retire(port: PublicPort): void {
+    port.listener.close();
+    this.retired.push(port);
+  }
+
+  private portsWithPairs(): PublicPort[] {
+    for (let i = this.retired.length - 1; i >= 0; i--) {
+      if (this.retired[i]!.listener.poolPairs().length === 0) this.retired.splice(i, 1);
+    }
+    return [...this.publics.values(), ...this.retired];
   }
 
   destroyPair(pair: number): void {
@@ -132,7 +147,7 @@ export class EngineIntake implements PortIntake, Lender {
     for (const [name, port] of this.publics) {
       const next = wanted.get(name);
       if (next && next.publicPort === port.service.publicPort) continue;
-      port.listener.close();
+      this.retire(port);
       this.publics.delete(name);
     }
     let failure: unknown = null;
@@ -206,7 +221,7 @@ export class EngineIntake implements PortIntake, Lender {
   }
 
   close(): void {
-    for (const port of this.publics.values()) port.listener.close();
+    for (const port of this.publics.values()) this.retire(port);
     this.publics.clear();
     this.data?.close();
   }
