@@ -7,10 +7,10 @@ import { loadGrayConfigIsolated as loadGrayConfig } from '../config/isolated-loa
 import type { GrayConfig } from '../config/types.js';
 import type { WhiteSessions } from '../engine/gray/white-sessions.js';
 import type { Logger } from '../log.js';
+import { SerialReload } from './serial-reload.js';
 
 export class GrayReloader {
-  private running: Promise<void> | null = null;
-  private again = false;
+  private readonly serial = new SerialReload((why) => this.once(why));
 
   constructor(
     private readonly path: string,
@@ -19,18 +19,7 @@ export class GrayReloader {
   ) {}
 
   run(why: string): Promise<void> {
-    if (this.running) {
-      this.again = true;
-      return this.running;
-    }
-    this.running = this.once(why).finally(() => {
-      this.running = null;
-      if (this.again) {
-        this.again = false;
-        void this.run('change during reload');
-      }
-    });
-    return this.running;
+    return this.serial.run(why);
   }
 
   private async once(why: string): Promise<void> {

@@ -9,10 +9,17 @@ import type { WhiteServer } from '../engine/white/white-server.js';
 import type { WhiteHooks } from '../hooks/white-hooks.js';
 import type { Logger } from '../log.js';
 import { releaseMemory } from './release-memory.js';
+import { SerialReload } from './serial-reload.js';
 
 export class Reloader {
-  private running: Promise<void> | null = null;
-  private again = false;
+  // The load ran in a worker and the apply may have rebuilt much: give that back, unless another
+  // reload follows at once.
+  private readonly serial = new SerialReload(
+    (why) => this.once(why),
+    (more) => {
+      if (!more) releaseMemory(this.server.dataPlane, this.logger, 'reload');
+    },
+  );
 
   constructor(
     private readonly path: string,
@@ -24,21 +31,7 @@ export class Reloader {
   ) {}
 
   run(why: string): Promise<void> {
-    if (this.running) {
-      this.again = true;
-      return this.running;
-    }
-    this.running = this.once(why).finally(() => {
-      this.running = null;
-      // The load ran in a worker and the apply may have rebuilt much: give that back, unless
-      // another reload follows at once.
-      if (!this.again) releaseMemory(this.server.dataPlane, this.logger, 'reload');
-      if (this.again) {
-        this.again = false;
-        void this.run('change during reload');
-      }
-    });
-    return this.running;
+    return this.serial.run(why);
   }
 
   private async once(why: string): Promise<void> {
