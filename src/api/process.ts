@@ -1,9 +1,11 @@
 // What the embedding API shares across everything a program starts in one process: the data
 // plane (one engine per process, opened at the first start), the loggers, and the step from
 // what the caller gave (a path, an object with a file's keys, a loaded config) to a checked config.
+// The loaders (YAML parser, ajv, the compiled schemas: about 10 MB once loaded) are imported only
+// when a config is to be checked here: the CLI hands over a config its worker loaded
+// (config/isolated-load.ts), and a long-running process should not carry them.
 import { logDataPlane } from '../cli/data-plane-log.js';
 import type { GrayConfigInput, WhiteConfigInput } from '../config/input.js';
-import { checkedKind, grayConfigFromObject, loadGrayConfig, loadWhiteConfig, whiteConfigFromObject } from '../config/load.js';
 import type { GrayConfig, WhiteConfig } from '../config/types.js';
 import { openDataPlane, type DataPlane } from '../engine/substrate/data-plane.js';
 import { ErrorCodes, RelayError } from '../errors.js';
@@ -38,6 +40,7 @@ function wrongKind(want: Kind, got: Kind): RelayError {
 
 /** A path is loaded, a loaded config is taken as it is, anything else is checked as a file's keys. */
 export async function whiteFrom(source: string | WhiteConfigInput | WhiteConfig): Promise<WhiteConfig> {
+  const { checkedKind, loadWhiteConfig, whiteConfigFromObject } = await import('../config/load.js');
   if (typeof source === 'string') return loadWhiteConfig(source);
   const kind = checkedKind(source);
   if (kind === 'gray') throw wrongKind('white', kind);
@@ -45,6 +48,7 @@ export async function whiteFrom(source: string | WhiteConfigInput | WhiteConfig)
 }
 
 export async function grayFrom(source: string | GrayConfigInput | GrayConfig): Promise<GrayConfig> {
+  const { checkedKind, grayConfigFromObject, loadGrayConfig } = await import('../config/load.js');
   if (typeof source === 'string') return loadGrayConfig(source);
   const kind = checkedKind(source);
   if (kind === 'white') throw wrongKind('gray', kind);

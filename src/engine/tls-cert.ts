@@ -8,7 +8,6 @@ import { ErrorCodes, RelayError } from '../errors.js';
 import type { InMemoryIdentity } from './tls-identity.js';
 
 export type { InMemoryIdentity } from './tls-identity.js';
-export { formatFingerprint } from './tls-identity.js';
 
 export function createInMemoryIdentity(commonName = 'relay-white'): Promise<InMemoryIdentity> {
   return new Promise((resolve, reject) => {
