@@ -18,6 +18,7 @@ import { silentLogger } from '../../src/log.js';
 import { closedBy, grayConfigFor, roundTrip, startService, startTunnel, whiteConfigFor, type Tunnel } from '../helpers/tunnel.js';
 import { testDataPlane } from '../helpers/data-plane.js';
 import { messageReader, rawLogin, rawTlsConnect, sendOnDataPort } from '../helpers/raw-gray.js';
+import { waitUntil } from '../soak/support.js';
 
 /** Resolves with the first `n` bytes a socket receives (the start header on a paired data conn). */
 function firstBytes(socket: net.Socket, n: number): Promise<Buffer> {
@@ -36,14 +37,6 @@ function firstBytes(socket: net.Socket, n: number): Promise<Buffer> {
 }
 
 /** Bounded wait for a condition that has no event of its own (a counter in a snapshot). */
-async function waitUntil(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 function nextMatching(received: Message[], socket: net.Socket, predicate: (m: Message) => boolean): Promise<Message> {
   return new Promise((resolve, reject) => {
     const check = (): boolean => {

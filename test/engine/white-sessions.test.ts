@@ -12,6 +12,7 @@ import { WhiteServer } from '../../src/engine/white/white-server.js';
 import { silentLogger } from '../../src/log.js';
 import { grayConfigFor, roundTrip, startService, whiteConfigFor } from '../helpers/tunnel.js';
 import { testDataPlane } from '../helpers/data-plane.js';
+import { waitUntil } from '../soak/support.js';
 
 /** A session that only records what was asked of it. */
 class FakeSession implements WhiteSession {
@@ -170,11 +171,7 @@ async function startWhite(host: string, secret: Buffer, controlPort = 0): Promis
 
 /** Waits for the white to see an idle pooled connection, then sends `text` through it. */
 async function roundTripWhenReady(white: WhiteServer, text: string): Promise<Buffer> {
-  const deadline = Date.now() + 10_000;
-  while ((white.grayReadiness('g1')?.poolIdle ?? 0) < 1) {
-    if (Date.now() > deadline) throw new Error('the gray never filled its pool on this white');
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await waitUntil(() => (white.grayReadiness('g1')?.poolIdle ?? 0) >= 1, 'the gray fills its pool on this white', 10_000);
   return roundTrip(white.portsOf('g1')!.publicPort, Buffer.from(text));
 }
 

@@ -15,14 +15,7 @@ import { rawLogin } from '../helpers/raw-gray.js';
 import { testDataPlane } from '../helpers/data-plane.js';
 import { whiteConfigFor } from '../helpers/tunnel.js';
 import { grayEntryInCode } from '../../src/config/in-code.js';
-
-async function waitUntil(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+import { waitUntil } from '../soak/support.js';
 
 async function holdPort(): Promise<{ port: number; release: () => Promise<void> }> {
   const holder = net.createServer();
@@ -59,7 +52,7 @@ describe('ports that cannot be bound', () => {
       assert.match(metrics, /^relay_gray_bind_failures_total\{gray="a"\} [1-9]/m);
 
       await held.release();
-      await waitUntil(() => a().portsBound, 'gray a to bind its ports after the release');
+      await waitUntil(() => a().portsBound, 'gray a to bind its ports after the release', 10_000);
       assert.equal(a().listenError, null);
       assert.equal(white.portsOf('a')!.publicPort, held.port);
       const s = await rawLogin(white.controlPort, 'a', A, 1);
@@ -89,7 +82,7 @@ describe('ports that cannot be bound', () => {
       const b = await rawLogin(white.controlPort, 'b', B, 1);
       b.socket.destroy();
       await held.release();
-      await waitUntil(() => white.snapshot().grays.find((g) => g.id === 'a')!.portsBound, 'gray a to bind after the release');
+      await waitUntil(() => white.snapshot().grays.find((g) => g.id === 'a')!.portsBound, 'gray a to bind after the release', 10_000);
       const a = await rawLogin(white.controlPort, 'a', A, 1);
       assert.equal(a.dataPort, held.port);
       a.socket.destroy();

@@ -16,14 +16,7 @@ import { silentLogger } from '../../src/log.js';
 import { testDataPlane } from '../helpers/data-plane.js';
 import { rawLogin, rawTlsConnect, sendOnDataPort } from '../helpers/raw-gray.js';
 import { closedBy, roundTrip, startTunnel, whiteConfigFor } from '../helpers/tunnel.js';
-
-async function waitUntil(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+import { waitUntil } from '../soak/support.js';
 
 function connected(port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
