@@ -288,6 +288,8 @@ struct Direction {
   bool dstConnecting = false;
   // src reported a FIN, hang-up or error: read it to the end, never stop at a short read.
   bool srcClosing = false;
+  // src reported its FIN (EPOLLRDHUP): a short read has reached it (see Pump).
+  bool srcFin = false;
   std::atomic<uint64_t> bytes{0};
 };
 
@@ -579,7 +581,9 @@ class Engine {
   void Service(Pair* pair, int sideIndex, uint32_t events);
   void Settle(Pair* pair, int error);
   static int Blocked(Direction& d);
-  int Pump(Direction& d);
+  static bool HeadWaiting(const Direction& d) { return d.headSent < d.head.size(); }
+  int SendCopied(Direction& d, const char* data, size_t n);
+  int Pump(Pair* pair, int index, bool read);
   bool AcquirePipe(Direction& d);
   void ReleasePipe(Direction& d);
   void ClosePipe(Direction& d);
