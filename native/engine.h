@@ -102,18 +102,17 @@ constexpr char kStartHeaderVersion = 2;
 constexpr int kKeepAliveIntervalSec = 1;
 constexpr int kKeepAliveProbes = 10;
 
-struct Pair;
-
-// What an epoll registration points at. Every registered struct starts with its Kind, so an
-// event's pointer can be told apart before it is cast. (nullptr is the wake descriptor.)
-enum class Kind : uint8_t { kSide, kListener, kConn };
-
-// One socket of one pair.
-struct Side {
-  Kind kind = Kind::kSide;
-  Pair* pair = nullptr;
-  int index = 0;
-};
+// What an epoll registration points at. A listener or a held connection is registered with
+// its pointer; every registered struct starts with its Kind, so an event's pointer can be told
+// apart before it is cast (nullptr is the wake descriptor). A pair's socket is registered with
+// a key instead (PairKey: the pair's id and the side, the low bit set, which no pointer has),
+// looked up when its event comes: a pair closes its sockets without EPOLL_CTL_DEL (close
+// removes the registration with the socket), and if another descriptor still held a socket (a
+// fork between fork and exec), an event of the registration that outlived the pair finds no
+// pair, where a pointer would point at freed memory.
+enum class Kind : uint8_t { kListener, kConn };
+constexpr uint64_t kPairKeyTag = 1;
+inline uint64_t PairKey(uint32_t id, int index) { return static_cast<uint64_t>(id) << 2 | static_cast<uint64_t>(index) << 1 | kPairKeyTag; }
 
 // Who a listener lets in, before any byte is read (set by JavaScript, see filter()).
 enum Filter : uint8_t { kFilterAnyone = 0, kFilterNobody = 1, kFilterOnly = 2 };
@@ -294,15 +293,8 @@ struct Direction {
 };
 
 struct Pair {
-  Pair() {
-    for (int i = 0; i < 2; i++) {
-      sides[i].pair = this;
-      sides[i].index = i;
-    }
-  }
   uint32_t id = 0;
-  int fds[2] = {-1, -1};
-  Side sides[2];
+  int fds[2] = {-1, -1};  // side A, side B
   Direction dirs[2];  // dirs[0]: fds[0] -> fds[1]; dirs[1]: fds[1] -> fds[0]
   bool dead = false;
   // Forward: side B is the service, connecting until its first EPOLLOUT. A pair that ends
@@ -570,7 +562,7 @@ class Engine {
   static int SocketError(int fd);
 
   // ---- Pairs (pump.cc) ----
-  void OnSideEvent(Side* side, uint32_t events);
+  void OnPairEvent(uint64_t key, uint32_t events);
   void Arm(Pair* pair, bool registeredB);
   void StartJoin(Pair* pair, uint32_t idA, uint32_t idB);
   void StartForward(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec);

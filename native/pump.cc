@@ -12,20 +12,27 @@
 
 namespace relay {
 
-void Engine::OnSideEvent(Side* side, uint32_t events) {
-  Pair* pair = side->pair;
-  if (pair->dead) return;  // ended earlier in this batch
+void Engine::OnPairEvent(uint64_t key, uint32_t events) {
+  const uint32_t id = static_cast<uint32_t>(key >> 2);
+  const int index = static_cast<int>((key >> 1) & 1);
+  Pair* pair;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = pairs_.find(id);
+    if (it == pairs_.end()) return;  // ended (see PairKey)
+    pair = it->second;
+  }
   if (events & EPOLLERR) {
-    int soError = SocketError(pair->fds[side->index]);
+    int soError = SocketError(pair->fds[index]);
     if (soError != 0) return Finish(pair, soError);
   }
-  if (side->index == 1 && pair->connectingB && (events & EPOLLOUT)) {
+  if (index == 1 && pair->connectingB && (events & EPOLLOUT)) {
     pair->connectingB = false;
     std::string().swap(pair->header);
     pair->dirs[0].dstConnecting = false;
     pair->dirs[0].blocked = true;  // whatever waited for the connect (a head, a FIN) goes now
   }
-  Service(pair, side->index, events);
+  Service(pair, index, events);
 }
 
 // Arm: the pair's two sockets are registered for its events (side A always is already; side B
@@ -42,7 +49,7 @@ void Engine::Arm(Pair* pair, bool registeredB) {
   for (int i = 0; i < 2; i++) {
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-    ev.data.ptr = &pair->sides[i];
+    ev.data.u64 = PairKey(pair->id, i);
     if (epoll_ctl(epollFd_, registered[i] ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, pair->fds[i], &ev) < 0) {
       Finish(pair, errno);
       return;
@@ -300,9 +307,7 @@ void Engine::Finish(Pair* pair, int error) {
   }
   for (int fd : pair->fds) {
     if (fd < 0) continue;
-    // Explicitly: a registration outlives close() while another descriptor (Node's, not yet
-    // closed) still refers to the same socket.
-    epoll_ctl(epollFd_, EPOLL_CTL_DEL, fd, nullptr);
+    // No EPOLL_CTL_DEL: closing the socket removes its registration (see PairKey).
     // An error (a reset, a failed connect) or destroy() is an abort: both far ends hear a reset.
     // Only the end of both directions (each FIN passed on) closes with a FIN.
     if (error != 0) Abort(fd);
