@@ -14,7 +14,8 @@
 // sockets. Small messages are copied with recv/send through one shared
 // buffer; once a direction streams, it splices, borrowing a pipe from a small free list only
 // while bytes are in flight, so thousands of idle pairs hold no pipes. A FIN is passed on as
-// a shutdown(SHUT_WR) once everything before it was delivered (half-close); the first error ends
+// a shutdown(SHUT_WR) once everything before it was delivered (half-close), and the second one
+// by closing both sockets, which ends the pair (see Pump in pump.cc); the first error ends
 // the pair, and the pair's sockets are then closed with a reset, so an abort reaches both far
 // ends as an abort (only a FIN is passed on as a FIN). When a pair ends, its byte counts and errno reach JavaScript through a thread-safe
 // function; JavaScript can end a pair early (destroy) or read its live counts (bytes).
@@ -282,8 +283,8 @@ struct Direction {
   bool splicing = false;
   // dst refused bytes (EAGAIN): this direction waits for dst's EPOLLOUT, src left unread.
   bool blocked = false;
-  // dst is still connecting (forward): a FIN must not be passed on yet, since shutting down
-  // a socket in SYN-SENT aborts the connection.
+  // dst is still connecting (forward): nothing is read for it yet, and a FIN must not be
+  // passed on, since shutting down a socket in SYN-SENT aborts the connection.
   bool dstConnecting = false;
   // src reported a FIN, hang-up or error: read it to the end, never stop at a short read.
   bool srcClosing = false;

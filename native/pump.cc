@@ -83,9 +83,10 @@ void Engine::StartJoin(Pair* pair, uint32_t idA, uint32_t idB) {
 }
 
 // Forward: the held (dialed) connection connId and a new connection to the service become a
-// pair at once; the service side is joined while it connects. A send to a socket in SYN-SENT
-// says EAGAIN, so heads and early bytes wait for its EPOLLOUT like for any full socket, and a
-// failed connect ends the pair with its errno, flagged kEndedBeforeConnect.
+// pair at once; the service side is joined while it connects. The direction toward it reads
+// nothing until its first EPOLLOUT (a send in SYN-SENT would only say EAGAIN), so heads and
+// early bytes wait and then go in one send, and a failed connect ends the pair with its errno,
+// flagged kEndedBeforeConnect.
 void Engine::StartForward(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec) {
   Conn* held = HeldConn(connId);
   if (!held) return Finish(pair, ECONNRESET);  // the white (or its client) left meanwhile
