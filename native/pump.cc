@@ -272,8 +272,8 @@ bool Engine::AcquirePipe(Direction& d) {
   }
   int fds[2];
   if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) return false;
-  fcntl(fds[1], F_SETPIPE_SZ, kPipeBytes);  // best effort, see kPipeBytes
-  pipesOpen_.fetch_add(1, std::memory_order_relaxed);
+  const int64_t open = pipesOpen_.fetch_add(1, std::memory_order_relaxed);
+  fcntl(fds[1], F_SETPIPE_SZ, open < kBigPipes ? kBigPipeBytes : kPipeBytes);  // best effort, see kBigPipeBytes
   d.pipeRead = fds[0];
   d.pipeWrite = fds[1];
   return true;
