@@ -356,6 +356,20 @@ describe('data plane', () => {
         assert.equal(result.bytesFromB, 3);
       });
 
+      it('a head goes out while the client says nothing, so a service that speaks first is heard', async () => {
+        const r = await plane.rig();
+        const done = closedResult();
+        r.join({ toB: Buffer.from('START-HEADER') }, done.onClosed);
+        assert.equal((await received(r.service, 12)).toString(), 'START-HEADER');
+        r.service.write('220 ready\r\n');
+        assert.equal((await received(r.client, 11)).toString(), '220 ready\r\n');
+        r.client.end();
+        r.service.end();
+        const result = await done.result;
+        assert.equal(result.bytesFromA, 0);
+        assert.equal(result.bytesFromB, 11);
+      });
+
       it('a message with its FIN right behind it each way: both ends get every byte and an end, the pair no error', async () => {
         const r = await plane.rig();
         const done = closedResult();
