@@ -211,12 +211,13 @@ void Engine::Run() {
       }
     }
     for (int i = 0; i < n; i++) {
+      if (events[i].data.u64 & kPairKeyTag) {
+        OnPairEvent(events[i].data.u64, events[i].events);
+        continue;
+      }
       void* ptr = events[i].data.ptr;
       if (ptr == nullptr) continue;
       switch (*static_cast<Kind*>(ptr)) {
-        case Kind::kSide:
-          OnSideEvent(static_cast<Side*>(ptr), events[i].events);
-          break;
         case Kind::kListener:
           OnAcceptable(static_cast<Listener*>(ptr));
           break;

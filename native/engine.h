@@ -14,7 +14,8 @@
 // sockets. Small messages are copied with recv/send through one shared
 // buffer; once a direction streams, it splices, borrowing a pipe from a small free list only
 // while bytes are in flight, so thousands of idle pairs hold no pipes. A FIN is passed on as
-// a shutdown(SHUT_WR) once everything before it was delivered (half-close); the first error ends
+// a shutdown(SHUT_WR) once everything before it was delivered (half-close), and the second one
+// by closing both sockets, which ends the pair (see Pump in pump.cc); the first error ends
 // the pair, and the pair's sockets are then closed with a reset, so an abort reaches both far
 // ends as an abort (only a FIN is passed on as a FIN). When a pair ends, its byte counts and errno reach JavaScript through a thread-safe
 // function; JavaScript can end a pair early (destroy) or read its live counts (bytes).
@@ -80,8 +81,15 @@ typedef struct evp_mac_ctx_st EVP_MAC_CTX;
 
 namespace relay {
 
-// A pipe of 256 KiB lets one splice move a loopback burst in a single call; if the per-user
-// pipe allowance is used up the kernel refuses and the pipe keeps its default size.
+// A pipe of 1 MiB lets one splice move a loopback burst in a single call: a stream costs fewer
+// splices and wake-ups per byte than with 256 KiB (relay's CPU per GB of a single bulk stream
+// about 0.8x). A pipe's size counts against its user's pipe allowance
+// (/proc/sys/fs/pipe-user-pages-soft, 64 MiB by default; beyond it every new pipe of that user
+// gets two pages), so a pipe is that big only while the engine has fewer than kBigPipes open,
+// and 256 KiB otherwise: a full free list is then at most 8 + 56 / 4 = 22 MiB of it. If the
+// allowance is used up anyway, the kernel refuses and the pipe keeps its default size.
+constexpr int kBigPipeBytes = 1024 * 1024;
+constexpr int64_t kBigPipes = 8;
 constexpr int kPipeBytes = 256 * 1024;
 // Asked for on each splice into a pipe; the pipe's free space is the real bound.
 constexpr size_t kSpliceAsk = 1 << 20;
@@ -102,18 +110,17 @@ constexpr char kStartHeaderVersion = 2;
 constexpr int kKeepAliveIntervalSec = 1;
 constexpr int kKeepAliveProbes = 10;
 
-struct Pair;
-
-// What an epoll registration points at. Every registered struct starts with its Kind, so an
-// event's pointer can be told apart before it is cast. (nullptr is the wake descriptor.)
-enum class Kind : uint8_t { kSide, kListener, kConn };
-
-// One socket of one pair.
-struct Side {
-  Kind kind = Kind::kSide;
-  Pair* pair = nullptr;
-  int index = 0;
-};
+// What an epoll registration points at. A listener or a held connection is registered with
+// its pointer; every registered struct starts with its Kind, so an event's pointer can be told
+// apart before it is cast (nullptr is the wake descriptor). A pair's socket is registered with
+// a key instead (PairKey: the pair's id and the side, the low bit set, which no pointer has),
+// looked up when its event comes: a pair closes its sockets without EPOLL_CTL_DEL (close
+// removes the registration with the socket), and if another descriptor still held a socket (a
+// fork between fork and exec), an event of the registration that outlived the pair finds no
+// pair, where a pointer would point at freed memory.
+enum class Kind : uint8_t { kListener, kConn };
+constexpr uint64_t kPairKeyTag = 1;
+inline uint64_t PairKey(uint32_t id, int index) { return static_cast<uint64_t>(id) << 2 | static_cast<uint64_t>(index) << 1 | kPairKeyTag; }
 
 // Who a listener lets in, before any byte is read (set by JavaScript, see filter()).
 enum Filter : uint8_t { kFilterAnyone = 0, kFilterNobody = 1, kFilterOnly = 2 };
@@ -283,24 +290,19 @@ struct Direction {
   bool splicing = false;
   // dst refused bytes (EAGAIN): this direction waits for dst's EPOLLOUT, src left unread.
   bool blocked = false;
-  // dst is still connecting (forward): a FIN must not be passed on yet, since shutting down
-  // a socket in SYN-SENT aborts the connection.
+  // dst is still connecting (forward): nothing is read for it yet, and a FIN must not be
+  // passed on, since shutting down a socket in SYN-SENT aborts the connection.
   bool dstConnecting = false;
   // src reported a FIN, hang-up or error: read it to the end, never stop at a short read.
   bool srcClosing = false;
+  // src reported its FIN (EPOLLRDHUP): a short read has reached it (see Pump).
+  bool srcFin = false;
   std::atomic<uint64_t> bytes{0};
 };
 
 struct Pair {
-  Pair() {
-    for (int i = 0; i < 2; i++) {
-      sides[i].pair = this;
-      sides[i].index = i;
-    }
-  }
   uint32_t id = 0;
-  int fds[2] = {-1, -1};
-  Side sides[2];
+  int fds[2] = {-1, -1};  // side A, side B
   Direction dirs[2];  // dirs[0]: fds[0] -> fds[1]; dirs[1]: fds[1] -> fds[0]
   bool dead = false;
   // Forward: side B is the service, connecting until its first EPOLLOUT. A pair that ends
@@ -568,7 +570,7 @@ class Engine {
   static int SocketError(int fd);
 
   // ---- Pairs (pump.cc) ----
-  void OnSideEvent(Side* side, uint32_t events);
+  void OnPairEvent(uint64_t key, uint32_t events);
   void Arm(Pair* pair, bool registeredB);
   void StartJoin(Pair* pair, uint32_t idA, uint32_t idB);
   void StartForward(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec);
@@ -579,7 +581,9 @@ class Engine {
   void Service(Pair* pair, int sideIndex, uint32_t events);
   void Settle(Pair* pair, int error);
   static int Blocked(Direction& d);
-  int Pump(Direction& d);
+  static bool HeadWaiting(const Direction& d) { return d.headSent < d.head.size(); }
+  int SendCopied(Direction& d, const char* data, size_t n);
+  int Pump(Pair* pair, int index, bool read);
   bool AcquirePipe(Direction& d);
   void ReleasePipe(Direction& d);
   void ClosePipe(Direction& d);

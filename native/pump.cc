@@ -7,49 +7,54 @@
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 namespace relay {
 
-void Engine::OnSideEvent(Side* side, uint32_t events) {
-  Pair* pair = side->pair;
-  if (pair->dead) return;  // ended earlier in this batch
+void Engine::OnPairEvent(uint64_t key, uint32_t events) {
+  const uint32_t id = static_cast<uint32_t>(key >> 2);
+  const int index = static_cast<int>((key >> 1) & 1);
+  Pair* pair;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = pairs_.find(id);
+    if (it == pairs_.end()) return;  // ended (see PairKey)
+    pair = it->second;
+  }
   if (events & EPOLLERR) {
-    int soError = SocketError(pair->fds[side->index]);
+    int soError = SocketError(pair->fds[index]);
     if (soError != 0) return Finish(pair, soError);
   }
-  if (side->index == 1 && pair->connectingB && (events & EPOLLOUT)) {
+  if (index == 1 && pair->connectingB && (events & EPOLLOUT)) {
     pair->connectingB = false;
     std::string().swap(pair->header);
     pair->dirs[0].dstConnecting = false;
     pair->dirs[0].blocked = true;  // whatever waited for the connect (a head, a FIN) goes now
   }
-  Service(pair, side->index, events);
+  Service(pair, index, events);
 }
 
-// Arm: the pair's two sockets are registered for its events and its heads go out.
-// registeredB: side B is already in the epoll set (a held connection being joined, not a new
-// connection to a service); side A always is.
+// Arm: the pair's two sockets are registered for its events (side A always is already; side B
+// too when it is a held connection being joined, not a new connection to a service).
+// Edge-triggered: an event is reported once, so a direction reads until the kernel says EAGAIN,
+// a short read has emptied the queue, or its destination is full (see Pump). Registering (ADD,
+// or MOD of a held connection) reports what each socket is ready for now, writable at least once
+// it is connected, with the bytes a client sent while it waited: that first report, not a recv
+// here, tells whether there is anything to read, and a head waits for it so that it goes out
+// in one send with the bytes behind it (see Service).
 void Engine::Arm(Pair* pair, bool registeredB) {
   if (pair->dead) return;
   const bool registered[2] = {true, registeredB};
   for (int i = 0; i < 2; i++) {
     epoll_event ev{};
-    // Edge-triggered: an event is reported once, so a direction reads until the kernel says
-    // EAGAIN, a short read has emptied the queue, or its destination is full (see Service).
-    // Re-arming a held connection (MOD) reports what is already readable, such as the bytes
-    // a waiting client sent.
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-    ev.data.ptr = &pair->sides[i];
+    ev.data.u64 = PairKey(pair->id, i);
     if (epoll_ctl(epollFd_, registered[i] ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, pair->fds[i], &ev) < 0) {
       Finish(pair, errno);
       return;
     }
   }
-  // Heads go out now; readiness at registration arrives as ordinary events.
-  int error = Pump(pair->dirs[0]);
-  if (error == 0) error = Pump(pair->dirs[1]);
-  Settle(pair, error);
 }
 
 // Two held connections become a pair (join). One of them may have gone in the meantime
@@ -78,9 +83,10 @@ void Engine::StartJoin(Pair* pair, uint32_t idA, uint32_t idB) {
 }
 
 // Forward: the held (dialed) connection connId and a new connection to the service become a
-// pair at once; the service side is joined while it connects. A send to a socket in SYN-SENT
-// says EAGAIN, so heads and early bytes wait for its EPOLLOUT like for any full socket, and a
-// failed connect ends the pair with its errno, flagged kEndedBeforeConnect.
+// pair at once; the service side is joined while it connects. The direction toward it reads
+// nothing until its first EPOLLOUT (a send in SYN-SENT would only say EAGAIN), so heads and
+// early bytes wait and then go in one send, and a failed connect ends the pair with its errno,
+// flagged kEndedBeforeConnect.
 void Engine::StartForward(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec) {
   Conn* held = HeldConn(connId);
   if (!held) return Finish(pair, ECONNRESET);  // the white (or its client) left meanwhile
@@ -103,14 +109,19 @@ void Engine::StartForward(Pair* pair, uint32_t connId, const sockaddr_storage& a
 
 // An event on one socket moves only what it can move: readable -> the direction reading it;
 // writable -> the direction writing to it, and only if that one was blocked. (EPOLLOUT is in
-// almost every event mask, so pumping on it unconditionally would cost a useless recv.)
+// almost every event mask, so pumping on it unconditionally would cost a useless recv.) A head
+// still waiting for its source's first report (see Arm) goes alone when that report says there
+// is nothing to read, or when its destination reports first (Arm registers A first, so its
+// report comes first unless A had one pending).
 void Engine::Service(Pair* pair, int sideIndex, uint32_t events) {
   Direction& from = pair->dirs[sideIndex];
   Direction& into = pair->dirs[1 - sideIndex];
   int error = 0;
   if (events & kClosing) from.srcClosing = true;
-  if (events & kReadable) error = Pump(from);
-  if (error == 0 && (events & EPOLLOUT) && into.blocked) error = Pump(into);
+  if (events & EPOLLRDHUP) from.srcFin = true;
+  if (events & kReadable) error = Pump(pair, sideIndex, true);
+  else if (HeadWaiting(from) && !from.blocked) error = Pump(pair, sideIndex, false);
+  if (error == 0 && (events & EPOLLOUT) && (into.blocked || HeadWaiting(into))) error = Pump(pair, 1 - sideIndex, into.blocked);
   Settle(pair, error);
 }
 
@@ -127,11 +138,52 @@ int Engine::Blocked(Direction& d) {
   return 0;
 }
 
-// Moves what can be moved now. Returns 0 (stopped on EAGAIN or done) or an errno.
-int Engine::Pump(Direction& d) {
+// Sends what a copied read brought (data, n bytes) behind whatever head is still waiting, in
+// one send; what dst cannot take now becomes the head, which goes first next time.
+int Engine::SendCopied(Direction& d, const char* data, size_t n) {
+  const size_t waiting = d.head.size() - d.headSent;
+  ssize_t sent;
+  if (waiting == 0) {
+    sent = send(d.dst, data, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } else {
+    iovec parts[2] = {{&d.head[d.headSent], waiting}, {const_cast<char*>(data), n}};
+    msghdr message{};
+    message.msg_iov = parts;
+    message.msg_iovlen = 2;
+    sent = sendmsg(d.dst, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+  if (sent < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return errno;
+    sent = 0;
+  }
+  size_t done = static_cast<size_t>(sent);
+  if (done == waiting + n) {
+    std::string().swap(d.head);
+    d.headSent = 0;
+    return 0;
+  }
+  if (done < waiting) {
+    d.head.erase(0, d.headSent + done);
+    d.head.append(data, n);
+  } else {
+    d.head.assign(data + (done - waiting), n - (done - waiting));
+  }
+  d.headSent = 0;
+  return Blocked(d);
+}
+
+// Moves what can be moved now. Returns 0 (stopped on EAGAIN or done) or an errno. read: src
+// may have bytes (false: nothing says so, and its next bytes will raise an edge; only a head,
+// the pipe and a FIN are passed on).
+int Engine::Pump(Pair* pair, int index, bool read) {
+  Direction& d = pair->dirs[index];
   d.blocked = false;
+  // A send to a socket still connecting says EAGAIN: src stays unread until the connect is
+  // done (OnSideEvent), so nothing is read only to be kept.
+  if (d.dstConnecting) return Blocked(d);
   for (;;) {
-    if (d.headSent < d.head.size()) {
+    if (HeadWaiting(d) && (!read || d.splicing || d.eof)) {
+      // Nothing to send it with: the head alone.
       ssize_t n = send(d.dst, d.head.data() + d.headSent, d.head.size() - d.headSent, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n < 0) {
         if (errno == EINTR) continue;
@@ -155,13 +207,16 @@ int Engine::Pump(Direction& d) {
       continue;
     }
     if (d.eof) {
-      if (d.dstConnecting) return Blocked(d);
       if (!d.shut) {
         d.shut = true;
-        if (shutdown(d.dst, SHUT_WR) < 0 && errno != ENOTCONN) return errno;
+        // The second FIN: the other direction has read dst to its end and passed its FIN on,
+        // so the pair ends now (Settle), and closing dst sends this FIN after what dst still has
+        // to send, as shutdown would (nothing is unread on it, so close does not reset).
+        if (!pair->dirs[1 - index].shut && shutdown(d.dst, SHUT_WR) < 0 && errno != ENOTCONN) return errno;
       }
       return 0;
     }
+    if (!read) return 0;
     if (!d.splicing) {
       ssize_t n = recv(d.src, copyBuffer_.data(), copyBuffer_.size(), MSG_DONTWAIT);
       if (n == 0) {
@@ -170,24 +225,23 @@ int Engine::Pump(Direction& d) {
       }
       if (n < 0) {
         if (errno == EINTR) continue;
-        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : errno;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return errno;
+        read = false;  // a waiting head goes alone
+        continue;
       }
       d.bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-      if (static_cast<size_t>(n) == copyBuffer_.size()) d.splicing = true;
-      ssize_t sent = send(d.dst, copyBuffer_.data(), static_cast<size_t>(n), MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (sent < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return errno;
-        sent = 0;
-      }
-      // What dst cannot take now waits in head (empty here), which goes first next time.
-      if (sent < n) {
-        d.head.assign(copyBuffer_.data() + sent, static_cast<size_t>(n - sent));
-        return Blocked(d);
-      }
-      // A short read emptied the receive queue: anything arriving later raises a new edge,
-      // so the recv that would only say EAGAIN is skipped.
-      // (Not once a FIN was signalled: that edge is spent, so read on to the EOF.)
-      if (static_cast<size_t>(n) < copyBuffer_.size() && !d.srcClosing) return 0;
+      const bool filled = static_cast<size_t>(n) == copyBuffer_.size();
+      if (filled) d.splicing = true;
+      int error = SendCopied(d, copyBuffer_.data(), static_cast<size_t>(n));
+      if (error != 0 || d.blocked) return error;
+      if (filled) continue;
+      // A short read emptied the receive queue: anything arriving later raises a new edge, so
+      // the recv that would only say EAGAIN is skipped. Once src reported its FIN (RDHUP), no
+      // byte can follow it, so a short read has reached it: that is the end of src, and the
+      // recv that would only say 0 is skipped too. After a hang-up or an error without a FIN
+      // that edge is spent: read on to the end.
+      if (d.srcFin) d.eof = true;
+      else if (!d.srcClosing) return 0;
       continue;
     }
     if (d.pipeRead < 0 && !AcquirePipe(d)) return errno;
@@ -218,8 +272,8 @@ bool Engine::AcquirePipe(Direction& d) {
   }
   int fds[2];
   if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) return false;
-  fcntl(fds[1], F_SETPIPE_SZ, kPipeBytes);  // best effort, see kPipeBytes
-  pipesOpen_.fetch_add(1, std::memory_order_relaxed);
+  const int64_t open = pipesOpen_.fetch_add(1, std::memory_order_relaxed);
+  fcntl(fds[1], F_SETPIPE_SZ, open < kBigPipes ? kBigPipeBytes : kPipeBytes);  // best effort, see kBigPipeBytes
   d.pipeRead = fds[0];
   d.pipeWrite = fds[1];
   return true;
@@ -254,9 +308,7 @@ void Engine::Finish(Pair* pair, int error) {
   }
   for (int fd : pair->fds) {
     if (fd < 0) continue;
-    // Explicitly: a registration outlives close() while another descriptor (Node's, not yet
-    // closed) still refers to the same socket.
-    epoll_ctl(epollFd_, EPOLL_CTL_DEL, fd, nullptr);
+    // No EPOLL_CTL_DEL: closing the socket removes its registration (see PairKey).
     // An error (a reset, a failed connect) or destroy() is an abort: both far ends hear a reset.
     // Only the end of both directions (each FIN passed on) closes with a FIN.
     if (error != 0) Abort(fd);
