@@ -533,6 +533,9 @@ class Engine {
   std::mutex mutex_;
   std::deque<Command> commands_;                 // guarded by mutex_
   std::unordered_map<uint32_t, Pair*> pairs_;    // guarded by mutex_; live pairs only
+  // The pairs whose sockets are registered, for the engine thread's dispatch of their events:
+  // a second map so that no event takes mutex_ (which JavaScript's Bytes and PairCount take).
+  std::unordered_map<uint32_t, Pair*> armed_;    // engine thread only
   std::vector<std::pair<int, int>> freePipes_;   // engine thread only
   std::vector<Pair*> graveyard_;                 // engine thread only
   std::vector<Conn*> connGraveyard_;             // engine thread only

@@ -15,13 +15,9 @@ namespace relay {
 void Engine::OnPairEvent(uint64_t key, uint32_t events) {
   const uint32_t id = static_cast<uint32_t>(key >> 2);
   const int index = static_cast<int>((key >> 1) & 1);
-  Pair* pair;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto it = pairs_.find(id);
-    if (it == pairs_.end()) return;  // ended (see PairKey)
-    pair = it->second;
-  }
+  auto it = armed_.find(id);
+  if (it == armed_.end()) return;  // ended (see PairKey)
+  Pair* pair = it->second;
   if (events & EPOLLERR) {
     int soError = SocketError(pair->fds[index]);
     if (soError != 0) return Finish(pair, soError);
@@ -45,6 +41,7 @@ void Engine::OnPairEvent(uint64_t key, uint32_t events) {
 // in one send with the bytes behind it (see Service).
 void Engine::Arm(Pair* pair, bool registeredB) {
   if (pair->dead) return;
+  armed_[pair->id] = pair;
   const bool registered[2] = {true, registeredB};
   for (int i = 0; i < 2; i++) {
     epoll_event ev{};
@@ -302,6 +299,7 @@ void Engine::ClosePipe(Direction& d) {
 void Engine::Finish(Pair* pair, int error) {
   pair->dead = true;
   PoolPairEnded(pair);
+  armed_.erase(pair->id);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     pairs_.erase(pair->id);
