@@ -43,7 +43,10 @@ void Engine::OnDialProgress(Conn* conn, uint32_t events) {
   Emit(event);
   conn->state = Conn::kPrefix;
   if (!whole) return Gone(conn, kGoneClosed);
-  ReadPrefix(conn);
+  // The start header answers the preamble just sent, so it cannot be in yet: a recv now would
+  // only say EAGAIN. Its arrival raises a new edge (the registration is edge-triggered with
+  // EPOLLIN); only bytes or a FIN already reported with this event are read at once.
+  if (events & (EPOLLIN | EPOLLRDHUP)) ReadPrefix(conn);
 }
 
 void Engine::DialFailed(Conn* conn, int error) {

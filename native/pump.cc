@@ -46,6 +46,9 @@ void Engine::Arm(Pair* pair, bool registeredB) {
       return;
     }
   }
+  // A forward's service side is still connecting: nothing can be read from it nor sent to it,
+  // so its heads and the client's bytes wait for its EPOLLOUT (OnSideEvent), with no recv now.
+  if (pair->connectingB) return;
   // Heads go out now; readiness at registration arrives as ordinary events.
   int error = Pump(pair->dirs[0]);
   if (error == 0) error = Pump(pair->dirs[1]);

@@ -23,7 +23,7 @@ import { VERSION } from '../../version.js';
 import { resolveHost } from '../net-util.js';
 import type { DataPlane } from '../substrate/data-plane.js';
 import type { PairEnd } from '../substrate/pair.js';
-import { engineStock, keepAliveSecOf } from './engine-link.js';
+import { engineStock, SERVICE_KEEPALIVE_SEC } from './engine-link.js';
 import { missingFrom, ServiceTable } from './service-table.js';
 import { PoolDialer, type PoolLinks } from './pool-dialer.js';
 import type { Forward, LinkContext } from './pool-link.js';
@@ -449,11 +449,10 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   private setRoutes(): void {
     const engine = this.dataPlane.engine;
     if (!engine || this.routes === 0 || !this.table || !this.addresses) return;
-    const keepAliveSec = keepAliveSecOf({ config: this.config });
     const targets = this.addresses.targets;
     engine.handle.setRoutes(
       this.routes,
-      this.table.positions().map((s) => (s && s.proxyProtocol === 'none' && targets.has(s.name) ? ([targets.get(s.name)!, s.target.port, keepAliveSec] as const) : null)),
+      this.table.positions().map((s) => (s && s.proxyProtocol === 'none' && targets.has(s.name) ? ([targets.get(s.name)!, s.target.port, SERVICE_KEEPALIVE_SEC] as const) : null)),
     );
   }
 

@@ -22,6 +22,10 @@ export function keepAliveSecOf(ctx: Pick<LinkContext, 'config'>): number {
   return Math.max(1, Math.round(ctx.config.limits.keepAliveDelayMs / 1000));
 }
 
+/** The connection to a local service gets no keepalive (no-delay only, as Node's net.connect
+ *  on the JS plane): it is local, and the config's keepalive is the pooled connections'. */
+export const SERVICE_KEEPALIVE_SEC = 0;
+
 /** dataIp: the white's data host as an IP address; routes: the session's service table in the
  *  engine (Engine.handle.setRoutes). */
 export function engineStock(engine: Engine, ctx: LinkContext, dataIp: string, routes: number): OpenStock {
@@ -56,7 +60,7 @@ export function engineStock(engine: Engine, ctx: LinkContext, dataIp: string, ro
 
 /** Where a service is dialed: its target as the IP address resolved for it. */
 function targetOf(ctx: LinkContext, service: GrayService): Endpoint {
-  return { ip: ctx.targetIp?.(service) ?? service.target.host, port: service.target.port, keepAliveSec: keepAliveSecOf(ctx) };
+  return { ip: ctx.targetIp?.(service) ?? service.target.host, port: service.target.port, keepAliveSec: SERVICE_KEEPALIVE_SEC };
 }
 
 /** A forward whose connect to the service failed: counted, and logged with its client (and its
