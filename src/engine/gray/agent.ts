@@ -18,6 +18,7 @@ import { formatHostPort } from '../../config/address.js';
 import { decodeProof, deriveSessionKeys, encodeProof, proofsEqual, type SessionKeys } from '../protocol/auth.js';
 import { MessageType, type Message } from '../protocol/messages.js';
 import { sessionIdFromString } from '../protocol/preamble.js';
+import { decodeStartHeader } from '../protocol/start-header.js';
 import { RateLimitedLog } from '../../rate-limited-log.js';
 import { VERSION } from '../../version.js';
 import { resolveHost } from '../net-util.js';
@@ -357,9 +358,11 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
         });
         this.active.add(forward);
       },
-      onForwarded: (pair, client) => {
+      onForwarded: (pair, header) => {
         this.enginePairs.add(pair);
-        if (this.logger.isLevelEnabled('debug')) this.logger.debug({ client: formatHostPort({ host: client.srcAddress, port: client.srcPort }), service: this.table?.at(client.service)?.name }, 'forwarding');
+        if (!this.logger.isLevelEnabled('debug')) return;
+        const client = decodeStartHeader(header);
+        this.logger.debug({ client: formatHostPort({ host: client.srcAddress, port: client.srcPort }), service: this.table?.at(client.service)?.name }, 'forwarding');
       },
       onForwardEnded: (pair, end) => {
         if (!this.enginePairs.delete(pair)) return;

@@ -2,10 +2,10 @@
 // granted, each opened with a preamble that proves it belongs to this session. An idle one
 // waits for the white's start header; once it arrives the connection is handed to the
 // forwarder and the white (which consumed it) grants a replacement at once. How a connection is
-// opened and forwarded is the link's business (pool-link.ts); the counters and credits are here.
-// With an engine the engine dials: this hands it preambles ahead of need (a stock at most
-// STOCK_LEAD counters past the credits known here) and the explicit credits, and the engine
-// spends one implicit credit per start header by itself.
+// opened and forwarded is the link's business (pool-link.ts); the counters and credits are here
+// on the JS plane. With an engine the engine dials from the session's stock: it numbers and
+// signs the preambles itself and spends one implicit credit per start header by itself; this
+// hands it the explicit credits and counts the idle connections, with no object for each.
 import type { GrayConfig } from '../../config/types.js';
 import type { Logger } from '../../log.js';
 import { Backoff } from '../backoff.js';
@@ -18,13 +18,6 @@ import type { LinkEvents, OpenLink, OpenStock, PoolLink, PoolStock } from './poo
  *  engine's stock), and where they go (host:port, for logs). */
 export type PoolLinks = { readonly where: string } & ({ readonly open: OpenLink; readonly stock?: undefined } | { readonly stock: OpenStock; readonly open?: undefined });
 
-/** Preambles handed to an engine's stock beyond the credits known here: the start headers the
- *  engine may answer with a successor before JavaScript has heard of them. Bounded, since each
- *  is a counter given out ahead; topped up once STOCK_TOP_UP of them were used, so JavaScript
- *  crosses to the engine once per STOCK_TOP_UP connections rather than once per connection. */
-export const STOCK_LEAD = 32;
-export const STOCK_TOP_UP = 8;
-
 export type PoolDialerOptions = PoolLinks & {
   readonly sessionId: Buffer;
   readonly dataKey: Buffer;
@@ -33,8 +26,9 @@ export type PoolDialerOptions = PoolLinks & {
   readonly logger: Logger;
   readonly onActivated: (link: PoolLink, client: StartHeaderFields) => void;
   /** With an engine's stock: the engine forwarded a link into pair by itself (no object for it
-   *  here), and later that pair ended. */
-  readonly onForwarded: (pair: number, client: StartHeaderFields) => void;
+   *  here; the engine checked its start header, decoded only if wanted), and later that pair
+   *  ended. */
+  readonly onForwarded: (pair: number, header: Buffer) => void;
   readonly onForwardEnded: (pair: number, end: PairEnd) => void;
   readonly onPoolReady: (idle: number) => void;
 };
@@ -53,15 +47,28 @@ export class PoolDialer {
   private readonly retryCounters: number[] = [];
   private stopped = false;
   private readyReported = false;
-  /** With an engine: its stock, and the explicit credits not yet handed to it. */
+  /** With an engine: its stock, and how many of its connections wait idle (no object each). */
   private readonly stock: PoolStock | null;
-  private creditsToHand = 0;
+  private stockIdle = 0;
 
   constructor(private readonly o: PoolDialerOptions) {
     this.backoff = new Backoff(o.config.limits.reconnectBaseMs, o.config.limits.reconnectMaxMs);
     this.stock = o.stock
-      ? o.stock({
-          connected: (adopt) => this.adopted(adopt),
+      ? o.stock({ sessionId: o.sessionId, dataKey: o.dataKey }, {
+          connected: () => {
+            if (this.stopped) return;
+            this.stockIdle += 1;
+            this.connectedOne();
+          },
+          closed: () => void (this.stockIdle -= 1),
+          activated: (link, header) => {
+            this.stockIdle -= 1;
+            this.activate(link, header);
+          },
+          forwarded: (pair, header) => {
+            this.stockIdle -= 1;
+            this.o.onForwarded(pair, header);
+          },
           failed: (err) => this.scheduleRetry(err),
           // Also after stop(): forwards outlive their session.
           pairEnded: (pair, end) => o.onForwardEnded(pair, end),
@@ -69,20 +76,15 @@ export class PoolDialer {
       : null;
   }
 
-  /** The counters given out so far (for tests: never more than the credits plus STOCK_LEAD). */
-  get countersGiven(): number {
-    return this.nextCounter - 1;
-  }
-
   get idleCount(): number {
-    return this.idle.size;
+    return this.stock ? this.stockIdle : this.idle.size;
   }
 
   grant(upTo: number): void {
-    if (upTo > this.explicitUpTo) {
-      this.creditsToHand += upTo - this.explicitUpTo;
-      this.explicitUpTo = upTo;
-    }
+    if (upTo <= this.explicitUpTo) return this.fill();
+    const more = upTo - this.explicitUpTo;
+    this.explicitUpTo = upTo;
+    if (this.stock) return void (this.stopped || this.stock.add(more));
     this.fill();
   }
 
@@ -90,47 +92,33 @@ export class PoolDialer {
     this.stopped = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.stock?.close();
+    this.stockIdle = 0;
     for (const link of this.idle) link.destroy();
     for (const link of this.dialing) link.destroy();
     this.idle.clear();
     this.dialing.clear();
   }
 
+  /** The JS plane: one dial per counter up to the credits known here. */
   private fill(): void {
-    if (this.stopped) return;
-    if (this.stock) return this.topUp(this.stock);
-    if (this.retryTimer) return;
+    if (this.stopped || this.stock || this.retryTimer) return;
     while (this.retryCounters.length > 0) this.dial(this.retryCounters.shift()!);
     const limit = this.explicitUpTo + this.activations;
     while (this.nextCounter <= limit) this.dial(this.nextCounter++);
   }
 
-  /** Hands the engine the explicit credits it has not had and preambles up to STOCK_LEAD past
-   *  the credits known here, in one call, once STOCK_TOP_UP are missing (or credits wait). */
-  private topUp(stock: PoolStock): void {
-    const upTo = this.explicitUpTo + this.activations + STOCK_LEAD;
-    if (this.creditsToHand === 0 && upTo - this.countersGiven < STOCK_TOP_UP) return;
-    const preambles: Buffer[] = [];
-    while (this.nextCounter <= upTo) preambles.push(encodePreamble(this.o.sessionId, this.nextCounter++, this.o.dataKey));
-    stock.add(preambles, this.creditsToHand);
-    this.creditsToHand = 0;
-  }
-
-  /** A link the engine dialed from the stock connected. */
-  private adopted(adopt: (events: LinkEvents) => PoolLink): void {
-    if (this.stopped) return;
-    const link = adopt(this.linkEvents(() => link, null));
-    this.connected(link);
-  }
-
   private connected(link: PoolLink): void {
     this.dialing.delete(link);
     if (this.stopped) return link.destroy();
-    this.backoff.reset();
     this.idle.add(link);
-    if (!this.readyReported && this.idle.size >= this.o.poolTarget) {
+    this.connectedOne();
+  }
+
+  private connectedOne(): void {
+    this.backoff.reset();
+    if (!this.readyReported && this.idleCount >= this.o.poolTarget) {
       this.readyReported = true;
-      this.o.onPoolReady(this.idle.size);
+      this.o.onPoolReady(this.idleCount);
     }
   }
 
@@ -139,14 +127,13 @@ export class PoolDialer {
     this.dialing.add(link);
   }
 
-  /** counter: the link's, when this dialed it (the JS plane); null for one from the stock,
-   *  whose header the engine already counted as a credit and answered with a successor. */
-  private linkEvents(self: () => PoolLink, counter: number | null): LinkEvents {
+  /** A link of the JS plane, opened with counter's preamble. */
+  private linkEvents(self: () => PoolLink, counter: number): LinkEvents {
     return {
       connected: () => this.connected(self()),
       failed: (err) => {
         this.dialing.delete(self());
-        if (this.stopped || counter === null) return;
+        if (this.stopped) return;
         // Nothing was sent, so the counter was never seen by the white: retry it after a delay.
         this.retryCounters.push(counter);
         this.scheduleRetry(err);
@@ -154,41 +141,31 @@ export class PoolDialer {
       activated: (header) => {
         const link = self();
         this.idle.delete(link);
-        // Every header the white wrote is a credit it counted; the engine has already used it.
-        if (counter === null) this.activations += 1;
-        let client: StartHeaderFields;
-        try {
-          client = decodeStartHeader(header);
-        } catch (err) {
-          this.o.logger.warn({ detail: (err as Error).message }, 'invalid start header from white');
-          if (counter === null) this.fill();
-          return link.destroy();
-        }
-        // The start header is our replacement credit: dial the successor before forwarding.
-        if (counter !== null) this.activations += 1;
-        this.fill();
-        this.o.onActivated(link, client);
+        this.activate(link, header);
       },
       // Closed while idle: the white recycled it or the path broke. The white grants a
       // replacement when it sees the close; nothing to do here.
       closed: () => {
         this.idle.delete(self());
       },
-      // From the stock, forwarded by the engine (which also dialed the successor).
-      forwarded: (header, pair) => {
-        this.idle.delete(self());
-        this.activations += 1;
-        this.fill();
-        let client: StartHeaderFields;
-        try {
-          client = decodeStartHeader(header);
-        } catch (err) {
-          this.o.logger.warn({ detail: (err as Error).message }, 'invalid start header from white');
-          return this.stock?.destroyPair(pair);
-        }
-        this.o.onForwarded(pair, client);
-      },
     };
+  }
+
+  /** A link read its start header: forward it. On the JS plane the header is the implicit
+   *  credit for a successor, dialed first (an engine's stock has already dialed it). */
+  private activate(link: PoolLink, header: Buffer): void {
+    let client: StartHeaderFields;
+    try {
+      client = decodeStartHeader(header);
+    } catch (err) {
+      this.o.logger.warn({ detail: (err as Error).message }, 'invalid start header from white');
+      return link.destroy();
+    }
+    if (!this.stock) {
+      this.activations += 1;
+      this.fill();
+    }
+    this.o.onActivated(link, client);
   }
 
   private scheduleRetry(err: Error): void {
@@ -197,7 +174,7 @@ export class PoolDialer {
     this.o.logger.warn({ detail: err.message, retryInMs: delay, data: this.o.where }, 'data connection failed');
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
-      if (this.stock) this.stock.release();
+      this.stock?.release();
       this.fill();
     }, delay);
   }

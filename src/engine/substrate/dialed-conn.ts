@@ -20,9 +20,6 @@ export interface DialHandlers {
   onPrefix(prefix: Buffer): void;
   /** Closed by the peer (or reset) after connecting and before forwarding; the engine closed it. */
   onClosed(): void;
-  /** Dialed from a stock: the prefix arrived and the engine forwarded it into pair by itself;
-   *  the stock reports that pair's end (dial-stock.ts), and this connection is done. */
-  onForwarded?(prefix: Buffer, pair: number): void;
 }
 
 export interface Endpoint {
@@ -50,17 +47,17 @@ export class DialedConn implements ConnOwner {
     return new DialedConn(engine, id, handlers, 'dialing');
   }
 
-  /** Takes charge of a connection the engine dialed from a stock (dial-stock.ts) and reported
-   *  connected: it is idle, waiting for its prefix. */
-  static adopt(engine: Engine, id: number, handlers: DialHandlers): DialedConn {
-    return new DialedConn(engine, id, handlers, 'idle');
+  /** Takes charge of a connection the engine dialed from a stock (dial-stock.ts) and holds
+   *  after its prefix, for JavaScript to forward. onClosed: it went away before that. */
+  static held(engine: Engine, id: number, onClosed: () => void): DialedConn {
+    return new DialedConn(engine, id, { onConnected: () => {}, onFailed: () => {}, onPrefix: () => {}, onClosed }, 'held');
   }
 
   private constructor(
     private readonly engine: Engine,
     private readonly id: number,
     private readonly handlers: DialHandlers,
-    state: 'dialing' | 'idle',
+    state: 'dialing' | 'held',
   ) {
     this.state = state;
     engine.addConn(id, this);
@@ -118,14 +115,6 @@ export class DialedConn implements ConnOwner {
     if (this.state !== 'idle') {
       if (forwarded) forwarded.destroy();
       else if (pairId !== 0) this.engine.handle.destroy(pairId);
-      return;
-    }
-    if (pairId !== 0 && !forwarded) {
-      // Forwarded from a stock: the stock owns the pair's end, no object is made for it.
-      this.state = 'joined';
-      this.engine.removeConn(this.id);
-      if (this.handlers.onForwarded) return this.handlers.onForwarded(header, pairId);
-      this.engine.handle.destroy(pairId);
       return;
     }
     if (forwarded) {
