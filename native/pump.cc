@@ -22,7 +22,8 @@ void Engine::OnSideEvent(Side* side, uint32_t events) {
     pair->connectingB = false;
     std::string().swap(pair->header);
     pair->dirs[0].dstConnecting = false;
-    pair->dirs[0].blocked = true;  // whatever waited for the connect (a head, a FIN) goes now
+    // Whatever waited for the connect (a head, bytes read, a FIN) left the direction blocked,
+    // so it goes now; an unblocked one has nothing pending, and a recv would say EAGAIN.
   }
   Service(pair, side->index, events);
 }
@@ -47,8 +48,12 @@ void Engine::Arm(Pair* pair, bool registeredB) {
     }
   }
   // A forward's service side is still connecting: nothing can be read from it nor sent to it,
-  // so its heads and the client's bytes wait for its EPOLLOUT (OnSideEvent), with no recv now.
-  if (pair->connectingB) return;
+  // so a head waits for its EPOLLOUT (OnSideEvent), and so do the client's bytes, read when
+  // their edge comes; no recv now.
+  if (pair->connectingB) {
+    pair->dirs[0].blocked = !pair->dirs[0].head.empty();
+    return;
+  }
   // Heads go out now; readiness at registration arrives as ordinary events.
   int error = Pump(pair->dirs[0]);
   if (error == 0) error = Pump(pair->dirs[1]);
