@@ -6,6 +6,8 @@
 // cost per client (docs/performance.md). Opened with a service table (routes), the engine also
 // forwards the moment the header is in, to the route of the header's service, without waiting
 // for JavaScript: a new client's first bytes then cross the gray on the engine thread alone.
+// One dialed from a stock (dial-stock.ts) has no object until the engine holds it after its
+// header for JavaScript to forward (held()).
 import { errnoError, type ConnOwner, type Engine, type EnginePair } from './engine.js';
 import type { EngineEventOf } from './events.js';
 import type { Pair, PairEnd } from './pair.js';
