@@ -261,14 +261,15 @@ struct Conn {
   uint32_t stockId = 0;
 };
 
-// The gray's stock (stock.cc): a session's counters and the credits to use them. The engine
-// dials one connection for every credit, each with the next counter's preamble, which it signs
-// with the session's data key (JavaScript handed the keys over when the session started):
-// JavaScript credits the explicit ones (WELCOME, GRANT), and every start header read on a
-// connection dialed from the stock is an implicit credit the engine counts by itself, so the
-// successor is dialed at once, with no JavaScript between. A dial that fails before its
-// preamble was sent gives its counter back (used first) with its credit and holds the stock
-// until JavaScript releases it (its backoff).
+// The gray's stock (stock.cc): counters JavaScript gave out ahead of need, in the order they are
+// to be used, and the credits to use them. The engine dials one connection for every credit
+// while it has counters, each with its counter's preamble, which it signs with the session's
+// data key (JavaScript handed the keys over when the session started): JavaScript credits the
+// explicit ones (WELCOME, GRANT), and every start header read on a connection dialed from the
+// stock is an implicit credit the engine counts by itself, so the successor is dialed at once,
+// with no JavaScript between. A dial that fails before its preamble was sent gives its counter
+// back (used first) with its credit and holds the stock until JavaScript releases it (its
+// backoff). The counters stay JavaScript's: it gives each out once, to one stock.
 struct Stock {
   Stock() = default;
   Stock(const Stock&) = delete;
@@ -278,8 +279,7 @@ struct Stock {
   Conn dial;  // what every connection dialed from it copies: the white, prefix, keepalive, routes
   uint8_t sessionId[kSessionIdBytes] = {};
   EVP_MAC_CTX* mac = nullptr;
-  uint64_t nextCounter = 1;
-  std::deque<uint64_t> returned;  // counters of dials that failed before sending, used first
+  std::deque<uint64_t> counters;
   uint64_t credits = 0;
   bool hold = false;
 };
@@ -417,8 +417,9 @@ struct Command {
   uint32_t epoch = 0;     // kSession, kCredits
   uint64_t count = 0;     // kCredits: the explicit credit limit
   std::string keys;       // kSession: session id and data key; empty: no session
-  // kOpenStock: the stock; kStock: credits, hold.
+  // kOpenStock: the stock; kStock: counters to append (count from firstCounter), credits, hold.
   Stock* stock = nullptr;
+  uint64_t firstCounter = 0;
   uint32_t credits = 0;
   int hold = -1;  // -1: as it is, 0: release, 1: hold
   uint8_t service = 0;          // kUsePool
@@ -518,11 +519,12 @@ class Engine {
   bool Bytes(uint32_t id, uint64_t* fromA, uint64_t* fromB);
   size_t PairCount();
 
-  // JS thread (stock.cc). OpenStock takes ownership of stock (keyed, see Stock). AddToStock adds
-  // credits and holds (1) or releases (0) the stock; CloseStock ends its counters and closes
-  // every connection dialed from it that is not in a pair.
+  // JS thread (stock.cc). OpenStock takes ownership of stock (keyed, see Stock). AddToStock
+  // appends count counters from firstCounter, adds credits and holds (1) or releases (0) the
+  // stock; CloseStock drops its counters and closes every connection dialed from it that is
+  // not in a pair.
   void OpenStock(Stock* stock);
-  void AddToStock(uint32_t id, uint32_t credits, int hold);
+  void AddToStock(uint32_t id, uint64_t firstCounter, uint64_t count, uint32_t credits, int hold);
   void CloseStock(uint32_t id);
 
   // JS thread (napi.cc): the events queued since the last call, oldest first; the caller owns them.

@@ -612,20 +612,24 @@ napi_value OpenStock(napi_env env, napi_callback_info info) {
   return Uint32(env, id);
 }
 
-// stock(stockId, credits, hold): adds credits and holds (1) or releases (0) the stock (-1: as it is).
+// stock(stockId, firstCounter, count, credits, hold): appends count counters from firstCounter
+// (safe integers from 1), adds credits and holds (1) or releases (0) the stock (-1: as it is).
 napi_value AddToStock(napi_env env, napi_callback_info info) {
   Engine* engine = EngineOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  uint32_t id, credits;
+  uint32_t id, count, credits;
+  int64_t first;
   int32_t hold;
-  if (argc < 3 || napi_get_value_uint32(env, argv[0], &id) != napi_ok || napi_get_value_uint32(env, argv[1], &credits) != napi_ok ||
-      napi_get_value_int32(env, argv[2], &hold) != napi_ok || hold < -1 || hold > 1) {
-    return Throw(env, "stock(stockId, credits, hold): bad arguments");
+  constexpr int64_t kCounterMax = (int64_t{1} << 53) - 1;  // a JavaScript safe integer
+  if (argc < 5 || napi_get_value_uint32(env, argv[0], &id) != napi_ok || napi_get_value_int64(env, argv[1], &first) != napi_ok ||
+      napi_get_value_uint32(env, argv[2], &count) != napi_ok || napi_get_value_uint32(env, argv[3], &credits) != napi_ok ||
+      napi_get_value_int32(env, argv[4], &hold) != napi_ok || hold < -1 || hold > 1 || first < 1 || count > 4096 || first > kCounterMax - count) {
+    return Throw(env, "stock(stockId, firstCounter, count, credits, hold): bad arguments");
   }
-  engine->AddToStock(id, credits, hold);
+  engine->AddToStock(id, static_cast<uint64_t>(first), count, credits, hold);
   return nullptr;
 }
 
@@ -669,7 +673,7 @@ napi_value ForId(napi_env env, napi_callback_info info, void (Engine::*action)(u
   return nullptr;
 }
 
-// closeStock(id): ends the stock's counters and closes its connections not in a pair.
+// closeStock(id): drops the stock's counters and closes its connections not in a pair.
 napi_value CloseStock(napi_env env, napi_callback_info info) { return ForId(env, info, &Engine::CloseStock); }
 
 // closeConn(id): closes a held connection.

@@ -1,20 +1,13 @@
-// The gray's stock: a session's counters and the credits to use them, so the engine dials a pool
-// connection's successor the moment its start header is in, and an explicit credit (WELCOME,
-// GRANT) at once, each with a preamble it signs itself (verify.cc Sign) with the data key
-// JavaScript handed over when the session started. See Stock in engine.h.
+// The gray's stock: counters JavaScript gave out ahead of need and the credits to use them, so
+// the engine dials a pool connection's successor the moment its start header is in, and an
+// explicit credit (WELCOME, GRANT) at once, each with a preamble it signs itself (verify.cc
+// Sign) with the data key JavaScript handed over when the session started. See Stock in engine.h.
 #include "engine.h"
 
 #include <openssl/evp.h>
 #include <unistd.h>
 
 namespace relay {
-
-namespace {
-
-// Counters are JavaScript safe integers on both sides (src/engine/protocol/preamble.ts).
-constexpr uint64_t kCounterMax = (uint64_t{1} << 53) - 1;
-
-}  // namespace
 
 Stock::~Stock() { EVP_MAC_CTX_free(mac); }
 
@@ -25,9 +18,11 @@ void Engine::OpenStock(Stock* stock) {
   Post(c);
 }
 
-void Engine::AddToStock(uint32_t id, uint32_t credits, int hold) {
+void Engine::AddToStock(uint32_t id, uint64_t firstCounter, uint64_t count, uint32_t credits, int hold) {
   Command c(Command::kStock);
   c.id = id;
+  c.firstCounter = firstCounter;
+  c.count = count;
   c.credits = credits;
   c.hold = hold;
   Post(c);
@@ -44,6 +39,7 @@ void Engine::RunStockCommand(const Command& command) {
   if (it == stocks_.end()) return;
   Stock* stock = it->second;
   if (command.kind == Command::kStock) {
+    for (uint64_t i = 0; i < command.count; i++) stock->counters.push_back(command.firstCounter + i);
     stock->credits += command.credits;
     if (command.hold >= 0) stock->hold = command.hold != 0;
     return DialFromStock(stock);
@@ -60,16 +56,12 @@ void Engine::RunStockCommand(const Command& command) {
 }
 
 void Engine::DialFromStock(Stock* stock) {
-  while (!stock->hold && stock->credits > 0 && (!stock->returned.empty() || stock->nextCounter <= kCounterMax)) {
+  while (!stock->hold && stock->credits > 0 && !stock->counters.empty()) {
     auto* conn = new Conn(stock->dial);
     conn->id = NextId();
     conn->stockId = stock->id;
-    if (!stock->returned.empty()) {
-      conn->counter = stock->returned.front();
-      stock->returned.pop_front();
-    } else {
-      conn->counter = stock->nextCounter++;
-    }
+    conn->counter = stock->counters.front();
+    stock->counters.pop_front();
     stock->credits -= 1;
     StartDial(conn);
   }
@@ -91,7 +83,7 @@ void Engine::ReturnToStock(Conn* conn) {
   auto it = stocks_.find(conn->stockId);
   if (it == stocks_.end() || conn->counter == 0) return;
   Stock* stock = it->second;
-  stock->returned.push_front(conn->counter);
+  stock->counters.push_front(conn->counter);
   conn->counter = 0;
   stock->credits += 1;
   stock->hold = true;

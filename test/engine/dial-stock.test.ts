@@ -1,9 +1,10 @@
 // An engine's stock (substrate/dial-stock.ts, native/stock.cc), with a fake white on 127.0.0.1
-// that reads each connection's preamble: the engine dials one connection per credit, each with
-// the next counter's preamble, signed with the session's data key exactly as the protocol's
-// encoder signs it; a start header is a credit it answers with a successor by itself; a failed
-// dial gives its counter back and holds the stock until release; a closed stock's counters are
-// never used after, and its connections go with it. JavaScript keeps no object per connection:
+// that reads each connection's preamble: the engine dials one connection per credit while it
+// has counters, in their order, each with its counter's preamble signed with the session's data
+// key exactly as the protocol's encoder signs it; a start header is a credit it answers with a
+// successor by itself; an empty stock waits for JavaScript; a failed dial gives its counter back
+// and holds the stock until release; a closed stock's counters are never used after, and its
+// connections go with it. JavaScript keeps no object per connection:
 // it hears that one connected, went away idle, or read its header.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -125,12 +126,12 @@ describe('an engine\'s stock', { skip: noEngine() }, () => {
   before(() => white.start());
   after(() => white.close());
 
-  it('dials one connection per credit, each with the next counter\'s preamble as the protocol signs it, and no more', async () => {
+  it('dials one connection per credit, each with its counter\'s preamble as the protocol signs it, in order, and no more', async () => {
     const engine = testEngine()!;
     const base = engine.stats().conns;
     const keys = newKeys();
     const s = openStock(white.port, keys);
-    s.stock.add(2);
+    s.stock.add(1, 3, 2);
     const got = [await white.next(), await white.next()];
     const expected = (counter: number): string => encodePreamble(keys.sessionId, counter, keys.dataKey).toString('hex');
     assert.deepEqual(new Set(got.map((c) => c.preamble.toString('hex'))), new Set([expected(1), expected(2)]));
@@ -147,10 +148,49 @@ describe('an engine\'s stock', { skip: noEngine() }, () => {
     for (const c of [...got, third]) c.socket.destroy();
   });
 
+  it('an empty stock waits for JavaScript: a header\'s credit is spent when counters come', async () => {
+    const engine = testEngine()!;
+    const keys = newKeys();
+    const s = openStock(white.port, keys);
+    s.stock.add(1, 1, 1);
+    const one = await white.next();
+    assert.equal(counterOf(one.preamble), 1);
+    await s.connected.next();
+    const held = engine.stats().conns;
+    one.socket.write(randomBytes(PREFIX));
+    await s.held.next();
+    // The credit came with the header, in the same engine turn that would have dialed: nothing did.
+    assert.equal(engine.stats().conns, held, 'a connection was dialed from an empty stock');
+    assert.equal(white.waiting, 0);
+    // Topped up, without a credit: the header's credit is spent on it at once.
+    s.stock.add(2, 1, 0);
+    const two = await white.next();
+    assert.deepEqual(two.preamble, encodePreamble(keys.sessionId, 2, keys.dataKey));
+    await s.connected.next();
+    s.stock.close();
+    one.socket.destroy();
+    two.socket.destroy();
+  });
+
+  it('counters given ahead of their credits are dialed only when credited, in order', async () => {
+    const s = openStock(white.port, newKeys());
+    s.stock.add(1, 2, 0);
+    s.stock.add(3, 2, 0);
+    s.stock.add(5, 0, 3);
+    const got = [await white.next(), await white.next(), await white.next()];
+    assert.deepEqual(got.map((c) => counterOf(c.preamble)).sort(), [1, 2, 3]);
+    for (let i = 0; i < 3; i++) await s.connected.next();
+    s.stock.add(5, 0, 1);
+    assert.equal(counterOf((await white.next()).preamble), 4);
+    await s.connected.next();
+    s.stock.close();
+    for (const c of got) c.socket.destroy();
+  });
+
   it('an idle connection that goes away is heard, and the engine closes it', async () => {
     const engine = testEngine()!;
     const s = openStock(white.port, newKeys());
-    s.stock.add(1);
+    s.stock.add(1, 1, 1);
     const one = await white.next();
     await s.connected.next();
     const held = engine.stats().conns;
@@ -160,21 +200,21 @@ describe('an engine\'s stock', { skip: noEngine() }, () => {
     s.stock.close();
   });
 
-  it('a session change: the old stock dials nothing after it is closed, its idle connections close, and the new one counts from 1 with its own keys', async () => {
+  it('a session change: the old stock\'s counters are never used after it is closed, its idle connections close, and the new one signs with its own keys', async () => {
     const oldKeys = newKeys();
     const old = openStock(white.port, oldKeys);
-    old.stock.add(1);
+    old.stock.add(1, 3, 1);
     const idle = await white.next();
     assert.equal(counterOf(idle.preamble), 1);
     await old.connected.next();
     const closed = new Promise<void>((r) => idle.socket.once('close', () => r()));
     old.stock.close();
-    old.stock.add(3);  // closed: no effect
+    old.stock.add(4, 3, 3);  // closed: no effect
     idle.socket.resume();
     await closed;
     const freshKeys = newKeys();
     const fresh = openStock(white.port, freshKeys);
-    fresh.stock.add(2);
+    fresh.stock.add(1, 2, 2);
     const got = [await white.next(), await white.next()];
     assert.deepEqual(new Set(got.map((c) => c.preamble.toString('hex'))), new Set([1, 2].map((n) => encodePreamble(freshKeys.sessionId, n, freshKeys.dataKey).toString('hex'))));
     await fresh.connected.next();
@@ -193,12 +233,12 @@ describe('an engine\'s stock', { skip: noEngine() }, () => {
     await new Promise<void>((r) => probe.close(() => r()));
     const keys = newKeys();
     const s = openStock(port, keys);
-    s.stock.add(1);
+    s.stock.add(1, 2, 1);
     const error = await s.failed.next();
     assert.equal((error as NodeJS.ErrnoException).code, 'ECONNREFUSED');
     // Held: another credit dials nothing. A dial of its own, posted after the credit and refused
     // alike, marks when the engine has taken the credit.
-    s.stock.add(1);
+    s.stock.add(3, 0, 1);
     const marker = new Promise<Error>((onFailed) => DialedConn.dial(testEngine()!, { ip: '127.0.0.1', port, keepAliveSec: 0 }, randomBytes(PREAMBLE), PREFIX, { onConnected: () => {}, onFailed, onPrefix: () => {}, onClosed: () => {} }));
     await marker;
     assert.equal(s.failed.seen.length, 1, 'a held stock dialed');
@@ -216,7 +256,7 @@ describe('an engine\'s stock', { skip: noEngine() }, () => {
   it('a pair the engine forwarded from the stock is the stock\'s: its end comes with its counts, and a header when the service never answered', async () => {
     const service = await startService();
     const s = openStock(white.port, newKeys(), { ip: '127.0.0.1', port: service.port, keepAliveSec: 0 });
-    s.stock.add(1);
+    s.stock.add(1, 2, 1);
     const one = await white.next();
     await s.connected.next();
     const sent = header(40007);
@@ -248,7 +288,7 @@ describe('an engine\'s stock', { skip: noEngine() }, () => {
   it('a header the engine does not forward (an IPv4 address with non-zero padding, as the decoder refuses) is held for JavaScript', async () => {
     const service = await startService();
     const s = openStock(white.port, newKeys(), { ip: '127.0.0.1', port: service.port, keepAliveSec: 0 });
-    s.stock.add(1);
+    s.stock.add(1, 2, 1);
     const one = await white.next();
     await s.connected.next();
     const bad = header(40009);
@@ -275,7 +315,7 @@ describe('an engine\'s stock', { skip: noEngine() }, () => {
     const { port: refusing } = server.address() as AddressInfo;
     await new Promise<void>((r) => server.close(() => r()));
     const s = openStock(white.port, newKeys(), { ip: '127.0.0.1', port: refusing, keepAliveSec: 0 });
-    s.stock.add(1);
+    s.stock.add(1, 1, 1);
     const one = await white.next();
     await s.connected.next();
     const sent = header(40008);

@@ -1,26 +1,30 @@
 // The gray's pool dialer with an engine's stock (a recording stand-in for the engine here; the
 // engine's side is test/engine/dial-stock.test.ts): the session's keys go to the stock (the
-// engine numbers and signs the preambles); explicit credits are handed over as they come, each
-// once; idle connections are counted, with no object each, from the stock's events; a failed
-// dial releases the stock only after the backoff; the session's end closes the stock.
+// engine signs the preambles); the counters stay JavaScript's, each given out once and in
+// order, at most STOCK_LEAD past the credits it knows; explicit credits are handed over as they
+// come; start headers top the stock up in steps of STOCK_TOP_UP; idle connections are counted,
+// with no object each, from the stock's events; a failed dial releases the stock only after the
+// backoff; the session's end closes the stock.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { PoolDialer } from '../../src/engine/gray/pool-dialer.js';
+import { PoolDialer, STOCK_LEAD, STOCK_TOP_UP } from '../../src/engine/gray/pool-dialer.js';
 import type { PoolLink, PoolStock, StockEvents } from '../../src/engine/gray/pool-link.js';
 import { encodeStartHeader, type StartHeaderFields } from '../../src/engine/protocol/start-header.js';
 import { silentLogger } from '../../src/log.js';
 import { grayConfigFor } from '../helpers/tunnel.js';
 
 class RecordingStock implements PoolStock {
+  counters: number[] = [];
   credits = 0;
   adds = 0;
   releases = 0;
   closed = false;
   keys!: { sessionId: Buffer; dataKey: Buffer };
   events!: StockEvents;
-  add(credits: number): void {
+  add(firstCounter: number, count: number, credits: number): void {
     this.adds += 1;
+    for (let i = 0; i < count; i++) this.counters.push(firstCounter + i);
     this.credits += credits;
   }
   release(): void {
@@ -74,21 +78,43 @@ function link(): PoolLink & { destroyed: boolean } {
 }
 
 describe('the pool dialer with an engine\'s stock', () => {
-  it('gives the stock the session\'s keys and hands explicit credits over as they come, each once', () => {
+  it('gives the stock the session\'s keys, each counter once, in order, at most STOCK_LEAD past the credits, and hands explicit credits over', () => {
     const stock = new RecordingStock();
     const { dialer, sessionId, dataKey } = dialerWith(stock);
     assert.deepEqual(stock.keys, { sessionId, dataKey });
     dialer.grant(4);
     assert.equal(stock.credits, 4);
+    assert.deepEqual(stock.counters, Array.from({ length: 4 + STOCK_LEAD }, (_, i) => i + 1));
     dialer.grant(4);  // not more: nothing new
     assert.equal(stock.adds, 1);
     dialer.grant(6);
     assert.equal(stock.credits, 6);
-    assert.equal(stock.adds, 2);
+    assert.deepEqual(stock.counters, Array.from({ length: 6 + STOCK_LEAD }, (_, i) => i + 1));
+    assert.equal(dialer.countersGiven, 6 + STOCK_LEAD);
     dialer.stop();
     assert.ok(stock.closed);
     dialer.grant(9);  // after the session: nothing
     assert.equal(stock.credits, 6);
+  });
+
+  it('tops the stock up once STOCK_TOP_UP start headers were read, never past the lead', () => {
+    const stock = new RecordingStock();
+    const { dialer, seen } = dialerWith(stock);
+    dialer.grant(4);
+    const adds = stock.adds;
+    for (let i = 0; i < STOCK_TOP_UP - 1; i++) stock.events.forwarded(100 + i, HEADER);
+    assert.equal(stock.adds, adds, 'topped up before STOCK_TOP_UP headers');
+    stock.events.activated(link(), HEADER);
+    assert.equal(stock.adds, adds + 1);
+    assert.equal(seen.forwarded.length + seen.activated.length, STOCK_TOP_UP);
+    // The engine spent the headers' credits itself: none are handed over for them.
+    assert.equal(stock.credits, 4);
+    assert.deepEqual(stock.counters, Array.from({ length: 4 + STOCK_TOP_UP + STOCK_LEAD }, (_, i) => i + 1));
+    // A malformed header is still a credit the white counted (and the engine used).
+    stock.events.activated(link(), Buffer.alloc(40));
+    assert.equal(seen.activated.length, 1);
+    assert.ok(dialer.countersGiven <= 4 + STOCK_TOP_UP + 1 + STOCK_LEAD);
+    dialer.stop();
   });
 
   it('counts the idle connections from the stock\'s events, says when the pool is ready, and decodes only what JavaScript forwards', () => {

@@ -46,7 +46,7 @@ export function engineStock(engine: Engine, ctx: LinkContext, dataIp: string, ro
       },
     }, routes);
     return {
-      add: (credits) => stock.add(credits),
+      add: (firstCounter, count, credits) => stock.add(firstCounter, count, credits),
       release: () => stock.release(),
       close: () => stock.close(),
       destroyPair: (pair) => engine.handle.destroy(pair),

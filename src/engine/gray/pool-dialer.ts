@@ -2,10 +2,11 @@
 // granted, each opened with a preamble that proves it belongs to this session. An idle one
 // waits for the white's start header; once it arrives the connection is handed to the
 // forwarder and the white (which consumed it) grants a replacement at once. How a connection is
-// opened and forwarded is the link's business (pool-link.ts); the counters and credits are here
-// on the JS plane. With an engine the engine dials from the session's stock: it numbers and
-// signs the preambles itself and spends one implicit credit per start header by itself; this
-// hands it the explicit credits and counts the idle connections, with no object for each.
+// opened and forwarded is the link's business (pool-link.ts); the counters and credits are here.
+// With an engine the engine dials from the session's stock: this gives it counters ahead of need
+// (at most STOCK_LEAD past the credits known here) and the explicit credits; the engine signs
+// the preambles and spends one implicit credit per start header by itself, and this counts the
+// idle connections, with no object for each.
 import type { GrayConfig } from '../../config/types.js';
 import type { Logger } from '../../log.js';
 import { Backoff } from '../backoff.js';
@@ -13,6 +14,13 @@ import { encodePreamble } from '../protocol/preamble.js';
 import { decodeStartHeader, type StartHeaderFields } from '../protocol/start-header.js';
 import type { PairEnd } from '../substrate/pair.js';
 import type { LinkEvents, OpenLink, OpenStock, PoolLink, PoolStock } from './pool-link.js';
+
+/** Counters handed to an engine's stock beyond the credits known here: the start headers the
+ *  engine may answer with a successor before JavaScript has heard of them. Bounded, since each
+ *  is a counter given out ahead; topped up once STOCK_TOP_UP of them were used, so JavaScript
+ *  crosses to the engine once per STOCK_TOP_UP connections rather than once per connection. */
+export const STOCK_LEAD = 32;
+export const STOCK_TOP_UP = 8;
 
 /** How the pool's connections are opened (one per preamble on the JS plane, or from an
  *  engine's stock), and where they go (host:port, for logs). */
@@ -47,8 +55,10 @@ export class PoolDialer {
   private readonly retryCounters: number[] = [];
   private stopped = false;
   private readyReported = false;
-  /** With an engine: its stock, and how many of its connections wait idle (no object each). */
+  /** With an engine: its stock, the explicit credits not yet handed to it, and how many of its
+   *  connections wait idle (no object each). */
   private readonly stock: PoolStock | null;
+  private creditsToHand = 0;
   private stockIdle = 0;
 
   constructor(private readonly o: PoolDialerOptions) {
@@ -63,10 +73,12 @@ export class PoolDialer {
           closed: () => void (this.stockIdle -= 1),
           activated: (link, header) => {
             this.stockIdle -= 1;
+            this.headerRead();
             this.activate(link, header);
           },
           forwarded: (pair, header) => {
             this.stockIdle -= 1;
+            this.headerRead();
             this.o.onForwarded(pair, header);
           },
           failed: (err) => this.scheduleRetry(err),
@@ -76,15 +88,20 @@ export class PoolDialer {
       : null;
   }
 
+  /** The counters given out so far (for tests: never more than the credits plus STOCK_LEAD). */
+  get countersGiven(): number {
+    return this.nextCounter - 1;
+  }
+
   get idleCount(): number {
     return this.stock ? this.stockIdle : this.idle.size;
   }
 
   grant(upTo: number): void {
-    if (upTo <= this.explicitUpTo) return this.fill();
-    const more = upTo - this.explicitUpTo;
-    this.explicitUpTo = upTo;
-    if (this.stock) return void (this.stopped || this.stock.add(more));
+    if (upTo > this.explicitUpTo) {
+      this.creditsToHand += upTo - this.explicitUpTo;
+      this.explicitUpTo = upTo;
+    }
     this.fill();
   }
 
@@ -99,12 +116,31 @@ export class PoolDialer {
     this.dialing.clear();
   }
 
-  /** The JS plane: one dial per counter up to the credits known here. */
   private fill(): void {
-    if (this.stopped || this.stock || this.retryTimer) return;
+    if (this.stopped) return;
+    if (this.stock) return this.topUp(this.stock);
+    if (this.retryTimer) return;
     while (this.retryCounters.length > 0) this.dial(this.retryCounters.shift()!);
     const limit = this.explicitUpTo + this.activations;
     while (this.nextCounter <= limit) this.dial(this.nextCounter++);
+  }
+
+  /** Hands the engine the explicit credits it has not had and counters up to STOCK_LEAD past
+   *  the credits known here, in one call, once STOCK_TOP_UP are missing (or credits wait). */
+  private topUp(stock: PoolStock): void {
+    const upTo = this.explicitUpTo + this.activations + STOCK_LEAD;
+    if (this.creditsToHand === 0 && upTo - this.countersGiven < STOCK_TOP_UP) return;
+    const first = this.nextCounter;
+    this.nextCounter = Math.max(first, upTo + 1);
+    stock.add(first, this.nextCounter - first, this.creditsToHand);
+    this.creditsToHand = 0;
+  }
+
+  /** A connection from the stock read its start header: a credit the white counted and the
+   *  engine already used for a successor. */
+  private headerRead(): void {
+    this.activations += 1;
+    this.fill();
   }
 
   private connected(link: PoolLink): void {

@@ -30,14 +30,14 @@ export interface PoolLink {
 export type OpenLink = (preamble: Buffer, events: LinkEvents) => PoolLink;
 
 /** With an engine, the links are dialed by the engine itself from a stock (substrate/dial-stock.ts):
- *  one per credit, each with a preamble the engine signs, and a successor at once for every
- *  start header. No object stands for an idle one: the events below count them. */
+ *  one per credit while it has counters, each with a preamble the engine signs, and a successor
+ *  at once for every start header. No object stands for an idle one: the events below count them. */
 export interface PoolStock {
-  /** Adds explicit credits (WELCOME, GRANT). */
-  add(credits: number): void;
+  /** Appends count counters from firstCounter (used in this order) and adds explicit credits. */
+  add(firstCounter: number, count: number, credits: number): void;
   /** Lets the engine dial again after a failure held the stock (the end of a backoff). */
   release(): void;
-  /** Ends the session's counters and closes the links not yet forwarded: the session ended.
+  /** Drops the counters left and closes the links not yet forwarded: the session ended.
    *  Pairs the engine forwarded live on, and their ends are still reported. */
   close(): void;
   /** Ends a pair the engine forwarded (StockEvents.forwarded). */

@@ -1,10 +1,11 @@
 // A session's stock an engine dials from by itself (native/stock.cc): the gray's pool with an
-// engine. The engine numbers the session's data connections and signs each preamble with the
-// session's data key (handed over once, at open); JavaScript adds the explicit credits (WELCOME,
-// GRANT). The engine dials one connection per credit, and counts the start header read on each
-// of its connections as one more credit, so a consumed connection's successor is dialed the
-// moment the header is in, with no JavaScript between. A dial that fails before its preamble
-// was sent gives its counter back and holds the stock until release() (the caller's backoff).
+// engine. JavaScript gives out counters ahead of need and adds the explicit credits (WELCOME,
+// GRANT); the engine signs each counter's preamble with the session's data key (handed over
+// once, at open). It dials one connection per credit while it has counters, and counts the
+// start header read on each of its connections as one more credit, so a consumed connection's
+// successor is dialed the moment the header is in, with no JavaScript between. A dial that fails
+// before its preamble was sent gives its counter back and holds the stock until release() (the
+// caller's backoff).
 // JavaScript keeps no object per connection here: it hears that one connected, went away idle,
 // or read its start header (forwarded by the engine, or held for JavaScript to forward).
 import { errnoError, pairEndOf, type Engine, type StockOwner } from './engine.js';
@@ -58,17 +59,18 @@ export class DialStock implements StockOwner {
     engine.addStock(this.id, this);
   }
 
-  /** Adds credits: the engine dials one connection for each at once. */
-  add(credits: number): void {
-    if (!this.closed && credits > 0) this.engine.handle.stock(this.id, credits, -1);
+  /** Appends count counters from firstCounter (used in this order) and adds credits: the
+   *  engine dials at once. */
+  add(firstCounter: number, count: number, credits: number): void {
+    if (!this.closed && (count > 0 || credits > 0)) this.engine.handle.stock(this.id, firstCounter, count, credits, -1);
   }
 
   /** Lets the engine dial again after a failure held the stock. */
   release(): void {
-    if (!this.closed) this.engine.handle.stock(this.id, 0, 0);
+    if (!this.closed) this.engine.handle.stock(this.id, 1, 0, 0, 0);
   }
 
-  /** The session ended: the engine uses none of its counters again and closes the stock's
+  /** The session ended: the engine drops the counters left and closes the stock's
    *  connections that are not in a pair; nothing more is heard of them. */
   close(): void {
     if (this.closed) return;

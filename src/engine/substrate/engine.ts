@@ -38,8 +38,9 @@ export interface EngineHandle {
   /** A session's stock the engine dials from by itself, signing each counter's preamble with
    *  keys (the session id then the data key): dial-stock.ts. */
   openStock(keys: Buffer, ip: string, port: number, prefixBytes: number, keepAliveSec: number, routes?: number): number;
-  /** Adds credits; hold 1 holds the stock, 0 releases it, -1 leaves it. */
-  stock(stockId: number, credits: number, hold: -1 | 0 | 1): void;
+  /** Appends count counters from firstCounter (used in this order), adds credits; hold 1 holds
+   *  the stock, 0 releases it, -1 leaves it. */
+  stock(stockId: number, firstCounter: number, count: number, credits: number, hold: -1 | 0 | 1): void;
   closeStock(stockId: number): void;
   /** A public port's allow-list: 18-byte records (family, prefix length, 16 address bytes). */
   setAllow(listenerId: number, networks: Buffer): void;
