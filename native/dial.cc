@@ -34,16 +34,26 @@ void Engine::OnDialProgress(Conn* conn, uint32_t events) {
   // Connected. The preamble is tiny and the send buffer empty, so it goes in one send; a
   // short send would leave a half preamble the white must refuse, so it counts as a failure
   // of the connection (after connecting: not retried with the same counter).
-  ssize_t n = send(conn->fd, conn->preamble.data(), conn->preamble.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-  bool whole = n >= 0 && static_cast<size_t>(n) == conn->preamble.size();
+  // A stock's connection signs its counter's preamble only now, once it is sure to be sent.
+  uint8_t signed_[kPreambleBytes];
+  const bool fromStock = conn->stockId != 0;
+  if (fromStock && !StockPreamble(conn, signed_)) return DialFailed(conn, EINVAL);
+  const void* preamble = fromStock ? static_cast<const void*>(signed_) : conn->preamble.data();
+  const size_t length = fromStock ? kPreambleBytes : conn->preamble.size();
+  ssize_t n = send(conn->fd, preamble, length, MSG_NOSIGNAL | MSG_DONTWAIT);
+  bool whole = n >= 0 && static_cast<size_t>(n) == length;
   std::string().swap(conn->preamble);
+  conn->counter = 0;  // sent (or cut): never given back to the stock
   auto* event = new Event(Event::kDialed);
   event->id = conn->id;
   event->listenerId = conn->stockId;
   Emit(event);
   conn->state = Conn::kPrefix;
   if (!whole) return Gone(conn, kGoneClosed);
-  ReadPrefix(conn);
+  // The start header answers the preamble just sent, so it cannot be in yet: a recv now would
+  // only say EAGAIN. Its arrival raises a new edge (the registration is edge-triggered with
+  // EPOLLIN); only bytes or a FIN already reported with this event are read at once.
+  if (events & (EPOLLIN | EPOLLRDHUP)) ReadPrefix(conn);
 }
 
 void Engine::DialFailed(Conn* conn, int error) {
@@ -59,13 +69,16 @@ void Engine::DialFailed(Conn* conn, int error) {
 // The start header is in: join at once with a new connection to the service, so the client's
 // first bytes wait for no JavaScript (the gray's thread hand-off was the largest part of a new
 // connection's latency). JavaScript hears the header with the pair's id and only keeps count.
-// A header that is not well formed (version 2, family 4 or 6, reserved 0; the layout is in
-// src/engine/protocol/start-header.ts) is not forwarded: JavaScript refuses it, and the
-// service never sees a connection for it. Nor is one whose service has no route here (a PROXY
-// header to write, a service removed): JavaScript decides.
+// A header that is not well formed (version 2, family 4 or 6, reserved 0, an IPv4 address's
+// padding zero: what src/engine/protocol/start-header.ts's decoder requires) is not forwarded:
+// JavaScript refuses it, and the service never sees a connection for it; so JavaScript need
+// not decode a header the engine forwarded. Nor is one whose service has no route here (a
+// PROXY header to write, a service removed): JavaScript decides.
 bool Engine::ForwardDialed(Conn* conn, Event* header) {
   const std::string& h = header->prefix;
   bool wellFormed = h.size() == kStartHeaderBytes && h[0] == kStartHeaderVersion && (h[1] == 4 || h[1] == 6) && h[7] == 0;
+  // An IPv4 address's padding is zero (one encoding per header), as the decoder requires.
+  for (size_t i = 0; wellFormed && h[1] == 4 && i < 12; i++) wellFormed = h[kStartHeaderSrcOffset + 4 + i] == 0 && h[kStartHeaderDstOffset + 4 + i] == 0;
   if (!wellFormed) return false;
   const Route* route = RouteFor(conn->routes, static_cast<uint8_t>(h[6]));
   if (route == nullptr) return false;

@@ -32,8 +32,8 @@
 // of the white's cost per client (docs/performance.md).
 //
 // Dialing: the gray's side of the same idea. The engine opens a pool connection (dial, or from
-// a stock of preambles JavaScript computed ahead: one per credit, and the successor at once for
-// every start header), writes its preamble once connected, and reads the white's fixed-size
+// a stock: one per credit, and the successor at once for every start header, each with a
+// preamble the engine signs with the session's data key), writes its preamble once connected, and reads the white's fixed-size
 // start header; only then does JavaScript hear of it. JavaScript answers with forward: the engine connects to the local
 // service and joins the two at once, the service socket still connecting (a send to it waits
 // for its EPOLLOUT like any full socket). Dialed with a service table (Conn::routes),
@@ -46,7 +46,7 @@
 // (the data plane proper); intake.cc listeners and held connections; verify.cc the preamble
 // check; lend.cc a gray's pool and the joins from it; pool-pairs.cc the pool's pairs (their end
 // report, the live list, the idle timeout); dial.cc dialing and the forward on a start header;
-// stock.cc the gray's stock of preambles; allow.cc a public port's allow-list; routes.cc the
+// stock.cc the gray's stock (its counters, signed on the engine thread); allow.cc a public port's allow-list; routes.cc the
 // gray's service tables; napi.cc the JavaScript surface (and memory.cc
 // its one call that is not the engine's:
 // malloc_trim after startup). The types live in namespace relay (not an anonymous
@@ -105,6 +105,9 @@ constexpr int kEventsPerWait = 256;
 // The white's start header on a pooled connection (src/engine/protocol/start-header.ts).
 constexpr size_t kStartHeaderBytes = 40;
 constexpr char kStartHeaderVersion = 2;
+// Where its source and destination addresses are: 16 bytes each, an IPv4 one padded with zeros.
+constexpr size_t kStartHeaderSrcOffset = 8;
+constexpr size_t kStartHeaderDstOffset = 24;
 // Keepalive probes once a socket has been idle for its keepalive time: one a second, ten in all,
 // as libuv sets them for Node's sockets, so both data planes give up on a vanished peer alike.
 constexpr int kKeepAliveIntervalSec = 1;
@@ -177,6 +180,12 @@ enum GoneReason : int32_t { kGoneClosed = 1, kGoneData = 2 };
 constexpr size_t kPreambleBytes = 60;
 constexpr size_t kSessionIdBytes = 16;
 constexpr size_t kDataKeyBytes = 32;
+// HMAC-SHA256 keyed with a session's data key (verify.cc), or nullptr; a copy of it does each
+// computation, so it stays keyed. The gray's stock signs its preambles with one (Sign), the
+// white's pool checks them with another.
+EVP_MAC_CTX* KeyedMac(const uint8_t* key);
+// The preamble of counter in session (src/engine/protocol/preamble.ts): false if the MAC failed.
+bool Sign(EVP_MAC_CTX* keyed, const uint8_t* sessionId, uint64_t counter, uint8_t* preamble);
 struct Pool {
   Pool() = default;
   Pool(const Pool&) = delete;
@@ -244,31 +253,40 @@ struct Conn {
   uint32_t want = 0;
   int keepAliveSec = 0;
   std::string prefix;
-  std::string preamble;  // dialed: written once connected
+  std::string preamble;  // dialed by JavaScript: written once connected (a stock's: see counter)
   sockaddr_storage remote{};
   socklen_t remoteLen = 0;
   // Dialed with a service table (routes.cc, 0: none): once a well-formed start header is read,
   // the engine forwards the connection to the route of the header's service by itself,
   // without waiting for JavaScript (see ForwardDialed in dial.cc).
   uint32_t routes = 0;
-  // A data connection whose preamble the engine verified: the session's epoch and its counter.
+  // A data connection whose preamble the engine verified: the session's epoch and its counter;
+  // dialed from a stock: the counter of the preamble it writes once connected.
   uint32_t epoch = 0;
   uint64_t counter = 0;
   // Dialed from a stock (see Stock): its start header credits that stock with one dial.
   uint32_t stockId = 0;
 };
 
-// The gray's stock (stock.cc): preambles JavaScript computed ahead of need, in the order they
-// are to be used, and the credits to use them. The engine dials one for every credit while it
-// has preambles: JavaScript credits the explicit ones (WELCOME, GRANT), and every start header
-// read on a connection dialed from the stock is an implicit credit the engine counts by
-// itself, so the successor is dialed at once, with no JavaScript between. A dial that fails
-// before its preamble was sent puts the preamble back in front with its credit and holds the
-// stock until JavaScript releases it (its backoff). The counters stay JavaScript's.
+// The gray's stock (stock.cc): counters JavaScript gave out ahead of need, in the order they are
+// to be used, and the credits to use them. The engine dials one connection for every credit
+// while it has counters, each with its counter's preamble, which it signs with the session's
+// data key (JavaScript handed the keys over when the session started): JavaScript credits the
+// explicit ones (WELCOME, GRANT), and every start header read on a connection dialed from the
+// stock is an implicit credit the engine counts by itself, so the successor is dialed at once,
+// with no JavaScript between. A dial that fails before its preamble was sent gives its counter
+// back (used first) with its credit and holds the stock until JavaScript releases it (its
+// backoff). The counters stay JavaScript's: it gives each out once, to one stock.
 struct Stock {
+  Stock() = default;
+  Stock(const Stock&) = delete;
+  Stock& operator=(const Stock&) = delete;
+  ~Stock();
   uint32_t id = 0;
   Conn dial;  // what every connection dialed from it copies: the white, prefix, keepalive, routes
-  std::deque<std::string> preambles;
+  uint8_t sessionId[kSessionIdBytes] = {};
+  EVP_MAC_CTX* mac = nullptr;
+  std::deque<uint64_t> counters;
   uint64_t credits = 0;
   bool hold = false;
 };
@@ -350,7 +368,7 @@ struct Event {
   uint64_t a = 0;           // kPairEnd: bytes from A; kRefused: prefix bytes received
   uint64_t b = 0;           // kPairEnd: bytes from B
   std::string prefix;       // kAccepted: the prefix read; kPairEnd: see Pair::header
-  uint32_t stockId = 0;     // kPairEnd, kHeader: the stock of the connection, 0 for none
+  uint32_t stockId = 0;     // kPairEnd, kHeader, kGone: the stock of the connection, 0 for none
   bool hasAddresses = false;
   sockaddr_storage remote{};
   sockaddr_storage local{};
@@ -401,9 +419,9 @@ struct Command {
   uint32_t epoch = 0;     // kSession, kCredits
   uint64_t count = 0;     // kCredits: the explicit credit limit
   std::string keys;       // kSession: session id and data key; empty: no session
-  // kOpenStock: the stock; kStock: preambles to append (back to back), credits, hold.
+  // kOpenStock: the stock; kStock: counters to append (count from firstCounter), credits, hold.
   Stock* stock = nullptr;
-  std::vector<std::string> preambles;
+  uint64_t firstCounter = 0;
   uint32_t credits = 0;
   int hold = -1;  // -1: as it is, 0: release, 1: hold
   uint8_t service = 0;          // kUsePool
@@ -503,11 +521,12 @@ class Engine {
   bool Bytes(uint32_t id, uint64_t* fromA, uint64_t* fromB);
   size_t PairCount();
 
-  // JS thread (stock.cc). OpenStock takes ownership of stock. AddToStock appends preambles,
-  // adds credits and holds (1) or releases (0) the stock; CloseStock drops its preambles and
-  // closes every connection dialed from it that is not in a pair.
+  // JS thread (stock.cc). OpenStock takes ownership of stock (keyed, see Stock). AddToStock
+  // appends count counters from firstCounter, adds credits and holds (1) or releases (0) the
+  // stock; CloseStock drops its counters and closes every connection dialed from it that is
+  // not in a pair.
   void OpenStock(Stock* stock);
-  void AddToStock(uint32_t id, std::vector<std::string> preambles, uint32_t credits, int hold);
+  void AddToStock(uint32_t id, uint64_t firstCounter, uint64_t count, uint32_t credits, int hold);
   void CloseStock(uint32_t id);
 
   // JS thread (napi.cc): the events queued since the last call, oldest first; the caller owns them.
@@ -641,14 +660,17 @@ class Engine {
   void OnDialProgress(Conn* conn, uint32_t events);
   void DialFailed(Conn* conn, int error);
 
-  // ---- The gray's stock of preambles (stock.cc) ----
+  // ---- The gray's stock (stock.cc) ----
   std::unordered_map<uint32_t, Stock*> stocks_;  // engine thread only
   void RunStockCommand(const Command& command);
   void DialFromStock(Stock* stock);
   // A start header was read on conn: one more credit for its stock.
   void CreditStock(uint32_t stockId);
-  // A dial from a stock failed before its preamble was sent: the preamble goes back in front.
+  // A dial from a stock failed before its preamble was sent: its counter goes back in front.
   void ReturnToStock(Conn* conn);
+  // The preamble a connection dialed from a stock writes (kPreambleBytes); false when its stock
+  // is gone or cannot sign.
+  bool StockPreamble(const Conn* conn, uint8_t* preamble);
 };
 
 }  // namespace relay

@@ -265,6 +265,7 @@ void Engine::Gone(Conn* conn, int32_t reason) {
   event->id = conn->id;
   event->listenerId = conn->listenerId;
   event->code = reason;
+  event->stockId = conn->stockId;
   Emit(event);
   Drop(conn);
 }

@@ -581,18 +581,30 @@ napi_value Dial(napi_env env, napi_callback_info info) {
   return Uint32(env, id);
 }
 
-// openStock(ip, port, prefixBytes, keepAliveSec, routes?) => stockId: a stock (engine.h Stock)
+// openStock(keys, ip, port, prefixBytes, keepAliveSec, routes?) => stockId: a stock (engine.h
+// Stock) of the session whose keys (its session id then its data key) sign its preambles,
 // whose connections are dialed like dial()'s.
 napi_value OpenStock(napi_env env, napi_callback_info info) {
   Engine* engine = EngineOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  std::string keys;
+  if (argc < 1 || !ReadHead(env, argv[0], &keys) || keys.size() != relay::kSessionIdBytes + relay::kDataKeyBytes) {
+    return Throw(env, "openStock needs the session's keys (its session id then its data key)");
+  }
   auto* stock = new relay::Stock();
-  if (const char* wrong = ParseDialing(env, argc, argv, 0, &stock->dial)) {
+  if (const char* wrong = ParseDialing(env, argc, argv, 1, &stock->dial)) {
     delete stock;
     return Throw(env, std::string("openStock ") + wrong);
+  }
+  const auto* bytes = reinterpret_cast<const uint8_t*>(keys.data());
+  memcpy(stock->sessionId, bytes, relay::kSessionIdBytes);
+  stock->mac = relay::KeyedMac(bytes + relay::kSessionIdBytes);
+  if (stock->mac == nullptr) {
+    delete stock;
+    return Throw(env, "openStock: OpenSSL has no HMAC-SHA256");
   }
   stock->id = engine->NextId();
   uint32_t id = stock->id;
@@ -600,25 +612,24 @@ napi_value OpenStock(napi_env env, napi_callback_info info) {
   return Uint32(env, id);
 }
 
-// stock(stockId, preambles, preambleBytes, credits, hold): appends the preambles (back to back in
-// one Buffer, or null), adds credits and holds (1) or releases (0) the stock (-1: as it is).
+// stock(stockId, firstCounter, count, credits, hold): appends count counters from firstCounter
+// (safe integers from 1), adds credits and holds (1) or releases (0) the stock (-1: as it is).
 napi_value AddToStock(napi_env env, napi_callback_info info) {
   Engine* engine = EngineOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   size_t argc = 5;
   napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  uint32_t id, preambleBytes, credits;
+  uint32_t id, count, credits;
+  int64_t first;
   int32_t hold;
-  std::string all;
-  if (argc < 5 || napi_get_value_uint32(env, argv[0], &id) != napi_ok || !ReadHead(env, argv[1], &all) || napi_get_value_uint32(env, argv[2], &preambleBytes) != napi_ok ||
-      napi_get_value_uint32(env, argv[3], &credits) != napi_ok || napi_get_value_int32(env, argv[4], &hold) != napi_ok || hold < -1 || hold > 1 ||
-      (!all.empty() && (preambleBytes == 0 || all.size() % preambleBytes != 0))) {
-    return Throw(env, "stock(stockId, preambles, preambleBytes, credits, hold): bad arguments");
+  constexpr int64_t kCounterMax = (int64_t{1} << 53) - 1;  // a JavaScript safe integer
+  if (argc < 5 || napi_get_value_uint32(env, argv[0], &id) != napi_ok || napi_get_value_int64(env, argv[1], &first) != napi_ok ||
+      napi_get_value_uint32(env, argv[2], &count) != napi_ok || napi_get_value_uint32(env, argv[3], &credits) != napi_ok ||
+      napi_get_value_int32(env, argv[4], &hold) != napi_ok || hold < -1 || hold > 1 || first < 1 || count > 4096 || first > kCounterMax - count) {
+    return Throw(env, "stock(stockId, firstCounter, count, credits, hold): bad arguments");
   }
-  std::vector<std::string> preambles;
-  for (size_t at = 0; at < all.size(); at += preambleBytes) preambles.push_back(all.substr(at, preambleBytes));
-  engine->AddToStock(id, std::move(preambles), credits, hold);
+  engine->AddToStock(id, static_cast<uint64_t>(first), count, credits, hold);
   return nullptr;
 }
 
@@ -662,7 +673,7 @@ napi_value ForId(napi_env env, napi_callback_info info, void (Engine::*action)(u
   return nullptr;
 }
 
-// closeStock(id): drops the stock's preambles and closes its connections not in a pair.
+// closeStock(id): drops the stock's counters and closes its connections not in a pair.
 napi_value CloseStock(napi_env env, napi_callback_info info) { return ForId(env, info, &Engine::CloseStock); }
 
 // closeConn(id): closes a held connection.

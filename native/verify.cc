@@ -25,7 +25,27 @@ constexpr size_t kTagBytes = 32;
 // Counters are JavaScript safe integers on both sides.
 constexpr uint64_t kCounterMax = (uint64_t{1} << 53) - 1;
 
-// An HMAC-SHA256 context keyed with key, or nullptr. The MAC algorithm is fetched once.
+// The tag of data under keyed (which stays keyed: a copy of it does the work).
+bool Tag(EVP_MAC_CTX* keyed, const uint8_t* data, size_t length, uint8_t* tag) {
+  EVP_MAC_CTX* ctx = EVP_MAC_CTX_dup(keyed);
+  if (ctx == nullptr) return false;
+  uint8_t computed[EVP_MAX_MD_SIZE];
+  size_t computedLength = 0;
+  bool ok = EVP_MAC_update(ctx, data, length) == 1 && EVP_MAC_final(ctx, computed, &computedLength, sizeof computed) == 1 && computedLength == kTagBytes;
+  EVP_MAC_CTX_free(ctx);
+  if (ok) memcpy(tag, computed, kTagBytes);
+  return ok;
+}
+
+// Whether tag is the HMAC of data under keyed. Compared in constant time.
+bool TagValid(EVP_MAC_CTX* keyed, const uint8_t* data, size_t length, const uint8_t* tag) {
+  uint8_t computed[kTagBytes];
+  return Tag(keyed, data, length, computed) && CRYPTO_memcmp(computed, tag, kTagBytes) == 0;
+}
+
+}  // namespace
+
+// The MAC algorithm is fetched once.
 EVP_MAC_CTX* KeyedMac(const uint8_t* key) {
   static EVP_MAC* hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
   if (hmac == nullptr) return nullptr;
@@ -40,20 +60,12 @@ EVP_MAC_CTX* KeyedMac(const uint8_t* key) {
   return ctx;
 }
 
-// Whether tag is the HMAC of data under keyed (which stays keyed for the next check: a copy of
-// it does the work). Compared in constant time.
-bool TagValid(EVP_MAC_CTX* keyed, const uint8_t* data, size_t length, const uint8_t* tag) {
-  EVP_MAC_CTX* ctx = EVP_MAC_CTX_dup(keyed);
-  if (ctx == nullptr) return false;
-  uint8_t computed[EVP_MAX_MD_SIZE];
-  size_t computedLength = 0;
-  bool ok = EVP_MAC_update(ctx, data, length) == 1 && EVP_MAC_final(ctx, computed, &computedLength, sizeof computed) == 1 &&
-            computedLength == kTagBytes && CRYPTO_memcmp(computed, tag, kTagBytes) == 0;
-  EVP_MAC_CTX_free(ctx);
-  return ok;
+bool Sign(EVP_MAC_CTX* keyed, const uint8_t* sessionId, uint64_t counter, uint8_t* preamble) {
+  memcpy(preamble, "RLYD", kSessionOffset);
+  memcpy(preamble + kSessionOffset, sessionId, kSessionIdBytes);
+  for (size_t i = 0; i < 8; i++) preamble[kCounterOffset + i] = static_cast<uint8_t>(counter >> (56 - 8 * i));
+  return Tag(keyed, preamble, kTagOffset, preamble + kTagOffset);
 }
-
-}  // namespace
 
 Pool::~Pool() { EVP_MAC_CTX_free(mac); }
 

@@ -39,7 +39,7 @@ describe('decoding a batch of engine events', () => {
       record(EventType.header, 6, 0, 0, [0, 0], EventRecordFlag.hasPrefix, 0, 7),
       record(EventType.pairEnd, 7, 0, 111, [0, 0], 0, 2 ** 40, 3),
       record(EventType.pairEnd, 0xfffffff0, PairEndFlag.endedBeforeConnect, 111, [0, 0], EventRecordFlag.hasPrefix, 0, 0, 0xfffffff1),
-      record(EventType.gone, 8, 2, 2, [0, 0], 0, 0, 0),
+      record(EventType.gone, 8, 2, 2, [0, 0], 0, 0, 0, 13),
       record(EventType.joinedLent, 9, 3, 0, [40001, 9001], EventRecordFlag.hasAddresses, 10, 11),
       record(EventType.accepted, 12, 2, 0, [40002, 0], EventRecordFlag.hasPrefix | EventRecordFlag.hasAddresses, 0, 0),
     ]);
@@ -50,7 +50,7 @@ describe('decoding a batch of engine events', () => {
       { type: 'header', conn: 6, header, pair: 7, stock: 0 },
       { type: 'pairEnd', pair: 7, errno: 111, bytesFromA: 2 ** 40, bytesFromB: 3, endedBeforeConnect: false, stock: 0, header: null },
       { type: 'pairEnd', pair: 0xfffffff0, errno: 111, bytesFromA: 0, bytesFromB: 0, endedBeforeConnect: true, stock: 0xfffffff1, header },
-      { type: 'gone', conn: 8, listener: 2, reason: 'data' },
+      { type: 'gone', conn: 8, listener: 2, reason: 'data', stock: 13 },
       { type: 'joinedLent', pair: 9, listener: 3, client: 10, lent: 11, remote: { ip: '::1', port: 40001 }, local: { ip: '::2', port: 9001 } },
       { type: 'accepted', conn: 12, listener: 2, prefix: Buffer.alloc(0), remote: { ip: '10.0.0.1', port: 40002 }, local: null, counter: 0, session: 0 },
     ];

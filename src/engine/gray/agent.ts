@@ -18,12 +18,13 @@ import { formatHostPort } from '../../config/address.js';
 import { decodeProof, deriveSessionKeys, encodeProof, proofsEqual, type SessionKeys } from '../protocol/auth.js';
 import { MessageType, type Message } from '../protocol/messages.js';
 import { sessionIdFromString } from '../protocol/preamble.js';
+import { decodeStartHeader } from '../protocol/start-header.js';
 import { RateLimitedLog } from '../../rate-limited-log.js';
 import { VERSION } from '../../version.js';
 import { resolveHost } from '../net-util.js';
 import type { DataPlane } from '../substrate/data-plane.js';
 import type { PairEnd } from '../substrate/pair.js';
-import { engineStock, keepAliveSecOf } from './engine-link.js';
+import { engineStock, SERVICE_KEEPALIVE_SEC } from './engine-link.js';
 import { missingFrom, ServiceTable } from './service-table.js';
 import { PoolDialer, type PoolLinks } from './pool-dialer.js';
 import type { Forward, LinkContext } from './pool-link.js';
@@ -357,9 +358,11 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
         });
         this.active.add(forward);
       },
-      onForwarded: (pair, client) => {
+      onForwarded: (pair, header) => {
         this.enginePairs.add(pair);
-        if (this.logger.isLevelEnabled('debug')) this.logger.debug({ client: formatHostPort({ host: client.srcAddress, port: client.srcPort }), service: this.table?.at(client.service)?.name }, 'forwarding');
+        if (!this.logger.isLevelEnabled('debug')) return;
+        const client = decodeStartHeader(header);
+        this.logger.debug({ client: formatHostPort({ host: client.srcAddress, port: client.srcPort }), service: this.table?.at(client.service)?.name }, 'forwarding');
       },
       onForwardEnded: (pair, end) => {
         if (!this.enginePairs.delete(pair)) return;
@@ -449,11 +452,10 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   private setRoutes(): void {
     const engine = this.dataPlane.engine;
     if (!engine || this.routes === 0 || !this.table || !this.addresses) return;
-    const keepAliveSec = keepAliveSecOf({ config: this.config });
     const targets = this.addresses.targets;
     engine.handle.setRoutes(
       this.routes,
-      this.table.positions().map((s) => (s && s.proxyProtocol === 'none' && targets.has(s.name) ? ([targets.get(s.name)!, s.target.port, keepAliveSec] as const) : null)),
+      this.table.positions().map((s) => (s && s.proxyProtocol === 'none' && targets.has(s.name) ? ([targets.get(s.name)!, s.target.port, SERVICE_KEEPALIVE_SEC] as const) : null)),
     );
   }
 

@@ -1,6 +1,6 @@
 // The gray's pool with an engine: the engine dials the pool's data connections itself from a
-// stock of preambles (substrate/dial-stock.ts), one per credit, and the successor of each the
-// moment its start header is in. Activated, a connection is forwarded: joined with a connection
+// session's stock (substrate/dial-stock.ts), one per credit, each with a preamble it signs, and
+// the successor of each the moment its start header is in. Activated, a connection is forwarded: joined with a connection
 // to the client's service that the engine opens itself; for a service without a PROXY header
 // the engine does even that on its own as the start header arrives, by the session's service
 // table (routes, set by the agent), so a client crosses the gray with no JavaScript. The
@@ -11,7 +11,6 @@ import type { Engine } from '../substrate/engine.js';
 import { DialedConn, type Endpoint } from '../substrate/dialed-conn.js';
 import { DialStock } from '../substrate/dial-stock.js';
 import type { PairEnd } from '../substrate/pair.js';
-import { PREAMBLE_BYTES } from '../protocol/preamble.js';
 import { proxyHeaderFor } from '../protocol/proxy-protocol.js';
 import { START_HEADER_BYTES, decodeStartHeader, type ClientAddressInfo, type StartHeaderFields } from '../protocol/start-header.js';
 import { warnTargetFailed } from './forwarder.js';
@@ -22,20 +21,21 @@ export function keepAliveSecOf(ctx: Pick<LinkContext, 'config'>): number {
   return Math.max(1, Math.round(ctx.config.limits.keepAliveDelayMs / 1000));
 }
 
+/** The connection to a local service gets no keepalive (no-delay only, as Node's net.connect
+ *  on the JS plane): it is local, and the config's keepalive is the pooled connections'. */
+export const SERVICE_KEEPALIVE_SEC = 0;
+
 /** dataIp: the white's data host as an IP address; routes: the session's service table in the
  *  engine (Engine.handle.setRoutes). */
 export function engineStock(engine: Engine, ctx: LinkContext, dataIp: string, routes: number): OpenStock {
   const white: Endpoint = { ip: dataIp, port: ctx.port, keepAliveSec: keepAliveSecOf(ctx) };
-  return (events) => {
-    const stock = new DialStock(engine, white, PREAMBLE_BYTES, START_HEADER_BYTES, {
-      onConnected: (id) => events.connected((linkEvents) => new EngineLink(ctx, DialedConn.adopt(engine, id, {
-        onConnected: () => {},
-        onFailed: () => {},
-        onPrefix: (header) => linkEvents.activated(header),
-        onClosed: () => linkEvents.closed(),
-        onForwarded: (header, pair) => linkEvents.forwarded!(header, pair),
-      }))),
+  return (keys, events) => {
+    const stock = new DialStock(engine, white, keys, START_HEADER_BYTES, {
+      onConnected: () => events.connected(),
       onFailed: (error) => events.failed(error),
+      onClosed: () => events.closed(),
+      onHeld: (conn, header) => events.activated(new EngineLink(ctx, DialedConn.held(engine, conn, () => {})), header),
+      onForwarded: (pair, header) => events.forwarded(pair, header),
       onPairEnd: (pair, end, reachedService, header) => {
         if (!reachedService && end.error) {
           const client = clientOf(header);
@@ -46,7 +46,7 @@ export function engineStock(engine: Engine, ctx: LinkContext, dataIp: string, ro
       },
     }, routes);
     return {
-      add: (preambles, credits) => stock.add(preambles, credits),
+      add: (firstCounter, count, credits) => stock.add(firstCounter, count, credits),
       release: () => stock.release(),
       close: () => stock.close(),
       destroyPair: (pair) => engine.handle.destroy(pair),
@@ -56,7 +56,7 @@ export function engineStock(engine: Engine, ctx: LinkContext, dataIp: string, ro
 
 /** Where a service is dialed: its target as the IP address resolved for it. */
 function targetOf(ctx: LinkContext, service: GrayService): Endpoint {
-  return { ip: ctx.targetIp?.(service) ?? service.target.host, port: service.target.port, keepAliveSec: keepAliveSecOf(ctx) };
+  return { ip: ctx.targetIp?.(service) ?? service.target.host, port: service.target.port, keepAliveSec: SERVICE_KEEPALIVE_SEC };
 }
 
 /** A forward whose connect to the service failed: counted, and logged with its client (and its

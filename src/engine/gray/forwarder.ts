@@ -7,7 +7,6 @@ import { formatHostPort } from '../../config/address.js';
 import type { GrayConfig, GrayService, HostPort } from '../../config/types.js';
 import { ErrorCodes } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { tuneDataSocket } from '../substrate/data-plane.js';
 import { join } from '../substrate/js-plane.js';
 import type { Pair, PairEnd } from '../substrate/pair.js';
 import { resetSocket } from '../net-util.js';
@@ -71,7 +70,8 @@ export function forwardToTarget(
       resetSocket(target);
       return finish(null);
     }
-    tuneDataSocket(target, config.limits.keepAliveDelayMs);
+    // Local: no-delay only; the config's keepalive is the pooled connections' (engine-link.ts).
+    target.setNoDelay(true);
     const proxyHeader = proxyHeaderFor(service.proxyProtocol, client);
     logger.debug({ client: clientAddress, service: service.name }, 'forwarding');
     joined = join(data, target, { toB: proxyHeader }, finish);

@@ -3,9 +3,10 @@
 // waits for the white's start header; once it arrives the connection is handed to the
 // forwarder and the white (which consumed it) grants a replacement at once. How a connection is
 // opened and forwarded is the link's business (pool-link.ts); the counters and credits are here.
-// With an engine the engine dials: this hands it preambles ahead of need (a stock at most
-// STOCK_LEAD counters past the credits known here) and the explicit credits, and the engine
-// spends one implicit credit per start header by itself.
+// With an engine the engine dials from the session's stock: this gives it counters ahead of need
+// (at most STOCK_LEAD past the credits known here) and the explicit credits; the engine signs
+// the preambles and spends one implicit credit per start header by itself, and this counts the
+// idle connections, with no object for each.
 import type { GrayConfig } from '../../config/types.js';
 import type { Logger } from '../../log.js';
 import { Backoff } from '../backoff.js';
@@ -14,16 +15,16 @@ import { decodeStartHeader, type StartHeaderFields } from '../protocol/start-hea
 import type { PairEnd } from '../substrate/pair.js';
 import type { LinkEvents, OpenLink, OpenStock, PoolLink, PoolStock } from './pool-link.js';
 
-/** How the pool's connections are opened (one per preamble on the JS plane, or from an
- *  engine's stock), and where they go (host:port, for logs). */
-export type PoolLinks = { readonly where: string } & ({ readonly open: OpenLink; readonly stock?: undefined } | { readonly stock: OpenStock; readonly open?: undefined });
-
-/** Preambles handed to an engine's stock beyond the credits known here: the start headers the
+/** Counters handed to an engine's stock beyond the credits known here: the start headers the
  *  engine may answer with a successor before JavaScript has heard of them. Bounded, since each
  *  is a counter given out ahead; topped up once STOCK_TOP_UP of them were used, so JavaScript
  *  crosses to the engine once per STOCK_TOP_UP connections rather than once per connection. */
 export const STOCK_LEAD = 32;
 export const STOCK_TOP_UP = 8;
+
+/** How the pool's connections are opened (one per preamble on the JS plane, or from an
+ *  engine's stock), and where they go (host:port, for logs). */
+export type PoolLinks = { readonly where: string } & ({ readonly open: OpenLink; readonly stock?: undefined } | { readonly stock: OpenStock; readonly open?: undefined });
 
 export type PoolDialerOptions = PoolLinks & {
   readonly sessionId: Buffer;
@@ -33,8 +34,9 @@ export type PoolDialerOptions = PoolLinks & {
   readonly logger: Logger;
   readonly onActivated: (link: PoolLink, client: StartHeaderFields) => void;
   /** With an engine's stock: the engine forwarded a link into pair by itself (no object for it
-   *  here), and later that pair ended. */
-  readonly onForwarded: (pair: number, client: StartHeaderFields) => void;
+   *  here; the engine checked its start header, decoded only if wanted), and later that pair
+   *  ended. */
+  readonly onForwarded: (pair: number, header: Buffer) => void;
   readonly onForwardEnded: (pair: number, end: PairEnd) => void;
   readonly onPoolReady: (idle: number) => void;
 };
@@ -53,15 +55,32 @@ export class PoolDialer {
   private readonly retryCounters: number[] = [];
   private stopped = false;
   private readyReported = false;
-  /** With an engine: its stock, and the explicit credits not yet handed to it. */
+  /** With an engine: its stock, the explicit credits not yet handed to it, and how many of its
+   *  connections wait idle (no object each). */
   private readonly stock: PoolStock | null;
   private creditsToHand = 0;
+  private stockIdle = 0;
 
   constructor(private readonly o: PoolDialerOptions) {
     this.backoff = new Backoff(o.config.limits.reconnectBaseMs, o.config.limits.reconnectMaxMs);
     this.stock = o.stock
-      ? o.stock({
-          connected: (adopt) => this.adopted(adopt),
+      ? o.stock({ sessionId: o.sessionId, dataKey: o.dataKey }, {
+          connected: () => {
+            if (this.stopped) return;
+            this.stockIdle += 1;
+            this.connectedOne();
+          },
+          closed: () => void (this.stockIdle -= 1),
+          activated: (link, header) => {
+            this.stockIdle -= 1;
+            this.headerRead();
+            this.activate(link, header);
+          },
+          forwarded: (pair, header) => {
+            this.stockIdle -= 1;
+            this.headerRead();
+            this.o.onForwarded(pair, header);
+          },
           failed: (err) => this.scheduleRetry(err),
           // Also after stop(): forwards outlive their session.
           pairEnded: (pair, end) => o.onForwardEnded(pair, end),
@@ -75,7 +94,7 @@ export class PoolDialer {
   }
 
   get idleCount(): number {
-    return this.idle.size;
+    return this.stock ? this.stockIdle : this.idle.size;
   }
 
   grant(upTo: number): void {
@@ -90,6 +109,7 @@ export class PoolDialer {
     this.stopped = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.stock?.close();
+    this.stockIdle = 0;
     for (const link of this.idle) link.destroy();
     for (const link of this.dialing) link.destroy();
     this.idle.clear();
@@ -105,32 +125,36 @@ export class PoolDialer {
     while (this.nextCounter <= limit) this.dial(this.nextCounter++);
   }
 
-  /** Hands the engine the explicit credits it has not had and preambles up to STOCK_LEAD past
+  /** Hands the engine the explicit credits it has not had and counters up to STOCK_LEAD past
    *  the credits known here, in one call, once STOCK_TOP_UP are missing (or credits wait). */
   private topUp(stock: PoolStock): void {
     const upTo = this.explicitUpTo + this.activations + STOCK_LEAD;
     if (this.creditsToHand === 0 && upTo - this.countersGiven < STOCK_TOP_UP) return;
-    const preambles: Buffer[] = [];
-    while (this.nextCounter <= upTo) preambles.push(encodePreamble(this.o.sessionId, this.nextCounter++, this.o.dataKey));
-    stock.add(preambles, this.creditsToHand);
+    const first = this.nextCounter;
+    this.nextCounter = Math.max(first, upTo + 1);
+    stock.add(first, this.nextCounter - first, this.creditsToHand);
     this.creditsToHand = 0;
   }
 
-  /** A link the engine dialed from the stock connected. */
-  private adopted(adopt: (events: LinkEvents) => PoolLink): void {
-    if (this.stopped) return;
-    const link = adopt(this.linkEvents(() => link, null));
-    this.connected(link);
+  /** A connection from the stock read its start header: a credit the white counted and the
+   *  engine already used for a successor. */
+  private headerRead(): void {
+    this.activations += 1;
+    this.fill();
   }
 
   private connected(link: PoolLink): void {
     this.dialing.delete(link);
     if (this.stopped) return link.destroy();
-    this.backoff.reset();
     this.idle.add(link);
-    if (!this.readyReported && this.idle.size >= this.o.poolTarget) {
+    this.connectedOne();
+  }
+
+  private connectedOne(): void {
+    this.backoff.reset();
+    if (!this.readyReported && this.idleCount >= this.o.poolTarget) {
       this.readyReported = true;
-      this.o.onPoolReady(this.idle.size);
+      this.o.onPoolReady(this.idleCount);
     }
   }
 
@@ -139,14 +163,13 @@ export class PoolDialer {
     this.dialing.add(link);
   }
 
-  /** counter: the link's, when this dialed it (the JS plane); null for one from the stock,
-   *  whose header the engine already counted as a credit and answered with a successor. */
-  private linkEvents(self: () => PoolLink, counter: number | null): LinkEvents {
+  /** A link of the JS plane, opened with counter's preamble. */
+  private linkEvents(self: () => PoolLink, counter: number): LinkEvents {
     return {
       connected: () => this.connected(self()),
       failed: (err) => {
         this.dialing.delete(self());
-        if (this.stopped || counter === null) return;
+        if (this.stopped) return;
         // Nothing was sent, so the counter was never seen by the white: retry it after a delay.
         this.retryCounters.push(counter);
         this.scheduleRetry(err);
@@ -154,41 +177,31 @@ export class PoolDialer {
       activated: (header) => {
         const link = self();
         this.idle.delete(link);
-        // Every header the white wrote is a credit it counted; the engine has already used it.
-        if (counter === null) this.activations += 1;
-        let client: StartHeaderFields;
-        try {
-          client = decodeStartHeader(header);
-        } catch (err) {
-          this.o.logger.warn({ detail: (err as Error).message }, 'invalid start header from white');
-          if (counter === null) this.fill();
-          return link.destroy();
-        }
-        // The start header is our replacement credit: dial the successor before forwarding.
-        if (counter !== null) this.activations += 1;
-        this.fill();
-        this.o.onActivated(link, client);
+        this.activate(link, header);
       },
       // Closed while idle: the white recycled it or the path broke. The white grants a
       // replacement when it sees the close; nothing to do here.
       closed: () => {
         this.idle.delete(self());
       },
-      // From the stock, forwarded by the engine (which also dialed the successor).
-      forwarded: (header, pair) => {
-        this.idle.delete(self());
-        this.activations += 1;
-        this.fill();
-        let client: StartHeaderFields;
-        try {
-          client = decodeStartHeader(header);
-        } catch (err) {
-          this.o.logger.warn({ detail: (err as Error).message }, 'invalid start header from white');
-          return this.stock?.destroyPair(pair);
-        }
-        this.o.onForwarded(pair, client);
-      },
     };
+  }
+
+  /** A link read its start header: forward it. On the JS plane the header is the implicit
+   *  credit for a successor, dialed first (an engine's stock has already dialed it). */
+  private activate(link: PoolLink, header: Buffer): void {
+    let client: StartHeaderFields;
+    try {
+      client = decodeStartHeader(header);
+    } catch (err) {
+      this.o.logger.warn({ detail: (err as Error).message }, 'invalid start header from white');
+      return link.destroy();
+    }
+    if (!this.stock) {
+      this.activations += 1;
+      this.fill();
+    }
+    this.o.onActivated(link, client);
   }
 
   private scheduleRetry(err: Error): void {
@@ -197,7 +210,7 @@ export class PoolDialer {
     this.o.logger.warn({ detail: err.message, retryInMs: delay, data: this.o.where }, 'data connection failed');
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
-      if (this.stock) this.stock.release();
+      this.stock?.release();
       this.fill();
     }, delay);
   }

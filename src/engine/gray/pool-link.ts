@@ -18,9 +18,6 @@ export interface LinkEvents {
   activated(header: Buffer): void;
   /** Closed before activation: the white recycled it, or the path broke. */
   closed(): void;
-  /** From an engine's stock: the white wrote the start header and the engine forwarded the link
-   *  into pair by itself; StockEvents.pairEnded reports that pair's end. */
-  forwarded?(header: Buffer, pair: number): void;
 }
 
 export interface PoolLink {
@@ -33,30 +30,39 @@ export interface PoolLink {
 export type OpenLink = (preamble: Buffer, events: LinkEvents) => PoolLink;
 
 /** With an engine, the links are dialed by the engine itself from a stock (substrate/dial-stock.ts):
- *  one per credit while it has preambles, and a successor at once for every start header. */
+ *  one per credit while it has counters, each with a preamble the engine signs, and a successor
+ *  at once for every start header. No object stands for an idle one: the events below count them. */
 export interface PoolStock {
-  /** Appends preambles (used in this order) and adds explicit credits. */
-  add(preambles: readonly Buffer[], credits: number): void;
+  /** Appends count counters from firstCounter (used in this order) and adds explicit credits. */
+  add(firstCounter: number, count: number, credits: number): void;
   /** Lets the engine dial again after a failure held the stock (the end of a backoff). */
   release(): void;
-  /** Drops the preambles left and closes the links not yet forwarded: the session ended. Pairs
-   *  the engine forwarded live on, and their ends are still reported. */
+  /** Drops the counters left and closes the links not yet forwarded: the session ended.
+   *  Pairs the engine forwarded live on, and their ends are still reported. */
   close(): void;
-  /** Ends a pair the engine forwarded (LinkEvents.forwarded). */
+  /** Ends a pair the engine forwarded (StockEvents.forwarded). */
   destroyPair(pair: number): void;
 }
 
 export interface StockEvents {
-  /** A link dialed from the stock connected (LinkEvents.connected is not called again):
-   *  adopt takes charge of it with the rest of its events. */
-  connected(adopt: (events: LinkEvents) => PoolLink): void;
+  /** A link dialed from the stock connected: one more idle in the pool. */
+  connected(): void;
+  /** An idle link went away: the white recycled it, or the path broke. */
+  closed(): void;
+  /** A link read its start header (exactly START_HEADER_BYTES) and is held: forward it now. */
+  activated(link: PoolLink, header: Buffer): void;
+  /** A link read its start header and the engine forwarded it into pair by itself (a well-formed
+   *  header, see native/dial.cc); pairEnded reports that pair's end. */
+  forwarded(pair: number, header: Buffer): void;
   /** A dial failed before anything was sent; the stock holds until release(). */
   failed(error: Error): void;
   /** A pair the engine forwarded ended (a failed connect to the service is already logged). */
   pairEnded(pair: number, end: PairEnd): void;
 }
 
-export type OpenStock = (events: StockEvents) => PoolStock;
+/** Opens a session's stock: keys are the session's (its id, its data key), which sign the
+ *  preambles. */
+export type OpenStock = (keys: { readonly sessionId: Buffer; readonly dataKey: Buffer }, events: StockEvents) => PoolStock;
 
 /** What every link needs besides its preamble. */
 export interface LinkContext {

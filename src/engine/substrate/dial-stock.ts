@@ -1,24 +1,40 @@
-// A stock of preambles an engine dials from by itself (native/stock.cc): the gray's pool with an
-// engine. JavaScript computes the preambles ahead of need and adds credits (WELCOME, GRANT);
-// the engine dials one per credit while it has preambles, and counts the start header read on
-// each of its connections as one more credit, so a consumed connection's successor is dialed
-// the moment the header is in, with no JavaScript between. A dial that fails before its
-// preamble was sent puts it back and holds the stock until release() (the caller's backoff).
-// JavaScript hears of each connection once it connected (or failed), and takes charge of it then.
+// A session's stock an engine dials from by itself (native/stock.cc): the gray's pool with an
+// engine. JavaScript gives out counters ahead of need and adds the explicit credits (WELCOME,
+// GRANT); the engine signs each counter's preamble with the session's data key (handed over
+// once, at open). It dials one connection per credit while it has counters, and counts the
+// start header read on each of its connections as one more credit, so a consumed connection's
+// successor is dialed the moment the header is in, with no JavaScript between. A dial that fails
+// before its preamble was sent gives its counter back and holds the stock until release() (the
+// caller's backoff).
+// JavaScript keeps no object per connection here: it hears that one connected, went away idle,
+// or read its start header (forwarded by the engine, or held for JavaScript to forward).
 import { errnoError, pairEndOf, type Engine, type StockOwner } from './engine.js';
 import type { EngineEventOf } from './events.js';
 import type { Endpoint } from './dialed-conn.js';
 import type { PairEnd } from './pair.js';
 
 export interface StockHandlers {
-  /** A connection dialed from the stock connected and wrote its preamble: id is the engine's
-   *  held connection (DialedConn.adopt takes charge of it). */
-  onConnected(id: number): void;
+  /** A connection dialed from the stock connected and wrote its preamble: it waits idle. */
+  onConnected(): void;
   /** A dial failed before its preamble was sent; the stock is held until release(). */
   onFailed(error: Error): void;
-  /** A pair the engine forwarded from one of the stock's connections ended (DialHandlers
-   *  onForwarded told of it). header: the start header, if it never reached the service. */
+  /** An idle connection went away (the white closed it, or the path broke); the engine closed it. */
+  onClosed(): void;
+  /** A connection read its start header, and the engine holds it for JavaScript to forward (no
+   *  route for its service, or a header the engine does not forward): conn is the engine's
+   *  held connection (DialedConn.held takes charge of it). */
+  onHeld(conn: number, header: Buffer): void;
+  /** A connection read its start header and the engine forwarded it into pair by itself. */
+  onForwarded(pair: number, header: Buffer): void;
+  /** A pair the engine forwarded from one of the stock's connections ended. header: the start
+   *  header, if it never reached the service. */
   onPairEnd(pair: number, end: PairEnd, reachedService: boolean, header: Buffer | null): void;
+}
+
+/** A session's keys as the engine signs with them: its session id (16 bytes), its data key (32). */
+export interface StockKeys {
+  readonly sessionId: Buffer;
+  readonly dataKey: Buffer;
 }
 
 export class DialStock implements StockOwner {
@@ -33,31 +49,29 @@ export class DialStock implements StockOwner {
   constructor(
     private readonly engine: Engine,
     to: Endpoint,
-    private readonly preambleBytes: number,
+    keys: StockKeys,
     prefixBytes: number,
     private readonly handlers: StockHandlers,
     routes?: number,
   ) {
-    this.id = routes !== undefined ? engine.handle.openStock(to.ip, to.port, prefixBytes, to.keepAliveSec, routes) : engine.handle.openStock(to.ip, to.port, prefixBytes, to.keepAliveSec);
+    const both = Buffer.concat([keys.sessionId, keys.dataKey]);
+    this.id = routes !== undefined ? engine.handle.openStock(both, to.ip, to.port, prefixBytes, to.keepAliveSec, routes) : engine.handle.openStock(both, to.ip, to.port, prefixBytes, to.keepAliveSec);
     engine.addStock(this.id, this);
   }
 
-  /** Appends preambles (used in this order) and adds credits: the engine dials at once. */
-  add(preambles: readonly Buffer[], credits: number): void {
-    if (this.closed || (preambles.length === 0 && credits === 0)) return;
-    for (const p of preambles) {
-      if (p.length !== this.preambleBytes) throw new Error(`a preamble is ${p.length} bytes, the stock's are ${this.preambleBytes}`);
-    }
-    this.engine.handle.stock(this.id, preambles.length > 0 ? Buffer.concat(preambles) : null, this.preambleBytes, credits, -1);
+  /** Appends count counters from firstCounter (used in this order) and adds credits: the
+   *  engine dials at once. */
+  add(firstCounter: number, count: number, credits: number): void {
+    if (!this.closed && (count > 0 || credits > 0)) this.engine.handle.stock(this.id, firstCounter, count, credits, -1);
   }
 
   /** Lets the engine dial again after a failure held the stock. */
   release(): void {
-    if (!this.closed) this.engine.handle.stock(this.id, null, this.preambleBytes, 0, 0);
+    if (!this.closed) this.engine.handle.stock(this.id, 1, 0, 0, 0);
   }
 
-  /** The session ended: the engine drops the preambles left and closes the stock's connections
-   *  that are not in a pair; nothing more is heard of them. */
+  /** The session ended: the engine drops the counters left and closes the stock's
+   *  connections that are not in a pair; nothing more is heard of them. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -67,16 +81,23 @@ export class DialStock implements StockOwner {
 
   stockDialed(event: EngineEventOf<'dialed'>): void {
     if (this.closed) return;
-    if (event.errno === 0) return this.handlers.onConnected(event.conn);
+    if (event.errno === 0) return this.handlers.onConnected();
     this.handlers.onFailed(errnoError(event.errno, 'connect'));
   }
 
-  /** The connection's owner (DialedConn.adopt) hears its header; a pair made of it counts here. */
+  stockGone(): void {
+    if (!this.closed) this.handlers.onClosed();
+  }
+
   stockHeader(event: EngineEventOf<'header'>): void {
     if (event.pair !== 0) this.livePairs += 1;
-    const owner = this.engine.connOwner(event.conn);
-    if (owner) return owner.connEvent(event, null);
-    if (event.pair !== 0) this.engine.handle.destroy(event.pair);
+    if (this.closed) {
+      // Read just before the close reached the engine: nobody takes it now.
+      if (event.pair !== 0) return this.engine.handle.destroy(event.pair);
+      return this.engine.handle.closeConn(event.conn);
+    }
+    if (event.pair !== 0) return this.handlers.onForwarded(event.pair, event.header);
+    this.handlers.onHeld(event.conn, event.header);
   }
 
   stockPairEnded(event: EngineEventOf<'pairEnd'>): void {

@@ -6,6 +6,8 @@
 // cost per client (docs/performance.md). Opened with a service table (routes), the engine also
 // forwards the moment the header is in, to the route of the header's service, without waiting
 // for JavaScript: a new client's first bytes then cross the gray on the engine thread alone.
+// One dialed from a stock (dial-stock.ts) has no object until the engine holds it after its
+// header for JavaScript to forward (held()).
 import { errnoError, type ConnOwner, type Engine, type EnginePair } from './engine.js';
 import type { EngineEventOf } from './events.js';
 import type { Pair, PairEnd } from './pair.js';
@@ -20,9 +22,6 @@ export interface DialHandlers {
   onPrefix(prefix: Buffer): void;
   /** Closed by the peer (or reset) after connecting and before forwarding; the engine closed it. */
   onClosed(): void;
-  /** Dialed from a stock: the prefix arrived and the engine forwarded it into pair by itself;
-   *  the stock reports that pair's end (dial-stock.ts), and this connection is done. */
-  onForwarded?(prefix: Buffer, pair: number): void;
 }
 
 export interface Endpoint {
@@ -50,17 +49,17 @@ export class DialedConn implements ConnOwner {
     return new DialedConn(engine, id, handlers, 'dialing');
   }
 
-  /** Takes charge of a connection the engine dialed from a stock (dial-stock.ts) and reported
-   *  connected: it is idle, waiting for its prefix. */
-  static adopt(engine: Engine, id: number, handlers: DialHandlers): DialedConn {
-    return new DialedConn(engine, id, handlers, 'idle');
+  /** Takes charge of a connection the engine dialed from a stock (dial-stock.ts) and holds
+   *  after its prefix, for JavaScript to forward. onClosed: it went away before that. */
+  static held(engine: Engine, id: number, onClosed: () => void): DialedConn {
+    return new DialedConn(engine, id, { onConnected: () => {}, onFailed: () => {}, onPrefix: () => {}, onClosed }, 'held');
   }
 
   private constructor(
     private readonly engine: Engine,
     private readonly id: number,
     private readonly handlers: DialHandlers,
-    state: 'dialing' | 'idle',
+    state: 'dialing' | 'held',
   ) {
     this.state = state;
     engine.addConn(id, this);
@@ -118,14 +117,6 @@ export class DialedConn implements ConnOwner {
     if (this.state !== 'idle') {
       if (forwarded) forwarded.destroy();
       else if (pairId !== 0) this.engine.handle.destroy(pairId);
-      return;
-    }
-    if (pairId !== 0 && !forwarded) {
-      // Forwarded from a stock: the stock owns the pair's end, no object is made for it.
-      this.state = 'joined';
-      this.engine.removeConn(this.id);
-      if (this.handlers.onForwarded) return this.handlers.onForwarded(header, pairId);
-      this.engine.handle.destroy(pairId);
       return;
     }
     if (forwarded) {

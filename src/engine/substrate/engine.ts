@@ -35,10 +35,12 @@ export interface EngineHandle {
   session(listenerId: number, epoch: number, keys: Buffer | null): void;
   /** The session's explicit credit limit (WELCOME's credits, then GRANT's up_to). */
   credits(listenerId: number, epoch: number, explicitUpTo: number): void;
-  /** A stock of preambles the engine dials from by itself (dial-stock.ts). */
-  openStock(ip: string, port: number, prefixBytes: number, keepAliveSec: number, routes?: number): number;
-  /** Appends preambles (back to back), adds credits; hold 1 holds the stock, 0 releases it, -1 leaves it. */
-  stock(stockId: number, preambles: Buffer | null, preambleBytes: number, credits: number, hold: -1 | 0 | 1): void;
+  /** A session's stock the engine dials from by itself, signing each counter's preamble with
+   *  keys (the session id then the data key): dial-stock.ts. */
+  openStock(keys: Buffer, ip: string, port: number, prefixBytes: number, keepAliveSec: number, routes?: number): number;
+  /** Appends count counters from firstCounter (used in this order), adds credits; hold 1 holds
+   *  the stock, 0 releases it, -1 leaves it. */
+  stock(stockId: number, firstCounter: number, count: number, credits: number, hold: -1 | 0 | 1): void;
   closeStock(stockId: number): void;
   /** A public port's allow-list: 18-byte records (family, prefix length, 16 address bytes). */
   setAllow(listenerId: number, networks: Buffer): void;
@@ -91,10 +93,12 @@ export interface PoolPairOwner {
   poolPairEnd(event: EngineEventOf<'poolPairEnd'>): void;
 }
 
-/** What owns a stock's events: a connection the engine dialed from it connected or failed, read
- *  its start header (forwarded by the engine or not), and the end of a pair it was forwarded into. */
+/** What owns a stock's events: a connection the engine dialed from it connected or failed, went
+ *  away idle, read its start header (forwarded by the engine or not), and the end of a pair it
+ *  was forwarded into. */
 export interface StockOwner {
   stockDialed(event: EngineEventOf<'dialed'>): void;
+  stockGone(event: EngineEventOf<'gone'>): void;
   stockHeader(event: EngineEventOf<'header'>): void;
   stockPairEnded(event: EngineEventOf<'pairEnd'>): void;
 }
@@ -257,8 +261,12 @@ export class Engine {
         // One the engine dialed from a stock has no owner of its own yet: the stock gives it one.
         if (event.stock !== 0) return this.stocks.get(event.stock)?.stockDialed(event);
         return this.conns.get(event.conn)?.connEvent(event, null);
-      case 'gone':
-        return this.conns.get(event.conn)?.connEvent(event, null);
+      case 'gone': {
+        const owner = this.conns.get(event.conn);
+        // An idle connection of a stock has no owner of its own: its stock counts it.
+        if (!owner) return event.stock !== 0 ? this.stocks.get(event.stock)?.stockGone(event) : undefined;
+        return owner.connEvent(event, null);
+      }
     }
   }
 }

@@ -47,8 +47,9 @@ export type EngineEvent =
   | { readonly type: 'accepted'; readonly conn: number; readonly listener: number; readonly prefix: Buffer; readonly remote: Address; readonly local: Address | null; readonly counter: number; readonly session: number }
   /** received: the prefix bytes read before the refusal; errno: the socket error, if any. */
   | { readonly type: 'refused'; readonly listener: number; readonly refusal: Refusal; readonly errno: number; readonly received: Buffer; readonly remote: Address }
-  /** A held connection went away; the engine closed it. listener is 0 for a dialed one. */
-  | { readonly type: 'gone'; readonly conn: number; readonly listener: number; readonly reason: GoneReason }
+  /** A held connection went away; the engine closed it. listener is 0 for a dialed one; stock:
+   *  the stock it was dialed from, or 0. */
+  | { readonly type: 'gone'; readonly conn: number; readonly listener: number; readonly reason: GoneReason; readonly stock: number }
   | { readonly type: 'listenerError'; readonly listener: number; readonly errno: number }
   /** A dialed connection connected and wrote its preamble (errno 0), or failed. stock: the stock
    *  it was dialed from (dial-stock.ts), 0 for one JavaScript dialed. */
@@ -152,7 +153,7 @@ function decodeRecord(type: number, id: number, listenerId: number, code: number
     case EventType.refused:
       return { type: 'refused', listener: listenerId, refusal: refusals[code] ?? 'error', errno: b, received: prefix ?? EMPTY, remote };
     case EventType.gone:
-      return { type: 'gone', conn: id, listener: listenerId, reason: code === GoneCode.data ? 'data' : 'closed' };
+      return { type: 'gone', conn: id, listener: listenerId, reason: code === GoneCode.data ? 'data' : 'closed', stock };
     case EventType.listenerError:
       return { type: 'listenerError', listener: listenerId, errno: code };
     case EventType.dialed:
