@@ -234,7 +234,8 @@ void Engine::AnnounceAccepted(Conn* conn, int32_t flags) {
   event->id = conn->id;
   event->listenerId = conn->listenerId;
   event->code = flags;
-  event->prefix = conn->prefix;
+  // A verified preamble has nothing left for JavaScript to check: it is not copied over.
+  if (conn->epoch == 0) event->prefix = conn->prefix;
   event->a = conn->counter;  // a verified data connection's counter and session epoch
   event->b = conn->epoch;
   event->hasAddresses = true;

@@ -211,6 +211,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
     const first = await send(encodePreamble(sessionId, 1, dataKey));
     const accepted = await data.nextConn();
     assert.deepEqual(accepted.verified, { counter: 1, session: 7 });
+    assert.equal(accepted.prefix.length, 0, 'a verified preamble is not copied to JavaScript');
     assert.equal(await refusedAs(encodePreamble(sessionId, 1, dataKey)), 'replay');
     assert.equal(await refusedAs(encodePreamble(sessionId, 3, dataKey)), 'no-credit');
     // Joining a verified connection is worth one credit (its start header), counted by the engine.

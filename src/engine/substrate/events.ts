@@ -42,8 +42,8 @@ export type EngineEvent =
   | { readonly type: 'pairEnd'; readonly pair: number; readonly errno: number; readonly bytesFromA: number; readonly bytesFromB: number; readonly endedBeforeConnect: boolean; readonly stock: number; readonly header: Buffer | null }
   /** A listener's connection read its prefix (or, with none, was accepted) and is held. local is
    *  null for a connection that sent a prefix. On a gray's data port the engine verified the
-   *  preamble: counter and session (the epoch JavaScript gave its keys) say whose it is; both 0
-   *  elsewhere. waiting: a client the engine put in its gray's pool to wait for the next
+   *  preamble: counter and session (the epoch JavaScript gave its keys) say whose it is (and
+   *  prefix is empty); both 0 elsewhere. waiting: a client the engine put in its gray's pool to wait for the next
    *  connection verified (JavaScript keeps its limits but need not admit it). */
   | { readonly type: 'accepted'; readonly conn: number; readonly listener: number; readonly prefix: Buffer; readonly remote: Address; readonly local: Address | null; readonly counter: number; readonly session: number; readonly waiting: boolean }
   /** received: the prefix bytes read before the refusal; errno: the socket error, if any. */

@@ -66,7 +66,8 @@ export interface Verified {
 }
 
 export interface ListenerHandlers {
-  /** verified: on a port with a session (setSession), the engine's check passed. */
+  /** verified: on a port with a session (setSession), the engine's check passed (prefix is then
+   *  empty: there is nothing left to check in it). */
   onConnection(conn: EngineConn, prefix: Buffer, verified: Verified): void;
   /** The engine joined client with the pooled connection data (see usePool); the pair is running. */
   onJoinedLent?(joined: JoinedLent): void;
