@@ -168,6 +168,10 @@ struct Route {
 };
 // Why a held connection went away.
 enum GoneReason : int32_t { kGoneClosed = 1, kGoneData = 2 };
+// A client's kAccepted carries in its code what the engine did with it at accept: 0, nothing
+// (JavaScript decides: it admits or refuses it); kAcceptedWaiting, it waits in its gray's pool
+// for the next connection verified (lend.cc), so JavaScript only keeps its limits.
+enum AcceptedFlags : int32_t { kAcceptedWaiting = 1 };
 
 // The white's pool of one gray, owned by the gray's data listener (verify.cc): what the engine
 // needs to check a data connection's preamble on its own thread. JavaScript hands over the
@@ -205,6 +209,9 @@ struct Pool {
   // sets the active-client limit, or 0 while an authorize hook must see every client).
   std::vector<uint32_t> idle;
   std::deque<uint32_t> waiting;
+  // idle is rid of the ones gone meanwhile when it reaches this size (then twice what is left),
+  // so it stays near the pool's size at a constant cost per connection.
+  size_t pruneAt = 16;
   uint32_t active = 0;
   uint32_t activeLimit = 0;
   // The gray's idle timeout (pool-pairs.cc): a pair of this pool with no byte either way for this
@@ -256,6 +263,9 @@ struct Conn {
   std::string preamble;  // dialed by JavaScript: written once connected (a stock's: see counter)
   sockaddr_storage remote{};
   socklen_t remoteLen = 0;
+  // A client's local address (its start header's destination), asked once at accept.
+  sockaddr_storage local{};
+  bool hasLocal = false;
   // Dialed with a service table (routes.cc, 0: none): once a well-formed start header is read,
   // the engine forwards the connection to the route of the header's service by itself,
   // without waiting for JavaScript (see ForwardDialed in dial.cc).
@@ -355,7 +365,8 @@ struct Event {
   // kHeader: a dialed connection read its prefix (the white's start header); b is the pair the
   // engine forwarded it into by itself (Conn::routes), or 0 when JavaScript is to forward it.
   // kJoinedLent: a client (a) was joined with a lent connection (b) into pair id (lend.cc).
-  // kAccepted of a verified data connection (verify.cc): a is its counter, b its session epoch.
+  // kAccepted of a verified data connection (verify.cc): a is its counter, b its session epoch;
+  // of a client: code is its AcceptedFlags.
   // kPoolPairEnd: a pair of kJoinedLent ended (pool-pairs.cc): listenerId is the client's
   // public listener, remote the client; flags, clientConnId, ageMs and idleMs say the rest.
   // (The numbers are also in src/engine/substrate/codes.ts; a test compares the two.)
@@ -618,14 +629,17 @@ class Engine {
   void OnAcceptable(Listener* listener);
   void Accepted(Listener* listener, int fd, const sockaddr_storage& remote);
   void Refused(uint32_t listenerId, const sockaddr_storage& remote, int32_t refusal, const std::string& received, int error = 0);
-  void ReadPrefix(Conn* conn);
-  bool TakeLent(Listener* listener, Conn* client);
+  void ReadPrefix(Conn* conn, uint32_t events = 0);
+  enum class Lent { kNo, kJoined, kWaiting, kGone };
+  Lent TakeLent(Listener* listener, Conn* client, int* error);
   Pool* PoolOf(uint32_t dataListenerId);
   Pool* PoolServing(uint32_t publicListenerId);
   uint32_t TakeIdle(Pool* pool);
   void Pooled(Listener* dataListener, Conn* conn);
   void AdmitClient(uint32_t clientId);
-  bool JoinPooled(Conn* client, uint32_t dataId);
+  enum class Joining { kJoined, kNotNow, kClientGone };
+  Joining JoinPooled(Conn* client, uint32_t dataId, int* error = nullptr);
+  void PruneIdle(Pool* pool);
   void PoolPairEnded(Pair* pair);
 
   // ---- A pool's pairs: their end report and the idle timeout (pool-pairs.cc) ----
@@ -640,7 +654,7 @@ class Engine {
   const Route* RouteFor(uint32_t table, uint8_t service) const;
   bool ForwardDialed(Conn* conn, Event* header);
   void ReleasePending(Conn* conn);
-  void AnnounceAccepted(Conn* conn);
+  void AnnounceAccepted(Conn* conn, int32_t flags = 0);
   void RefuseConn(Conn* conn, int32_t refusal, int error);
   void OnConnEvent(Conn* conn, uint32_t events);
   void Gone(Conn* conn, int32_t reason);

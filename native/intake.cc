@@ -85,18 +85,6 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
     Refused(listener->id, remote, refusal, std::string());
     return;
   }
-  // A connection reported at accept (a client) may have been reset while it waited in the
-  // backlog. Its reset would reach JavaScript only after the next epoll_wait, possibly after a
-  // pooled connection accepted in the same batch, which JavaScript would then spend on it (the
-  // join ends both). One getsockopt refuses it before anyone hears of it.
-  if (listener->prefix == 0) {
-    int error = SocketError(fd);
-    if (error != 0) {
-      close(fd);
-      Refused(listener->id, remote, kRefusedError, std::string(), error);
-      return;
-    }
-  }
   auto* conn = new Conn();
   conn->id = NextId();
   conn->fd = fd;
@@ -105,6 +93,9 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   conn->want = listener->prefix;
   conn->state = listener->prefix > 0 ? Conn::kPrefix : Conn::kHeld;
   conn->watch = listener->watchAfter;
+  // A client's local address goes into its start header: asked once, here (no system call for
+  // a listener bound to one address).
+  if (listener->prefix == 0) conn->hasLocal = ClientLocalAddress(listener, fd, &conn->local);
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
   ev.data.ptr = conn;
@@ -118,12 +109,26 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   conns_[conn->id] = conn;
   connsHeld_.fetch_add(1, std::memory_order_relaxed);
   if (conn->state == Conn::kHeld) {
-    if (TakeLent(listener, conn)) return;  // a client with a lent connection on hand
-    return AnnounceAccepted(conn);
+    // A client: joined with a lent connection at once, or waiting in the pool for the next one,
+    // or reported for JavaScript to decide (lend.cc). One that was reset before it was accepted
+    // is found out by the join's first read and refused, before anyone hears of it.
+    int error = 0;
+    switch (TakeLent(listener, conn, &error)) {
+      case Lent::kJoined:
+        return;
+      case Lent::kGone:
+        Refused(listener->id, remote, kRefusedError, std::string(), error);
+        return Drop(conn);
+      case Lent::kWaiting:
+        return AnnounceAccepted(conn, kAcceptedWaiting);
+      case Lent::kNo:
+        return AnnounceAccepted(conn);
+    }
   }
   listener->pending += 1;
   deadlines_.emplace(NowMs() + listener->timeoutMs, conn->id);
-  ReadPrefix(conn);
+  // The prefix is read when it arrives: the registration above reports at once what is
+  // already there, so reading now would mostly find nothing (EAGAIN) this early.
 }
 
 // received: the prefix bytes read before the refusal (JavaScript words the reason from them).
@@ -139,16 +144,31 @@ void Engine::Refused(uint32_t listenerId, const sockaddr_storage& remote, int32_
   Emit(event);
 }
 
-// Reads exactly the rest of the prefix: what follows stays in the kernel for the pair.
-void Engine::ReadPrefix(Conn* conn) {
+// Reads the rest of the prefix. A connection whose bytes behind the prefix belong to its pair
+// (a dialed one: the client's bytes may follow the start header) is read exactly to the end of
+// its prefix, so what follows stays in the kernel. One that must stay silent after its prefix (a
+// data connection, watched for any byte) is asked for one byte more: that byte, if it is there,
+// is a protocol violation, and a read short of it says the queue is empty. Epoll is
+// edge-triggered, so a short read ends the reading (what arrives later raises a new event)
+// unless the event said the peer closed (events: the epoll events that brought us here).
+void Engine::ReadPrefix(Conn* conn, uint32_t events) {
   char buffer[256];
   auto it = listeners_.find(conn->listenerId);
   const std::string* magic = it != listeners_.end() ? &it->second->magic : nullptr;
+  const size_t probe = conn->listenerId != 0 && conn->watch == kWatchAny ? 1 : 0;
+  const bool closing = (events & kClosing) != 0;
   while (conn->prefix.size() < conn->want) {
-    size_t ask = std::min(sizeof buffer, static_cast<size_t>(conn->want) - conn->prefix.size());
+    size_t missing = static_cast<size_t>(conn->want) - conn->prefix.size();
+    size_t ask = std::min(sizeof buffer, missing + probe);
     ssize_t n = recv(conn->fd, buffer, ask, 0);
     if (n > 0) {
       size_t before = conn->prefix.size();
+      // Bytes right behind the prefix are refused before JavaScript verifies (and so spends)
+      // anything.
+      if (static_cast<size_t>(n) > missing) {
+        conn->prefix.append(buffer, missing);
+        return RefuseConn(conn, kRefusedExtra, 0);
+      }
       conn->prefix.append(buffer, static_cast<size_t>(n));
       // A stranger speaking another protocol is refused at its first wrong byte, not at the
       // deadline: it would hold an unverified slot until then.
@@ -157,6 +177,10 @@ void Engine::ReadPrefix(Conn* conn) {
         for (size_t i = before; i < end; i++) {
           if (conn->prefix[i] != (*magic)[i]) return RefuseConn(conn, kRefusedBadMagic, 0);
         }
+      }
+      if (static_cast<size_t>(n) < ask && !closing) {
+        if (conn->prefix.size() < conn->want) return;  // the rest comes with a new event
+        break;
       }
       continue;
     }
@@ -180,16 +204,10 @@ void Engine::ReadPrefix(Conn* conn) {
     if (stockId != 0) CreditStock(stockId);
     return;
   }
-  // The edge that brought the prefix is spent: whatever came with it (bytes, a FIN) would
-  // never be reported to a watch that wants to hear of anything. Bytes right behind the prefix
-  // are a protocol violation, refused before JavaScript verifies (and so spends) anything.
-  bool finished = false;
-  if (conn->watch == kWatchAny) {
-    char probe;
-    ssize_t n = recv(conn->fd, &probe, 1, MSG_PEEK);
-    if (n > 0) return RefuseConn(conn, kRefusedExtra, 0);
-    finished = n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
-  }
+  // The edge that brought the prefix is spent: a FIN that came with it would never be reported
+  // to a watch that wants to hear of anything, so it is taken from the event (one that comes
+  // later raises a new event for the watch). A byte behind the prefix was refused above.
+  const bool finished = probe != 0 && closing;
   // A gray's data port checks the preamble here (verify.cc): JavaScript hears only of the good.
   // Verified, it goes to the pool (lend.cc); JavaScript hears of it first, for its bookkeeping.
   auto listener = listeners_.find(conn->listenerId);
@@ -211,21 +229,20 @@ void Engine::ReleasePending(Conn* conn) {
   if (it != listeners_.end() && it->second->pending > 0) it->second->pending -= 1;
 }
 
-void Engine::AnnounceAccepted(Conn* conn) {
+void Engine::AnnounceAccepted(Conn* conn, int32_t flags) {
   auto* event = new Event(Event::kAccepted);
   event->id = conn->id;
   event->listenerId = conn->listenerId;
-  event->prefix = conn->prefix;
+  event->code = flags;
+  // A verified preamble has nothing left for JavaScript to check: it is not copied over.
+  if (conn->epoch == 0) event->prefix = conn->prefix;
   event->a = conn->counter;  // a verified data connection's counter and session epoch
   event->b = conn->epoch;
   event->hasAddresses = true;
   event->remote = conn->remote;
   // Only a client's local address is wanted (it goes into the start header); a connection that
   // sent a prefix is a data connection, where only the source counts, and is reported without.
-  if (conn->want == 0) {
-    auto it = listeners_.find(conn->listenerId);
-    ClientLocalAddress(it != listeners_.end() ? it->second : nullptr, conn->fd, &event->local);
-  }
+  if (conn->hasLocal) event->local = conn->local;
   Emit(event);
   std::string().swap(conn->prefix);
 }
@@ -250,7 +267,7 @@ void Engine::OnConnEvent(Conn* conn, uint32_t events) {
   if (conn->state == Conn::kPrefix) {
     if (conn->listenerId == 0 && (events & EPOLLERR)) return Gone(conn, kGoneClosed);
     if (events & EPOLLERR) return RefuseConn(conn, kRefusedError, SocketError(conn->fd));
-    return ReadPrefix(conn);
+    return ReadPrefix(conn, events);
   }
   if (events & (EPOLLERR | EPOLLHUP)) return Gone(conn, kGoneClosed);
   if (conn->watch != kWatchAny) return;  // a waiting client's bytes and FIN wait for the pair

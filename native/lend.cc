@@ -1,21 +1,25 @@
 // Pairing on the engine thread: a gray's pool (engine.h Pool, owned by its data listener; each
 // public listener of the gray points at it). A data connection whose preamble the engine verified
 // (verify.cc) joins the oldest waiting client at once, or waits in the pool. A client accepted on
-// a public port is joined at once with the newest idle connection while the pool's active pairs
-// are below the limit JavaScript sets (the active-client limit; 0 while an authorize hook must
-// see every client); otherwise JavaScript hears of it, decides, and admits it (Admit): it is then
-// joined with an idle connection or waits in the pool for the next one verified. Joining, the
+// a public port while the pool's active pairs are below the limit JavaScript sets (the
+// active-client limit; 0 while an authorize hook must see every client) is joined at once with
+// the newest idle connection, or, with none, waits in the pool for the next one verified;
+// otherwise JavaScript hears of it, decides, and admits it (Admit): it is then joined with an
+// idle connection or waits in the pool the same way. Joining, the
 // engine writes the start header it builds from the client's addresses and its port's service
 // index (every public port of a gray shares the one pool), and JavaScript hears
-// kJoinedLent afterwards, for the connection's id, the events and the statistics. No thread
+// kJoinedLent afterwards, for the connection's id, the events and the statistics (and of a
+// client waiting in the pool when it is accepted, for its limits). No thread
 // hand-off sits between a client's SYN and its first bytes to the gray, nor between a data
 // connection's preamble and its place in the pool. JavaScript keeps the waiting clients' limits
 // (how many, how long: it closes a client, and the pool skips it) and takes an idle connection
 // back only by closing it.
 #include "engine.h"
 
+#include <errno.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 
@@ -122,12 +126,20 @@ void Engine::Pooled(Listener* dataListener, Conn* conn) {
   while (!pool->waiting.empty()) {
     Conn* client = HeldConn(pool->waiting.front());
     pool->waiting.pop_front();
-    if (client && JoinPooled(client, conn->id)) return;
+    if (!client) continue;
+    Joining joined = JoinPooled(client, conn->id);
+    if (joined == Joining::kJoined) return;
+    if (joined == Joining::kClientGone) Gone(client, kGoneClosed);
   }
-  // Forget the ones that went away while idle, so an idle pool's list stays the pool's size.
+  if (pool->idle.size() >= pool->pruneAt) PruneIdle(pool);
+  pool->idle.push_back(conn->id);
+}
+
+// Forgets the idle connections that went away meanwhile.
+void Engine::PruneIdle(Pool* pool) {
   std::vector<uint32_t>& idle = pool->idle;
   idle.erase(std::remove_if(idle.begin(), idle.end(), [this](uint32_t id) { return HeldConn(id) == nullptr; }), idle.end());
-  idle.push_back(conn->id);
+  pool->pruneAt = std::max<size_t>(16, 2 * idle.size());
 }
 
 // The newest idle connection still held (the likeliest to be alive), taken out of the pool; 0
@@ -147,37 +159,71 @@ void Engine::AdmitClient(uint32_t clientId) {
   if (!client) return;  // gone meanwhile: JavaScript heard kGone
   Pool* pool = PoolServing(client->listenerId);
   if (!pool) return Drop(client);  // its port or the gray's data port closed
+  // Waiting already: the engine queued it at accept, or JavaScript admits it again after its
+  // service got an index (a client passed over meanwhile left the queue).
+  if (std::find(pool->waiting.begin(), pool->waiting.end(), clientId) != pool->waiting.end()) return;
   uint32_t dataId = TakeIdle(pool);
   if (dataId == 0) return pool->waiting.push_back(clientId);
-  if (!JoinPooled(client, dataId)) pool->idle.push_back(dataId);
+  Joining joined = JoinPooled(client, dataId);
+  if (joined == Joining::kJoined) return;
+  pool->idle.push_back(dataId);
+  if (joined == Joining::kClientGone) Gone(client, kGoneClosed);
 }
 
-// A client accepted with an idle connection on hand and room among the active pairs is joined
-// at once, before JavaScript hears of it (none while others wait: they came first).
-bool Engine::TakeLent(Listener* listener, Conn* client) {
+// A client accepted while the pool's active pairs are below the limit needs no JavaScript: it
+// is joined at once with an idle connection on hand (none while others wait: they came first),
+// or waits in the pool for the next one verified. kNo: JavaScript decides.
+Engine::Lent Engine::TakeLent(Listener* listener, Conn* client, int* error) {
   Pool* pool = PoolServing(listener->id);
-  if (!pool || pool->active >= pool->activeLimit || !pool->waiting.empty()) return false;
-  uint32_t dataId = TakeIdle(pool);
-  if (dataId == 0) return false;
-  if (JoinPooled(client, dataId)) return true;
+  if (!pool || pool->active >= pool->activeLimit) return Lent::kNo;
+  uint32_t dataId = pool->waiting.empty() ? TakeIdle(pool) : 0;
+  if (dataId == 0) {
+    pool->waiting.push_back(client->id);
+    return Lent::kWaiting;
+  }
+  switch (JoinPooled(client, dataId, error)) {
+    case Joining::kJoined:
+      return Lent::kJoined;
+    case Joining::kClientGone:
+      pool->idle.push_back(dataId);
+      return Lent::kGone;
+    case Joining::kNotNow:
+      break;
+  }
   pool->idle.push_back(dataId);
-  return false;
+  return Lent::kNo;
 }
 
 // Joins a held client with the pool's held connection dataId, the start header first (naming
-// the service of the client's port). False (nothing done) when the client's addresses are gone
-// (it reset, and JavaScript hears kGone), its port closed (JavaScript closes its clients) or
-// points at no pool now (its service has no index: JavaScript admits it again once it has).
-bool Engine::JoinPooled(Conn* client, uint32_t dataId) {
+// the service of the client's port). kNotNow (nothing done) when the client's local address is
+// unknown, its port closed (JavaScript closes its clients) or points at no pool now (its service
+// has no index: JavaScript admits it again once it has). kClientGone when the client was reset
+// (error: its errno), which its first read finds out before the pooled connection is spent on it:
+// the caller reports and closes it.
+//
+// That read is the one the pair would make first anyway: what the client sent already (an HTTP
+// request, typically) goes out behind the start header in one send.
+Engine::Joining Engine::JoinPooled(Conn* client, uint32_t dataId, int* error) {
   auto it = listeners_.find(client->listenerId);
-  if (it == listeners_.end() || it->second->poolListenerId == 0) return false;
+  if (it == listeners_.end() || it->second->poolListenerId == 0) return Joining::kNotNow;
   const Listener* listener = it->second;
   std::string header;
-  sockaddr_storage local{};
-  if (!ClientLocalAddress(listener, client->fd, &local) || !StartHeader(client->remote, local, listener->service, &header)) return false;
+  if (!client->hasLocal || !StartHeader(client->remote, client->local, listener->service, &header)) return Joining::kNotNow;
+  ssize_t n;
+  do {
+    n = recv(client->fd, copyBuffer_.data(), copyBuffer_.size(), MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+    if (error) *error = errno;
+    return Joining::kClientGone;
+  }
   auto* pair = new Pair();
   pair->id = NextId();
-  pair->dirs[0].head = header;  // to side B, the data connection, ahead of the client's bytes
+  if (n > 0) {
+    header.append(copyBuffer_.data(), static_cast<size_t>(n));
+    pair->dirs[0].bytes.store(static_cast<uint64_t>(n), std::memory_order_relaxed);
+  }
+  pair->dirs[0].head = std::move(header);  // to side B, the data connection, ahead of the client's bytes
   pair->clientListenerId = client->listenerId;
   pair->clientConnId = client->id;
   pair->client = client->remote;
@@ -190,10 +236,10 @@ bool Engine::JoinPooled(Conn* client, uint32_t dataId) {
   event->b = dataId;
   event->hasAddresses = true;
   event->remote = client->remote;
-  event->local = local;
+  event->local = client->local;
   Emit(event);  // before anything the pair reports
   StartJoin(pair, client->id, dataId);
-  return true;
+  return Joining::kJoined;
 }
 
 void Engine::PoolPairEnded(Pair* pair) {

@@ -132,7 +132,7 @@ void CallOnBatch(napi_env env, napi_value callback, void* context, void* /* data
     slots[13] = static_cast<int32_t>(event.flags);
     wide[3] = static_cast<double>(event.ageMs);
     wide[4] = static_cast<double>(event.idleMs);
-    if (event.type == Event::kAccepted || event.type == Event::kRefused || event.type == Event::kHeader || !event.prefix.empty()) {
+    if (event.type == Event::kRefused || event.type == Event::kHeader || !event.prefix.empty()) {
       slots[6] |= relay::kRecordHasPrefix;
       napi_value prefix;
       void* copy = nullptr;

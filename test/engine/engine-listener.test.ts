@@ -211,6 +211,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
     const first = await send(encodePreamble(sessionId, 1, dataKey));
     const accepted = await data.nextConn();
     assert.deepEqual(accepted.verified, { counter: 1, session: 7 });
+    assert.equal(accepted.prefix.length, 0, 'a verified preamble is not copied to JavaScript');
     assert.equal(await refusedAs(encodePreamble(sessionId, 1, dataKey)), 'replay');
     assert.equal(await refusedAs(encodePreamble(sessionId, 3, dataKey)), 'no-credit');
     // Joining a verified connection is worth one credit (its start header), counted by the engine.
@@ -364,6 +365,38 @@ describe('engine listener', { timeout: 20_000 }, () => {
     assert.equal(busyEnd.endedIdle, false);
     assert.equal(front.listener.livePairs, 0);
     for (const socket of grays) socket.destroy();
+    front.listener.close();
+    back.listener.close();
+  });
+
+  it('below the active limit with no idle connection, a client waits in the pool from accept, reported as such, and the next connection verified takes it without an admit', { timeout: 10_000 }, async () => {
+    const front = harness({});
+    const back = harness({ prefixBytes: PREAMBLE_BYTES, prefixMagic: PREAMBLE_MAGIC, prefixTimeoutMs: 5000, watch: 'any' });
+    const sessionId = randomBytes(16);
+    const dataKey = randomBytes(32);
+    back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
+    back.listener.setCredits(1, 10);
+    back.listener.setActiveLimit(10);
+    front.listener.usePool(back.listener, 0);
+    const client = await dial(front.listener.port);
+    client.write('early');
+    const reported = (await front.nextConn()).conn;
+    assert.equal(reported.waitingAtAccept, true);
+    const gray = await dial(back.listener.port);
+    gray.write(encodePreamble(sessionId, 1, dataKey));
+    const verified = (await back.nextConn()).conn;
+    const paired = await front.nextPaired();
+    assert.deepEqual([paired.client, paired.data], [reported, verified]);
+    const got = await received(gray, 45);
+    assert.deepEqual(got.subarray(40), Buffer.from('early'), 'what the client sent while it waited follows its start header');
+    // With the active limit at 0 (an authorize hook) a client is reported for JavaScript to decide.
+    back.listener.setActiveLimit(0);
+    const second = await dial(front.listener.port);
+    const secondConn = (await front.nextConn()).conn;
+    assert.equal(secondConn.waitingAtAccept, false);
+    secondConn.destroy();
+    for (const socket of [client, second, gray]) socket.destroy();
+    await paired.ended;
     front.listener.close();
     back.listener.close();
   });

@@ -312,6 +312,57 @@ describe('a client that resets while it waits for a connection', () => {
   });
 });
 
+describe('a client that resets before the white accepts it', () => {
+  it('does not take the pooled connection: the live client behind it does', async () => {
+    const dir2 = await tempDir();
+    const svc = new TestService();
+    await svc.start();
+    const dd = await writeDeployment(dir2.path, { targetPort: svc.port, pool: 1 });
+    const w = runRelay(['white', '--config', dd.whitePath]);
+    try {
+      await w.waitForMsg('listening');
+      const s = await loginRaw(dd.controlPort, 'e2e', Buffer.from(dd.secret, 'base64url'), 1);
+      // The session's service table is in before the white is frozen.
+      s.probe.send({ type: MessageType.PING, t: 1 });
+      await s.probe.next((m) => m.type === MessageType.PONG && m.t === 1, 3000);
+      // Frozen, the white accepts nothing: the pooled connection, a client that resets and a
+      // live client all wait in the kernel's backlogs, in that order, and reach the white at once.
+      w.child.kill('SIGSTOP');
+      let conn: Awaited<ReturnType<typeof tcpConnect>>;
+      let live: Awaited<ReturnType<typeof tcpConnect>>;
+      try {
+        conn = await tcpConnect(s.welcome.dataPort);
+        conn.write(s.preamble(1));
+        const dead = await tcpConnect(dd.publicPort);
+        dead.resetAndDestroy();
+        await closeTime(dead);
+        live = await tcpConnect(dd.publicPort);
+        live.write('hello');
+      } finally {
+        w.child.kill('SIGCONT');
+      }
+      const header = new Promise<Buffer>((resolve, reject) => {
+        let got = Buffer.alloc(0);
+        conn.on('data', (chunk: Buffer) => {
+          got = Buffer.concat([got, chunk]);
+          if (got.length >= 40) resolve(got);
+        });
+        conn.once('close', () => reject(new Error(`the pooled connection closed after ${got.length} bytes`)));
+      });
+      const got = await within(header, 5000, 'the start header on the pooled connection');
+      // The start header names the client it was spent on: its source port is bytes 2-3.
+      assert.equal(got.readUInt16BE(2), live.localPort, 'the pooled connection went to the live client');
+      live.destroy();
+      conn.destroy();
+      s.probe.destroy();
+    } finally {
+      await w.kill();
+      svc.stop();
+      await dir2.cleanup();
+    }
+  });
+});
+
 describe('queued clients that send data', () => {
   it('cost the white a bounded read buffer each, not what they send', async (t) => {
     const dir2 = await tempDir();

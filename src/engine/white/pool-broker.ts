@@ -353,7 +353,7 @@ export class PoolBroker {
     client.watch('reset', () => this.unwait(waiting));
     this.waiting.push(waiting);
     this.stats.pendingClients = this.waiting.length;
-    this.admitToEngine(waiting);
+    if (!this.lender?.waitingAtAccept(client)) this.admitToEngine(waiting);
     this.topUp();
   }
 
@@ -384,7 +384,7 @@ export class PoolBroker {
    *  reload): the engine is told each service's index (its start headers use them), and waiting
    *  clients are served or refused by the new table. With an engine every client still waiting
    *  is handed over again: one its pool passed over while its service had no index is joined
-   *  now (one it still holds is simply there twice, and joined once). */
+   *  now (one it still holds stays where it is in the queue). */
   servicesChanged(): void {
     this.lender?.setServiceIndexes((service) => this.indexOf(service));
     if (this.lender) {
