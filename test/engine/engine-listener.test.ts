@@ -34,6 +34,16 @@ after(() => {
   for (const l of open) l.close();
 });
 
+/** A gray's data port: preambles checked against a fresh session (epoch 1) with 10 credits. */
+function grayDataPort(): { back: Harness; sessionId: Buffer; dataKey: Buffer } {
+  const back = harness({ prefixBytes: PREAMBLE_BYTES, prefixMagic: PREAMBLE_MAGIC, prefixTimeoutMs: 5000, watch: 'any' });
+  const sessionId = randomBytes(16);
+  const dataKey = randomBytes(32);
+  back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
+  back.listener.setCredits(1, 10);
+  return { back, sessionId, dataKey };
+}
+
 function harness(options: Partial<ListenerOptions>): Harness {
   const conns: Harness['conns'] = [];
   const refusals: Harness['refusals'] = [];
@@ -244,11 +254,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
 
   it("pairs in the engine from a gray's pool: an admitted client now or when the next connection is verified, a client at accept below the active limit; the start header is the one JavaScript would build", { timeout: 10_000 }, async () => {
     const front = harness({});
-    const back = harness({ prefixBytes: PREAMBLE_BYTES, prefixMagic: PREAMBLE_MAGIC, prefixTimeoutMs: 5000, watch: 'any' });
-    const sessionId = randomBytes(16);
-    const dataKey = randomBytes(32);
-    back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
-    back.listener.setCredits(1, 10);
+    const { back, sessionId, dataKey } = grayDataPort();
     back.listener.setActiveLimit(0);
     // The public port's service is the gray's index 5: every start header names it.
     front.listener.usePool(back.listener, 5);
@@ -316,11 +322,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
 
   it("a pool's pairs are listed on demand (client address, bytes, age); the pool's idle timeout resets a pair silent both ways and flags its end, and spares one that moves", { timeout: 10_000 }, async () => {
     const front = harness({});
-    const back = harness({ prefixBytes: PREAMBLE_BYTES, prefixMagic: PREAMBLE_MAGIC, prefixTimeoutMs: 5000, watch: 'any' });
-    const sessionId = randomBytes(16);
-    const dataKey = randomBytes(32);
-    back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
-    back.listener.setCredits(1, 10);
+    const { back, sessionId, dataKey } = grayDataPort();
     back.listener.setActiveLimit(10);
     front.listener.usePool(back.listener, 0);
     const grays: Socket[] = [];
@@ -371,11 +373,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
 
   it('below the active limit with no idle connection, a client waits in the pool from accept, reported as such, and the next connection verified takes it without an admit', { timeout: 10_000 }, async () => {
     const front = harness({});
-    const back = harness({ prefixBytes: PREAMBLE_BYTES, prefixMagic: PREAMBLE_MAGIC, prefixTimeoutMs: 5000, watch: 'any' });
-    const sessionId = randomBytes(16);
-    const dataKey = randomBytes(32);
-    back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
-    back.listener.setCredits(1, 10);
+    const { back, sessionId, dataKey } = grayDataPort();
     back.listener.setActiveLimit(10);
     front.listener.usePool(back.listener, 0);
     const client = await dial(front.listener.port);
@@ -403,11 +401,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
 
   it('a verified connection joins the oldest client waiting in the pool; a client closed while waiting is skipped', { timeout: 10_000 }, async () => {
     const front = harness({});
-    const back = harness({ prefixBytes: PREAMBLE_BYTES, prefixMagic: PREAMBLE_MAGIC, prefixTimeoutMs: 5000, watch: 'any' });
-    const sessionId = randomBytes(16);
-    const dataKey = randomBytes(32);
-    back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
-    back.listener.setCredits(1, 10);
+    const { back, sessionId, dataKey } = grayDataPort();
     front.listener.usePool(back.listener, 0);
     const clients = [await dial(front.listener.port), await dial(front.listener.port), await dial(front.listener.port)];
     const conns: EngineConn[] = [];
@@ -433,11 +427,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
   it("one pool serves every public port of a gray, each start header naming its port's service; a port pointed at no pool has its clients reported", { timeout: 10_000 }, async () => {
     const ssh = harness({});
     const web = harness({});
-    const back = harness({ prefixBytes: PREAMBLE_BYTES, prefixMagic: PREAMBLE_MAGIC, prefixTimeoutMs: 5000, watch: 'any' });
-    const sessionId = randomBytes(16);
-    const dataKey = randomBytes(32);
-    back.listener.setSession(1, Buffer.concat([sessionId, dataKey]));
-    back.listener.setCredits(1, 10);
+    const { back, sessionId, dataKey } = grayDataPort();
     back.listener.setActiveLimit(10);
     ssh.listener.usePool(back.listener, 0);
     web.listener.usePool(back.listener, 3);
