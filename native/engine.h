@@ -166,15 +166,23 @@ enum GoneReason : int32_t { kGoneClosed = 1, kGoneData = 2 };
 // engine counts itself when it joins one of the pool's connections, before the start header can
 // reach the gray. The counter window is the one of src/engine/protocol/replay-window.ts: every
 // counter up to floor is used, and the used ones above it are remembered, at most the credits
-// beyond floor.
+// beyond floor. With several engine threads each has its own Pool (its held connections) and
+// all share one SharedPool (the keys, the window, the active count).
 constexpr size_t kPreambleBytes = 60;
 constexpr size_t kSessionIdBytes = 16;
 constexpr size_t kDataKeyBytes = 32;
-struct Pool {
-  Pool() = default;
-  Pool(const Pool&) = delete;
-  Pool& operator=(const Pool&) = delete;
-  ~Pool();
+// What every thread's Pool of one gray shares (group.cc): the session's keys, the credits and
+// the counter window, so a preamble used on one thread's copy of the data port is refused on
+// every other; and the active pairs, so the active-client limit holds across threads. The mutex
+// is taken once per data connection's check and once per join, never on the byte path. idle and
+// waiting publish each thread's counts, so a thread whose pool is empty knows where to ask.
+constexpr uint32_t kThreadsMax = 16;
+struct SharedPool {
+  SharedPool() = default;
+  SharedPool(const SharedPool&) = delete;
+  SharedPool& operator=(const SharedPool&) = delete;
+  ~SharedPool();
+  std::mutex mutex;
   uint32_t epoch = 0;  // JavaScript's number for the current session; 0: there is none
   uint8_t sessionId[kSessionIdBytes] = {};
   EVP_MAC_CTX* mac = nullptr;  // HMAC-SHA256 keyed with the session's data key, copied per check
@@ -182,15 +190,22 @@ struct Pool {
   uint64_t implicitCredits = 0;
   uint64_t floor = 0;
   std::unordered_set<uint64_t> seen;
-  // Pairing (lend.cc). Verified connections wait in idle (newest last) for a client; clients
-  // JavaScript admitted wait in waiting (oldest first) for a connection. Ids of connections that
-  // went away meanwhile are skipped when met. The pool's pairs are counted in active, and a
-  // client is joined at accept, without JavaScript, only while active < activeLimit (JavaScript
-  // sets the active-client limit, or 0 while an authorize hook must see every client).
+  // The pool's pairs over all threads, and how many may run before clients stop being joined at
+  // accept (JavaScript sets it: the active-client limit, or 0 while an authorize hook decides).
+  std::atomic<uint32_t> active{0};
+  std::atomic<uint32_t> activeLimit{0};
+  std::atomic<int32_t> idle[kThreadsMax] = {};
+  std::atomic<int32_t> waiting[kThreadsMax] = {};
+};
+
+struct Pool {
+  // Pairing (lend.cc), this thread's part. Verified connections wait in idle (newest last) for a
+  // client; clients wait in waiting (oldest first) for a connection. Ids of connections that
+  // went away meanwhile are skipped when met. A client is joined at accept, without JavaScript,
+  // only while the shared active count is below its limit.
+  std::shared_ptr<SharedPool> shared;
   std::vector<uint32_t> idle;
   std::deque<uint32_t> waiting;
-  uint32_t active = 0;
-  uint32_t activeLimit = 0;
   // The gray's idle timeout (pool-pairs.cc): a pair of this pool with no byte either way for this
   // long is reset and its end flagged kEndedIdle; 0: none.
   int64_t idleTimeoutMs = 0;
@@ -208,7 +223,8 @@ struct Listener {
   Filter filter = kFilterAnyone;
   in6_addr allowed{};
   uint32_t maxPending = UINT32_MAX;
-  uint32_t pending = 0;  // connections still reading their prefix
+  // Connections still reading their prefix, over every thread's copy of the port (group.cc).
+  std::shared_ptr<std::atomic<uint32_t>> pending = std::make_shared<std::atomic<uint32_t>>(0);
   // A public port: the data listener whose pool serves its clients (lend.cc); 0: none.
   uint32_t poolListenerId = 0;
   // A public port: who may connect (empty: anyone), checked at accept before a byte is read;
@@ -249,6 +265,12 @@ struct Conn {
   uint64_t counter = 0;
   // Dialed from a stock (see Stock): its start header credits that stock with one dial.
   uint32_t stockId = 0;
+  // A client accepted with no idle connection on its thread, waiting for one from another
+  // thread's pool (group.cc) before JavaScript hears of it: its place among the pool's active
+  // pairs, taken at accept, given back if it is not joined.
+  std::shared_ptr<SharedPool> reservedIn;
+  // A data connection that came from another thread's pool: the group routes its id here.
+  bool moved = false;
 };
 
 // The gray's stock (stock.cc): preambles JavaScript computed ahead of need, in the order they
@@ -258,12 +280,21 @@ struct Conn {
 // itself, so the successor is dialed at once, with no JavaScript between. A dial that fails
 // before its preamble was sent puts the preamble back in front with its credit and holds the
 // stock until JavaScript releases it (its backoff). The counters stay JavaScript's.
+struct StockShare {
+  std::mutex mutex;
+  std::deque<std::string> preambles;  // guarded by mutex
+  std::atomic<bool> hold{false};
+};
 struct Stock {
   uint32_t id = 0;
   Conn dial;  // what every connection dialed from it copies: the white, prefix, keepalive, routes
-  std::deque<std::string> preambles;
+  // With several engine threads, every thread has its part of a stock (the same id): the
+  // preambles are one queue, taken in counter order under its mutex once per dial, so the white
+  // sees the counters used densely whichever thread dials; the credits are each thread's
+  // (JavaScript's explicit ones dealt round-robin, the implicit one of a start header kept by
+  // the thread that read it), so a connection's successor is dialed on its own thread.
+  std::shared_ptr<StockShare> share;
   uint64_t credits = 0;
-  bool hold = false;
 };
 
 // One way through a pair: bytes read from src are written to dst.
@@ -382,10 +413,10 @@ constexpr size_t kEventRecordBytes = 72;
 enum EventRecordFlags : uint32_t { kRecordHasPrefix = 1, kRecordHasAddresses = 2 };
 
 struct Command {
-  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kSession, kCredits, kUsePool, kAdmit, kActiveLimit, kOpenStock, kStock, kCloseStock, kIdleTimeout, kAllow, kRoutes } kind;
+  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kSession, kUsePool, kAdmit, kOpenStock, kStock, kCloseStock, kIdleTimeout, kAllow, kRoutes, kWant, kAdopt, kWantFailed, kFetchForJoin } kind;
   explicit Command(Kind k) : kind(k) {}
   Pair* pair = nullptr;
-  Conn* conn = nullptr;     // kDial
+  Conn* conn = nullptr;     // kDial; kAdopt, kJoin: a held connection from another thread
   sockaddr_storage address{};  // kForward: the service
   socklen_t addressLen = 0;
   int keepAliveSec = 0;
@@ -396,14 +427,10 @@ struct Command {
   Filter filter = kFilterAnyone;
   in6_addr ip{};
   uint32_t maxPending = 0;
-  uint32_t epoch = 0;     // kSession, kCredits
-  uint64_t count = 0;     // kCredits: the explicit credit limit
-  std::string keys;       // kSession: session id and data key; empty: no session
-  // kOpenStock: the stock; kStock: preambles to append (back to back), credits, hold.
+  uint64_t count = 0;     // kIdleTimeout: ms; kWant: the threads asked so far
+  // kOpenStock: this thread's part of the stock; kStock: credits for this thread.
   Stock* stock = nullptr;
-  std::vector<std::string> preambles;
   uint32_t credits = 0;
-  int hold = -1;  // -1: as it is, 0: release, 1: hold
   uint8_t service = 0;          // kUsePool
   std::vector<AllowNet> allow;  // kAllow
   std::vector<Route> routes;    // kRoutes
@@ -437,13 +464,13 @@ constexpr int kAcceptPauseMs = 100;
 // Accepts per wake-up, so one busy listener cannot starve the pairs.
 constexpr int kAcceptsPerWake = 64;
 
+class Group;
+
 class Engine {
  public:
-  napi_threadsafe_function onEvent = nullptr;
+  // One of group's count threads, the index-th: its ids are those equal to index modulo count.
+  Engine(Group* group, uint32_t index, uint32_t count) : group_(group), index_(index), count_(count) {}
   ~Engine();
-  // Pairs and listeners JavaScript has not yet heard the end of (JS thread only): while any is
-  // open, the thread-safe function keeps the event loop alive.
-  int active = 0;
 
   // The JS thread's side (engine.cc). Start starts the engine thread; the other calls post a
   // command to it, except Bytes and PairCount, which read under the mutex.
@@ -479,13 +506,10 @@ class Engine {
   // stop being joined at accept.
   void UsePool(uint32_t publicListenerId, uint32_t dataListenerId, uint8_t service);
   void Admit(uint32_t clientId);
-  void SetActiveLimit(uint32_t dataListenerId, uint32_t limit);
 
-  // JS thread (verify.cc). SetSession: the data listener's pool checks preambles against this
-  // session from now on (keys: session id then data key; empty: there is no session, refuse
-  // all). SetCredits: the session's explicit credit limit (cumulative, never lowered).
-  void SetSession(uint32_t listenerId, uint32_t epoch, const std::string& keys);
-  void SetCredits(uint32_t listenerId, uint32_t epoch, uint64_t explicitUpTo);
+  // JS thread (verify.cc): makes this thread's part of the data listener's pool (its session,
+  // credits and active limit are set in the group's SharedPool).
+  void UseShared(uint32_t listenerId);
 
   // JS thread (pool-pairs.cc). SetIdleTimeout: the data listener's pool resets its pairs silent
   // both ways for timeoutMs (0: never). PoolPairs: the live pairs of clients of a public
@@ -501,20 +525,24 @@ class Engine {
   bool Bytes(uint32_t id, uint64_t* fromA, uint64_t* fromB);
   size_t PairCount();
 
-  // JS thread (stock.cc). OpenStock takes ownership of stock. AddToStock appends preambles,
-  // adds credits and holds (1) or releases (0) the stock; CloseStock drops its preambles and
-  // closes every connection dialed from it that is not in a pair.
+  // JS thread (stock.cc). OpenStock takes ownership of this thread's part of a stock.
+  // AddToStock adds credits and dials what the stock's preambles and hold allow (Group's
+  // AddToStock appended them); CloseStock closes every connection dialed from it that is not
+  // in a pair.
   void OpenStock(Stock* stock);
-  void AddToStock(uint32_t id, std::vector<std::string> preambles, uint32_t credits, int hold);
+  void AddToStock(uint32_t id, uint32_t credits);
   void CloseStock(uint32_t id);
-
-  // JS thread (napi.cc): the events queued since the last call, oldest first; the caller owns them.
-  std::vector<Event*> TakeBatch();
 
   int64_t PipesOpen() const { return pipesOpen_.load(std::memory_order_relaxed); }
   int64_t ConnsHeld() const { return connsHeld_.load(std::memory_order_relaxed); }
 
-  uint32_t NextId() { return nextId_.fetch_add(1, std::memory_order_relaxed); }
+  // Ids are unique in the process: this thread's are index_ modulo count_ (never 0), so the
+  // group finds the thread of a pair or connection from its id alone.
+  uint32_t NextId() {
+    uint32_t n = nextId_.fetch_add(1, std::memory_order_relaxed) % (UINT32_MAX / count_ - 1) + 1;
+    return n * count_ + index_;
+  }
+  uint32_t Index() const { return index_; }
   // TCP_NODELAY, and keepalive after keepAliveSec (0: none). Set on a listening socket, it is
   // inherited by every socket accepted from it (Linux copies these options at accept), so the
   // accept path pays no setsockopt.
@@ -525,6 +553,9 @@ class Engine {
   static void Abort(int fd);
 
  private:
+  Group* group_;
+  uint32_t index_;
+  uint32_t count_;
   int epollFd_ = -1;
   int wakeFd_ = -1;
   std::thread thread_;
@@ -543,13 +574,11 @@ class Engine {
   std::priority_queue<std::pair<int64_t, uint32_t>, std::vector<std::pair<int64_t, uint32_t>>, std::greater<>> deadlines_;
   std::atomic<int64_t> pipesOpen_{0};
   std::atomic<int64_t> connsHeld_{0};
-  std::atomic<uint32_t> nextId_{1};
+  std::atomic<uint32_t> nextId_{0};
   bool stopping_ = false;
   // Events of the current loop turn (engine thread only), then the batch JavaScript has not yet
   // taken (guarded by batchMutex_); see kEventRecordBytes.
   std::vector<Event*> turnEvents_;
-  std::mutex batchMutex_;
-  std::vector<Event*> batch_;
   std::vector<char> copyBuffer_ = std::vector<char>(kCopyBuffer);  // engine thread only
 
   // ---- The thread and its commands (engine.cc) ----
@@ -597,9 +626,9 @@ class Engine {
   Pool* PoolOf(uint32_t dataListenerId);
   Pool* PoolServing(uint32_t publicListenerId);
   uint32_t TakeIdle(Pool* pool);
-  void Pooled(Listener* dataListener, Conn* conn);
+  void Pooled(Listener* dataListener, Conn* conn, bool mayMove);
   void AdmitClient(uint32_t clientId);
-  bool JoinPooled(Conn* client, uint32_t dataId);
+  bool JoinPooled(Conn* client, uint32_t dataId, bool reserved);
   void PoolPairEnded(Pair* pair);
 
   // ---- A pool's pairs: their end report and the idle timeout (pool-pairs.cc) ----
@@ -623,9 +652,21 @@ class Engine {
   void Forget(Conn* conn);
   void ExpireAndResume();
 
+  // ---- Pools across threads (group.cc): an idle connection moves once to a client's thread ----
+  bool AskForIdle(Pool* pool, uint32_t dataListenerId);
+  void OnWant(const Command& command);
+  void OnAdopt(Conn* conn, uint32_t dataListenerId);
+  void OnWantFailed(uint32_t dataListenerId);
+  void Announce(Conn* client);
+  bool JoinAcross(const Command& command);
+  void FetchForJoin(const Command& command);
+  bool PushToWaiting(Pool* pool, Conn* conn);
+  void HandOver(Conn* conn, uint32_t to, uint32_t dataListenerId);
+  void Publish(Pool* pool);
+  static bool TryReserve(SharedPool& shared);
+  static bool TakePending(Listener* listener);
+
   // ---- The preamble check and the counter window (verify.cc) ----
-  void ApplySession(const Command& command);
-  void ApplyCredits(const Command& command);
   int32_t Verify(Listener* listener, Conn* conn);
   void CountJoin(Pair* pair, const Conn* conn);
 
@@ -642,6 +683,73 @@ class Engine {
   void CreditStock(uint32_t stockId);
   // A dial from a stock failed before its preamble was sent: the preamble goes back in front.
   void ReturnToStock(Conn* conn);
+};
+
+// An engine per thread, as JavaScript sees one engine (group.cc): engine.threads of them, each
+// with its own epoll set, listeners (one copy of every listening port each, SO_REUSEPORT, so
+// the kernel spreads accepted connections), pairs and held connections. Commands about a pair
+// or connection go to the thread of its id; commands about a listener or a stock go to every
+// thread. Every thread's events go into one queue and one thread-safe function, so JavaScript
+// hears one stream, in order per thread, and a connection moved between threads is heard of
+// on its first thread before its second.
+class Group {
+ public:
+  explicit Group(uint32_t threads);
+  ~Group();
+  bool Start(std::string* why);
+  void Stop();
+  uint32_t Threads() const { return static_cast<uint32_t>(engines_.size()); }
+  Engine* At(uint32_t index) { return engines_[index].get(); }
+  // The thread of a pair or connection id (a data connection moved to another thread's pool
+  // is found there).
+  Engine* For(uint32_t id);
+  // The thread for a new dial: round-robin.
+  Engine* Next() { return engines_[nextDial_++ % engines_.size()].get(); }
+
+  // Events (any engine thread; TakeBatch on the JS thread, the caller owning them).
+  napi_threadsafe_function onEvent = nullptr;
+  // Pairs and listeners JavaScript has not yet heard the end of (JS thread only): while any is
+  // open, the thread-safe function keeps the event loop alive.
+  int active = 0;
+  void Deliver(std::vector<Event*>* events);
+  std::vector<Event*> TakeBatch();
+
+  // A data listener's shared pool: made by the first call about it, forgotten when it closes.
+  std::shared_ptr<SharedPool> Share(uint32_t dataListenerId);
+  void ForgetShare(uint32_t listenerId);
+  // JS thread (verify.cc). SetSession: the data listener's pool checks preambles against this
+  // session from now on (keys: session id then data key; empty: there is no session, refuse
+  // all). SetCredits: the session's explicit credit limit (cumulative, never lowered).
+  // SetActiveLimit: how many of the pool's pairs may run before clients stop being joined at
+  // accept.
+  void SetSession(uint32_t listenerId, uint32_t epoch, const std::string& keys);
+  void SetCredits(uint32_t listenerId, uint32_t epoch, uint64_t explicitUpTo);
+  void SetActiveLimit(uint32_t dataListenerId, uint32_t limit);
+
+  // A held data connection moved to thread to (engine threads).
+  void Moved(uint32_t id, uint32_t to);
+  void Unmoved(uint32_t id);
+
+  // JS thread (stock.cc): a stock with a part on every thread, its preambles one queue.
+  uint32_t OpenStock(const Conn& dial);
+  void AddToStock(uint32_t id, std::vector<std::string> preambles, uint32_t credits, int hold);
+  void CloseStock(uint32_t id);
+
+ private:
+  std::vector<std::unique_ptr<Engine>> engines_;
+  uint32_t nextDial_ = 0;  // JS thread
+  std::mutex batchMutex_;
+  std::vector<Event*> batch_;
+  std::mutex sharesMutex_;
+  std::unordered_map<uint32_t, std::shared_ptr<SharedPool>> shares_;
+  std::mutex movedMutex_;
+  std::unordered_map<uint32_t, uint32_t> moved_;
+  std::atomic<size_t> movedCount_{0};
+  struct StockParts {
+    std::shared_ptr<StockShare> share;
+    uint32_t nextCredit = 0;  // the thread the next explicit credit goes to
+  };
+  std::unordered_map<uint32_t, StockParts> stocks_;  // JS thread
 };
 
 }  // namespace relay

@@ -79,7 +79,7 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   if (!Allowed(listener, remote)) refusal = kRefusedNotAllowed;
   else if (listener->filter == kFilterNobody) refusal = kRefusedNoSession;
   else if (listener->filter == kFilterOnly && memcmp(&source, &listener->allowed, sizeof source) != 0) refusal = kRefusedWrongSource;
-  else if (listener->prefix > 0 && listener->pending >= listener->maxPending) refusal = kRefusedTooMany;
+  else if (listener->prefix > 0 && !TakePending(listener)) refusal = kRefusedTooMany;
   if (refusal != 0) {
     close(fd);  // refused before a byte is read: nothing to abort (see security.md)
     Refused(listener->id, remote, refusal, std::string());
@@ -110,6 +110,7 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   ev.data.ptr = conn;
   if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, fd, &ev) < 0) {
     int error = errno;
+    if (listener->prefix > 0) listener->pending->fetch_sub(1, std::memory_order_relaxed);
     Abort(fd);
     delete conn;
     Refused(listener->id, remote, kRefusedError, std::string(), error);
@@ -121,7 +122,6 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
     if (TakeLent(listener, conn)) return;  // a client with a lent connection on hand
     return AnnounceAccepted(conn);
   }
-  listener->pending += 1;
   deadlines_.emplace(NowMs() + listener->timeoutMs, conn->id);
   ReadPrefix(conn);
 }
@@ -202,13 +202,13 @@ void Engine::ReadPrefix(Conn* conn) {
   conn->state = Conn::kHeld;
   AnnounceAccepted(conn);
   if (finished) return Gone(conn, kGoneClosed);
-  if (dataListener) Pooled(dataListener, conn);
+  if (dataListener) Pooled(dataListener, conn, true);
 }
 
 void Engine::ReleasePending(Conn* conn) {
   if (conn->state != Conn::kPrefix) return;
   auto it = listeners_.find(conn->listenerId);
-  if (it != listeners_.end() && it->second->pending > 0) it->second->pending -= 1;
+  if (it != listeners_.end()) it->second->pending->fetch_sub(1, std::memory_order_relaxed);
 }
 
 void Engine::AnnounceAccepted(Conn* conn) {
@@ -291,6 +291,11 @@ void Engine::Drop(Conn* conn) {
 }
 
 void Engine::Forget(Conn* conn) {
+  if (conn->reservedIn) {
+    conn->reservedIn->active.fetch_sub(1, std::memory_order_relaxed);
+    conn->reservedIn.reset();
+  }
+  if (conn->moved) group_->Unmoved(conn->id);
   conn->state = Conn::kGone;
   conns_.erase(conn->id);
   connsHeld_.fetch_sub(1, std::memory_order_relaxed);

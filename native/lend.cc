@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <memory>
 
 namespace relay {
 
@@ -99,12 +100,15 @@ void Engine::UsePool(uint32_t publicListenerId, uint32_t dataListenerId, uint8_t
 
 void Engine::Admit(uint32_t clientId) { PostForId(Command::kAdmit, clientId); }
 
-void Engine::SetActiveLimit(uint32_t dataListenerId, uint32_t limit) { PostForId(Command::kActiveLimit, dataListenerId, limit); }
+void Group::SetActiveLimit(uint32_t dataListenerId, uint32_t limit) { Share(dataListenerId)->activeLimit.store(limit, std::memory_order_relaxed); }
 
 Pool* Engine::PoolOf(uint32_t dataListenerId) {
   auto it = listeners_.find(dataListenerId);
   if (it == listeners_.end()) return nullptr;
-  if (!it->second->pool) it->second->pool.reset(new Pool());
+  if (!it->second->pool) {
+    it->second->pool.reset(new Pool());
+    it->second->pool->shared = group_->Share(dataListenerId);
+  }
   return it->second->pool.get();
 }
 
@@ -116,59 +120,91 @@ Pool* Engine::PoolServing(uint32_t publicListenerId) {
   return data != listeners_.end() ? data->second->pool.get() : nullptr;
 }
 
-// A verified connection: the oldest client still waiting takes it, or it waits.
-void Engine::Pooled(Listener* dataListener, Conn* conn) {
+// A verified connection: the oldest client still waiting takes it, or a client waiting on
+// another thread (mayMove: not one that came from there), or it waits.
+void Engine::Pooled(Listener* dataListener, Conn* conn, bool mayMove) {
   Pool* pool = dataListener->pool.get();
   while (!pool->waiting.empty()) {
     Conn* client = HeldConn(pool->waiting.front());
     pool->waiting.pop_front();
-    if (client && JoinPooled(client, conn->id)) return;
+    if (!client) continue;
+    if (JoinPooled(client, conn->id, client->reservedIn != nullptr)) return Publish(pool);
+    // Its port closed or points at no pool now: JavaScript decides about it.
+    if (client->reservedIn) Announce(client);
   }
+  if (mayMove && PushToWaiting(pool, conn)) return Publish(pool);
   // Forget the ones that went away while idle, so an idle pool's list stays the pool's size.
   std::vector<uint32_t>& idle = pool->idle;
   idle.erase(std::remove_if(idle.begin(), idle.end(), [this](uint32_t id) { return HeldConn(id) == nullptr; }), idle.end());
   idle.push_back(conn->id);
+  Publish(pool);
 }
 
 // The newest idle connection still held (the likeliest to be alive), taken out of the pool; 0
 // when there is none.
 uint32_t Engine::TakeIdle(Pool* pool) {
-  while (!pool->idle.empty()) {
+  uint32_t found = 0;
+  while (!pool->idle.empty() && found == 0) {
     uint32_t dataId = pool->idle.back();
     pool->idle.pop_back();
-    if (HeldConn(dataId) != nullptr) return dataId;
+    if (HeldConn(dataId) != nullptr) found = dataId;
   }
-  return 0;
+  Publish(pool);
+  return found;
 }
 
-// A client JavaScript admitted: joined with an idle connection now, or waiting for one.
+// A client JavaScript admitted: joined with an idle connection now, or waiting for one (of
+// this thread, or asked of another's).
 void Engine::AdmitClient(uint32_t clientId) {
   Conn* client = HeldConn(clientId);
   if (!client) return;  // gone meanwhile: JavaScript heard kGone
+  auto listener = listeners_.find(client->listenerId);
   Pool* pool = PoolServing(client->listenerId);
   if (!pool) return Drop(client);  // its port or the gray's data port closed
   uint32_t dataId = TakeIdle(pool);
-  if (dataId == 0) return pool->waiting.push_back(clientId);
-  if (!JoinPooled(client, dataId)) pool->idle.push_back(dataId);
+  if (dataId != 0 && JoinPooled(client, dataId, false)) return;
+  if (dataId != 0) pool->idle.push_back(dataId);
+  pool->waiting.push_back(clientId);
+  Publish(pool);
+  if (dataId == 0) AskForIdle(pool, listener->second->poolListenerId);
 }
 
-// A client accepted with an idle connection on hand and room among the active pairs is joined
-// at once, before JavaScript hears of it (none while others wait: they came first).
+// A client accepted with room among the active pairs is joined at once with an idle
+// connection, before JavaScript hears of it (none while others wait: they came first). With
+// none on this thread and one on another, it waits for that one, still unheard of.
 bool Engine::TakeLent(Listener* listener, Conn* client) {
   Pool* pool = PoolServing(listener->id);
-  if (!pool || pool->active >= pool->activeLimit || !pool->waiting.empty()) return false;
+  if (!pool || !pool->waiting.empty() || !TryReserve(*pool->shared)) return false;
   uint32_t dataId = TakeIdle(pool);
-  if (dataId == 0) return false;
-  if (JoinPooled(client, dataId)) return true;
-  pool->idle.push_back(dataId);
+  if (dataId != 0) {
+    if (JoinPooled(client, dataId, true)) return true;
+    pool->idle.push_back(dataId);
+    Publish(pool);
+  } else if (count_ > 1 && AskForIdle(pool, listener->poolListenerId)) {
+    client->reservedIn = pool->shared;
+    pool->waiting.push_back(client->id);
+    Publish(pool);
+    return true;
+  }
+  pool->shared->active.fetch_sub(1, std::memory_order_relaxed);
   return false;
+}
+
+// A place among the pool's active pairs, if there is room.
+bool Engine::TryReserve(SharedPool& shared) {
+  uint32_t active = shared.active.load(std::memory_order_relaxed);
+  do {
+    if (active >= shared.activeLimit.load(std::memory_order_relaxed)) return false;
+  } while (!shared.active.compare_exchange_weak(active, active + 1, std::memory_order_relaxed));
+  return true;
 }
 
 // Joins a held client with the pool's held connection dataId, the start header first (naming
 // the service of the client's port). False (nothing done) when the client's addresses are gone
 // (it reset, and JavaScript hears kGone), its port closed (JavaScript closes its clients) or
 // points at no pool now (its service has no index: JavaScript admits it again once it has).
-bool Engine::JoinPooled(Conn* client, uint32_t dataId) {
+// reserved: the client holds a place among the pool's active pairs, which the pair takes over.
+bool Engine::JoinPooled(Conn* client, uint32_t dataId, bool reserved) {
   auto it = listeners_.find(client->listenerId);
   if (it == listeners_.end() || it->second->poolListenerId == 0) return false;
   const Listener* listener = it->second;
@@ -182,6 +218,8 @@ bool Engine::JoinPooled(Conn* client, uint32_t dataId) {
   pair->clientConnId = client->id;
   pair->client = client->remote;
   pair->joinedAtMs = pair->idleSinceMs = NowMs();
+  if (reserved) pair->poolListenerId = listener->poolListenerId;
+  client->reservedIn.reset();
   Register(pair);
   auto* event = new Event(Event::kJoinedLent);
   event->id = pair->id;
@@ -200,7 +238,7 @@ void Engine::PoolPairEnded(Pair* pair) {
   if (pair->poolListenerId == 0) return;
   auto it = listeners_.find(pair->poolListenerId);
   pair->poolListenerId = 0;
-  if (it != listeners_.end() && it->second->pool && it->second->pool->active > 0) it->second->pool->active -= 1;
+  if (it != listeners_.end() && it->second->pool) it->second->pool->shared->active.fetch_sub(1, std::memory_order_relaxed);
 }
 
 }  // namespace relay

@@ -14,12 +14,10 @@ void Engine::OpenStock(Stock* stock) {
   Post(c);
 }
 
-void Engine::AddToStock(uint32_t id, std::vector<std::string> preambles, uint32_t credits, int hold) {
+void Engine::AddToStock(uint32_t id, uint32_t credits) {
   Command c(Command::kStock);
   c.id = id;
-  c.preambles = std::move(preambles);
   c.credits = credits;
-  c.hold = hold;
   Post(c);
 }
 
@@ -34,13 +32,11 @@ void Engine::RunStockCommand(const Command& command) {
   if (it == stocks_.end()) return;
   Stock* stock = it->second;
   if (command.kind == Command::kStock) {
-    for (const std::string& preamble : command.preambles) stock->preambles.push_back(preamble);
     stock->credits += command.credits;
-    if (command.hold >= 0) stock->hold = command.hold != 0;
     return DialFromStock(stock);
   }
-  // kCloseStock: the session ended. Its preambles are never used after this, and its
-  // connections not yet in a pair go with it (JavaScript hears nothing more of them).
+  // kCloseStock: the session ended. Its preambles are never used after this (the group dropped
+  // them), and its connections not yet in a pair go with it (JavaScript hears nothing more).
   stocks_.erase(it);
   std::vector<Conn*> dialed;
   for (auto& entry : conns_) {
@@ -50,13 +46,21 @@ void Engine::RunStockCommand(const Command& command) {
   delete stock;
 }
 
+// One preamble per dial, the next in counter order whichever thread takes it.
 void Engine::DialFromStock(Stock* stock) {
-  while (!stock->hold && stock->credits > 0 && !stock->preambles.empty()) {
+  StockShare& share = *stock->share;
+  while (!share.hold.load() && stock->credits > 0) {
+    std::string preamble;
+    {
+      std::lock_guard<std::mutex> lock(share.mutex);
+      if (share.preambles.empty()) return;
+      preamble.swap(share.preambles.front());
+      share.preambles.pop_front();
+    }
     auto* conn = new Conn(stock->dial);
     conn->id = NextId();
     conn->stockId = stock->id;
-    conn->preamble.swap(stock->preambles.front());
-    stock->preambles.pop_front();
+    conn->preamble.swap(preamble);
     stock->credits -= 1;
     StartDial(conn);
   }
@@ -73,9 +77,12 @@ void Engine::ReturnToStock(Conn* conn) {
   auto it = stocks_.find(conn->stockId);
   if (it == stocks_.end() || conn->preamble.empty()) return;
   Stock* stock = it->second;
-  stock->preambles.push_front(std::move(conn->preamble));
+  {
+    std::lock_guard<std::mutex> lock(stock->share->mutex);
+    stock->share->preambles.push_front(std::move(conn->preamble));
+  }
   stock->credits += 1;
-  stock->hold = true;
+  stock->share->hold.store(true);
 }
 
 }  // namespace relay

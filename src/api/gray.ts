@@ -125,6 +125,6 @@ export interface RunningGray {
 export async function startGray(config: string | GrayConfigInput | GrayConfig, options: StartOptions = {}): Promise<RunningGray> {
   const loaded = await grayFrom(config);
   const logger = libraryLogger(loaded.log.level, 'gray', options);
-  const launched = await launchGray(loaded, { logger, dataPlane: processDataPlane(logger) });
+  const launched = await launchGray(loaded, { logger, dataPlane: processDataPlane(logger, loaded.engine.threads) });
   return { statusAddress: launched.statusAddress, state: launched.state, ready: launched.ready, stop: launched.stop };
 }

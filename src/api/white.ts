@@ -129,7 +129,7 @@ export async function startWhite(config: string | WhiteConfigInput | WhiteConfig
   const file = typeof config === 'string' ? config : null;
   const loaded = await whiteFrom(config);
   const logger = libraryLogger(loaded.log.level, 'white', options);
-  const launched = await launchWhite(loaded, { logger, dataPlane: processDataPlane(logger), ...(file !== null ? { file: { path: file, overrides: {} } } : {}) });
+  const launched = await launchWhite(loaded, { logger, dataPlane: processDataPlane(logger, loaded.engine.threads), ...(file !== null ? { file: { path: file, overrides: {} } } : {}) });
   return {
     get controlPort() {
       return launched.server.controlPort;
