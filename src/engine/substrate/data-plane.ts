@@ -43,6 +43,20 @@ export function openDataPlane(threads?: number): DataPlane {
   return jsDataPlane(engine);
 }
 
+/** What the state reports of the engine threads: how many, and per thread the pairs it runs
+ *  and the connections it holds (accepted or dialed, not yet in a pair), to see the load
+ *  spread. null on the JS plane. */
+export interface EngineThreadsState {
+  readonly threads: number;
+  readonly perThread: ReadonlyArray<{ readonly pairs: number; readonly heldConnections: number }>;
+}
+
+export function engineThreadsState(plane: DataPlane): EngineThreadsState | null {
+  if (!plane.engine) return null;
+  const stats = plane.engine.stats();
+  return { threads: stats.threads.length, perThread: stats.threads.map((t) => ({ pairs: t.pairs, heldConnections: t.conns })) };
+}
+
 export function jsDataPlane(note: string): DataPlane {
   return { name: 'js', engine: null, note };
 }
