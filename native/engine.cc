@@ -302,6 +302,8 @@ void Engine::RunCommands() {
           Drop(it->second);
         } else if (Engine* there = group_->For(command.id); there != this) {
           there->PostForId(Command::kCloseConn, command.id);  // it moved to another thread's pool
+        } else if (group_->IsMoved(command.id)) {
+          closeOnAdopt_.insert(command.id);  // moving here: closed when it comes
         }
         break;
       }

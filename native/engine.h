@@ -269,8 +269,10 @@ struct Conn {
   // thread's pool (group.cc) before JavaScript hears of it: its place among the pool's active
   // pairs, taken at accept, given back if it is not joined.
   std::shared_ptr<SharedPool> reservedIn;
-  // A data connection that came from another thread's pool: the group routes its id here.
+  // A data connection that came from another thread's pool: the group routes its id here;
+  // hops: how often it moved (a client that left before it came must not make it wander).
   bool moved = false;
+  uint8_t hops = 0;
 };
 
 // The gray's stock (stock.cc): preambles JavaScript computed ahead of need, in the order they
@@ -569,6 +571,7 @@ class Engine {
   std::unordered_map<uint32_t, Listener*> listeners_;  // engine thread only
   std::unordered_map<uint32_t, int> listenerFds_;      // guarded by mutex_; for CloseListener
   std::unordered_map<uint32_t, Conn*> conns_;          // engine thread only
+  std::unordered_set<uint32_t> closeOnAdopt_;          // engine thread only (group.cc)
   std::unordered_map<uint32_t, std::vector<Route>> routes_;  // engine thread only (routes.cc)
   // Prefix deadlines, earliest first; stale entries (connection no longer reading) are skipped.
   std::priority_queue<std::pair<int64_t, uint32_t>, std::vector<std::pair<int64_t, uint32_t>>, std::greater<>> deadlines_;
@@ -626,7 +629,7 @@ class Engine {
   Pool* PoolOf(uint32_t dataListenerId);
   Pool* PoolServing(uint32_t publicListenerId);
   uint32_t TakeIdle(Pool* pool);
-  void Pooled(Listener* dataListener, Conn* conn, bool mayMove);
+  void Pooled(Listener* dataListener, Conn* conn);
   void AdmitClient(uint32_t clientId);
   bool JoinPooled(Conn* client, uint32_t dataId, bool reserved);
   void PoolPairEnded(Pair* pair);
@@ -729,6 +732,7 @@ class Group {
   // A held data connection moved to thread to (engine threads).
   void Moved(uint32_t id, uint32_t to);
   void Unmoved(uint32_t id);
+  bool IsMoved(uint32_t id);
 
   // JS thread (stock.cc): a stock with a part on every thread, its preambles one queue.
   uint32_t OpenStock(const Conn& dial);

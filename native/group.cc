@@ -59,6 +59,11 @@ void Group::Moved(uint32_t id, uint32_t to) {
   movedCount_.store(moved_.size(), std::memory_order_release);
 }
 
+bool Group::IsMoved(uint32_t id) {
+  std::lock_guard<std::mutex> lock(movedMutex_);
+  return moved_.count(id) != 0;
+}
+
 void Group::Unmoved(uint32_t id) {
   std::lock_guard<std::mutex> lock(movedMutex_);
   moved_.erase(id);
@@ -217,13 +222,15 @@ void Engine::HandOver(Conn* conn, uint32_t to, uint32_t dataListenerId) {
   conns_.erase(conn->id);
   connsHeld_.fetch_sub(1, std::memory_order_relaxed);
   conn->moved = true;
+  conn->hops += 1;
   FlushEvents();
+  // From now on a close JavaScript sends goes there (and one that reaches this thread is passed
+  // on); one that arrives there before the connection waits for it (closeOnAdopt_).
+  group_->Moved(conn->id, to);
   Command c(Command::kAdopt);
   c.conn = conn;
   c.id = dataListenerId;
   group_->At(to)->Post(c);
-  // After the post: a close JavaScript sends meanwhile reaches this thread, which passes it on.
-  group_->Moved(conn->id, to);
 }
 
 // A data connection from another thread's pool: held here (epoll reports at once whatever
@@ -235,8 +242,9 @@ void Engine::OnAdopt(Conn* conn, uint32_t dataListenerId) {
   ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
   ev.data.ptr = conn;
   auto it = listeners_.find(dataListenerId);
+  if (closeOnAdopt_.erase(conn->id) != 0) return Drop(conn);
   if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, conn->fd, &ev) < 0 || it == listeners_.end() || !it->second->pool) return Gone(conn, kGoneClosed);
-  Pooled(it->second, conn, false);
+  Pooled(it->second, conn);
 }
 
 // No thread had an idle connection for a client waiting here unheard of: JavaScript hears of

@@ -202,7 +202,7 @@ void Engine::ReadPrefix(Conn* conn) {
   conn->state = Conn::kHeld;
   AnnounceAccepted(conn);
   if (finished) return Gone(conn, kGoneClosed);
-  if (dataListener) Pooled(dataListener, conn, true);
+  if (dataListener) Pooled(dataListener, conn);
 }
 
 void Engine::ReleasePending(Conn* conn) {

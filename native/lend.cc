@@ -121,8 +121,8 @@ Pool* Engine::PoolServing(uint32_t publicListenerId) {
 }
 
 // A verified connection: the oldest client still waiting takes it, or a client waiting on
-// another thread (mayMove: not one that came from there), or it waits.
-void Engine::Pooled(Listener* dataListener, Conn* conn, bool mayMove) {
+// another thread (at most twice per connection), or it waits.
+void Engine::Pooled(Listener* dataListener, Conn* conn) {
   Pool* pool = dataListener->pool.get();
   while (!pool->waiting.empty()) {
     Conn* client = HeldConn(pool->waiting.front());
@@ -132,7 +132,7 @@ void Engine::Pooled(Listener* dataListener, Conn* conn, bool mayMove) {
     // Its port closed or points at no pool now: JavaScript decides about it.
     if (client->reservedIn) Announce(client);
   }
-  if (mayMove && PushToWaiting(pool, conn)) return Publish(pool);
+  if (conn->hops < 2 && PushToWaiting(pool, conn)) return Publish(pool);
   // Forget the ones that went away while idle, so an idle pool's list stays the pool's size.
   std::vector<uint32_t>& idle = pool->idle;
   idle.erase(std::remove_if(idle.begin(), idle.end(), [this](uint32_t id) { return HeldConn(id) == nullptr; }), idle.end());
