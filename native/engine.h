@@ -8,8 +8,8 @@
 // a socket and a kernel pipe and from the pipe to the other socket without entering user space,
 // which is what a C relay such as haproxy does.
 //
-// Shape: an Engine is one thread with its own epoll instance (JavaScript may make several; each
-// reports through its own thread-safe function). JavaScript joins two connections the engine
+// Shape: an Engine is one thread with its own epoll instance; a Group is engine.threads of them,
+// which JavaScript sees as one engine, reporting through one thread-safe function (group.cc). JavaScript joins two connections the engine
 // holds into a pair (join); an idle pair costs only this file's structs and the kernel's
 // sockets. Small messages are copied with recv/send through one shared
 // buffer; once a direction streams, it splices, borrowing a pipe from a small free list only
@@ -46,7 +46,9 @@
 // check; lend.cc a gray's pool and the joins from it; pool-pairs.cc the pool's pairs (their end
 // report, the live list, the idle timeout); dial.cc dialing and the forward on a start header;
 // stock.cc the gray's stock of preambles; allow.cc a public port's allow-list; routes.cc the
-// gray's service tables; napi.cc the JavaScript surface (and memory.cc
+// gray's service tables; group.cc several engine threads as one engine (engine.threads: the
+// listeners per thread, the pools' shared parts, a data connection moving to a client's
+// thread, the stock's parts, one event queue); napi.cc the JavaScript surface (and memory.cc
 // its one call that is not the engine's:
 // malloc_trim after startup). The types live in namespace relay (not an anonymous
 // namespace) because the Engine's methods are defined in several translation units.

@@ -170,12 +170,13 @@ void Engine::AdmitClient(uint32_t clientId) {
 }
 
 // A client accepted with room among the active pairs is joined at once with an idle
-// connection, before JavaScript hears of it (none while others wait: they came first). With
-// none on this thread and one on another, it waits for that one, still unheard of.
+// connection, before JavaScript hears of it (none while others wait here: they came first).
+// With none on this thread and one on another, it waits for that one, still unheard of:
+// JavaScript hears only of a client no thread has a connection for, and grants for it.
 bool Engine::TakeLent(Listener* listener, Conn* client) {
   Pool* pool = PoolServing(listener->id);
-  if (!pool || !pool->waiting.empty() || !TryReserve(*pool->shared)) return false;
-  uint32_t dataId = TakeIdle(pool);
+  if (!pool || (count_ == 1 && !pool->waiting.empty()) || !TryReserve(*pool->shared)) return false;
+  uint32_t dataId = pool->waiting.empty() ? TakeIdle(pool) : 0;
   if (dataId != 0) {
     if (JoinPooled(client, dataId, true)) return true;
     pool->idle.push_back(dataId);

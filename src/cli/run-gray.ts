@@ -25,7 +25,7 @@ export async function runGray(configPath: string): Promise<LaunchedGray> {
   logDataPlane(logger, dataPlane);
   const gray = await launchGray(config, { logger, dataPlane });
   // The same watcher as the white's, with its defaults (a gray's file has no watch settings).
-  const reloader = new GrayReloader(configPath, gray.sessions, logger);
+  const reloader = new GrayReloader(configPath, gray.sessions, logger, config.engine.threads);
   reload = reloader;
   const watcher = watchConfigFile(configPath, {
     polling: false,
