@@ -322,9 +322,6 @@ void Engine::RunCommands() {
       case Command::kAdopt:
         OnAdopt(command.conn, command.id);
         break;
-      case Command::kWantFailed:
-        OnWantFailed(command.id);
-        break;
       case Command::kAllow: {
         auto it = listeners_.find(command.id);
         if (it != listeners_.end()) it->second->allow = command.allow;

@@ -267,10 +267,6 @@ struct Conn {
   uint64_t counter = 0;
   // Dialed from a stock (see Stock): its start header credits that stock with one dial.
   uint32_t stockId = 0;
-  // A client accepted with no idle connection on its thread, waiting for one from another
-  // thread's pool (group.cc) before JavaScript hears of it: its place among the pool's active
-  // pairs, taken at accept, given back if it is not joined.
-  std::shared_ptr<SharedPool> reservedIn;
   // A data connection that came from another thread's pool: the group routes its id here;
   // hops: how often it moved (a client that left before it came must not make it wander).
   bool moved = false;
@@ -417,7 +413,7 @@ constexpr size_t kEventRecordBytes = 72;
 enum EventRecordFlags : uint32_t { kRecordHasPrefix = 1, kRecordHasAddresses = 2 };
 
 struct Command {
-  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kSession, kUsePool, kAdmit, kOpenStock, kStock, kCloseStock, kIdleTimeout, kAllow, kRoutes, kWant, kAdopt, kWantFailed, kFetchForJoin } kind;
+  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kSession, kUsePool, kAdmit, kOpenStock, kStock, kCloseStock, kIdleTimeout, kAllow, kRoutes, kWant, kAdopt, kFetchForJoin } kind;
   explicit Command(Kind k) : kind(k) {}
   Pair* pair = nullptr;
   Conn* conn = nullptr;     // kDial; kAdopt, kJoin: a held connection from another thread
@@ -661,8 +657,7 @@ class Engine {
   bool AskForIdle(Pool* pool, uint32_t dataListenerId);
   void OnWant(const Command& command);
   void OnAdopt(Conn* conn, uint32_t dataListenerId);
-  void OnWantFailed(uint32_t dataListenerId);
-  void Announce(Conn* client);
+  bool ClientWaits(Pool* pool);
   bool JoinAcross(const Command& command);
   void FetchForJoin(const Command& command);
   bool PushToWaiting(Pool* pool, Conn* conn);

@@ -5,14 +5,14 @@
 // Every listening port is open once per thread (SO_REUSEPORT), so each thread accepts its share
 // of clients and of the gray's data connections, and keeps the verified ones in its own part of
 // the gray's pool. A client is joined on its own thread with an idle connection of that thread
-// when there is one. When there is none and another thread has one (each thread publishes its
-// idle and waiting counts in the SharedPool), the client waits and the other thread is asked
-// (kWant): it takes the connection out of its epoll set and its idle list and posts it back
-// (kAdopt), and the client's thread joins the two. A data connection verified on a thread where
-// no client waits goes to a thread where one does, the same way. One descriptor moves once per
-// connection at most, and only when the threads' pools are uneven; the bytes of a pair never
-// leave its thread. If no thread has an idle connection, the client is heard of by JavaScript
-// and waits as with one thread (kWantFailed).
+// when there is one, before JavaScript hears of it. Otherwise JavaScript hears of it (and keeps
+// it in its books: its wait, the grant it raises) and admits it; when its thread has no idle
+// connection and another has one (each thread publishes its idle and waiting counts in the
+// SharedPool), that thread is asked (kWant): it takes the connection out of its epoll set and
+// its idle list and posts it back (kAdopt), and the client's thread joins the two. A data
+// connection verified on a thread where no client waits goes to a thread where one does, the
+// same way. One descriptor moves once per connection at most, and only when the threads' pools
+// are uneven; the bytes of a pair never leave its thread.
 #include <errno.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -196,7 +196,7 @@ bool Engine::AskForIdle(Pool* pool, uint32_t dataListenerId) {
 }
 
 // Another thread's client waits: one of this thread's idle connections goes there, or the ask
-// goes on to a thread not yet asked that has one, or the asker hears there is none.
+// goes on to a thread not yet asked that has one.
 void Engine::OnWant(const Command& command) {
   uint32_t from = command.connA;
   Pool* pool = PoolOf(command.id);
@@ -209,9 +209,8 @@ void Engine::OnWant(const Command& command) {
       return group_->At(static_cast<uint32_t>(next))->Post(c);
     }
   }
-  Command failed(Command::kWantFailed);
-  failed.id = command.id;
-  group_->At(from)->Post(failed);
+  // None anywhere: the client waits in its thread's pool for the next one verified (JavaScript
+  // knows it waits and raises the grant).
 }
 
 // A held data connection leaves this thread for thread to's pool: out of this epoll set and
@@ -242,29 +241,20 @@ void Engine::OnAdopt(Conn* conn, uint32_t dataListenerId) {
   ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
   ev.data.ptr = conn;
   auto it = listeners_.find(dataListenerId);
-  if (closeOnAdopt_.erase(conn->id) != 0) return Drop(conn);
-  if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, conn->fd, &ev) < 0 || it == listeners_.end() || !it->second->pool) return Gone(conn, kGoneClosed);
+  Pool* pool = it != listeners_.end() ? it->second->pool.get() : nullptr;
+  // JavaScript closed it on its way here, taking it for an idle one (a surplus, a recycle):
+  // closed, unless a client here waits for it, as with one thread, where the engine joins a
+  // waiting client before JavaScript hears of the connection.
+  if (closeOnAdopt_.erase(conn->id) != 0 && !(pool && ClientWaits(pool))) return Drop(conn);
+  if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, conn->fd, &ev) < 0 || !pool) return Gone(conn, kGoneClosed);
   Pooled(it->second, conn);
 }
 
-// No thread had an idle connection for a client waiting here unheard of: JavaScript hears of
-// it now and decides, as for any client that found the pool empty.
-void Engine::OnWantFailed(uint32_t dataListenerId) {
-  Pool* pool = PoolOf(dataListenerId);
-  if (!pool) return;
-  for (auto it = pool->waiting.begin(); it != pool->waiting.end(); ++it) {
-    Conn* client = HeldConn(*it);
-    if (!client || !client->reservedIn) continue;
-    pool->waiting.erase(it);
-    Publish(pool);
-    return Announce(client);
+bool Engine::ClientWaits(Pool* pool) {
+  for (uint32_t id : pool->waiting) {
+    if (HeldConn(id) != nullptr) return true;
   }
-}
-
-void Engine::Announce(Conn* client) {
-  client->reservedIn->active.fetch_sub(1, std::memory_order_relaxed);
-  client->reservedIn.reset();
-  AnnounceAccepted(client);
+  return false;
 }
 
 // A verified connection with no client waiting here, while one waits on another thread.

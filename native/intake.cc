@@ -291,10 +291,6 @@ void Engine::Drop(Conn* conn) {
 }
 
 void Engine::Forget(Conn* conn) {
-  if (conn->reservedIn) {
-    conn->reservedIn->active.fetch_sub(1, std::memory_order_relaxed);
-    conn->reservedIn.reset();
-  }
   if (conn->moved) group_->Unmoved(conn->id);
   conn->state = Conn::kGone;
   conns_.erase(conn->id);

@@ -127,10 +127,7 @@ void Engine::Pooled(Listener* dataListener, Conn* conn) {
   while (!pool->waiting.empty()) {
     Conn* client = HeldConn(pool->waiting.front());
     pool->waiting.pop_front();
-    if (!client) continue;
-    if (JoinPooled(client, conn->id, client->reservedIn != nullptr)) return Publish(pool);
-    // Its port closed or points at no pool now: JavaScript decides about it.
-    if (client->reservedIn) Announce(client);
+    if (client && JoinPooled(client, conn->id, false)) return Publish(pool);
   }
   if (conn->hops < 2 && PushToWaiting(pool, conn)) return Publish(pool);
   // Forget the ones that went away while idle, so an idle pool's list stays the pool's size.
@@ -169,23 +166,19 @@ void Engine::AdmitClient(uint32_t clientId) {
   if (dataId == 0) AskForIdle(pool, listener->second->poolListenerId);
 }
 
-// A client accepted with room among the active pairs is joined at once with an idle
-// connection, before JavaScript hears of it (none while others wait here: they came first).
-// With none on this thread and one on another, it waits for that one, still unheard of:
-// JavaScript hears only of a client no thread has a connection for, and grants for it.
+// A client accepted with an idle connection on its thread and room among the active pairs
+// (over all threads) is joined at once, before JavaScript hears of it (none while others wait:
+// they came first). Otherwise JavaScript hears of it, keeps it in its books (its wait, the
+// grant it raises) and admits it; a client admitted on a thread whose part of the pool is
+// empty is then served from another thread's (AskForIdle).
 bool Engine::TakeLent(Listener* listener, Conn* client) {
   Pool* pool = PoolServing(listener->id);
-  if (!pool || (count_ == 1 && !pool->waiting.empty()) || !TryReserve(*pool->shared)) return false;
-  uint32_t dataId = pool->waiting.empty() ? TakeIdle(pool) : 0;
+  if (!pool || !pool->waiting.empty() || !TryReserve(*pool->shared)) return false;
+  uint32_t dataId = TakeIdle(pool);
   if (dataId != 0) {
     if (JoinPooled(client, dataId, true)) return true;
     pool->idle.push_back(dataId);
     Publish(pool);
-  } else if (count_ > 1 && AskForIdle(pool, listener->poolListenerId)) {
-    client->reservedIn = pool->shared;
-    pool->waiting.push_back(client->id);
-    Publish(pool);
-    return true;
   }
   pool->shared->active.fetch_sub(1, std::memory_order_relaxed);
   return false;
@@ -220,7 +213,6 @@ bool Engine::JoinPooled(Conn* client, uint32_t dataId, bool reserved) {
   pair->client = client->remote;
   pair->joinedAtMs = pair->idleSinceMs = NowMs();
   if (reserved) pair->poolListenerId = listener->poolListenerId;
-  client->reservedIn.reset();
   Register(pair);
   auto* event = new Event(Event::kJoinedLent);
   event->id = pair->id;
