@@ -189,10 +189,9 @@ void Engine::AdmitClient(uint32_t clientId) {
 
 // A client accepted while the pool's active pairs (over all threads) are below the limit needs
 // no JavaScript: it is joined at once with an idle connection of its thread (none while others
-// wait: they came first), taking a place among the active pairs (TryReserve), or waits in the
-// pool for the next one verified, and a thread with idle connections is asked for one
-// (AskForIdle). JavaScript hears of a waiting client (kAcceptedWaiting) and keeps it in its
-// books (its wait, the grant it raises). kNo: JavaScript decides.
+// wait: they came first), taking a place among the active pairs (TryReserve), or, with one
+// engine thread, waits in the pool for the next one verified (JavaScript hears of it,
+// kAcceptedWaiting, and keeps its limits). kNo: JavaScript decides.
 Engine::Lent Engine::TakeLent(Listener* listener, Conn* client, int* error) {
   Pool* pool = PoolServing(listener->id);
   if (!pool) return Lent::kNo;
@@ -209,9 +208,11 @@ Engine::Lent Engine::TakeLent(Listener* listener, Conn* client, int* error) {
     }
     shared.active.fetch_sub(1, std::memory_order_relaxed);
   }
+  // With several threads JavaScript hears of the client first and admits it (AdmitClient asks
+  // another thread): an idle connection moving here would otherwise meet a client JavaScript
+  // is refusing meanwhile (its queue full), which has no way to take it back.
+  if (count_ > 1) return Lent::kNo;
   pool->waiting.push_back(client->id);
-  Publish(pool);
-  AskForIdle(pool, listener->poolListenerId);
   return Lent::kWaiting;
 }
 
