@@ -154,30 +154,13 @@ void Engine::Post(const Command& command) {
 
 Engine::~Engine() {
   for (Event* event : turnEvents_) delete event;
-  for (Event* event : batch_) delete event;
 }
 
 void Engine::Emit(Event* event) { turnEvents_.push_back(event); }
 
 void Engine::FlushEvents() {
   if (turnEvents_.empty()) return;
-  bool call;
-  {
-    std::lock_guard<std::mutex> lock(batchMutex_);
-    call = batch_.empty();
-    if (call) batch_.swap(turnEvents_);
-    else batch_.insert(batch_.end(), turnEvents_.begin(), turnEvents_.end());
-  }
-  turnEvents_.clear();
-  // Fails only while the function is being torn down; the destructor frees what is left.
-  if (call) napi_call_threadsafe_function(onEvent, nullptr, napi_tsfn_nonblocking);
-}
-
-std::vector<Event*> Engine::TakeBatch() {
-  std::vector<Event*> taken;
-  std::lock_guard<std::mutex> lock(batchMutex_);
-  taken.swap(batch_);
-  return taken;
+  group_->Deliver(&turnEvents_);
 }
 
 // Milliseconds epoll may sleep: until the next prefix deadline or paused listener's resume.
@@ -284,7 +267,11 @@ void Engine::RunCommands() {
         stopping_ = true;
         break;
       case Command::kJoin:
+        if (JoinAcross(command)) break;
         StartJoin(command.pair, command.connA, command.connB);
+        break;
+      case Command::kFetchForJoin:
+        FetchForJoin(command);
         break;
       case Command::kDestroy: {
         Pair* pair = nullptr;
@@ -312,7 +299,13 @@ void Engine::RunCommands() {
       }
       case Command::kCloseConn: {
         auto it = conns_.find(command.id);
-        if (it != conns_.end()) Drop(it->second);
+        if (it != conns_.end()) {
+          Drop(it->second);
+        } else if (Engine* there = group_->For(command.id); there != this) {
+          there->PostForId(Command::kCloseConn, command.id);  // it moved to another thread's pool
+        } else if (group_->IsMoved(command.id)) {
+          closeOnAdopt_.insert(command.id);  // moving here: closed when it comes
+        }
         break;
       }
       case Command::kDial:
@@ -322,7 +315,13 @@ void Engine::RunCommands() {
         StartForward(command.pair, command.connA, command.address, command.addressLen, command.keepAliveSec);
         break;
       case Command::kSession:
-        ApplySession(command);
+        PoolOf(command.id);
+        break;
+      case Command::kWant:
+        OnWant(command);
+        break;
+      case Command::kAdopt:
+        OnAdopt(command.conn, command.id);
         break;
       case Command::kAllow: {
         auto it = listeners_.find(command.id);
@@ -332,9 +331,6 @@ void Engine::RunCommands() {
       case Command::kRoutes:
         if (command.routes.empty()) routes_.erase(command.id);
         else routes_[command.id] = command.routes;
-        break;
-      case Command::kCredits:
-        ApplyCredits(command);
         break;
       case Command::kOpenStock:
       case Command::kStock:
@@ -350,9 +346,6 @@ void Engine::RunCommands() {
       }
       case Command::kAdmit:
         AdmitClient(command.id);
-        break;
-      case Command::kActiveLimit:
-        if (Pool* pool = PoolOf(command.id)) pool->activeLimit = command.connA;
         break;
       case Command::kIdleTimeout:
         ApplyIdleTimeout(command.id, static_cast<int64_t>(command.count));

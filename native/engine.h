@@ -8,8 +8,8 @@
 // a socket and a kernel pipe and from the pipe to the other socket without entering user space,
 // which is what a C relay such as haproxy does.
 //
-// Shape: an Engine is one thread with its own epoll instance (JavaScript may make several; each
-// reports through its own thread-safe function). JavaScript joins two connections the engine
+// Shape: an Engine is one thread with its own epoll instance; a Group is engine.threads of them,
+// which JavaScript sees as one engine, reporting through one thread-safe function (group.cc). JavaScript joins two connections the engine
 // holds into a pair (join); an idle pair costs only this file's structs and the kernel's
 // sockets. Small messages are copied with recv/send through one shared
 // buffer; once a direction streams, it splices, borrowing a pipe from a small free list only
@@ -46,8 +46,11 @@
 // (the data plane proper); intake.cc listeners and held connections; verify.cc the preamble
 // check; lend.cc a gray's pool and the joins from it; pool-pairs.cc the pool's pairs (their end
 // report, the live list, the idle timeout); dial.cc dialing and the forward on a start header;
-// stock.cc the gray's stock (its counters, signed on the engine thread); allow.cc a public port's allow-list; routes.cc the
-// gray's service tables; napi.cc the JavaScript surface (and memory.cc
+// stock.cc the gray's stock (its counters, signed on the engine thread); allow.cc a public
+// port's allow-list; routes.cc the gray's service tables; group.cc several engine threads as one
+// engine (engine.threads: the listeners per thread, the pools' shared parts, a data connection
+// moving to a client's thread, the stock's parts, one event queue); napi.cc the JavaScript
+// surface (and memory.cc
 // its one call that is not the engine's:
 // malloc_trim after startup). The types live in namespace relay (not an anonymous
 // namespace) because the Engine's methods are defined in several translation units.
@@ -180,21 +183,30 @@ enum AcceptedFlags : int32_t { kAcceptedWaiting = 1 };
 // engine counts itself when it joins one of the pool's connections, before the start header can
 // reach the gray. The counter window is the one of src/engine/protocol/replay-window.ts: every
 // counter up to floor is used, and the used ones above it are remembered, at most the credits
-// beyond floor.
+// beyond floor. With several engine threads each has its own Pool (its held connections) and
+// all share one SharedPool (the keys, the window, the active count).
 constexpr size_t kPreambleBytes = 60;
 constexpr size_t kSessionIdBytes = 16;
 constexpr size_t kDataKeyBytes = 32;
 // HMAC-SHA256 keyed with a session's data key (verify.cc), or nullptr; a copy of it does each
 // computation, so it stays keyed. The gray's stock signs its preambles with one (Sign), the
-// white's pool checks them with another.
+// white's pool checks them with another. A keyed context is not thread-safe: each engine
+// thread's part of a stock has its own.
 EVP_MAC_CTX* KeyedMac(const uint8_t* key);
 // The preamble of counter in session (src/engine/protocol/preamble.ts): false if the MAC failed.
 bool Sign(EVP_MAC_CTX* keyed, const uint8_t* sessionId, uint64_t counter, uint8_t* preamble);
-struct Pool {
-  Pool() = default;
-  Pool(const Pool&) = delete;
-  Pool& operator=(const Pool&) = delete;
-  ~Pool();
+// What every thread's Pool of one gray shares (group.cc): the session's keys, the credits and
+// the counter window, so a preamble used on one thread's copy of the data port is refused on
+// every other; and the active pairs, so the active-client limit holds across threads. The mutex
+// is taken once per data connection's check and once per join, never on the byte path. idle and
+// waiting publish each thread's counts, so a thread whose pool is empty knows where to ask.
+constexpr uint32_t kThreadsMax = 16;
+struct SharedPool {
+  SharedPool() = default;
+  SharedPool(const SharedPool&) = delete;
+  SharedPool& operator=(const SharedPool&) = delete;
+  ~SharedPool();
+  std::mutex mutex;
   uint32_t epoch = 0;  // JavaScript's number for the current session; 0: there is none
   uint8_t sessionId[kSessionIdBytes] = {};
   EVP_MAC_CTX* mac = nullptr;  // HMAC-SHA256 keyed with the session's data key, copied per check
@@ -202,18 +214,25 @@ struct Pool {
   uint64_t implicitCredits = 0;
   uint64_t floor = 0;
   std::unordered_set<uint64_t> seen;
-  // Pairing (lend.cc). Verified connections wait in idle (newest last) for a client; clients
-  // JavaScript admitted wait in waiting (oldest first) for a connection. Ids of connections that
-  // went away meanwhile are skipped when met. The pool's pairs are counted in active, and a
-  // client is joined at accept, without JavaScript, only while active < activeLimit (JavaScript
-  // sets the active-client limit, or 0 while an authorize hook must see every client).
+  // The pool's pairs over all threads, and how many may run before clients stop being joined at
+  // accept (JavaScript sets it: the active-client limit, or 0 while an authorize hook decides).
+  std::atomic<uint32_t> active{0};
+  std::atomic<uint32_t> activeLimit{0};
+  std::atomic<int32_t> idle[kThreadsMax] = {};
+  std::atomic<int32_t> waiting[kThreadsMax] = {};
+};
+
+struct Pool {
+  // Pairing (lend.cc), this thread's part. Verified connections wait in idle (newest last) for a
+  // client; clients wait in waiting (oldest first) for a connection. Ids of connections that
+  // went away meanwhile are skipped when met. A client is joined at accept, without JavaScript,
+  // only while the shared active count is below its limit.
+  std::shared_ptr<SharedPool> shared;
   std::vector<uint32_t> idle;
   std::deque<uint32_t> waiting;
   // idle is rid of the ones gone meanwhile when it reaches this size (then twice what is left),
   // so it stays near the pool's size at a constant cost per connection.
   size_t pruneAt = 16;
-  uint32_t active = 0;
-  uint32_t activeLimit = 0;
   // The gray's idle timeout (pool-pairs.cc): a pair of this pool with no byte either way for this
   // long is reset and its end flagged kEndedIdle; 0: none.
   int64_t idleTimeoutMs = 0;
@@ -231,7 +250,8 @@ struct Listener {
   Filter filter = kFilterAnyone;
   in6_addr allowed{};
   uint32_t maxPending = UINT32_MAX;
-  uint32_t pending = 0;  // connections still reading their prefix
+  // Connections still reading their prefix, over every thread's copy of the port (group.cc).
+  std::shared_ptr<std::atomic<uint32_t>> pending = std::make_shared<std::atomic<uint32_t>>(0);
   // A public port: the data listener whose pool serves its clients (lend.cc); 0: none.
   uint32_t poolListenerId = 0;
   // A public port: who may connect (empty: anyone), checked at accept before a byte is read;
@@ -276,6 +296,10 @@ struct Conn {
   uint64_t counter = 0;
   // Dialed from a stock (see Stock): its start header credits that stock with one dial.
   uint32_t stockId = 0;
+  // A data connection that came from another thread's pool: the group routes its id here;
+  // hops: how often it moved (a client that left before it came must not make it wander).
+  bool moved = false;
+  uint8_t hops = 0;
 };
 
 // The gray's stock (stock.cc): counters JavaScript gave out ahead of need, in the order they are
@@ -287,6 +311,14 @@ struct Conn {
 // with no JavaScript between. A dial that fails before its preamble was sent gives its counter
 // back (used first) with its credit and holds the stock until JavaScript releases it (its
 // backoff). The counters stay JavaScript's: it gives each out once, to one stock.
+// With several engine threads, every thread has its part of a stock (the same id) and all share
+// one StockShare: the counters are one queue, taken in order under its mutex once per dial, so
+// the white sees the counters used densely whichever thread dials, and one hold.
+struct StockShare {
+  std::mutex mutex;
+  std::deque<uint64_t> counters;  // guarded by mutex
+  std::atomic<bool> hold{false};
+};
 struct Stock {
   Stock() = default;
   Stock(const Stock&) = delete;
@@ -294,11 +326,15 @@ struct Stock {
   ~Stock();
   uint32_t id = 0;
   Conn dial;  // what every connection dialed from it copies: the white, prefix, keepalive, routes
+  // This thread's keyed MAC (made from the session's data key: one per thread, since a context
+  // is not thread-safe) and the session id it signs for.
   uint8_t sessionId[kSessionIdBytes] = {};
   EVP_MAC_CTX* mac = nullptr;
-  std::deque<uint64_t> counters;
+  // The credits are each thread's (JavaScript's explicit ones dealt round-robin, the implicit
+  // one of a start header kept by the thread that read it), so a connection's successor is
+  // dialed on its own thread.
+  std::shared_ptr<StockShare> share;
   uint64_t credits = 0;
-  bool hold = false;
 };
 
 // One way through a pair: bytes read from src are written to dst.
@@ -413,10 +449,10 @@ constexpr size_t kEventRecordBytes = 72;
 enum EventRecordFlags : uint32_t { kRecordHasPrefix = 1, kRecordHasAddresses = 2 };
 
 struct Command {
-  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kSession, kCredits, kUsePool, kAdmit, kActiveLimit, kOpenStock, kStock, kCloseStock, kIdleTimeout, kAllow, kRoutes } kind;
+  enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kSession, kUsePool, kAdmit, kOpenStock, kStock, kCloseStock, kIdleTimeout, kAllow, kRoutes, kWant, kAdopt, kFetchForJoin } kind;
   explicit Command(Kind k) : kind(k) {}
   Pair* pair = nullptr;
-  Conn* conn = nullptr;     // kDial
+  Conn* conn = nullptr;     // kDial; kAdopt, kJoin: a held connection from another thread
   sockaddr_storage address{};  // kForward: the service
   socklen_t addressLen = 0;
   int keepAliveSec = 0;
@@ -427,14 +463,10 @@ struct Command {
   Filter filter = kFilterAnyone;
   in6_addr ip{};
   uint32_t maxPending = 0;
-  uint32_t epoch = 0;     // kSession, kCredits
-  uint64_t count = 0;     // kCredits: the explicit credit limit
-  std::string keys;       // kSession: session id and data key; empty: no session
-  // kOpenStock: the stock; kStock: counters to append (count from firstCounter), credits, hold.
+  uint64_t count = 0;     // kIdleTimeout: ms; kWant: the threads asked so far
+  // kOpenStock: this thread's part of the stock; kStock: credits for this thread.
   Stock* stock = nullptr;
-  uint64_t firstCounter = 0;
   uint32_t credits = 0;
-  int hold = -1;  // -1: as it is, 0: release, 1: hold
   uint8_t service = 0;          // kUsePool
   std::vector<AllowNet> allow;  // kAllow
   std::vector<Route> routes;    // kRoutes
@@ -468,13 +500,13 @@ constexpr int kAcceptPauseMs = 100;
 // Accepts per wake-up, so one busy listener cannot starve the pairs.
 constexpr int kAcceptsPerWake = 64;
 
+class Group;
+
 class Engine {
  public:
-  napi_threadsafe_function onEvent = nullptr;
+  // One of group's count threads, the index-th: its ids are those equal to index modulo count.
+  Engine(Group* group, uint32_t index, uint32_t count) : group_(group), index_(index), count_(count) {}
   ~Engine();
-  // Pairs and listeners JavaScript has not yet heard the end of (JS thread only): while any is
-  // open, the thread-safe function keeps the event loop alive.
-  int active = 0;
 
   // The JS thread's side (engine.cc). Start starts the engine thread; the other calls post a
   // command to it, except Bytes and PairCount, which read under the mutex.
@@ -510,13 +542,10 @@ class Engine {
   // stop being joined at accept.
   void UsePool(uint32_t publicListenerId, uint32_t dataListenerId, uint8_t service);
   void Admit(uint32_t clientId);
-  void SetActiveLimit(uint32_t dataListenerId, uint32_t limit);
 
-  // JS thread (verify.cc). SetSession: the data listener's pool checks preambles against this
-  // session from now on (keys: session id then data key; empty: there is no session, refuse
-  // all). SetCredits: the session's explicit credit limit (cumulative, never lowered).
-  void SetSession(uint32_t listenerId, uint32_t epoch, const std::string& keys);
-  void SetCredits(uint32_t listenerId, uint32_t epoch, uint64_t explicitUpTo);
+  // JS thread (verify.cc): makes this thread's part of the data listener's pool (its session,
+  // credits and active limit are set in the group's SharedPool).
+  void UseShared(uint32_t listenerId);
 
   // JS thread (pool-pairs.cc). SetIdleTimeout: the data listener's pool resets its pairs silent
   // both ways for timeoutMs (0: never). PoolPairs: the live pairs of clients of a public
@@ -532,21 +561,24 @@ class Engine {
   bool Bytes(uint32_t id, uint64_t* fromA, uint64_t* fromB);
   size_t PairCount();
 
-  // JS thread (stock.cc). OpenStock takes ownership of stock (keyed, see Stock). AddToStock
-  // appends count counters from firstCounter, adds credits and holds (1) or releases (0) the
-  // stock; CloseStock drops its counters and closes every connection dialed from it that is
-  // not in a pair.
+  // JS thread (stock.cc). OpenStock takes ownership of this thread's part of a stock (keyed,
+  // see Stock). AddToStock adds credits and dials what the stock's counters and hold allow
+  // (Group's AddToStock appended them); CloseStock closes every connection dialed from it that
+  // is not in a pair.
   void OpenStock(Stock* stock);
-  void AddToStock(uint32_t id, uint64_t firstCounter, uint64_t count, uint32_t credits, int hold);
+  void AddToStock(uint32_t id, uint32_t credits);
   void CloseStock(uint32_t id);
-
-  // JS thread (napi.cc): the events queued since the last call, oldest first; the caller owns them.
-  std::vector<Event*> TakeBatch();
 
   int64_t PipesOpen() const { return pipesOpen_.load(std::memory_order_relaxed); }
   int64_t ConnsHeld() const { return connsHeld_.load(std::memory_order_relaxed); }
 
-  uint32_t NextId() { return nextId_.fetch_add(1, std::memory_order_relaxed); }
+  // Ids are unique in the process: this thread's are index_ modulo count_ (never 0), so the
+  // group finds the thread of a pair or connection from its id alone.
+  uint32_t NextId() {
+    uint32_t n = nextId_.fetch_add(1, std::memory_order_relaxed) % (UINT32_MAX / count_ - 1) + 1;
+    return n * count_ + index_;
+  }
+  uint32_t Index() const { return index_; }
   // TCP_NODELAY, and keepalive after keepAliveSec (0: none). Set on a listening socket, it is
   // inherited by every socket accepted from it (Linux copies these options at accept), so the
   // accept path pays no setsockopt.
@@ -557,6 +589,9 @@ class Engine {
   static void Abort(int fd);
 
  private:
+  Group* group_;
+  uint32_t index_;
+  uint32_t count_;
   int epollFd_ = -1;
   int wakeFd_ = -1;
   std::thread thread_;
@@ -573,18 +608,17 @@ class Engine {
   std::unordered_map<uint32_t, Listener*> listeners_;  // engine thread only
   std::unordered_map<uint32_t, int> listenerFds_;      // guarded by mutex_; for CloseListener
   std::unordered_map<uint32_t, Conn*> conns_;          // engine thread only
+  std::unordered_set<uint32_t> closeOnAdopt_;          // engine thread only (group.cc)
   std::unordered_map<uint32_t, std::vector<Route>> routes_;  // engine thread only (routes.cc)
   // Prefix deadlines, earliest first; stale entries (connection no longer reading) are skipped.
   std::priority_queue<std::pair<int64_t, uint32_t>, std::vector<std::pair<int64_t, uint32_t>>, std::greater<>> deadlines_;
   std::atomic<int64_t> pipesOpen_{0};
   std::atomic<int64_t> connsHeld_{0};
-  std::atomic<uint32_t> nextId_{1};
+  std::atomic<uint32_t> nextId_{0};
   bool stopping_ = false;
   // Events of the current loop turn (engine thread only), then the batch JavaScript has not yet
   // taken (guarded by batchMutex_); see kEventRecordBytes.
   std::vector<Event*> turnEvents_;
-  std::mutex batchMutex_;
-  std::vector<Event*> batch_;
   std::vector<char> copyBuffer_ = std::vector<char>(kCopyBuffer);  // engine thread only
 
   // ---- The thread and its commands (engine.cc) ----
@@ -638,7 +672,7 @@ class Engine {
   void Pooled(Listener* dataListener, Conn* conn);
   void AdmitClient(uint32_t clientId);
   enum class Joining { kJoined, kNotNow, kClientGone };
-  Joining JoinPooled(Conn* client, uint32_t dataId, int* error = nullptr);
+  Joining JoinPooled(Conn* client, uint32_t dataId, bool reserved, int* error = nullptr);
   void PruneIdle(Pool* pool);
   void PoolPairEnded(Pair* pair);
 
@@ -663,9 +697,20 @@ class Engine {
   void Forget(Conn* conn);
   void ExpireAndResume();
 
+  // ---- Pools across threads (group.cc): an idle connection moves once to a client's thread ----
+  bool AskForIdle(Pool* pool, uint32_t dataListenerId);
+  void OnWant(const Command& command);
+  void OnAdopt(Conn* conn, uint32_t dataListenerId);
+  bool ClientWaits(Pool* pool);
+  bool JoinAcross(const Command& command);
+  void FetchForJoin(const Command& command);
+  bool PushToWaiting(Pool* pool, Conn* conn);
+  void HandOver(Conn* conn, uint32_t to, uint32_t dataListenerId);
+  void Publish(Pool* pool);
+  static bool TryReserve(SharedPool& shared);
+  static bool TakePending(Listener* listener);
+
   // ---- The preamble check and the counter window (verify.cc) ----
-  void ApplySession(const Command& command);
-  void ApplyCredits(const Command& command);
   int32_t Verify(Listener* listener, Conn* conn);
   void CountJoin(Pair* pair, const Conn* conn);
 
@@ -685,6 +730,77 @@ class Engine {
   // The preamble a connection dialed from a stock writes (kPreambleBytes); false when its stock
   // is gone or cannot sign.
   bool StockPreamble(const Conn* conn, uint8_t* preamble);
+};
+
+// An engine per thread, as JavaScript sees one engine (group.cc): engine.threads of them, each
+// with its own epoll set, listeners (one copy of every listening port each, SO_REUSEPORT, so
+// the kernel spreads accepted connections), pairs and held connections. Commands about a pair
+// or connection go to the thread of its id; commands about a listener or a stock go to every
+// thread. Every thread's events go into one queue and one thread-safe function, so JavaScript
+// hears one stream, in order per thread, and a connection moved between threads is heard of
+// on its first thread before its second.
+class Group {
+ public:
+  explicit Group(uint32_t threads);
+  ~Group();
+  bool Start(std::string* why);
+  void Stop();
+  uint32_t Threads() const { return static_cast<uint32_t>(engines_.size()); }
+  Engine* At(uint32_t index) { return engines_[index].get(); }
+  // The thread of a pair or connection id (a data connection moved to another thread's pool
+  // is found there).
+  Engine* For(uint32_t id);
+  // The thread for a new dial: round-robin.
+  Engine* Next() { return engines_[nextDial_++ % engines_.size()].get(); }
+
+  // Events (any engine thread; TakeBatch on the JS thread, the caller owning them).
+  napi_threadsafe_function onEvent = nullptr;
+  // Pairs and listeners JavaScript has not yet heard the end of (JS thread only): while any is
+  // open, the thread-safe function keeps the event loop alive.
+  int active = 0;
+  void Deliver(std::vector<Event*>* events);
+  std::vector<Event*> TakeBatch();
+
+  // A data listener's shared pool: made by the first call about it, forgotten when it closes.
+  std::shared_ptr<SharedPool> Share(uint32_t dataListenerId);
+  void ForgetShare(uint32_t listenerId);
+  // JS thread (verify.cc). SetSession: the data listener's pool checks preambles against this
+  // session from now on (keys: session id then data key; empty: there is no session, refuse
+  // all). SetCredits: the session's explicit credit limit (cumulative, never lowered).
+  // SetActiveLimit: how many of the pool's pairs may run before clients stop being joined at
+  // accept.
+  void SetSession(uint32_t listenerId, uint32_t epoch, const std::string& keys);
+  void SetCredits(uint32_t listenerId, uint32_t epoch, uint64_t explicitUpTo);
+  void SetActiveLimit(uint32_t dataListenerId, uint32_t limit);
+
+  // A held data connection moved to thread to (engine threads).
+  void Moved(uint32_t id, uint32_t to);
+  void Unmoved(uint32_t id);
+  bool IsMoved(uint32_t id);
+
+  // JS thread (stock.cc): a stock with a part on every thread, its counters one queue. keys:
+  // the session id then the data key; OpenStock returns 0 when OpenSSL cannot key an HMAC.
+  // AddToStock appends count counters from firstCounter, deals credits over the threads and
+  // holds (1) or releases (0) the stock (-1: as it is).
+  uint32_t OpenStock(const Conn& dial, const std::string& keys);
+  void AddToStock(uint32_t id, uint64_t firstCounter, uint64_t count, uint32_t credits, int hold);
+  void CloseStock(uint32_t id);
+
+ private:
+  std::vector<std::unique_ptr<Engine>> engines_;
+  uint32_t nextDial_ = 0;  // JS thread
+  std::mutex batchMutex_;
+  std::vector<Event*> batch_;
+  std::mutex sharesMutex_;
+  std::unordered_map<uint32_t, std::shared_ptr<SharedPool>> shares_;
+  std::mutex movedMutex_;
+  std::unordered_map<uint32_t, uint32_t> moved_;
+  std::atomic<size_t> movedCount_{0};
+  struct StockParts {
+    std::shared_ptr<StockShare> share;
+    uint32_t nextCredit = 0;  // the thread the next explicit credit goes to
+  };
+  std::unordered_map<uint32_t, StockParts> stocks_;  // JS thread
 };
 
 }  // namespace relay

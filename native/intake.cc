@@ -79,7 +79,7 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   if (!Allowed(listener, remote)) refusal = kRefusedNotAllowed;
   else if (listener->filter == kFilterNobody) refusal = kRefusedNoSession;
   else if (listener->filter == kFilterOnly && memcmp(&source, &listener->allowed, sizeof source) != 0) refusal = kRefusedWrongSource;
-  else if (listener->prefix > 0 && listener->pending >= listener->maxPending) refusal = kRefusedTooMany;
+  else if (listener->prefix > 0 && !TakePending(listener)) refusal = kRefusedTooMany;
   if (refusal != 0) {
     close(fd);  // refused before a byte is read: nothing to abort (see security.md)
     Refused(listener->id, remote, refusal, std::string());
@@ -101,6 +101,7 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   ev.data.ptr = conn;
   if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, fd, &ev) < 0) {
     int error = errno;
+    if (listener->prefix > 0) listener->pending->fetch_sub(1, std::memory_order_relaxed);
     Abort(fd);
     delete conn;
     Refused(listener->id, remote, kRefusedError, std::string(), error);
@@ -125,7 +126,6 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
         return AnnounceAccepted(conn);
     }
   }
-  listener->pending += 1;
   deadlines_.emplace(NowMs() + listener->timeoutMs, conn->id);
   // The prefix is read when it arrives: the registration above reports at once what is
   // already there, so reading now would mostly find nothing (EAGAIN) this early.
@@ -226,7 +226,7 @@ void Engine::ReadPrefix(Conn* conn, uint32_t events) {
 void Engine::ReleasePending(Conn* conn) {
   if (conn->state != Conn::kPrefix) return;
   auto it = listeners_.find(conn->listenerId);
-  if (it != listeners_.end() && it->second->pending > 0) it->second->pending -= 1;
+  if (it != listeners_.end()) it->second->pending->fetch_sub(1, std::memory_order_relaxed);
 }
 
 void Engine::AnnounceAccepted(Conn* conn, int32_t flags) {
@@ -309,6 +309,7 @@ void Engine::Drop(Conn* conn) {
 }
 
 void Engine::Forget(Conn* conn) {
+  if (conn->moved) group_->Unmoved(conn->id);
   conn->state = Conn::kGone;
   conns_.erase(conn->id);
   connsHeld_.fetch_sub(1, std::memory_order_relaxed);

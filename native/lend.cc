@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <memory>
 
 namespace relay {
 
@@ -103,12 +104,15 @@ void Engine::UsePool(uint32_t publicListenerId, uint32_t dataListenerId, uint8_t
 
 void Engine::Admit(uint32_t clientId) { PostForId(Command::kAdmit, clientId); }
 
-void Engine::SetActiveLimit(uint32_t dataListenerId, uint32_t limit) { PostForId(Command::kActiveLimit, dataListenerId, limit); }
+void Group::SetActiveLimit(uint32_t dataListenerId, uint32_t limit) { Share(dataListenerId)->activeLimit.store(limit, std::memory_order_relaxed); }
 
 Pool* Engine::PoolOf(uint32_t dataListenerId) {
   auto it = listeners_.find(dataListenerId);
   if (it == listeners_.end()) return nullptr;
-  if (!it->second->pool) it->second->pool.reset(new Pool());
+  if (!it->second->pool) {
+    it->second->pool.reset(new Pool());
+    it->second->pool->shared = group_->Share(dataListenerId);
+  }
   return it->second->pool.get();
 }
 
@@ -120,19 +124,22 @@ Pool* Engine::PoolServing(uint32_t publicListenerId) {
   return data != listeners_.end() ? data->second->pool.get() : nullptr;
 }
 
-// A verified connection: the oldest client still waiting takes it, or it waits.
+// A verified connection: the oldest client still waiting takes it, or a client waiting on
+// another thread (at most twice per connection), or it waits.
 void Engine::Pooled(Listener* dataListener, Conn* conn) {
   Pool* pool = dataListener->pool.get();
   while (!pool->waiting.empty()) {
     Conn* client = HeldConn(pool->waiting.front());
     pool->waiting.pop_front();
     if (!client) continue;
-    Joining joined = JoinPooled(client, conn->id);
-    if (joined == Joining::kJoined) return;
+    Joining joined = JoinPooled(client, conn->id, false);
+    if (joined == Joining::kJoined) return Publish(pool);
     if (joined == Joining::kClientGone) Gone(client, kGoneClosed);
   }
+  if (conn->hops < 2 && PushToWaiting(pool, conn)) return Publish(pool);
   if (pool->idle.size() >= pool->pruneAt) PruneIdle(pool);
   pool->idle.push_back(conn->id);
+  Publish(pool);
 }
 
 // Forgets the idle connections that went away meanwhile.
@@ -145,53 +152,77 @@ void Engine::PruneIdle(Pool* pool) {
 // The newest idle connection still held (the likeliest to be alive), taken out of the pool; 0
 // when there is none.
 uint32_t Engine::TakeIdle(Pool* pool) {
-  while (!pool->idle.empty()) {
+  uint32_t found = 0;
+  while (!pool->idle.empty() && found == 0) {
     uint32_t dataId = pool->idle.back();
     pool->idle.pop_back();
-    if (HeldConn(dataId) != nullptr) return dataId;
+    if (HeldConn(dataId) != nullptr) found = dataId;
   }
-  return 0;
+  Publish(pool);
+  return found;
 }
 
-// A client JavaScript admitted: joined with an idle connection now, or waiting for one.
+// A client JavaScript admitted: joined with an idle connection now, or waiting for one (of
+// this thread, or asked of another's).
 void Engine::AdmitClient(uint32_t clientId) {
   Conn* client = HeldConn(clientId);
   if (!client) return;  // gone meanwhile: JavaScript heard kGone
+  auto listener = listeners_.find(client->listenerId);
   Pool* pool = PoolServing(client->listenerId);
   if (!pool) return Drop(client);  // its port or the gray's data port closed
   // Waiting already: the engine queued it at accept, or JavaScript admits it again after its
   // service got an index (a client passed over meanwhile left the queue).
   if (std::find(pool->waiting.begin(), pool->waiting.end(), clientId) != pool->waiting.end()) return;
   uint32_t dataId = TakeIdle(pool);
-  if (dataId == 0) return pool->waiting.push_back(clientId);
-  Joining joined = JoinPooled(client, dataId);
-  if (joined == Joining::kJoined) return;
-  pool->idle.push_back(dataId);
-  if (joined == Joining::kClientGone) Gone(client, kGoneClosed);
+  if (dataId != 0) {
+    Joining joined = JoinPooled(client, dataId, false);
+    if (joined == Joining::kJoined) return;
+    pool->idle.push_back(dataId);
+    Publish(pool);
+    if (joined == Joining::kClientGone) Gone(client, kGoneClosed);
+    return;
+  }
+  pool->waiting.push_back(clientId);
+  Publish(pool);
+  AskForIdle(pool, listener->second->poolListenerId);
 }
 
-// A client accepted while the pool's active pairs are below the limit needs no JavaScript: it
-// is joined at once with an idle connection on hand (none while others wait: they came first),
-// or waits in the pool for the next one verified. kNo: JavaScript decides.
+// A client accepted while the pool's active pairs (over all threads) are below the limit needs
+// no JavaScript: it is joined at once with an idle connection of its thread (none while others
+// wait: they came first), taking a place among the active pairs (TryReserve), or, with one
+// engine thread, waits in the pool for the next one verified (JavaScript hears of it,
+// kAcceptedWaiting, and keeps its limits). kNo: JavaScript decides.
 Engine::Lent Engine::TakeLent(Listener* listener, Conn* client, int* error) {
   Pool* pool = PoolServing(listener->id);
-  if (!pool || pool->active >= pool->activeLimit) return Lent::kNo;
-  uint32_t dataId = pool->waiting.empty() ? TakeIdle(pool) : 0;
-  if (dataId == 0) {
-    pool->waiting.push_back(client->id);
-    return Lent::kWaiting;
-  }
-  switch (JoinPooled(client, dataId, error)) {
-    case Joining::kJoined:
-      return Lent::kJoined;
-    case Joining::kClientGone:
+  if (!pool) return Lent::kNo;
+  SharedPool& shared = *pool->shared;
+  if (shared.active.load(std::memory_order_relaxed) >= shared.activeLimit.load(std::memory_order_relaxed)) return Lent::kNo;
+  if (pool->waiting.empty() && TryReserve(shared)) {
+    if (uint32_t dataId = TakeIdle(pool)) {
+      Joining joined = JoinPooled(client, dataId, true, error);
+      if (joined == Joining::kJoined) return Lent::kJoined;
       pool->idle.push_back(dataId);
-      return Lent::kGone;
-    case Joining::kNotNow:
-      break;
+      Publish(pool);
+      shared.active.fetch_sub(1, std::memory_order_relaxed);
+      return joined == Joining::kClientGone ? Lent::kGone : Lent::kNo;
+    }
+    shared.active.fetch_sub(1, std::memory_order_relaxed);
   }
-  pool->idle.push_back(dataId);
-  return Lent::kNo;
+  // With several threads JavaScript hears of the client first and admits it (AdmitClient asks
+  // another thread): an idle connection moving here would otherwise meet a client JavaScript
+  // is refusing meanwhile (its queue full), which has no way to take it back.
+  if (count_ > 1) return Lent::kNo;
+  pool->waiting.push_back(client->id);
+  return Lent::kWaiting;
+}
+
+// A place among the pool's active pairs, if there is room.
+bool Engine::TryReserve(SharedPool& shared) {
+  uint32_t active = shared.active.load(std::memory_order_relaxed);
+  do {
+    if (active >= shared.activeLimit.load(std::memory_order_relaxed)) return false;
+  } while (!shared.active.compare_exchange_weak(active, active + 1, std::memory_order_relaxed));
+  return true;
 }
 
 // Joins a held client with the pool's held connection dataId, the start header first (naming
@@ -199,11 +230,12 @@ Engine::Lent Engine::TakeLent(Listener* listener, Conn* client, int* error) {
 // unknown, its port closed (JavaScript closes its clients) or points at no pool now (its service
 // has no index: JavaScript admits it again once it has). kClientGone when the client was reset
 // (error: its errno), which its first read finds out before the pooled connection is spent on it:
-// the caller reports and closes it.
+// the caller reports and closes it. reserved: the client holds a place among the pool's active
+// pairs, which the pair takes over.
 //
 // That read is the one the pair would make first anyway: what the client sent already (an HTTP
 // request, typically) goes out behind the start header in one send.
-Engine::Joining Engine::JoinPooled(Conn* client, uint32_t dataId, int* error) {
+Engine::Joining Engine::JoinPooled(Conn* client, uint32_t dataId, bool reserved, int* error) {
   auto it = listeners_.find(client->listenerId);
   if (it == listeners_.end() || it->second->poolListenerId == 0) return Joining::kNotNow;
   const Listener* listener = it->second;
@@ -228,6 +260,7 @@ Engine::Joining Engine::JoinPooled(Conn* client, uint32_t dataId, int* error) {
   pair->clientConnId = client->id;
   pair->client = client->remote;
   pair->joinedAtMs = pair->idleSinceMs = NowMs();
+  if (reserved) pair->poolListenerId = listener->poolListenerId;
   Register(pair);
   auto* event = new Event(Event::kJoinedLent);
   event->id = pair->id;
@@ -246,7 +279,7 @@ void Engine::PoolPairEnded(Pair* pair) {
   if (pair->poolListenerId == 0) return;
   auto it = listeners_.find(pair->poolListenerId);
   pair->poolListenerId = 0;
-  if (it != listeners_.end() && it->second->pool && it->second->pool->active > 0) it->second->pool->active -= 1;
+  if (it != listeners_.end() && it->second->pool) it->second->pool->shared->active.fetch_sub(1, std::memory_order_relaxed);
 }
 
 }  // namespace relay

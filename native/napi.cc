@@ -1,4 +1,4 @@
-// The JavaScript surface: createEngine (one engine thread, an object of its methods: listen,
+// The JavaScript surface: createEngine (engine threads, see Group; an object of its methods: listen,
 // filter, closeListener, dial, openStock, stock, closeStock, closeConn, join, forward, session,
 // credits, usePool, admit, activeLimit, destroy, bytes, stats), trimMalloc, and the thread-safe
 // function that carries an engine's
@@ -29,6 +29,7 @@ using relay::Conn;
 using relay::Engine;
 using relay::Event;
 using relay::Filter;
+using relay::Group;
 using relay::kFilterOnly;
 using relay::kWatchAny;
 using relay::kWatchReset;
@@ -37,12 +38,12 @@ using relay::Route;
 using relay::Pair;
 using relay::PoolPairInfo;
 
-// Every method of an engine object carries its Engine as the function's data (see CreateEngine),
-// so several engines can live in one process, each with its own thread and events.
-Engine* EngineOf(napi_env env, napi_callback_info info) {
+// Every method of an engine object carries its Group as the function's data (see CreateEngine),
+// so several can live in one process, each with its own threads and events.
+Group* GroupOf(napi_env env, napi_callback_info info) {
   void* data = nullptr;
   napi_get_cb_info(env, info, nullptr, nullptr, nullptr, &data);
-  return static_cast<Engine*>(data);
+  return static_cast<Group*>(data);
 }
 
 napi_value Throw(napi_env env, const std::string& message) {
@@ -82,18 +83,18 @@ napi_value IpOf(napi_env env, const sockaddr_storage& ss, int32_t* port) {
   return ip;
 }
 
-void Ref(napi_env env, Engine* engine) {
+void Ref(napi_env env, Group* engine) {
   if (engine->active++ == 0) napi_ref_threadsafe_function(env, engine->onEvent);
 }
 
-void Unref(napi_env env, Engine* engine) {
+void Unref(napi_env env, Group* engine) {
   if (--engine->active == 0) napi_unref_threadsafe_function(env, engine->onEvent);
 }
 
 // A pair the engine made on its own (a forward on a start header, a join with a lent one) keeps
 // the process alive like one JavaScript asked for; its kPairEnd, always later in the queue,
 // releases it.
-void Account(napi_env env, Engine* engine, const Event& event) {
+void Account(napi_env env, Group* engine, const Event& event) {
   if (event.type == Event::kPairEnd || event.type == Event::kPoolPairEnd) Unref(env, engine);
   if ((event.type == Event::kHeader && event.b != 0) || event.type == Event::kJoinedLent) Ref(env, engine);
 }
@@ -105,7 +106,7 @@ void Account(napi_env env, Engine* engine, const Event& event) {
 // property set per field. For kPairEnd, listenerId carries PairEndFlags.
 void CallOnBatch(napi_env env, napi_value callback, void* context, void* /* data */) {
   if (env == nullptr) return;  // torn down: the engine frees what is queued
-  auto* engine = static_cast<Engine*>(context);
+  auto* engine = static_cast<Group*>(context);
   std::vector<Event*> batch = engine->TakeBatch();
   if (batch.empty()) return;
   napi_value args[2];
@@ -152,23 +153,29 @@ void CallOnBatch(napi_env env, napi_value callback, void* context, void* /* data
 }
 
 void Cleanup(void* arg) {
-  auto* engine = static_cast<Engine*>(arg);
+  auto* engine = static_cast<Group*>(arg);
   engine->Stop();
   if (engine->onEvent) napi_release_threadsafe_function(engine->onEvent, napi_tsfn_abort);
   delete engine;
 }
 
-napi_value Methods(napi_env env, Engine* engine);
+napi_value Methods(napi_env env, Group* engine);
 
-// createEngine(onEvent) => an engine object: starts one engine thread whose events go to
-// onEvent, and whose methods (listen, dial, join...) act on that engine only.
+// createEngine(onEvent, threads?) => an engine object: starts threads engine threads (1 when
+// omitted) whose events go to onEvent, and whose methods (listen, dial, join...) act on them.
 napi_value CreateEngine(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
+  size_t argc = 2;
+  napi_value argv[2];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   napi_valuetype type;
   if (argc < 1 || napi_typeof(env, argv[0], &type) != napi_ok || type != napi_function) return Throw(env, "createEngine needs a callback");
-  auto* engine = new Engine();
+  uint32_t threads = 1;
+  napi_valuetype threadsType = napi_undefined;
+  if (argc > 1) napi_typeof(env, argv[1], &threadsType);
+  if (threadsType != napi_undefined && (napi_get_value_uint32(env, argv[1], &threads) != napi_ok || threads < 1 || threads > relay::kThreadsMax)) {
+    return Throw(env, "createEngine: threads must be 1 to " + std::to_string(relay::kThreadsMax));
+  }
+  auto* engine = new Group(threads);
   napi_value name;
   napi_create_string_utf8(env, "relay-engine", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[0], nullptr, name, 0, 1, nullptr, nullptr, engine, CallOnBatch, &engine->onEvent) != napi_ok) {
@@ -229,15 +236,17 @@ napi_value Uint32(napi_env env, uint32_t value) {
 // join(connA, connB, headToA?, headToB?) => id: two held connections become a pair. If either
 // has gone meanwhile, the pair ends at once with ECONNRESET.
 napi_value Join(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   int32_t conns[2];
   Pair* pair = NewPair(env, info, conns);
   if (pair == nullptr) return nullptr;
-  pair->id = engine->NextId();
+  // Both must be held by one thread: connA's (a join across threads ends at once, ECONNRESET).
+  Engine* thread = engine->For(static_cast<uint32_t>(conns[0]));
+  pair->id = thread->NextId();
   Ref(env, engine);
   uint32_t id = pair->id;
-  engine->Join(pair, static_cast<uint32_t>(conns[0]), static_cast<uint32_t>(conns[1]));
+  thread->Join(pair, static_cast<uint32_t>(conns[0]), static_cast<uint32_t>(conns[1]));
   return Uint32(env, id);
 }
 
@@ -255,23 +264,23 @@ bool Uint32Arguments(napi_env env, napi_callback_info info, size_t count, uint32
 }
 
 napi_value UsePool(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   uint32_t ids[3];
   if (!engine || !Uint32Arguments(env, info, 3, ids) || ids[2] > 255) return Throw(env, "usePool(publicListenerId, dataListenerId, service): bad arguments");
-  engine->UsePool(ids[0], ids[1], static_cast<uint8_t>(ids[2]));
+  for (uint32_t i = 0; i < engine->Threads(); i++) engine->At(i)->UsePool(ids[0], ids[1], static_cast<uint8_t>(ids[2]));
   return nullptr;
 }
 
 napi_value Admit(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   uint32_t id;
   if (!engine || !Uint32Arguments(env, info, 1, &id)) return Throw(env, "admit(clientId): bad arguments");
-  engine->Admit(id);
+  engine->For(id)->Admit(id);
   return nullptr;
 }
 
 napi_value ActiveLimit(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   uint32_t values[2];
   if (!engine || !Uint32Arguments(env, info, 2, values)) return Throw(env, "activeLimit(dataListenerId, limit): bad arguments");
   engine->SetActiveLimit(values[0], values[1]);
@@ -282,7 +291,7 @@ napi_value ActiveLimit(napi_env env, napi_callback_info info) {
 // session (keys: a Buffer of the session id and the data key; null: no session). credits(listenerId,
 // epoch, explicitUpTo): the session's explicit credit limit. See verify.cc.
 napi_value Session(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   size_t argc = 3;
   napi_value argv[3];
@@ -298,7 +307,7 @@ napi_value Session(napi_env env, napi_callback_info info) {
 }
 
 napi_value Credits(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   size_t argc = 3;
   napi_value argv[3];
@@ -379,11 +388,30 @@ bool ReadAllow(napi_env env, napi_value value, std::vector<AllowNet>* out) {
   return true;
 }
 
+// A socket bound to ss and listening (backlog > 0) or only bound (backlog 0), or -1 (errno set).
+int OpenListening(const sockaddr_storage& ss, socklen_t len, int keepAliveSec, bool reusePort, int backlog) {
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  int one = 1, zero = 0;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reusePort) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  // As Node does: "::" also takes IPv4 clients.
+  if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+  Engine::TuneSocket(fd, keepAliveSec);  // inherited by the accepted sockets
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&ss), len) < 0 || (backlog > 0 && listen(fd, backlog) < 0)) {
+    int error = errno;
+    close(fd);
+    errno = error;
+    return -1;
+  }
+  return fd;
+}
+
 // listen(ip, port, backlog, prefixBytes, prefixTimeoutMs, keepAliveSec, watchAny, magic?, allow?)
 // => [listenerId, boundPort]. Binds here, on the JavaScript thread, so a failure is an exception
 // the caller can report at once. allow: the allow-list from the first accept on (allow.cc).
 napi_value Listen(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   size_t argc = 9;
   napi_value argv[9];
@@ -405,35 +433,51 @@ napi_value Listen(napi_env env, napi_callback_info info) {
   sockaddr_storage ss;
   socklen_t len;
   if (!ParseEndpoint(env, argv[0], port, &ss, &len)) return Throw(env, "listen needs an IP address");
-  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return ThrowErrno(env, "socket", errno);
-  int one = 1, zero = 0;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  // As Node does: "::" also takes IPv4 clients.
-  if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-  Engine::TuneSocket(fd, keepAliveSec);  // inherited by the accepted sockets
-  if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) < 0 || listen(fd, backlog) < 0) {
-    int error = errno;
-    close(fd);
-    return ThrowErrno(env, "listen", error);
+  // One listening socket per thread. With several, each is bound with SO_REUSEPORT so the
+  // kernel spreads the connections; a port someone else holds must still be refused, which
+  // SO_REUSEPORT alone would not do for a socket of the same user that has it too: a socket
+  // without it is bound first, alone, and its port is the one the group binds.
+  const uint32_t threads = engine->Threads();
+  std::vector<int> fds;
+  auto fail = [&](const char* syscall, int error) {
+    for (int fd : fds) close(fd);
+    return ThrowErrno(env, syscall, error);
+  };
+  if (threads > 1) {
+    int probe = OpenListening(ss, len, keepAliveSec, false, 0);
+    if (probe < 0) return fail("listen", errno);
+    sockaddr_storage taken{};
+    socklen_t takenLen = sizeof taken;
+    getsockname(probe, reinterpret_cast<sockaddr*>(&taken), &takenLen);
+    close(probe);
+    reinterpret_cast<sockaddr_in&>(ss).sin_port = reinterpret_cast<sockaddr_in&>(taken).sin_port;  // same offset in sockaddr_in6
+  }
+  for (uint32_t i = 0; i < threads; i++) {
+    int fd = OpenListening(ss, len, keepAliveSec, threads > 1, backlog);
+    if (fd < 0) return fail("listen", errno);
+    fds.push_back(fd);
   }
   sockaddr_storage bound{};
   socklen_t boundLen = sizeof bound;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &boundLen);
-  auto* listener = new Listener();
-  listener->id = engine->NextId();
-  listener->fd = fd;
-  listener->prefix = static_cast<uint32_t>(prefix);
-  listener->magic = magic;
-  listener->allow = std::move(allow);
-  listener->timeoutMs = timeoutMs;
-  listener->keepAliveSec = keepAliveSec;
-  listener->local = bound;
-  listener->localIsWildcard = IsWildcard(bound);
-  listener->watchAfter = watchAny ? kWatchAny : kWatchReset;
-  uint32_t id = listener->id;
+  getsockname(fds[0], reinterpret_cast<sockaddr*>(&bound), &boundLen);
+  uint32_t id = engine->At(0)->NextId();
+  auto pending = std::make_shared<std::atomic<uint32_t>>(0);
+  for (uint32_t i = 0; i < threads; i++) {
+    auto* listener = new Listener();
+    listener->id = id;
+    listener->pending = pending;
+    listener->fd = fds[i];
+    listener->prefix = static_cast<uint32_t>(prefix);
+    listener->magic = magic;
+    listener->allow = allow;
+    listener->timeoutMs = timeoutMs;
+    listener->keepAliveSec = keepAliveSec;
+    listener->local = bound;
+    listener->localIsWildcard = IsWildcard(bound);
+    listener->watchAfter = watchAny ? kWatchAny : kWatchReset;
+    engine->At(i)->AddListener(listener);
+  }
   Ref(env, engine);
-  engine->AddListener(listener);
   napi_value result;
   napi_create_array_with_length(env, 2, &result);
   napi_set_element(env, result, 0, Uint32(env, id));
@@ -452,11 +496,12 @@ uint32_t IdArgument(napi_env env, napi_callback_info info, bool* ok) {
 
 // closeListener(id): stops accepting; connections still reading their prefix are closed.
 napi_value CloseListener(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   bool ok;
   uint32_t id = IdArgument(env, info, &ok);
   if (!engine || !ok) return nullptr;
-  engine->CloseListener(id);
+  for (uint32_t i = 0; i < engine->Threads(); i++) engine->At(i)->CloseListener(id);
+  engine->ForgetShare(id);
   Unref(env, engine);
   return nullptr;
 }
@@ -464,7 +509,7 @@ napi_value CloseListener(napi_env env, napi_callback_info info) {
 // filter(listenerId, mode, ip, maxPending): who may connect before a byte is read. mode 0:
 // anyone; 1: nobody; 2: only ip. maxPending caps the connections still reading their prefix.
 napi_value SetFilter(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   size_t argc = 4;
   napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
@@ -480,7 +525,7 @@ napi_value SetFilter(napi_env env, napi_callback_info info) {
     if (!ParseIp(StringArgument(env, argv[2]), &ss, &len)) return Throw(env, "filter needs an IP address");
     AsV6(ss, &ip);
   }
-  engine->SetFilter(id, static_cast<Filter>(mode), ip, maxPending);
+  for (uint32_t i = 0; i < engine->Threads(); i++) engine->At(i)->SetFilter(id, static_cast<Filter>(mode), ip, maxPending);
   return nullptr;
 }
 
@@ -508,7 +553,7 @@ const char* ParseDialing(napi_env env, size_t argc, napi_value* argv, size_t fir
 // setAllow(listenerId, networks): a public port's allow-list, a Buffer of 18-byte records
 // (family 4|6, prefix length, 16 address bytes); empty: anyone (allow.cc).
 napi_value SetAllow(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   size_t argc = 2;
   napi_value argv[2];
@@ -518,14 +563,14 @@ napi_value SetAllow(napi_env env, napi_callback_info info) {
   if (argc < 2 || napi_get_value_uint32(env, argv[0], &listenerId) != napi_ok || !ReadAllow(env, argv[1], &allow)) {
     return Throw(env, "setAllow(listenerId, networks): bad arguments (networks: a Buffer of 18-byte records)");
   }
-  engine->SetAllow(listenerId, std::move(allow));
+  for (uint32_t i = 0; i < engine->Threads(); i++) engine->At(i)->SetAllow(listenerId, allow);
   return nullptr;
 }
 
 // setRoutes(table, routes): a service table's routes by position, each [ip, port,
 // keepAliveSec] or null (JavaScript forwards); an empty list forgets the table (routes.cc).
 napi_value SetRoutes(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   size_t argc = 2;
   napi_value argv[2];
@@ -553,7 +598,7 @@ napi_value SetRoutes(napi_env env, napi_callback_info info) {
     routes[i].forward = true;
     routes[i].keepAliveSec = keepAliveValue;
   }
-  engine->SetRoutes(table, std::move(routes));
+  for (uint32_t i = 0; i < engine->Threads(); i++) engine->At(i)->SetRoutes(table, routes);
   return nullptr;
 }
 
@@ -562,7 +607,7 @@ napi_value SetRoutes(napi_env env, napi_callback_info info) {
 // reports the connect (kDialed, errno or 0) and a close (kGone). The connection is held
 // afterwards, or forwarded by the routes of the service its start header names.
 napi_value Dial(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   size_t argc = 6;
   napi_value argv[6];
@@ -575,9 +620,10 @@ napi_value Dial(napi_env env, napi_callback_info info) {
     delete conn;
     return Throw(env, std::string("dial ") + wrong);
   }
-  conn->id = engine->NextId();
+  Engine* thread = engine->Next();
+  conn->id = thread->NextId();
   uint32_t id = conn->id;
-  engine->Dial(conn);
+  thread->Dial(conn);
   return Uint32(env, id);
 }
 
@@ -585,7 +631,7 @@ napi_value Dial(napi_env env, napi_callback_info info) {
 // Stock) of the session whose keys (its session id then its data key) sign its preambles,
 // whose connections are dialed like dial()'s.
 napi_value OpenStock(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   size_t argc = 6;
   napi_value argv[6];
@@ -594,28 +640,17 @@ napi_value OpenStock(napi_env env, napi_callback_info info) {
   if (argc < 1 || !ReadHead(env, argv[0], &keys) || keys.size() != relay::kSessionIdBytes + relay::kDataKeyBytes) {
     return Throw(env, "openStock needs the session's keys (its session id then its data key)");
   }
-  auto* stock = new relay::Stock();
-  if (const char* wrong = ParseDialing(env, argc, argv, 1, &stock->dial)) {
-    delete stock;
-    return Throw(env, std::string("openStock ") + wrong);
-  }
-  const auto* bytes = reinterpret_cast<const uint8_t*>(keys.data());
-  memcpy(stock->sessionId, bytes, relay::kSessionIdBytes);
-  stock->mac = relay::KeyedMac(bytes + relay::kSessionIdBytes);
-  if (stock->mac == nullptr) {
-    delete stock;
-    return Throw(env, "openStock: OpenSSL has no HMAC-SHA256");
-  }
-  stock->id = engine->NextId();
-  uint32_t id = stock->id;
-  engine->OpenStock(stock);
+  Conn dial;
+  if (const char* wrong = ParseDialing(env, argc, argv, 1, &dial)) return Throw(env, std::string("openStock ") + wrong);
+  uint32_t id = engine->OpenStock(dial, keys);
+  if (id == 0) return Throw(env, "openStock: OpenSSL has no HMAC-SHA256");
   return Uint32(env, id);
 }
 
 // stock(stockId, firstCounter, count, credits, hold): appends count counters from firstCounter
 // (safe integers from 1), adds credits and holds (1) or releases (0) the stock (-1: as it is).
 napi_value AddToStock(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   size_t argc = 5;
   napi_value argv[5];
@@ -637,7 +672,7 @@ napi_value AddToStock(napi_env env, napi_callback_info info) {
 // and joins it (side B) with the held connection (side A). A pair that ends before the service
 // answered is flagged kEndedBeforeConnect; one whose connection had gone ends with ECONNRESET.
 napi_value Forward(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   if (engine == nullptr) return Throw(env, "the data plane is not started");
   size_t argc = 5;
   napi_value argv[5];
@@ -657,24 +692,32 @@ napi_value Forward(napi_env env, napi_callback_info info) {
     delete pair;
     return Throw(env, "forward needs an IP address");
   }
-  pair->id = engine->NextId();
+  Engine* thread = engine->For(connId);
+  pair->id = thread->NextId();
   Ref(env, engine);
   uint32_t id = pair->id;
-  engine->Forward(pair, connId, address, len, keepAliveSec);
+  thread->Forward(pair, connId, address, len, keepAliveSec);
   return Uint32(env, id);
 }
 
 // A function of one id that only posts a command: a missing engine or a bad id does nothing.
+// (A pair or connection is its thread's.)
 napi_value ForId(napi_env env, napi_callback_info info, void (Engine::*action)(uint32_t)) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   bool ok;
   uint32_t id = IdArgument(env, info, &ok);
-  if (engine && ok) (engine->*action)(id);
+  if (engine && ok) (engine->For(id)->*action)(id);
   return nullptr;
 }
 
 // closeStock(id): drops the stock's counters and closes its connections not in a pair.
-napi_value CloseStock(napi_env env, napi_callback_info info) { return ForId(env, info, &Engine::CloseStock); }
+napi_value CloseStock(napi_env env, napi_callback_info info) {
+  Group* engine = GroupOf(env, info);
+  bool ok;
+  uint32_t id = IdArgument(env, info, &ok);
+  if (engine && ok) engine->CloseStock(id);
+  return nullptr;
+}
 
 // closeConn(id): closes a held connection.
 napi_value CloseConn(napi_env env, napi_callback_info info) { return ForId(env, info, &Engine::CloseConn); }
@@ -684,12 +727,12 @@ napi_value Destroy(napi_env env, napi_callback_info info) { return ForId(env, in
 
 // bytes(id) => [fromA, fromB] for a live pair, else null.
 napi_value Bytes(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   bool ok;
   uint32_t id = IdArgument(env, info, &ok);
   uint64_t fromA, fromB;
   napi_value result;
-  if (!engine || !ok || !engine->Bytes(id, &fromA, &fromB)) {
+  if (!engine || !ok || !engine->For(id)->Bytes(id, &fromA, &fromB)) {
     napi_get_null(env, &result);
     return result;
   }
@@ -702,38 +745,63 @@ napi_value Bytes(napi_env env, napi_callback_info info) {
   return result;
 }
 
-// stats() => { pairs, pipes, conns }: live pairs, pipes open (in use or free), connections
-// accepted and not yet joined or closed.
+// stats() => { pairs, pipes, conns, threads }: live pairs, pipes open (in use or free),
+// connections accepted or dialed and not yet joined or closed; threads: the same pairs and
+// connections per engine thread ([{ pairs, conns }]), to see the load spread.
 napi_value Stats(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
-  napi_value result, pairs, pipes, conns;
+  Group* engine = GroupOf(env, info);
+  napi_value result, threads;
   napi_create_object(env, &result);
-  napi_create_double(env, engine ? static_cast<double>(engine->PairCount()) : 0, &pairs);
-  napi_create_double(env, engine ? static_cast<double>(engine->PipesOpen()) : 0, &pipes);
-  napi_create_double(env, engine ? static_cast<double>(engine->ConnsHeld()) : 0, &conns);
-  napi_set_named_property(env, result, "pairs", pairs);
-  napi_set_named_property(env, result, "pipes", pipes);
-  napi_set_named_property(env, result, "conns", conns);
+  double pairs = 0, pipes = 0, conns = 0;
+  uint32_t count = engine ? engine->Threads() : 0;
+  napi_create_array_with_length(env, count, &threads);
+  for (uint32_t i = 0; i < count; i++) {
+    Engine* thread = engine->At(i);
+    double threadPairs = static_cast<double>(thread->PairCount());
+    double threadConns = static_cast<double>(thread->ConnsHeld());
+    pairs += threadPairs;
+    conns += threadConns;
+    pipes += static_cast<double>(thread->PipesOpen());
+    napi_value item, value;
+    napi_create_object(env, &item);
+    napi_create_double(env, threadPairs, &value);
+    napi_set_named_property(env, item, "pairs", value);
+    napi_create_double(env, threadConns, &value);
+    napi_set_named_property(env, item, "conns", value);
+    napi_set_element(env, threads, i, item);
+  }
+  napi_value value;
+  napi_create_double(env, pairs, &value);
+  napi_set_named_property(env, result, "pairs", value);
+  napi_create_double(env, pipes, &value);
+  napi_set_named_property(env, result, "pipes", value);
+  napi_create_double(env, conns, &value);
+  napi_set_named_property(env, result, "conns", value);
+  napi_set_named_property(env, result, "threads", threads);
   return result;
 }
 
 // idleTimeout(dataListenerId, ms): the pool resets its pairs silent both ways for ms (0: never).
 napi_value IdleTimeout(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   uint32_t values[2];
   if (!engine || !Uint32Arguments(env, info, 2, values)) return Throw(env, "idleTimeout(dataListenerId, ms): bad arguments");
-  engine->SetIdleTimeout(values[0], values[1]);
+  for (uint32_t i = 0; i < engine->Threads(); i++) engine->At(i)->SetIdleTimeout(values[0], values[1]);
   return nullptr;
 }
 
 // poolPairs(publicListenerId) => [{ pair, conn, ip, port, fromClient, toClient, ageMs }]: the
 // live pairs of that port's clients, made on demand (JavaScript keeps no object per pair).
 napi_value PoolPairs(napi_env env, napi_callback_info info) {
-  Engine* engine = EngineOf(env, info);
+  Group* engine = GroupOf(env, info);
   bool ok;
   uint32_t id = IdArgument(env, info, &ok);
   if (!engine || !ok) return Throw(env, "poolPairs(publicListenerId): bad arguments");
-  std::vector<PoolPairInfo> pairs = engine->PoolPairs(id);
+  std::vector<PoolPairInfo> pairs;
+  for (uint32_t i = 0; i < engine->Threads(); i++) {
+    std::vector<PoolPairInfo> thread = engine->At(i)->PoolPairs(id);
+    pairs.insert(pairs.end(), thread.begin(), thread.end());
+  }
   napi_value result;
   napi_create_array_with_length(env, pairs.size(), &result);
   for (size_t i = 0; i < pairs.size(); i++) {
@@ -760,7 +828,7 @@ napi_value PoolPairs(napi_env env, napi_callback_info info) {
   return result;
 }
 
-napi_value Methods(napi_env env, Engine* engine) {
+napi_value Methods(napi_env env, Group* engine) {
   napi_property_descriptor properties[] = {
       {"join", nullptr, Join, nullptr, nullptr, nullptr, napi_default, engine},
       {"destroy", nullptr, Destroy, nullptr, nullptr, nullptr, napi_default, engine},

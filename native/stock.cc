@@ -1,10 +1,13 @@
 // The gray's stock: counters JavaScript gave out ahead of need and the credits to use them, so
 // the engine dials a pool connection's successor the moment its start header is in, and an
 // explicit credit (WELCOME, GRANT) at once, each with a preamble it signs itself (verify.cc
-// Sign) with the data key JavaScript handed over when the session started. See Stock in engine.h.
+// Sign) with the data key JavaScript handed over when the session started. With several engine
+// threads every thread has its part of the stock (its credits, its keyed MAC) and all take
+// counters from one queue (Group's OpenStock, AddToStock, CloseStock). See Stock in engine.h.
 #include "engine.h"
 
 #include <openssl/evp.h>
+#include <string.h>
 #include <unistd.h>
 
 namespace relay {
@@ -18,13 +21,10 @@ void Engine::OpenStock(Stock* stock) {
   Post(c);
 }
 
-void Engine::AddToStock(uint32_t id, uint64_t firstCounter, uint64_t count, uint32_t credits, int hold) {
+void Engine::AddToStock(uint32_t id, uint32_t credits) {
   Command c(Command::kStock);
   c.id = id;
-  c.firstCounter = firstCounter;
-  c.count = count;
   c.credits = credits;
-  c.hold = hold;
   Post(c);
 }
 
@@ -39,13 +39,11 @@ void Engine::RunStockCommand(const Command& command) {
   if (it == stocks_.end()) return;
   Stock* stock = it->second;
   if (command.kind == Command::kStock) {
-    for (uint64_t i = 0; i < command.count; i++) stock->counters.push_back(command.firstCounter + i);
     stock->credits += command.credits;
-    if (command.hold >= 0) stock->hold = command.hold != 0;
     return DialFromStock(stock);
   }
-  // kCloseStock: the session ended. Its counters are never used after this, and its
-  // connections not yet in a pair go with it (JavaScript hears nothing more of them).
+  // kCloseStock: the session ended. Its counters are never used after this (the group dropped
+  // them), and its connections not yet in a pair go with it (JavaScript hears nothing more).
   stocks_.erase(it);
   std::vector<Conn*> dialed;
   for (auto& entry : conns_) {
@@ -55,13 +53,21 @@ void Engine::RunStockCommand(const Command& command) {
   delete stock;
 }
 
+// One counter per dial, the next in order whichever thread takes it.
 void Engine::DialFromStock(Stock* stock) {
-  while (!stock->hold && stock->credits > 0 && !stock->counters.empty()) {
+  StockShare& share = *stock->share;
+  while (!share.hold.load() && stock->credits > 0) {
+    uint64_t counter;
+    {
+      std::lock_guard<std::mutex> lock(share.mutex);
+      if (share.counters.empty()) return;
+      counter = share.counters.front();
+      share.counters.pop_front();
+    }
     auto* conn = new Conn(stock->dial);
     conn->id = NextId();
     conn->stockId = stock->id;
-    conn->counter = stock->counters.front();
-    stock->counters.pop_front();
+    conn->counter = counter;
     stock->credits -= 1;
     StartDial(conn);
   }
@@ -83,10 +89,68 @@ void Engine::ReturnToStock(Conn* conn) {
   auto it = stocks_.find(conn->stockId);
   if (it == stocks_.end() || conn->counter == 0) return;
   Stock* stock = it->second;
-  stock->counters.push_front(conn->counter);
+  {
+    std::lock_guard<std::mutex> lock(stock->share->mutex);
+    stock->share->counters.push_front(conn->counter);
+  }
   conn->counter = 0;
   stock->credits += 1;
-  stock->hold = true;
+  stock->share->hold.store(true);
+}
+
+// Each thread's part gets its own keyed MAC from the same key (a context is not thread-safe).
+uint32_t Group::OpenStock(const Conn& dial, const std::string& keys) {
+  const auto* bytes = reinterpret_cast<const uint8_t*>(keys.data());
+  std::vector<Stock*> parts;
+  for (size_t i = 0; i < engines_.size(); i++) {
+    auto* part = new Stock();
+    part->dial = dial;
+    memcpy(part->sessionId, bytes, kSessionIdBytes);
+    part->mac = KeyedMac(bytes + kSessionIdBytes);
+    parts.push_back(part);
+    if (part->mac == nullptr) {
+      for (Stock* made : parts) delete made;
+      return 0;
+    }
+  }
+  uint32_t id = engines_[0]->NextId();
+  auto share = std::make_shared<StockShare>();
+  for (size_t i = 0; i < engines_.size(); i++) {
+    parts[i]->id = id;
+    parts[i]->share = share;
+    engines_[i]->OpenStock(parts[i]);
+  }
+  stocks_[id] = StockParts{share, 0};
+  return id;
+}
+
+void Group::AddToStock(uint32_t id, uint64_t firstCounter, uint64_t count, uint32_t credits, int hold) {
+  auto it = stocks_.find(id);
+  if (it == stocks_.end()) return;
+  StockShare& share = *it->second.share;
+  if (count > 0) {
+    std::lock_guard<std::mutex> lock(share.mutex);
+    for (uint64_t i = 0; i < count; i++) share.counters.push_back(firstCounter + i);
+  }
+  if (hold >= 0) share.hold.store(hold != 0);
+  std::vector<uint32_t> dealt(engines_.size(), 0);
+  for (uint32_t i = 0; i < credits; i++) dealt[it->second.nextCredit++ % engines_.size()] += 1;
+  // New counters or a release may let a thread with credits dial: every thread looks.
+  bool everyone = count > 0 || hold == 0;
+  for (size_t i = 0; i < engines_.size(); i++) {
+    if (dealt[i] > 0 || everyone) engines_[i]->AddToStock(id, dealt[i]);
+  }
+}
+
+void Group::CloseStock(uint32_t id) {
+  auto it = stocks_.find(id);
+  if (it == stocks_.end()) return;
+  {
+    std::lock_guard<std::mutex> lock(it->second.share->mutex);
+    it->second.share->counters.clear();
+  }
+  stocks_.erase(it);
+  for (auto& engine : engines_) engine->CloseStock(id);
 }
 
 }  // namespace relay

@@ -67,57 +67,52 @@ bool Sign(EVP_MAC_CTX* keyed, const uint8_t* sessionId, uint64_t counter, uint8_
   return Tag(keyed, preamble, kTagOffset, preamble + kTagOffset);
 }
 
-Pool::~Pool() { EVP_MAC_CTX_free(mac); }
+SharedPool::~SharedPool() { EVP_MAC_CTX_free(mac); }
 
-void Engine::SetSession(uint32_t listenerId, uint32_t epoch, const std::string& keys) {
-  Command c(Command::kSession);
-  c.id = listenerId;
-  c.epoch = epoch;
-  c.keys = keys;
-  Post(c);
+void Engine::UseShared(uint32_t listenerId) { PostForId(Command::kSession, listenerId); }
+
+// A new session starts a new window; without keys the pool refuses every preamble. Set here, on
+// the JavaScript thread, under the pool's mutex: every thread checks against it from now on.
+void Group::SetSession(uint32_t listenerId, uint32_t epoch, const std::string& keys) {
+  std::shared_ptr<SharedPool> pool = Share(listenerId);
+  EVP_MAC_CTX* mac = nullptr;
+  if (keys.size() == kSessionIdBytes + kDataKeyBytes && epoch != 0) mac = KeyedMac(reinterpret_cast<const uint8_t*>(keys.data()) + kSessionIdBytes);
+  {
+    std::lock_guard<std::mutex> lock(pool->mutex);
+    pool->epoch = 0;
+    EVP_MAC_CTX_free(pool->mac);
+    pool->mac = mac;
+    pool->explicitCredits = 0;
+    pool->implicitCredits = 0;
+    pool->floor = 0;
+    pool->seen.clear();
+    // Without a MAC every preamble is refused as a bad tag's.
+    if (mac != nullptr) {
+      memcpy(pool->sessionId, keys.data(), kSessionIdBytes);
+      pool->epoch = epoch;
+    }
+  }
+  // Every thread's copy of the data port gets its part of the pool (made on its thread).
+  for (uint32_t i = 0; i < Threads(); i++) At(i)->UseShared(listenerId);
 }
 
-void Engine::SetCredits(uint32_t listenerId, uint32_t epoch, uint64_t explicitUpTo) {
-  Command c(Command::kCredits);
-  c.id = listenerId;
-  c.epoch = epoch;
-  c.count = explicitUpTo;
-  Post(c);
-}
-
-// A new session starts a new window; without keys the pool refuses every preamble.
-void Engine::ApplySession(const Command& command) {
-  Pool* pool = PoolOf(command.id);
-  if (pool == nullptr) return;
-  pool->epoch = 0;
-  EVP_MAC_CTX_free(pool->mac);
-  pool->mac = nullptr;
-  pool->explicitCredits = 0;
-  pool->implicitCredits = 0;
-  pool->floor = 0;
-  pool->seen.clear();
-  if (command.keys.size() != kSessionIdBytes + kDataKeyBytes || command.epoch == 0) return;
-  const auto* keys = reinterpret_cast<const uint8_t*>(command.keys.data());
-  pool->mac = KeyedMac(keys + kSessionIdBytes);
-  if (pool->mac == nullptr) return;  // every preamble is then refused as a bad tag's
-  memcpy(pool->sessionId, keys, kSessionIdBytes);
-  pool->epoch = command.epoch;
-}
-
-void Engine::ApplyCredits(const Command& command) {
-  Pool* pool = PoolOf(command.id);
-  if (pool == nullptr || pool->epoch != command.epoch || command.count <= pool->explicitCredits) return;
-  pool->explicitCredits = command.count;
+void Group::SetCredits(uint32_t listenerId, uint32_t epoch, uint64_t explicitUpTo) {
+  std::shared_ptr<SharedPool> pool = Share(listenerId);
+  std::lock_guard<std::mutex> lock(pool->mutex);
+  if (pool->epoch != epoch || explicitUpTo <= pool->explicitCredits) return;
+  pool->explicitCredits = explicitUpTo;
 }
 
 // 0 when the preamble in conn->prefix is good (its counter is then used), else the Refusal.
 int32_t Engine::Verify(Listener* listener, Conn* conn) {
-  Pool* pool = listener->pool.get();
   if (conn->prefix.size() != kPreambleBytes) return kRefusedBadCounter;
   const auto* p = reinterpret_cast<const uint8_t*>(conn->prefix.data());
   uint64_t counter = 0;
   for (size_t i = kCounterOffset; i < kTagOffset; i++) counter = counter << 8 | p[i];
   if (counter < 1 || counter > kCounterMax) return kRefusedBadCounter;
+  // Once per data connection: the window is every thread's.
+  SharedPool* pool = listener->pool->shared.get();
+  std::lock_guard<std::mutex> lock(pool->mutex);
   if (pool->epoch == 0) return kRefusedNoSession;
   if (memcmp(p + kSessionOffset, pool->sessionId, kSessionIdBytes) != 0) return kRefusedOtherSession;
   // The filter let it in at accept; the session (and so the address) may have changed since.
@@ -145,13 +140,19 @@ int32_t Engine::Verify(Listener* listener, Conn* conn) {
 // One of a pool's connections is being joined: the pair counts among the pool's active ones,
 // and, for a connection of the current session, the start header it will carry is the gray's
 // credit for a replacement, counted before the header can reach the gray.
+// (A client joined at accept took its place among the active pairs already: the pair's
+// poolListenerId was set then.)
 void Engine::CountJoin(Pair* pair, const Conn* conn) {
   auto it = listeners_.find(conn->listenerId);
   if (conn->listenerId == 0 || it == listeners_.end() || !it->second->pool) return;
-  Pool* pool = it->second->pool.get();
-  pool->active += 1;
-  pair->poolListenerId = conn->listenerId;
-  if (conn->epoch != 0 && conn->epoch == pool->epoch) pool->implicitCredits += 1;
+  SharedPool* pool = it->second->pool->shared.get();
+  if (pair->poolListenerId == 0) {
+    pool->active.fetch_add(1, std::memory_order_relaxed);
+    pair->poolListenerId = conn->listenerId;
+  }
+  if (conn->epoch == 0) return;
+  std::lock_guard<std::mutex> lock(pool->mutex);
+  if (conn->epoch == pool->epoch) pool->implicitCredits += 1;
 }
 
 }  // namespace relay

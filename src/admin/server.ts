@@ -30,12 +30,14 @@ import {
   parseAuthorization,
   serverProof,
 } from './admin-auth.js';
+import type { EngineThreadsState } from '../engine/substrate/data-plane.js';
 import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics.js';
 import { startProcessMetrics } from './process-metrics.js';
 import { grayReadiness, type GrayReadiness } from './readiness.js';
 
-/** `GET /v1/state`: the engine's snapshot plus the white's version and data plane. */
-export type AdminState = WhiteSnapshot & { version: string; dataPlane?: 'splice' | 'js' };
+/** `GET /v1/state`: the engine's snapshot plus the white's version, data plane and engine
+ *  threads (null on the JS plane). */
+export type AdminState = WhiteSnapshot & { version: string; dataPlane?: 'splice' | 'js'; engine?: EngineThreadsState | null };
 
 /** `POST /v1/reload`: what the reload it ran ended with. */
 export interface ReloadOutcome {

@@ -7,7 +7,7 @@ import type { GrayConfig, HostPort } from '../config/types.js';
 import { GrayAgent, type WhiteSessionState } from '../engine/gray/agent.js';
 import { grayReady, type GrayStatus, type GrayWhiteStatus } from '../engine/gray/status.js';
 import { WhiteSessions } from '../engine/gray/white-sessions.js';
-import type { DataPlane } from '../engine/substrate/data-plane.js';
+import { engineThreadsState, type DataPlane, type EngineThreadsState } from '../engine/substrate/data-plane.js';
 import { ErrorCodes, RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { VERSION } from '../version.js';
@@ -25,6 +25,8 @@ export interface GrayState extends Omit<GrayStatus, 'whites'> {
   readonly resolveErrors: ReadonlyArray<{ readonly white: string; readonly error: string }>;
   readonly version: string;
   readonly dataPlane: 'splice' | 'js';
+  /** The engine threads and what each runs and holds (null on the JS plane). */
+  readonly engine: EngineThreadsState | null;
 }
 
 export interface LaunchedGray {
@@ -62,6 +64,7 @@ export async function launchGray(config: GrayConfig, options: { readonly logger:
       resolveErrors: sessions.resolveErrors(),
       version: VERSION,
       dataPlane: dataPlane.name,
+      engine: engineThreadsState(dataPlane),
     };
   };
   const settle = (): void => {
@@ -125,6 +128,6 @@ export interface RunningGray {
 export async function startGray(config: string | GrayConfigInput | GrayConfig, options: StartOptions = {}): Promise<RunningGray> {
   const loaded = await grayFrom(config);
   const logger = libraryLogger(loaded.log.level, 'gray', options);
-  const launched = await launchGray(loaded, { logger, dataPlane: processDataPlane(logger) });
+  const launched = await launchGray(loaded, { logger, dataPlane: processDataPlane(logger, loaded.engine.threads) });
   return { statusAddress: launched.statusAddress, state: launched.state, ready: launched.ready, stop: launched.stop };
 }

@@ -19,10 +19,11 @@ export interface StartOptions {
 
 let plane: DataPlane | null = null;
 
-/** This process's data plane, as RELAY_DATA_PLANE says; opened (and logged) once. */
-export function processDataPlane(logger: Logger): DataPlane {
+/** This process's data plane, as RELAY_DATA_PLANE says; opened (and logged) once, with the
+ *  engine threads of the first config started (engine.threads). */
+export function processDataPlane(logger: Logger, threads: number | null): DataPlane {
   if (plane === null) {
-    plane = openDataPlane();
+    plane = openDataPlane(threads ?? undefined);
     logDataPlane(logger, plane);
   }
   return plane;

@@ -8,7 +8,7 @@ import { Reloader } from '../cli/reloader.js';
 import type { WhiteConfigInput } from '../config/input.js';
 import type { HostPort, WhiteConfig, WhiteOverrides } from '../config/types.js';
 import { Dashboard } from '../dashboard/dashboard.js';
-import type { DataPlane } from '../engine/substrate/data-plane.js';
+import { engineThreadsState, type DataPlane } from '../engine/substrate/data-plane.js';
 import { WhiteServer } from '../engine/white/white-server.js';
 import { WhiteHooks } from '../hooks/white-hooks.js';
 import type { Logger } from '../log.js';
@@ -50,7 +50,7 @@ export async function launchWhite(config: WhiteConfig, options: LaunchWhiteOptio
   await server.start();
 
   const reloader = options.file ? new Reloader(options.file.path, server, logger, hooks, options.file.overrides) : null;
-  const state = (): WhiteState => ({ ...server.snapshot(), version: VERSION, dataPlane: dataPlane.name });
+  const state = (): WhiteState => ({ ...server.snapshot(), version: VERSION, dataPlane: dataPlane.name, engine: engineThreadsState(dataPlane) });
   const reload = async (): Promise<ReloadOutcome> => {
     if (reloader === null) return { ok: false, at: Date.now(), error: 'this white was started from a config object: there is no file to reload', notApplied: [] };
     // Reloads are serialized; when one was already running, Reloader queues one more and the
@@ -129,7 +129,7 @@ export async function startWhite(config: string | WhiteConfigInput | WhiteConfig
   const file = typeof config === 'string' ? config : null;
   const loaded = await whiteFrom(config);
   const logger = libraryLogger(loaded.log.level, 'white', options);
-  const launched = await launchWhite(loaded, { logger, dataPlane: processDataPlane(logger), ...(file !== null ? { file: { path: file, overrides: {} } } : {}) });
+  const launched = await launchWhite(loaded, { logger, dataPlane: processDataPlane(logger, loaded.engine.threads), ...(file !== null ? { file: { path: file, overrides: {} } } : {}) });
   return {
     get controlPort() {
       return launched.server.controlPort;

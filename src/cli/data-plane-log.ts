@@ -6,7 +6,7 @@ import type { Logger } from '../log.js';
 
 export function logDataPlane(logger: Logger, status: DataPlane): void {
   if (status.name === 'splice' || status.note === 'RELAY_DATA_PLANE=js') {
-    logger.info({ dataPlane: status.name, ...(status.note ? { why: status.note } : {}) }, 'data plane');
+    logger.info({ dataPlane: status.name, ...(status.engine ? { threads: status.engine.threads } : {}), ...(status.note ? { why: status.note } : {}) }, 'data plane');
     return;
   }
   logger.warn({ dataPlane: status.name, why: status.note }, 'native splice data plane unavailable; using the JavaScript data plane (slower; see docs/performance.md)');

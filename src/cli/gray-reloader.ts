@@ -16,6 +16,8 @@ export class GrayReloader {
     private readonly path: string,
     private readonly sessions: WhiteSessions,
     private readonly logger: Logger,
+    /** engine.threads as the process started (the threads start once). */
+    private readonly startedThreads: number | null = null,
   ) {}
 
   run(why: string): Promise<void> {
@@ -34,6 +36,7 @@ export class GrayReloader {
     try {
       const done = await this.sessions.applyConfig(next);
       if (next.log.level !== this.logger.level && !process.env.RELAY_LOG_LEVEL) this.logger.level = next.log.level;
+      if (next.engine.threads !== this.startedThreads) this.logger.warn({ why, path: this.path, notApplied: 'engine.threads: the engine threads are started once; restart needed' }, 'config setting not applied');
       this.logger.info({ why, path: this.path, applied: done, services: next.services.map((s) => s.name) }, 'config reloaded');
     } catch (err) {
       const error = err instanceof Error ? err.message : String(err);

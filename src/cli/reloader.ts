@@ -62,6 +62,7 @@ export class Reloader {
           result.notApplied.push(`limits.${name}: webhooks already configured keep the value they started with; restart needed`);
         }
       }
+      if (next.engine.threads !== previous.engine.threads) result.notApplied.push('engine.threads: the engine threads are started once; restart needed');
       if (next.log.level !== this.logger.level) {
         // The environment wins over the file, at start and at reload alike.
         if (process.env.RELAY_LOG_LEVEL) result.notApplied.push(`log.level: RELAY_LOG_LEVEL=${process.env.RELAY_LOG_LEVEL} is set and overrides the file`);

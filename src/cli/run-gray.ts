@@ -21,11 +21,11 @@ export async function runGray(configPath: string): Promise<LaunchedGray> {
   // the process, and systemd counts that as a clean exit, so Restart=on-failure would not help).
   let reload: GrayReloader | null = null;
   process.on('SIGHUP', () => (reload ? void reload.run('SIGHUP') : logger.warn({ path: configPath }, 'SIGHUP during startup ignored')));
-  const dataPlane = openDataPlane();
+  const dataPlane = openDataPlane(config.engine.threads ?? undefined);
   logDataPlane(logger, dataPlane);
   const gray = await launchGray(config, { logger, dataPlane });
   // The same watcher as the white's, with its defaults (a gray's file has no watch settings).
-  const reloader = new GrayReloader(configPath, gray.sessions, logger);
+  const reloader = new GrayReloader(configPath, gray.sessions, logger, config.engine.threads);
   reload = reloader;
   const watcher = watchConfigFile(configPath, {
     polling: false,

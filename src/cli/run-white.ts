@@ -28,7 +28,7 @@ export async function runWhite(configPath: string, options: RunWhiteOptions): Pr
   const logger = createLogger({ level: config.log.level, name: 'white', ...(guard ? { guard } : {}) });
   for (const warning of warnings) logger.warn({ path: configPath }, warning);
   if (Object.keys(overrides).length > 0) logger.info({ overrides }, 'command-line settings override the file');
-  const dataPlane = openDataPlane();
+  const dataPlane = openDataPlane(config.engine.threads ?? undefined);
   logDataPlane(logger, dataPlane);
   if (config.portsRange) {
     const overlap = ephemeralOverlap(config.portsRange, await ephemeralPortRange());

@@ -23,7 +23,7 @@ export interface WhiteConfigDiff {
 }
 
 /** Settings compared for globalChanged; `grays` is diffed per entry and `path` is not a setting. */
-const GLOBAL_KEYS = ['control', 'bind', 'admin', 'portsRange', 'dataSourceCheck', 'clientKeepAlive', 'hooks', 'authorize', 'metrics', 'dashboard', 'log', 'watch', 'limits'] as const satisfies ReadonlyArray<
+const GLOBAL_KEYS = ['control', 'bind', 'admin', 'portsRange', 'dataSourceCheck', 'clientKeepAlive', 'hooks', 'authorize', 'metrics', 'dashboard', 'log', 'engine', 'watch', 'limits'] as const satisfies ReadonlyArray<
   Exclude<keyof WhiteConfig, 'grays' | 'path'>
 >;
 

@@ -29,6 +29,7 @@ export function whiteConfigInCode(grays: readonly GrayEntryInCode[], limits: Par
     metrics: null,
     dashboard: null,
     log: { level: 'warn' },
+    engine: { threads: null },
     watch: { polling: false, debounceMs: 200 },
     limits: resolveLimits(limits),
     ...extra,
@@ -57,6 +58,7 @@ export function grayConfigInCode(
     pool: 4,
     status: null,
     log: { level: 'warn' },
+    engine: { threads: null },
     limits: resolveLimits(limits),
     ...rest,
   };

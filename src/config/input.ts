@@ -51,6 +51,7 @@ export interface WhiteConfigInput {
   readonly data_source_check?: boolean;
   readonly client_keep_alive?: boolean;
   readonly log?: { readonly level?: LogLevel };
+  readonly engine?: { readonly threads?: number };
   readonly watch?: { readonly polling?: boolean; readonly debounce_ms?: number };
   readonly metrics?: { readonly listen: string } | null;
   readonly dashboard?: { readonly listen?: string; readonly token?: string } | null;
@@ -73,5 +74,6 @@ export interface GrayConfigInput extends SecretInput {
   readonly proxy_protocol?: 'none' | 'v1' | 'v2';
   readonly status?: { readonly listen: string } | null;
   readonly log?: { readonly level?: LogLevel };
+  readonly engine?: { readonly threads?: number };
   readonly limits?: LimitsInput;
 }

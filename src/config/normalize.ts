@@ -248,6 +248,7 @@ export async function normalizeWhite(raw: Obj, ctx: NormalizeContext): Promise<W
     metrics,
     dashboard,
     log: logAt(raw.log),
+    engine: engineAt(raw.engine),
     watch: { polling: bool(watchRaw.polling, false), debounceMs: int(watchRaw.debounce_ms, 200) },
     limits,
   };
@@ -303,6 +304,13 @@ export async function normalizeGray(raw: Obj, ctx: NormalizeContext): Promise<Gr
     pool: int(raw.pool, 8),
     status,
     log: logAt(raw.log),
+    engine: engineAt(raw.engine),
     limits: limitsAt(raw.limits, ['limits'], ctx),
   };
+}
+
+/** engine.threads (the schema checked its range); null: the default, decided at startup. */
+function engineAt(v: unknown): { threads: number | null } {
+  const threads = obj(v)?.threads;
+  return { threads: typeof threads === 'number' ? threads : null };
 }

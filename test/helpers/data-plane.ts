@@ -6,8 +6,11 @@ import { Engine } from '../../src/engine/substrate/engine.js';
 
 let plane: DataPlane | null = null;
 
+/** One engine thread unless RELAY_ENGINE_THREADS says otherwise: the engine's own tests check
+ *  one thread's order (the newest idle connection first, the oldest client waiting first);
+ *  test/e2e/threads.test.ts checks several. */
 export function testDataPlane(): DataPlane {
-  plane ??= openDataPlane();
+  plane ??= openDataPlane(1);
   return plane;
 }
 

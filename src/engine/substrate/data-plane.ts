@@ -5,7 +5,7 @@
 // missing engine an error at startup instead of a silent fallback.
 import type { Socket } from 'node:net';
 import { ErrorCodes, RelayError } from '../../errors.js';
-import { Engine } from './engine.js';
+import { defaultEngineThreads, Engine, ENGINE_THREADS_MAX } from './engine.js';
 import type { DataPlaneName } from './pair.js';
 
 export type DataPlane =
@@ -21,15 +21,40 @@ function choice(): Choice {
   throw new RelayError(ErrorCodes.USAGE, `RELAY_DATA_PLANE=${value}: expected auto, splice or js`);
 }
 
-/** Starts this process's data plane as RELAY_DATA_PLANE says; throws when it asks for what
- *  cannot be had. Call once, at startup. */
-export function openDataPlane(): DataPlane {
+/** How many engine threads: RELAY_ENGINE_THREADS when set (it wins over the file, as
+ *  RELAY_DATA_PLANE does), else the config's engine.threads, else one per core (at most
+ *  ENGINE_THREADS_MAX). */
+export function engineThreads(configured?: number): number {
+  const value = process.env.RELAY_ENGINE_THREADS;
+  if (value === undefined || value === '') return configured ?? defaultEngineThreads();
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > ENGINE_THREADS_MAX) throw new RelayError(ErrorCodes.USAGE, `RELAY_ENGINE_THREADS=${value}: expected a whole number from 1 to ${ENGINE_THREADS_MAX}`);
+  return n;
+}
+
+/** Starts this process's data plane as RELAY_DATA_PLANE says, with engineThreads(threads)
+ *  engine threads; throws when it asks for what cannot be had. Call once, at startup. */
+export function openDataPlane(threads?: number): DataPlane {
   const wanted = choice();
   if (wanted === 'js') return jsDataPlane('RELAY_DATA_PLANE=js');
-  const engine = Engine.open();
+  const engine = Engine.open(engineThreads(threads));
   if (typeof engine !== 'string') return { name: 'splice', engine, note: null };
   if (wanted === 'splice') throw new RelayError(ErrorCodes.DATA_PLANE_UNAVAILABLE, `RELAY_DATA_PLANE=splice, but the native splice plane cannot start: ${engine}`);
   return jsDataPlane(engine);
+}
+
+/** What the state reports of the engine threads: how many, and per thread the pairs it runs
+ *  and the connections it holds (accepted or dialed, not yet in a pair), to see the load
+ *  spread. null on the JS plane. */
+export interface EngineThreadsState {
+  readonly threads: number;
+  readonly perThread: ReadonlyArray<{ readonly pairs: number; readonly heldConnections: number }>;
+}
+
+export function engineThreadsState(plane: DataPlane): EngineThreadsState | null {
+  if (!plane.engine) return null;
+  const stats = plane.engine.stats();
+  return { threads: stats.threads.length, perThread: stats.threads.map((t) => ({ pairs: t.pairs, heldConnections: t.conns })) };
 }
 
 export function jsDataPlane(note: string): DataPlane {

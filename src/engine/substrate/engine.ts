@@ -66,8 +66,9 @@ export interface PoolPairInfo {
 }
 
 interface Addon {
-  /** onEvents hears every event queued since its last call, in one batch (events.ts). */
-  createEngine(onEvents: (...batch: EventBatch) => void): EngineHandle;
+  /** onEvents hears every event queued since its last call, in one batch (events.ts), from
+   *  threads engine threads (native/group.cc). */
+  createEngine(onEvents: (...batch: EventBatch) => void, threads: number): EngineHandle;
   /** malloc_trim: free malloc pages back to the system (native/memory.cc). */
   trimMalloc(): void;
 }
@@ -77,6 +78,15 @@ export interface EngineStats {
   readonly pairs: number;
   readonly pipes: number;
   readonly conns: number;
+  /** The same pairs and held connections per engine thread, to see the load spread. */
+  readonly threads: ReadonlyArray<{ readonly pairs: number; readonly conns: number }>;
+}
+
+/** engine.threads' default: one engine thread per core this process may use, at most
+ *  ENGINE_THREADS_MAX. */
+export const ENGINE_THREADS_MAX = 16;
+export function defaultEngineThreads(): number {
+  return Math.min(ENGINE_THREADS_MAX, Math.max(1, os.availableParallelism()));
 }
 
 /** What owns a listener's events (listener.ts). */
@@ -143,18 +153,21 @@ export class Engine {
     private readonly addon: Addon,
     /** The addon file this engine came from (built here or prebuilt). */
     readonly modulePath: string,
+    /** How many engine threads it runs (engine.threads). */
+    readonly threads: number,
   ) {
     this.handle = addon.createEngine((...batch) => {
       for (const event of decodeBatch(...batch)) this.route(event);
-    });
+    }, threads);
   }
 
-  /** Starts an engine thread, or returns why there can be none (no addon, not Linux). */
-  static open(): Engine | string {
+  /** Starts the engine's threads (1 unless told), or returns why there can be none (no addon,
+   *  not Linux). */
+  static open(threads = 1): Engine | string {
     const loaded = loadAddon();
     if (typeof loaded === 'string') return loaded;
     try {
-      return new Engine(loaded.addon, loaded.modulePath);
+      return new Engine(loaded.addon, loaded.modulePath, threads);
     } catch (err) {
       return err instanceof Error ? err.message : String(err);
     }
