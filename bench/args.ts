@@ -20,6 +20,8 @@ export interface Options {
   nginxBin: string;
   relayCli: string;
   pool: number;
+  /** Engine threads of relay's white and gray, and haproxy's nbthread per hop. */
+  threads: number;
   readyTimeoutMs: number;
   scaleClients: number;
   scaleGrays: number;
@@ -52,6 +54,8 @@ export const USAGE = `usage: npm run bench -- [options]      (or: node dist/benc
   --nginx BIN           nginx binary (default: nginx on PATH or in /usr/sbin, installed when missing)
   --relay-cli FILE      relay CLI script (default dist/src/cli/relay.js)
   --pool N              gray pool size for relay (default 64)
+  --threads N           engine threads in relay's white and gray (engine.threads) and nbthread
+                        of each haproxy hop (default 1)
   --scale-clients N     idle clients in --scale (default 10000; capped by ulimit -n)
   --scale-grays N       grays in the startup test of --scale (default 1000)
   -h, --help            this text
@@ -72,6 +76,7 @@ export function parseArgs(argv: readonly string[]): Options {
     nginxBin: 'nginx',
     relayCli: DEFAULT_RELAY_CLI,
     pool: 64,
+    threads: 1,
     readyTimeoutMs: 20_000,
     scaleClients: 10_000,
     scaleGrays: 1000,
@@ -152,6 +157,9 @@ export function parseArgs(argv: readonly string[]): Options {
         break;
       case '--pool':
         o.pool = positive(a, value(a));
+        break;
+      case '--threads':
+        o.threads = positive(a, value(a));
         break;
       case '--scale-clients':
         o.scaleClients = positive(a, value(a));

@@ -65,6 +65,7 @@ export async function runProfile(opts: Options): Promise<number> {
     servicePort: service.port,
     dir: path.join(tmp, 'relay'),
     pool: opts.pool,
+    threads: opts.threads,
     readyTimeoutMs: opts.readyTimeoutMs,
     nodeArgs: { [side]: ['--cpu-prof', `--cpu-prof-dir=${profDir}`] },
   });

@@ -44,7 +44,7 @@ async function runStandard(opts: Options): Promise<number> {
   const startedAt = new Date();
   const tmp = mkTemp('relay-bench-');
   const machine = machineInfo(opts.haproxyBin);
-  progress(t0, `relay bench (${opts.mode}): ${opts.rounds} round(s) × ${opts.workloads.length} workloads × targets ${opts.targets.join(',')}, ${opts.seconds}s each; ${machine.cores} cores, node ${machine.node}`);
+  progress(t0, `relay bench (${opts.mode}): ${opts.rounds} round(s) × ${opts.workloads.length} workloads × targets ${opts.targets.join(',')}, ${opts.seconds}s each, ${opts.threads} engine thread(s) per relay process and haproxy hop; ${machine.cores} cores, node ${machine.node}`);
 
   const service = await startService();
   const loadgen = await startLoadgen();
@@ -67,11 +67,11 @@ async function runStandard(opts: Options): Promise<number> {
     }
     if (name === 'direct') consider(name, startDirect(service.port));
     else if (name === 'haproxy') {
-      consider(name, await startHaproxy({ bin: opts.haproxyBin, splice: opts.haproxySplice, servicePort: service.port, dir: path.join(tmp, 'haproxy'), maxconn: 4096, readyTimeoutMs: opts.readyTimeoutMs }));
+      consider(name, await startHaproxy({ bin: opts.haproxyBin, splice: opts.haproxySplice, servicePort: service.port, dir: path.join(tmp, 'haproxy'), maxconn: 4096, threads: opts.threads, readyTimeoutMs: opts.readyTimeoutMs }));
     } else if (name === 'relay') {
-      consider(name, await startRelay({ cli: opts.relayCli, servicePort: service.port, dir: path.join(tmp, 'relay'), pool: opts.pool, readyTimeoutMs: opts.readyTimeoutMs }));
+      consider(name, await startRelay({ cli: opts.relayCli, servicePort: service.port, dir: path.join(tmp, 'relay'), pool: opts.pool, threads: opts.threads, readyTimeoutMs: opts.readyTimeoutMs }));
     } else {
-      consider(name, await startRelayWithAuthorize({ cli: opts.relayCli, servicePort: service.port, dir: path.join(tmp, 'relay-authorize'), pool: opts.pool, readyTimeoutMs: opts.readyTimeoutMs }));
+      consider(name, await startRelayWithAuthorize({ cli: opts.relayCli, servicePort: service.port, dir: path.join(tmp, 'relay-authorize'), pool: opts.pool, threads: opts.threads, readyTimeoutMs: opts.readyTimeoutMs }));
     }
   }
 
@@ -135,6 +135,7 @@ async function runStandard(opts: Options): Promise<number> {
       seconds: opts.seconds,
       warmupSeconds: opts.warmupSeconds,
       pool: opts.pool,
+      threads: opts.threads,
       targets: opts.targets,
       workloads: opts.workloads.map((id) => ({ id, ...workloadFor(id, timing) })),
       // The relay+authorize column: the authorize block it adds to white.yaml (url aside) and where it is measured.
@@ -242,8 +243,8 @@ async function startWrkSide(opts: Options, tmp: string, status: Record<TargetNam
       name === 'direct'
         ? startDirect(nginx.port)
         : name === 'haproxy'
-          ? await startHaproxy({ ...common, bin: opts.haproxyBin, splice: opts.haproxySplice, maxconn: 4096 })
-          : await startRelay({ ...common, cli: opts.relayCli, pool: opts.pool });
+          ? await startHaproxy({ ...common, bin: opts.haproxyBin, splice: opts.haproxySplice, maxconn: 4096, threads: opts.threads })
+          : await startRelay({ ...common, cli: opts.relayCli, pool: opts.pool, threads: opts.threads });
     if (s.ok) {
       st[name] = { available: true, info: s.target.info };
       targets.push(s.target);

@@ -37,9 +37,9 @@ async function idleScale(opts: Options, clients: number, t0: number, servicePort
     if (!opts.targets.includes(name)) continue;
     let started: Started;
     if (name === 'relay') {
-      started = await startRelay({ cli: opts.relayCli, servicePort, dir: path.join(tmp, 'relay-idle'), pool: opts.pool, readyTimeoutMs: opts.readyTimeoutMs });
+      started = await startRelay({ cli: opts.relayCli, servicePort, dir: path.join(tmp, 'relay-idle'), pool: opts.pool, threads: opts.threads, readyTimeoutMs: opts.readyTimeoutMs });
     } else {
-      started = await startHaproxy({ bin: opts.haproxyBin, splice: opts.haproxySplice, servicePort, dir: path.join(tmp, 'haproxy-idle'), maxconn: clients + 20, maxpipes: 64, readyTimeoutMs: opts.readyTimeoutMs });
+      started = await startHaproxy({ bin: opts.haproxyBin, splice: opts.haproxySplice, servicePort, dir: path.join(tmp, 'haproxy-idle'), maxconn: clients + 20, maxpipes: 64, threads: opts.threads, readyTimeoutMs: opts.readyTimeoutMs });
     }
     if (!started.ok) {
       progress(t0, `${name}: unavailable: ${started.reason}`);
@@ -116,7 +116,7 @@ async function whiteStartup(opts: Options, grays: number, tries: number, tmp: st
     const dir = path.join(tmp, `startup-${grays}-${i}`);
     fs.mkdirSync(dir, { recursive: true });
     const cfg = path.join(dir, 'white.yaml');
-    fs.writeFileSync(cfg, whiteYaml(ports[0]!, defs), { mode: 0o600 });
+    fs.writeFileSync(cfg, whiteYaml(ports[0]!, defs, null, opts.threads), { mode: 0o600 });
     const start = process.hrtime.bigint();
     const white = spawnManaged(`relay white (${grays} grays)`, process.execPath, [opts.relayCli, 'white', '--config', cfg], { cwd: dir });
     try {
@@ -128,7 +128,7 @@ async function whiteStartup(opts: Options, grays: number, tries: number, tmp: st
       await white.waitForLine((l) => isLogMsg(l, 'admin listening'), 60_000, '"admin listening" log line');
       const added: RelayGrayDef = { id: 'added', secret: newSecret(), publicPort: ports[1 + 2 * grays]!, dataPort: ports[2 + 2 * grays]! };
       const reloadStart = process.hrtime.bigint();
-      fs.writeFileSync(`${cfg}.tmp`, whiteYaml(ports[0]!, [...defs, added]), { mode: 0o600 });
+      fs.writeFileSync(`${cfg}.tmp`, whiteYaml(ports[0]!, [...defs, added], null, opts.threads), { mode: 0o600 });
       fs.renameSync(`${cfg}.tmp`, cfg);
       await white.waitForLine((l) => isLogMsg(l, 'config reloaded'), 60_000, '"config reloaded" log line');
       reloads.push(Number(process.hrtime.bigint() - reloadStart) / 1e9);

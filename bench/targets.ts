@@ -74,8 +74,8 @@ export function haproxyVersion(bin: string): { ok: true; version: string } | { o
  * One hop of the chain. Choices, and why:
  *  - mode tcp with splice-auto: the strongest plain-TCP haproxy setup on Linux; the kernel moves
  *    bulk bytes between sockets without copying them through user space when it pays off.
- *  - nbthread 1: relay's white and gray each run one JavaScript thread; one haproxy thread per hop
- *    compares like with like and keeps the two hops from fighting the loader for 2 cores.
+ *  - nbthread as relay's engine.threads (--threads, 1 unless asked): relay's white and gray each move
+ *    bytes on that many engine threads, haproxy as many threads per hop, like with like.
  *  - timeouts long enough never to cut a benchmark or scale connection.
  */
 export type SpliceMode = 'auto' | 'always' | 'off';
@@ -91,10 +91,10 @@ function spliceLines(mode: SpliceMode): string {
   }
 }
 
-export function haproxyConfig(o: { listen: number; forwardTo: number; maxconn: number; name: string; splice?: SpliceMode; maxpipes?: number }): string {
+export function haproxyConfig(o: { listen: number; forwardTo: number; maxconn: number; name: string; splice?: SpliceMode; maxpipes?: number; threads?: number }): string {
   return `# ${o.name} hop of the bench's haproxy chain (generated; do not edit)
 global
-    nbthread 1
+    nbthread ${o.threads ?? 1}
     maxconn ${o.maxconn}${o.maxpipes !== undefined ? `\n    # Splice pipes cost 2 descriptors each; capped so maxconn fits under ulimit -n.\n    maxpipes ${o.maxpipes}` : ''}
     # The bench runs haproxy in the foreground and measures it; no logging at all.
 
@@ -125,6 +125,7 @@ export async function startHaproxy(opts: {
   readyTimeoutMs: number;
   splice?: SpliceMode;
   maxpipes?: number;
+  threads?: number;
   waitReady?: WaitReady;
 }): Promise<Started> {
   const v = haproxyVersion(opts.bin);
@@ -134,8 +135,8 @@ export async function startHaproxy(opts: {
   fs.mkdirSync(opts.dir, { recursive: true });
   const whiteCfg = path.join(opts.dir, 'white-hop.cfg');
   const grayCfg = path.join(opts.dir, 'gray-hop.cfg');
-  fs.writeFileSync(whiteCfg, haproxyConfig({ listen: publicPort, forwardTo: grayPort, maxconn: opts.maxconn, name: 'white', splice: opts.splice ?? 'auto', maxpipes: opts.maxpipes }));
-  fs.writeFileSync(grayCfg, haproxyConfig({ listen: grayPort, forwardTo: opts.servicePort, maxconn: opts.maxconn, name: 'gray', splice: opts.splice ?? 'auto', maxpipes: opts.maxpipes }));
+  fs.writeFileSync(whiteCfg, haproxyConfig({ listen: publicPort, forwardTo: grayPort, maxconn: opts.maxconn, name: 'white', splice: opts.splice ?? 'auto', maxpipes: opts.maxpipes, threads: opts.threads }));
+  fs.writeFileSync(grayCfg, haproxyConfig({ listen: grayPort, forwardTo: opts.servicePort, maxconn: opts.maxconn, name: 'gray', splice: opts.splice ?? 'auto', maxpipes: opts.maxpipes, threads: opts.threads }));
   // -db: foreground, no daemon; the pid we spawn is the process doing the work.
   const gray = spawnManaged('haproxy gray hop', opts.bin, ['-db', '-f', grayCfg]);
   const white = spawnManaged('haproxy white hop', opts.bin, ['-db', '-f', whiteCfg]);
@@ -192,8 +193,9 @@ export interface RelayAuthorizeDef {
   clientConnect: boolean;
 }
 
-export function whiteYaml(controlPort: number, grays: readonly RelayGrayDef[], authorize: RelayAuthorizeDef | null = null): string {
+export function whiteYaml(controlPort: number, grays: readonly RelayGrayDef[], authorize: RelayAuthorizeDef | null = null, threads?: number): string {
   const lines = [`control: { listen: "${HOST}:${controlPort}" }`, 'admin: { socket: null }'];
+  if (threads !== undefined) lines.push(`engine: { threads: ${threads} }`);
   if (authorize) {
     lines.push(
       'authorize:',
@@ -211,8 +213,9 @@ export function whiteYaml(controlPort: number, grays: readonly RelayGrayDef[], a
   return lines.join('\n') + '\n';
 }
 
-export function grayYaml(o: { controlPort: number; id: string; secret: string; targetPort: number; pool: number }): string {
+export function grayYaml(o: { controlPort: number; id: string; secret: string; targetPort: number; pool: number; threads?: number }): string {
   return [
+    ...(o.threads !== undefined ? [`engine: { threads: ${o.threads} }`] : []),
     `white: "${HOST}:${o.controlPort}"`,
     `id: ${o.id}`,
     `secret: "${o.secret}"`,
@@ -226,6 +229,8 @@ export interface RelayOptions {
   servicePort: number;
   dir: string;
   pool: number;
+  /** engine.threads of both sides; the key is left out when not given. */
+  threads?: number;
   readyTimeoutMs: number;
   /** Extra node flags for one side, e.g. --cpu-prof (profile mode). */
   nodeArgs?: { white?: string[]; gray?: string[] };
@@ -253,8 +258,8 @@ export async function startRelay(o: RelayOptions): Promise<Started> {
   fs.mkdirSync(o.dir, { recursive: true });
   const whiteCfg = path.join(o.dir, 'white.yaml');
   const grayCfg = path.join(o.dir, 'gray.yaml');
-  fs.writeFileSync(whiteCfg, whiteYaml(controlPort, [{ id: 'bench', secret, publicPort, dataPort }], o.authorize ?? null), { mode: 0o600 });
-  fs.writeFileSync(grayCfg, grayYaml({ controlPort, id: 'bench', secret, targetPort: o.servicePort, pool: o.pool }), { mode: 0o600 });
+  fs.writeFileSync(whiteCfg, whiteYaml(controlPort, [{ id: 'bench', secret, publicPort, dataPort }], o.authorize ?? null, o.threads), { mode: 0o600 });
+  fs.writeFileSync(grayCfg, grayYaml({ controlPort, id: 'bench', secret, targetPort: o.servicePort, pool: o.pool, threads: o.threads }), { mode: 0o600 });
 
   const deadline = Date.now() + o.readyTimeoutMs;
   const left = (): number => Math.max(100, deadline - Date.now());
@@ -289,7 +294,7 @@ export async function startRelay(o: RelayOptions): Promise<Started> {
       name: o.name ?? 'relay',
       port: publicPort,
       procs: { white: white.pid, gray: gray.pid },
-      info: { cli: o.cli, pool: o.pool, whiteConfig: whiteCfg, grayConfig: grayCfg, ...(o.authorize ? { authorize: o.authorize } : {}) },
+      info: { cli: o.cli, pool: o.pool, ...(o.threads !== undefined ? { threads: o.threads } : {}), whiteConfig: whiteCfg, grayConfig: grayCfg, ...(o.authorize ? { authorize: o.authorize } : {}) },
       health: healthOf(white, gray),
       stop,
     },
