@@ -5,7 +5,7 @@
 // missing engine an error at startup instead of a silent fallback.
 import type { Socket } from 'node:net';
 import { ErrorCodes, RelayError } from '../../errors.js';
-import { defaultEngineThreads, Engine, ENGINE_THREADS_MAX } from './engine.js';
+import { Engine, ENGINE_THREADS_MAX } from './engine.js';
 import type { DataPlaneName } from './pair.js';
 
 export type DataPlane =
@@ -22,11 +22,10 @@ function choice(): Choice {
 }
 
 /** How many engine threads: RELAY_ENGINE_THREADS when set (it wins over the file, as
- *  RELAY_DATA_PLANE does), else the config's engine.threads, else one per core (at most
- *  ENGINE_THREADS_MAX). */
+ *  RELAY_DATA_PLANE does), else the config's engine.threads, else one. */
 export function engineThreads(configured?: number): number {
   const value = process.env.RELAY_ENGINE_THREADS;
-  if (value === undefined || value === '') return configured ?? defaultEngineThreads();
+  if (value === undefined || value === '') return configured ?? 1;
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1 || n > ENGINE_THREADS_MAX) throw new RelayError(ErrorCodes.USAGE, `RELAY_ENGINE_THREADS=${value}: expected a whole number from 1 to ${ENGINE_THREADS_MAX}`);
   return n;

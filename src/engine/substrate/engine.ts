@@ -82,12 +82,8 @@ export interface EngineStats {
   readonly threads: ReadonlyArray<{ readonly pairs: number; readonly conns: number }>;
 }
 
-/** engine.threads' default: one engine thread per core this process may use, at most
- *  ENGINE_THREADS_MAX. */
+/** engine.threads' bound. Its default is one thread: see docs/config.md for why, for now. */
 export const ENGINE_THREADS_MAX = 16;
-export function defaultEngineThreads(): number {
-  return Math.min(ENGINE_THREADS_MAX, Math.max(1, os.availableParallelism()));
-}
 
 /** What owns a listener's events (listener.ts). */
 export interface ListenerOwner {
