@@ -18,23 +18,8 @@ import { silentLogger } from '../../src/log.js';
 import { closedBy, grayConfigFor, roundTrip, startService, startTunnel, whiteConfigFor, type Tunnel } from '../helpers/tunnel.js';
 import { testDataPlane } from '../helpers/data-plane.js';
 import { messageReader, rawLogin, rawTlsConnect, sendOnDataPort } from '../helpers/raw-gray.js';
-import { waitUntil } from '../soak/support.js';
+import { firstBytes, waitUntil } from '../soak/support.js';
 
-/** Resolves with the first `n` bytes a socket receives (the start header on a paired data conn). */
-function firstBytes(socket: net.Socket, n: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    let got = Buffer.alloc(0);
-    const onData = (c: Buffer): void => {
-      got = Buffer.concat([got, c]);
-      if (got.length >= n) {
-        socket.off('data', onData);
-        resolve(got);
-      }
-    };
-    socket.on('data', onData);
-    socket.once('close', () => reject(new Error(`closed after ${got.length} bytes`)));
-  });
-}
 
 /** Bounded wait for a condition that has no event of its own (a counter in a snapshot). */
 function nextMatching(received: Message[], socket: net.Socket, predicate: (m: Message) => boolean): Promise<Message> {

@@ -19,6 +19,7 @@ import { silentLogger } from '../../src/log.js';
 import { noEngine } from '../helpers/data-plane.js';
 import { rawLogin, sendOnDataPort } from '../helpers/raw-gray.js';
 import { closedBy, grayConfigFor, startService, whiteConfigFor } from '../helpers/tunnel.js';
+import { firstBytes } from '../soak/support.js';
 
 const THREADS = 4;
 
@@ -37,20 +38,6 @@ async function waitUntil(condition: () => boolean, what: string, timeoutMs = 10_
   }
 }
 
-function received(socket: net.Socket, n: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    let got = Buffer.alloc(0);
-    const onData = (c: Buffer): void => {
-      got = Buffer.concat([got, c]);
-      if (got.length >= n) {
-        socket.off('data', onData);
-        resolve(got);
-      }
-    };
-    socket.on('data', onData);
-    socket.once('close', () => reject(new Error(`closed after ${got.length} of ${n} bytes`)));
-  });
-}
 
 function connect(port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
@@ -126,7 +113,7 @@ describe('engine threads', { skip: noEngine() }, () => {
     for (let i = 0; i < 16; i++) {
       const client = await connect(publicPort);
       client.write(`c${String(i).padStart(2, '0')}`);
-      assert.equal((await received(client, 3)).toString(), `c${String(i).padStart(2, '0')}`);
+      assert.equal((await firstBytes(client, 3)).toString(), `c${String(i).padStart(2, '0')}`);
       clients.push(client);
     }
     // With four copies of the public port, sixteen clients from sixteen source ports all hashed
@@ -165,10 +152,10 @@ describe('engine threads', { skip: noEngine() }, () => {
     for (let i = 0; i < 24 && ![...fastThreads].some((t) => t !== slowThread); i++) {
       const fast = await connect(publicPort);
       fast.write(payload.subarray(0, 1));
-      await received(fast, 1);
+      await firstBytes(fast, 1);
       const now = engineThreadsState(whitePlane!)!.perThread;
       for (const [t, counts] of now.entries()) if (counts.pairs > (t === slowThread ? 1 : 0)) fastThreads.add(t);
-      const rest = received(fast, payload.length - 1);
+      const rest = firstBytes(fast, payload.length - 1);
       fast.end(payload.subarray(1));
       assert.ok((await rest).equals(payload.subarray(1)), 'the fast transfer arrives whole');
       fast.destroy();
@@ -206,7 +193,7 @@ describe('engine threads: one counter window for every copy of the data port', {
     // wherever that was verified (moved once if need be).
     const client = net.connect({ host: '127.0.0.1', port: white.portsOf('raw')!.publicPort });
     client.on('error', () => {});
-    assert.equal((await received(first, START_HEADER_BYTES)).length, START_HEADER_BYTES);
+    assert.equal((await firstBytes(first, START_HEADER_BYTES)).length, START_HEADER_BYTES);
     // Eight replays from eight source ports: all on the first's thread has a chance of 4^-8.
     for (let i = 0; i < 8; i++) await closedBy(await sendOnDataPort(s.dataPort, s.preamble(1)));
     await waitUntil(() => (white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_REPLAY] ?? 0) === 8, 'eight replays refused');

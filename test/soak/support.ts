@@ -221,6 +221,23 @@ export class LiveTransfer {
 
 /** Resolves when the peer closes the socket (FIN or reset), with how long that took from
  *  `since`. Reads and discards whatever arrives. */
+/** Resolves with the first `n` bytes a socket receives (e.g. the start header on a paired data
+ *  connection); rejects if it closes first. */
+export function firstBytes(socket: net.Socket, n: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    let got = Buffer.alloc(0);
+    const onData = (c: Buffer): void => {
+      got = Buffer.concat([got, c]);
+      if (got.length >= n) {
+        socket.off('data', onData);
+        resolve(got);
+      }
+    };
+    socket.on('data', onData);
+    socket.once('close', () => reject(new Error(`closed after ${got.length} bytes`)));
+  });
+}
+
 export function closeTime(socket: net.Socket, since = Date.now()): Promise<number> {
   return new Promise((resolve) => {
     const done = (): void => resolve(Date.now() - since);
