@@ -189,9 +189,8 @@ void Engine::AdmitClient(uint32_t clientId) {
 
 // A client accepted while the pool's active pairs (over all threads) are below the limit needs
 // no JavaScript: it is joined at once with an idle connection of its thread (none while others
-// wait: they came first), taking a place among the active pairs (TryReserve), or, with one
-// engine thread, waits in the pool for the next one verified (JavaScript hears of it,
-// kAcceptedWaiting, and keeps its limits). kNo: JavaScript decides.
+// wait: they came first), taking a place among the active pairs (TryReserve). kNo: JavaScript
+// decides.
 Engine::Lent Engine::TakeLent(Listener* listener, Conn* client, int* error) {
   Pool* pool = PoolServing(listener->id);
   if (!pool) return Lent::kNo;
@@ -208,12 +207,11 @@ Engine::Lent Engine::TakeLent(Listener* listener, Conn* client, int* error) {
     }
     shared.active.fetch_sub(1, std::memory_order_relaxed);
   }
-  // With several threads JavaScript hears of the client first and admits it (AdmitClient asks
-  // another thread): an idle connection moving here would otherwise meet a client JavaScript
-  // is refusing meanwhile (its queue full), which has no way to take it back.
-  if (count_ > 1) return Lent::kNo;
-  pool->waiting.push_back(client->id);
-  return Lent::kWaiting;
+  // No idle connection: JavaScript hears of the client first and admits it (AdmitClient, which
+  // asks another thread when there are several). A client the engine queued here by itself could
+  // be joined by the next connection while JavaScript refuses it (its queue full) or loses its
+  // wait timer, which the e2e abort test caught with one thread and with four.
+  return Lent::kNo;
 }
 
 // A place among the pool's active pairs, if there is room.

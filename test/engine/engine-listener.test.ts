@@ -371,34 +371,6 @@ describe('engine listener', { timeout: 20_000 }, () => {
     back.listener.close();
   });
 
-  it('below the active limit with no idle connection, a client waits in the pool from accept, reported as such, and the next connection verified takes it without an admit', { timeout: 10_000 }, async () => {
-    const front = harness({});
-    const { back, sessionId, dataKey } = grayDataPort();
-    back.listener.setActiveLimit(10);
-    front.listener.usePool(back.listener, 0);
-    const client = await dial(front.listener.port);
-    client.write('early');
-    const reported = (await front.nextConn()).conn;
-    assert.equal(reported.waitingAtAccept, true);
-    const gray = await dial(back.listener.port);
-    gray.write(encodePreamble(sessionId, 1, dataKey));
-    const verified = (await back.nextConn()).conn;
-    const paired = await front.nextPaired();
-    assert.deepEqual([paired.client, paired.data], [reported, verified]);
-    const got = await received(gray, 45);
-    assert.deepEqual(got.subarray(40), Buffer.from('early'), 'what the client sent while it waited follows its start header');
-    // With the active limit at 0 (an authorize hook) a client is reported for JavaScript to decide.
-    back.listener.setActiveLimit(0);
-    const second = await dial(front.listener.port);
-    const secondConn = (await front.nextConn()).conn;
-    assert.equal(secondConn.waitingAtAccept, false);
-    secondConn.destroy();
-    for (const socket of [client, second, gray]) socket.destroy();
-    await paired.ended;
-    front.listener.close();
-    back.listener.close();
-  });
-
   it('a verified connection joins the oldest client waiting in the pool; a client closed while waiting is skipped', { timeout: 10_000 }, async () => {
     const front = harness({});
     const { back, sessionId, dataKey } = grayDataPort();
