@@ -171,10 +171,6 @@ struct Route {
 };
 // Why a held connection went away.
 enum GoneReason : int32_t { kGoneClosed = 1, kGoneData = 2 };
-// A client's kAccepted carries in its code what the engine did with it at accept: 0, nothing
-// (JavaScript decides: it admits or refuses it); kAcceptedWaiting, it waits in its gray's pool
-// for the next connection verified (lend.cc), so JavaScript only keeps its limits.
-enum AcceptedFlags : int32_t { kAcceptedWaiting = 1 };
 
 // The white's pool of one gray, owned by the gray's data listener (verify.cc): what the engine
 // needs to check a data connection's preamble on its own thread. JavaScript hands over the
@@ -401,8 +397,7 @@ struct Event {
   // kHeader: a dialed connection read its prefix (the white's start header); b is the pair the
   // engine forwarded it into by itself (Conn::routes), or 0 when JavaScript is to forward it.
   // kJoinedLent: a client (a) was joined with a lent connection (b) into pair id (lend.cc).
-  // kAccepted of a verified data connection (verify.cc): a is its counter, b its session epoch;
-  // of a client: code is its AcceptedFlags.
+  // kAccepted of a verified data connection (verify.cc): a is its counter, b its session epoch.
   // kPoolPairEnd: a pair of kJoinedLent ended (pool-pairs.cc): listenerId is the client's
   // public listener, remote the client; flags, clientConnId, ageMs and idleMs say the rest.
   // (The numbers are also in src/engine/substrate/codes.ts; a test compares the two.)
@@ -664,7 +659,7 @@ class Engine {
   void Accepted(Listener* listener, int fd, const sockaddr_storage& remote);
   void Refused(uint32_t listenerId, const sockaddr_storage& remote, int32_t refusal, const std::string& received, int error = 0);
   void ReadPrefix(Conn* conn, uint32_t events = 0);
-  enum class Lent { kNo, kJoined, kWaiting, kGone };
+  enum class Lent { kNo, kJoined, kGone };
   Lent TakeLent(Listener* listener, Conn* client, int* error);
   Pool* PoolOf(uint32_t dataListenerId);
   Pool* PoolServing(uint32_t publicListenerId);
@@ -688,7 +683,7 @@ class Engine {
   const Route* RouteFor(uint32_t table, uint8_t service) const;
   bool ForwardDialed(Conn* conn, Event* header);
   void ReleasePending(Conn* conn);
-  void AnnounceAccepted(Conn* conn, int32_t flags = 0);
+  void AnnounceAccepted(Conn* conn);
   void RefuseConn(Conn* conn, int32_t refusal, int error);
   void OnConnEvent(Conn* conn, uint32_t events);
   void Gone(Conn* conn, int32_t reason);

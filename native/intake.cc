@@ -110,8 +110,8 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   conns_[conn->id] = conn;
   connsHeld_.fetch_add(1, std::memory_order_relaxed);
   if (conn->state == Conn::kHeld) {
-    // A client: joined with a lent connection at once, or waiting in the pool for the next one,
-    // or reported for JavaScript to decide (lend.cc). One that was reset before it was accepted
+    // A client: joined with a lent connection at once, or reported for JavaScript to decide
+    // (lend.cc). One that was reset before it was accepted
     // is found out by the join's first read and refused, before anyone hears of it.
     int error = 0;
     switch (TakeLent(listener, conn, &error)) {
@@ -120,8 +120,6 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
       case Lent::kGone:
         Refused(listener->id, remote, kRefusedError, std::string(), error);
         return Drop(conn);
-      case Lent::kWaiting:
-        return AnnounceAccepted(conn, kAcceptedWaiting);
       case Lent::kNo:
         return AnnounceAccepted(conn);
     }
@@ -229,11 +227,10 @@ void Engine::ReleasePending(Conn* conn) {
   if (it != listeners_.end()) it->second->pending->fetch_sub(1, std::memory_order_relaxed);
 }
 
-void Engine::AnnounceAccepted(Conn* conn, int32_t flags) {
+void Engine::AnnounceAccepted(Conn* conn) {
   auto* event = new Event(Event::kAccepted);
   event->id = conn->id;
   event->listenerId = conn->listenerId;
-  event->code = flags;
   // A verified preamble has nothing left for JavaScript to check: it is not copied over.
   if (conn->epoch == 0) event->prefix = conn->prefix;
   event->a = conn->counter;  // a verified data connection's counter and session epoch

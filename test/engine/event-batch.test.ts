@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
-import { AcceptedFlag, EngineConstant, EventRecordFlag, EventType, PairEndFlag } from '../../src/engine/substrate/codes.js';
+import { EngineConstant, EventRecordFlag, EventType, PairEndFlag } from '../../src/engine/substrate/codes.js';
 import type { EngineHandle } from '../../src/engine/substrate/engine.js';
 import { decodeBatch, type EngineEvent, type EventBatch } from '../../src/engine/substrate/events.js';
 import { noEngine } from '../helpers/data-plane.js';
@@ -41,18 +41,18 @@ describe('decoding a batch of engine events', () => {
       record(EventType.pairEnd, 0xfffffff0, PairEndFlag.endedBeforeConnect, 111, [0, 0], EventRecordFlag.hasPrefix, 0, 0, 0xfffffff1),
       record(EventType.gone, 8, 2, 2, [0, 0], 0, 0, 0, 13),
       record(EventType.joinedLent, 9, 3, 0, [40001, 9001], EventRecordFlag.hasAddresses, 10, 11),
-      record(EventType.accepted, 12, 2, AcceptedFlag.waiting, [40002, 0], EventRecordFlag.hasPrefix | EventRecordFlag.hasAddresses, 0, 0),
+      record(EventType.accepted, 12, 2, 0, [40002, 0], EventRecordFlag.hasPrefix | EventRecordFlag.hasAddresses, 0, 0),
     ]);
     const side = [preamble, '127.0.0.2', '127.0.0.1', header, header, '::1', '::2', Buffer.alloc(0), '10.0.0.1', ''];
     const events = decodeBatch(records, side);
     const expected: EngineEvent[] = [
-      { type: 'accepted', conn: 5, listener: 2, prefix: preamble, remote: { ip: '127.0.0.2', port: 40000 }, local: { ip: '127.0.0.1', port: 9000 }, counter: 2 ** 40 + 1, session: 3, waiting: false },
+      { type: 'accepted', conn: 5, listener: 2, prefix: preamble, remote: { ip: '127.0.0.2', port: 40000 }, local: { ip: '127.0.0.1', port: 9000 }, counter: 2 ** 40 + 1, session: 3 },
       { type: 'header', conn: 6, header, pair: 7, stock: 0 },
       { type: 'pairEnd', pair: 7, errno: 111, bytesFromA: 2 ** 40, bytesFromB: 3, endedBeforeConnect: false, stock: 0, header: null },
       { type: 'pairEnd', pair: 0xfffffff0, errno: 111, bytesFromA: 0, bytesFromB: 0, endedBeforeConnect: true, stock: 0xfffffff1, header },
       { type: 'gone', conn: 8, listener: 2, reason: 'data', stock: 13 },
       { type: 'joinedLent', pair: 9, listener: 3, client: 10, lent: 11, remote: { ip: '::1', port: 40001 }, local: { ip: '::2', port: 9001 } },
-      { type: 'accepted', conn: 12, listener: 2, prefix: Buffer.alloc(0), remote: { ip: '10.0.0.1', port: 40002 }, local: null, counter: 0, session: 0, waiting: true },
+      { type: 'accepted', conn: 12, listener: 2, prefix: Buffer.alloc(0), remote: { ip: '10.0.0.1', port: 40002 }, local: null, counter: 0, session: 0 },
     ];
     assert.deepEqual(events, expected);
   });

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { AcceptedFlag, EngineConstant, EventRecordFlag, EventType, FilterMode, GoneCode, PairEndFlag, RefusalCode, WatchCode } from '../../src/engine/substrate/codes.js';
+import { EngineConstant, EventRecordFlag, EventType, FilterMode, GoneCode, PairEndFlag, RefusalCode, WatchCode } from '../../src/engine/substrate/codes.js';
 import { START_HEADER_BYTES, START_HEADER_VERSION } from '../../src/engine/protocol/start-header.js';
 
 /** From dist/test/engine/ to the package root. */
@@ -40,7 +40,6 @@ describe('the codes JavaScript and the engine share', () => {
     ['Watch', cppEnum('Watch', 'Watch'), WatchCode],
     ['Refusal', cppEnum('Refusal', 'Refused'), RefusalCode],
     ['GoneReason', cppEnum('GoneReason', 'Gone'), GoneCode],
-    ['AcceptedFlags', cppEnum('AcceptedFlags', 'Accepted'), AcceptedFlag],
     ['EventRecordFlags', cppEnum('EventRecordFlags', 'Record'), EventRecordFlag],
   ];
   for (const [name, cpp, ts] of cases) {

@@ -35,8 +35,6 @@ export const RefusalCode = {
   notAllowed: 14,
 } as const;
 
-/** AcceptedFlags: what the engine did with a client at accept (carried by its kAccepted). */
-export const AcceptedFlag = { waiting: 1 } as const;
 
 /** GoneReason: why a held connection went away. */
 export const GoneCode = { closed: 1, data: 2 } as const;

@@ -2,7 +2,7 @@
 // batches the addon's thread-safe function passes (a buffer of fixed-size records and an array
 // of their variable parts; native/napi.cc CallOnBatch says why). Nothing past decodeBatch looks
 // at a record's layout.
-import { AcceptedFlag, EngineConstant, EventRecordFlag, EventType, GoneCode, PairEndFlag, RefusalCode } from './codes.js';
+import { EngineConstant, EventRecordFlag, EventType, GoneCode, PairEndFlag, RefusalCode } from './codes.js';
 
 export interface Address {
   readonly ip: string;
@@ -43,9 +43,8 @@ export type EngineEvent =
   /** A listener's connection read its prefix (or, with none, was accepted) and is held. local is
    *  null for a connection that sent a prefix. On a gray's data port the engine verified the
    *  preamble: counter and session (the epoch JavaScript gave its keys) say whose it is (and
-   *  prefix is empty); both 0 elsewhere. waiting: a client the engine put in its gray's pool to wait for the next
-   *  connection verified (JavaScript keeps its limits but need not admit it). */
-  | { readonly type: 'accepted'; readonly conn: number; readonly listener: number; readonly prefix: Buffer; readonly remote: Address; readonly local: Address | null; readonly counter: number; readonly session: number; readonly waiting: boolean }
+   *  prefix is empty); both 0 elsewhere. */
+  | { readonly type: 'accepted'; readonly conn: number; readonly listener: number; readonly prefix: Buffer; readonly remote: Address; readonly local: Address | null; readonly counter: number; readonly session: number }
   /** received: the prefix bytes read before the refusal; errno: the socket error, if any. */
   | { readonly type: 'refused'; readonly listener: number; readonly refusal: Refusal; readonly errno: number; readonly received: Buffer; readonly remote: Address }
   /** A held connection went away; the engine closed it. listener is 0 for a dialed one; stock:
@@ -150,7 +149,7 @@ function decodeRecord(type: number, id: number, listenerId: number, code: number
     case EventType.pairEnd:
       return { type: 'pairEnd', pair: id, errno: code, bytesFromA: a, bytesFromB: b, endedBeforeConnect: (listenerId & PairEndFlag.endedBeforeConnect) !== 0, stock, header: prefix };
     case EventType.accepted:
-      return { type: 'accepted', conn: id, listener: listenerId, prefix: prefix ?? EMPTY, remote, local, counter: a, session: b, waiting: (code & AcceptedFlag.waiting) !== 0 };
+      return { type: 'accepted', conn: id, listener: listenerId, prefix: prefix ?? EMPTY, remote, local, counter: a, session: b };
     case EventType.refused:
       return { type: 'refused', listener: listenerId, refusal: refusals[code] ?? 'error', errno: b, received: prefix ?? EMPTY, remote };
     case EventType.gone:

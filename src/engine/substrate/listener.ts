@@ -190,7 +190,7 @@ export class EngineListener implements ListenerOwner, PoolPairOwner {
   }
 
   accepted(event: EngineEventOf<'accepted'>): void {
-    const conn = new EngineConn(this.engine, event.conn, this.watchMode, event.remote.ip, event.remote.port, event.local?.ip ?? '', event.local?.port ?? 0, event.waiting);
+    const conn = new EngineConn(this.engine, event.conn, this.watchMode, event.remote.ip, event.remote.port, event.local?.ip ?? '', event.local?.port ?? 0);
     this.handlers.onConnection(conn, event.prefix, { counter: event.counter, session: event.session });
   }
 
@@ -251,9 +251,6 @@ export class EngineConn implements HeldConn, ConnOwner {
      *  address is needed, for its start header, so the engine does not ask for the others. */
     readonly localAddress: string,
     readonly localPort: number,
-    /** The engine put it in its gray's pool at accept, where it waits for the next connection
-     *  verified: admitting it would ask for what is done. */
-    readonly waitingAtAccept = false,
   ) {
     engine.addConn(id, this);
   }

@@ -55,10 +55,6 @@ export class EngineIntake implements PortIntake, Lender {
     this.data?.admit(client as EngineConn);
   }
 
-  waitingAtAccept(client: HeldConn): boolean {
-    return (client as EngineConn).waitingAtAccept;
-  }
-
   setActiveLimit(limit: number): void {
     this.activeLimit = limit;
     this.data?.setActiveLimit(limit);

@@ -353,7 +353,7 @@ export class PoolBroker {
     client.watch('reset', () => this.unwait(waiting));
     this.waiting.push(waiting);
     this.stats.pendingClients = this.waiting.length;
-    if (!this.lender?.waitingAtAccept(client)) this.admitToEngine(waiting);
+    this.admitToEngine(waiting);
     this.topUp();
   }
 

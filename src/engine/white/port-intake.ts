@@ -46,9 +46,6 @@ export interface Lender {
   /** Joins a client JavaScript admitted with a pooled connection now, or as soon as one is
    *  verified; until then it waits in the engine (JavaScript keeps the waiting limits). */
   admit(client: HeldConn): void;
-  /** The engine put the client in the pool at accept, to wait for the next connection verified
-   *  (no authorize hook, room among the pairs): it needs no admit, only JavaScript's limits. */
-  waitingAtAccept(client: HeldConn): boolean;
   /** How many of the gray's pairs may run before clients stop being joined at accept, without
    *  JavaScript (the active-client limit; 0 while an authorize hook must see every client). */
   setActiveLimit(limit: number): void;
