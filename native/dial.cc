@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <sys/epoll.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 namespace relay {
@@ -17,6 +19,10 @@ void Engine::StartDial(Conn* conn) {
   if (fd < 0) return DialFailed(conn, errno);
   conn->fd = fd;
   TuneSocket(fd, conn->keepAliveSec);
+  // Linux holds the handshake's last ACK on a connecting socket with TCP_DEFER_ACCEPT set, so
+  // it goes with the preamble (sent as soon as the connect is done): one segment less per data
+  // connection, and the white accepts it with its preamble already in.
+  setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &kDeferHandshakeAckSec, sizeof kDeferHandshakeAckSec);
   if (connect(fd, reinterpret_cast<const sockaddr*>(&conn->remote), conn->remoteLen) < 0 && errno != EINPROGRESS) return DialFailed(conn, errno);
   // EPOLLOUT tells the connect is done; afterwards it only rides along with other events.
   epoll_event ev{};

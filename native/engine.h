@@ -115,6 +115,9 @@ constexpr size_t kStartHeaderDstOffset = 24;
 // as libuv sets them for Node's sockets, so both data planes give up on a vanished peer alike.
 constexpr int kKeepAliveIntervalSec = 1;
 constexpr int kKeepAliveProbes = 10;
+// TCP_DEFER_ACCEPT on a dialed data connection (dial.cc): any non-zero value makes Linux hold
+// the handshake's last ACK for the first bytes sent.
+constexpr int kDeferHandshakeAckSec = 1;
 
 // What an epoll registration points at. A listener or a held connection is registered with
 // its pointer; every registered struct starts with its Kind, so an event's pointer can be told
@@ -644,7 +647,7 @@ class Engine {
   void Settle(Pair* pair, int error);
   static int Blocked(Direction& d);
   static bool HeadWaiting(const Direction& d) { return d.headSent < d.head.size(); }
-  int SendCopied(Direction& d, const char* data, size_t n);
+  int SendCopied(Direction& d, const char* data, size_t n, bool last);
   int Pump(Pair* pair, int index, bool read);
   bool AcquirePipe(Direction& d);
   void ReleasePipe(Direction& d);

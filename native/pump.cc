@@ -136,18 +136,24 @@ int Engine::Blocked(Direction& d) {
 }
 
 // Sends what a copied read brought (data, n bytes) behind whatever head is still waiting, in
-// one send; what dst cannot take now becomes the head, which goes first next time.
-int Engine::SendCopied(Direction& d, const char* data, size_t n) {
+// one send; what dst cannot take now becomes the head, which goes first next time. last: src's
+// FIN is known to follow these bytes, and the caller passes it on next (shutdown or close),
+// which pushes them out: MSG_MORE holds the segment for it, so that bytes and FIN leave as one
+// (as they came). Sent alone, the FIN would be a second unacknowledged segment, and the peer,
+// which delays its ACK after a FIN, makes the kernel probe for it (a tail loss probe resends
+// the FIN within milliseconds).
+int Engine::SendCopied(Direction& d, const char* data, size_t n, bool last) {
   const size_t waiting = d.head.size() - d.headSent;
+  const int flags = MSG_NOSIGNAL | MSG_DONTWAIT | (last ? MSG_MORE : 0);
   ssize_t sent;
   if (waiting == 0) {
-    sent = send(d.dst, data, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    sent = send(d.dst, data, n, flags);
   } else {
     iovec parts[2] = {{&d.head[d.headSent], waiting}, {const_cast<char*>(data), n}};
     msghdr message{};
     message.msg_iov = parts;
     message.msg_iovlen = 2;
-    sent = sendmsg(d.dst, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+    sent = sendmsg(d.dst, &message, flags);
   }
   if (sent < 0) {
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return errno;
@@ -229,7 +235,7 @@ int Engine::Pump(Pair* pair, int index, bool read) {
       d.bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
       const bool filled = static_cast<size_t>(n) == copyBuffer_.size();
       if (filled) d.splicing = true;
-      int error = SendCopied(d, copyBuffer_.data(), static_cast<size_t>(n));
+      int error = SendCopied(d, copyBuffer_.data(), static_cast<size_t>(n), !filled && d.srcFin);
       if (error != 0 || d.blocked) return error;
       if (filled) continue;
       // A short read emptied the receive queue: anything arriving later raises a new edge, so

@@ -11,6 +11,7 @@ import type { Heads, Pair, OnPairEnd, PairEnd } from '../../src/engine/substrate
 import { join as jsJoin } from '../../src/engine/substrate/js-plane.js';
 import { EngineListener, type EngineConn } from '../../src/engine/substrate/listener.js';
 import { noEngine, testEngine } from '../helpers/data-plane.js';
+import { corkedSender, segmentsOf } from '../helpers/tcp-segments.js';
 import { ending } from '../helpers/tunnel.js';
 
 /** The relay in the middle: `client` talks to side a, `service` to side b, and join makes them
@@ -143,7 +144,12 @@ function jsPlane(): Plane {
 
 /** Held connections of two engine listeners: the client's (side a) and the service's (side b,
  *  the service connects in, which is the same to a pair). */
-function enginePlane(): Plane {
+interface EnginePlane extends Plane {
+  /** A client on side a and, on side b, whatever `dial` connects to the service listener's port. */
+  rigFor(dial: (port: number) => Promise<unknown>): Promise<{ client: Socket; join: Rig['join'] }>;
+}
+
+function enginePlane(): EnginePlane {
   const accepted = new Map<EngineListener, EngineConn[]>();
   const waiters = new Map<EngineListener, Array<() => void>>();
   const listeners: EngineListener[] = [];
@@ -166,11 +172,14 @@ function enginePlane(): Plane {
     listeners.push(listener);
     return listener;
   };
+  const held = async (listener: EngineListener): Promise<EngineConn> => {
+    while (accepted.get(listener)!.length === 0) await new Promise<void>((resolve) => waiters.get(listener)!.push(resolve));
+    return accepted.get(listener)!.shift()!;
+  };
   const connect = async (listener: EngineListener): Promise<[Socket, EngineConn]> => {
     const socket = net.connect({ host: '127.0.0.1', port: listener.port, allowHalfOpen: true });
     await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
-    while (accepted.get(listener)!.length === 0) await new Promise<void>((resolve) => waiters.get(listener)!.push(resolve));
-    return [socket, accepted.get(listener)!.shift()!];
+    return [socket, await held(listener)];
   };
   let front: EngineListener;
   let back: EngineListener;
@@ -196,6 +205,12 @@ function enginePlane(): Plane {
           await new Promise<void>((resolve) => client.write(bytes, () => resolve()));
         },
       };
+    },
+    async rigFor(dial) {
+      const [client, a] = await connect(front);
+      await dial(back.port);
+      const b = await held(back);
+      return { client, join: (heads, onEnd) => a.joinWith(b, heads, onEnd) };
     },
   };
 }
@@ -436,6 +451,34 @@ describe('data plane', () => {
       }
       await Promise.all(results);
       assert.equal(engine.stats().pairs, before.pairs);
+    });
+
+    it('bytes with their FIN right behind go on as they came, in one segment', async () => {
+      // The service sends its answer and its FIN in one segment, as a server that answers and
+      // closes usually does (the client, like wrk, then gets them in one too). Sent apart, the
+      // FIN is a segment more, which the client's kernel answers with a delayed ACK, so the
+      // sender's tail loss probe sends the FIN again.
+      const answer = 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n';
+      const service = { sender: null as ReturnType<typeof corkedSender> | null };
+      const { client, join } = await plane.rigFor(async (port) => {
+        service.sender = corkedSender(port, answer);
+        await service.sender.localPort;
+      });
+      try {
+        const done = closedResult();
+        const got = readAll(client);
+        join({}, done.onClosed);
+        assert.equal((await got).toString(), answer);
+        const segments = await segmentsOf(client.localPort!, client.remotePort!);
+        // The handshake's SYN-ACK, then the answer with the FIN.
+        assert.deepEqual(segments, { in: 2, dataIn: 1 }, `the client got ${segments.in} segments (${segments.dataIn} with bytes)`);
+        client.end();
+        assert.equal(await service.sender!.exited, 0);
+        assert.equal((await done.result).error, null);
+      } finally {
+        client.destroy();
+        service.sender?.child.kill();
+      }
     });
   });
 });

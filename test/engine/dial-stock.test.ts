@@ -15,6 +15,7 @@ import { DialedConn, type Endpoint } from '../../src/engine/substrate/dialed-con
 import type { PairEnd } from '../../src/engine/substrate/pair.js';
 import { encodePreamble, parsePreamble } from '../../src/engine/protocol/preamble.js';
 import { encodeStartHeader } from '../../src/engine/protocol/start-header.js';
+import { segmentsOf } from '../helpers/tcp-segments.js';
 import { startService } from '../helpers/tunnel.js';
 import { noEngine, testEngine } from '../helpers/data-plane.js';
 
@@ -146,6 +147,21 @@ describe('an engine\'s stock', { skip: noEngine() }, () => {
     await s.held.next();
     s.stock.close();
     for (const c of [...got, third]) c.socket.destroy();
+  });
+
+  it('the handshake\'s last ACK goes with the preamble: the white gets the connection in two segments', async () => {
+    const s = openStock(white.port, newKeys());
+    s.stock.add(1, 1, 1);
+    const one = await white.next();
+    await s.connected.next();
+    try {
+      // SYN, then the preamble carrying the ACK (three with a bare ACK between them).
+      const segments = await segmentsOf(one.socket.localPort!, one.socket.remotePort!);
+      assert.deepEqual(segments, { in: 2, dataIn: 1 }, `the white got ${segments.in} segments (${segments.dataIn} with bytes)`);
+    } finally {
+      s.stock.close();
+      one.socket.destroy();
+    }
   });
 
   it('an empty stock waits for JavaScript: a header\'s credit is spent when counters come', async () => {
