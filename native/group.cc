@@ -7,12 +7,13 @@
 // the gray's pool. A client is joined on its own thread with an idle connection of that thread
 // when there is one, before JavaScript hears of it. Otherwise JavaScript hears of it (and keeps
 // it in its books: its wait, the grant it raises) and admits it; when its thread has no idle
-// connection and another has one (each thread publishes its idle and waiting counts in the
-// SharedPool), that thread is asked (kWant): it takes the connection out of its epoll set and
-// its idle list and posts it back (kAdopt), and the client's thread joins the two. A data
-// connection verified on a thread where no client waits goes to a thread where one does, the
-// same way. One descriptor moves once per connection at most, and only when the threads' pools
-// are uneven; the bytes of a pair never leave its thread.
+// connection and another has one (each thread publishes in the SharedPool the idle connections
+// and waiting clients it still holds), that thread is asked (kWant): it takes the connection out
+// of its epoll set and its idle list and posts it back (kAdopt), and the client's thread joins
+// the two. A data connection verified on a thread where no client waits goes to a thread where
+// one does, the same way. A descriptor moves once per connection, and again only if the client
+// it went to was served or left on the way; only when the threads' pools are uneven, and the
+// bytes of a pair never leave its thread.
 #include <errno.h>
 #include <sys/epoll.h>
 #include <unistd.h>
