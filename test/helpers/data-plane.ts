@@ -37,3 +37,9 @@ export function engineDataPlane(): DataPlane {
   if (!engine) throw new Error(String(noEngine()));
   return { name: 'splice', engine, note: null };
 }
+
+/** The test process's plane as RELAY_DATA_PLANE says, but with one engine thread (testEngine's)
+ *  when it is an engine: for the tests that check one thread's order through a white or gray. */
+export function oneThreadDataPlane(): DataPlane {
+  return testDataPlane().engine ? engineDataPlane() : testDataPlane();
+}
