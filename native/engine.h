@@ -227,8 +227,14 @@ struct Pool {
   // went away meanwhile are skipped when met. A client is joined at accept, without JavaScript,
   // only while the shared active count is below its limit.
   std::shared_ptr<SharedPool> shared;
+  uint32_t listenerId = 0;  // its data listener's
   std::vector<uint32_t> idle;
   std::deque<uint32_t> waiting;
+  // The connections in idle and the clients in waiting that are still held (the lists keep the
+  // ids of those gone until met): what the thread publishes in the SharedPool, so another
+  // thread is never sent to a client or asked for a connection that has gone.
+  uint32_t liveIdle = 0;
+  uint32_t liveWaiting = 0;
   // idle is rid of the ones gone meanwhile when it reaches this size (then twice what is left),
   // so it stays near the pool's size at a constant cost per connection.
   size_t pruneAt = 16;
@@ -296,9 +302,13 @@ struct Conn {
   // Dialed from a stock (see Stock): its start header credits that stock with one dial.
   uint32_t stockId = 0;
   // A data connection that came from another thread's pool: the group routes its id here;
-  // hops: how often it moved (a client that left before it came must not make it wander).
+  // hops: how often it moved (a bound on its moves, see kMaxHops in group.cc).
   bool moved = false;
   uint8_t hops = 0;
+  // In the idle list or the waiting queue of the pool of data listener queuedIn (lend.cc): the
+  // pool counts it there until it is taken out or goes away (Unqueue).
+  enum Queued : uint8_t { kNotQueued, kQueuedIdle, kQueuedWaiting } queued = kNotQueued;
+  uint32_t queuedIn = 0;
 };
 
 // The gray's stock (stock.cc): counters JavaScript gave out ahead of need, in the order they are
@@ -672,6 +682,9 @@ class Engine {
   enum class Joining { kJoined, kNotNow, kClientGone };
   Joining JoinPooled(Conn* client, uint32_t dataId, bool reserved, int* error = nullptr);
   void PruneIdle(Pool* pool);
+  void QueueIdle(Pool* pool, Conn* conn);
+  void Unqueue(Conn* conn);
+  bool JoinWaiting(Pool* pool, Conn* conn);
   void PoolPairEnded(Pair* pair);
 
   // ---- A pool's pairs: their end report and the idle timeout (pool-pairs.cc) ----
@@ -699,7 +712,6 @@ class Engine {
   bool AskForIdle(Pool* pool, uint32_t dataListenerId);
   void OnWant(const Command& command);
   void OnAdopt(Conn* conn, uint32_t dataListenerId);
-  bool ClientWaits(Pool* pool);
   bool JoinAcross(const Command& command);
   void FetchForJoin(const Command& command);
   bool PushToWaiting(Pool* pool, Conn* conn);

@@ -7,12 +7,13 @@
 // the gray's pool. A client is joined on its own thread with an idle connection of that thread
 // when there is one, before JavaScript hears of it. Otherwise JavaScript hears of it (and keeps
 // it in its books: its wait, the grant it raises) and admits it; when its thread has no idle
-// connection and another has one (each thread publishes its idle and waiting counts in the
-// SharedPool), that thread is asked (kWant): it takes the connection out of its epoll set and
-// its idle list and posts it back (kAdopt), and the client's thread joins the two. A data
-// connection verified on a thread where no client waits goes to a thread where one does, the
-// same way. One descriptor moves once per connection at most, and only when the threads' pools
-// are uneven; the bytes of a pair never leave its thread.
+// connection and another has one (each thread publishes in the SharedPool the idle connections
+// and waiting clients it still holds), that thread is asked (kWant): it takes the connection out
+// of its epoll set and its idle list and posts it back (kAdopt), and the client's thread joins
+// the two. A data connection verified on a thread where no client waits goes to a thread where
+// one does, the same way. A descriptor moves once per connection, and again only if the client
+// it went to was served or left on the way; only when the threads' pools are uneven, and the
+// bytes of a pair never leave its thread.
 #include <errno.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -106,13 +107,18 @@ void Group::ForgetShare(uint32_t listenerId) {
 
 namespace {
 
+// How often a data connection may move between threads at most. It moves only toward a
+// client waiting at that moment, so a second move takes a client that left or was served on
+// the way; the bound only keeps a pathological run of those finite.
+constexpr uint8_t kMaxHops = 4;
+
 // The thread other than those in skip (a bit mask) with the most in counts, or -1 for none.
 int Most(const std::atomic<int32_t>* counts, uint32_t threads, uint64_t skip) {
   int best = -1;
   int32_t most = 0;
   for (uint32_t i = 0; i < threads; i++) {
     if (skip & (uint64_t{1} << i)) continue;
-    int32_t n = counts[i].load(std::memory_order_relaxed);
+    int32_t n = counts[i].load();  // seq_cst: see Publish
     if (n > most) {
       most = n;
       best = static_cast<int>(i);
@@ -132,10 +138,14 @@ bool Engine::TakePending(Listener* listener) {
   return true;
 }
 
+// This thread's live counts, for the others to see. Sequentially consistent with the loads in
+// Most: a thread that queues a connection publishes it and then looks for a client waiting
+// elsewhere, and one that queues a client publishes it and then looks for a connection, so when
+// both happen at once at least one of them sees the other (neither is left waiting).
 void Engine::Publish(Pool* pool) {
   if (count_ == 1) return;
-  pool->shared->idle[index_].store(static_cast<int32_t>(pool->idle.size()), std::memory_order_relaxed);
-  pool->shared->waiting[index_].store(static_cast<int32_t>(pool->waiting.size()), std::memory_order_relaxed);
+  pool->shared->idle[index_].store(static_cast<int32_t>(pool->liveIdle));
+  pool->shared->waiting[index_].store(static_cast<int32_t>(pool->liveWaiting));
 }
 
 // A client here waits: the thread with the most idle connections is asked for one.
@@ -174,6 +184,7 @@ void Engine::OnWant(const Command& command) {
 // these books. The events of this turn go first, so JavaScript hears of the connection (its
 // kAccepted) before anything the other thread reports about it.
 void Engine::HandOver(Conn* conn, uint32_t to, uint32_t dataListenerId) {
+  Unqueue(conn);
   epoll_ctl(epollFd_, EPOLL_CTL_DEL, conn->fd, nullptr);
   conns_.erase(conn->id);
   connsHeld_.fetch_sub(1, std::memory_order_relaxed);
@@ -199,27 +210,28 @@ void Engine::OnAdopt(Conn* conn, uint32_t dataListenerId) {
   ev.data.ptr = conn;
   auto it = listeners_.find(dataListenerId);
   Pool* pool = it != listeners_.end() ? it->second->pool.get() : nullptr;
-  // JavaScript closed it on its way here, taking it for an idle one (a surplus, a recycle):
-  // closed, unless a client here waits for it, as with one thread, where the engine joins a
-  // waiting client before JavaScript hears of the connection.
-  if (closeOnAdopt_.erase(conn->id) != 0 && !(pool && ClientWaits(pool))) return Drop(conn);
+  // JavaScript closed it on its way here, taking it for an idle one (a surplus, a recycle): it
+  // may still serve a client waiting here, as with one thread, where the engine joins a waiting
+  // client before JavaScript hears of the connection; otherwise it is closed. Never kept:
+  // JavaScript no longer counts it, so an idle one would be held for good and granted anew.
+  const bool closed = closeOnAdopt_.erase(conn->id) != 0;
+  if (closed && !(pool && pool->liveWaiting > 0)) return Drop(conn);
   if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, conn->fd, &ev) < 0 || !pool) return Gone(conn, kGoneClosed);
+  if (closed) {
+    if (!JoinWaiting(pool, conn)) Drop(conn);
+    return;
+  }
   Pooled(it->second, conn);
 }
 
-bool Engine::ClientWaits(Pool* pool) {
-  for (uint32_t id : pool->waiting) {
-    if (HeldConn(id) != nullptr) return true;
-  }
-  return false;
-}
-
-// A verified connection with no client waiting here, while one waits on another thread.
+// conn was just queued idle here with no client waiting here: if a client waits on another
+// thread, it goes there. Each move goes to a thread that had a client waiting when this one
+// looked; only a client served or gone meanwhile makes it move again, and kMaxHops bounds that.
 bool Engine::PushToWaiting(Pool* pool, Conn* conn) {
-  if (count_ == 1) return false;
+  if (count_ == 1 || conn->hops >= kMaxHops) return false;
   int to = Most(pool->shared->waiting, count_, uint64_t{1} << index_);
   if (to < 0) return false;
-  HandOver(conn, static_cast<uint32_t>(to), conn->listenerId);
+  HandOver(conn, static_cast<uint32_t>(to), pool->listenerId);
   return true;
 }
 
@@ -257,6 +269,7 @@ void Engine::FetchForJoin(const Command& command) {
   join.connA = static_cast<uint32_t>(command.count);
   join.connB = command.connB;
   if (Conn* conn = HeldConn(command.connB)) {
+    Unqueue(conn);
     epoll_ctl(epollFd_, EPOLL_CTL_DEL, conn->fd, nullptr);
     conns_.erase(conn->id);
     connsHeld_.fetch_sub(1, std::memory_order_relaxed);

@@ -307,6 +307,7 @@ void Engine::Drop(Conn* conn) {
 
 void Engine::Forget(Conn* conn) {
   if (conn->moved) group_->Unmoved(conn->id);
+  Unqueue(conn);
   conn->state = Conn::kGone;
   conns_.erase(conn->id);
   connsHeld_.fetch_sub(1, std::memory_order_relaxed);

@@ -112,6 +112,7 @@ Pool* Engine::PoolOf(uint32_t dataListenerId) {
   if (!it->second->pool) {
     it->second->pool.reset(new Pool());
     it->second->pool->shared = group_->Share(dataListenerId);
+    it->second->pool->listenerId = dataListenerId;
   }
   return it->second->pool.get();
 }
@@ -125,20 +126,47 @@ Pool* Engine::PoolServing(uint32_t publicListenerId) {
 }
 
 // A verified connection: the oldest client still waiting takes it, or a client waiting on
-// another thread (at most twice per connection), or it waits.
+// another thread, or it waits.
 void Engine::Pooled(Listener* dataListener, Conn* conn) {
   Pool* pool = dataListener->pool.get();
+  if (JoinWaiting(pool, conn)) return;
+  if (pool->idle.size() >= pool->pruneAt) PruneIdle(pool);
+  QueueIdle(pool, conn);
+  PushToWaiting(pool, conn);
+}
+
+// The oldest client waiting in this thread's part of the pool is joined with conn: true when
+// one was.
+bool Engine::JoinWaiting(Pool* pool, Conn* conn) {
   while (!pool->waiting.empty()) {
     Conn* client = HeldConn(pool->waiting.front());
     pool->waiting.pop_front();
-    if (!client) continue;
+    if (!client || client->queued != Conn::kQueuedWaiting || client->queuedIn != pool->listenerId) continue;
+    Unqueue(client);
     Joining joined = JoinPooled(client, conn->id, false);
-    if (joined == Joining::kJoined) return Publish(pool);
+    if (joined == Joining::kJoined) return true;
     if (joined == Joining::kClientGone) Gone(client, kGoneClosed);
   }
-  if (conn->hops < 2 && PushToWaiting(pool, conn)) return Publish(pool);
-  if (pool->idle.size() >= pool->pruneAt) PruneIdle(pool);
+  return false;
+}
+
+void Engine::QueueIdle(Pool* pool, Conn* conn) {
   pool->idle.push_back(conn->id);
+  conn->queued = Conn::kQueuedIdle;
+  conn->queuedIn = pool->listenerId;
+  pool->liveIdle += 1;
+  Publish(pool);
+}
+
+// Out of its pool's counts (taken out, or going away while listed).
+void Engine::Unqueue(Conn* conn) {
+  Conn::Queued was = conn->queued;
+  if (was == Conn::kNotQueued) return;
+  conn->queued = Conn::kNotQueued;
+  auto it = listeners_.find(conn->queuedIn);
+  Pool* pool = it != listeners_.end() ? it->second->pool.get() : nullptr;
+  if (!pool) return;
+  (was == Conn::kQueuedIdle ? pool->liveIdle : pool->liveWaiting) -= 1;
   Publish(pool);
 }
 
@@ -152,14 +180,16 @@ void Engine::PruneIdle(Pool* pool) {
 // The newest idle connection still held (the likeliest to be alive), taken out of the pool; 0
 // when there is none.
 uint32_t Engine::TakeIdle(Pool* pool) {
-  uint32_t found = 0;
-  while (!pool->idle.empty() && found == 0) {
+  while (!pool->idle.empty()) {
     uint32_t dataId = pool->idle.back();
     pool->idle.pop_back();
-    if (HeldConn(dataId) != nullptr) found = dataId;
+    Conn* conn = HeldConn(dataId);
+    if (conn && conn->queued == Conn::kQueuedIdle && conn->queuedIn == pool->listenerId) {
+      Unqueue(conn);
+      return dataId;
+    }
   }
-  Publish(pool);
-  return found;
+  return 0;
 }
 
 // A client JavaScript admitted: joined with an idle connection now, or waiting for one (of
@@ -170,19 +200,22 @@ void Engine::AdmitClient(uint32_t clientId) {
   auto listener = listeners_.find(client->listenerId);
   Pool* pool = PoolServing(client->listenerId);
   if (!pool) return Drop(client);  // its port or the gray's data port closed
-  // Waiting already: the engine queued it at accept, or JavaScript admits it again after its
-  // service got an index (a client passed over meanwhile left the queue).
-  if (std::find(pool->waiting.begin(), pool->waiting.end(), clientId) != pool->waiting.end()) return;
+  // Waiting already: JavaScript admits it again after its service got an index (a client
+  // passed over meanwhile left the queue).
+  if (client->queued == Conn::kQueuedWaiting && client->queuedIn == pool->listenerId) return;
+  Unqueue(client);
   uint32_t dataId = TakeIdle(pool);
   if (dataId != 0) {
     Joining joined = JoinPooled(client, dataId, false);
     if (joined == Joining::kJoined) return;
-    pool->idle.push_back(dataId);
-    Publish(pool);
+    QueueIdle(pool, HeldConn(dataId));
     if (joined == Joining::kClientGone) Gone(client, kGoneClosed);
     return;
   }
   pool->waiting.push_back(clientId);
+  client->queued = Conn::kQueuedWaiting;
+  client->queuedIn = pool->listenerId;
+  pool->liveWaiting += 1;
   Publish(pool);
   AskForIdle(pool, listener->second->poolListenerId);
 }
@@ -196,12 +229,11 @@ Engine::Lent Engine::TakeLent(Listener* listener, Conn* client, int* error) {
   if (!pool) return Lent::kNo;
   SharedPool& shared = *pool->shared;
   if (shared.active.load(std::memory_order_relaxed) >= shared.activeLimit.load(std::memory_order_relaxed)) return Lent::kNo;
-  if (pool->waiting.empty() && TryReserve(shared)) {
+  if (pool->liveWaiting == 0 && TryReserve(shared)) {
     if (uint32_t dataId = TakeIdle(pool)) {
       Joining joined = JoinPooled(client, dataId, true, error);
       if (joined == Joining::kJoined) return Lent::kJoined;
-      pool->idle.push_back(dataId);
-      Publish(pool);
+      QueueIdle(pool, HeldConn(dataId));
       shared.active.fetch_sub(1, std::memory_order_relaxed);
       return joined == Joining::kClientGone ? Lent::kGone : Lent::kNo;
     }

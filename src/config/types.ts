@@ -71,7 +71,7 @@ export interface WhiteConfig {
   /** Optional read-only status page (src/dashboard/); a token is required off loopback. */
   readonly dashboard: (HostPort & { readonly token: string | null }) | null;
   readonly log: { readonly level: string };
-  /** engine.threads: how many engine threads (null: one); read at startup. */
+  /** engine.threads: how many engine threads (null: one per core, at most 16); read at startup. */
   readonly engine: { readonly threads: number | null };
   readonly watch: { readonly polling: boolean; readonly debounceMs: number };
   readonly limits: Readonly<Limits>;
@@ -104,7 +104,7 @@ export interface GrayConfig {
   /** The status listener (/healthz, /readyz, /metrics), or null. */
   readonly status: HostPort | null;
   readonly log: { readonly level: string };
-  /** engine.threads: how many engine threads (null: one); read at startup. */
+  /** engine.threads: how many engine threads (null: one per core, at most 16); read at startup. */
   readonly engine: { readonly threads: number | null };
   readonly limits: Readonly<Limits>;
 }

@@ -3,8 +3,10 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import http from 'node:http';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { ENGINE_THREADS_MAX } from '../../src/engine/substrate/engine.js';
 import { RELAY_CLI, RelayProcess, runRelay, runRelayToEnd, tempDir, writeDeployment } from './harness.js';
 
 describe('relay CLI', () => {
@@ -48,6 +50,29 @@ describe('relay CLI', () => {
       const exited = new Promise<number | null>((done) => gray.child.once('exit', (code) => done(code)));
       gray.child.kill('SIGTERM');
       assert.equal(await exited, 0, gray.tail());
+    } finally {
+      await dir.cleanup();
+    }
+  });
+
+  it('runs one engine thread per core when neither the file nor RELAY_ENGINE_THREADS says, and what the file says otherwise', async (t) => {
+    const dir = await tempDir();
+    try {
+      const d = await writeDeployment(dir.path, { targetPort: 9 });
+      // RELAY_ENGINE_THREADS: '' leaves it to the file, which has no engine.threads.
+      const gray = runRelay(['gray', '--config', d.grayPath], { RELAY_ENGINE_THREADS: '' });
+      const line = await gray.waitForMsg('data plane');
+      await gray.kill();
+      if (line.dataPlane !== 'splice') return t.skip(`no engine: ${String(line.dataPlane)}`);
+      assert.equal(line.threads, Math.min(availableParallelism(), ENGINE_THREADS_MAX));
+      const d3 = await writeDeployment(dir.path, { targetPort: 9, threads: 3 });
+      const three = runRelay(['gray', '--config', d3.grayPath], { RELAY_ENGINE_THREADS: '' });
+      assert.equal((await three.waitForMsg('data plane')).threads, 3);
+      await three.kill();
+      // RELAY_ENGINE_THREADS wins over the file.
+      const five = runRelay(['gray', '--config', d3.grayPath], { RELAY_ENGINE_THREADS: '5' });
+      assert.equal((await five.waitForMsg('data plane')).threads, 5);
+      await five.kill();
     } finally {
       await dir.cleanup();
     }

@@ -91,10 +91,16 @@ export class RelayProcess {
   }
 }
 
+/** The engine threads of the relay processes the tests start: four (more than this 2-core
+ *  machine has, which must be correct too), or RELAY_ENGINE_THREADS when the test run sets it.
+ *  A test that keeps one thread says so in its files (writeDeployment's threads) and passes
+ *  RELAY_ENGINE_THREADS: '' so the file decides. */
+export const E2E_ENGINE_THREADS = process.env.RELAY_ENGINE_THREADS || '4';
+
 export function runRelay(args: string[], env: Record<string, string> = {}): RelayProcess {
   const child = spawn(process.execPath, [RELAY_CLI, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RELAY_LOG_LEVEL: 'info', ...env },
+    env: { ...process.env, RELAY_LOG_LEVEL: 'info', RELAY_ENGINE_THREADS: E2E_ENGINE_THREADS, ...env },
   });
   return new RelayProcess(child);
 }
@@ -173,8 +179,24 @@ export interface Deployment {
 /** Writes a white.yaml with one gray and the matching gray.yaml. */
 export async function writeDeployment(
   dir: string,
-  opts: { targetPort: number; bind?: string; id?: string; graySecret?: string; grayId?: string; whiteHost?: string; dataHost?: string; pool?: number; whiteExtra?: string; grayExtra?: string },
+  opts: {
+    targetPort: number;
+    bind?: string;
+    id?: string;
+    graySecret?: string;
+    grayId?: string;
+    whiteHost?: string;
+    dataHost?: string;
+    pool?: number;
+    whiteExtra?: string;
+    grayExtra?: string;
+    /** The white's admin socket (for relayctl); none by default. */
+    adminSocket?: string;
+    /** engine.threads in both files (RELAY_ENGINE_THREADS, which runRelay sets, overrides it). */
+    threads?: number;
+  },
 ): Promise<Deployment> {
+  const engine = opts.threads === undefined ? '' : `engine: { threads: ${opts.threads} }`;
   const secret = randomBytes(32).toString('base64url');
   const [controlPort, publicPort, dataPort] = [await freePort(), await freePort(), await freePort()];
   const id = opts.id ?? 'e2e';
@@ -185,7 +207,8 @@ export async function writeDeployment(
     [
       `control: { listen: "127.0.0.1:${controlPort}" }`,
       `bind: "${opts.bind ?? '127.0.0.1'}"`,
-      `admin: { socket: null }`,
+      `admin: { socket: ${opts.adminSocket ? JSON.stringify(opts.adminSocket) : 'null'} }`,
+      engine,
       opts.whiteExtra ?? '',
       `grays:`,
       `  - id: ${id}`,
@@ -205,6 +228,7 @@ export async function writeDeployment(
       `target: "127.0.0.1:${opts.targetPort}"`,
       `pool: ${opts.pool ?? 8}`,
       `limits: { reconnect_base_ms: 100, reconnect_max_ms: 1000 }`,
+      engine,
       opts.grayExtra ?? '',
       '',
     ].join('\n'),

@@ -16,8 +16,7 @@ import { GrayAgent } from '../../src/engine/gray/agent.js';
 import { DEFAULT_LIMITS } from '../../src/limits.js';
 import { silentLogger } from '../../src/log.js';
 import { startService } from '../helpers/tunnel.js';
-import { engineThreads } from '../../src/engine/substrate/data-plane.js';
-import { freePort, runRelay, tempDir, type RelayProcess } from './harness.js';
+import { E2E_ENGINE_THREADS, freePort, runRelay, tempDir, type RelayProcess } from './harness.js';
 import { testDataPlane } from '../helpers/data-plane.js';
 
 export interface StormOptions {
@@ -161,11 +160,10 @@ export async function runStorm(o: StormOptions): Promise<StormFigures> {
     const halfBackMs = backFrom + times[Math.floor(times.length / 2)]! - t0;
     const refusals = await controlRefusals(metrics);
     const whiteAlive = white.child.exitCode === null && white.child.signalCode === null;
-    // Listeners (2 per gray, on each engine thread: the white's file leaves engine.threads to
-    // its default or RELAY_ENGINE_THREADS), control + one pooled connection per session, the
+    // Listeners (2 per gray, on each engine thread: runRelay's RELAY_ENGINE_THREADS), control + one pooled connection per session, the
     // admission cap, and a margin for the process's own (stdio, epoll, engine, metrics).
     const unauthenticatedPerIp = o.unauthenticatedPerIp ?? DEFAULT_LIMITS.unauthenticatedPerIp;
-    const fdBound = (2 * engineThreads() + 2) * o.sessions + DEFAULT_LIMITS.unauthenticatedTotal + 128;
+    const fdBound = (2 * Number(E2E_ENGINE_THREADS) + 2) * o.sessions + DEFAULT_LIMITS.unauthenticatedTotal + 128;
     return {
       sessions: o.sessions,
       firstJoinMs,

@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { closedBy, roundTrip, startService } from '../helpers/tunnel.js';
-import { runRelay, tempDir, writeDeployment, type Deployment, type RelayProcess } from './harness.js';
+import { E2E_ENGINE_THREADS, relayctl, runRelay, tempDir, writeDeployment, type Deployment, type RelayProcess } from './harness.js';
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
@@ -49,7 +49,7 @@ for (const plane of ['splice', 'js'] as const) describe(`e2e: white and gray pro
   before(async () => {
     dir = await tempDir();
     service = await startService();
-    d = await writeDeployment(dir.path, { targetPort: service.port, pool: 8 });
+    d = await writeDeployment(dir.path, { targetPort: service.port, pool: 8, adminSocket: `${dir.path}/admin.sock` });
     white = runRelay(['white', '--config', d.whitePath], env);
     await white.waitForMsg('listening');
     gray = runRelay(['gray', '--config', d.grayPath], env);
@@ -68,8 +68,9 @@ for (const plane of ['splice', 'js'] as const) describe(`e2e: white and gray pro
     const connected = await gray.waitForMsg('gray connected');
     assert.equal(connected.fingerprint, listening.fingerprint, 'the gray sees the certificate the white logged');
     const { readdir, readFile } = await import('node:fs/promises');
-    for (const name of await readdir(dir.path)) {
-      const text = await readFile(`${dir.path}/${name}`, 'utf8');
+    for (const entry of await readdir(dir.path, { withFileTypes: true })) {
+      if (!entry.isFile()) continue;  // the admin socket
+      const text = await readFile(`${dir.path}/${entry.name}`, 'utf8');
       assert.doesNotMatch(text, /BEGIN (RSA |EC )?(PRIVATE KEY|CERTIFICATE)/);
     }
     const logs = white.lines.map((l) => JSON.stringify(l)).join('\n') + gray.lines.map((l) => JSON.stringify(l)).join('\n');
@@ -80,8 +81,38 @@ for (const plane of ['splice', 'js'] as const) describe(`e2e: white and gray pro
     for (const p of [white, gray]) {
       const line = await p.waitForMsg('data plane');
       assert.equal(line.dataPlane, plane);
+      if (plane === 'splice') assert.equal(line.threads, Number(E2E_ENGINE_THREADS));
     }
   });
+
+  if (plane === 'splice' && Number(E2E_ENGINE_THREADS) > 1) {
+    it('spreads the pairs over the engine threads, as relayctl show --json reports', async () => {
+      const clients = await Promise.all(
+        Array.from({ length: 16 }, async (_, i) => {
+          const c = net.connect({ host: '127.0.0.1', port: d.publicPort });
+          const tag = Buffer.from(`held ${String(i).padStart(2, '0')}`);
+          c.write(tag);
+          await new Promise<void>((resolve, reject) => {
+            c.once('data', () => resolve());
+            c.once('error', reject);
+          });
+          return c;
+        }),
+      );
+      try {
+        const run = await relayctl(['show', '--json', '--socket', `${dir.path}/admin.sock`]);
+        const state = JSON.parse(run.stdout) as { engine: { threads: number; perThread: { pairs: number }[] } };
+        assert.equal(state.engine.threads, Number(E2E_ENGINE_THREADS));
+        const pairs = state.engine.perThread.map((t) => t.pairs);
+        assert.equal(pairs.reduce((a, b) => a + b, 0), 16, `pairs per thread: ${JSON.stringify(pairs)}`);
+        // Sixteen clients from sixteen source ports all hashed to one copy of the public port
+        // has a chance of 4^-15 with four threads.
+        assert.ok(pairs.filter((n) => n > 0).length >= 2, `pairs per thread: ${JSON.stringify(pairs)}`);
+      } finally {
+        await Promise.all(clients.map((c) => closedBy(c.end() as net.Socket)));
+      }
+    });
+  }
 
   it('carries 100 MB through one client with matching SHA-256 both ways', async () => {
     const total = 100 * 1024 * 1024;
@@ -104,12 +135,14 @@ for (const plane of ['splice', 'js'] as const) describe(`e2e: white and gray pro
       socket.on('end', () => socket.end(h.digest('hex')));
     });
     const dir2 = await tempDir();
-    const d2 = await writeDeployment(dir2.path, { targetPort: digestService.port, pool: 2 });
-    const w2 = runRelay(['white', '--config', d2.whitePath], env);
-    const g2 = runRelay(['gray', '--config', d2.grayPath], env);
+    // One engine thread, from the files: one thread stays covered end to end.
+    const d2 = await writeDeployment(dir2.path, { targetPort: digestService.port, pool: 2, threads: 1 });
+    const w2 = runRelay(['white', '--config', d2.whitePath], { ...env, RELAY_ENGINE_THREADS: '' });
+    const g2 = runRelay(['gray', '--config', d2.grayPath], { ...env, RELAY_ENGINE_THREADS: '' });
     try {
       await w2.waitForMsg('listening');
       await g2.waitForMsg('pool ready');
+      if (plane === 'splice') for (const p of [w2, g2]) assert.equal((await p.waitForMsg('data plane')).threads, 1);
       const payload = randomBytes(3 * 1024 * 1024);
       const answer = await roundTrip(d2.publicPort, payload);
       assert.equal(answer.toString(), sha256(payload));

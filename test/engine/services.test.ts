@@ -16,8 +16,8 @@ import { silentLogger } from '../../src/log.js';
 import { testDataPlane } from '../helpers/data-plane.js';
 import { rawLogin, rawTlsConnect, messageReader, sendOnDataPort } from '../helpers/raw-gray.js';
 import { cidrs, publicOf, service, servicesOf, setupServices } from '../helpers/services.js';
-import { echoHandler, roundTrip, startService, whiteConfigFor } from '../helpers/tunnel.js';
-import { tcpConnect, waitUntil } from '../soak/support.js';
+import { closedBy, echoHandler, roundTrip, startService, whiteConfigFor } from '../helpers/tunnel.js';
+import { tcpConnect, waitUntil, within } from '../soak/support.js';
 
 describe('several services per gray', () => {
   it('a service the gray lacks: its clients are closed at once and counted; both sides say which; a service only the gray has is warned about', async () => {
@@ -70,6 +70,39 @@ describe("the gray's table", () => {
       const bytes = Buffer.concat(got);
       assert.equal(decodeStartHeader(bytes.subarray(0, START_HEADER_BYTES)).service, 2);
       assert.equal(bytes.subarray(START_HEADER_BYTES).toString(), 'hi');
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await white.stop(100);
+    }
+  });
+});
+
+describe('the idle pool above its target', () => {
+  it('connections kept for a client that then left are closed once no client waits, down to the pool target', async () => {
+    const secret = randomBytes(32);
+    const white = new WhiteServer(whiteConfigFor([{ id: 'raw', secret, publicPort: 0, dataPort: 0 }]), { dataPlane: testDataPlane(), logger: silentLogger() });
+    await white.start();
+    const sockets: net.Socket[] = [];
+    const gray = () => white.snapshot().grays[0]!;
+    try {
+      // Pool target 1, and no table yet: a client waits in JavaScript, and the credit it raises
+      // brings a second connection, kept for it (a client waits) though it cannot be served.
+      const s = await rawLogin(white.controlPort, 'raw', secret, 1, null);
+      sockets.push(s.socket);
+      const client = await tcpConnect(white.portsOf('raw')!.publicPort);
+      client.on('error', () => {});
+      await waitUntil(() => gray().pendingClients === 1, 'the client to wait');
+      await waitUntil(() => s.received.some((m) => m.type === MessageType.GRANT), 'the credit the waiting client raises');
+      const data = [await sendOnDataPort(s.dataPort, s.preamble(1)), await sendOnDataPort(s.dataPort, s.preamble(2))];
+      sockets.push(...data);
+      const closed = data.map((d) => closedBy(d).then(() => d));
+      await waitUntil(() => gray().poolIdle === 2, 'both connections idle');
+      // The client leaves: one connection is more than the pool wants, and the white closes it.
+      client.resetAndDestroy();
+      const gone = await within(Promise.race(closed), 3000, 'the surplus connection to be closed');
+      await waitUntil(() => gray().poolIdle === 1 && gray().pendingClients === 0, 'the pool back at its target');
+      assert.equal(gone.readyState, 'closed');
+      assert.equal(data.filter((d) => d.readyState !== 'closed').length, 1, 'the other stays in the pool');
     } finally {
       for (const socket of sockets) socket.destroy();
       await white.stop(100);

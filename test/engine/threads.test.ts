@@ -19,7 +19,7 @@ import { silentLogger } from '../../src/log.js';
 import { noEngine } from '../helpers/data-plane.js';
 import { rawLogin, sendOnDataPort } from '../helpers/raw-gray.js';
 import { closedBy, grayConfigFor, startService, whiteConfigFor } from '../helpers/tunnel.js';
-import { firstBytes } from '../soak/support.js';
+import { firstBytes, within } from '../soak/support.js';
 
 const THREADS = 4;
 
@@ -199,6 +199,80 @@ describe('engine threads: one counter window for every copy of the data port', {
     await waitUntil(() => (white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_REPLAY] ?? 0) === 8, 'eight replays refused');
     client.destroy();
     first.destroy();
+    s.socket.destroy();
+  });
+});
+
+describe('engine threads: a data connection goes to a client that waits, not to one that left', { skip: noEngine() }, () => {
+  const plane = noEngine() ? null : planeOf(THREADS);
+  let white: WhiteServer;
+
+  before(async () => {
+    white = new WhiteServer(whiteConfigFor([{ id: 'raw', secret: Buffer.alloc(32, 1), publicPort: 0, dataPort: 0 }]), { dataPlane: plane!, logger: silentLogger() });
+    await white.start();
+  });
+
+  after(async () => {
+    await white?.stop(200);
+  });
+
+  const heldPerThread = (): number[] => engineThreadsState(plane!)!.perThread.map((t) => t.heldConnections);
+  /** Opens a connection with open() and tells which thread accepted it (its held count rose). */
+  async function landed<T>(open: () => Promise<T>): Promise<{ conn: T; thread: number; heldBefore: number }> {
+    const before = heldPerThread();
+    const conn = await open();
+    let thread = -1;
+    await waitUntil(() => (thread = heldPerThread().findIndex((n, i) => n > before[i]!)) >= 0, 'the connection to be held on a thread');
+    return { conn, thread, heldBefore: before[thread]! };
+  }
+
+  it('clients that reset while waiting leave no trace on their threads: the next data connection finds the one still waiting, wherever it was verified', async () => {
+    const s = await rawLogin(white.controlPort, 'raw', Buffer.alloc(32, 1), 1);
+    const { publicPort } = white.portsOf('raw')!;
+    const gray = () => white.snapshot().grays[0]!;
+    // The pool is empty, so every client waits, each on the thread that accepted it, until one
+    // thread (kept) has fewer than each of the three others.
+    const clients: { conn: net.Socket; thread: number }[] = [];
+    const perThread = (): number[] => [0, 1, 2, 3].map((k) => clients.filter((c) => c.thread === k).length);
+    const fewest = (): number => {
+      const counts = perThread();
+      const min = Math.min(...counts);
+      return min > 0 && counts.filter((n) => n === min).length === 1 ? counts.indexOf(min) : -1;
+    };
+    while (clients.length < 64 && fewest() < 0) {
+      const client = await landed(() => connect(publicPort));
+      client.conn.on('error', () => {});
+      clients.push(client);
+      await waitUntil(() => gray().pendingClients === clients.length, 'the client to wait');
+    }
+    const kept = fewest();
+    assert.ok(kept >= 0, `clients per thread: ${JSON.stringify(perThread())}`);
+    // kept's clients stay; every other resets while it waits. Were the threads' waiting counts
+    // still counting the gone ones, each of the three others would claim more clients than
+    // kept, and the connection would be sent from one to the next until it stopped, idle, on a
+    // thread with none, while kept's clients waited out their time.
+    const staying = clients.filter((c) => c.thread === kept);
+    for (const c of clients) if (c.thread !== kept) c.conn.resetAndDestroy();
+    await waitUntil(() => gray().pendingClients === staying.length, 'the others to have left the queue');
+    const stays = staying[0]!;
+    // A data connection verified on any thread but the waiting client's.
+    let data: net.Socket | undefined;
+    for (let tries = 0; !data && tries < 32; tries++) {
+      const opened = await landed(() => connect(s.dataPort));
+      opened.conn.on('error', () => {});
+      if (opened.thread !== kept) data = opened.conn;
+      else {
+        opened.conn.destroy();
+        await waitUntil(() => heldPerThread()[opened.thread]! <= opened.heldBefore, 'the unused connection to go');
+      }
+    }
+    assert.ok(data, 'a data connection on another thread than the waiting client');
+    stays.conn.write('ping');  // held in the kernel until the join, which sends it behind the start header
+    data.write(s.preamble(1));
+    const received = await within(firstBytes(data, START_HEADER_BYTES + 4), 3000, 'the start header of the waiting client');
+    assert.equal(received.subarray(START_HEADER_BYTES).toString(), 'ping');
+    for (const c of staying) c.conn.destroy();
+    data.destroy();
     s.socket.destroy();
   });
 });

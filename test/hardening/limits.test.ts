@@ -391,10 +391,15 @@ describe('limits: data port and clients', () => {
     const t = await whiteWith({ unverifiedDataPerPort: 8, preambleTimeoutMs: 5000 });
     try {
       const s = await loginRaw(t.white.controlPort, RAW, SECRET, 2);
-      const held = await Promise.all(Array.from({ length: 8 }, () => tcpConnect(s.welcome.dataPort)));
+      const first = await Promise.all(Array.from({ length: 8 }, () => tcpConnect(s.welcome.dataPort)));
       const extra = await tcpConnect(s.welcome.dataPort);
       const started = Date.now();
-      assert.ok((await closeTime(extra, started)) < 2500, 'refused at once, not at the preamble deadline');
+      // The ninth to be accepted is refused. With several engine threads each copy of the port
+      // accepts from its own backlog, so that may be any of the nine, not the one connected last.
+      const nine = [...first, extra];
+      const refused = await Promise.race(nine.map((c, i) => closeTime(c, started).then((ms) => ({ i, ms }))));
+      assert.ok(refused.ms < 2500, 'refused at once, not at the preamble deadline');
+      const held = nine.filter((_, i) => i !== refused.i);
       // The engine's intake counts on the JS thread after its engine thread closed the socket.
       await waitUntil(() => t.data(ErrorCodes.TOO_MANY_UNAUTHENTICATED) === 1, 'the refusal to be counted');
       for (const h of held) h.destroy();

@@ -6,21 +6,22 @@ import { Engine } from '../../src/engine/substrate/engine.js';
 
 let plane: DataPlane | null = null;
 
-/** One engine thread unless RELAY_ENGINE_THREADS says otherwise: the engine's own tests check
- *  one thread's order (the newest idle connection first, the oldest client waiting first);
- *  test/e2e/threads.test.ts checks several. */
+/** Four engine threads (more than this 2-core machine has, which must be correct too) unless
+ *  RELAY_ENGINE_THREADS says otherwise: every white and gray of the in-process tests pairs and
+ *  moves bytes over several threads. */
 export function testDataPlane(): DataPlane {
-  plane ??= openDataPlane(1);
+  plane ??= openDataPlane(4);
   return plane;
 }
 
 let engine: Engine | string | undefined;
 
-/** An engine for the tests of the engine itself: the test process's data plane's when it has
- *  one (so counts cover both), else one of their own (RELAY_DATA_PLANE=js runs them too); null
- *  when none can start (then noEngine() says why). */
+/** An engine of one thread for the tests of the engine itself, which check one thread's order
+ *  (the newest idle connection first, the oldest client waiting first, the events of one
+ *  accept in sequence); its own, whatever RELAY_DATA_PLANE says (RELAY_DATA_PLANE=js runs them
+ *  too). null when none can start (then noEngine() says why). */
 export function testEngine(): Engine | null {
-  engine ??= testDataPlane().engine ?? Engine.open();
+  engine ??= Engine.open(1);
   return typeof engine === 'string' ? null : engine;
 }
 
@@ -35,4 +36,10 @@ export function engineDataPlane(): DataPlane {
   const engine = testEngine();
   if (!engine) throw new Error(String(noEngine()));
   return { name: 'splice', engine, note: null };
+}
+
+/** The test process's plane as RELAY_DATA_PLANE says, but with one engine thread (testEngine's)
+ *  when it is an engine: for the tests that check one thread's order through a white or gray. */
+export function oneThreadDataPlane(): DataPlane {
+  return testDataPlane().engine ? engineDataPlane() : testDataPlane();
 }

@@ -4,6 +4,7 @@
 // nothing else decides. RELAY_DATA_PLANE=auto|splice|js (auto by default); `splice` makes a
 // missing engine an error at startup instead of a silent fallback.
 import type { Socket } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { ErrorCodes, RelayError } from '../../errors.js';
 import { Engine, ENGINE_THREADS_MAX } from './engine.js';
 import type { DataPlaneName } from './pair.js';
@@ -21,11 +22,17 @@ function choice(): Choice {
   throw new RelayError(ErrorCodes.USAGE, `RELAY_DATA_PLANE=${value}: expected auto, splice or js`);
 }
 
+/** engine.threads' default: one thread per core this process may use, at most
+ *  ENGINE_THREADS_MAX. */
+export function defaultEngineThreads(): number {
+  return Math.min(availableParallelism(), ENGINE_THREADS_MAX);
+}
+
 /** How many engine threads: RELAY_ENGINE_THREADS when set (it wins over the file, as
- *  RELAY_DATA_PLANE does), else the config's engine.threads, else one. */
+ *  RELAY_DATA_PLANE does), else the config's engine.threads, else defaultEngineThreads(). */
 export function engineThreads(configured?: number): number {
   const value = process.env.RELAY_ENGINE_THREADS;
-  if (value === undefined || value === '') return configured ?? 1;
+  if (value === undefined || value === '') return configured ?? defaultEngineThreads();
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1 || n > ENGINE_THREADS_MAX) throw new RelayError(ErrorCodes.USAGE, `RELAY_ENGINE_THREADS=${value}: expected a whole number from 1 to ${ENGINE_THREADS_MAX}`);
   return n;

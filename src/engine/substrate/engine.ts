@@ -82,7 +82,7 @@ export interface EngineStats {
   readonly threads: ReadonlyArray<{ readonly pairs: number; readonly conns: number }>;
 }
 
-/** engine.threads' bound. Its default is one thread: see docs/config.md for why, for now. */
+/** engine.threads' bound (its default is one thread per core, at most this: data-plane.ts). */
 export const ENGINE_THREADS_MAX = 16;
 
 /** What owns a listener's events (listener.ts). */

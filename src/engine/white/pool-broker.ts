@@ -416,6 +416,25 @@ export class PoolBroker {
     const i = this.waiting.indexOf(waiting);
     if (i >= 0) this.waiting.splice(i, 1);
     this.stats.pendingClients = this.waiting.length;
+    this.trimSurplus();
+  }
+
+  /** A connection that arrives while a client waits is kept for it, but that client may then
+   *  leave unserved (before the gray's table came, say), or have been served already: with
+   *  several engine threads JavaScript can hear of a connection verified on one thread before
+   *  another thread's join of the client. So once no client waits, the idle connections above
+   *  the pool's target are closed, the oldest first; nothing else would, before
+   *  pool_idle_max_ms. */
+  private trimSurplus(): void {
+    if (!this.session || this.waiting.length > 0) return;
+    let surplus = this.idleCount() - this.session.poolTarget;
+    for (; surplus > 0 && this.idle.length > 0; surplus--) this.dropIdle(this.idle.shift()!);
+    for (const [data, conn] of this.lent) {
+      if (surplus-- <= 0) break;
+      this.lent.delete(data);
+      this.dropIdle(conn);
+    }
+    this.stats.poolIdle = this.idleCount();
   }
 
   /** The authorize hook may have been switched on or off: the engine joins clients at accept
@@ -449,6 +468,7 @@ export class PoolBroker {
 
   private dropIdle(conn: IdleConnection): void {
     clearTimeout(conn.recycleTimer);
+    conn.conn.unwatch();
     conn.conn.destroy();
   }
 
