@@ -161,11 +161,13 @@ void Cleanup(void* arg) {
 
 napi_value Methods(napi_env env, Group* engine);
 
-// createEngine(onEvent, threads?) => an engine object: starts threads engine threads (1 when
-// omitted) whose events go to onEvent, and whose methods (listen, dial, join...) act on them.
+// createEngine(onEvent, threads?, holdMs?) => an engine object: starts threads engine threads
+// (1 when omitted) whose events go to onEvent, and whose methods (listen, dial, join...) act on
+// them. holdMs: how long bookkeeping events may wait for company (engine.h kEventHoldMs when
+// omitted; 0: none wait).
 napi_value CreateEngine(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   napi_valuetype type;
   if (argc < 1 || napi_typeof(env, argv[0], &type) != napi_ok || type != napi_function) return Throw(env, "createEngine needs a callback");
@@ -175,7 +177,16 @@ napi_value CreateEngine(napi_env env, napi_callback_info info) {
   if (threadsType != napi_undefined && (napi_get_value_uint32(env, argv[1], &threads) != napi_ok || threads < 1 || threads > relay::kThreadsMax)) {
     return Throw(env, "createEngine: threads must be 1 to " + std::to_string(relay::kThreadsMax));
   }
+  int64_t holdMs = relay::kEventHoldMs;
+  napi_valuetype holdType = napi_undefined;
+  if (argc > 2) napi_typeof(env, argv[2], &holdType);
+  if (holdType != napi_undefined) {
+    uint32_t value;
+    if (napi_get_value_uint32(env, argv[2], &value) != napi_ok || value > 60000) return Throw(env, "createEngine: holdMs must be 0 to 60000");
+    holdMs = value;
+  }
   auto* engine = new Group(threads);
+  for (uint32_t i = 0; i < threads; i++) engine->At(i)->SetEventHold(holdMs);
   napi_value name;
   napi_create_string_utf8(env, "relay-engine", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[0], nullptr, name, 0, 1, nullptr, nullptr, engine, CallOnBatch, &engine->onEvent) != napi_ok) {
