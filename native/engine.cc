@@ -187,18 +187,22 @@ void Engine::Emit(Event* event) {
 
 void Engine::FlushEvents() {
   postNow_ = false;
+  if (turnEvents_.empty() && heldUntilMs_ == 0) return;
   heldUntilMs_ = 0;
-  if (turnEvents_.empty()) return;
-  group_->Deliver(&turnEvents_);
+  held_ = 0;
+  group_->Deliver(&turnEvents_, true);
 }
 
-// The deadline is checked whenever the engine wakes anyway, so under load the hold costs no
-// wake-up of its own; only while events are held does epoll_wait get a timeout for it.
+// The events go to the group's queue every turn, so JavaScript can take them itself whenever it
+// needs its books current (takeEvents: a stop deciding whether to drain); only the wake-up is
+// held. The deadline is checked whenever the engine wakes anyway, so under load the hold costs
+// no wake-up of its own; only while events are held does epoll_wait get a timeout for it.
 void Engine::EndTurn(int64_t now) {
-  if (turnEvents_.empty()) return;
-  if (postNow_ || eventHoldMs_ <= 0 || turnEvents_.size() >= kEventHoldMax) return FlushEvents();
+  if (turnEvents_.empty() && heldUntilMs_ == 0) return;
+  held_ += turnEvents_.size();
+  if (postNow_ || eventHoldMs_ <= 0 || held_ >= kEventHoldMax || (heldUntilMs_ != 0 && now >= heldUntilMs_)) return FlushEvents();
   if (heldUntilMs_ == 0) heldUntilMs_ = now + eventHoldMs_;
-  else if (now >= heldUntilMs_) FlushEvents();
+  if (!turnEvents_.empty()) group_->Deliver(&turnEvents_, false);
 }
 
 // Milliseconds epoll may sleep: until the next prefix deadline, paused listener's resume, idle

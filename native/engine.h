@@ -621,12 +621,14 @@ class Engine {
   std::atomic<int64_t> connsHeld_{0};
   std::atomic<uint32_t> nextId_{0};
   bool stopping_ = false;
-  // Events not yet handed to the group's queue (engine thread only): this turn's and those held
-  // (see kEventHoldMs); heldUntilMs_: when the held ones must go (0: none held); postNow_: one of
-  // them must go at the end of this turn.
+  // This turn's events (engine thread only), handed to the group's queue at its end; those
+  // handed over without waking JavaScript are held (see kEventHoldMs): heldUntilMs_ is when
+  // JavaScript must be woken for them (0: none held), held_ how many; postNow_: this turn has
+  // an event that must be posted at once.
   std::vector<Event*> turnEvents_;
   int64_t eventHoldMs_ = kEventHoldMs;
   int64_t heldUntilMs_ = 0;
+  size_t held_ = 0;
   bool postNow_ = false;
   std::vector<char> copyBuffer_ = std::vector<char>(kCopyBuffer);  // engine thread only
 
@@ -637,9 +639,10 @@ class Engine {
   // The commands that carry only ids: of a pair, listener or connection, and a connection.
   void PostForId(Command::Kind kind, uint32_t id, uint32_t connA = 0);
   void Emit(Event* event);
-  // Hands every event not yet handed over to JavaScript (one call when its queue was empty).
+  // Hands this turn's events over and wakes JavaScript for them and every one held.
   void FlushEvents();
-  // End of a loop turn: flushes, or holds the events when none must post now (now: NowMs()).
+  // End of a loop turn: hands the turn's events over, and wakes JavaScript unless they may be
+  // held (now: NowMs()).
   void EndTurn(int64_t now);
   int WaitTimeout(int64_t now);
   void Run();
@@ -769,7 +772,10 @@ class Group {
   // Pairs and listeners JavaScript has not yet heard the end of (JS thread only): while any is
   // open, the thread-safe function keeps the event loop alive.
   int active = 0;
-  void Deliver(std::vector<Event*>* events);
+  // Appends events to the queue JavaScript takes; post: and wake JavaScript for it (one call
+  // until JavaScript has taken the queue). Events handed over without post are taken with the
+  // next call, or by JavaScript itself (TakeBatch, from takeEvents).
+  void Deliver(std::vector<Event*>* events, bool post);
   std::vector<Event*> TakeBatch();
 
   // A data listener's shared pool: made by the first call about it, forgotten when it closes.
@@ -802,6 +808,7 @@ class Group {
   uint32_t nextDial_ = 0;  // JS thread
   std::mutex batchMutex_;
   std::vector<Event*> batch_;
+  bool posted_ = false;  // guarded by batchMutex_: a call is on its way to JavaScript
   std::mutex sharesMutex_;
   std::unordered_map<uint32_t, std::shared_ptr<SharedPool>> shares_;
   std::mutex movedMutex_;

@@ -72,13 +72,14 @@ void Group::Unmoved(uint32_t id) {
 
 // A thread's events of one loop turn: only an append to an empty queue calls the thread-safe
 // function, so JavaScript is entered once however many threads had something to say.
-void Group::Deliver(std::vector<Event*>* events) {
+void Group::Deliver(std::vector<Event*>* events, bool post) {
   bool call;
   {
     std::lock_guard<std::mutex> lock(batchMutex_);
-    call = batch_.empty();
-    if (call) batch_.swap(*events);
+    if (batch_.empty()) batch_.swap(*events);
     else batch_.insert(batch_.end(), events->begin(), events->end());
+    call = post && !posted_;
+    if (call) posted_ = true;
   }
   events->clear();
   // Fails only while the function is being torn down; the destructor frees what is left.
@@ -89,6 +90,7 @@ std::vector<Event*> Group::TakeBatch() {
   std::vector<Event*> taken;
   std::lock_guard<std::mutex> lock(batchMutex_);
   taken.swap(batch_);
+  posted_ = false;
   return taken;
 }
 
