@@ -70,8 +70,10 @@ void Group::Unmoved(uint32_t id) {
   movedCount_.store(moved_.size(), std::memory_order_release);
 }
 
-// A thread's events of one loop turn: only an append to an empty queue calls the thread-safe
-// function, so JavaScript is entered once however many threads had something to say.
+// A thread's events of one loop turn, appended to the one queue; with post, the thread-safe
+// function is called unless a call is already on its way (until JavaScript takes the queue), so
+// JavaScript is entered once however many threads had something to say. Without post the
+// events wait for the next call, or for JavaScript to take them (engine.cc EndTurn).
 void Group::Deliver(std::vector<Event*>* events, bool post) {
   bool call;
   {
