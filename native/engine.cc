@@ -156,30 +156,74 @@ Engine::~Engine() {
   for (Event* event : turnEvents_) delete event;
 }
 
-void Engine::Emit(Event* event) { turnEvents_.push_back(event); }
+namespace {
 
-void Engine::FlushEvents() {
-  if (turnEvents_.empty()) return;
-  group_->Deliver(&turnEvents_);
+// What JavaScript must hear at once, because a client waits on its answer or it reports a
+// trouble as it happens: a client it is to admit or refuse (accepted, not a verified data
+// connection), a refusal it counts and logs, a listener's error, a connection it dialed itself,
+// a start header it is to forward. Everything else only updates its books.
+bool MustPostNow(const Event& event) {
+  switch (event.type) {
+    case Event::kAccepted:
+      return event.b == 0;  // b: a verified data connection's session epoch
+    case Event::kRefused:
+    case Event::kListenerError:
+      return true;
+    case Event::kDialed:
+      return event.listenerId == 0;  // listenerId: its stock
+    case Event::kHeader:
+      return event.b == 0;  // b: the pair the engine forwarded it into
+    default:
+      return false;
+  }
 }
 
-// Milliseconds epoll may sleep: until the next prefix deadline or paused listener's resume.
-int Engine::WaitTimeout() {
-  int64_t next = INT64_MAX;
-  if (!deadlines_.empty()) next = deadlines_.top().first;
+}  // namespace
+
+void Engine::Emit(Event* event) {
+  turnEvents_.push_back(event);
+  if (!postNow_ && MustPostNow(*event)) postNow_ = true;
+}
+
+void Engine::FlushEvents() {
+  postNow_ = false;
+  if (turnEvents_.empty() && heldUntilMs_ == 0) return;
+  heldUntilMs_ = 0;
+  held_ = 0;
+  group_->Deliver(&turnEvents_, true);
+}
+
+// The events go to the group's queue every turn, so JavaScript can take them itself whenever it
+// needs its books current (takeEvents: a stop deciding whether to drain); only the wake-up is
+// held. The deadline is checked whenever the engine wakes anyway, so under load the hold costs
+// no wake-up of its own; only while events are held does epoll_wait get a timeout for it.
+void Engine::EndTurn(int64_t now) {
+  if (turnEvents_.empty() && heldUntilMs_ == 0) return;
+  held_ += turnEvents_.size();
+  if (postNow_ || eventHoldMs_ <= 0 || held_ >= kEventHoldMax || (heldUntilMs_ != 0 && now >= heldUntilMs_)) return FlushEvents();
+  if (heldUntilMs_ == 0) heldUntilMs_ = now + eventHoldMs_;
+  if (!turnEvents_.empty()) group_->Deliver(&turnEvents_, false);
+}
+
+// Milliseconds epoll may sleep: until the next prefix deadline, paused listener's resume, idle
+// sweep or held events' deadline.
+int Engine::WaitTimeout(int64_t now) {
+  int64_t next = heldUntilMs_ != 0 ? heldUntilMs_ : INT64_MAX;
+  if (!deadlines_.empty() && deadlines_.top().first < next) next = deadlines_.top().first;
   if (nextIdleSweepMs_ < next) next = nextIdleSweepMs_;
   for (auto& entry : listeners_) {
     if (entry.second->resumeAt != 0 && entry.second->resumeAt < next) next = entry.second->resumeAt;
   }
   if (next == INT64_MAX) return -1;
-  int64_t wait = next - NowMs();
+  int64_t wait = next - now;
   return wait <= 0 ? 0 : static_cast<int>(wait + 1);
 }
 
 void Engine::Run() {
   epoll_event events[kEventsPerWait];
+  int64_t now = NowMs();
   while (!stopping_) {
-    int n = epoll_wait(epollFd_, events, kEventsPerWait, WaitTimeout());
+    int n = epoll_wait(epollFd_, events, kEventsPerWait, WaitTimeout(now));
     if (n < 0) {
       if (errno == EINTR) continue;
       break;
@@ -211,7 +255,8 @@ void Engine::Run() {
     }
     ExpireAndResume();
     SweepIdlePairs();
-    FlushEvents();
+    now = NowMs();
+    EndTurn(now);
     // Pairs and connections ended in this batch may still have had events later in the same
     // batch: free them only now.
     for (Pair* pair : graveyard_) delete pair;
@@ -281,6 +326,7 @@ void Engine::RunCommands() {
           if (it != pairs_.end()) pair = it->second;
         }
         if (pair && !pair->dead) Finish(pair, ECANCELED);
+        postNow_ = true;  // JavaScript is ending things (a drain, a stop): it hears the ends now
         break;
       }
       case Command::kAddListener:
@@ -288,6 +334,7 @@ void Engine::RunCommands() {
         break;
       case Command::kCloseListener:
         StopListener(command.id);
+        postNow_ = true;
         break;
       case Command::kFilter: {
         auto it = listeners_.find(command.id);

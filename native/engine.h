@@ -446,12 +446,20 @@ struct PoolPairInfo {
 
 // Events cross to JavaScript in batches: the engine thread collects a loop turn's events and
 // appends them to one queue; only an append to an empty queue calls the thread-safe function,
-// so JavaScript is entered once per turn, or once for several turns while it is behind. On the
+// so JavaScript is entered once per turn, or once for several turns while it is behind.
+// Most events are bookkeeping (a pair's end, a join from the pool, a verified connection going
+// into the pool, a dial from a stock, a header the engine forwarded): nothing waits for
+// JavaScript's answer to them, so the engine holds them for up to kEventHoldMs (or
+// kEventHoldMax events) and JavaScript wakes once for many connections. An event JavaScript must
+// act on for a client to move (see MustPostNow in engine.cc) posts at once, with everything held
+// before it, in order. On the
 // JavaScript thread a batch is one ArrayBuffer of fixed-size records plus one array for the
 // variable parts (napi.cc CallOnBatch, src/engine/substrate/events.ts decodeBatch). A record:
 // int32 slots type, id, listenerId, code, remotePort, localPort, flags, stockId; float64 a, b;
 // int32 clientConnId, endFlags; float64 ageMs, idleMs (the last four: kPoolPairEnd's).
 constexpr size_t kEventRecordBytes = 72;
+constexpr int64_t kEventHoldMs = 5;
+constexpr size_t kEventHoldMax = 512;
 // A record's flags: which variable parts follow in the side array, in this order: the prefix
 // (a Buffer), then the remote and local IP addresses (strings).
 enum EventRecordFlags : uint32_t { kRecordHasPrefix = 1, kRecordHasAddresses = 2 };
@@ -520,6 +528,8 @@ class Engine {
   // command to it, except Bytes and PairCount, which read under the mutex.
   bool Start(std::string* why);
   void Stop();
+  // Before Start: how long bookkeeping events may be held (0: every turn's events post at once).
+  void SetEventHold(int64_t ms) { eventHoldMs_ = ms; }
 
   // JS thread. Takes ownership of pair, whose sockets become the two held connections.
   void Join(Pair* pair, uint32_t connA, uint32_t connB);
@@ -624,9 +634,15 @@ class Engine {
   std::atomic<int64_t> connsHeld_{0};
   std::atomic<uint32_t> nextId_{0};
   bool stopping_ = false;
-  // Events of the current loop turn (engine thread only), then the batch JavaScript has not yet
-  // taken (guarded by batchMutex_); see kEventRecordBytes.
+  // This turn's events (engine thread only), handed to the group's queue at its end; those
+  // handed over without waking JavaScript are held (see kEventHoldMs): heldUntilMs_ is when
+  // JavaScript must be woken for them (0: none held), held_ how many; postNow_: this turn has
+  // an event that must be posted at once.
   std::vector<Event*> turnEvents_;
+  int64_t eventHoldMs_ = kEventHoldMs;
+  int64_t heldUntilMs_ = 0;
+  size_t held_ = 0;
+  bool postNow_ = false;
   std::vector<char> copyBuffer_ = std::vector<char>(kCopyBuffer);  // engine thread only
 
   // ---- The thread and its commands (engine.cc) ----
@@ -636,9 +652,12 @@ class Engine {
   // The commands that carry only ids: of a pair, listener or connection, and a connection.
   void PostForId(Command::Kind kind, uint32_t id, uint32_t connA = 0);
   void Emit(Event* event);
-  // End of a loop turn: hands the turn's events to JavaScript (one call when its queue was empty).
+  // Hands this turn's events over and wakes JavaScript for them and every one held.
   void FlushEvents();
-  int WaitTimeout();
+  // End of a loop turn: hands the turn's events over, and wakes JavaScript unless they may be
+  // held (now: NowMs()).
+  void EndTurn(int64_t now);
+  int WaitTimeout(int64_t now);
   void Run();
   void RunCommands();
   // Socket helpers shared by the pairs, the intake and the dialer.
@@ -768,7 +787,10 @@ class Group {
   // Pairs and listeners JavaScript has not yet heard the end of (JS thread only): while any is
   // open, the thread-safe function keeps the event loop alive.
   int active = 0;
-  void Deliver(std::vector<Event*>* events);
+  // Appends events to the queue JavaScript takes; post: and wake JavaScript for it (one call
+  // until JavaScript has taken the queue). Events handed over without post are taken with the
+  // next call, or by JavaScript itself (TakeBatch, from takeEvents).
+  void Deliver(std::vector<Event*>* events, bool post);
   std::vector<Event*> TakeBatch();
 
   // A data listener's shared pool: made by the first call about it, forgotten when it closes.
@@ -801,6 +823,7 @@ class Group {
   uint32_t nextDial_ = 0;  // JS thread
   std::mutex batchMutex_;
   std::vector<Event*> batch_;
+  bool posted_ = false;  // guarded by batchMutex_: a call is on its way to JavaScript
   std::mutex sharesMutex_;
   std::unordered_map<uint32_t, std::shared_ptr<SharedPool>> shares_;
   std::mutex movedMutex_;

@@ -71,15 +71,18 @@ void Group::Unmoved(uint32_t id) {
   movedCount_.store(moved_.size(), std::memory_order_release);
 }
 
-// A thread's events of one loop turn: only an append to an empty queue calls the thread-safe
-// function, so JavaScript is entered once however many threads had something to say.
-void Group::Deliver(std::vector<Event*>* events) {
+// A thread's events of one loop turn, appended to the one queue; with post, the thread-safe
+// function is called unless a call is already on its way (until JavaScript takes the queue), so
+// JavaScript is entered once however many threads had something to say. Without post the
+// events wait for the next call, or for JavaScript to take them (engine.cc EndTurn).
+void Group::Deliver(std::vector<Event*>* events, bool post) {
   bool call;
   {
     std::lock_guard<std::mutex> lock(batchMutex_);
-    call = batch_.empty();
-    if (call) batch_.swap(*events);
+    if (batch_.empty()) batch_.swap(*events);
     else batch_.insert(batch_.end(), events->begin(), events->end());
+    call = post && !posted_;
+    if (call) posted_ = true;
   }
   events->clear();
   // Fails only while the function is being torn down; the destructor frees what is left.
@@ -90,6 +93,7 @@ std::vector<Event*> Group::TakeBatch() {
   std::vector<Event*> taken;
   std::lock_guard<std::mutex> lock(batchMutex_);
   taken.swap(batch_);
+  posted_ = false;
   return taken;
 }
 

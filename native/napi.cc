@@ -1,6 +1,6 @@
 // The JavaScript surface: createEngine (engine threads, see Group; an object of its methods: listen,
 // filter, closeListener, dial, openStock, stock, closeStock, closeConn, join, forward, session,
-// credits, usePool, admit, activeLimit, destroy, bytes, stats), trimMalloc, and the thread-safe
+// credits, usePool, admit, activeLimit, destroy, bytes, stats, takeEvents), trimMalloc, and the thread-safe
 // function that carries an engine's
 // events to JavaScript. Each call checks its arguments here, on the
 // JavaScript thread, and hands the engine (engine.h) a command.
@@ -104,12 +104,10 @@ void Account(napi_env env, Group* engine, const Event& event) {
 // records (engine.h kEventRecordBytes) and one array of the variable parts, because each value
 // made here costs a call into V8: a record is written in place, an object per event would cost a
 // property set per field. For kPairEnd, listenerId carries PairEndFlags.
-void CallOnBatch(napi_env env, napi_value callback, void* context, void* /* data */) {
-  if (env == nullptr) return;  // torn down: the engine frees what is queued
-  auto* engine = static_cast<Group*>(context);
+// The batch's two arguments in args (see CallOnBatch); false when nothing is queued.
+bool BatchArguments(napi_env env, Group* engine, napi_value args[2]) {
   std::vector<Event*> batch = engine->TakeBatch();
-  if (batch.empty()) return;
-  napi_value args[2];
+  if (batch.empty()) return false;
   void* bytes = nullptr;
   napi_create_arraybuffer(env, batch.size() * relay::kEventRecordBytes, &bytes, &args[0]);
   napi_create_array(env, &args[1]);
@@ -147,9 +145,34 @@ void CallOnBatch(napi_env env, napi_value callback, void* context, void* /* data
     }
     delete batch[i];
   }
+  return true;
+}
+
+void CallOnBatch(napi_env env, napi_value callback, void* context, void* /* data */) {
+  if (env == nullptr) return;  // torn down: the engine frees what is queued
+  napi_value args[2];
+  if (!BatchArguments(env, static_cast<Group*>(context), args)) return;
   napi_value global;
   napi_get_global(env, &global);
   napi_call_function(env, global, callback, 2, args, nullptr);
+}
+
+// takeEvents() => [records, side] | null: the events the engine threads have handed over and
+// JavaScript has not yet heard, taken now rather than at the next call (which then finds fewer
+// or none): for JavaScript to bring its books up to date before a decision (engine.h,
+// kEventHoldMs).
+napi_value TakeEvents(napi_env env, napi_callback_info info) {
+  Group* engine = GroupOf(env, info);
+  napi_value result;
+  napi_value args[2];
+  if (engine == nullptr || !BatchArguments(env, engine, args)) {
+    napi_get_null(env, &result);
+    return result;
+  }
+  napi_create_array_with_length(env, 2, &result);
+  napi_set_element(env, result, 0, args[0]);
+  napi_set_element(env, result, 1, args[1]);
+  return result;
 }
 
 void Cleanup(void* arg) {
@@ -161,11 +184,13 @@ void Cleanup(void* arg) {
 
 napi_value Methods(napi_env env, Group* engine);
 
-// createEngine(onEvent, threads?) => an engine object: starts threads engine threads (1 when
-// omitted) whose events go to onEvent, and whose methods (listen, dial, join...) act on them.
+// createEngine(onEvent, threads?, holdMs?) => an engine object: starts threads engine threads
+// (1 when omitted) whose events go to onEvent, and whose methods (listen, dial, join...) act on
+// them. holdMs: how long bookkeeping events may wait for company (engine.h kEventHoldMs when
+// omitted; 0: none wait).
 napi_value CreateEngine(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   napi_valuetype type;
   if (argc < 1 || napi_typeof(env, argv[0], &type) != napi_ok || type != napi_function) return Throw(env, "createEngine needs a callback");
@@ -175,7 +200,16 @@ napi_value CreateEngine(napi_env env, napi_callback_info info) {
   if (threadsType != napi_undefined && (napi_get_value_uint32(env, argv[1], &threads) != napi_ok || threads < 1 || threads > relay::kThreadsMax)) {
     return Throw(env, "createEngine: threads must be 1 to " + std::to_string(relay::kThreadsMax));
   }
+  int64_t holdMs = relay::kEventHoldMs;
+  napi_valuetype holdType = napi_undefined;
+  if (argc > 2) napi_typeof(env, argv[2], &holdType);
+  if (holdType != napi_undefined) {
+    uint32_t value;
+    if (napi_get_value_uint32(env, argv[2], &value) != napi_ok || value > 60000) return Throw(env, "createEngine: holdMs must be 0 to 60000");
+    holdMs = value;
+  }
   auto* engine = new Group(threads);
+  for (uint32_t i = 0; i < threads; i++) engine->At(i)->SetEventHold(holdMs);
   napi_value name;
   napi_create_string_utf8(env, "relay-engine", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[0], nullptr, name, 0, 1, nullptr, nullptr, engine, CallOnBatch, &engine->onEvent) != napi_ok) {
@@ -834,6 +868,7 @@ napi_value Methods(napi_env env, Group* engine) {
       {"destroy", nullptr, Destroy, nullptr, nullptr, nullptr, napi_default, engine},
       {"bytes", nullptr, Bytes, nullptr, nullptr, nullptr, napi_default, engine},
       {"stats", nullptr, Stats, nullptr, nullptr, nullptr, napi_default, engine},
+      {"takeEvents", nullptr, TakeEvents, nullptr, nullptr, nullptr, napi_default, engine},
       {"listen", nullptr, Listen, nullptr, nullptr, nullptr, napi_default, engine},
       {"closeListener", nullptr, CloseListener, nullptr, nullptr, nullptr, napi_default, engine},
       {"filter", nullptr, SetFilter, nullptr, nullptr, nullptr, napi_default, engine},

@@ -126,6 +126,11 @@ export class DashboardFeed implements EventSink {
     return this.subscribers.size;
   }
 
+  /** EventSink: the client events (one per client) are not shown. */
+  wants(name: EventName): boolean {
+    return name !== 'client.connected' && name !== 'client.disconnected';
+  }
+
   /** EventSink: the events a person watching wants; the rest (one per client) are not shown. */
   emit<E extends EventName>(name: E, payload: EventPayloads[E]): void {
     try {

@@ -61,6 +61,11 @@ export class HookDispatcher implements EventSink {
     this.update(hooks);
   }
 
+  /** A hook subscribes to name and the dispatcher is open. */
+  wants(name: EventName): boolean {
+    return !this.closed && (this.routes.get(name)?.length ?? 0) > 0;
+  }
+
   emit<E extends EventName>(name: E, payload: EventPayloads[E]): void {
     try {
       const targets = this.routes.get(name);

@@ -34,6 +34,9 @@ export interface EventPayloads {
 
 export interface EventSink {
   emit<E extends EventName>(name: E, payload: EventPayloads[E]): void;
+  /** Whether an event of this name would reach anyone now, so an emitter of one event per client
+   *  builds its payload only when it would (absent: every event is taken). */
+  wants?(name: EventName): boolean;
 }
 
-export const NULL_EVENT_SINK: EventSink = { emit() {} };
+export const NULL_EVENT_SINK: EventSink = { emit() {}, wants: () => false };

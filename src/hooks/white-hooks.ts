@@ -38,6 +38,10 @@ export class WhiteHooks implements EventSink {
     for (const tap of this.taps) tap.emit(name, payload);
   }
 
+  wants(name: EventName): boolean {
+    return this.dispatcher.wants(name) || this.taps.some((tap) => tap.wants?.(name) ?? true);
+  }
+
   /** Another consumer of every event (the dashboard). Like emit, its emit must never throw. */
   tap(sink: EventSink): void {
     this.taps.push(sink);

@@ -63,7 +63,7 @@ describe('decoding a batch of engine events', () => {
 });
 
 /** The addon as engine.ts loads it, to see its calls themselves. */
-function addon(): { createEngine(onEvents: (...batch: EventBatch) => void): EngineHandle } {
+function addon(): { createEngine(onEvents: (...batch: EventBatch) => void, threads?: number, holdMs?: number): EngineHandle } {
   const require = createRequire(import.meta.url);
   const dir = fileURLToPath(new URL('../../../native', import.meta.url));
   return require((require('node-gyp-build') as { resolve(dir: string): string }).resolve(dir)) as ReturnType<typeof addon>;
@@ -125,5 +125,86 @@ describe('an engine\'s event batches', { skip: noEngine() }, () => {
     const code = await new Promise<number | null>((r) => child.on('exit', r));
     assert.equal(out.trim(), 'accepted');
     assert.equal(code, 0);
+  });
+
+  describe('bookkeeping held back', () => {
+    /** An engine with holdMs whose calls are recorded; next() resolves at the next call. */
+    function recorded(holdMs: number): { engine: EngineHandle; calls: EngineEvent[][]; next(): Promise<EngineEvent[]> } {
+      const calls: EngineEvent[][] = [];
+      let waiters: ((events: EngineEvent[]) => void)[] = [];
+      const engine = addon().createEngine((...batch) => {
+        const events = decodeBatch(...batch);
+        calls.push(events);
+        for (const w of waiters.splice(0)) w(events);
+      }, 1, holdMs);
+      return { engine, calls, next: () => new Promise((r) => waiters.push(r)) };
+    }
+
+    /** Until the events recorded include one matching want. */
+    async function until(r: ReturnType<typeof recorded>, want: (e: EngineEvent) => boolean): Promise<EngineEvent> {
+      for (;;) {
+        const found = r.calls.flat().find(want);
+        if (found) return found;
+        await r.next();
+      }
+    }
+
+    /** Two clients of a listener joined into a pair by JavaScript: the pair's id and the clients. */
+    async function pairOf(r: ReturnType<typeof recorded>, listener: number, port: number): Promise<{ pair: number; sockets: net.Socket[] }> {
+      const sockets = [net.connect(port, '127.0.0.1'), net.connect(port, '127.0.0.1')];
+      for (const c of sockets) c.on('error', () => {});
+      const ports = await Promise.all(sockets.map((c) => new Promise<number>((ok) => c.once('connect', () => ok(c.localPort!)))));
+      const conns = await Promise.all(ports.map((p) => until(r, (e) => e.type === 'accepted' && e.listener === listener && e.remote.port === p)));
+      const ids = conns.map((e) => (e as Extract<EngineEvent, { type: 'accepted' }>).conn);
+      return { pair: r.engine.join(ids[0]!, ids[1]!, null, null), sockets };
+    }
+
+    const endOf = (pair: number) => (e: EngineEvent): boolean => e.type === 'pairEnd' && e.pair === pair;
+
+    it('a pair\'s end waits for the next event JavaScript must act on, and comes before it in the same call', async () => {
+      const r = recorded(60_000);
+      const [listener, port] = r.engine.listen('127.0.0.1', 0, 16, 0, 1000, 0, false, null);
+      const first = await pairOf(r, listener, port);
+      const second = await pairOf(r, listener, port);
+      for (const c of [...first.sockets, ...second.sockets]) c.end();
+      // Both pairs end in the engine; their ends are bookkeeping, held.
+      while (r.engine.stats().pairs > 0) await new Promise((ok) => setTimeout(ok, 5));
+      await new Promise((ok) => setImmediate(ok));
+      assert.equal(r.calls.flat().filter((e) => e.type === 'pairEnd').length, 0, 'no pair end was posted on its own');
+      // A client accepted now must be heard at once, and brings the held ends along, in order.
+      const late = net.connect(port, '127.0.0.1').on('error', () => {});
+      await new Promise((ok) => late.once('connect', ok));
+      await until(r, (e) => e.type === 'accepted' && e.remote.port === late.localPort);
+      const call = r.calls.find((events) => events.some(endOf(first.pair)))!;
+      assert.deepEqual(call.map((e) => e.type), ['pairEnd', 'pairEnd', 'accepted']);
+      assert.deepEqual(new Set(call.slice(0, 2).map((e) => (e as Extract<EngineEvent, { type: 'pairEnd' }>).pair)), new Set([first.pair, second.pair]));
+      late.destroy();
+      r.engine.closeListener(listener);
+    });
+
+    it('a held end is posted when its hold is over, with nothing else to bring it', async () => {
+      const r = recorded(20);
+      const [listener, port] = r.engine.listen('127.0.0.1', 0, 16, 0, 1000, 0, false, null);
+      const { pair, sockets } = await pairOf(r, listener, port);
+      for (const c of sockets) c.end();
+      const end = await until(r, endOf(pair));
+      assert.deepEqual(end, { type: 'pairEnd', pair, errno: 0, bytesFromA: 0, bytesFromB: 0, endedBeforeConnect: false, stock: 0, header: null });
+      r.engine.closeListener(listener);
+    });
+
+    it('destroy posts what was held at once, the destroyed pair\'s end last', async () => {
+      const r = recorded(60_000);
+      const [listener, port] = r.engine.listen('127.0.0.1', 0, 16, 0, 1000, 0, false, null);
+      const ended = await pairOf(r, listener, port);
+      const live = await pairOf(r, listener, port);
+      for (const c of ended.sockets) c.end();
+      while (r.engine.stats().pairs > 1) await new Promise((ok) => setTimeout(ok, 5));
+      r.engine.destroy(live.pair);
+      await until(r, endOf(live.pair));
+      const ends = r.calls.flat().filter((e) => e.type === 'pairEnd') as Extract<EngineEvent, { type: 'pairEnd' }>[];
+      assert.deepEqual(ends.map((e) => e.pair), [ended.pair, live.pair]);
+      for (const c of live.sockets) c.destroy();
+      r.engine.closeListener(listener);
+    });
   });
 });

@@ -560,3 +560,16 @@ test('backoff delays: exponential step with equal jitter, capped', () => {
   assert.equal(backoffDelayMs(20, 100, 1_000, hi), 1_000);
   assert.equal(backoffDelayMs(20, 100, 1_000, lo), 500);
 });
+
+test('wants: an event is wanted only while a hook subscribes to it, so the engine builds no payload for the rest', async () => {
+  const none = new HookDispatcher([], DEFAULT_LIMITS, silentLogger(), fast);
+  assert.equal(none.wants('client.connected'), false);
+  const d = new HookDispatcher([hook('http://127.0.0.1:9/', { events: ['client.disconnected'] })], DEFAULT_LIMITS, silentLogger(), fast);
+  assert.equal(d.wants('client.disconnected'), true);
+  assert.equal(d.wants('client.connected'), false);
+  d.update([hook('http://127.0.0.1:9/')]);
+  assert.equal(d.wants('client.connected'), true, 'an empty list subscribes to every event');
+  await d.close(100);
+  assert.equal(d.wants('client.connected'), false, 'a closed dispatcher takes nothing');
+  await none.close(100);
+});

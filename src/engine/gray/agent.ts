@@ -154,6 +154,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
 
   /** This session's counters since it was made (see WhiteSessionCounts). */
   counts(): WhiteSessionCounts {
+    this.dataPlane.engine?.catchUp();  // the engine's held bookkeeping events first
     return { ...this.counters };
   }
 
@@ -162,6 +163,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   }
 
   state(): WhiteSessionState {
+    this.dataPlane.engine?.catchUp();
     return {
       white: this.where,
       connected: this.connectedSince !== null,
@@ -177,6 +179,8 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
   /** Stop reconnecting, end the session and the idle pool, let active forwards finish up to drainMs. */
   async stop(drainMs = this.config.limits.drainTimeoutMs): Promise<void> {
     this.stopping = true;
+    // The engine's bookkeeping events (clients it forwarded a moment ago) first, so each is drained.
+    this.dataPlane.engine?.catchUp();
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.dialer?.stop();
     this.channel?.close(new RelayError(ErrorCodes.SHUTDOWN, 'gray is shutting down'));

@@ -74,6 +74,8 @@ export class DialStock implements StockOwner {
    *  connections that are not in a pair; nothing more is heard of them. */
   close(): void {
     if (this.closed) return;
+    // Its pairs the engine forwarded a moment ago are counted first, so their ends still find it.
+    this.engine.catchUp();
     this.closed = true;
     this.engine.handle.closeStock(this.id);
     if (this.livePairs === 0) this.engine.removeStock(this.id);

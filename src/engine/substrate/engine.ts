@@ -16,6 +16,8 @@ export interface EngineHandle {
   destroy(id: number): void;
   bytes(id: number): [number, number] | null;
   stats(): EngineStats;
+  /** The events handed over and not yet heard (null: none), taken now instead of at the next call. */
+  takeEvents(): EventBatch | null;
   listen(ip: string, port: number, backlog: number, prefixBytes: number, prefixTimeoutMs: number, keepAliveSec: number, watchAny: boolean, magic: Buffer | null, allow?: Buffer): [number, number];
   closeListener(id: number): void;
   filter(listenerId: number, mode: number, ip: string | null, maxPending: number): void;
@@ -67,8 +69,10 @@ export interface PoolPairInfo {
 
 interface Addon {
   /** onEvents hears every event queued since its last call, in one batch (events.ts), from
-   *  threads engine threads (native/group.cc). */
-  createEngine(onEvents: (...batch: EventBatch) => void, threads: number): EngineHandle;
+   *  threads engine threads (native/group.cc). holdMs: how long the engine may hold bookkeeping
+   *  events before it wakes JavaScript for them (native/engine.h kEventHoldMs when undefined; 0:
+   *  never held); an event JavaScript must act on posts at once with those held before it. */
+  createEngine(onEvents: (...batch: EventBatch) => void, threads: number, holdMs?: number): EngineHandle;
   /** malloc_trim: free malloc pages back to the system (native/memory.cc). */
   trimMalloc(): void;
 }
@@ -151,19 +155,18 @@ export class Engine {
     readonly modulePath: string,
     /** How many engine threads it runs (engine.threads). */
     readonly threads: number,
+    holdMs: number | undefined,
   ) {
-    this.handle = addon.createEngine((...batch) => {
-      for (const event of decodeBatch(...batch)) this.route(event);
-    }, threads);
+    this.handle = addon.createEngine((...batch) => this.hear(batch), threads, holdMs);
   }
 
   /** Starts the engine's threads (1 unless told), or returns why there can be none (no addon,
-   *  not Linux). */
-  static open(threads = 1): Engine | string {
+   *  not Linux). holdMs: see Addon.createEngine (the engine's default when undefined). */
+  static open(threads = 1, holdMs?: number): Engine | string {
     const loaded = loadAddon();
     if (typeof loaded === 'string') return loaded;
     try {
-      return new Engine(loaded.addon, loaded.modulePath, threads);
+      return new Engine(loaded.addon, loaded.modulePath, threads, holdMs);
     } catch (err) {
       return err instanceof Error ? err.message : String(err);
     }
@@ -171,6 +174,26 @@ export class Engine {
 
   stats(): EngineStats {
     return this.handle.stats();
+  }
+
+  /** Hears now the events the engine holds back as bookkeeping (native/engine.h kEventHoldMs),
+   *  so the books are current before a decision that reads them (a stop: whom to drain). */
+  catchUp(): void {
+    // Called from a handler, the rest of the batch being heard comes first: nothing is taken.
+    if (this.hearing) return;
+    const batch = this.handle.takeEvents();
+    if (batch) this.hear(batch);
+  }
+
+  private hearing = false;
+
+  private hear(batch: EventBatch): void {
+    this.hearing = true;
+    try {
+      for (const event of decodeBatch(...batch)) this.route(event);
+    } finally {
+      this.hearing = false;
+    }
   }
 
   /** Gives malloc's free pages back to the system (the whole process's, not only this engine's). */

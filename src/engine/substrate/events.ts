@@ -114,9 +114,10 @@ const FLOAT64_SLOTS = EngineConstant.eventRecordBytes / 8;
 export function decodeBatch(...[records, side]: EventBatch): EngineEvent[] {
   const ints = new Int32Array(records);
   const floats = new Float64Array(records);
+  const count = records.byteLength / EngineConstant.eventRecordBytes;
   const events: EngineEvent[] = [];
   let next = 0;
-  for (let i = 0; i * EngineConstant.eventRecordBytes < records.byteLength; i++) {
+  for (let i = 0; i < count; i++) {
     const at = i * INT32_SLOTS;
     const flags = ints[at + 6]!;
     const prefix = flags & EventRecordFlag.hasPrefix ? (side[next++] as Buffer) : null;
@@ -127,24 +128,22 @@ export function decodeBatch(...[records, side]: EventBatch): EngineEvent[] {
       const localIp = side[next++] as string;
       local = localIp ? { ip: localIp, port: ints[at + 5]! } : null;
     }
-    const wide = i * FLOAT64_SLOTS;
-    const poolPair: PoolPairFields = { client: ints[at + 12]! >>> 0, endFlags: ints[at + 13]!, ageMs: floats[wide + 7]!, idleMs: floats[wide + 8]! };
-    events.push(decodeRecord(ints[at]!, ints[at + 1]! >>> 0, ints[at + 2]! >>> 0, ints[at + 3]!, floats[wide + 4]!, floats[wide + 5]!, prefix, remote, local, ints[at + 7]! >>> 0, poolPair));
+    events.push(decodeRecord(ints, floats, at, i * FLOAT64_SLOTS, prefix, remote, local));
   }
   return events;
 }
 
 const NO_ADDRESS: Address = { ip: '', port: 0 };
 
-/** A record's fields only kPoolPairEnd uses. */
-interface PoolPairFields {
-  client: number;
-  endFlags: number;
-  ageMs: number;
-  idleMs: number;
-}
-
-function decodeRecord(type: number, id: number, listenerId: number, code: number, a: number, b: number, prefix: Buffer | null, remote: Address, local: Address | null, stock: number, poolPair: PoolPairFields): EngineEvent {
+/** One record at int32 slot at (float64 slot wide), its variable parts already taken. */
+function decodeRecord(ints: Int32Array, floats: Float64Array, at: number, wide: number, prefix: Buffer | null, remote: Address, local: Address | null): EngineEvent {
+  const type = ints[at]!;
+  const id = ints[at + 1]! >>> 0;
+  const listenerId = ints[at + 2]! >>> 0;
+  const code = ints[at + 3]!;
+  const stock = ints[at + 7]! >>> 0;
+  const a = floats[wide + 4]!;
+  const b = floats[wide + 5]!;
   switch (type) {
     case EventType.pairEnd:
       return { type: 'pairEnd', pair: id, errno: code, bytesFromA: a, bytesFromB: b, endedBeforeConnect: (listenerId & PairEndFlag.endedBeforeConnect) !== 0, stock, header: prefix };
@@ -170,11 +169,11 @@ function decodeRecord(type: number, id: number, listenerId: number, code: number
         errno: code,
         bytesFromClient: a,
         bytesToClient: b,
-        endedIdle: (poolPair.endFlags & PairEndFlag.endedIdle) !== 0,
-        client: poolPair.client,
+        endedIdle: (ints[at + 13]! & PairEndFlag.endedIdle) !== 0,
+        client: ints[at + 12]! >>> 0,
         remote,
-        ageMs: poolPair.ageMs,
-        idleMs: poolPair.idleMs,
+        ageMs: floats[wide + 7]!,
+        idleMs: floats[wide + 8]!,
       };
     default:
       throw new Error(`the engine reported event type ${type}, unknown to this build`);

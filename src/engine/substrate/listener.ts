@@ -183,6 +183,8 @@ export class EngineListener implements ListenerOwner, PoolPairOwner {
   /** Stops accepting; connections still reading their prefix are closed, reported ones stay. */
   close(): void {
     if (this.closed) return;
+    // Its pairs the engine joined a moment ago are counted first, so their ends still find it.
+    this.engine.catchUp();
     this.closed = true;
     this.engine.removeListener(this.id);
     if (this.poolPairCount === 0) this.engine.removePoolPairOwner(this.id);

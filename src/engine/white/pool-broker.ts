@@ -34,7 +34,8 @@ import type { Lender } from './port-intake.js';
 interface IdleConnection {
   readonly conn: HeldConn;
   readonly session: GraySession;
-  readonly recycleTimer: NodeJS.Timeout;
+  /** performance.now() when it became idle: it is recycled poolIdleMaxMs later (recycle()). */
+  readonly since: number;
 }
 
 interface WaitingClient {
@@ -98,6 +99,9 @@ export class PoolBroker {
   /** Active pairs' last seen byte total and since when (for the idle timeout). */
   private readonly activity = new Map<ActivePair, Activity>();
   private idleTimer: NodeJS.Timeout | null = null;
+  /** One timer for recycling the idle connections, due when the oldest is (not one per
+   *  connection: a timer is garbage, and nearly every idle connection is used long before). */
+  private recycleTimer: NodeJS.Timeout | null = null;
   private readonly endedIdle = new Set<ActivePair>();
   /** Engine pairs joined after close: ended at once and not reported (by client connection). */
   private readonly ignoredEnds = new Set<number>();
@@ -187,33 +191,61 @@ export class PoolBroker {
     // While idle the gray must stay silent: any byte is a protocol violation, and a FIN or reset
     // means the connection is gone. Either way it leaves the pool and a replacement is granted,
     // as when it has been idle too long (recycled).
-    const leave = (): void => {
-      const i = this.idle.indexOf(conn);
-      if (i >= 0) this.idle.splice(i, 1);
-      this.lent.delete(data);
-      clearTimeout(conn.recycleTimer);
-      this.stats.poolIdle = this.idleCount();
-      this.topUp();
-    };
-    const conn: IdleConnection = {
-      conn: data,
-      session,
-      recycleTimer: setTimeout(() => {
-        data.destroy();
-        leave();
-      }, this.limits.poolIdleMaxMs),
-    };
-    conn.recycleTimer.unref();
+    const conn: IdleConnection = { conn: data, session, since: performance.now() };
     data.watch('any', (reason) => {
       if (reason === 'data') this.reject(data, ErrorCodes.PREAMBLE_INVALID, 'data before the start header');
-      leave();
+      this.leaveIdle(conn);
     });
     if (this.lender) this.lent.set(data, conn);
     else this.idle.push(conn);
     this.stats.poolIdle = this.idleCount();
+    this.recycleLater();
     // WELCOME's credits are capped by inFlightMax, so a pool target above the cap is reached by
     // granting more as connections arrive, still within the cap.
     this.topUp();
+  }
+
+  /** An idle connection left the pool (gone, or recycled): a replacement is granted. */
+  private leaveIdle(conn: IdleConnection): void {
+    const i = this.idle.indexOf(conn);
+    if (i >= 0) this.idle.splice(i, 1);
+    this.lent.delete(conn.conn);
+    this.stats.poolIdle = this.idleCount();
+    this.topUp();
+  }
+
+  /** The oldest idle connection is the first of lent (engine) or idle (JS plane): both are in
+   *  arrival order, and the JS plane takes the newest from the end. */
+  private oldestIdle(): IdleConnection | undefined {
+    return this.lent.size > 0 ? this.lent.values().next().value : this.idle[0];
+  }
+
+  /** Arms the recycle timer for the oldest idle connection, unless it is armed. */
+  private recycleLater(): void {
+    if (this.recycleTimer) return;
+    const oldest = this.oldestIdle();
+    if (!oldest) return;
+    const inMs = Math.max(0, oldest.since + this.limits.poolIdleMaxMs - performance.now());
+    this.recycleTimer = setTimeout(() => {
+      this.recycleTimer = null;
+      this.recycle();
+    }, Math.ceil(inMs));
+    this.recycleTimer.unref();
+  }
+
+  /** Closes the connections idle for poolIdleMaxMs (each is replaced, as any that leaves). */
+  private recycle(): void {
+    const due = performance.now() - this.limits.poolIdleMaxMs;
+    for (let oldest = this.oldestIdle(); oldest && oldest.since <= due; oldest = this.oldestIdle()) {
+      oldest.conn.destroy();
+      this.leaveIdle(oldest);
+    }
+    this.recycleLater();
+  }
+
+  private clearRecycleTimer(): void {
+    if (this.recycleTimer) clearTimeout(this.recycleTimer);
+    this.recycleTimer = null;
   }
 
   /** An Internet client connected to the public port of one of the gray's services. */
@@ -261,9 +293,7 @@ export class PoolBroker {
    *  The pair is the engine's; this counts and reports it. */
   onJoinedLent(joined: JoinedLent, service: string): void {
     const { client, data } = joined;
-    const lentConn = data ? this.lent.get(data) : undefined;
     if (data) this.lent.delete(data);
-    if (lentConn) clearTimeout(lentConn.recycleTimer);
     this.stats.poolIdle = this.idleCount();
     const waiting = client ? this.waiting.find((w) => w.conn === client) : undefined;
     if (waiting) this.unwait(waiting);
@@ -279,10 +309,14 @@ export class PoolBroker {
     const perService = this.serviceStats(service);
     perService.clientsTotal += 1;
     perService.activeClients += 1;
-    const clientAddress = formatHostPort({ host: joined.remote.ip, port: joined.remote.port });
-    const id = this.lender!.connectionId(joined.clientConn);
-    this.events.emit('client.connected', { grayId: this.grayId, service, connectionId: id, clientAddress });
-    if (this.logger.isLevelEnabled('debug')) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress }, 'client paired');
+    // The report's strings are made only for someone who reads them (most clients have nobody).
+    const debug = this.logger.isLevelEnabled('debug');
+    if (debug || this.wanted('client.connected')) {
+      const clientAddress = formatHostPort({ host: joined.remote.ip, port: joined.remote.port });
+      const id = this.lender!.connectionId(joined.clientConn);
+      this.events.emit('client.connected', { grayId: this.grayId, service, connectionId: id, clientAddress });
+      if (debug) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress }, 'client paired');
+    }
     this.topUp();
   }
 
@@ -295,17 +329,25 @@ export class PoolBroker {
     perService.activeClients -= 1;
     perService.bytesFromClients += end.bytesFromClient;
     perService.bytesToClients += end.bytesToClient;
-    const clientAddress = formatHostPort({ host: end.remote.ip, port: end.remote.port });
-    if (end.endedIdle) this.idleTimeout?.onTimeout(clientAddress, end.idleMs);
     this.stats.bytesFromClients += end.bytesFromClient;
     this.stats.bytesToClients += end.bytesToClient;
-    this.reportEnd(this.lender!.connectionId(end.clientConn), service, clientAddress, end.bytesFromClient, end.bytesToClient, end.durationMs, end.endedIdle ? 'idle timeout' : end.error ? end.error.message : 'closed');
+    const report = this.logger.isLevelEnabled('debug') || this.wanted('client.disconnected');
+    if (end.endedIdle || report) {
+      const clientAddress = formatHostPort({ host: end.remote.ip, port: end.remote.port });
+      if (end.endedIdle) this.idleTimeout?.onTimeout(clientAddress, end.idleMs);
+      if (report) this.reportEnd(this.lender!.connectionId(end.clientConn), service, clientAddress, end.bytesFromClient, end.bytesToClient, end.durationMs, end.endedIdle ? 'idle timeout' : end.error ? end.error.message : 'closed');
+    }
     this.pairEnded();
   }
 
   private reportEnd(id: string, service: string, clientAddress: string, bytesFromClient: number, bytesToClient: number, durationMs: number, reason: string): void {
     this.events.emit('client.disconnected', { grayId: this.grayId, service, connectionId: id, clientAddress, bytesFromClient, bytesToClient, durationMs, reason });
     if (this.logger.isLevelEnabled('debug')) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress, bytesIn: bytesFromClient, bytesOut: bytesToClient, reason }, 'client closed');
+  }
+
+  /** Whether anyone takes this event now (a sink that cannot say takes them all). */
+  private wanted(name: 'client.connected' | 'client.disconnected'): boolean {
+    return this.events.wants?.(name) ?? true;
   }
 
   /** A pair of either plane ended: drained() may be waiting for the last one. */
@@ -447,10 +489,13 @@ export class PoolBroker {
    *  limit it keeps at accept). */
   limitsChanged(): void {
     this.lender?.setActiveLimit(this.joinAtAcceptLimit());
+    this.clearRecycleTimer();  // pool_idle_max_ms may have changed
+    this.recycleLater();
     this.topUp();
   }
 
   private dropAllIdle(): void {
+    this.clearRecycleTimer();
     for (const conn of this.idle.splice(0)) this.dropIdle(conn);
     for (const conn of this.lent.values()) this.dropIdle(conn);
     this.lent.clear();
@@ -461,13 +506,11 @@ export class PoolBroker {
     const conn = this.idle.pop();
     if (!conn) return undefined;
     this.stats.poolIdle = this.idleCount();
-    clearTimeout(conn.recycleTimer);
     conn.conn.unwatch();
     return conn;
   }
 
   private dropIdle(conn: IdleConnection): void {
-    clearTimeout(conn.recycleTimer);
     conn.conn.unwatch();
     conn.conn.destroy();
   }

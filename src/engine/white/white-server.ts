@@ -256,7 +256,9 @@ export class WhiteServer {
     return e === undefined ? undefined : { connected: this.sessions.has(id), poolIdle: e.stats.poolIdle, poolTarget: e.stats.poolTarget };
   }
 
+  /** The state as of now: the engine's held bookkeeping events are heard first. */
   snapshot(): WhiteSnapshot {
+    this.deps.dataPlane.engine?.catchUp();
     return {
       configPath: this.config.path,
       startedAt: this.startedAt,
@@ -296,6 +298,8 @@ export class WhiteServer {
   async stop(drainMs = this.config.limits.drainTimeoutMs): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    // The engine's bookkeeping events (clients it joined a moment ago) first, so each is drained.
+    this.deps.dataPlane.engine?.catchUp();
     this.control?.close();
     for (const id of [...this.sessions.keys()]) this.endSession(id, new RelayError(ErrorCodes.SHUTDOWN, 'white is shutting down'));
     const endpoints = [...this.endpoints.values()];
