@@ -142,13 +142,20 @@ function ephemeralLow(): number {
   }
 }
 
+/** Ports freePort has handed out in this process: one not yet bound (a config being written)
+ *  must not be handed out again. */
+const handedOut = new Set<number>();
+
 /** A port free on host now, below the ephemeral range: a test that restarts a process on the same
  *  port must not find it taken by some outgoing connection's local port (or by a connection to
- *  itself, which Linux makes when a dial's source port equals its closed destination port). */
+ *  itself, which Linux makes when a dial's source port equals its closed destination port).
+ *  Never one it handed out before in this process. */
+
 export async function freePort(host = '127.0.0.1'): Promise<number> {
   const high = ephemeralLow() - 1;
   for (let attempt = 0; attempt < 200; attempt++) {
     const port = 10000 + Math.floor(Math.random() * (high - 10000));
+    if (handedOut.has(port)) continue;
     const server = net.createServer();
     const bound = await new Promise<boolean>((r) => {
       server.once('error', () => r(false));
@@ -156,6 +163,7 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
     });
     if (!bound) continue;
     await new Promise<void>((r) => server.close(() => r()));
+    handedOut.add(port);
     return port;
   }
   throw new Error(`no free port below ${high + 1} on ${host} in 200 tries`);
