@@ -172,31 +172,36 @@ describe('engine threads', { skip: noEngine() }, () => {
   });
 });
 
-describe('engine threads: one counter window for every copy of the data port', { skip: noEngine() }, () => {
+/** For one describe block: a white on a four-thread plane of its own, with the gray 'raw'
+ *  (secret all ones), started before its tests and stopped after. */
+function rawWhiteOnThreads(): { plane: DataPlane | null; white: () => WhiteServer } {
   const plane = noEngine() ? null : planeOf(THREADS);
-  let white: WhiteServer;
-
+  let white: WhiteServer | undefined;
   before(async () => {
     white = new WhiteServer(whiteConfigFor([{ id: 'raw', secret: Buffer.alloc(32, 1), publicPort: 0, dataPort: 0 }]), { dataPlane: plane!, logger: silentLogger() });
     await white.start();
   });
-
   after(async () => {
     await white?.stop(200);
   });
+  return { plane, white: () => white! };
+}
+
+describe('engine threads: one counter window for every copy of the data port', { skip: noEngine() }, () => {
+  const { white } = rawWhiteOnThreads();
 
   it('a preamble used on one thread is refused as a replay on every other; a client meets it from any thread', async () => {
-    const s = await rawLogin(white.controlPort, 'raw', Buffer.alloc(32, 1), 1);
+    const s = await rawLogin(white().controlPort, 'raw', Buffer.alloc(32, 1), 1);
     const first = await sendOnDataPort(s.dataPort, s.preamble(1));
-    await waitUntil(() => white.snapshot().grays[0]!.poolIdle === 1, 'the first to be verified and idle');
+    await waitUntil(() => white().snapshot().grays[0]!.poolIdle === 1, 'the first to be verified and idle');
     // The client lands on any of the four threads: it is joined with the one connection,
     // wherever that was verified (moved once if need be).
-    const client = net.connect({ host: '127.0.0.1', port: white.portsOf('raw')!.publicPort });
+    const client = net.connect({ host: '127.0.0.1', port: white().portsOf('raw')!.publicPort });
     client.on('error', () => {});
     assert.equal((await firstBytes(first, START_HEADER_BYTES)).length, START_HEADER_BYTES);
     // Eight replays from eight source ports: all on the first's thread has a chance of 4^-8.
     for (let i = 0; i < 8; i++) await closedBy(await sendOnDataPort(s.dataPort, s.preamble(1)));
-    await waitUntil(() => (white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_REPLAY] ?? 0) === 8, 'eight replays refused');
+    await waitUntil(() => (white().snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_REPLAY] ?? 0) === 8, 'eight replays refused');
     client.destroy();
     first.destroy();
     s.socket.destroy();
@@ -204,17 +209,7 @@ describe('engine threads: one counter window for every copy of the data port', {
 });
 
 describe('engine threads: a data connection goes to a client that waits, not to one that left', { skip: noEngine() }, () => {
-  const plane = noEngine() ? null : planeOf(THREADS);
-  let white: WhiteServer;
-
-  before(async () => {
-    white = new WhiteServer(whiteConfigFor([{ id: 'raw', secret: Buffer.alloc(32, 1), publicPort: 0, dataPort: 0 }]), { dataPlane: plane!, logger: silentLogger() });
-    await white.start();
-  });
-
-  after(async () => {
-    await white?.stop(200);
-  });
+  const { plane, white } = rawWhiteOnThreads();
 
   const heldPerThread = (): number[] => engineThreadsState(plane!)!.perThread.map((t) => t.heldConnections);
   /** Opens a connection with open() and tells which thread accepted it (its held count rose). */
@@ -227,9 +222,9 @@ describe('engine threads: a data connection goes to a client that waits, not to 
   }
 
   it('clients that reset while waiting leave no trace on their threads: the next data connection finds the one still waiting, wherever it was verified', async () => {
-    const s = await rawLogin(white.controlPort, 'raw', Buffer.alloc(32, 1), 1);
-    const { publicPort } = white.portsOf('raw')!;
-    const gray = () => white.snapshot().grays[0]!;
+    const s = await rawLogin(white().controlPort, 'raw', Buffer.alloc(32, 1), 1);
+    const { publicPort } = white().portsOf('raw')!;
+    const gray = () => white().snapshot().grays[0]!;
     // The pool is empty, so every client waits, each on the thread that accepted it, until one
     // thread (kept) has fewer than each of the three others.
     const clients: { conn: net.Socket; thread: number }[] = [];
