@@ -261,19 +261,30 @@ describe('faults with real processes', () => {
   });
 });
 
+/** Runs `use` with a white process (pool of one) and a raw gray logged in, holding its one
+ *  credit, once the white has logged `ready`; ends them whatever `use` throws. */
+async function withRawGray(ready: string, use: (dd: Deployment, w: RelayProcess, s: Awaited<ReturnType<typeof loginRaw>>) => Promise<void>): Promise<void> {
+  const dir = await tempDir();
+  const svc = new TestService();
+  await svc.start();
+  const dd = await writeDeployment(dir.path, { targetPort: svc.port, pool: 1 });
+  const w = runRelay(['white', '--config', dd.whitePath]);
+  try {
+    await w.waitForMsg(ready);
+    await use(dd, w, await loginRaw(dd.controlPort, 'e2e', Buffer.from(dd.secret, 'base64url'), 1));
+  } finally {
+    await w.kill();
+    svc.stop();
+    await dir.cleanup();
+  }
+}
+
 describe('a client that resets while it waits for a connection', () => {
   it('does not crash the white when the next pooled connection arrives for it', async () => {
     // Any Internet client could do this: connect while the pool is empty and reset before the
     // white accepts; the white paired the dead socket, whose address was gone, and died on an
     // uncaught RelayError (START_HEADER_INVALID "client source address is unknown").
-    const dir2 = await tempDir();
-    const svc = new TestService();
-    await svc.start();
-    const dd = await writeDeployment(dir2.path, { targetPort: svc.port, pool: 1 });
-    const w = runRelay(['white', '--config', dd.whitePath]);
-    try {
-      await w.waitForMsg('listening');
-      const s = await loginRaw(dd.controlPort, 'e2e', Buffer.from(dd.secret, 'base64url'), 1); // holds its one credit
+    await withRawGray('listening', async (dd, w, s) => {
       // The reset lands before the white accepts (frozen meanwhile), so the socket it accepts
       // never had a peer address; the kernel completes the handshake on its own.
       w.child.kill('SIGSTOP');
@@ -304,24 +315,13 @@ describe('a client that resets while it waits for a connection', () => {
       assert.equal(w.child.exitCode, null);
       conn.destroy();
       s.probe.destroy();
-    } finally {
-      await w.kill();
-      svc.stop();
-      await dir2.cleanup();
-    }
+    });
   });
 });
 
 describe('a client that resets before the white accepts it', () => {
   it('does not take the pooled connection: the live client behind it does', async () => {
-    const dir2 = await tempDir();
-    const svc = new TestService();
-    await svc.start();
-    const dd = await writeDeployment(dir2.path, { targetPort: svc.port, pool: 1 });
-    const w = runRelay(['white', '--config', dd.whitePath]);
-    try {
-      await w.waitForMsg('listening');
-      const s = await loginRaw(dd.controlPort, 'e2e', Buffer.from(dd.secret, 'base64url'), 1);
+    await withRawGray('listening', async (dd, w, s) => {
       // The session's service table is in before the white is frozen.
       s.probe.send({ type: MessageType.PING, t: 1 });
       await s.probe.next((m) => m.type === MessageType.PONG && m.t === 1, 3000);
@@ -355,27 +355,16 @@ describe('a client that resets before the white accepts it', () => {
       live.destroy();
       conn.destroy();
       s.probe.destroy();
-    } finally {
-      await w.kill();
-      svc.stop();
-      await dir2.cleanup();
-    }
+    });
   });
 });
 
 describe('queued clients that send data', () => {
   it('cost the white a bounded read buffer each, not what they send', async (t) => {
-    const dir2 = await tempDir();
-    const svc = new TestService();
-    await svc.start();
-    const dd = await writeDeployment(dir2.path, { targetPort: svc.port, pool: 1 });
-    const w = runRelay(['white', '--config', dd.whitePath]);
     const clients: Array<Awaited<ReturnType<typeof tcpConnect>>> = [];
-    try {
-      // Not 'listening': the memory the white gives back after startup (release-memory.ts) must
-      // not fall into the measurement.
-      await w.waitForMsg('admin listening');
-      const s = await loginRaw(dd.controlPort, 'e2e', Buffer.from(dd.secret, 'base64url'), 1); // never dials: clients queue
+    // Not 'listening': the memory the white gives back after startup (release-memory.ts) must
+    // not fall into the measurement. The gray never dials: clients queue.
+    await withRawGray('admin listening', async (dd, w, s) => {
       const base = statsOf(w, 'white');
       const n = 300;
       const each = 256 * 1024;
@@ -405,12 +394,9 @@ describe('queued clients that send data', () => {
       s.probe.send({ type: MessageType.PING, t: 1 });
       await s.probe.next((m) => m.type === MessageType.PONG);
       s.probe.destroy();
-    } finally {
+    }).finally(() => {
       for (const c of clients) c.destroy();
-      await w.kill();
-      svc.stop();
-      await dir2.cleanup();
-    }
+    });
   });
 });
 
