@@ -388,6 +388,16 @@ limits:
     ],
   },
   {
+    name: 'engine.threads outside 1 to 16',
+    yaml: 'control: { listen: "0.0.0.0:7000" }\nengine: { threads: 17 }\n',
+    errors: ['w.yaml: engine.threads: 17 is above the maximum 16'],
+  },
+  {
+    name: 'engine.threads zero',
+    yaml: 'control: { listen: "0.0.0.0:7000" }\nengine: { threads: 0 }\n',
+    errors: ['w.yaml: engine.threads: 0 is below the minimum 1'],
+  },
+  {
     name: 'the top level is a list',
     yaml: '- a\n- b\n',
     errors: ['w.yaml: the file must be a YAML mapping of keys to values, found a list'],

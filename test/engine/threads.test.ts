@@ -8,10 +8,10 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { ErrorCodes } from '../../src/errors.js';
+import { ErrorCodes, RelayError } from '../../src/errors.js';
 import { GrayAgent } from '../../src/engine/gray/agent.js';
 import type { DataPlane } from '../../src/engine/substrate/data-plane.js';
-import { engineThreadsState } from '../../src/engine/substrate/data-plane.js';
+import { engineThreads, engineThreadsState } from '../../src/engine/substrate/data-plane.js';
 import { Engine } from '../../src/engine/substrate/engine.js';
 import { START_HEADER_BYTES } from '../../src/engine/protocol/start-header.js';
 import { WhiteServer } from '../../src/engine/white/white-server.js';
@@ -19,7 +19,7 @@ import { silentLogger } from '../../src/log.js';
 import { noEngine } from '../helpers/data-plane.js';
 import { rawLogin, sendOnDataPort } from '../helpers/raw-gray.js';
 import { closedBy, grayConfigFor, startService, whiteConfigFor } from '../helpers/tunnel.js';
-import { firstBytes, within } from '../soak/support.js';
+import { firstBytes, waitUntil as waitFor, within } from '../soak/support.js';
 
 const THREADS = 4;
 
@@ -29,16 +29,6 @@ function planeOf(threads: number): DataPlane {
   return { name: 'splice', engine, note: null };
 }
 
-/** Bounded wait for a counter that has no event of its own. */
-async function waitUntil(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-
 function connect(port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true }, () => resolve(socket));
@@ -46,8 +36,33 @@ function connect(port: number): Promise<net.Socket> {
   });
 }
 
+/** soak/support's wait, with ten seconds by default: four engine threads per side share two cores. */
+const waitUntil = (condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> => waitFor(condition, what, timeoutMs);
+
 const threadsWithPairs = (plane: DataPlane): number[] =>
   engineThreadsState(plane)!.perThread.flatMap((t, i) => (t.pairs > 0 ? [i] : []));
+
+describe('how many engine threads', () => {
+  it('RELAY_ENGINE_THREADS wins over the file within 1 to 16, and anything else is a usage error naming the range', () => {
+    const saved = process.env.RELAY_ENGINE_THREADS;
+    try {
+      process.env.RELAY_ENGINE_THREADS = '';
+      assert.equal(engineThreads(3), 3);
+      process.env.RELAY_ENGINE_THREADS = '16';
+      assert.equal(engineThreads(3), 16);
+      for (const bad of ['0', '17', '2.5', 'four']) {
+        process.env.RELAY_ENGINE_THREADS = bad;
+        assert.throws(
+          () => engineThreads(3),
+          (err: unknown) => err instanceof RelayError && err.code === ErrorCodes.USAGE && err.message === `RELAY_ENGINE_THREADS=${bad}: expected a whole number from 1 to 16`,
+        );
+      }
+    } finally {
+      if (saved === undefined) delete process.env.RELAY_ENGINE_THREADS;
+      else process.env.RELAY_ENGINE_THREADS = saved;
+    }
+  });
+});
 
 describe('engine threads', { skip: noEngine() }, () => {
   const whitePlane = noEngine() ? null : planeOf(THREADS);
