@@ -456,13 +456,19 @@ struct PoolPairInfo {
 // JavaScript thread a batch is one ArrayBuffer of fixed-size records plus one array for the
 // variable parts (napi.cc CallOnBatch, src/engine/substrate/events.ts decodeBatch). A record:
 // int32 slots type, id, listenerId, code, remotePort, localPort, flags, stockId; float64 a, b;
-// int32 clientConnId, endFlags; float64 ageMs, idleMs (the last four: kPoolPairEnd's).
-constexpr size_t kEventRecordBytes = 72;
+// int32 clientConnId, endFlags; float64 ageMs, idleMs (the last four: kPoolPairEnd's); then
+// kEventRecordInlineBytes of bytes: the remote and local IP addresses (16 bytes each, an IPv4
+// address in the first 4), or a prefix short enough (a start header), its length in the
+// localPort slot. Addresses cross as bytes: JavaScript makes their text only when something
+// reads it, which for most connections nothing does.
+constexpr size_t kEventRecordBytes = 112;
+constexpr size_t kEventRecordInline = 72;
+constexpr size_t kEventRecordInlineBytes = 40;
 constexpr int64_t kEventHoldMs = 5;
 constexpr size_t kEventHoldMax = 512;
-// A record's flags: which variable parts follow in the side array, in this order: the prefix
-// (a Buffer), then the remote and local IP addresses (strings).
-enum EventRecordFlags : uint32_t { kRecordHasPrefix = 1, kRecordHasAddresses = 2 };
+// A record's flags: what it carries inline (the addresses and their families, or a prefix), and
+// whether a prefix too long for that follows in the side array (a Buffer).
+enum EventRecordFlags : uint32_t { kRecordHasPrefix = 1, kRecordHasAddresses = 2, kRecordHasLocal = 4, kRecordRemoteIPv6 = 8, kRecordLocalIPv6 = 16, kRecordInlinePrefix = 32 };
 
 struct Command {
   enum Kind { kJoin, kDestroy, kStop, kAddListener, kCloseListener, kFilter, kCloseConn, kDial, kForward, kSession, kUsePool, kAdmit, kOpenStock, kStock, kCloseStock, kIdleTimeout, kAllow, kRoutes, kWant, kAdopt, kFetchForJoin } kind;

@@ -280,6 +280,10 @@ void Engine::Gone(Conn* conn, int32_t reason) {
   event->listenerId = conn->listenerId;
   event->code = reason;
   event->stockId = conn->stockId;
+  // An accepted one's source, for a refusal's log line (JavaScript keeps no object for a pooled
+  // data connection: listener.ts).
+  event->hasAddresses = conn->listenerId != 0;
+  event->remote = conn->remote;
   Emit(event);
   Drop(conn);
 }

@@ -298,8 +298,7 @@ Engine::Joining Engine::JoinPooled(Conn* client, uint32_t dataId, bool reserved,
   event->a = client->id;
   event->b = dataId;
   event->hasAddresses = true;
-  event->remote = client->remote;
-  event->local = client->local;
+  event->remote = client->remote;  // for a report; the local address went into the start header
   Emit(event);  // before anything the pair reports
   StartJoin(pair, client->id, dataId);
   return Joining::kJoined;

@@ -83,6 +83,26 @@ napi_value IpOf(napi_env env, const sockaddr_storage& ss, int32_t* port) {
   return ip;
 }
 
+// An address into a record as bytes (JavaScript makes its text only if it reads it): its IP's
+// 4 or 16 bytes at ip, its port in *port; false for none (an unset address).
+bool PackAddress(const sockaddr_storage& ss, char* ip, int32_t* port, bool* v6) {
+  if (ss.ss_family == AF_INET) {
+    auto& in = reinterpret_cast<const sockaddr_in&>(ss);
+    memcpy(ip, &in.sin_addr, 4);
+    *port = ntohs(in.sin_port);
+    *v6 = false;
+    return true;
+  }
+  if (ss.ss_family == AF_INET6) {
+    auto& in6 = reinterpret_cast<const sockaddr_in6&>(ss);
+    memcpy(ip, &in6.sin6_addr, 16);
+    *port = ntohs(in6.sin6_port);
+    *v6 = true;
+    return true;
+  }
+  return false;
+}
+
 void Ref(napi_env env, Group* engine) {
   if (engine->active++ == 0) napi_ref_threadsafe_function(env, engine->onEvent);
 }
@@ -131,17 +151,24 @@ bool BatchArguments(napi_env env, Group* engine, napi_value args[2]) {
     slots[13] = static_cast<int32_t>(event.flags);
     wide[3] = static_cast<double>(event.ageMs);
     wide[4] = static_cast<double>(event.idleMs);
-    if (event.type == Event::kRefused || event.type == Event::kHeader || !event.prefix.empty()) {
-      slots[6] |= relay::kRecordHasPrefix;
-      napi_value prefix;
-      void* copy = nullptr;
-      napi_create_buffer_copy(env, event.prefix.size(), event.prefix.data(), &copy, &prefix);
-      push(prefix);
+    char* inline_ = record + relay::kEventRecordInline;
+    bool v6 = false;
+    if (event.hasAddresses && PackAddress(event.remote, inline_, &slots[4], &v6)) {
+      slots[6] |= relay::kRecordHasAddresses | (v6 ? relay::kRecordRemoteIPv6 : 0);
+      if (PackAddress(event.local, inline_ + 16, &slots[5], &v6)) slots[6] |= relay::kRecordHasLocal | (v6 ? relay::kRecordLocalIPv6 : 0);
     }
-    if (event.hasAddresses) {
-      slots[6] |= relay::kRecordHasAddresses;
-      push(IpOf(env, event.remote, &slots[4]));
-      push(IpOf(env, event.local, &slots[5]));
+    if (event.type == Event::kRefused || event.type == Event::kHeader || !event.prefix.empty()) {
+      if (!(slots[6] & relay::kRecordHasAddresses) && event.prefix.size() <= relay::kEventRecordInlineBytes) {
+        slots[6] |= relay::kRecordInlinePrefix;
+        slots[5] = static_cast<int32_t>(event.prefix.size());
+        memcpy(inline_, event.prefix.data(), event.prefix.size());
+      } else {
+        slots[6] |= relay::kRecordHasPrefix;
+        napi_value prefix;
+        void* copy = nullptr;
+        napi_create_buffer_copy(env, event.prefix.size(), event.prefix.data(), &copy, &prefix);
+        push(prefix);
+      }
     }
     delete batch[i];
   }

@@ -9,15 +9,24 @@ import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { EngineConstant, EventRecordFlag, EventType, PairEndFlag } from '../../src/engine/substrate/codes.js';
 import type { EngineHandle } from '../../src/engine/substrate/engine.js';
-import { decodeBatch, type EngineEvent, type EventBatch } from '../../src/engine/substrate/events.js';
+import { decodeBatch, type Address, type EngineEvent, type EventBatch } from '../../src/engine/substrate/events.js';
 import { noEngine } from '../helpers/data-plane.js';
 
-/** One record as the addon writes it. */
-function record(type: number, id: number, listenerId: number, code: number, ports: [number, number], flags: number, a: number, b: number, stock = 0): ArrayBuffer {
+/** One record as the addon writes it; inline: its inline bytes (addresses, or a short prefix). */
+function record(type: number, id: number, listenerId: number, code: number, ports: [number, number], flags: number, a: number, b: number, stock = 0, inline: Buffer = Buffer.alloc(0)): ArrayBuffer {
   const bytes = new ArrayBuffer(EngineConstant.eventRecordBytes);
   new Int32Array(bytes, 0, 8).set([type, id | 0, listenerId | 0, code, ports[0], ports[1], flags, stock | 0]);
   new Float64Array(bytes, 32, 2).set([a, b]);
+  new Uint8Array(bytes, EngineConstant.eventRecordInline, EngineConstant.eventRecordInlineBytes).set(inline);
   return bytes;
+}
+
+/** Inline addresses: the remote's IP bytes, then the local's, 16 bytes each. */
+function addresses(remote: number[], local: number[] = []): Buffer {
+  const out = Buffer.alloc(32);
+  out.set(remote, 0);
+  out.set(local, 16);
+  return out;
 }
 
 function concat(parts: ArrayBuffer[]): ArrayBuffer {
@@ -30,31 +39,45 @@ function concat(parts: ArrayBuffer[]): ArrayBuffer {
   return out.buffer;
 }
 
+/** An event with its addresses as plain values (they are decoded on reading). */
+function plain(event: EngineEvent): Record<string, unknown> {
+  const isAddress = (v: unknown): v is Address => typeof v === 'object' && v !== null && 'ip' in v && 'port' in v;
+  return Object.fromEntries(Object.entries(event).map(([k, v]) => [k, isAddress(v) ? { ip: v.ip, port: v.port } : v]));
+}
+
+const v6 = (...groups: number[]): number[] => groups.flatMap((g) => [g >> 8, g & 0xff]);
+
 describe('decoding a batch of engine events', () => {
-  it('gives each record its own variable parts, in the engine\'s order', () => {
+  it('gives each record its own parts, inline or in the side array, in the engine\'s order', () => {
     const header = Buffer.alloc(40, 7);
-    const preamble = Buffer.from('RLYD');
+    const preamble = Buffer.alloc(60, 1);
+    const F = EventRecordFlag;
     const records = concat([
-      record(EventType.accepted, 5, 2, 0, [40000, 9000], EventRecordFlag.hasPrefix | EventRecordFlag.hasAddresses, 2 ** 40 + 1, 3),
-      record(EventType.header, 6, 0, 0, [0, 0], EventRecordFlag.hasPrefix, 0, 7),
+      record(EventType.accepted, 5, 2, 0, [40000, 9000], F.hasPrefix | F.hasAddresses | F.hasLocal, 2 ** 40 + 1, 3, 0, addresses([127, 0, 0, 2], [127, 0, 0, 1])),
+      record(EventType.header, 6, 0, 0, [0, 40], F.inlinePrefix, 0, 7, 0, header),
       record(EventType.pairEnd, 7, 0, 111, [0, 0], 0, 2 ** 40, 3),
-      record(EventType.pairEnd, 0xfffffff0, PairEndFlag.endedBeforeConnect, 111, [0, 0], EventRecordFlag.hasPrefix, 0, 0, 0xfffffff1),
-      record(EventType.gone, 8, 2, 2, [0, 0], 0, 0, 0, 13),
-      record(EventType.joinedLent, 9, 3, 0, [40001, 9001], EventRecordFlag.hasAddresses, 10, 11),
-      record(EventType.accepted, 12, 2, 0, [40002, 0], EventRecordFlag.hasPrefix | EventRecordFlag.hasAddresses, 0, 0),
+      record(EventType.pairEnd, 0xfffffff0, PairEndFlag.endedBeforeConnect, 111, [0, 40], F.inlinePrefix, 0, 0, 0xfffffff1, header),
+      record(EventType.gone, 8, 2, 2, [5000, 0], F.hasAddresses, 0, 0, 13, addresses([10, 0, 0, 3])),
+      record(EventType.joinedLent, 9, 3, 0, [40001, 0], F.hasAddresses | F.remoteIPv6, 10, 11, 0, addresses(v6(0, 0, 0, 0, 0, 0, 0, 1))),
+      record(EventType.accepted, 12, 2, 0, [40002, 0], F.hasPrefix | F.hasAddresses, 0, 0, 0, addresses([10, 0, 0, 1])),
+      record(EventType.accepted, 13, 2, 0, [1, 2], F.hasAddresses | F.hasLocal | F.remoteIPv6 | F.localIPv6, 0, 0, 0, addresses(v6(0, 0, 0, 0, 0, 0xffff, 0x0102, 0x0304), v6(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1))),
+      record(EventType.poolPairEnd, 14, 3, 0, [3, 0], F.hasAddresses | F.remoteIPv6, 0, 0, 0, addresses(v6(0, 0, 0, 0, 0, 0, 0x0102, 0x0304))),
     ]);
-    const side = [preamble, '127.0.0.2', '127.0.0.1', header, header, '::1', '::2', Buffer.alloc(0), '10.0.0.1', ''];
+    const side = [preamble, Buffer.alloc(0)];
     const events = decodeBatch(records, side);
-    const expected: EngineEvent[] = [
+    const expected = [
       { type: 'accepted', conn: 5, listener: 2, prefix: preamble, remote: { ip: '127.0.0.2', port: 40000 }, local: { ip: '127.0.0.1', port: 9000 }, counter: 2 ** 40 + 1, session: 3 },
       { type: 'header', conn: 6, header, pair: 7, stock: 0 },
       { type: 'pairEnd', pair: 7, errno: 111, bytesFromA: 2 ** 40, bytesFromB: 3, endedBeforeConnect: false, stock: 0, header: null },
       { type: 'pairEnd', pair: 0xfffffff0, errno: 111, bytesFromA: 0, bytesFromB: 0, endedBeforeConnect: true, stock: 0xfffffff1, header },
-      { type: 'gone', conn: 8, listener: 2, reason: 'data', stock: 13 },
-      { type: 'joinedLent', pair: 9, listener: 3, client: 10, lent: 11, remote: { ip: '::1', port: 40001 }, local: { ip: '::2', port: 9001 } },
+      { type: 'gone', conn: 8, listener: 2, reason: 'data', stock: 13, remote: { ip: '10.0.0.3', port: 5000 } },
+      { type: 'joinedLent', pair: 9, listener: 3, client: 10, lent: 11, remote: { ip: '::1', port: 40001 } },
       { type: 'accepted', conn: 12, listener: 2, prefix: Buffer.alloc(0), remote: { ip: '10.0.0.1', port: 40002 }, local: null, counter: 0, session: 0 },
+      // As inet_ntop wrote them: an IPv4-mapped address, and one with 96 zero bits ahead of an IPv4 one.
+      { type: 'accepted', conn: 13, listener: 2, prefix: Buffer.alloc(0), remote: { ip: '::ffff:1.2.3.4', port: 1 }, local: { ip: '2001:db8::1', port: 2 }, counter: 0, session: 0 },
+      { type: 'poolPairEnd', pair: 14, listener: 3, errno: 0, bytesFromClient: 0, bytesToClient: 0, endedIdle: false, client: 0, remote: { ip: '::1.2.3.4', port: 3 }, ageMs: 0, idleMs: 0 },
     ];
-    assert.deepEqual(events, expected);
+    assert.deepEqual(events.map(plain), expected);
   });
 
   it('refuses a type this build does not know', () => {

@@ -55,7 +55,9 @@ describe('the codes JavaScript and the engine share', () => {
     assert.equal(EngineConstant.startHeaderVersion, START_HEADER_VERSION);
   });
 
-  it('an event record is as long on both sides', () => {
+  it('an event record is as long on both sides, its inline bytes at the same place', () => {
     assert.equal(cppConstant('kEventRecordBytes'), EngineConstant.eventRecordBytes);
+    assert.equal(cppConstant('kEventRecordInline'), EngineConstant.eventRecordInline);
+    assert.equal(cppConstant('kEventRecordInlineBytes'), EngineConstant.eventRecordInlineBytes);
   });
 });

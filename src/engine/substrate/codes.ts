@@ -41,7 +41,8 @@ export const GoneCode = { closed: 1, data: 2 } as const;
 
 /** Constants the engine shares with the protocol (kStartHeaderBytes, kStartHeaderVersion) and
  *  the event batch's record size (kEventRecordBytes). */
-export const EngineConstant = { startHeaderBytes: 40, startHeaderVersion: 2, eventRecordBytes: 72 } as const;
+export const EngineConstant = { startHeaderBytes: 40, startHeaderVersion: 2, eventRecordBytes: 112, eventRecordInline: 72, eventRecordInlineBytes: 40 } as const;
 
-/** EventRecordFlags: which variable parts of an event record follow in the batch's side array. */
-export const EventRecordFlag = { hasPrefix: 1, hasAddresses: 2 } as const;
+/** EventRecordFlags: what an event record carries inline (addresses, or a short prefix), and
+ *  whether a longer prefix follows in the batch's side array. */
+export const EventRecordFlag = { hasPrefix: 1, hasAddresses: 2, hasLocal: 4, remoteIPv6: 8, localIPv6: 16, inlinePrefix: 32 } as const;

@@ -2,6 +2,7 @@
 // batches the addon's thread-safe function passes (a buffer of fixed-size records and an array
 // of their variable parts; native/napi.cc CallOnBatch says why). Nothing past decodeBatch looks
 // at a record's layout.
+import { formatIPv4, formatIPv6 } from '../protocol/ip-address.js';
 import { EngineConstant, EventRecordFlag, EventType, GoneCode, PairEndFlag, RefusalCode } from './codes.js';
 
 export interface Address {
@@ -48,8 +49,8 @@ export type EngineEvent =
   /** received: the prefix bytes read before the refusal; errno: the socket error, if any. */
   | { readonly type: 'refused'; readonly listener: number; readonly refusal: Refusal; readonly errno: number; readonly received: Buffer; readonly remote: Address }
   /** A held connection went away; the engine closed it. listener is 0 for a dialed one; stock:
-   *  the stock it was dialed from, or 0. */
-  | { readonly type: 'gone'; readonly conn: number; readonly listener: number; readonly reason: GoneReason; readonly stock: number }
+   *  the stock it was dialed from, or 0; remote: an accepted one's source (else empty). */
+  | { readonly type: 'gone'; readonly conn: number; readonly listener: number; readonly reason: GoneReason; readonly stock: number; readonly remote: Address }
   | { readonly type: 'listenerError'; readonly listener: number; readonly errno: number }
   /** A dialed connection connected and wrote its preamble (errno 0), or failed. stock: the stock
    *  it was dialed from (dial-stock.ts), 0 for one JavaScript dialed. */
@@ -59,7 +60,7 @@ export type EngineEvent =
    *  was dialed from, or 0. */
   | { readonly type: 'header'; readonly conn: number; readonly header: Buffer; readonly pair: number; readonly stock: number }
   /** The engine joined the held client with a connection of its gray's pool into pair. */
-  | { readonly type: 'joinedLent'; readonly pair: number; readonly listener: number; readonly client: number; readonly lent: number; readonly remote: Address; readonly local: Address }
+  | { readonly type: 'joinedLent'; readonly pair: number; readonly listener: number; readonly client: number; readonly lent: number; readonly remote: Address }
   /** A pair of joinedLent ended (native/pool-pairs.cc): the client's public listener, its
    *  connection's id and address, the bytes from and to it, errno (0, or ECANCELED after destroy
    *  or the idle timeout), whether the gray's idle timeout ended it, how long it lived and how
@@ -82,9 +83,9 @@ export type EngineEventOf<T extends EngineEvent['type']> = Extract<EngineEvent, 
 
 /** What the addon passes per batch: records (engine.h kEventRecordBytes each: int32 type, id,
  *  listenerId, code, remotePort, localPort, flags, stockId; float64 a, b; int32 clientConn,
- *  endFlags; float64 ageMs, idleMs) and their variable parts in
- *  order (per record: a prefix Buffer, then the remote and local IP addresses, as its flags say). */
-export type EventBatch = [records: ArrayBuffer, side: ReadonlyArray<Buffer | string>];
+ *  endFlags; float64 ageMs, idleMs; then the inline bytes: the remote and local IP addresses, or
+ *  a short prefix) and the prefixes too long to be inline, in order. */
+export type EventBatch = [records: ArrayBuffer, side: ReadonlyArray<Buffer>];
 
 const refusals: Record<number, Refusal> = {
   [RefusalCode.noSession]: 'no-session',
@@ -107,6 +108,7 @@ const EMPTY = Buffer.alloc(0);
 
 const INT32_SLOTS = EngineConstant.eventRecordBytes / 4;
 const FLOAT64_SLOTS = EngineConstant.eventRecordBytes / 8;
+const INLINE_SLOT = EngineConstant.eventRecordInline / 4;
 
 /** A batch's events, oldest first (the engine's order, so a pair's header or join comes before
  *  its end); throws on a type this side does not know (the header test keeps the two in step, so
@@ -120,13 +122,15 @@ export function decodeBatch(...[records, side]: EventBatch): EngineEvent[] {
   for (let i = 0; i < count; i++) {
     const at = i * INT32_SLOTS;
     const flags = ints[at + 6]!;
-    const prefix = flags & EventRecordFlag.hasPrefix ? (side[next++] as Buffer) : null;
+    let prefix: Buffer | null = null;
+    if (flags & EventRecordFlag.hasPrefix) prefix = side[next++]!;
+    // A view, not a copy: it keeps the batch's few kilobytes alive only as long as it lives.
+    else if (flags & EventRecordFlag.inlinePrefix) prefix = Buffer.from(records, i * EngineConstant.eventRecordBytes + EngineConstant.eventRecordInline, ints[at + 5]!);
     let remote: Address = NO_ADDRESS;
     let local: Address | null = null;
     if (flags & EventRecordFlag.hasAddresses) {
-      remote = { ip: side[next++] as string, port: ints[at + 4]! };
-      const localIp = side[next++] as string;
-      local = localIp ? { ip: localIp, port: ints[at + 5]! } : null;
+      remote = new PackedAddress(ints, at + INLINE_SLOT, (flags & EventRecordFlag.remoteIPv6) !== 0, ints[at + 4]!);
+      if (flags & EventRecordFlag.hasLocal) local = new PackedAddress(ints, at + INLINE_SLOT + 4, (flags & EventRecordFlag.localIPv6) !== 0, ints[at + 5]!);
     }
     events.push(decodeRecord(ints, floats, at, i * FLOAT64_SLOTS, prefix, remote, local));
   }
@@ -134,6 +138,45 @@ export function decodeBatch(...[records, side]: EventBatch): EngineEvent[] {
 }
 
 const NO_ADDRESS: Address = { ip: '', port: 0 };
+
+/** An address an event carried as bytes: its text is made the first time it is read (most
+ *  never are: a client's address is for reports nobody may want). The IP's bytes are kept as
+ *  four numbers, so the batch they came in is not kept alive. */
+class PackedAddress implements Address {
+  private readonly w0: number;
+  private readonly w1: number;
+  private readonly w2: number;
+  private readonly w3: number;
+  private text: string | null = null;
+
+  constructor(ints: Int32Array, slot: number, private readonly v6: boolean, readonly port: number) {
+    this.w0 = ints[slot]!;
+    this.w1 = v6 ? ints[slot + 1]! : 0;
+    this.w2 = v6 ? ints[slot + 2]! : 0;
+    this.w3 = v6 ? ints[slot + 3]! : 0;
+  }
+
+  get ip(): string {
+    return (this.text ??= this.format());
+  }
+
+  private format(): string {
+    const bytes = Buffer.from(Int32Array.of(this.w0, this.w1, this.w2, this.w3).buffer);
+    return this.v6 ? ntopIPv6(bytes) : formatIPv4(bytes);
+  }
+
+  /** What a log or a test sees: the address as its text. */
+  toJSON(): Address {
+    return { ip: this.ip, port: this.port };
+  }
+}
+
+/** An IPv6 address as inet_ntop writes it (the engine's text before it carried bytes): RFC 5952,
+ *  and an address whose first 96 bits are zero but the last 32 are not an IPv4 one ("::a.b.c.d"). */
+function ntopIPv6(bytes: Buffer): string {
+  if (bytes.readUInt32BE(0) === 0 && bytes.readUInt32BE(4) === 0 && bytes.readUInt32BE(8) === 0 && bytes.readUInt16BE(12) !== 0) return `::${formatIPv4(bytes.subarray(12))}`;
+  return formatIPv6(bytes);
+}
 
 /** One record at int32 slot at (float64 slot wide), its variable parts already taken. */
 function decodeRecord(ints: Int32Array, floats: Float64Array, at: number, wide: number, prefix: Buffer | null, remote: Address, local: Address | null): EngineEvent {
@@ -152,7 +195,7 @@ function decodeRecord(ints: Int32Array, floats: Float64Array, at: number, wide: 
     case EventType.refused:
       return { type: 'refused', listener: listenerId, refusal: refusals[code] ?? 'error', errno: b, received: prefix ?? EMPTY, remote };
     case EventType.gone:
-      return { type: 'gone', conn: id, listener: listenerId, reason: code === GoneCode.data ? 'data' : 'closed', stock };
+      return { type: 'gone', conn: id, listener: listenerId, reason: code === GoneCode.data ? 'data' : 'closed', stock, remote };
     case EventType.listenerError:
       return { type: 'listenerError', listener: listenerId, errno: code };
     case EventType.dialed:
@@ -160,7 +203,7 @@ function decodeRecord(ints: Int32Array, floats: Float64Array, at: number, wide: 
     case EventType.header:
       return { type: 'header', conn: id, header: prefix ?? EMPTY, pair: b, stock };
     case EventType.joinedLent:
-      return { type: 'joinedLent', pair: id, listener: listenerId, client: a, lent: b, remote, local: local ?? NO_ADDRESS };
+      return { type: 'joinedLent', pair: id, listener: listenerId, client: a, lent: b, remote };
     case EventType.poolPairEnd:
       return {
         type: 'poolPairEnd',
