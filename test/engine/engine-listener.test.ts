@@ -276,7 +276,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
     const verified = await verifyOne();
     const p1 = await front.nextPaired();
     assert.equal(p1.client, announced, 'the client JavaScript admitted');
-    assert.equal(p1.data, verified);
+    assert.equal(p1.lent, verified.id);
     const ended1 = p1.ended;
     first.write('one');
     assert.deepEqual(await received(grays[0]!, 43), Buffer.concat([headerFor(first), Buffer.from('one')]));
@@ -287,7 +287,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
     const secondConn = (await front.nextConn()).conn;
     front.listener.admit(secondConn);
     const p2 = await front.nextPaired();
-    assert.deepEqual([p2.client, p2.data], [secondConn, idle]);
+    assert.deepEqual([p2.client, p2.lent], [secondConn, idle.id]);
     const ended2 = p2.ended;
 
     // Below the active limit (2 running, limit 3), a client is joined at accept, never reported,
@@ -297,7 +297,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
     const newer = await verifyOne();
     const third = await dial(front.listener.port);
     const p3 = await front.nextPaired();
-    assert.equal(p3.data, newer, 'the newest idle connection goes first');
+    assert.equal(p3.lent, newer.id, 'the newest idle connection goes first');
     assert.equal(p3.client, undefined, 'a client joined at accept has no object in JavaScript');
     const thirdPort = third.localPort;
     assert.deepEqual([p3.remote.ip, p3.remote.port], [third.localAddress, thirdPort]);
@@ -308,7 +308,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
     const fourthConn = (await front.nextConn()).conn;
     assert.equal(fourthConn.remotePort, fourth.localPort, 'at the active limit the client is reported');
     front.listener.admit(fourthConn);
-    assert.equal((await front.nextPaired()).data, older);
+    assert.equal((await front.nextPaired()).lent, older.id);
     grays[3]!.end();
     await closed(third);
     const end3 = await ended3;
@@ -389,7 +389,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
       const verified = (await back.nextConn()).conn;
       const paired = await front.nextPaired();
       assert.equal(paired.client, conns[counter], `the oldest client still waiting takes connection ${counter}`);
-      assert.equal(paired.data, verified);
+      assert.equal(paired.lent, verified.id);
     }
     for (const socket of [...clients, ...grays]) socket.destroy();
     front.listener.close();

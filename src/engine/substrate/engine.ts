@@ -92,6 +92,8 @@ export const ENGINE_THREADS_MAX = 16;
 /** What owns a listener's events (listener.ts). */
 export interface ListenerOwner {
   accepted(event: EngineEventOf<'accepted'>): void;
+  /** A connection it reported that has no owner of its own went away. */
+  gone?(event: EngineEventOf<'gone'>): void;
   refused(event: EngineEventOf<'refused'>): void;
   failed(event: EngineEventOf<'listenerError'>): void;
 }
@@ -295,8 +297,9 @@ export class Engine {
         return this.conns.get(event.conn)?.connEvent(event, null);
       case 'gone': {
         const owner = this.conns.get(event.conn);
-        // An idle connection of a stock has no owner of its own: its stock counts it.
-        if (!owner) return event.stock !== 0 ? this.stocks.get(event.stock)?.stockGone(event) : undefined;
+        // An idle connection of a stock, or a pooled one of a listener, has no owner of its own:
+        // its stock or its listener hears it.
+        if (!owner) return event.stock !== 0 ? this.stocks.get(event.stock)?.stockGone(event) : this.listeners.get(event.listener)?.gone?.(event);
         return owner.connEvent(event, null);
       }
     }

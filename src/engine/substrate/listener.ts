@@ -34,14 +34,14 @@ export interface ListenerOptions {
   readonly allow?: readonly Cidr[];
 }
 
-/** A pair the engine joined of a client and a pooled connection. client and data: the held
- *  connections JavaScript knew (a client it admitted, the pooled connection), undefined for one
- *  it never heard of (a client joined at accept) or closed meanwhile. */
+/** A pair the engine joined of a client and a pooled connection. client: the held client
+ *  JavaScript admitted, undefined for one it never heard of (joined at accept) or closed
+ *  meanwhile; lent: the pooled connection's id. */
 export interface JoinedLent {
   readonly pair: number;
   readonly clientConn: number;
   readonly client: EngineConn | undefined;
-  readonly data: EngineConn | undefined;
+  readonly lent: number;
   readonly remote: Address;
 }
 
@@ -69,6 +69,13 @@ export interface ListenerHandlers {
   /** verified: on a port with a session (setSession), the engine's check passed (prefix is then
    *  empty: there is nothing left to check in it). */
   onConnection(conn: EngineConn, prefix: Buffer, verified: Verified): void;
+  /** With this, a data connection the engine verified is reported by its id and its session's
+   *  epoch instead, and no object is made for it (a gray's pool: the engine holds it until it
+   *  is joined, which onJoinedLent reports, or closed with closeConn; onGone hears if it goes). */
+  onVerified?(conn: number, session: number): void;
+  /** A verified connection reported to onVerified went away (reason 'data': it spoke); the
+   *  engine closed it. remoteIp: its source. */
+  onGone?(conn: number, reason: GoneReason, remoteIp: string): void;
   /** The engine joined client with the pooled connection data (see usePool); the pair is running. */
   onJoinedLent?(joined: JoinedLent): void;
   onPoolPairEnd?(end: PoolPairEnd): void;
@@ -192,8 +199,19 @@ export class EngineListener implements ListenerOwner, PoolPairOwner {
   }
 
   accepted(event: EngineEventOf<'accepted'>): void {
+    if (event.session !== 0 && this.handlers.onVerified) return this.handlers.onVerified(event.conn, event.session);
     const conn = new EngineConn(this.engine, event.conn, this.watchMode, event.remote.ip, event.remote.port, event.local?.ip ?? '', event.local?.port ?? 0);
     this.handlers.onConnection(conn, event.prefix, { counter: event.counter, session: event.session });
+  }
+
+  /** A held connection with no object of its own went away (one reported to onVerified). */
+  gone(event: EngineEventOf<'gone'>): void {
+    this.handlers.onGone?.(event.conn, event.reason, event.remote.ip);
+  }
+
+  /** Closes a held connection that has no object (one reported to onVerified); nothing is heard of it. */
+  closeConn(conn: number): void {
+    this.engine.handle.closeConn(conn);
   }
 
   refused(event: EngineEventOf<'refused'>): void {
@@ -208,15 +226,14 @@ export class EngineListener implements ListenerOwner, PoolPairOwner {
     // A client JavaScript admitted is known already; one joined at accept never was, and no
     // object is made for it.
     const client = heldConn(this.engine, event.client);
-    const data = heldConn(this.engine, event.lent);
     client?.joinedByEngine();
-    data?.joinedByEngine();
+    heldConn(this.engine, event.lent)?.joinedByEngine();  // one reported to onConnection
     this.poolPairCount += 1;
     if (this.closed || !this.handlers.onJoinedLent) {
       this.strayPairs.add(event.pair);
       return this.engine.handle.destroy(event.pair);
     }
-    this.handlers.onJoinedLent({ pair: event.pair, clientConn: event.client, client, data, remote: event.remote });
+    this.handlers.onJoinedLent({ pair: event.pair, clientConn: event.client, client, lent: event.lent, remote: event.remote });
   }
 
   poolPairEnd(event: EngineEventOf<'poolPairEnd'>): void {

@@ -13,7 +13,8 @@ import type { WhiteService } from '../../config/types.js';
 import { deepEqual } from '../../config/diff.js';
 import type { Engine, PoolPairInfo } from '../substrate/engine.js';
 import type { HeldConn } from '../substrate/held-conn.js';
-import { EngineListener, type EngineConn, type ListenerFilter, type Refusal, type Verified } from '../substrate/listener.js';
+import type { GoneReason } from '../substrate/events.js';
+import { EngineListener, type EngineConn, type ListenerFilter, type Refusal } from '../substrate/listener.js';
 import { normalizeIp } from '../net-util.js';
 import { parsePreamble, PREAMBLE_BYTES, PREAMBLE_MAGIC, PreambleReader } from '../protocol/preamble.js';
 import type { GrayEndpoint } from './gray-endpoint.js';
@@ -124,7 +125,14 @@ export class EngineIntake implements PortIntake, Lender {
         keepAliveSec: Math.max(1, Math.round(s.keepAliveDelayMs / 1000)),
         watch: 'any',
       },
-      { onConnection: (conn, _preamble, verified) => this.onDataConnection(conn, verified), onRefused: (r, remote, d) => this.onRefused(r, remote, d), onError: this.onError('data_port') },
+      {
+        // Every connection of the data port is verified (it has a session from the start).
+        onConnection: (conn) => conn.destroy(),
+        onVerified: (conn, epoch) => this.onVerified(conn, epoch),
+        onGone: (conn, reason, remoteIp) => this.onLentGone(conn, reason, remoteIp),
+        onRefused: (r, remote, d) => this.onRefused(r, remote, d),
+        onError: this.onError('data_port'),
+      },
       `data_port of ${s.grayId}`,
     );
     this.keyed = null;  // a new listener has no session's keys yet
@@ -227,10 +235,20 @@ export class EngineIntake implements PortIntake, Lender {
   }
 
   /** Verified by the engine; one of a session that ended meanwhile has nowhere to go. */
-  private onDataConnection(conn: EngineConn, verified: Verified): void {
+  private onVerified(conn: number, epoch: number): void {
     const session = this.keyed;
-    if (session && verified.session === this.epoch) this.endpoint.broker.addIdle(conn, session);
-    else conn.destroy();
+    if (session && epoch === this.epoch) this.endpoint.broker.addLent(conn, session);
+    else this.data?.closeConn(conn);
+  }
+
+  closeLent(conn: number): void {
+    this.data?.closeConn(conn);
+  }
+
+  /** A pooled connection went away: it leaves the pool; one that spoke broke the protocol. */
+  private onLentGone(conn: number, reason: GoneReason, remoteIp: string): void {
+    if (!this.endpoint.broker.lentGone(conn)) return;
+    if (reason === 'data') this.endpoint.refuse(null, remoteIp, ErrorCodes.PREAMBLE_INVALID, 'data before the start header');
   }
 
   private onRefused(refusal: Refusal, remoteIp: string, detail: { received: Buffer }): void {

@@ -44,8 +44,8 @@ interface WaitingClient {
   readonly service: string;
   /** performance.now() when it started waiting. */
   readonly since: number;
-  /** Its addresses, for the start header (JS plane; the engine builds its own). */
-  readonly info: ClientAddressInfo;
+  /** Its addresses, for the start header (JS plane; null with an engine, which builds its own). */
+  readonly info: ClientAddressInfo | null;
   readonly timer: NodeJS.Timeout;
 }
 
@@ -92,8 +92,9 @@ export class PoolBroker {
   private enginePairs = 0;
   private readonly drainWaiters: (() => void)[] = [];
   private lender: Lender | null = null;
-  /** Idle connections in the engine's pool; they come back only by being closed. */
-  private readonly lent = new Map<HeldConn, IdleConnection>();
+  /** Idle connections in the engine's pool, by id, in arrival order, with when each became idle
+   *  (performance.now()): no object per connection. They come back only by being closed. */
+  private readonly lent = new Map<number, number>();
   private closed = false;
   private expiryTimer: NodeJS.Timeout | null = null;
   /** Active pairs' last seen byte total and since when (for the idle timeout). */
@@ -164,19 +165,42 @@ export class PoolBroker {
     this.stats.poolIdle = 0;
   }
 
-  /** A verified data connection of the current session. */
+  /** A verified data connection of the current session in the engine's pool (the lender's): a
+   *  waiting client has taken it already if there was one (its onJoinedLent comes next). */
+  addLent(data: number, session: GraySession): void {
+    const lender = this.lender!;
+    if (this.closed || session !== this.session) return lender.closeLent(data);
+    session.creditUsed();
+    // The surplus after a burst is closed on arrival (see addIdle).
+    if (this.idleCount() >= session.poolTarget && this.waiting.length === 0) return lender.closeLent(data);
+    // While idle the gray must stay silent: the engine watches it for any byte, FIN or reset
+    // (lentGone), and it is replaced as when it is recycled.
+    this.lent.set(data, performance.now());
+    this.stats.poolIdle = this.idleCount();
+    this.recycleLater();
+    this.topUp();
+  }
+
+  /** A pooled connection of the engine's went away; false if it was not in the pool any more. */
+  lentGone(data: number): boolean {
+    if (!this.lent.delete(data)) return false;
+    this.stats.poolIdle = this.idleCount();
+    this.topUp();
+    return true;
+  }
+
+  /** A verified data connection of the current session (JS plane). */
   addIdle(data: HeldConn, session: GraySession): void {
     if (this.closed || session !== this.session) {
       data.destroy();
       return;
     }
     session.creditUsed();
-    // With an engine, a waiting client has taken it already (its onJoinedLent comes next).
-    const waiting = this.lender ? undefined : this.nextWaiting();
+    const waiting = this.nextWaiting();
     if (waiting) {
       this.unwait(waiting);
       this.stats.clientWait.observe((performance.now() - waiting.since) / 1000);
-      this.pair(waiting.conn, data, waiting.id, waiting.service, waiting.info);
+      this.pair(waiting.conn, data, waiting.id, waiting.service, waiting.info!);
       this.topUp();
       return;
     }
@@ -196,8 +220,7 @@ export class PoolBroker {
       if (reason === 'data') this.reject(data, ErrorCodes.PREAMBLE_INVALID, 'data before the start header');
       this.leaveIdle(conn);
     });
-    if (this.lender) this.lent.set(data, conn);
-    else this.idle.push(conn);
+    this.idle.push(conn);
     this.stats.poolIdle = this.idleCount();
     this.recycleLater();
     // WELCOME's credits are capped by inFlightMax, so a pool target above the cap is reached by
@@ -209,23 +232,22 @@ export class PoolBroker {
   private leaveIdle(conn: IdleConnection): void {
     const i = this.idle.indexOf(conn);
     if (i >= 0) this.idle.splice(i, 1);
-    this.lent.delete(conn.conn);
     this.stats.poolIdle = this.idleCount();
     this.topUp();
   }
 
-  /** The oldest idle connection is the first of lent (engine) or idle (JS plane): both are in
-   *  arrival order, and the JS plane takes the newest from the end. */
-  private oldestIdle(): IdleConnection | undefined {
-    return this.lent.size > 0 ? this.lent.values().next().value : this.idle[0];
+  /** When the oldest idle connection became idle: the first of lent (engine) or idle (JS
+   *  plane), both in arrival order (the JS plane takes the newest from the end). */
+  private oldestIdleSince(): number | undefined {
+    return this.lent.size > 0 ? this.lent.values().next().value : this.idle[0]?.since;
   }
 
   /** Arms the recycle timer for the oldest idle connection, unless it is armed. */
   private recycleLater(): void {
     if (this.recycleTimer) return;
-    const oldest = this.oldestIdle();
-    if (!oldest) return;
-    const inMs = Math.max(0, oldest.since + this.limits.poolIdleMaxMs - performance.now());
+    const oldest = this.oldestIdleSince();
+    if (oldest === undefined) return;
+    const inMs = Math.max(0, oldest + this.limits.poolIdleMaxMs - performance.now());
     this.recycleTimer = setTimeout(() => {
       this.recycleTimer = null;
       this.recycle();
@@ -236,10 +258,17 @@ export class PoolBroker {
   /** Closes the connections idle for poolIdleMaxMs (each is replaced, as any that leaves). */
   private recycle(): void {
     const due = performance.now() - this.limits.poolIdleMaxMs;
-    for (let oldest = this.oldestIdle(); oldest && oldest.since <= due; oldest = this.oldestIdle()) {
-      oldest.conn.destroy();
-      this.leaveIdle(oldest);
+    for (const [data, since] of this.lent) {
+      if (since > due) break;
+      this.lent.delete(data);
+      this.lender!.closeLent(data);
     }
+    while (this.idle.length > 0 && this.idle[0]!.since <= due) {
+      const oldest = this.idle.shift()!;
+      oldest.conn.destroy();
+    }
+    this.stats.poolIdle = this.idleCount();
+    this.topUp();
     this.recycleLater();
   }
 
@@ -280,20 +309,21 @@ export class PoolBroker {
 
   private admitClient(client: HeldConn, id: string, service: string): void {
     if (client.destroyed) return;
+    // The engine builds the start header from the addresses it has.
+    if (this.lender) return this.wait(client, id, service, null);
     // Addresses first: a client that reset right after connecting has none any more. It is simply
     // gone; it must not take a pooled connection (and must not throw out of this handler).
     const info = addressesOf(client);
     if (!info) return void client.destroy();
-    if (this.lender) return this.wait(client, id, service, info);
     this.admitHere(client, id, service, info);
   }
 
   /** The engine joined a client (one it accepted, or one admitted here) with a pooled
-   *  connection (data: undefined if it was closed here meanwhile, such as by its recycle timer).
+   *  connection (one closed here meanwhile, such as by its recycle timer, is no longer in lent).
    *  The pair is the engine's; this counts and reports it. */
   onJoinedLent(joined: JoinedLent, service: string): void {
-    const { client, data } = joined;
-    if (data) this.lent.delete(data);
+    const { client } = joined;
+    this.lent.delete(joined.lent);
     this.stats.poolIdle = this.idleCount();
     const waiting = client ? this.waiting.find((w) => w.conn === client) : undefined;
     if (waiting) this.unwait(waiting);
@@ -374,7 +404,7 @@ export class PoolBroker {
    *  (lender.admit), which may also join it at once. The limits are kept here either way. Until
    *  the gray's table is known, a client waits here even with an engine (its start header needs
    *  the service's index: servicesChanged hands it over). */
-  private wait(client: HeldConn, id: string, service: string, info: ClientAddressInfo): void {
+  private wait(client: HeldConn, id: string, service: string, info: ClientAddressInfo | null): void {
     if (this.waiting.length >= this.limits.pendingClientsPerGray) {
       return this.reject(client, ErrorCodes.CLIENT_QUEUE_FULL, `${this.waiting.length} clients waiting, limit ${this.limits.pendingClientsPerGray}`, service);
     }
@@ -446,7 +476,7 @@ export class PoolBroker {
       if (!conn) break;
       this.unwait(w);
       this.stats.clientWait.observe((performance.now() - w.since) / 1000);
-      this.pair(w.conn, conn.conn, w.id, w.service, w.info);
+      this.pair(w.conn, conn.conn, w.id, w.service, w.info!);
     }
     this.stats.poolIdle = this.idleCount();
     this.topUp();
@@ -471,10 +501,10 @@ export class PoolBroker {
     if (!this.session || this.waiting.length > 0) return;
     let surplus = this.idleCount() - this.session.poolTarget;
     for (; surplus > 0 && this.idle.length > 0; surplus--) this.dropIdle(this.idle.shift()!);
-    for (const [data, conn] of this.lent) {
+    for (const data of this.lent.keys()) {
       if (surplus-- <= 0) break;
       this.lent.delete(data);
-      this.dropIdle(conn);
+      this.lender!.closeLent(data);
     }
     this.stats.poolIdle = this.idleCount();
   }
@@ -497,7 +527,7 @@ export class PoolBroker {
   private dropAllIdle(): void {
     this.clearRecycleTimer();
     for (const conn of this.idle.splice(0)) this.dropIdle(conn);
-    for (const conn of this.lent.values()) this.dropIdle(conn);
+    for (const data of this.lent.keys()) this.lender!.closeLent(data);
     this.lent.clear();
   }
 

@@ -34,6 +34,8 @@ export interface Lender {
   connectionId(clientConn: number): string;
   /** The engine's id of a held client. */
   connOf(client: HeldConn): number;
+  /** Closes a pooled connection (one the broker had by addLent) that is no longer wanted. */
+  closeLent(conn: number): void;
   /** The gray's idle timeout, enforced by the engine on its pairs (null: none). */
   setIdleTimeout(ms: number | null): void;
   /** The gray's pairs running now, asked of the engine. */
