@@ -38,8 +38,11 @@ export class WhiteHooks implements EventSink {
     for (const tap of this.taps) tap.emit(name, payload);
   }
 
+  /** Asked twice per client: a loop, not a closure per call. */
   wants(name: EventName): boolean {
-    return this.dispatcher.wants(name) || this.taps.some((tap) => tap.wants?.(name) ?? true);
+    if (this.dispatcher.wants(name)) return true;
+    for (const tap of this.taps) if (tap.wants?.(name) ?? true) return true;
+    return false;
   }
 
   /** Another consumer of every event (the dashboard). Like emit, its emit must never throw. */

@@ -13,9 +13,13 @@ import type { PairEnd } from '../../src/engine/substrate/pair.js';
 import { EngineListener, type EngineConn, type ListenerOptions, type JoinedLent, type PoolPairEnd, type Refusal, type Verified } from '../../src/engine/substrate/listener.js';
 import { encodePreamble, PREAMBLE_BYTES, PREAMBLE_MAGIC } from '../../src/engine/protocol/preamble.js';
 import { clientAddressInfo, encodeStartHeader } from '../../src/engine/protocol/start-header.js';
+import { pairError } from '../../src/engine/substrate/engine.js';
 import { noEngine, testEngine } from '../helpers/data-plane.js';
 
-interface Paired extends JoinedLent {
+interface Paired {
+  joined: JoinedLent;
+  /** The held client JavaScript admitted, if it did. */
+  held: EngineConn | undefined;
   /** Its end, as the engine reports it (onPoolPairEnd). */
   ended: Promise<PoolPairEnd>;
 }
@@ -58,11 +62,11 @@ function harness(options: Partial<ListenerOptions>): Harness {
         conns.push({ conn, prefix, verified });
         wake(waiters.conn);
       },
-      onJoinedLent: (joined) => {
-        paired.push({ ...joined, ended: new Promise((resolve) => ends.set(joined.clientConn, resolve)) });
+      onJoinedLent: (joined, held) => {
+        paired.push({ joined, held, ended: new Promise((resolve) => ends.set(joined.client, resolve)) });
         wake(waiters.paired);
       },
-      onPoolPairEnd: (end) => ends.get(end.clientConn)!(end),
+      onPoolPairEnd: (end) => ends.get(end.client)!(end),
       onRefused: (refusal, _ip, detail) => {
         refusals.push({ refusal, received: detail.received });
         wake(waiters.refusal);
@@ -275,8 +279,8 @@ describe('engine listener', { timeout: 20_000 }, () => {
     front.listener.admit(announced);
     const verified = await verifyOne();
     const p1 = await front.nextPaired();
-    assert.equal(p1.client, announced, 'the client JavaScript admitted');
-    assert.equal(p1.lent, verified.id);
+    assert.equal(p1.held, announced, 'the client JavaScript admitted');
+    assert.equal(p1.joined.lent, verified.id);
     const ended1 = p1.ended;
     first.write('one');
     assert.deepEqual(await received(grays[0]!, 43), Buffer.concat([headerFor(first), Buffer.from('one')]));
@@ -287,7 +291,7 @@ describe('engine listener', { timeout: 20_000 }, () => {
     const secondConn = (await front.nextConn()).conn;
     front.listener.admit(secondConn);
     const p2 = await front.nextPaired();
-    assert.deepEqual([p2.client, p2.lent], [secondConn, idle.id]);
+    assert.deepEqual([p2.held, p2.joined.lent], [secondConn, idle.id]);
     const ended2 = p2.ended;
 
     // Below the active limit (2 running, limit 3), a client is joined at accept, never reported,
@@ -297,10 +301,10 @@ describe('engine listener', { timeout: 20_000 }, () => {
     const newer = await verifyOne();
     const third = await dial(front.listener.port);
     const p3 = await front.nextPaired();
-    assert.equal(p3.lent, newer.id, 'the newest idle connection goes first');
-    assert.equal(p3.client, undefined, 'a client joined at accept has no object in JavaScript');
+    assert.equal(p3.joined.lent, newer.id, 'the newest idle connection goes first');
+    assert.equal(p3.held, undefined, 'a client joined at accept has no object in JavaScript');
     const thirdPort = third.localPort;
-    assert.deepEqual([p3.remote.ip, p3.remote.port], [third.localAddress, thirdPort]);
+    assert.deepEqual([p3.joined.remote.ip, p3.joined.remote.port], [third.localAddress, thirdPort]);
     const ended3 = p3.ended;
     third.end('three');
     assert.deepEqual(await closed(grays[3]!), Buffer.concat([headerFor(third), Buffer.from('three')]));
@@ -308,12 +312,12 @@ describe('engine listener', { timeout: 20_000 }, () => {
     const fourthConn = (await front.nextConn()).conn;
     assert.equal(fourthConn.remotePort, fourth.localPort, 'at the active limit the client is reported');
     front.listener.admit(fourthConn);
-    assert.equal((await front.nextPaired()).lent, older.id);
+    assert.equal((await front.nextPaired()).joined.lent, older.id);
     grays[3]!.end();
     await closed(third);
     const end3 = await ended3;
-    assert.deepEqual([end3.bytesFromClient, end3.error, end3.endedIdle, end3.remote.port, end3.clientConn], [5, null, false, thirdPort, p3.clientConn]);
-    assert.ok(end3.durationMs >= 0);
+    assert.deepEqual([end3.bytesFromClient, end3.errno, end3.endedIdle, end3.remote.port, end3.client], [5, 0, false, thirdPort, p3.joined.client]);
+    assert.ok(end3.ageMs >= 0);
     for (const socket of [first, second, fourth, ...grays]) socket.destroy();
     await Promise.all([ended1, ended2]);
     front.listener.close();
@@ -342,9 +346,9 @@ describe('engine listener', { timeout: 20_000 }, () => {
     await received(silent.gray, 3);
     silent.gray.write('hello');
     await received(silent.client, 5);
-    const listed = front.listener.poolPairs().find((p) => p.pair === silent.paired.pair);
+    const listed = front.listener.poolPairs().find((p) => p.pair === silent.paired.joined.pair);
     assert.ok(listed, 'the running pair is listed');
-    assert.deepEqual([listed.conn, listed.ip, listed.port, listed.fromClient, listed.toClient], [silent.paired.clientConn, '127.0.0.1', silent.client.localPort, 3, 5]);
+    assert.deepEqual([listed.conn, listed.ip, listed.port, listed.fromClient, listed.toClient], [silent.paired.joined.client, '127.0.0.1', silent.client.localPort, 3, 5]);
     assert.ok(listed.ageMs >= 0);
     assert.equal(front.listener.livePairs, 2);
     // 300 ms: the silent pair is reset after at least that; the busy one, a byte every 50 ms, is not.
@@ -356,10 +360,10 @@ describe('engine listener', { timeout: 20_000 }, () => {
       void silent.paired.ended.then((end) => (clearInterval(beat), resolve(end)));
     });
     assert.ok(Date.now() - quietSince >= 300, 'not before the timeout');
-    assert.deepEqual([silentEnd.endedIdle, silentEnd.error, silentEnd.bytesFromClient, silentEnd.bytesToClient], [true, null, 3, 5]);
+    assert.deepEqual([silentEnd.endedIdle, pairError(silentEnd.errno), silentEnd.bytesFromClient, silentEnd.bytesToClient], [true, null, 3, 5]);
     assert.ok(silentEnd.idleMs >= 300, `idle ${silentEnd.idleMs} ms`);
     assert.equal(await silentClosed, 'ECONNRESET');
-    assert.deepEqual(front.listener.poolPairs().map((p) => p.pair), [busy.paired.pair], 'only the busy pair is left');
+    assert.deepEqual(front.listener.poolPairs().map((p) => p.pair), [busy.paired.joined.pair], 'only the busy pair is left');
     back.listener.setIdleTimeout(null);
     busy.client.destroy();
     busy.gray.destroy();
@@ -388,8 +392,8 @@ describe('engine listener', { timeout: 20_000 }, () => {
       grays.push(gray);
       const verified = (await back.nextConn()).conn;
       const paired = await front.nextPaired();
-      assert.equal(paired.client, conns[counter], `the oldest client still waiting takes connection ${counter}`);
-      assert.equal(paired.lent, verified.id);
+      assert.equal(paired.held, conns[counter], `the oldest client still waiting takes connection ${counter}`);
+      assert.equal(paired.joined.lent, verified.id);
     }
     for (const socket of [...clients, ...grays]) socket.destroy();
     front.listener.close();

@@ -42,7 +42,8 @@ function concat(parts: ArrayBuffer[]): ArrayBuffer {
 /** An event with its addresses as plain values (they are decoded on reading). */
 function plain(event: EngineEvent): Record<string, unknown> {
   const isAddress = (v: unknown): v is Address => typeof v === 'object' && v !== null && 'ip' in v && 'port' in v;
-  return Object.fromEntries(Object.entries(event).map(([k, v]) => [k, isAddress(v) ? { ip: v.ip, port: v.port } : v]));
+  const out = Object.fromEntries(Object.entries(event).map(([k, v]) => [k, isAddress(v) ? { ip: v.ip, port: v.port } : v]));
+  return event.type === 'header' ? { ...out, header: event.header } : out;
 }
 
 const v6 = (...groups: number[]): number[] => groups.flatMap((g) => [g >> 8, g & 0xff]);

@@ -122,10 +122,9 @@ export function decodeBatch(...[records, side]: EventBatch): EngineEvent[] {
   for (let i = 0; i < count; i++) {
     const at = i * INT32_SLOTS;
     const flags = ints[at + 6]!;
-    let prefix: Buffer | null = null;
+    let prefix: Buffer | InlinePrefix | null = null;
     if (flags & EventRecordFlag.hasPrefix) prefix = side[next++]!;
-    // A view, not a copy: it keeps the batch's few kilobytes alive only as long as it lives.
-    else if (flags & EventRecordFlag.inlinePrefix) prefix = Buffer.from(records, i * EngineConstant.eventRecordBytes + EngineConstant.eventRecordInline, ints[at + 5]!);
+    else if (flags & EventRecordFlag.inlinePrefix) prefix = new InlinePrefix(records, i * EngineConstant.eventRecordBytes + EngineConstant.eventRecordInline, ints[at + 5]!);
     let remote: Address = NO_ADDRESS;
     let local: Address | null = null;
     if (flags & EventRecordFlag.hasAddresses) {
@@ -138,6 +137,43 @@ export function decodeBatch(...[records, side]: EventBatch): EngineEvent[] {
 }
 
 const NO_ADDRESS: Address = { ip: '', port: 0 };
+
+/** A prefix a record carries inline, as a Buffer when asked: a view, not a copy, which keeps
+ *  the batch's few kilobytes alive only as long as it lives. */
+class InlinePrefix {
+  constructor(
+    readonly records: ArrayBuffer,
+    readonly offset: number,
+    readonly length: number,
+  ) {}
+
+  buffer(): Buffer {
+    return Buffer.from(this.records, this.offset, this.length);
+  }
+}
+
+/** A dialed connection's start header: made a Buffer when read (one the engine forwarded by
+ *  itself is read only for a debug log). */
+class HeaderEvent {
+  readonly type = 'header';
+  #header: Buffer | InlinePrefix;
+
+  constructor(
+    readonly conn: number,
+    header: Buffer | InlinePrefix,
+    readonly pair: number,
+    readonly stock: number,
+  ) {
+    this.#header = header;
+  }
+
+  get header(): Buffer {
+    if (this.#header instanceof InlinePrefix) this.#header = this.#header.buffer();
+    return this.#header;
+  }
+}
+
+const bufferOf = (prefix: Buffer | InlinePrefix | null): Buffer | null => (prefix instanceof InlinePrefix ? prefix.buffer() : prefix);
 
 /** An address an event carried as bytes: its text is made the first time it is read (most
  *  never are: a client's address is for reports nobody may want). The IP's bytes are kept as
@@ -179,7 +215,7 @@ function ntopIPv6(bytes: Buffer): string {
 }
 
 /** One record at int32 slot at (float64 slot wide), its variable parts already taken. */
-function decodeRecord(ints: Int32Array, floats: Float64Array, at: number, wide: number, prefix: Buffer | null, remote: Address, local: Address | null): EngineEvent {
+function decodeRecord(ints: Int32Array, floats: Float64Array, at: number, wide: number, prefix: Buffer | InlinePrefix | null, remote: Address, local: Address | null): EngineEvent {
   const type = ints[at]!;
   const id = ints[at + 1]! >>> 0;
   const listenerId = ints[at + 2]! >>> 0;
@@ -189,11 +225,11 @@ function decodeRecord(ints: Int32Array, floats: Float64Array, at: number, wide: 
   const b = floats[wide + 5]!;
   switch (type) {
     case EventType.pairEnd:
-      return { type: 'pairEnd', pair: id, errno: code, bytesFromA: a, bytesFromB: b, endedBeforeConnect: (listenerId & PairEndFlag.endedBeforeConnect) !== 0, stock, header: prefix };
+      return { type: 'pairEnd', pair: id, errno: code, bytesFromA: a, bytesFromB: b, endedBeforeConnect: (listenerId & PairEndFlag.endedBeforeConnect) !== 0, stock, header: bufferOf(prefix) };
     case EventType.accepted:
-      return { type: 'accepted', conn: id, listener: listenerId, prefix: prefix ?? EMPTY, remote, local, counter: a, session: b };
+      return { type: 'accepted', conn: id, listener: listenerId, prefix: bufferOf(prefix) ?? EMPTY, remote, local, counter: a, session: b };
     case EventType.refused:
-      return { type: 'refused', listener: listenerId, refusal: refusals[code] ?? 'error', errno: b, received: prefix ?? EMPTY, remote };
+      return { type: 'refused', listener: listenerId, refusal: refusals[code] ?? 'error', errno: b, received: bufferOf(prefix) ?? EMPTY, remote };
     case EventType.gone:
       return { type: 'gone', conn: id, listener: listenerId, reason: code === GoneCode.data ? 'data' : 'closed', stock, remote };
     case EventType.listenerError:
@@ -201,7 +237,7 @@ function decodeRecord(ints: Int32Array, floats: Float64Array, at: number, wide: 
     case EventType.dialed:
       return { type: 'dialed', conn: id, stock: listenerId, errno: code };
     case EventType.header:
-      return { type: 'header', conn: id, header: prefix ?? EMPTY, pair: b, stock };
+      return new HeaderEvent(id, prefix ?? EMPTY, b, stock);
     case EventType.joinedLent:
       return { type: 'joinedLent', pair: id, listener: listenerId, client: a, lent: b, remote };
     case EventType.poolPairEnd:

@@ -10,8 +10,8 @@
 import { ErrorCodes, RelayError } from '../../errors.js';
 import { FilterMode } from './codes.js';
 import { encodeAllowList, type Cidr } from '../protocol/cidr.js';
-import { codeOfThrown, errnoError, pairError, type ConnOwner, type Engine, type ListenerOwner, type PoolPairInfo, type PoolPairOwner } from './engine.js';
-import type { Address, EngineEventOf, GoneReason, Refusal } from './events.js';
+import { codeOfThrown, errnoError, type ConnOwner, type Engine, type ListenerOwner, type PoolPairInfo, type PoolPairOwner } from './engine.js';
+import type { EngineEventOf, GoneReason, Refusal } from './events.js';
 import type { HeldConn, WatchMode } from './held-conn.js';
 import type { Heads, OnPairEnd, Pair } from './pair.js';
 
@@ -34,30 +34,13 @@ export interface ListenerOptions {
   readonly allow?: readonly Cidr[];
 }
 
-/** A pair the engine joined of a client and a pooled connection. client: the held client
- *  JavaScript admitted, undefined for one it never heard of (joined at accept) or closed
- *  meanwhile; lent: the pooled connection's id. */
-export interface JoinedLent {
-  readonly pair: number;
-  readonly clientConn: number;
-  readonly client: EngineConn | undefined;
-  readonly lent: number;
-  readonly remote: Address;
-}
+/** A pair the engine joined of a client (its connection id: client) and a pooled connection
+ *  (lent), as the engine reported it. */
+export type JoinedLent = EngineEventOf<'joinedLent'>;
 
-/** The end of a JoinedLent pair, as the engine reports it. */
-export interface PoolPairEnd {
-  readonly clientConn: number;
-  readonly remote: Address;
-  readonly bytesFromClient: number;
-  readonly bytesToClient: number;
-  /** The first error that ended it; null for an orderly end, destroy() or the idle timeout. */
-  readonly error: Error | null;
-  /** The gray's idle timeout (setIdleTimeout) reset it, after idleMs of silence both ways. */
-  readonly endedIdle: boolean;
-  readonly idleMs: number;
-  readonly durationMs: number;
-}
+/** The end of a JoinedLent pair, as the engine reported it (errno: 0, or ECANCELED after
+ *  destroy or the idle timeout: pairError says which is an error). */
+export type PoolPairEnd = EngineEventOf<'poolPairEnd'>;
 
 /** A data connection whose preamble the engine verified: its counter and its session's epoch. */
 export interface Verified {
@@ -76,8 +59,10 @@ export interface ListenerHandlers {
   /** A verified connection reported to onVerified went away (reason 'data': it spoke); the
    *  engine closed it. remoteIp: its source. */
   onGone?(conn: number, reason: GoneReason, remoteIp: string): void;
-  /** The engine joined client with the pooled connection data (see usePool); the pair is running. */
-  onJoinedLent?(joined: JoinedLent): void;
+  /** The engine joined a client with a pooled connection (see usePool); the pair is running.
+   *  client: the held client JavaScript admitted, undefined for one it never heard of (joined
+   *  at accept) or closed meanwhile. */
+  onJoinedLent?(joined: JoinedLent, client: EngineConn | undefined): void;
   onPoolPairEnd?(end: PoolPairEnd): void;
   /** received: the prefix bytes read before the refusal. */
   onRefused(refusal: Refusal, remoteIp: string, detail: { remotePort: number; received: Buffer; error: Error | null }): void;
@@ -233,23 +218,14 @@ export class EngineListener implements ListenerOwner, PoolPairOwner {
       this.strayPairs.add(event.pair);
       return this.engine.handle.destroy(event.pair);
     }
-    this.handlers.onJoinedLent({ pair: event.pair, clientConn: event.client, client, lent: event.lent, remote: event.remote });
+    this.handlers.onJoinedLent(event, client);
   }
 
   poolPairEnd(event: EngineEventOf<'poolPairEnd'>): void {
     this.poolPairCount -= 1;
     if (this.closed && this.poolPairCount === 0) this.engine.removePoolPairOwner(this.id);
     if (this.strayPairs.delete(event.pair)) return;
-    this.handlers.onPoolPairEnd?.({
-      clientConn: event.client,
-      remote: event.remote,
-      bytesFromClient: event.bytesFromClient,
-      bytesToClient: event.bytesToClient,
-      error: pairError(event.errno),
-      endedIdle: event.endedIdle,
-      idleMs: event.idleMs,
-      durationMs: event.ageMs,
-    });
+    this.handlers.onPoolPairEnd?.(event);
   }
 }
 

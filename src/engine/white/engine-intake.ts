@@ -182,7 +182,7 @@ export class EngineIntake implements PortIntake, Lender {
       { host: s.bind, port: service.publicPort, prefixBytes: 0, prefixTimeoutMs: 0, keepAliveSec: s.clientKeepAliveMs > 0 ? Math.max(1, Math.round(s.clientKeepAliveMs / 1000)) : 0, watch: 'reset', allow: service.allow },
       {
         onConnection: (conn) => endpoint.broker.onClient(conn, service.name),
-        onJoinedLent: (joined) => endpoint.broker.onJoinedLent(joined, service.name),
+        onJoinedLent: (joined, client) => endpoint.broker.onJoinedLent(joined, client, service.name),
         onPoolPairEnd: (end) => endpoint.broker.onPoolPairEnd(end, service.name),
         onRefused: (refusal, remote) => {
           if (refusal === 'not-allowed') endpoint.refuseNotAllowed(service.name, remote);

@@ -24,6 +24,7 @@ import type { Limits } from '../../limits.js';
 import type { Logger } from '../../log.js';
 import type { GrayStats } from '../stats.js';
 import type { HeldConn } from '../substrate/held-conn.js';
+import { pairError } from '../substrate/engine.js';
 import type { JoinedLent, PoolPairEnd } from '../substrate/listener.js';
 import type { Pair, OnPairEnd } from '../substrate/pair.js';
 import { clientAddressInfo, encodeStartHeader, type ClientAddressInfo } from '../protocol/start-header.js';
@@ -321,15 +322,14 @@ export class PoolBroker {
   /** The engine joined a client (one it accepted, or one admitted here) with a pooled
    *  connection (one closed here meanwhile, such as by its recycle timer, is no longer in lent).
    *  The pair is the engine's; this counts and reports it. */
-  onJoinedLent(joined: JoinedLent, service: string): void {
-    const { client } = joined;
+  onJoinedLent(joined: JoinedLent, client: HeldConn | undefined, service: string): void {
     this.lent.delete(joined.lent);
     this.stats.poolIdle = this.idleCount();
     const waiting = client ? this.waiting.find((w) => w.conn === client) : undefined;
     if (waiting) this.unwait(waiting);
     this.enginePairs += 1;
     if (this.closed) {
-      this.ignoredEnds.add(joined.clientConn);
+      this.ignoredEnds.add(joined.client);
       return this.lender?.destroyPair(joined.pair);
     }
     this.stats.clientWait.observe(waiting ? (performance.now() - waiting.since) / 1000 : 0);
@@ -343,7 +343,7 @@ export class PoolBroker {
     const debug = this.logger.isLevelEnabled('debug');
     if (debug || this.wanted('client.connected')) {
       const clientAddress = formatHostPort({ host: joined.remote.ip, port: joined.remote.port });
-      const id = this.lender!.connectionId(joined.clientConn);
+      const id = this.lender!.connectionId(joined.client);
       this.events.emit('client.connected', { grayId: this.grayId, service, connectionId: id, clientAddress });
       if (debug) this.logger.debug({ gray: this.grayId, conn: id, client: clientAddress }, 'client paired');
     }
@@ -354,7 +354,7 @@ export class PoolBroker {
   onPoolPairEnd(end: PoolPairEnd, service: string): void {
     this.enginePairs -= 1;
     this.stats.activeClients = this.activeCount;
-    if (this.ignoredEnds.delete(end.clientConn)) return this.pairEnded();
+    if (this.ignoredEnds.delete(end.client)) return this.pairEnded();
     const perService = this.serviceStats(service);
     perService.activeClients -= 1;
     perService.bytesFromClients += end.bytesFromClient;
@@ -365,7 +365,8 @@ export class PoolBroker {
     if (end.endedIdle || report) {
       const clientAddress = formatHostPort({ host: end.remote.ip, port: end.remote.port });
       if (end.endedIdle) this.idleTimeout?.onTimeout(clientAddress, end.idleMs);
-      if (report) this.reportEnd(this.lender!.connectionId(end.clientConn), service, clientAddress, end.bytesFromClient, end.bytesToClient, end.durationMs, end.endedIdle ? 'idle timeout' : end.error ? end.error.message : 'closed');
+      const error = end.endedIdle ? null : pairError(end.errno);
+      if (report) this.reportEnd(this.lender!.connectionId(end.client), service, clientAddress, end.bytesFromClient, end.bytesToClient, end.ageMs, end.endedIdle ? 'idle timeout' : error ? error.message : 'closed');
     }
     this.pairEnded();
   }
