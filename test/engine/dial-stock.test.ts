@@ -106,7 +106,7 @@ function openStock(port: number, keys: StockKeys, service?: Endpoint) {
     onFailed: (error) => failed.push(error),
     onClosed: () => closed.push(),
     onHeld: (conn, header) => held.push({ conn, header }),
-    onForwarded: (pair, header) => forwarded.push({ pair, header }),
+    onForwarded: ({ pair, header }) => forwarded.push({ pair, header }),
     onPairEnd: (pair, end, reachedService, header) => ends.push({ pair, end, reachedService, header }),
   };
   // A service table of one position (index 0) routing to service.

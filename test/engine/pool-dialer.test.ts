@@ -65,7 +65,7 @@ function dialerWith(stock: RecordingStock, retryBaseMs = 20): { dialer: PoolDial
     config,
     logger: silentLogger(),
     onActivated: (_link, client) => seen.activated.push(client),
-    onForwarded: (pair, header) => seen.forwarded.push([pair, header]),
+    onForwarded: ({ pair, header }) => seen.forwarded.push([pair, header]),
     onForwardEnded: () => {},
     onPoolReady: (idle) => seen.ready.push(idle),
   });
@@ -102,7 +102,7 @@ describe('the pool dialer with an engine\'s stock', () => {
     const { dialer, seen } = dialerWith(stock);
     dialer.grant(4);
     const adds = stock.adds;
-    for (let i = 0; i < STOCK_TOP_UP - 1; i++) stock.events.forwarded(100 + i, HEADER);
+    for (let i = 0; i < STOCK_TOP_UP - 1; i++) stock.events.forwarded({ pair: 100 + i, header: HEADER });
     assert.equal(stock.adds, adds, 'topped up before STOCK_TOP_UP headers');
     stock.events.activated(link(), HEADER);
     assert.equal(stock.adds, adds + 1);
@@ -130,7 +130,7 @@ describe('the pool dialer with an engine\'s stock', () => {
     assert.equal(dialer.idleCount, 4);
     // Forwarded by the engine: handed on as it came, not decoded.
     const opaque = Buffer.alloc(40, 7);
-    stock.events.forwarded(17, opaque);
+    stock.events.forwarded({ pair: 17, header: opaque });
     assert.deepEqual(seen.forwarded, [[17, opaque]]);
     assert.equal(dialer.idleCount, 3);
     // Held for JavaScript: decoded and forwarded; a header the decoder refuses closes its link.

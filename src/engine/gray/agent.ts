@@ -362,10 +362,10 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
         });
         this.active.add(forward);
       },
-      onForwarded: (pair, header) => {
-        this.enginePairs.add(pair);
+      onForwarded: (forwarded) => {
+        this.enginePairs.add(forwarded.pair);
         if (!this.logger.isLevelEnabled('debug')) return;
-        const client = decodeStartHeader(header);
+        const client = decodeStartHeader(forwarded.header);
         this.logger.debug({ client: formatHostPort({ host: client.srcAddress, port: client.srcPort }), service: this.table?.at(client.service)?.name }, 'forwarding');
       },
       onForwardEnded: (pair, end) => {

@@ -35,7 +35,7 @@ export function engineStock(engine: Engine, ctx: LinkContext, dataIp: string, ro
       onFailed: (error) => events.failed(error),
       onClosed: () => events.closed(),
       onHeld: (conn, header) => events.activated(new EngineLink(ctx, DialedConn.held(engine, conn, () => {})), header),
-      onForwarded: (pair, header) => events.forwarded(pair, header),
+      onForwarded: (forwarded) => events.forwarded(forwarded),
       onPairEnd: (pair, end, reachedService, header) => {
         if (!reachedService && end.error) {
           const client = clientOf(header);

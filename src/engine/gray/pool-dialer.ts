@@ -13,6 +13,7 @@ import { Backoff } from '../backoff.js';
 import { encodePreamble } from '../protocol/preamble.js';
 import { decodeStartHeader, type StartHeaderFields } from '../protocol/start-header.js';
 import type { PairEnd } from '../substrate/pair.js';
+import type { Forwarded } from '../substrate/dial-stock.js';
 import type { LinkEvents, OpenLink, OpenStock, PoolLink, PoolStock } from './pool-link.js';
 
 /** Counters handed to an engine's stock beyond the credits known here: the start headers the
@@ -36,7 +37,7 @@ export type PoolDialerOptions = PoolLinks & {
   /** With an engine's stock: the engine forwarded a link into pair by itself (no object for it
    *  here; the engine checked its start header, decoded only if wanted), and later that pair
    *  ended. */
-  readonly onForwarded: (pair: number, header: Buffer) => void;
+  readonly onForwarded: (forwarded: Forwarded) => void;
   readonly onForwardEnded: (pair: number, end: PairEnd) => void;
   readonly onPoolReady: (idle: number) => void;
 };
@@ -76,10 +77,10 @@ export class PoolDialer {
             this.headerRead();
             this.activate(link, header);
           },
-          forwarded: (pair, header) => {
+          forwarded: (forwarded) => {
             this.stockIdle -= 1;
             this.headerRead();
-            this.o.onForwarded(pair, header);
+            this.o.onForwarded(forwarded);
           },
           failed: (err) => this.scheduleRetry(err),
           // Also after stop(): forwards outlive their session.

@@ -7,6 +7,7 @@ import type { GrayConfig, GrayService } from '../../config/types.js';
 import type { Logger } from '../../log.js';
 import type { RateLimitedLog } from '../../rate-limited-log.js';
 import type { PairEnd } from '../substrate/pair.js';
+import type { Forwarded } from '../substrate/dial-stock.js';
 import type { ClientAddressInfo } from '../protocol/start-header.js';
 
 export interface LinkEvents {
@@ -53,7 +54,7 @@ export interface StockEvents {
   activated(link: PoolLink, header: Buffer): void;
   /** A link read its start header and the engine forwarded it into pair by itself (a well-formed
    *  header, see native/dial.cc); pairEnded reports that pair's end. */
-  forwarded(pair: number, header: Buffer): void;
+  forwarded(forwarded: Forwarded): void;
   /** A dial failed before anything was sent; the stock holds until release(). */
   failed(error: Error): void;
   /** A pair the engine forwarded ended (a failed connect to the service is already logged). */

@@ -24,11 +24,18 @@ export interface StockHandlers {
    *  route for its service, or a header the engine does not forward): conn is the engine's
    *  held connection (DialedConn.held takes charge of it). */
   onHeld(conn: number, header: Buffer): void;
-  /** A connection read its start header and the engine forwarded it into pair by itself. */
-  onForwarded(pair: number, header: Buffer): void;
+  /** A connection read its start header and the engine forwarded it by itself. */
+  onForwarded(forwarded: Forwarded): void;
   /** A pair the engine forwarded from one of the stock's connections ended. header: the start
    *  header, if it never reached the service. */
   onPairEnd(pair: number, end: PairEnd, reachedService: boolean, header: Buffer | null): void;
+}
+
+/** A start header the engine forwarded into pair by itself: the header is made a Buffer when
+ *  read (most never are: only a debug log reads it). */
+export interface Forwarded {
+  readonly pair: number;
+  readonly header: Buffer;
 }
 
 /** A session's keys as the engine signs with them: its session id (16 bytes), its data key (32). */
@@ -98,7 +105,7 @@ export class DialStock implements StockOwner {
       if (event.pair !== 0) return this.engine.handle.destroy(event.pair);
       return this.engine.handle.closeConn(event.conn);
     }
-    if (event.pair !== 0) return this.handlers.onForwarded(event.pair, event.header);
+    if (event.pair !== 0) return this.handlers.onForwarded(event);
     this.handlers.onHeld(event.conn, event.header);
   }
 
