@@ -121,9 +121,10 @@ void Account(napi_env env, Group* engine, const Event& event) {
 
 // onEvents(records, side): every event the engine queued since the last call, decoded once on
 // the other side (src/engine/substrate/events.ts decodeBatch). One ArrayBuffer of fixed-size
-// records (engine.h kEventRecordBytes) and one array of the variable parts, because each value
-// made here costs a call into V8: a record is written in place, an object per event would cost a
-// property set per field. For kPairEnd, listenerId carries PairEndFlags.
+// records (engine.h kEventRecordBytes) and one array of the prefixes too long to be inline, because
+// each value made here costs a call into V8: a record is written in place, addresses and a short
+// prefix as bytes, where an object per event would cost a property set per field and a string
+// per address. For kPairEnd, listenerId carries PairEndFlags.
 // The batch's two arguments in args (see CallOnBatch); false when nothing is queued.
 bool BatchArguments(napi_env env, Group* engine, napi_value args[2]) {
   std::vector<Event*> batch = engine->TakeBatch();

@@ -42,8 +42,14 @@ function concat(parts: ArrayBuffer[]): ArrayBuffer {
 /** An event with its addresses as plain values (they are decoded on reading). */
 function plain(event: EngineEvent): Record<string, unknown> {
   const isAddress = (v: unknown): v is Address => typeof v === 'object' && v !== null && 'ip' in v && 'port' in v;
-  const out = Object.fromEntries(Object.entries(event).map(([k, v]) => [k, isAddress(v) ? { ip: v.ip, port: v.port } : v]));
-  return event.type === 'header' ? { ...out, header: event.header } : out;
+  const out: Record<string, unknown> = { ...event };
+  // Some are made when read (getters), so each is read by name.
+  for (const k of ['remote', 'local', 'header']) {
+    if (!(k in event)) continue;
+    const v = (event as unknown as Record<string, unknown>)[k];
+    out[k] = isAddress(v) ? { ip: v.ip, port: v.port } : v;
+  }
+  return out;
 }
 
 const v6 = (...groups: number[]): number[] => groups.flatMap((g) => [g >> 8, g & 0xff]);

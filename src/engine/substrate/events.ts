@@ -125,18 +125,99 @@ export function decodeBatch(...[records, side]: EventBatch): EngineEvent[] {
     let prefix: Buffer | InlinePrefix | null = null;
     if (flags & EventRecordFlag.hasPrefix) prefix = side[next++]!;
     else if (flags & EventRecordFlag.inlinePrefix) prefix = new InlinePrefix(records, i * EngineConstant.eventRecordBytes + EngineConstant.eventRecordInline, ints[at + 5]!);
-    let remote: Address = NO_ADDRESS;
-    let local: Address | null = null;
-    if (flags & EventRecordFlag.hasAddresses) {
-      remote = new PackedAddress(ints, at + INLINE_SLOT, (flags & EventRecordFlag.remoteIPv6) !== 0, ints[at + 4]!);
-      if (flags & EventRecordFlag.hasLocal) local = new PackedAddress(ints, at + INLINE_SLOT + 4, (flags & EventRecordFlag.localIPv6) !== 0, ints[at + 5]!);
-    }
-    events.push(decodeRecord(ints, floats, at, i * FLOAT64_SLOTS, prefix, remote, local));
+    events.push(decodeRecord(ints, floats, at, i * FLOAT64_SLOTS, prefix));
   }
   return events;
 }
 
 const NO_ADDRESS: Address = { ip: '', port: 0 };
+
+/** The remote (or local) address of the record at int32 slot at; NO_ADDRESS (null for a local
+ *  one) when it carries none. */
+function addressAt(ints: Int32Array, at: number, local: boolean): Address | null {
+  const flags = ints[at + 6]!;
+  if (!(flags & EventRecordFlag.hasAddresses)) return local ? null : NO_ADDRESS;
+  if (!local) return new PackedAddress(ints, at + INLINE_SLOT, (flags & EventRecordFlag.remoteIPv6) !== 0, ints[at + 4]!);
+  if (!(flags & EventRecordFlag.hasLocal)) return null;
+  return new PackedAddress(ints, at + INLINE_SLOT + 4, (flags & EventRecordFlag.localIPv6) !== 0, ints[at + 5]!);
+}
+
+/** An event of a client or data connection whose addresses are made objects only when read:
+ *  for most connections nothing reads them (a report nobody wants). Until then it keeps its
+ *  batch's records, as long as it lives (events die young). */
+class Addressed {
+  readonly #ints: Int32Array;
+  readonly #at: number;
+  #remote: Address | null = null;
+
+  constructor(ints: Int32Array, at: number) {
+    this.#ints = ints;
+    this.#at = at;
+  }
+
+  get remote(): Address {
+    return (this.#remote ??= addressAt(this.#ints, this.#at, false)!);
+  }
+
+  protected localAddress(): Address | null {
+    return addressAt(this.#ints, this.#at, true);
+  }
+}
+
+class AcceptedEvent extends Addressed {
+  readonly type = 'accepted';
+
+  constructor(
+    ints: Int32Array,
+    at: number,
+    readonly conn: number,
+    readonly listener: number,
+    readonly prefix: Buffer,
+    readonly counter: number,
+    readonly session: number,
+  ) {
+    super(ints, at);
+  }
+
+  get local(): Address | null {
+    return this.localAddress();
+  }
+}
+
+class JoinedLentEvent extends Addressed {
+  readonly type = 'joinedLent';
+
+  constructor(
+    ints: Int32Array,
+    at: number,
+    readonly pair: number,
+    readonly listener: number,
+    readonly client: number,
+    readonly lent: number,
+  ) {
+    super(ints, at);
+  }
+}
+
+class PoolPairEndEvent extends Addressed {
+  readonly type = 'poolPairEnd';
+
+  constructor(
+    ints: Int32Array,
+    at: number,
+    readonly pair: number,
+    readonly listener: number,
+    readonly errno: number,
+    readonly bytesFromClient: number,
+    readonly bytesToClient: number,
+    readonly endedIdle: boolean,
+    readonly client: number,
+    readonly ageMs: number,
+    readonly idleMs: number,
+  ) {
+    super(ints, at);
+  }
+}
 
 /** A prefix a record carries inline, as a Buffer when asked: a view, not a copy, which keeps
  *  the batch's few kilobytes alive only as long as it lives. */
@@ -215,7 +296,7 @@ function ntopIPv6(bytes: Buffer): string {
 }
 
 /** One record at int32 slot at (float64 slot wide), its variable parts already taken. */
-function decodeRecord(ints: Int32Array, floats: Float64Array, at: number, wide: number, prefix: Buffer | InlinePrefix | null, remote: Address, local: Address | null): EngineEvent {
+function decodeRecord(ints: Int32Array, floats: Float64Array, at: number, wide: number, prefix: Buffer | InlinePrefix | null): EngineEvent {
   const type = ints[at]!;
   const id = ints[at + 1]! >>> 0;
   const listenerId = ints[at + 2]! >>> 0;
@@ -227,11 +308,11 @@ function decodeRecord(ints: Int32Array, floats: Float64Array, at: number, wide: 
     case EventType.pairEnd:
       return { type: 'pairEnd', pair: id, errno: code, bytesFromA: a, bytesFromB: b, endedBeforeConnect: (listenerId & PairEndFlag.endedBeforeConnect) !== 0, stock, header: bufferOf(prefix) };
     case EventType.accepted:
-      return { type: 'accepted', conn: id, listener: listenerId, prefix: bufferOf(prefix) ?? EMPTY, remote, local, counter: a, session: b };
+      return new AcceptedEvent(ints, at, id, listenerId, bufferOf(prefix) ?? EMPTY, a, b);
     case EventType.refused:
-      return { type: 'refused', listener: listenerId, refusal: refusals[code] ?? 'error', errno: b, received: bufferOf(prefix) ?? EMPTY, remote };
+      return { type: 'refused', listener: listenerId, refusal: refusals[code] ?? 'error', errno: b, received: bufferOf(prefix) ?? EMPTY, remote: addressAt(ints, at, false)! };
     case EventType.gone:
-      return { type: 'gone', conn: id, listener: listenerId, reason: code === GoneCode.data ? 'data' : 'closed', stock, remote };
+      return { type: 'gone', conn: id, listener: listenerId, reason: code === GoneCode.data ? 'data' : 'closed', stock, remote: addressAt(ints, at, false)! };
     case EventType.listenerError:
       return { type: 'listenerError', listener: listenerId, errno: code };
     case EventType.dialed:
@@ -239,21 +320,9 @@ function decodeRecord(ints: Int32Array, floats: Float64Array, at: number, wide: 
     case EventType.header:
       return new HeaderEvent(id, prefix ?? EMPTY, b, stock);
     case EventType.joinedLent:
-      return { type: 'joinedLent', pair: id, listener: listenerId, client: a, lent: b, remote };
+      return new JoinedLentEvent(ints, at, id, listenerId, a, b);
     case EventType.poolPairEnd:
-      return {
-        type: 'poolPairEnd',
-        pair: id,
-        listener: listenerId,
-        errno: code,
-        bytesFromClient: a,
-        bytesToClient: b,
-        endedIdle: (ints[at + 13]! & PairEndFlag.endedIdle) !== 0,
-        client: ints[at + 12]! >>> 0,
-        remote,
-        ageMs: floats[wide + 7]!,
-        idleMs: floats[wide + 8]!,
-      };
+      return new PoolPairEndEvent(ints, at, id, listenerId, code, a, b, (ints[at + 13]! & PairEndFlag.endedIdle) !== 0, ints[at + 12]! >>> 0, floats[wide + 7]!, floats[wide + 8]!);
     default:
       throw new Error(`the engine reported event type ${type}, unknown to this build`);
   }
