@@ -2,8 +2,9 @@
 // broker. It holds the idle pool, the bounded queue of clients waiting for a connection, and the
 // active pairs; it decides when to grant the gray more credits (consumed, closed or recycled
 // connections are replaced at once; waiting clients ask for extra, within the in-flight cap).
-// It never sees an unverified connection: GrayEndpoint verifies preambles before calling
-// addIdle. Connections are held connections: ones an engine holds, or Node sockets on the JS plane.
+// It never sees an unverified connection: GrayEndpoint (or, with an engine, the engine) verifies
+// preambles before addIdle (addLent). Connections are held connections: ones an engine holds, or
+// Node sockets on the JS plane; an engine's idle connections are only ids here.
 // With an engine (its intake is a Lender) the idle connections and the waiting clients are in the
 // engine's pool, which joins them by itself (onJoinedLent): a client at accept while the gray's
 // pairs are below activeClientsPerGray (none while an authorize hook must see each client), a
