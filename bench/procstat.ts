@@ -75,6 +75,44 @@ export interface ProcUsage {
   /** RSS when the workload ended. */
   endRssMB: number;
   cpuSec: number;
+  /** cpuSec by thread (absent for a process that exited meanwhile). */
+  threads?: ThreadCpu;
+}
+
+/**
+ * A process's CPU seconds by kind of thread: its main thread (for Node: JavaScript), relay's engine
+ * threads (named relay-engine-N by native/engine.cc), and the rest (Node's V8 and libuv helpers).
+ * Threads that ended between two readings are missing from both, so the parts of a diff can
+ * sum to a little less than the process's cpuSec.
+ */
+export interface ThreadCpu {
+  main: number;
+  engine: number;
+  other: number;
+}
+
+export function readThreadCpu(pid: number): ThreadCpu | null {
+  const out: ThreadCpu = { main: 0, engine: 0, other: 0 };
+  let tids: string[];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return null;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const sec = (Number(rest[11]) + Number(rest[12])) / ticksPerSecond();
+      if (Number(tid) === pid) out.main += sec;
+      else if (comm.startsWith('relay-engine')) out.engine += sec;
+      else out.other += sec;
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return out;
 }
 
 /** Busy CPU seconds of the whole machine, all cores (from the first line of /proc/stat). */
@@ -109,6 +147,7 @@ export class Sampler {
   private t0 = 0;
   machine: MachineCpu | null = null;
   private readonly first = new Map<string, ProcSnapshot>();
+  private readonly firstThreads = new Map<string, ThreadCpu>();
   private readonly peakKB = new Map<string, number>();
   private timer: NodeJS.Timeout | null = null;
   private readonly pids: Record<string, number>;
@@ -127,6 +166,7 @@ export class Sampler {
     const rss = readProc(pid)?.rssKB ?? NaN;
     const kb = Number.isFinite(rss) ? rss : 0;
     this.first.set(name, { rssKB: kb, hwmKB: kb, cpuSec: 0 });
+    this.firstThreads.set(name, { main: 0, engine: 0, other: 0 });
     this.peakKB.set(name, kb);
   }
 
@@ -138,6 +178,8 @@ export class Sampler {
         this.first.set(name, s);
         this.peakKB.set(name, s.rssKB);
       }
+      const t = readThreadCpu(pid);
+      if (t) this.firstThreads.set(name, t);
     }
     this.busy0 = machineBusySec();
     this.t0 = performance.now();
@@ -171,6 +213,9 @@ export class Sampler {
       if (!a || !b) continue;
       const peak = Math.max(this.peakKB.get(name) ?? 0, b.rssKB, Number.isFinite(b.hwmKB) ? b.hwmKB : 0);
       out[name] = { pid, peakRssMB: peak / 1024, endRssMB: b.rssKB / 1024, cpuSec: b.cpuSec - a.cpuSec };
+      const t0 = this.firstThreads.get(name);
+      const t1 = readThreadCpu(pid);
+      if (t0 && t1) out[name].threads = { main: t1.main - t0.main, engine: t1.engine - t0.engine, other: t1.other - t0.other };
     }
     const elapsedSec = (performance.now() - this.t0) / 1000;
     const busySec = machineBusySec() - this.busy0;

@@ -3,7 +3,7 @@
 import { fmtNum, median } from './common.js';
 import type { NginxCounts } from './nginx.js';
 import { AUTHORIZE_WORKLOADS, type CheckDef, CHECKS, METRICS, PROXY_PROCS, type WorkloadId, WORKLOAD_IDS, opSymbol, passes, proxyCpuPerUnit, workUnits } from './plan.js';
-import type { MachineCpu, ProcUsage } from './procstat.js';
+import type { MachineCpu, ProcUsage, ThreadCpu } from './procstat.js';
 import { TARGET_NAMES, type TargetName } from './targets.js';
 import type { WorkloadResult } from './types.js';
 
@@ -62,6 +62,8 @@ export interface ResourceSummary {
   procs: Record<string, { peakRssMB: Stat; cpuSec: Stat }>;
   /** CPU of the proxy processes only (white+gray or hop1+hop2) per unit of work. */
   proxyCpuPerUnit: { label: string; value: Stat } | null;
+  /** The same per proxy process and kind of thread (procstat.ts ThreadCpu), in proxyCpuPerUnit's unit. */
+  threadCpuPerUnit: Record<string, Record<keyof ThreadCpu, Stat>>;
 }
 
 export interface CheckResult {
@@ -156,12 +158,20 @@ export function summarize(ms: readonly Measurement[], status: Record<TargetName,
         if (rss && cpu) procs[p] = { peakRssMB: rss, cpuSec: cpu };
       }
       let perUnit: ResourceSummary['proxyCpuPerUnit'] = null;
+      const byThread: ResourceSummary['threadCpuPerUnit'] = {};
       if (PROXY_PROCS[t].length > 0) {
         const done = rows.filter((r) => r.result !== null);
         const s = stat(done.map((r) => proxyCpuPerUnit(r.result!, r.procs, t)));
         if (s && done[0]) perUnit = { label: workUnits(done[0].result!).label, value: s };
+        for (const p of PROXY_PROCS[t]) {
+          const part = (k: keyof ThreadCpu): Stat | null => stat(done.map((r) => (r.procs[p]?.threads?.[k] ?? NaN) / workUnits(r.result!).units));
+          const main = part('main');
+          const engine = part('engine');
+          const other = part('other');
+          if (main && engine && other) byThread[p] = { main, engine, other };
+        }
       }
-      resources.push({ workload: w, target: t, procs, proxyCpuPerUnit: perUnit });
+      resources.push({ workload: w, target: t, procs, proxyCpuPerUnit: perUnit, threadCpuPerUnit: byThread });
     }
   }
 
@@ -323,6 +333,29 @@ export function renderTables(summary: Summary, status: Record<TargetName, Target
     rrows.push([w, rss(h, 'hop1'), rss(h, 'hop2'), per(h), rss(r, 'white'), rss(r, 'gray'), per(r), unit]);
   }
   out.push(table(rrows, new Set([1, 2, 3, 4, 5, 6])));
+
+  // Where that CPU goes, by thread: a relay process's JavaScript (its main thread), its engine
+  // threads and Node's helpers (V8's garbage collection, libuv), beside each haproxy hop.
+  out.push('');
+  out.push("The proxies' CPU per unit of work by thread (median over rounds; JS: a relay process's main thread, engine: its engine threads, other: Node's helper threads).");
+  const trows: string[][] = [['workload', 'hap hop1', 'hap hop2', 'white JS', 'white engine', 'white other', 'gray JS', 'gray engine', 'gray other', 'unit']];
+  for (const w of WORKLOAD_IDS) {
+    const h = summary.resources.find((r) => r.workload === w && r.target === 'haproxy');
+    const r = summary.resources.find((x) => x.workload === w && x.target === 'relay');
+    if (!h?.proxyCpuPerUnit && !r?.proxyCpuPerUnit) continue;
+    const us = (x: ResourceSummary | undefined, p: string, k: keyof ThreadCpu): string => {
+      const v = x?.threadCpuPerUnit[p]?.[k]?.median;
+      return v === undefined || !Number.isFinite(v) ? '–' : fmtNum(v, 2);
+    };
+    // A haproxy hop is one thread: its whole CPU is its main thread's.
+    const hop = (p: string): string => {
+      const parts = h?.threadCpuPerUnit[p];
+      return parts ? fmtNum(parts.main.median + parts.engine.median + parts.other.median, 2) : '–';
+    };
+    const unit = h?.proxyCpuPerUnit?.label ?? r?.proxyCpuPerUnit?.label ?? '';
+    trows.push([w, hop('hop1'), hop('hop2'), us(r, 'white', 'main'), us(r, 'white', 'engine'), us(r, 'white', 'other'), us(r, 'gray', 'main'), us(r, 'gray', 'engine'), us(r, 'gray', 'other'), unit]);
+  }
+  out.push(table(trows, new Set([1, 2, 3, 4, 5, 6, 7, 8])));
 
   if (summary.errors.length > 0) {
     out.push('');

@@ -309,6 +309,8 @@ struct Conn {
   // pool counts it there until it is taken out or goes away (Unqueue).
   enum Queued : uint8_t { kNotQueued, kQueuedIdle, kQueuedWaiting } queued = kNotQueued;
   uint32_t queuedIn = 0;
+  // Not in the epoll set: a client while the engine tries to join it at accept (Accepted).
+  bool unregistered = false;
 };
 
 // The gray's stock (stock.cc): counters JavaScript gave out ahead of need, in the order they are
@@ -671,7 +673,7 @@ class Engine {
 
   // ---- Pairs (pump.cc) ----
   void OnPairEvent(uint64_t key, uint32_t events);
-  void Arm(Pair* pair, bool registeredB);
+  void Arm(Pair* pair, bool registeredA, bool registeredB);
   void StartJoin(Pair* pair, uint32_t idA, uint32_t idB);
   void StartForward(Pair* pair, uint32_t connId, const sockaddr_storage& address, socklen_t len, int keepAliveSec);
 

@@ -96,23 +96,14 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
   // A client's local address goes into its start header: asked once, here (no system call for
   // a listener bound to one address).
   if (listener->prefix == 0) conn->hasLocal = ClientLocalAddress(listener, fd, &conn->local);
-  epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
-  ev.data.ptr = conn;
-  if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, fd, &ev) < 0) {
-    int error = errno;
-    if (listener->prefix > 0) listener->pending->fetch_sub(1, std::memory_order_relaxed);
-    Abort(fd);
-    delete conn;
-    Refused(listener->id, remote, kRefusedError, std::string(), error);
-    return;
-  }
   conns_[conn->id] = conn;
   connsHeld_.fetch_add(1, std::memory_order_relaxed);
   if (conn->state == Conn::kHeld) {
     // A client: joined with a lent connection at once, or reported for JavaScript to decide
-    // (lend.cc). One that was reset before it was accepted
-    // is found out by the join's first read and refused, before anyone hears of it.
+    // (lend.cc). One joined at once is registered by its pair (Arm), in the pair's form: one
+    // epoll_ctl instead of two. One that was reset before it was accepted is found out by the
+    // join's first read and refused, before anyone hears of it.
+    conn->unregistered = true;
     int error = 0;
     switch (TakeLent(listener, conn, &error)) {
       case Lent::kJoined:
@@ -121,9 +112,23 @@ void Engine::Accepted(Listener* listener, int fd, const sockaddr_storage& remote
         Refused(listener->id, remote, kRefusedError, std::string(), error);
         return Drop(conn);
       case Lent::kNo:
-        return AnnounceAccepted(conn);
+        break;
     }
+    conn->unregistered = false;
   }
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+  ev.data.ptr = conn;
+  if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    int error = errno;
+    ReleasePending(conn);
+    conn->fd = -1;
+    Forget(conn);
+    Abort(fd);
+    Refused(listener->id, remote, kRefusedError, std::string(), error);
+    return;
+  }
+  if (conn->state == Conn::kHeld) return AnnounceAccepted(conn);
   deadlines_.emplace(NowMs() + listener->timeoutMs, conn->id);
   // The prefix is read when it arrives: the registration above reports at once what is
   // already there, so reading now would mostly find nothing (EAGAIN) this early.
@@ -304,7 +309,7 @@ void Engine::Drop(Conn* conn) {
   conn->fd = -1;
   Forget(conn);
   if (fd >= 0) {
-    epoll_ctl(epollFd_, EPOLL_CTL_DEL, fd, nullptr);
+    if (!conn->unregistered) epoll_ctl(epollFd_, EPOLL_CTL_DEL, fd, nullptr);
     Abort(fd);
   }
 }

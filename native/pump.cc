@@ -31,18 +31,18 @@ void Engine::OnPairEvent(uint64_t key, uint32_t events) {
   Service(pair, index, events);
 }
 
-// Arm: the pair's two sockets are registered for its events (side A always is already; side B
-// too when it is a held connection being joined, not a new connection to a service).
+// Arm: the pair's two sockets are registered for its events (a held connection is already, unless
+// it is a client being joined at accept; a new connection to a service is not).
 // Edge-triggered: an event is reported once, so a direction reads until the kernel says EAGAIN,
 // a short read has emptied the queue, or its destination is full (see Pump). Registering (ADD,
 // or MOD of a held connection) reports what each socket is ready for now, writable at least once
 // it is connected, with the bytes a client sent while it waited: that first report, not a recv
 // here, tells whether there is anything to read, and a head waits for it so that it goes out
 // in one send with the bytes behind it (see Service).
-void Engine::Arm(Pair* pair, bool registeredB) {
+void Engine::Arm(Pair* pair, bool registeredA, bool registeredB) {
   if (pair->dead) return;
   armed_[pair->id] = pair;
-  const bool registered[2] = {true, registeredB};
+  const bool registered[2] = {registeredA, registeredB};
   for (int i = 0; i < 2; i++) {
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
@@ -66,6 +66,7 @@ void Engine::StartJoin(Pair* pair, uint32_t idA, uint32_t idB) {
     return;
   }
   Conn* conns[2] = {a, b};
+  const bool registered[2] = {!a->unregistered, !b->unregistered};
   for (int i = 0; i < 2; i++) {
     CountJoin(pair, conns[i]);
     pair->fds[i] = conns[i]->fd;
@@ -76,7 +77,7 @@ void Engine::StartJoin(Pair* pair, uint32_t idA, uint32_t idB) {
   pair->dirs[0].dst = pair->fds[1];
   pair->dirs[1].src = pair->fds[1];
   pair->dirs[1].dst = pair->fds[0];
-  Arm(pair, true);
+  Arm(pair, registered[0], registered[1]);
 }
 
 // Forward: the held (dialed) connection connId and a new connection to the service become a
@@ -101,7 +102,7 @@ void Engine::StartForward(Pair* pair, uint32_t connId, const sockaddr_storage& a
   pair->dirs[0].dst = pair->fds[1];
   pair->dirs[1].src = pair->fds[1];
   pair->dirs[1].dst = pair->fds[0];
-  Arm(pair, false);
+  Arm(pair, true, false);
 }
 
 // An event on one socket moves only what it can move: readable -> the direction reading it;

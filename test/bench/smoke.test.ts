@@ -176,6 +176,22 @@ test('bench --quick with the built relay CLI: relay and relay+authorize columns 
   assert.equal(j.targets['relay+authorize'].available, true, JSON.stringify(j.targets['relay+authorize']));
   assert.equal(j.targets['relay+authorize'].info.authorize.clientConnect, true);
   assertPositiveColumn(j, 'relay', [...LOADGEN_METRIC_IDS, 'new_c64_cpu']);
+  // Each relay process's CPU is also split by thread: its JavaScript (the main thread), its
+  // engine threads (named relay-engine-N) and Node's helpers. On the JS plane there is no engine.
+  const jsPlane = process.env.RELAY_DATA_PLANE === 'js';
+  const relayRuns = j.measurements.filter((m: { target: string }) => m.target === 'relay');
+  for (const side of ['white', 'gray']) {
+    const parts = relayRuns.map((m: any) => m.procs[side].threads);
+    assert.ok(parts.every((t: any) => t && t.main >= 0 && t.engine >= 0 && t.other >= 0), `${side}: ${JSON.stringify(parts)}`);
+    const engine = parts.reduce((a: number, t: any) => a + t.engine, 0);
+    const main = parts.reduce((a: number, t: any) => a + t.main, 0);
+    if (jsPlane) assert.equal(engine, 0, `${side}: engine-thread CPU on the JS plane`);
+    else assert.ok(engine > 0, `${side}: no engine-thread CPU over ${parts.length} runs`);
+    assert.ok(main > 0, `${side}: no main-thread CPU over ${parts.length} runs`);
+    const split = j.summary.resources.find((x: any) => x.target === 'relay' && x.workload === 'new-c64').threadCpuPerUnit[side];
+    for (const k of ['main', 'engine', 'other']) assert.ok(Number.isFinite(split[k].median) && split[k].median >= 0, `${side} ${k}: ${JSON.stringify(split[k])}`);
+  }
+  assert.match(r.stdout, /CPU per unit of work by thread/);
   assert.equal(j.wrk.available, false);
   assert.match(j.wrk.reason, /not requested/);
 

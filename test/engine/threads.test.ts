@@ -6,6 +6,7 @@
 // byte counts and the state's per-thread counts are those of one thread.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { ErrorCodes, RelayError } from '../../src/errors.js';
@@ -109,6 +110,18 @@ describe('engine threads', { skip: noEngine() }, () => {
     await gray?.stop(200);
     await white?.stop(200);
     serviceClose?.();
+  });
+
+  it('names every engine thread relay-engine-N, so top -H, ps -L and the bench tell them from Node\'s', () => {
+    const threadNames = (): string[] => fs.readdirSync('/proc/self/task').map((tid) => fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim()).sort();
+    const before = threadNames();
+    planeOf(3);
+    const added = [...threadNames()];
+    for (const name of before) {
+      const k = added.indexOf(name);
+      if (k >= 0) added.splice(k, 1);
+    }
+    assert.deepEqual(added, ['relay-engine-0', 'relay-engine-1', 'relay-engine-2']);
   });
 
   it('reports its threads: one entry per thread, with the pairs and held connections each owns', () => {
