@@ -17,7 +17,7 @@ import { testDataPlane } from '../helpers/data-plane.js';
 import { rawLogin, rawTlsConnect, messageReader, sendOnDataPort } from '../helpers/raw-gray.js';
 import { cidrs, publicOf, service, servicesOf, setupServices } from '../helpers/services.js';
 import { closedBy, echoHandler, roundTrip, startService, whiteConfigFor } from '../helpers/tunnel.js';
-import { tcpConnect, waitUntil, within } from '../soak/support.js';
+import { firstBytes, tcpConnect, waitUntil, within } from '../soak/support.js';
 
 describe('several services per gray', () => {
   it('a service the gray lacks: its clients are closed at once and counted; both sides say which; a service only the gray has is warned about', async () => {
@@ -78,31 +78,66 @@ describe("the gray's table", () => {
 });
 
 describe('the idle pool above its target', () => {
-  it('connections kept for a client that then left are closed once no client waits, down to the pool target', async () => {
+  it('connections kept for clients that then left are closed once no client waits, down to the pool target', async () => {
     const secret = randomBytes(32);
     const white = new WhiteServer(whiteConfigFor([{ id: 'raw', secret, publicPort: 0, dataPort: 0 }]), { dataPlane: testDataPlane(), logger: silentLogger() });
     await white.start();
     const sockets: net.Socket[] = [];
     const gray = () => white.snapshot().grays[0]!;
     try {
-      // Pool target 1, and no table yet: a client waits in JavaScript, and the credit it raises
-      // brings a second connection, kept for it (a client waits) though it cannot be served.
+      // Pool target 1 (its one credit in flight), and no table yet: two clients wait in
+      // JavaScript, one more than the credit in flight will reach, so the white grants one more,
+      // and both connections are kept for them (clients wait) though neither can be served.
       const s = await rawLogin(white.controlPort, 'raw', secret, 1, null);
       sockets.push(s.socket);
-      const client = await tcpConnect(white.portsOf('raw')!.publicPort);
-      client.on('error', () => {});
-      await waitUntil(() => gray().pendingClients === 1, 'the client to wait');
-      await waitUntil(() => s.received.some((m) => m.type === MessageType.GRANT), 'the credit the waiting client raises');
+      const clients = [await tcpConnect(white.portsOf('raw')!.publicPort), await tcpConnect(white.portsOf('raw')!.publicPort)];
+      for (const c of clients) c.on('error', () => {});
+      await waitUntil(() => gray().pendingClients === 2, 'both clients to wait');
+      await waitUntil(() => s.received.some((m) => m.type === MessageType.GRANT), 'the credit the second waiting client raises');
       const data = [await sendOnDataPort(s.dataPort, s.preamble(1)), await sendOnDataPort(s.dataPort, s.preamble(2))];
       sockets.push(...data);
       const closed = data.map((d) => closedBy(d).then(() => d));
       await waitUntil(() => gray().poolIdle === 2, 'both connections idle');
-      // The client leaves: one connection is more than the pool wants, and the white closes it.
-      client.resetAndDestroy();
+      // One client leaves: another still waits, so both connections stay.
+      clients[0]!.resetAndDestroy();
+      await waitUntil(() => gray().pendingClients === 1, 'one client to be left waiting');
+      assert.equal(gray().poolIdle, 2, 'kept while a client waits');
+      // The other leaves: one connection is more than the pool wants, and the white closes it.
+      clients[1]!.resetAndDestroy();
       const gone = await within(Promise.race(closed), 3000, 'the surplus connection to be closed');
       await waitUntil(() => gray().poolIdle === 1 && gray().pendingClients === 0, 'the pool back at its target');
       assert.equal(gone.readyState, 'closed');
       assert.equal(data.filter((d) => d.readyState !== 'closed').length, 1, 'the other stays in the pool');
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await white.stop(100);
+    }
+  });
+
+  it('a client that a connection in flight will reach raises no GRANT: it is paired with that connection, and the pool is not overfilled', async () => {
+    const secret = randomBytes(32);
+    const white = new WhiteServer(whiteConfigFor([{ id: 'raw', secret, publicPort: 0, dataPort: 0 }]), { dataPlane: testDataPlane(), logger: silentLogger() });
+    await white.start();
+    const sockets: net.Socket[] = [];
+    const gray = () => white.snapshot().grays[0]!;
+    try {
+      // Pool target 1 and its one credit in flight (this raw gray dials only when told here).
+      const s = await rawLogin(white.controlPort, 'raw', secret, 1);
+      sockets.push(s.socket);
+      assert.equal(s.credits, 1);
+      const client = await tcpConnect(white.portsOf('raw')!.publicPort);
+      sockets.push(client);
+      client.write('hi');
+      await waitUntil(() => gray().pendingClients === 1, 'the client to wait');
+      // The connection of the credit in flight arrives and serves the client.
+      const data = await sendOnDataPort(s.dataPort, s.preamble(1));
+      sockets.push(data);
+      assert.equal((await firstBytes(data, START_HEADER_BYTES + 2)).subarray(START_HEADER_BYTES).toString(), 'hi');
+      // A round trip on the control channel after the wait began: a GRANT sent for the wait
+      // would have come before the answer.
+      s.socket.write(encodeMessage({ type: MessageType.PING, t: 1 }));
+      await waitUntil(() => s.received.some((m) => m.type === MessageType.PONG), 'the PONG', 3000);
+      assert.deepEqual(s.received.filter((m) => m.type === MessageType.GRANT), [], 'no GRANT: the credit in flight reached the client');
     } finally {
       for (const socket of sockets) socket.destroy();
       await white.stop(100);

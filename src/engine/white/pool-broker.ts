@@ -1,7 +1,8 @@
 // Pairs each Internet client with one verified, idle data connection of its gray: the pool
 // broker. It holds the idle pool, the bounded queue of clients waiting for a connection, and the
 // active pairs; it decides when to grant the gray more credits (consumed, closed or recycled
-// connections are replaced at once; waiting clients ask for extra, within the in-flight cap).
+// connections are replaced at once; waiting clients that nothing idle or in flight will reach ask
+// for extra, within the in-flight cap: creditsWanted).
 // It never sees an unverified connection: GrayEndpoint (or, with an engine, the engine) verifies
 // preambles before addIdle (addLent). Connections are held connections: ones an engine holds, or
 // Node sockets on the JS plane; an engine's idle connections are only ids here.
@@ -83,6 +84,20 @@ const idleCheckMs = (timeoutMs: number): number => Math.min(5_000, Math.max(25, 
 interface Activity {
   bytes: number;
   since: number;
+}
+
+/**
+ * How many more credits the pool needs. The connections idle or in flight serve the waiting
+ * clients first, and each client served brings its own replacement (its start header's implicit
+ * credit), so the pool ends at idle + in flight whoever waits: it needs target - (idle + in
+ * flight) for itself, and extra credits only for the clients that nothing idle or in flight will
+ * reach, which would otherwise wait for a chain of replacements. Granting one per waiting client
+ * regardless would bring that many connections more than the pool wants once the waiters are
+ * served (closed on arrival as surplus: a dial, a preamble check and two closes for nothing).
+ */
+export function creditsWanted(target: number, idle: number, inFlight: number, waiting: number): number {
+  const supply = idle + inFlight;
+  return Math.max(0, target - supply) + Math.max(0, waiting - supply);
 }
 
 export class PoolBroker {
@@ -206,8 +221,9 @@ export class PoolBroker {
       this.topUp();
       return;
     }
-    // A burst of waiting clients was granted extra credits, and each one served also brought its
-    // implicit replacement, so after a burst more connections arrive than the pool needs. Credits
+    // A burst of waiting clients beyond what was idle or in flight was granted extra credits, and
+    // each one served also brought its implicit replacement, so after such a burst more
+    // connections arrive than the pool needs (as after clients that waited and left). Credits
     // cannot be taken back; the surplus is closed on arrival (the gray closes its side on our FIN)
     // and, the pool being full, nothing replaces it.
     if (this.idleCount() >= session.poolTarget && this.waiting.length === 0) {
@@ -640,8 +656,7 @@ export class PoolBroker {
     const session = this.session;
     if (!session || this.closed || session.channel.isClosed) return;
     const inFlight = session.inFlight();
-    const wanted = session.poolTarget + this.waiting.length - this.idleCount() - inFlight;
-    const allowed = Math.min(wanted, this.limits.inFlightMax - inFlight);
+    const allowed = Math.min(creditsWanted(session.poolTarget, this.idleCount(), inFlight, this.waiting.length), this.limits.inFlightMax - inFlight);
     if (allowed > 0) session.grant(allowed);
     this.recheckWhenCreditsExpire(session);
   }
