@@ -26,14 +26,13 @@ bool Engine::Start(std::string* why) {
   ev.events = EPOLLIN;
   ev.data.ptr = nullptr;  // the wake descriptor is the only registration without a Kind
   if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, wakeFd_, &ev) < 0) return Fail(why, "epoll_ctl");
-  thread_ = std::thread([this] {
-    // Named so that top -H, ps -L and /proc/<pid>/task/*/comm tell the engine's threads from
-    // Node's (the bench splits a process's CPU by these names).
-    char name[16];
-    snprintf(name, sizeof name, "relay-engine-%u", index_);
-    pthread_setname_np(pthread_self(), name);
-    Run();
-  });
+  thread_ = std::thread([this] { Run(); });
+  // Named so that top -H, ps -L and /proc/<pid>/task/*/comm tell the engine's threads from
+  // Node's (the bench splits a process's CPU by these names); named here, before Start returns,
+  // so whoever started the engine sees the name.
+  char name[16];
+  snprintf(name, sizeof name, "relay-engine-%u", index_);
+  pthread_setname_np(thread_.native_handle(), name);
   return true;
 }
 

@@ -77,14 +77,26 @@ describe("the gray's table", () => {
   });
 });
 
+/** A white with one gray, 'raw', whose control session and data connections the test makes by
+ *  hand; every socket the test pushes to sockets is closed after it, whatever it throws. */
+async function withRawWhite(test: (w: { white: WhiteServer; secret: Buffer; sockets: net.Socket[]; gray: () => GrayView }) => Promise<void>): Promise<void> {
+  const secret = randomBytes(32);
+  const white = new WhiteServer(whiteConfigFor([{ id: 'raw', secret, publicPort: 0, dataPort: 0 }]), { dataPlane: testDataPlane(), logger: silentLogger() });
+  await white.start();
+  const sockets: net.Socket[] = [];
+  try {
+    await test({ white, secret, sockets, gray: () => white.snapshot().grays[0]! });
+  } finally {
+    for (const socket of sockets) socket.destroy();
+    await white.stop(100);
+  }
+}
+
+type GrayView = ReturnType<WhiteServer['snapshot']>['grays'][number];
+
 describe('the idle pool above its target', () => {
   it('connections kept for clients that then left are closed once no client waits, down to the pool target', async () => {
-    const secret = randomBytes(32);
-    const white = new WhiteServer(whiteConfigFor([{ id: 'raw', secret, publicPort: 0, dataPort: 0 }]), { dataPlane: testDataPlane(), logger: silentLogger() });
-    await white.start();
-    const sockets: net.Socket[] = [];
-    const gray = () => white.snapshot().grays[0]!;
-    try {
+    await withRawWhite(async ({ white, secret, sockets, gray }) => {
       // Pool target 1 (its one credit in flight), and no table yet: two clients wait in
       // JavaScript, one more than the credit in flight will reach, so the white grants one more,
       // and both connections are kept for them (clients wait) though neither can be served.
@@ -108,19 +120,11 @@ describe('the idle pool above its target', () => {
       await waitUntil(() => gray().poolIdle === 1 && gray().pendingClients === 0, 'the pool back at its target');
       assert.equal(gone.readyState, 'closed');
       assert.equal(data.filter((d) => d.readyState !== 'closed').length, 1, 'the other stays in the pool');
-    } finally {
-      for (const socket of sockets) socket.destroy();
-      await white.stop(100);
-    }
+    });
   });
 
   it('a client that a connection in flight will reach raises no GRANT: it is paired with that connection, and the pool is not overfilled', async () => {
-    const secret = randomBytes(32);
-    const white = new WhiteServer(whiteConfigFor([{ id: 'raw', secret, publicPort: 0, dataPort: 0 }]), { dataPlane: testDataPlane(), logger: silentLogger() });
-    await white.start();
-    const sockets: net.Socket[] = [];
-    const gray = () => white.snapshot().grays[0]!;
-    try {
+    await withRawWhite(async ({ white, secret, sockets, gray }) => {
       // Pool target 1 and its one credit in flight (this raw gray dials only when told here).
       const s = await rawLogin(white.controlPort, 'raw', secret, 1);
       sockets.push(s.socket);
@@ -138,10 +142,7 @@ describe('the idle pool above its target', () => {
       s.socket.write(encodeMessage({ type: MessageType.PING, t: 1 }));
       await waitUntil(() => s.received.some((m) => m.type === MessageType.PONG), 'the PONG', 3000);
       assert.deepEqual(s.received.filter((m) => m.type === MessageType.GRANT), [], 'no GRANT: the credit in flight reached the client');
-    } finally {
-      for (const socket of sockets) socket.destroy();
-      await white.stop(100);
-    }
+    });
   });
 });
 
