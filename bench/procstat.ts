@@ -33,15 +33,20 @@ export function readProc(pid: number): ProcSnapshot | null {
       const m = status.match(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm'));
       return m ? Number(m[1]) : NaN;
     };
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name may contain spaces and parentheses: fields start after the last ')'.
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // rest[0] is field 3 (state); utime is field 14 and stime field 15.
-    const ticks = Number(rest[11]) + Number(rest[12]);
-    return { rssKB: kb('VmRSS'), hwmKB: kb('VmHWM'), cpuSec: ticks / ticksPerSecond() };
+    return { rssKB: kb('VmRSS'), hwmKB: kb('VmHWM'), cpuSec: parseStat(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')).cpuSec };
   } catch {
     return null; // process gone
   }
+}
+
+/** A process's or a thread's stat line (/proc/<pid>/stat, /proc/<pid>/task/<tid>/stat): its
+ *  name and its utime + stime in seconds. */
+function parseStat(stat: string): { comm: string; cpuSec: number } {
+  // The command name may contain spaces and parentheses: fields start after the last ')'.
+  const close = stat.lastIndexOf(')');
+  const rest = stat.slice(close + 2).split(' ');
+  // rest[0] is field 3 (state); utime is field 14 and stime field 15.
+  return { comm: stat.slice(stat.indexOf('(') + 1, close), cpuSec: (Number(rest[11]) + Number(rest[12])) / ticksPerSecond() };
 }
 
 /**
@@ -101,13 +106,10 @@ export function readThreadCpu(pid: number): ThreadCpu | null {
   }
   for (const tid of tids) {
     try {
-      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const sec = (Number(rest[11]) + Number(rest[12])) / ticksPerSecond();
-      if (Number(tid) === pid) out.main += sec;
-      else if (comm.startsWith('relay-engine')) out.engine += sec;
-      else out.other += sec;
+      const { comm, cpuSec } = parseStat(fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
+      if (Number(tid) === pid) out.main += cpuSec;
+      else if (comm.startsWith('relay-engine-')) out.engine += cpuSec;
+      else out.other += cpuSec;
     } catch {
       // the thread ended between the listing and the read
     }

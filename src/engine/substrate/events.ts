@@ -288,8 +288,9 @@ class PackedAddress implements Address {
   }
 }
 
-/** An IPv6 address as inet_ntop writes it (the engine's text before it carried bytes): RFC 5952,
- *  and an address whose first 96 bits are zero but the last 32 are not an IPv4 one ("::a.b.c.d"). */
+/** An IPv6 address as inet_ntop writes it, which is how Node (libuv) names a socket's address,
+ *  so both data planes report a client alike: RFC 5952, and an address whose first 96 bits are
+ *  zero but the last 32 are not an IPv4 one ("::a.b.c.d"). */
 function ntopIPv6(bytes: Buffer): string {
   if (bytes.readUInt32BE(0) === 0 && bytes.readUInt32BE(4) === 0 && bytes.readUInt32BE(8) === 0 && bytes.readUInt16BE(12) !== 0) return `::${formatIPv4(bytes.subarray(12))}`;
   return formatIPv6(bytes);
