@@ -325,6 +325,12 @@ struct Conn {
 // With several engine threads, every thread has its part of a stock (the same id) and all share
 // one StockShare: the counters are one queue, taken in order under its mutex once per dial, so
 // the white sees the counters used densely whichever thread dials, and one hold.
+// JavaScript tops a stock up when it hears of the start headers that used its counters, and hears
+// of them late (kEventHoldMs) unless told at once: a turn that leaves a stock with kStockLowWater
+// counters or fewer posts its events now, so the engine does not run dry and leave the white's
+// pool without successors while JavaScript's events wait. Half of the lead JavaScript gives
+// (STOCK_LEAD, src/engine/gray/pool-dialer.ts).
+constexpr size_t kStockLowWater = 16;
 struct StockShare {
   std::mutex mutex;
   std::deque<uint64_t> counters;  // guarded by mutex

@@ -60,6 +60,7 @@ void Engine::DialFromStock(Stock* stock) {
     uint64_t counter;
     {
       std::lock_guard<std::mutex> lock(share.mutex);
+      if (share.counters.size() <= kStockLowWater) postNow_ = true;
       if (share.counters.empty()) return;
       counter = share.counters.front();
       share.counters.pop_front();

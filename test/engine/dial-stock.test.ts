@@ -18,6 +18,9 @@ import { encodeStartHeader } from '../../src/engine/protocol/start-header.js';
 import { segmentsOf } from '../helpers/tcp-segments.js';
 import { startService } from '../helpers/tunnel.js';
 import { noEngine, testEngine } from '../helpers/data-plane.js';
+import { waitUntil, within } from '../soak/support.js';
+import { EngineConstant } from '../../src/engine/substrate/codes.js';
+import { Engine } from '../../src/engine/substrate/engine.js';
 
 const PREAMBLE = 60;
 const PREFIX = 40;
@@ -93,8 +96,7 @@ let nextTable = 1000;
 
 const newKeys = (): StockKeys => ({ sessionId: randomBytes(16), dataKey: randomBytes(32) });
 
-function openStock(port: number, keys: StockKeys, service?: Endpoint) {
-  const engine = testEngine()!;
+function openStock(port: number, keys: StockKeys, service?: Endpoint, engine: Engine = testEngine()!) {
   const connected = new Queue<void>();
   const closed = new Queue<void>();
   const failed = new Queue<Error>();
@@ -301,6 +303,40 @@ describe('an engine\'s stock', { skip: noEngine() }, () => {
     assert.equal(echoed, 'hello');
     assert.deepEqual({ pair: ended.pair, fromA: ended.end.bytesFromA, fromB: ended.end.bytesFromB, reached: ended.reachedService, header: ended.header, error: ended.end.error }, { pair, fromA: 5, fromB: 5, reached: true, header: null, error: null });
     service.server.close();
+  });
+
+  it('wakes JavaScript once the stock is down to its low-water mark, however long its bookkeeping events may be held', async () => {
+    // JavaScript tops a stock up when it hears of the headers that used its counters; were those
+    // events held as long as bookkeeping may be, the engine would run dry and the white's pool
+    // would get no successors. This engine holds them a minute.
+    const engine = Engine.open(1, 60_000);
+    assert.ok(typeof engine !== 'string', String(engine));
+    const service = await startService();
+    const s = openStock(white.port, newKeys(), { ip: '127.0.0.1', port: service.port, keepAliveSec: 0 }, engine);
+    const low = EngineConstant.stockLowWater;
+    // One credit and two counters above the mark: the first dial leaves low + 1, the first
+    // header's successor leaves low, and the second header's successor finds the stock at the mark.
+    s.stock.add(1, low + 2, 1);
+    const conns: Socket[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const c = await white.next();
+        conns.push(c.socket);
+        assert.equal(counterOf(c.preamble), i + 1);
+        if (i < 2) c.socket.write(header(40100 + i));
+      }
+      const heard = [await within(s.forwarded.next(), 10_000, 'the first forward heard'), await within(s.forwarded.next(), 10_000, 'the second forward heard')];
+      assert.deepEqual(heard.map((f) => f.header), [header(40100), header(40101)]);
+    } finally {
+      // The pairs' ends are bookkeeping, held too: taken from the engine, not waited a minute for.
+      for (const socket of conns) socket.destroy();
+      await waitUntil(() => {
+        engine.catchUp();
+        return s.ends.seen.length === Math.min(2, conns.length);
+      }, 'the forwarded pairs ended');
+      s.stock.close();
+      service.server.close();
+    }
   });
 
   it('a header the engine does not forward (an IPv4 address with non-zero padding, as the decoder refuses) is held for JavaScript', async () => {

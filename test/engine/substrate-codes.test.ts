@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { EngineConstant, EventRecordFlag, EventType, FilterMode, GoneCode, PairEndFlag, RefusalCode, WatchCode } from '../../src/engine/substrate/codes.js';
+import { STOCK_LEAD } from '../../src/engine/gray/pool-dialer.js';
 import { START_HEADER_BYTES, START_HEADER_VERSION } from '../../src/engine/protocol/start-header.js';
 
 /** From dist/test/engine/ to the package root. */
@@ -53,6 +54,11 @@ describe('the codes JavaScript and the engine share', () => {
     assert.equal(EngineConstant.startHeaderBytes, START_HEADER_BYTES);
     assert.equal(cppConstant('kStartHeaderVersion'), EngineConstant.startHeaderVersion);
     assert.equal(EngineConstant.startHeaderVersion, START_HEADER_VERSION);
+  });
+
+  it('the engine wakes JavaScript for its stock at the low-water mark JavaScript leads by twice', () => {
+    assert.equal(cppConstant('kStockLowWater'), EngineConstant.stockLowWater);
+    assert.equal(STOCK_LEAD, 2 * EngineConstant.stockLowWater);
   });
 
   it('an event record is as long on both sides, its inline bytes at the same place', () => {

@@ -11,6 +11,7 @@ import type { GrayConfig } from '../../config/types.js';
 import type { Logger } from '../../log.js';
 import { Backoff } from '../backoff.js';
 import { encodePreamble } from '../protocol/preamble.js';
+import { EngineConstant } from '../substrate/codes.js';
 import { decodeStartHeader, type StartHeaderFields } from '../protocol/start-header.js';
 import type { PairEnd } from '../substrate/pair.js';
 import type { Forwarded } from '../substrate/dial-stock.js';
@@ -19,8 +20,10 @@ import type { LinkEvents, OpenLink, OpenStock, PoolLink, PoolStock } from './poo
 /** Counters handed to an engine's stock beyond the credits known here: the start headers the
  *  engine may answer with a successor before JavaScript has heard of them. Bounded, since each
  *  is a counter given out ahead; topped up once STOCK_TOP_UP of them were used, so JavaScript
- *  crosses to the engine once per STOCK_TOP_UP connections rather than once per connection. */
-export const STOCK_LEAD = 32;
+ *  crosses to the engine once per STOCK_TOP_UP connections rather than once per connection.
+ *  Twice the engine's low-water mark: once half the lead is used the engine tells JavaScript at
+ *  once, and the other half covers the time until JavaScript has topped the stock up. */
+export const STOCK_LEAD = 2 * EngineConstant.stockLowWater;
 export const STOCK_TOP_UP = 8;
 
 /** How the pool's connections are opened (one per preamble on the JS plane, or from an

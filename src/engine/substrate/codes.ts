@@ -39,9 +39,10 @@ export const RefusalCode = {
 /** GoneReason: why a held connection went away. */
 export const GoneCode = { closed: 1, data: 2 } as const;
 
-/** Constants the engine shares with the protocol (kStartHeaderBytes, kStartHeaderVersion) and
- *  the event batch's record size (kEventRecordBytes). */
-export const EngineConstant = { startHeaderBytes: 40, startHeaderVersion: 2, eventRecordBytes: 112, eventRecordInline: 72, eventRecordInlineBytes: 40 } as const;
+/** Constants the engine shares with the protocol (kStartHeaderBytes, kStartHeaderVersion), the
+ *  event batch's record size (kEventRecordBytes) and the gray's stock (kStockLowWater: with
+ *  this few counters left the engine wakes JavaScript at once to top it up). */
+export const EngineConstant = { startHeaderBytes: 40, startHeaderVersion: 2, eventRecordBytes: 112, eventRecordInline: 72, eventRecordInlineBytes: 40, stockLowWater: 16 } as const;
 
 /** EventRecordFlags: what an event record carries inline (addresses, or a short prefix), and
  *  whether a longer prefix follows in the batch's side array. */
