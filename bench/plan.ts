@@ -139,14 +139,14 @@ export interface CheckDef {
 }
 
 export const CHECKS: readonly CheckDef[] = [
-  { id: 'bulk_up_1', label: 'bulk upload 1 stream, relay/haproxy', kind: 'ratio', metric: 'bulk_up_1', op: '>=', value: 0.8 },
-  { id: 'bulk_down_1', label: 'bulk download 1 stream, relay/haproxy', kind: 'ratio', metric: 'bulk_down_1', op: '>=', value: 0.8 },
-  { id: 'kept_c64_rate', label: 'kept-conn rate c64, relay/haproxy', kind: 'ratio', metric: 'kept_c64_rate', op: '>=', value: 0.8 },
+  { id: 'bulk_up_1', label: 'bulk upload 1 stream, relay/haproxy', kind: 'ratio', metric: 'bulk_up_1', op: '>=', value: 1.2 },
+  { id: 'bulk_down_1', label: 'bulk download 1 stream, relay/haproxy', kind: 'ratio', metric: 'bulk_down_1', op: '>=', value: 1.2 },
+  { id: 'kept_c64_rate', label: 'kept-conn rate c64, relay/haproxy', kind: 'ratio', metric: 'kept_c64_rate', op: '>=', value: 1.0 },
   { id: 'new_c64_rate', label: 'new-conn rate c64, relay/haproxy', kind: 'ratio', metric: 'new_c64_rate', op: '>=', value: 1.0 },
   { id: 'new_c64_cpu', label: 'new-conn CPU/conn c64, relay/haproxy', kind: 'ratio', metric: 'new_c64_cpu', op: '<=', value: 1.0 },
   { id: 'new_c64_wrk_rate', label: 'new-conn rate c64 wrk→nginx, relay/haproxy', kind: 'ratio', metric: 'new_c64_wrk_rate', op: '>=', value: 1.0 },
   { id: 'new_c64_wrk_cpu', label: 'new-conn CPU/conn c64 wrk→nginx, relay/haproxy', kind: 'ratio', metric: 'new_c64_wrk_cpu', op: '<=', value: 1.0 },
-  { id: 'kept_c1_p99', label: 'RTT p99 c1, relay/haproxy', kind: 'ratio', metric: 'kept_c1_p99', op: '<=', value: 1.3 },
+  { id: 'kept_c1_p99', label: 'RTT p99 c1, relay/haproxy', kind: 'ratio', metric: 'kept_c1_p99', op: '<=', value: 1.0 },
   { id: 'white_rss_kept', label: 'white peak RSS under kept-conn load (MiB)', kind: 'white-rss', op: '<', value: 60 },
 ];
 
