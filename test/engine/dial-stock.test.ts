@@ -2,7 +2,8 @@
 // that reads each connection's preamble: the engine dials one connection per credit while it
 // has counters, in their order, each with its counter's preamble signed with the session's data
 // key exactly as the protocol's encoder signs it; a start header is a credit it answers with a
-// successor by itself; an empty stock waits for JavaScript; a failed dial gives its counter back
+// successor by itself; a stock down to its low-water mark wakes JavaScript at once; an empty stock
+// waits for JavaScript; a failed dial gives its counter back
 // and holds the stock until release; a closed stock's counters are never used after, and its
 // connections go with it. JavaScript keeps no object per connection:
 // it hears that one connected, went away idle, or read its header.
