@@ -49,7 +49,8 @@ describe('several services per gray under load', () => {
       await waitUntil(() => s.gray.counts().serviceConnectFailures === 1, 'the failed connect to be counted');
       assert.equal(await within(one('web'), 10_000, 'the other service to answer'), true, 'the other service still serves');
     } finally {
-      await s.stop();
+      // Bounded: a stop that hangs fails here, by name, rather than holding the whole run.
+      await within(s.stop(), 15_000, 'the white and gray to stop');
       web.server.close();
     }
   });
