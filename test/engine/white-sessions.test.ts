@@ -224,10 +224,13 @@ describe('white session set with real whites', () => {
       const reply = await roundTrip(live.portsOf('g1')!.publicPort, Buffer.from('through the live white'));
       assert.equal(reply.toString(), 'through the live white');
       await refusingRetried;
+      // The client's pooled connection is replaced, and a credit the white granted meanwhile
+      // brings one more that it closes as surplus on arrival: the gray hears of each with its
+      // held bookkeeping, after the reply, so its count passes through 2 or 4 on the way to 3.
+      await waitUntil(() => set.state().find((s) => s.white === liveKey)?.poolIdle === 3, 'the live white\'s pool is full again', 10_000);
       const rows = new Map(set.state().map((s) => [s.white, s]));
       const l = rows.get(liveKey)!;
       assert.equal(l.connected, true);
-      assert.equal(l.poolIdle, 3);
       assert.equal(l.reconnectAttempts, 0);
       assert.equal(l.lastError, null);
       const r = rows.get(refusingKey)!;
@@ -324,7 +327,8 @@ describe('white session set with real whites', () => {
       await gone;
       assert.equal(set.size, 1);
       assert.deepEqual(set.state().map((s) => s.white), [`127.0.0.1:${w1.controlPort}`]);
-      assert.deepEqual(lookups, ['whites.relay.test', 'whites.relay.test']);
+      // Resolved at start and again for the change (a slow run may re-resolve once more since).
+      assert.ok(lookups.length >= 2 && lookups.every((h) => h === 'whites.relay.test'), lookups.join());
       assert.equal(w1.snapshot().grays[0]!.connected, true);
     } finally {
       await set.stop(100);
