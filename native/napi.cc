@@ -1,9 +1,10 @@
-// The JavaScript surface: createEngine (engine threads, see Group; an object of its methods: listen,
-// filter, closeListener, dial, openStock, stock, closeStock, closeConn, join, forward, session,
-// credits, usePool, admit, activeLimit, destroy, bytes, stats, takeEvents), trimMalloc, and the thread-safe
-// function that carries an engine's
-// events to JavaScript. Each call checks its arguments here, on the
-// JavaScript thread, and hands the engine (engine.h) a command.
+// The JavaScript surface: createEngine, which starts an engine's threads (Group) and returns an
+// object of its methods (listen, filter, closeListener, dial, openStock, stock, closeStock,
+// closeConn, join, forward, session, credits, usePool, admit, activeLimit, idleTimeout,
+// poolPairs, setAllow, setRoutes, destroy, bytes, stats, takeEvents); trimMalloc; and the
+// thread-safe function that carries an engine's events to JavaScript. Each method reads its
+// arguments (Args) and checks them here, on the JavaScript thread, and hands the engine
+// (engine.h) a command.
 #include <node_api.h>
 
 #include <arpa/inet.h>
@@ -38,13 +39,36 @@ using relay::Route;
 using relay::Pair;
 using relay::PoolPairInfo;
 
-// Every method of an engine object carries its Group as the function's data (see CreateEngine),
-// so several can live in one process, each with its own threads and events.
-Group* GroupOf(napi_env env, napi_callback_info info) {
-  void* data = nullptr;
-  napi_get_cb_info(env, info, nullptr, nullptr, nullptr, &data);
-  return static_cast<Group*>(data);
-}
+bool ReadHead(napi_env env, napi_value value, std::string* out);
+
+// One call's arguments, read once: its values and, for an engine's method, its engine. Every
+// method of an engine object carries its Group as the function's data (Methods), so several can
+// live in one process, each with its own threads and events. An argument not given reads as
+// undefined; each reader says whether it was given and of its kind.
+struct Args {
+  static constexpr size_t kMax = 9;
+  napi_env env;
+  Group* engine = nullptr;
+  size_t argc = kMax;
+  napi_value argv[kMax];
+
+  Args(napi_env e, napi_callback_info info) : env(e) {
+    void* data = nullptr;
+    napi_get_cb_info(env, info, &argc, argv, nullptr, &data);
+    engine = static_cast<Group*>(data);
+  }
+  bool Given(size_t i) const {
+    napi_valuetype type = napi_undefined;
+    if (i < argc) napi_typeof(env, argv[i], &type);
+    return type != napi_undefined && type != napi_null;
+  }
+  bool U32(size_t i, uint32_t* out) const { return i < argc && napi_get_value_uint32(env, argv[i], out) == napi_ok; }
+  bool I32(size_t i, int32_t* out) const { return i < argc && napi_get_value_int32(env, argv[i], out) == napi_ok; }
+  bool I64(size_t i, int64_t* out) const { return i < argc && napi_get_value_int64(env, argv[i], out) == napi_ok; }
+  bool Bool(size_t i, bool* out) const { return i < argc && napi_get_value_bool(env, argv[i], out) == napi_ok; }
+  // A Buffer, or nothing (left empty); false for anything else.
+  bool Head(size_t i, std::string* out) const { return ReadHead(env, argv[i], out); }
+};
 
 napi_value Throw(napi_env env, const std::string& message) {
   napi_throw_error(env, "RELAY_ERR_DATA_PLANE", message.c_str());
@@ -190,10 +214,10 @@ void CallOnBatch(napi_env env, napi_value callback, void* context, void* /* data
 // or none): for JavaScript to bring its books up to date before a decision (engine.h,
 // kEventHoldMs).
 napi_value TakeEvents(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
+  Args call(env, info);
   napi_value result;
   napi_value args[2];
-  if (engine == nullptr || !BatchArguments(env, engine, args)) {
+  if (!BatchArguments(env, call.engine, args)) {
     napi_get_null(env, &result);
     return result;
   }
@@ -217,30 +241,21 @@ napi_value Methods(napi_env env, Group* engine);
 // them. holdMs: how long bookkeeping events may wait for company (engine.h kEventHoldMs when
 // omitted; 0: none wait).
 napi_value CreateEngine(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  napi_valuetype type;
-  if (argc < 1 || napi_typeof(env, argv[0], &type) != napi_ok || type != napi_function) return Throw(env, "createEngine needs a callback");
+  Args call(env, info);
+  napi_valuetype type = napi_undefined;
+  napi_typeof(env, call.argv[0], &type);
+  if (type != napi_function) return Throw(env, "createEngine needs a callback");
   uint32_t threads = 1;
-  napi_valuetype threadsType = napi_undefined;
-  if (argc > 1) napi_typeof(env, argv[1], &threadsType);
-  if (threadsType != napi_undefined && (napi_get_value_uint32(env, argv[1], &threads) != napi_ok || threads < 1 || threads > relay::kThreadsMax)) {
+  if (call.Given(1) && (!call.U32(1, &threads) || threads < 1 || threads > relay::kThreadsMax)) {
     return Throw(env, "createEngine: threads must be 1 to " + std::to_string(relay::kThreadsMax));
   }
-  int64_t holdMs = relay::kEventHoldMs;
-  napi_valuetype holdType = napi_undefined;
-  if (argc > 2) napi_typeof(env, argv[2], &holdType);
-  if (holdType != napi_undefined) {
-    uint32_t value;
-    if (napi_get_value_uint32(env, argv[2], &value) != napi_ok || value > 60000) return Throw(env, "createEngine: holdMs must be 0 to 60000");
-    holdMs = value;
-  }
+  uint32_t holdMs = relay::kEventHoldMs;
+  if (call.Given(2) && (!call.U32(2, &holdMs) || holdMs > 60000)) return Throw(env, "createEngine: holdMs must be 0 to 60000");
   auto* engine = new Group(threads);
   for (uint32_t i = 0; i < threads; i++) engine->At(i)->SetEventHold(holdMs);
   napi_value name;
   napi_create_string_utf8(env, "relay-engine", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, argv[0], nullptr, name, 0, 1, nullptr, nullptr, engine, CallOnBatch, &engine->onEvent) != napi_ok) {
+  if (napi_create_threadsafe_function(env, call.argv[0], nullptr, name, 0, 1, nullptr, nullptr, engine, CallOnBatch, &engine->onEvent) != napi_ok) {
     delete engine;
     return Throw(env, "napi_create_threadsafe_function failed");
   }
@@ -271,24 +286,6 @@ bool ReadHead(napi_env env, napi_value value, std::string* out) {
   return true;
 }
 
-// The arguments of join: two connections, then the optional heads.
-Pair* NewPair(napi_env env, napi_callback_info info, int32_t ids[2]) {
-  size_t argc = 4;
-  napi_value argv[4];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  if (argc < 2 || napi_get_value_int32(env, argv[0], &ids[0]) != napi_ok || napi_get_value_int32(env, argv[1], &ids[1]) != napi_ok || ids[0] < 0 || ids[1] < 0) {
-    Throw(env, "join needs two held connections");
-    return nullptr;
-  }
-  Pair* pair = new Pair();
-  if ((argc > 2 && !ReadHead(env, argv[2], &pair->dirs[1].head)) || (argc > 3 && !ReadHead(env, argv[3], &pair->dirs[0].head))) {
-    delete pair;
-    Throw(env, "join: heads must be Buffers");
-    return nullptr;
-  }
-  return pair;
-}
-
 napi_value Uint32(napi_env env, uint32_t value) {
   napi_value result;
   napi_create_uint32(env, value, &result);
@@ -298,15 +295,18 @@ napi_value Uint32(napi_env env, uint32_t value) {
 // join(connA, connB, headToA?, headToB?) => id: two held connections become a pair. If either
 // has gone meanwhile, the pair ends at once with ECONNRESET.
 napi_value Join(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
-  if (engine == nullptr) return Throw(env, "the data plane is not started");
+  Args call(env, info);
   int32_t conns[2];
-  Pair* pair = NewPair(env, info, conns);
-  if (pair == nullptr) return nullptr;
+  if (!call.I32(0, &conns[0]) || !call.I32(1, &conns[1]) || conns[0] < 0 || conns[1] < 0) return Throw(env, "join needs two held connections");
+  auto* pair = new Pair();
+  if (!call.Head(2, &pair->dirs[1].head) || !call.Head(3, &pair->dirs[0].head)) {
+    delete pair;
+    return Throw(env, "join: heads must be Buffers");
+  }
   // Both must be held by one thread: connA's (a join across threads ends at once, ECONNRESET).
-  Engine* thread = engine->For(static_cast<uint32_t>(conns[0]));
+  Engine* thread = call.engine->For(static_cast<uint32_t>(conns[0]));
   pair->id = thread->NextId();
-  Ref(env, engine);
+  Ref(env, call.engine);
   uint32_t id = pair->id;
   thread->Join(pair, static_cast<uint32_t>(conns[0]), static_cast<uint32_t>(conns[1]));
   return Uint32(env, id);
@@ -314,38 +314,27 @@ napi_value Join(napi_env env, napi_callback_info info) {
 
 // usePool(publicListenerId, dataListenerId, service), admit(clientId),
 // activeLimit(dataListenerId, limit): a gray's pool, see lend.cc.
-bool Uint32Arguments(napi_env env, napi_callback_info info, size_t count, uint32_t* out) {
-  size_t argc = 3;
-  napi_value argv[3];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  if (argc < count) return false;
-  for (size_t i = 0; i < count; i++) {
-    if (napi_get_value_uint32(env, argv[i], &out[i]) != napi_ok) return false;
-  }
-  return true;
-}
-
 napi_value UsePool(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
-  uint32_t ids[3];
-  if (!engine || !Uint32Arguments(env, info, 3, ids) || ids[2] > 255) return Throw(env, "usePool(publicListenerId, dataListenerId, service): bad arguments");
-  for (uint32_t i = 0; i < engine->Threads(); i++) engine->At(i)->UsePool(ids[0], ids[1], static_cast<uint8_t>(ids[2]));
+  Args call(env, info);
+  uint32_t publicId, dataId, service;
+  if (!call.U32(0, &publicId) || !call.U32(1, &dataId) || !call.U32(2, &service) || service > 255) return Throw(env, "usePool(publicListenerId, dataListenerId, service): bad arguments");
+  for (uint32_t i = 0; i < call.engine->Threads(); i++) call.engine->At(i)->UsePool(publicId, dataId, static_cast<uint8_t>(service));
   return nullptr;
 }
 
 napi_value Admit(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
+  Args call(env, info);
   uint32_t id;
-  if (!engine || !Uint32Arguments(env, info, 1, &id)) return Throw(env, "admit(clientId): bad arguments");
-  engine->For(id)->Admit(id);
+  if (!call.U32(0, &id)) return Throw(env, "admit(clientId): bad arguments");
+  call.engine->For(id)->Admit(id);
   return nullptr;
 }
 
 napi_value ActiveLimit(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
-  uint32_t values[2];
-  if (!engine || !Uint32Arguments(env, info, 2, values)) return Throw(env, "activeLimit(dataListenerId, limit): bad arguments");
-  engine->SetActiveLimit(values[0], values[1]);
+  Args call(env, info);
+  uint32_t id, limit;
+  if (!call.U32(0, &id) || !call.U32(1, &limit)) return Throw(env, "activeLimit(dataListenerId, limit): bad arguments");
+  call.engine->SetActiveLimit(id, limit);
   return nullptr;
 }
 
@@ -353,34 +342,23 @@ napi_value ActiveLimit(napi_env env, napi_callback_info info) {
 // session (keys: a Buffer of the session id and the data key; null: no session). credits(listenerId,
 // epoch, explicitUpTo): the session's explicit credit limit. See verify.cc.
 napi_value Session(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
-  if (engine == nullptr) return Throw(env, "the data plane is not started");
-  size_t argc = 3;
-  napi_value argv[3];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Args call(env, info);
   uint32_t listenerId, epoch;
   std::string keys;
-  if (argc < 3 || napi_get_value_uint32(env, argv[0], &listenerId) != napi_ok || napi_get_value_uint32(env, argv[1], &epoch) != napi_ok ||
-      !ReadHead(env, argv[2], &keys) || (!keys.empty() && keys.size() != relay::kSessionIdBytes + relay::kDataKeyBytes)) {
+  if (call.argc < 3 || !call.U32(0, &listenerId) || !call.U32(1, &epoch) || !call.Head(2, &keys) ||
+      (!keys.empty() && keys.size() != relay::kSessionIdBytes + relay::kDataKeyBytes)) {
     return Throw(env, "session(listenerId, epoch, keys): bad arguments");
   }
-  engine->SetSession(listenerId, epoch, keys);
+  call.engine->SetSession(listenerId, epoch, keys);
   return nullptr;
 }
 
 napi_value Credits(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
-  if (engine == nullptr) return Throw(env, "the data plane is not started");
-  size_t argc = 3;
-  napi_value argv[3];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Args call(env, info);
   uint32_t listenerId, epoch;
   int64_t upTo;
-  if (argc < 3 || napi_get_value_uint32(env, argv[0], &listenerId) != napi_ok || napi_get_value_uint32(env, argv[1], &epoch) != napi_ok ||
-      napi_get_value_int64(env, argv[2], &upTo) != napi_ok || upTo < 0) {
-    return Throw(env, "credits(listenerId, epoch, explicitUpTo): bad arguments");
-  }
-  engine->SetCredits(listenerId, epoch, static_cast<uint64_t>(upTo));
+  if (!call.U32(0, &listenerId) || !call.U32(1, &epoch) || !call.I64(2, &upTo) || upTo < 0) return Throw(env, "credits(listenerId, epoch, explicitUpTo): bad arguments");
+  call.engine->SetCredits(listenerId, epoch, static_cast<uint64_t>(upTo));
   return nullptr;
 }
 
@@ -473,28 +451,21 @@ int OpenListening(const sockaddr_storage& ss, socklen_t len, int keepAliveSec, b
 // => [listenerId, boundPort]. Binds here, on the JavaScript thread, so a failure is an exception
 // the caller can report at once. allow: the allow-list from the first accept on (allow.cc).
 napi_value Listen(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
-  if (engine == nullptr) return Throw(env, "the data plane is not started");
-  size_t argc = 9;
-  napi_value argv[9];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Args call(env, info);
+  Group* engine = call.engine;
   int32_t port, backlog, prefix, timeoutMs, keepAliveSec;
   std::string magic;
   std::vector<AllowNet> allow;
-  napi_valuetype magicType = napi_undefined;
-  if (argc > 7) napi_typeof(env, argv[7], &magicType);
-  if (magicType != napi_undefined && magicType != napi_null && !ReadHead(env, argv[7], &magic)) return Throw(env, "listen: magic must be a Buffer");
-  if (argc > 8 && !ReadAllow(env, argv[8], &allow)) return Throw(env, "listen: allow must be a Buffer of 18-byte networks");
+  if (!call.Head(7, &magic)) return Throw(env, "listen: magic must be a Buffer");
+  if (!ReadAllow(env, call.argv[8], &allow)) return Throw(env, "listen: allow must be a Buffer of 18-byte networks");
   bool watchAny = false;
-  if (argc < 7 || napi_get_value_int32(env, argv[1], &port) != napi_ok || napi_get_value_int32(env, argv[2], &backlog) != napi_ok ||
-      napi_get_value_int32(env, argv[3], &prefix) != napi_ok || napi_get_value_int32(env, argv[4], &timeoutMs) != napi_ok ||
-      napi_get_value_int32(env, argv[5], &keepAliveSec) != napi_ok || napi_get_value_bool(env, argv[6], &watchAny) != napi_ok ||
-      port < 0 || port > 65535 || prefix < 0 || prefix > 4096 || timeoutMs < 0 || backlog < 1) {
+  if (!call.I32(1, &port) || !call.I32(2, &backlog) || !call.I32(3, &prefix) || !call.I32(4, &timeoutMs) || !call.I32(5, &keepAliveSec) ||
+      !call.Bool(6, &watchAny) || port < 0 || port > 65535 || prefix < 0 || prefix > 4096 || timeoutMs < 0 || backlog < 1) {
     return Throw(env, "listen(ip, port, backlog, prefixBytes, prefixTimeoutMs, keepAliveSec, watchAny): bad arguments");
   }
   sockaddr_storage ss;
   socklen_t len;
-  if (!ParseEndpoint(env, argv[0], port, &ss, &len)) return Throw(env, "listen needs an IP address");
+  if (!ParseEndpoint(env, call.argv[0], port, &ss, &len)) return Throw(env, "listen needs an IP address");
   // One listening socket per thread. With several, each is bound with SO_REUSEPORT so the
   // kernel spreads the connections; a port someone else holds must still be refused, which
   // SO_REUSEPORT alone would not do for a socket of the same user that has it too: a socket
@@ -547,107 +518,81 @@ napi_value Listen(napi_env env, napi_callback_info info) {
   return result;
 }
 
-uint32_t IdArgument(napi_env env, napi_callback_info info, bool* ok) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  uint32_t id = 0;
-  *ok = argc >= 1 && napi_get_value_uint32(env, argv[0], &id) == napi_ok;
-  return id;
-}
-
 // closeListener(id): stops accepting; connections still reading their prefix are closed.
 napi_value CloseListener(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
-  bool ok;
-  uint32_t id = IdArgument(env, info, &ok);
-  if (!engine || !ok) return nullptr;
-  for (uint32_t i = 0; i < engine->Threads(); i++) engine->At(i)->CloseListener(id);
-  engine->ForgetShare(id);
-  Unref(env, engine);
+  Args call(env, info);
+  uint32_t id;
+  if (!call.U32(0, &id)) return nullptr;
+  for (uint32_t i = 0; i < call.engine->Threads(); i++) call.engine->At(i)->CloseListener(id);
+  call.engine->ForgetShare(id);
+  Unref(env, call.engine);
   return nullptr;
 }
 
 // filter(listenerId, mode, ip, maxPending): who may connect before a byte is read. mode 0:
 // anyone; 1: nobody; 2: only ip. maxPending caps the connections still reading their prefix.
 napi_value SetFilter(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
-  size_t argc = 4;
-  napi_value argv[4];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Args call(env, info);
   uint32_t id, mode, maxPending;
-  if (!engine || argc < 4 || napi_get_value_uint32(env, argv[0], &id) != napi_ok || napi_get_value_uint32(env, argv[1], &mode) != napi_ok ||
-      napi_get_value_uint32(env, argv[3], &maxPending) != napi_ok || mode > kFilterOnly) {
-    return Throw(env, "filter(listenerId, mode, ip, maxPending): bad arguments");
-  }
+  if (!call.U32(0, &id) || !call.U32(1, &mode) || !call.U32(3, &maxPending) || mode > kFilterOnly) return Throw(env, "filter(listenerId, mode, ip, maxPending): bad arguments");
   in6_addr ip{};
   if (mode == kFilterOnly) {
     sockaddr_storage ss;
     socklen_t len;
-    if (!ParseIp(StringArgument(env, argv[2]), &ss, &len)) return Throw(env, "filter needs an IP address");
+    if (!ParseIp(StringArgument(env, call.argv[2]), &ss, &len)) return Throw(env, "filter needs an IP address");
     AsV6(ss, &ip);
   }
-  for (uint32_t i = 0; i < engine->Threads(); i++) engine->At(i)->SetFilter(id, static_cast<Filter>(mode), ip, maxPending);
+  for (uint32_t i = 0; i < call.engine->Threads(); i++) call.engine->At(i)->SetFilter(id, static_cast<Filter>(mode), ip, maxPending);
   return nullptr;
 }
 
-// Where and how a connection is dialed: (ip, port, prefixBytes, keepAliveSec, routes?) from
-// argv[first] on, into conn (dial and openStock).
-// Returns what is wrong, or nullptr.
-const char* ParseDialing(napi_env env, size_t argc, napi_value* argv, size_t first, Conn* conn) {
+// Where and how a connection is dialed, into conn (dial and openStock): the arguments ip, port,
+// prefixBytes, keepAliveSec and routes? at the positions in at. Returns what is wrong, or nullptr.
+const char* ParseDialing(const Args& call, const size_t (&at)[5], Conn* conn) {
   int32_t port, prefix, keepAliveSec;
-  if (argc < first + 4 || napi_get_value_int32(env, argv[first + 1], &port) != napi_ok || napi_get_value_int32(env, argv[first + 2], &prefix) != napi_ok ||
-      napi_get_value_int32(env, argv[first + 3], &keepAliveSec) != napi_ok || port < 1 || port > 65535 || prefix < 1 || prefix > 4096 || keepAliveSec < 0) {
+  if (!call.I32(at[1], &port) || !call.I32(at[2], &prefix) || !call.I32(at[3], &keepAliveSec) || port < 1 || port > 65535 || prefix < 1 || prefix > 4096 ||
+      keepAliveSec < 0) {
     return "bad arguments";
   }
-  if (!ParseEndpoint(env, argv[first], port, &conn->remote, &conn->remoteLen)) return "needs an IP address";
+  if (!ParseEndpoint(call.env, call.argv[at[0]], port, &conn->remote, &conn->remoteLen)) return "needs an IP address";
   conn->want = static_cast<uint32_t>(prefix);
   conn->keepAliveSec = keepAliveSec;
   // Optional: the service table whose routes it is forwarded by as soon as the start header
   // is in (Conn::routes, routes.cc).
-  napi_valuetype routesType = napi_undefined;
-  if (argc >= first + 5) napi_typeof(env, argv[first + 4], &routesType);
-  if (routesType == napi_undefined || routesType == napi_null) return nullptr;
-  if (napi_get_value_uint32(env, argv[first + 4], &conn->routes) != napi_ok || conn->routes == 0) return "routes must be a service table id above 0";
+  if (!call.Given(at[4])) return nullptr;
+  if (!call.U32(at[4], &conn->routes) || conn->routes == 0) return "routes must be a service table id above 0";
   return nullptr;
 }
 
 // setAllow(listenerId, networks): a public port's allow-list, a Buffer of 18-byte records
 // (family 4|6, prefix length, 16 address bytes); empty: anyone (allow.cc).
 napi_value SetAllow(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
-  if (engine == nullptr) return Throw(env, "the data plane is not started");
-  size_t argc = 2;
-  napi_value argv[2];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Args call(env, info);
   uint32_t listenerId;
   std::vector<AllowNet> allow;
-  if (argc < 2 || napi_get_value_uint32(env, argv[0], &listenerId) != napi_ok || !ReadAllow(env, argv[1], &allow)) {
+  if (call.argc < 2 || !call.U32(0, &listenerId) || !ReadAllow(env, call.argv[1], &allow)) {
     return Throw(env, "setAllow(listenerId, networks): bad arguments (networks: a Buffer of 18-byte records)");
   }
-  for (uint32_t i = 0; i < engine->Threads(); i++) engine->At(i)->SetAllow(listenerId, allow);
+  for (uint32_t i = 0; i < call.engine->Threads(); i++) call.engine->At(i)->SetAllow(listenerId, allow);
   return nullptr;
 }
 
 // setRoutes(table, routes): a service table's routes by position, each [ip, port,
 // keepAliveSec] or null (JavaScript forwards); an empty list forgets the table (routes.cc).
 napi_value SetRoutes(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
-  if (engine == nullptr) return Throw(env, "the data plane is not started");
-  size_t argc = 2;
-  napi_value argv[2];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Args call(env, info);
+  napi_value list = call.argv[1];
   uint32_t table, length;
   bool isArray = false;
-  if (argc < 2 || napi_get_value_uint32(env, argv[0], &table) != napi_ok || table == 0 || napi_is_array(env, argv[1], &isArray) != napi_ok || !isArray ||
-      napi_get_array_length(env, argv[1], &length) != napi_ok || length > 256) {
+  if (!call.U32(0, &table) || table == 0 || napi_is_array(env, list, &isArray) != napi_ok || !isArray || napi_get_array_length(env, list, &length) != napi_ok ||
+      length > 256) {
     return Throw(env, "setRoutes(table, routes): bad arguments");
   }
   std::vector<Route> routes(length);
   for (uint32_t i = 0; i < length; i++) {
     napi_value item;
     napi_valuetype type;
-    napi_get_element(env, argv[1], i, &item);
+    napi_get_element(env, list, i, &item);
     napi_typeof(env, item, &type);
     if (type == napi_null || type == napi_undefined) continue;
     napi_value ip, port, keepAlive;
@@ -660,7 +605,7 @@ napi_value SetRoutes(napi_env env, napi_callback_info info) {
     routes[i].forward = true;
     routes[i].keepAliveSec = keepAliveValue;
   }
-  for (uint32_t i = 0; i < engine->Threads(); i++) engine->At(i)->SetRoutes(table, routes);
+  for (uint32_t i = 0; i < call.engine->Threads(); i++) call.engine->At(i)->SetRoutes(table, routes);
   return nullptr;
 }
 
@@ -669,20 +614,14 @@ napi_value SetRoutes(napi_env env, napi_callback_info info) {
 // reports the connect (kDialed, errno or 0) and a close (kGone). The connection is held
 // afterwards, or forwarded by the routes of the service its start header names.
 napi_value Dial(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
-  if (engine == nullptr) return Throw(env, "the data plane is not started");
-  size_t argc = 6;
-  napi_value argv[6];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Args call(env, info);
   auto* conn = new Conn();
-  // The preamble is argv[2]: the dialing arguments are those around it.
-  napi_value dialing[5] = {argv[0], argv[1], argc > 3 ? argv[3] : nullptr, argc > 4 ? argv[4] : nullptr, argc > 5 ? argv[5] : nullptr};
-  const char* wrong = argc < 5 || !ReadHead(env, argv[2], &conn->preamble) || conn->preamble.empty() ? "bad arguments" : ParseDialing(env, argc - 1, dialing, 0, conn);
+  const char* wrong = !call.Head(2, &conn->preamble) || conn->preamble.empty() ? "bad arguments" : ParseDialing(call, {0, 1, 3, 4, 5}, conn);
   if (wrong != nullptr) {
     delete conn;
     return Throw(env, std::string("dial ") + wrong);
   }
-  Engine* thread = engine->Next();
+  Engine* thread = call.engine->Next();
   conn->id = thread->NextId();
   uint32_t id = conn->id;
   thread->Dial(conn);
@@ -693,18 +632,14 @@ napi_value Dial(napi_env env, napi_callback_info info) {
 // Stock) of the session whose keys (its session id then its data key) sign its preambles,
 // whose connections are dialed like dial()'s.
 napi_value OpenStock(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
-  if (engine == nullptr) return Throw(env, "the data plane is not started");
-  size_t argc = 6;
-  napi_value argv[6];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Args call(env, info);
   std::string keys;
-  if (argc < 1 || !ReadHead(env, argv[0], &keys) || keys.size() != relay::kSessionIdBytes + relay::kDataKeyBytes) {
+  if (!call.Head(0, &keys) || keys.size() != relay::kSessionIdBytes + relay::kDataKeyBytes) {
     return Throw(env, "openStock needs the session's keys (its session id then its data key)");
   }
   Conn dial;
-  if (const char* wrong = ParseDialing(env, argc, argv, 1, &dial)) return Throw(env, std::string("openStock ") + wrong);
-  uint32_t id = engine->OpenStock(dial, keys);
+  if (const char* wrong = ParseDialing(call, {1, 2, 3, 4, 5}, &dial)) return Throw(env, std::string("openStock ") + wrong);
+  uint32_t id = call.engine->OpenStock(dial, keys);
   if (id == 0) return Throw(env, "openStock: OpenSSL has no HMAC-SHA256");
   return Uint32(env, id);
 }
@@ -712,21 +647,16 @@ napi_value OpenStock(napi_env env, napi_callback_info info) {
 // stock(stockId, firstCounter, count, credits, hold): appends count counters from firstCounter
 // (safe integers from 1), adds credits and holds (1) or releases (0) the stock (-1: as it is).
 napi_value AddToStock(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
-  if (engine == nullptr) return Throw(env, "the data plane is not started");
-  size_t argc = 5;
-  napi_value argv[5];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Args call(env, info);
   uint32_t id, count, credits;
   int64_t first;
   int32_t hold;
   constexpr int64_t kCounterMax = (int64_t{1} << 53) - 1;  // a JavaScript safe integer
-  if (argc < 5 || napi_get_value_uint32(env, argv[0], &id) != napi_ok || napi_get_value_int64(env, argv[1], &first) != napi_ok ||
-      napi_get_value_uint32(env, argv[2], &count) != napi_ok || napi_get_value_uint32(env, argv[3], &credits) != napi_ok ||
-      napi_get_value_int32(env, argv[4], &hold) != napi_ok || hold < -1 || hold > 1 || first < 1 || count > 4096 || first > kCounterMax - count) {
+  if (!call.U32(0, &id) || !call.I64(1, &first) || !call.U32(2, &count) || !call.U32(3, &credits) || !call.I32(4, &hold) || hold < -1 || hold > 1 ||
+      first < 1 || count > 4096 || first > kCounterMax - count) {
     return Throw(env, "stock(stockId, firstCounter, count, credits, hold): bad arguments");
   }
-  engine->AddToStock(id, static_cast<uint64_t>(first), count, credits, hold);
+  call.engine->AddToStock(id, static_cast<uint64_t>(first), count, credits, hold);
   return nullptr;
 }
 
@@ -734,29 +664,24 @@ napi_value AddToStock(napi_env env, napi_callback_info info) {
 // and joins it (side B) with the held connection (side A). A pair that ends before the service
 // answered is flagged kEndedBeforeConnect; one whose connection had gone ends with ECONNRESET.
 napi_value Forward(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
-  if (engine == nullptr) return Throw(env, "the data plane is not started");
-  size_t argc = 5;
-  napi_value argv[5];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Args call(env, info);
   uint32_t connId;
   int32_t port, keepAliveSec;
-  Pair* pair = new Pair();
-  if (argc < 5 || napi_get_value_uint32(env, argv[0], &connId) != napi_ok || napi_get_value_int32(env, argv[2], &port) != napi_ok ||
-      !ReadHead(env, argv[3], &pair->dirs[0].head) || napi_get_value_int32(env, argv[4], &keepAliveSec) != napi_ok ||
-      port < 1 || port > 65535 || keepAliveSec < 0) {
+  auto* pair = new Pair();
+  if (!call.U32(0, &connId) || !call.I32(2, &port) || !call.Head(3, &pair->dirs[0].head) || !call.I32(4, &keepAliveSec) || port < 1 || port > 65535 ||
+      keepAliveSec < 0) {
     delete pair;
     return Throw(env, "forward(connId, ip, port, headToService, keepAliveSec): bad arguments");
   }
   sockaddr_storage address;
   socklen_t len;
-  if (!ParseEndpoint(env, argv[1], port, &address, &len)) {
+  if (!ParseEndpoint(env, call.argv[1], port, &address, &len)) {
     delete pair;
     return Throw(env, "forward needs an IP address");
   }
-  Engine* thread = engine->For(connId);
+  Engine* thread = call.engine->For(connId);
   pair->id = thread->NextId();
-  Ref(env, engine);
+  Ref(env, call.engine);
   uint32_t id = pair->id;
   thread->Forward(pair, connId, address, len, keepAliveSec);
   return Uint32(env, id);
@@ -765,19 +690,17 @@ napi_value Forward(napi_env env, napi_callback_info info) {
 // A function of one id that only posts a command: a missing engine or a bad id does nothing.
 // (A pair or connection is its thread's.)
 napi_value ForId(napi_env env, napi_callback_info info, void (Engine::*action)(uint32_t)) {
-  Group* engine = GroupOf(env, info);
-  bool ok;
-  uint32_t id = IdArgument(env, info, &ok);
-  if (engine && ok) (engine->For(id)->*action)(id);
+  Args call(env, info);
+  uint32_t id;
+  if (call.U32(0, &id)) (call.engine->For(id)->*action)(id);
   return nullptr;
 }
 
 // closeStock(id): drops the stock's counters and closes its connections not in a pair.
 napi_value CloseStock(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
-  bool ok;
-  uint32_t id = IdArgument(env, info, &ok);
-  if (engine && ok) engine->CloseStock(id);
+  Args call(env, info);
+  uint32_t id;
+  if (call.U32(0, &id)) call.engine->CloseStock(id);
   return nullptr;
 }
 
@@ -789,12 +712,11 @@ napi_value Destroy(napi_env env, napi_callback_info info) { return ForId(env, in
 
 // bytes(id) => [fromA, fromB] for a live pair, else null.
 napi_value Bytes(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
-  bool ok;
-  uint32_t id = IdArgument(env, info, &ok);
+  Args call(env, info);
+  uint32_t id;
   uint64_t fromA, fromB;
   napi_value result;
-  if (!engine || !ok || !engine->For(id)->Bytes(id, &fromA, &fromB)) {
+  if (!call.U32(0, &id) || !call.engine->For(id)->Bytes(id, &fromA, &fromB)) {
     napi_get_null(env, &result);
     return result;
   }
@@ -811,11 +733,11 @@ napi_value Bytes(napi_env env, napi_callback_info info) {
 // connections accepted or dialed and not yet joined or closed; threads: the same pairs and
 // connections per engine thread ([{ pairs, conns }]), to see the load spread.
 napi_value Stats(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
+  Group* engine = Args(env, info).engine;
   napi_value result, threads;
   napi_create_object(env, &result);
   double pairs = 0, pipes = 0, conns = 0;
-  uint32_t count = engine ? engine->Threads() : 0;
+  uint32_t count = engine->Threads();
   napi_create_array_with_length(env, count, &threads);
   for (uint32_t i = 0; i < count; i++) {
     Engine* thread = engine->At(i);
@@ -845,20 +767,20 @@ napi_value Stats(napi_env env, napi_callback_info info) {
 
 // idleTimeout(dataListenerId, ms): the pool resets its pairs silent both ways for ms (0: never).
 napi_value IdleTimeout(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
-  uint32_t values[2];
-  if (!engine || !Uint32Arguments(env, info, 2, values)) return Throw(env, "idleTimeout(dataListenerId, ms): bad arguments");
-  for (uint32_t i = 0; i < engine->Threads(); i++) engine->At(i)->SetIdleTimeout(values[0], values[1]);
+  Args call(env, info);
+  uint32_t id, ms;
+  if (!call.U32(0, &id) || !call.U32(1, &ms)) return Throw(env, "idleTimeout(dataListenerId, ms): bad arguments");
+  for (uint32_t i = 0; i < call.engine->Threads(); i++) call.engine->At(i)->SetIdleTimeout(id, ms);
   return nullptr;
 }
 
 // poolPairs(publicListenerId) => [{ pair, conn, ip, port, fromClient, toClient, ageMs }]: the
 // live pairs of that port's clients, made on demand (JavaScript keeps no object per pair).
 napi_value PoolPairs(napi_env env, napi_callback_info info) {
-  Group* engine = GroupOf(env, info);
-  bool ok;
-  uint32_t id = IdArgument(env, info, &ok);
-  if (!engine || !ok) return Throw(env, "poolPairs(publicListenerId): bad arguments");
+  Args call(env, info);
+  Group* engine = call.engine;
+  uint32_t id;
+  if (!call.U32(0, &id)) return Throw(env, "poolPairs(publicListenerId): bad arguments");
   std::vector<PoolPairInfo> pairs;
   for (uint32_t i = 0; i < engine->Threads(); i++) {
     std::vector<PoolPairInfo> thread = engine->At(i)->PoolPairs(id);
