@@ -97,8 +97,11 @@ export class RelayProcess {
  *  RELAY_ENGINE_THREADS: '' so the file decides. */
 export const E2E_ENGINE_THREADS = process.env.RELAY_ENGINE_THREADS || '4';
 
-export function runRelay(args: string[], env: Record<string, string> = {}): RelayProcess {
-  const child = spawn(process.execPath, [RELAY_CLI, ...args], {
+/** netns: run it inside that network namespace (netns.ts). */
+export function runRelay(args: string[], env: Record<string, string> = {}, netns?: string): RelayProcess {
+  const command = [process.execPath, RELAY_CLI, ...args];
+  if (netns !== undefined) command.unshift('ip', 'netns', 'exec', netns);
+  const child = spawn(command[0]!, command.slice(1), {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RELAY_LOG_LEVEL: 'info', RELAY_ENGINE_THREADS: E2E_ENGINE_THREADS, ...env },
   });

@@ -4,66 +4,12 @@
 // to the white by a veth pair, and the test brings that link down. Needs root and iproute2 (CI
 // runs as root): without them it fails, saying why, rather than skip.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { ending, startService } from '../helpers/tunnel.js';
 import { runRelay, tempDir, writeDeployment, type RelayProcess } from './harness.js';
-
-const ip = (...args: string[]): string => execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-
-/** A namespace with one veth link to this one: WHITE_IP here, CLIENT_IP in there. */
-class LinkedNamespace {
-  readonly name: string;
-  readonly outside: string;
-  readonly inside: string;
-  readonly whiteIp: string;
-  readonly clientIp: string;
-
-  /** index: which of this process's namespaces (0 or 1), so they can run side by side. */
-  constructor(index: number) {
-    const tag = `${process.pid % 100000}${index}`;
-    this.name = `relay-t${tag}`;
-    this.outside = `rlyo${tag}`;
-    this.inside = `rlyi${tag}`;
-    const net = ((process.pid % 120) * 2 + index) + 1;
-    this.whiteIp = `10.213.${net}.1`;
-    this.clientIp = `10.213.${net}.2`;
-  }
-
-  create(): void {
-    if (process.getuid?.() !== 0) throw new Error('this test needs root: it creates a network namespace and a veth pair (CI runs as root)');
-    try {
-      ip('-V');
-    } catch {
-      throw new Error('this test needs iproute2 (`ip`) to create a network namespace and a veth pair');
-    }
-    this.remove(); // what a killed earlier run of this process id left behind
-    ip('netns', 'add', this.name);
-    ip('link', 'add', this.outside, 'type', 'veth', 'peer', 'name', this.inside);
-    ip('link', 'set', this.inside, 'netns', this.name);
-    ip('addr', 'add', `${this.whiteIp}/30`, 'dev', this.outside);
-    ip('link', 'set', this.outside, 'up');
-    ip('netns', 'exec', this.name, 'ip', 'addr', 'add', `${this.clientIp}/30`, 'dev', this.inside);
-    ip('netns', 'exec', this.name, 'ip', 'link', 'set', this.inside, 'up');
-    ip('netns', 'exec', this.name, 'ip', 'link', 'set', 'lo', 'up');
-  }
-
-  /** The client's network vanishes: its side of the link goes down. */
-  cut(): void {
-    ip('netns', 'exec', this.name, 'ip', 'link', 'set', this.inside, 'down');
-  }
-
-  remove(): void {
-    for (const args of [['netns', 'del', this.name], ['link', 'del', this.outside]]) {
-      try {
-        ip(...args);
-      } catch {
-        // not there
-      }
-    }
-  }
-}
+import { LinkedNamespace } from './netns.js';
 
 /** Socket inodes of the process's descriptors. */
 function socketInodes(pid: number): Set<string> {
@@ -98,7 +44,7 @@ function socketsTo(ipv4: string): string[] {
 // Both data planes, one after the other (each with its own namespace).
 describe('e2e: a client whose network vanishes', () => {
   for (const [index, plane] of (['splice', 'js'] as const).entries()) describe(`${plane} data plane`, () => {
-    const ns = new LinkedNamespace(index);
+    const ns = new LinkedNamespace('v', index);
     let dir: { path: string; cleanup: () => Promise<void> };
     let white: RelayProcess | undefined;
     let gray: RelayProcess | undefined;
@@ -127,8 +73,8 @@ describe('e2e: a client whose network vanishes', () => {
       });
       const d = await writeDeployment(dir.path, {
         targetPort: service.port,
-        bind: ns.whiteIp,
-        dataHost: ns.whiteIp,
+        bind: ns.hostIp,
+        dataHost: ns.hostIp,
         pool: 2,
         // Data connections come from the white's veth address, the control connection from 127.0.0.1.
         whiteExtra: 'data_source_check: false\nlimits: { client_keep_alive_delay_ms: 1000 }',
@@ -139,7 +85,7 @@ describe('e2e: a client whose network vanishes', () => {
       gray = runRelay(['gray', '--config', d.grayPath], env);
       await gray.waitForMsg('pool ready');
 
-      const script = `const s = require('net').connect(${d.publicPort}, '${ns.whiteIp}', () => s.write('hello'));
+      const script = `const s = require('net').connect(${d.publicPort}, '${ns.hostIp}', () => s.write('hello'));
         s.once('data', () => console.log('paired'));
         s.on('error', () => {});`;
       client = spawn('ip', ['netns', 'exec', ns.name, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -149,14 +95,14 @@ describe('e2e: a client whose network vanishes', () => {
       });
 
       const pid = white.child.pid!;
-      const held = socketsTo(ns.clientIp).filter((inode) => socketInodes(pid).has(inode));
+      const held = socketsTo(ns.nsIp).filter((inode) => socketInodes(pid).has(inode));
       assert.equal(held.length, 1, 'the white holds one descriptor for the client');
 
       ns.cut();
       const closed = await white.waitFor((l) => l.msg === 'client closed', 'the white ending the vanished client\'s pair', 30_000);
       assert.match(String(closed.reason), /ETIMEDOUT|timed out/, 'ended by keepalive');
       assert.equal(socketInodes(pid).has(held[0]!), false, 'the client\'s descriptor is closed');
-      assert.deepEqual(socketsTo(ns.clientIp), [], 'no socket to the client is left on the white');
+      assert.deepEqual(socketsTo(ns.nsIp), [], 'no socket to the client is left on the white');
       assert.equal(serviceEnds.length, 1);
       assert.equal(await serviceEnds[0], 'reset', 'the gray reset the service connection in turn');
     });
