@@ -8,6 +8,7 @@
 // the preambles and spends one implicit credit per start header by itself, and this counts the
 // idle connections, with no object for each.
 import type { GrayConfig } from '../../config/types.js';
+import { ErrorCodes } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { Backoff } from '../backoff.js';
 import { encodePreamble } from '../protocol/preamble.js';
@@ -15,6 +16,7 @@ import { decodeStartHeader, type StartHeaderFields } from '../protocol/start-hea
 import { EngineConstant } from '../substrate/codes.js';
 import type { PairEnd } from '../substrate/pair.js';
 import type { Forwarded } from '../substrate/dial-stock.js';
+import { localPortsAdvice } from './local-ports.js';
 import type { LinkEvents, OpenLink, OpenStock, PoolLink, PoolStock } from './pool-link.js';
 
 /** Counters handed to an engine's stock beyond the credits known here: the start headers the
@@ -211,7 +213,12 @@ export class PoolDialer {
   private scheduleRetry(err: Error): void {
     if (this.retryTimer || this.stopped) return;
     const delay = this.backoff.next();
-    this.o.logger.warn({ detail: err.message, retryInMs: delay, data: this.o.where }, 'data connection failed');
+    if ((err as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL') {
+      const { detail, portRange, twReuse } = localPortsAdvice(this.o.where);
+      this.o.logger.error({ code: ErrorCodes.LOCAL_PORTS_EXHAUSTED, detail, portRange, twReuse, retryInMs: delay, data: this.o.where }, 'no local port left for data connections');
+    } else {
+      this.o.logger.warn({ detail: err.message, retryInMs: delay, data: this.o.where }, 'data connection failed');
+    }
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
       this.stock?.release();

@@ -1,0 +1,34 @@
+// Why a gray can run out of local ports toward its white, and what lifts it. Every data
+// connection goes to one address (the white's data port), and one whose service closed first
+// ends with this host's side in TIME_WAIT for 60 s, because the gray passed the first FIN. A
+// dial can only use an ephemeral port not in TIME_WAIT toward that address (unless the kernel
+// may reuse those, net.ipv4.tcp_tw_reuse=1), so more such clients a second than the range holds
+// per 60 s exhaust it, and connect says EADDRNOTAVAIL.
+import { readFileSync } from 'node:fs';
+
+const TIME_WAIT_SEC = 60;
+
+function sysctl(name: string): string | null {
+  try {
+    return readFileSync(`/proc/sys/net/ipv4/${name}`, 'utf8').trim().replace(/\s+/g, '-');
+  } catch {
+    return null; // not Linux, or not readable
+  }
+}
+
+/** What to tell the operator when a data connection to `where` found no local port. */
+export function localPortsAdvice(where: string): { detail: string; portRange: string | null; twReuse: string | null } {
+  const portRange = sysctl('ip_local_port_range');
+  const twReuse = sysctl('tcp_tw_reuse');
+  const [low, high] = (portRange ?? '').split('-').map(Number);
+  const ports = low !== undefined && high !== undefined && high >= low ? high - low + 1 : null;
+  const range = ports === null ? "this host's ephemeral ports" : `this host's ${ports} ephemeral ports (${portRange})`;
+  const cause = `every one of ${range} is in use or in TIME_WAIT toward ${where}`;
+  const fix =
+    twReuse === '1'
+      ? 'net.ipv4.tcp_tw_reuse is 1 already, so the range is too small for the connections open at once: widen net.ipv4.ip_local_port_range'
+      : `a data connection whose service closed first keeps this gray's end in TIME_WAIT for ${TIME_WAIT_SEC} s, so this host sustains ` +
+        `${ports === null ? 'its range' : `about ${Math.floor(ports / TIME_WAIT_SEC)}`} such clients a second toward one white; ` +
+        `set net.ipv4.tcp_tw_reuse=1 (it is ${twReuse ?? 'unknown'}; with 1 the kernel reuses such ports, which is safe for outgoing connections) or widen net.ipv4.ip_local_port_range`;
+  return { detail: `no local port left for a data connection: ${cause}; ${fix} (docs/deploy.md, "Local ports on the gray")`, portRange, twReuse };
+}

@@ -1,0 +1,131 @@
+// A gray out of local ports toward its white (docs/deploy.md, "Local ports on the gray"): every
+// data connection whose service closed first leaves the gray's end in TIME_WAIT, so with the
+// kernel's reuse off (as on any path that is not loopback) the gray can dial the white's data port
+// from each ephemeral port once a minute. Real `relay white` and `relay gray` processes in a
+// network namespace this test creates, with 100 ephemeral ports and net.ipv4.tcp_tw_reuse=0;
+// the service (closing first) and the clients are here, across a veth link. Needs root and
+// iproute2, like vanished-client.test.ts.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import net, { type AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { runRelay, tempDir, type LogLine, type RelayProcess } from './harness.js';
+import { LinkedNamespace } from './netns.js';
+
+const PORTS = '40000 40099';
+const [CONTROL, PUBLIC, DATA] = [30001, 30002, 30003]; // outside the ephemeral range, in a namespace of our own
+const EXHAUSTED = 'RELAY_ERR_LOCAL_PORTS_EXHAUSTED';
+
+/** One client: sends a line, reads the answer to its end. True when the answer came whole. */
+function client(host: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(PUBLIC, host, () => socket.write('ping\n'));
+    let answer = '';
+    socket.setEncoding('utf8').on('data', (text: string) => (answer += text));
+    socket.setTimeout(5_000, () => socket.destroy());
+    socket.on('error', () => {});
+    socket.on('close', () => resolve(answer === 'pong\n'));
+  });
+}
+
+describe('e2e: local ports on the gray', () => {
+  for (const [index, plane] of (['splice', 'js'] as const).entries()) describe(`${plane} data plane`, () => {
+    const ns = new LinkedNamespace('p', index);
+    let dir: { path: string; cleanup: () => Promise<void> } | undefined;
+    let white: RelayProcess | undefined;
+    let gray: RelayProcess | undefined;
+    let service: net.Server | undefined;
+
+    before(() => {
+      ns.create();
+      ns.exec('sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=0', `net.ipv4.ip_local_port_range=${PORTS}`);
+    });
+    after(async () => {
+      await gray?.kill();
+      await white?.kill();
+      service?.close();
+      await dir?.cleanup();
+      ns.remove();
+    });
+
+    it('runs out after about its range of clients, says why and what lifts it, and serves again with tcp_tw_reuse=1', { timeout: 90_000 }, async () => {
+      // The service answers and closes first, as an HTTP server answering `Connection: close` does.
+      service = net.createServer((socket) => {
+        socket.on('error', () => {});
+        socket.once('data', () => socket.end('pong\n'));
+      });
+      await new Promise<void>((resolve) => service!.listen(0, ns.hostIp, resolve));
+      const servicePort = (service.address() as AddressInfo).port;
+      dir = await tempDir();
+      const secret = randomBytes(32).toString('base64url');
+      const whitePath = join(dir.path, 'white.yaml');
+      const grayPath = join(dir.path, 'gray.yaml');
+      await writeFile(
+        whitePath,
+        [
+          `control: { listen: "127.0.0.1:${CONTROL}" }`,
+          'bind: "0.0.0.0"',
+          'admin: { socket: null }',
+          'limits: { client_wait_ms: 500 }',
+          'grays:',
+          '  - id: ports',
+          `    secret: "${secret}"`,
+          `    public_port: ${PUBLIC}`,
+          `    data_port: ${DATA}`,
+          '',
+        ].join('\n'),
+      );
+      await writeFile(
+        grayPath,
+        [`white: "127.0.0.1:${CONTROL}"`, 'id: ports', `secret: "${secret}"`, `target: "${ns.hostIp}:${servicePort}"`, 'pool: 4', 'limits: { reconnect_base_ms: 100, reconnect_max_ms: 400 }', ''].join('\n'),
+      );
+      const env = { RELAY_DATA_PLANE: plane };
+      white = runRelay(['white', '-c', whitePath], env, ns.name);
+      await white.waitForMsg('listening');
+      gray = runRelay(['gray', '-c', grayPath], env, ns.name);
+      await gray.waitForMsg('pool ready');
+
+      // Four at a time until the gray says it is out of ports (each client leaves one port in
+      // TIME_WAIT toward the data port for a minute); bounded at four times the range.
+      const isExhausted = (l: LogLine): boolean => l.code === EXHAUSTED;
+      let served = 0;
+      let tried = 0;
+      while (tried < 400 && !gray.lines.some(isExhausted)) {
+        const batch = await Promise.all([0, 1, 2, 3].map(() => client(ns.nsIp)));
+        tried += batch.length;
+        served += batch.filter(Boolean).length;
+      }
+      const said = await gray.waitFor(isExhausted, EXHAUSTED, 10_000);
+      assert.ok(served >= 50 && served <= 110, `served ${served} of ${tried} before running out: about the 100 ports of the range`);
+      assert.equal(said.level, 50, 'logged as an error');
+      assert.equal(said.msg, 'no local port left for data connections');
+      assert.equal(said.data, `127.0.0.1:${DATA}`);
+      assert.equal(said.portRange, '40000-40099');
+      assert.equal(said.twReuse, '0');
+      const detail = String(said.detail);
+      assert.match(detail, /100 ephemeral ports \(40000-40099\)/);
+      assert.match(detail, /TIME_WAIT toward 127\.0\.0\.1:30003/);
+      assert.match(detail, /set net\.ipv4\.tcp_tw_reuse=1 \(it is 0;/);
+      assert.match(detail, /docs\/deploy\.md/);
+
+      // The remedy: with reuse on, a port in TIME_WAIT can dial the same address again once its
+      // last segment is a second old. So the clients here are paced to 50 a second (the kernel's
+      // one-second rule is the only timing in this test), 150 of them: half again the range.
+      ns.exec('sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1');
+      let recovered = false;
+      for (let i = 0; i < 100 && !recovered; i++) recovered = await client(ns.nsIp); // the gray's dials retry with backoff
+      assert.ok(recovered, 'served again after tcp_tw_reuse=1');
+      const linesBefore = gray.lines.length;
+      let servedAfter = 0;
+      for (let i = 0; i < 150; i++) {
+        const pace = new Promise((resolve) => setTimeout(resolve, 20));
+        if (await client(ns.nsIp)) servedAfter += 1;
+        await pace;
+      }
+      assert.equal(servedAfter, 150, 'every client served, with more clients than the range has ports');
+      assert.deepEqual(gray.lines.slice(linesBefore).filter(isExhausted), [], 'not out of ports again');
+    });
+  });
+});
