@@ -2,6 +2,7 @@
 // behind the same address as a good one, an ordinary disconnect, a service the gray cannot reach
 // for want of descriptors, and IPv6 addresses in logs.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { formatHostPort } from '../../src/config/address.js';
@@ -136,5 +137,24 @@ describe('errors that say what happened', () => {
     assert.equal(refused!.code, ErrorCodes.TARGET_UNREACHABLE);
     assert.equal(refused!.msg, 'local service unreachable');
     assert.equal(formatHostPort({ host: '::1', port: 18082 }), '[::1]:18082');
+  });
+
+  it('EADDRNOTAVAIL reaching the service is logged as out of local ports, with the host\'s range and what lifts it', async () => {
+    const log = captureLogger();
+    const warnings = new RateLimitedLog(log.logger, 0);
+    const client: ClientAddressInfo = { family: 4, srcAddress: '192.0.2.7', srcPort: 40000, dstAddress: '10.0.0.2', dstPort: 20000 };
+    warnTargetFailed(warnings, { host: '10.0.0.9', port: 8080 }, client, Object.assign(new Error('connect EADDRNOTAVAIL 10.0.0.9:8080'), { code: 'EADDRNOTAVAIL' }));
+    const [line] = log.lines;
+    assert.equal(line!.code, ErrorCodes.LOCAL_PORTS_EXHAUSTED);
+    assert.equal(line!.msg, 'no local port left for connections to the service');
+    assert.equal(line!.target, '10.0.0.9:8080');
+    const range = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().replace(/\s+/g, '-');
+    const reuse = readFileSync('/proc/sys/net/ipv4/tcp_tw_reuse', 'utf8').trim();
+    assert.equal(line!.portRange, range);
+    assert.equal(line!.twReuse, reuse);
+    const detail = String(line!.detail);
+    assert.match(detail, new RegExp(`ephemeral ports \\(${range}\\) is in use or in TIME_WAIT toward 10\\.0\\.0\\.9:8080`));
+    if (reuse === '1') assert.match(detail, /tcp_tw_reuse is 1 already.*widen net\.ipv4\.ip_local_port_range/);
+    else assert.match(detail, new RegExp(`a connection to the service whose client closed first .* toward one service address; set net\\.ipv4\\.tcp_tw_reuse=1 \\(it is ${reuse};`));
   });
 });

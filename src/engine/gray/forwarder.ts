@@ -13,6 +13,7 @@ import { resetSocket } from '../net-util.js';
 import { proxyHeaderFor } from '../protocol/proxy-protocol.js';
 import type { ClientAddressInfo } from '../protocol/start-header.js';
 import type { RateLimitedLog } from '../../rate-limited-log.js';
+import { localPortsAdvice } from './local-ports.js';
 import type { Forward } from './pool-link.js';
 
 export function forwardToTarget(
@@ -80,7 +81,8 @@ export function forwardToTarget(
 }
 
 /** Logs (rate limited) why a client could not be forwarded to the service: the service did not
- *  answer, or this process is out of file descriptors, which says nothing about the service. */
+ *  answer, or this process is out of file descriptors or of local ports toward it (local-ports.ts),
+ *  which say nothing about the service. */
 export function warnTargetFailed(warnings: RateLimitedLog, target: HostPort | null, client: ClientAddressInfo | null, error: Error): void {
   const code = (error as NodeJS.ErrnoException).code;
   const fields = { ...(target ? { target: formatHostPort(target) } : {}), ...(client ? { client: formatHostPort({ host: client.srcAddress, port: client.srcPort }) } : {}), detail: error.message };
@@ -90,6 +92,11 @@ export function warnTargetFailed(warnings: RateLimitedLog, target: HostPort | nu
       { ...fields, code: ErrorCodes.TOO_MANY_OPEN_FILES },
       `out of file descriptors (${code}): cannot open a connection to the local service; raise the open-file limit (ulimit -n) or lower the pool`,
     );
+    return;
+  }
+  if (code === 'EADDRNOTAVAIL' && target) {
+    const { detail, portRange, twReuse } = localPortsAdvice('service', formatHostPort(target));
+    warnings.warn('target:ports', { ...fields, code: ErrorCodes.LOCAL_PORTS_EXHAUSTED, detail, portRange, twReuse }, 'no local port left for connections to the service');
     return;
   }
   warnings.warn('target', { ...fields, code: ErrorCodes.TARGET_UNREACHABLE }, 'local service unreachable');

@@ -214,7 +214,7 @@ export class PoolDialer {
     if (this.retryTimer || this.stopped) return;
     const delay = this.backoff.next();
     if ((err as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL') {
-      const { detail, portRange, twReuse } = localPortsAdvice(this.o.where);
+      const { detail, portRange, twReuse } = localPortsAdvice('data', this.o.where);
       this.o.logger.error({ code: ErrorCodes.LOCAL_PORTS_EXHAUSTED, detail, portRange, twReuse, retryInMs: delay, data: this.o.where }, 'no local port left for data connections');
     } else {
       this.o.logger.warn({ detail: err.message, retryInMs: delay, data: this.o.where }, 'data connection failed');
