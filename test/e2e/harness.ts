@@ -192,6 +192,8 @@ export async function writeDeployment(
   dir: string,
   opts: {
     targetPort: number;
+    /** The service's host (127.0.0.1 unless given). */
+    targetHost?: string;
     bind?: string;
     id?: string;
     graySecret?: string;
@@ -236,7 +238,7 @@ export async function writeDeployment(
       opts.dataHost ? `data_host: "${opts.dataHost}"` : '',
       `id: ${opts.grayId ?? id}`,
       `secret: "${opts.graySecret ?? secret}"`,
-      `target: "127.0.0.1:${opts.targetPort}"`,
+      `target: "${opts.targetHost ?? '127.0.0.1'}:${opts.targetPort}"`,
       `pool: ${opts.pool ?? 8}`,
       `limits: { reconnect_base_ms: 100, reconnect_max_ms: 1000 }`,
       engine,

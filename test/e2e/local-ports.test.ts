@@ -6,22 +6,18 @@
 // the service (closing first) and the clients are here, across a veth link. Needs root and
 // iproute2, like vanished-client.test.ts.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
 import net, { type AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { runRelay, tempDir, type LogLine, type RelayProcess } from './harness.js';
+import { runRelay, tempDir, writeDeployment, type LogLine, type RelayProcess } from './harness.js';
 import { LinkedNamespace } from './netns.js';
 
 const PORTS = '40000 40099';
-const [CONTROL, PUBLIC, DATA] = [30001, 30002, 30003]; // outside the ephemeral range, in a namespace of our own
 const EXHAUSTED = 'RELAY_ERR_LOCAL_PORTS_EXHAUSTED';
 
 /** One client: sends a line, reads the answer to its end. True when the answer came whole. */
-function client(host: string): Promise<boolean> {
+function client(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = net.connect(PUBLIC, host, () => socket.write('ping\n'));
+    const socket = net.connect(port, host, () => socket.write('ping\n'));
     let answer = '';
     socket.setEncoding('utf8').on('data', (text: string) => (answer += text));
     socket.setTimeout(5_000, () => socket.destroy());
@@ -59,32 +55,12 @@ describe('e2e: local ports on the gray', () => {
       await new Promise<void>((resolve) => service!.listen(0, ns.hostIp, resolve));
       const servicePort = (service.address() as AddressInfo).port;
       dir = await tempDir();
-      const secret = randomBytes(32).toString('base64url');
-      const whitePath = join(dir.path, 'white.yaml');
-      const grayPath = join(dir.path, 'gray.yaml');
-      await writeFile(
-        whitePath,
-        [
-          `control: { listen: "127.0.0.1:${CONTROL}" }`,
-          'bind: "0.0.0.0"',
-          'admin: { socket: null }',
-          'limits: { client_wait_ms: 500 }',
-          'grays:',
-          '  - id: ports',
-          `    secret: "${secret}"`,
-          `    public_port: ${PUBLIC}`,
-          `    data_port: ${DATA}`,
-          '',
-        ].join('\n'),
-      );
-      await writeFile(
-        grayPath,
-        [`white: "127.0.0.1:${CONTROL}"`, 'id: ports', `secret: "${secret}"`, `target: "${ns.hostIp}:${servicePort}"`, 'pool: 4', 'limits: { reconnect_base_ms: 100, reconnect_max_ms: 400 }', ''].join('\n'),
-      );
+      // The ports come from this namespace, where they are free; the other one has nothing bound.
+      const d = await writeDeployment(dir.path, { targetHost: ns.hostIp, targetPort: servicePort, bind: '0.0.0.0', id: 'ports', pool: 4, whiteExtra: 'limits: { client_wait_ms: 500 }' });
       const env = { RELAY_DATA_PLANE: plane };
-      white = runRelay(['white', '-c', whitePath], env, ns.name);
+      white = runRelay(['white', '-c', d.whitePath], env, ns.name);
       await white.waitForMsg('listening');
-      gray = runRelay(['gray', '-c', grayPath], env, ns.name);
+      gray = runRelay(['gray', '-c', d.grayPath], env, ns.name);
       await gray.waitForMsg('pool ready');
 
       // Four at a time until the gray says it is out of ports (each client leaves one port in
@@ -93,7 +69,7 @@ describe('e2e: local ports on the gray', () => {
       let served = 0;
       let tried = 0;
       while (tried < 400 && !gray.lines.some(isExhausted)) {
-        const batch = await Promise.all([0, 1, 2, 3].map(() => client(ns.nsIp)));
+        const batch = await Promise.all([0, 1, 2, 3].map(() => client(ns.nsIp, d.publicPort)));
         tried += batch.length;
         served += batch.filter(Boolean).length;
       }
@@ -101,12 +77,12 @@ describe('e2e: local ports on the gray', () => {
       assert.ok(served >= 50 && served <= 110, `served ${served} of ${tried} before running out: about the 100 ports of the range`);
       assert.equal(said.level, 50, 'logged as an error');
       assert.equal(said.msg, 'no local port left for data connections');
-      assert.equal(said.data, `127.0.0.1:${DATA}`);
+      assert.equal(said.data, `127.0.0.1:${d.dataPort}`);
       assert.equal(said.portRange, '40000-40099');
       assert.equal(said.twReuse, '0');
       const detail = String(said.detail);
       assert.match(detail, /100 ephemeral ports \(40000-40099\)/);
-      assert.match(detail, /TIME_WAIT toward 127\.0\.0\.1:30003/);
+      assert.ok(detail.includes(`TIME_WAIT toward 127.0.0.1:${d.dataPort}`), detail);
       assert.match(detail, /set net\.ipv4\.tcp_tw_reuse=1 \(it is 0;/);
       assert.match(detail, /docs\/deploy\.md/);
 
@@ -115,13 +91,13 @@ describe('e2e: local ports on the gray', () => {
       // one-second rule is the only timing in this test), 150 of them: half again the range.
       ns.exec('sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1');
       let recovered = false;
-      for (let i = 0; i < 100 && !recovered; i++) recovered = await client(ns.nsIp); // the gray's dials retry with backoff
+      for (let i = 0; i < 100 && !recovered; i++) recovered = await client(ns.nsIp, d.publicPort); // the gray's dials retry with backoff
       assert.ok(recovered, 'served again after tcp_tw_reuse=1');
       const linesBefore = gray.lines.length;
       let servedAfter = 0;
       for (let i = 0; i < 150; i++) {
         const pace = new Promise((resolve) => setTimeout(resolve, 20));
-        if (await client(ns.nsIp)) servedAfter += 1;
+        if (await client(ns.nsIp, d.publicPort)) servedAfter += 1;
         await pace;
       }
       assert.equal(servedAfter, 150, 'every client served, with more clients than the range has ports');
