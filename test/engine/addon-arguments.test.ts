@@ -3,7 +3,7 @@
 // wrong and changes nothing; the few calls that only name an id to close ignore a bad one.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { EngineHandle } from '../../src/engine/substrate/engine.js';
+import { Engine, type EngineHandle } from '../../src/engine/substrate/engine.js';
 import { noEngine, testEngine } from '../helpers/data-plane.js';
 
 const KEYS = Buffer.alloc(48, 7); // a session id (16 bytes) and a data key (32)
@@ -61,6 +61,11 @@ describe('the addon refuses bad arguments', { skip: noEngine() }, () => {
       assert.deepEqual(testEngine()!.stats(), before, 'nothing changed');
     });
   }
+
+  it('createEngine refuses a thread count or an event hold out of range, and starts nothing', () => {
+    for (const threads of [0, 17]) assert.match(String(Engine.open(threads)), /createEngine: threads must be 1 to 16/, String(threads));
+    for (const holdMs of [-1, 60_001]) assert.match(String(Engine.open(1, holdMs)), /createEngine: holdMs must be 0 to 60000/, String(holdMs));
+  });
 
   it('the calls that only close by id ignore an id that is not a number, and those that report give null', () => {
     const h = testEngine()!.handle as EngineHandle;

@@ -23,11 +23,16 @@ function sysctl(name: string): string | null {
   }
 }
 
-/** What to tell the operator when a dial to `where` found no local port. */
-export function localPortsAdvice(kind: keyof typeof KINDS, where: string): { detail: string; portRange: string | null; twReuse: string | null } {
+/** What to tell the operator when a dial to `where` found no local port. read: the host's
+ *  net.ipv4 setting of that name, null when unknown (this host's /proc unless given). */
+export function localPortsAdvice(
+  kind: keyof typeof KINDS,
+  where: string,
+  read: (name: string) => string | null = sysctl,
+): { detail: string; portRange: string | null; twReuse: string | null } {
   const { connection, closer, peer } = KINDS[kind];
-  const portRange = sysctl('ip_local_port_range');
-  const twReuse = sysctl('tcp_tw_reuse');
+  const portRange = read('ip_local_port_range');
+  const twReuse = read('tcp_tw_reuse');
   const [low, high] = (portRange ?? '').split('-').map(Number);
   const ports = low !== undefined && high !== undefined && high >= low ? high - low + 1 : null;
   const range = ports === null ? "this host's ephemeral ports" : `this host's ${ports} ephemeral ports (${portRange})`;
@@ -36,7 +41,7 @@ export function localPortsAdvice(kind: keyof typeof KINDS, where: string): { det
     twReuse === '1'
       ? 'net.ipv4.tcp_tw_reuse is 1 already, so the range is too small for the connections open at once: widen net.ipv4.ip_local_port_range'
       : `${connection} whose ${closer} closed first keeps this gray's end in TIME_WAIT for ${TIME_WAIT_SEC} s, so this host sustains ` +
-        `${ports === null ? 'its range' : `about ${Math.floor(ports / TIME_WAIT_SEC)}`} such clients a second toward ${peer}; ` +
+        `${ports === null ? "about its range's worth of such clients a minute" : `about ${Math.floor(ports / TIME_WAIT_SEC)} such clients a second`} toward ${peer}; ` +
         `set net.ipv4.tcp_tw_reuse=1 (it is ${twReuse ?? 'unknown'}; with 1 the kernel reuses such ports, which is safe for outgoing connections) or widen net.ipv4.ip_local_port_range`;
   return { detail: `no local port left for ${connection}: ${cause}; ${fix} (docs/deploy.md, "Local ports on the gray")`, portRange, twReuse };
 }
