@@ -77,12 +77,15 @@ void Engine::DialFailed(Conn* conn, int error) {
 // connection's latency). JavaScript hears the header with the pair's id and only keeps count.
 // A header that is not well formed (version 2, family 4 or 6, reserved 0, an IPv4 address's
 // padding zero: what src/engine/protocol/start-header.ts's decoder requires) is not forwarded:
+// (A framed header, version 3, may have the successor-credit flag where version 2 has zero.)
 // JavaScript refuses it, and the service never sees a connection for it; so JavaScript need
 // not decode a header the engine forwarded. Nor is one whose service has no route here (a
 // PROXY header to write, a service removed): JavaScript decides.
 bool Engine::ForwardDialed(Conn* conn, Event* header) {
   const std::string& h = header->prefix;
-  bool wellFormed = h.size() == kStartHeaderBytes && h[0] == kStartHeaderVersion && (h[1] == 4 || h[1] == 6) && h[7] == 0;
+  const bool framed = h.size() == kStartHeaderBytes && h[0] == kStartHeaderVersionFramed;
+  const uint8_t flags = h.size() == kStartHeaderBytes ? static_cast<uint8_t>(h[kStartHeaderFlagsOffset]) : 0xff;
+  bool wellFormed = (framed || (h.size() == kStartHeaderBytes && h[0] == kStartHeaderVersion)) && (h[1] == 4 || h[1] == 6) && (flags & ~(framed ? kStartHeaderCredit : 0)) == 0;
   // An IPv4 address's padding is zero (one encoding per header), as the decoder requires.
   for (size_t i = 0; wellFormed && h[1] == 4 && i < 12; i++) wellFormed = h[kStartHeaderSrcOffset + 4 + i] == 0 && h[kStartHeaderDstOffset + 4 + i] == 0;
   if (!wellFormed) return false;

@@ -108,6 +108,12 @@ constexpr int kEventsPerWait = 256;
 // The white's start header on a pooled connection (src/engine/protocol/start-header.ts).
 constexpr size_t kStartHeaderBytes = 40;
 constexpr char kStartHeaderVersion = 2;
+// A start header of a session whose data connections are reused (see Framing below): the bytes
+// after it are frames, and its byte 7 is flags instead of a reserved zero.
+constexpr char kStartHeaderVersionFramed = 3;
+constexpr size_t kStartHeaderFlagsOffset = 7;
+// The flag: this join is worth a successor credit (the white's pool was below its target).
+constexpr uint8_t kStartHeaderCredit = 1;
 // Where its source and destination addresses are: 16 bytes each, an IPv4 one padded with zeros.
 constexpr size_t kStartHeaderSrcOffset = 8;
 constexpr size_t kStartHeaderDstOffset = 24;
@@ -118,6 +124,16 @@ constexpr int kKeepAliveProbes = 10;
 // TCP_DEFER_ACCEPT on a dialed data connection (dial.cc): any non-zero value makes Linux hold
 // the handshake's last ACK for the first bytes sent.
 constexpr int kDeferHandshakeAckSec = 1;
+
+// Framing: in a session where both ends are engines, a data connection carries one client after
+// another. After the start header each direction is a sequence of frames, a 4-byte big-endian
+// length and that many bytes of the client's stream; a frame of length 0 (END) is that
+// direction's end, where a raw connection would have a FIN. A pair with a framed side ends when
+// END has passed both ways: the client's or service's socket is closed, and the data connection
+// goes back to the pool (the white) or waits for the next start header (the gray). Anything
+// else that ends a pair (a reset, an error, a data connection closed before END) closes the data
+// connection with a reset, as in a raw pair.
+constexpr size_t kFrameLengthBytes = 4;
 
 // What an epoll registration points at. A listener or a held connection is registered with
 // its pointer; every registered struct starts with its Kind, so an event's pointer can be told
@@ -217,6 +233,11 @@ struct SharedPool {
   // accept (JavaScript sets it: the active-client limit, or 0 while an authorize hook decides).
   std::atomic<uint32_t> active{0};
   std::atomic<uint32_t> activeLimit{0};
+  // The session's data connections are framed and reused (the gray asked for it), and the idle
+  // count below which the pool is refilled: a join is worth a successor credit only while fewer
+  // are idle over all threads (JavaScript's GraySession.refillLevel).
+  std::atomic<bool> reuse{false};
+  std::atomic<uint32_t> refillLevel{0};
   std::atomic<int32_t> idle[kThreadsMax] = {};
   std::atomic<int32_t> waiting[kThreadsMax] = {};
 };
@@ -311,6 +332,9 @@ struct Conn {
   uint32_t queuedIn = 0;
   // Not in the epoll set: a client while the engine tries to join it at accept (Accepted).
   bool unregistered = false;
+  // A data connection whose bytes after the start header are frames: the white's, of a session
+  // that reuses them; the gray's, once it read a framed start header (kStartHeaderVersionFramed).
+  bool framed = false;
 };
 
 // The gray's stock (stock.cc): counters JavaScript gave out ahead of need, in the order they are
@@ -378,6 +402,16 @@ struct Direction {
   bool srcClosing = false;
   // src reported its FIN (EPOLLRDHUP): a short read has reached it (see Pump).
   bool srcFin = false;
+  // Framing (see kFrameLengthBytes). encode: dst is a framed data connection, every read from src
+  // goes out as a frame and src's end as END (endQueued: END is in head, or gone). decode: src is
+  // one; frameLeft is what the current frame still has to come, length the next frame's length
+  // as far as read (lengthGot bytes of it), and END is src's end.
+  bool encode = false;
+  bool endQueued = false;
+  bool decode = false;
+  uint32_t frameLeft = 0;
+  uint8_t lengthGot = 0;
+  uint8_t length[kFrameLengthBytes] = {};
   std::atomic<uint64_t> bytes{0};
 };
 
@@ -407,10 +441,23 @@ struct Pair {
   uint64_t idleSeenBytes = 0;
   int64_t idleSinceMs = 0;
   bool endedIdle = false;
+  // The side that is a framed data connection (-1: none), and what it becomes when the pair ends
+  // cleanly (ReuseDataConn): the white's goes back to its data listener's pool, if the session
+  // is still dataEpoch; the gray's waits for its stock's (dataStockId) next start header.
+  int framedSide = -1;
+  uint32_t dataListenerId = 0;
+  uint32_t dataStockId = 0;
+  uint32_t dataEpoch = 0;
+  sockaddr_storage dataRemote{};
+  bool reused = false;
+  // Joined with a framed connection while its pool had its refill level idle: the start header
+  // says so, and neither end counts the join as a successor credit (verify.cc CountJoin).
+  bool noCredit = false;
 };
 
 // How a pair's end is flagged to JavaScript (the event's `code` stays the errno).
-enum PairEndFlags : uint32_t { kEndedBeforeConnect = 1, kEndedIdle = 2 };
+// kEndedReused: the pair's data connection was kept for the next client (see Framing).
+enum PairEndFlags : uint32_t { kEndedBeforeConnect = 1, kEndedIdle = 2, kEndedReused = 4 };
 
 // What the engine tells JavaScript, through one thread-safe function.
 struct Event {
@@ -418,7 +465,10 @@ struct Event {
   // kHeader: a dialed connection read its prefix (the white's start header); b is the pair the
   // engine forwarded it into by itself (Conn::routes), or 0 when JavaScript is to forward it.
   // kJoinedLent: a client (a) was joined with a lent connection (b) into pair id (lend.cc).
-  // kAccepted of a verified data connection (verify.cc): a is its counter, b its session epoch.
+  // kAccepted of a verified data connection (verify.cc): a is its counter, b its session epoch;
+  // a is 0 for one back in the pool after a pair (ReuseDataConn, pump.cc).
+  // kJoinedLent's and kHeader's code is 1 when the join gave the gray no successor credit (see
+  // Framing).
   // kPoolPairEnd: a pair of kJoinedLent ended (pool-pairs.cc): listenerId is the client's
   // public listener, remote the client; flags, clientConnId, ageMs and idleMs say the rest.
   // (The numbers are also in src/engine/substrate/codes.ts; a test compares the two.)
@@ -692,6 +742,12 @@ class Engine {
   static bool HeadWaiting(const Direction& d) { return d.headSent < d.head.size(); }
   int SendCopied(Direction& d, const char* data, size_t n, bool last);
   int Pump(Pair* pair, int index, bool read);
+  // Framing (pump.cc): reads from a framed src into out, at most room bytes of payload; returns
+  // the payload bytes read (*end once END is read; *drained: the kernel had less than asked), or
+  // -1 with errno.
+  ssize_t ReadFrames(Direction& d, char* out, size_t room, bool* end, bool* drained);
+  void FramePair(Pair* pair, int framedSide);
+  void ReuseDataConn(Pair* pair);
   bool AcquirePipe(Direction& d);
   void ReleasePipe(Direction& d);
   void ClosePipe(Direction& d);
@@ -815,7 +871,8 @@ class Group {
   // all). SetCredits: the session's explicit credit limit (cumulative, never lowered).
   // SetActiveLimit: how many of the pool's pairs may run before clients stop being joined at
   // accept.
-  void SetSession(uint32_t listenerId, uint32_t epoch, const std::string& keys);
+  // reuse: the session's data connections are framed and reused, the pool refilled below refillLevel.
+  void SetSession(uint32_t listenerId, uint32_t epoch, const std::string& keys, bool reuse, uint32_t refillLevel);
   void SetCredits(uint32_t listenerId, uint32_t epoch, uint64_t explicitUpTo);
   void SetActiveLimit(uint32_t dataListenerId, uint32_t limit);
 

@@ -196,15 +196,19 @@ void Engine::ReadPrefix(Conn* conn, uint32_t events) {
     // A dialed connection's start header: the client's bytes may follow at once, and they
     // stay in the kernel for the pair.
     conn->state = Conn::kHeld;
+    // A framed header (engine.h, Framing) says whether it is a credit; every raw one is.
+    conn->framed = conn->prefix[0] == kStartHeaderVersionFramed;
+    const bool credit = !conn->framed || (conn->prefix[kStartHeaderFlagsOffset] & kStartHeaderCredit) != 0;
     auto* event = new Event(Event::kHeader);
     event->id = conn->id;
     event->stockId = conn->stockId;
+    event->code = credit ? 0 : 1;
     event->prefix.swap(conn->prefix);
     // The header is an implicit credit: the successor is dialed right after the forward, so
     // the client's connect to the service goes first.
     uint32_t stockId = conn->stockId;
     if (conn->routes == 0 || !ForwardDialed(conn, event)) Emit(event);
-    if (stockId != 0) CreditStock(stockId);
+    if (stockId != 0 && credit) CreditStock(stockId);
     return;
   }
   // The edge that brought the prefix is spent: a FIN that came with it would never be reported

@@ -281,6 +281,25 @@ Engine::Joining Engine::JoinPooled(Conn* client, uint32_t dataId, bool reserved,
   }
   auto* pair = new Pair();
   pair->id = NextId();
+  const Conn* data = HeldConn(dataId);
+  if (data && data->framed) {
+    // A framed start header, and the client's bytes as a frame. The join is worth a successor
+    // only while the pool, over all threads, is below its refill level: a data connection that
+    // comes back after its pair fills the pool again, so a steady load needs no new ones.
+    Pool* pool = PoolServing(client->listenerId);
+    int64_t idle = pool ? pool->liveIdle : 0;
+    for (uint32_t i = 0; pool && i < count_; i++) {
+      if (i != index_) idle += pool->shared->idle[i].load(std::memory_order_relaxed);
+    }
+    pair->noCredit = pool && idle >= static_cast<int64_t>(pool->shared->refillLevel.load(std::memory_order_relaxed));
+    header[0] = kStartHeaderVersionFramed;
+    header[kStartHeaderFlagsOffset] = static_cast<char>(pair->noCredit ? 0 : kStartHeaderCredit);
+    if (n > 0) {
+      char length[kFrameLengthBytes];
+      for (size_t i = 0; i < kFrameLengthBytes; i++) length[i] = static_cast<char>(static_cast<uint32_t>(n) >> (8 * (kFrameLengthBytes - 1 - i)));
+      header.append(length, kFrameLengthBytes);
+    }
+  }
   if (n > 0) {
     header.append(copyBuffer_.data(), static_cast<size_t>(n));
     pair->dirs[0].bytes.store(static_cast<uint64_t>(n), std::memory_order_relaxed);
@@ -297,6 +316,7 @@ Engine::Joining Engine::JoinPooled(Conn* client, uint32_t dataId, bool reserved,
   event->listenerId = client->listenerId;
   event->a = client->id;
   event->b = dataId;
+  event->code = pair->noCredit ? 1 : 0;
   event->hasAddresses = true;
   event->remote = client->remote;  // for a report; the local address went into the start header
   Emit(event);  // before anything the pair reports

@@ -338,18 +338,21 @@ napi_value ActiveLimit(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// session(listenerId, epoch, keys?): the data listener's pool checks preambles against this
-// session (keys: a Buffer of the session id and the data key; null: no session). credits(listenerId,
-// epoch, explicitUpTo): the session's explicit credit limit. See verify.cc.
+// session(listenerId, epoch, keys?, refillLevel?): the data listener's pool checks preambles
+// against this session (keys: a Buffer of the session id and the data key; null: no session);
+// refillLevel, if given, says the session's data connections are framed and reused, and below
+// how many idle ones a join is worth a successor (engine.h, Framing). credits(listenerId, epoch, explicitUpTo): the
+// session's explicit credit limit. See verify.cc.
 napi_value Session(napi_env env, napi_callback_info info) {
   Args call(env, info);
-  uint32_t listenerId, epoch;
+  uint32_t listenerId, epoch, refillLevel = 0;
   std::string keys;
+  const bool reuse = call.Given(3);
   if (call.argc < 3 || !call.U32(0, &listenerId) || !call.U32(1, &epoch) || !call.Head(2, &keys) ||
-      (!keys.empty() && keys.size() != relay::kSessionIdBytes + relay::kDataKeyBytes)) {
-    return Throw(env, "session(listenerId, epoch, keys): bad arguments");
+      (!keys.empty() && keys.size() != relay::kSessionIdBytes + relay::kDataKeyBytes) || (reuse && !call.U32(3, &refillLevel))) {
+    return Throw(env, "session(listenerId, epoch, keys, refillLevel): bad arguments");
   }
-  call.engine->SetSession(listenerId, epoch, keys);
+  call.engine->SetSession(listenerId, epoch, keys, reuse, refillLevel);
   return nullptr;
 }
 

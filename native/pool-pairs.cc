@@ -55,7 +55,7 @@ Event* Engine::PoolPairEndEvent(Pair* pair) {
   event->listenerId = pair->clientListenerId;
   event->hasAddresses = true;
   event->remote = pair->client;
-  event->flags = pair->endedIdle ? static_cast<uint32_t>(kEndedIdle) : 0u;
+  event->flags = (pair->endedIdle ? kEndedIdle : 0u) | (pair->reused ? kEndedReused : 0u);
   event->clientConnId = pair->clientConnId;
   event->ageMs = now - pair->joinedAtMs;
   event->idleMs = now - pair->idleSinceMs;

@@ -10,7 +10,17 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 namespace relay {
+
+namespace {
+
+void PutLength(char* at, uint32_t n) {
+  for (size_t i = 0; i < kFrameLengthBytes; i++) at[i] = static_cast<char>(n >> (8 * (kFrameLengthBytes - 1 - i)));
+}
+
+}  // namespace
 
 void Engine::OnPairEvent(uint64_t key, uint32_t events) {
   const uint32_t id = static_cast<uint32_t>(key >> 2);
@@ -69,6 +79,12 @@ void Engine::StartJoin(Pair* pair, uint32_t idA, uint32_t idB) {
   const bool registered[2] = {!a->unregistered, !b->unregistered};
   for (int i = 0; i < 2; i++) {
     CountJoin(pair, conns[i]);
+    if (conns[i]->framed) {
+      FramePair(pair, i);
+      pair->dataListenerId = conns[i]->listenerId;
+      pair->dataEpoch = conns[i]->epoch;
+      pair->dataRemote = conns[i]->remote;
+    }
     pair->fds[i] = conns[i]->fd;
     conns[i]->fd = -1;
     Forget(conns[i]);
@@ -90,6 +106,10 @@ void Engine::StartForward(Pair* pair, uint32_t connId, const sockaddr_storage& a
   if (!held) return Finish(pair, ECONNRESET);  // the white (or its client) left meanwhile
   pair->fds[0] = held->fd;
   held->fd = -1;
+  if (held->framed) {
+    FramePair(pair, 0);
+    pair->dataStockId = held->stockId;
+  }
   Forget(held);
   pair->connectingB = true;
   pair->dirs[0].dstConnecting = true;
@@ -127,8 +147,42 @@ void Engine::Settle(Pair* pair, int error) {
   if (error != 0) {
     Finish(pair, error);
   } else if (pair->dirs[0].shut && pair->dirs[1].shut) {
-    Finish(pair, 0);  // both FINs passed on, everything before them delivered
+    // Both FINs (or ENDs) passed on, everything before them delivered.
+    if (pair->framedSide >= 0) ReuseDataConn(pair);
+    else Finish(pair, 0);
   }
+}
+
+// The direction reading the framed side decodes, the other encodes (see Framing in engine.h).
+void Engine::FramePair(Pair* pair, int framedSide) {
+  pair->framedSide = framedSide;
+  pair->dirs[framedSide].decode = true;
+  pair->dirs[1 - framedSide].encode = true;
+}
+
+// One recv from a framed src: the rest of the current frame and the next frame's length behind
+// it, never more, since what follows END is not this pair's (the next client's start header on
+// the gray, a protocol violation on the white). So a read brings at most one frame's payload,
+// at the start of out, and the length bytes after it are taken into d.length.
+ssize_t Engine::ReadFrames(Direction& d, char* out, size_t room, bool* end, bool* drained) {
+  size_t ask;
+  if (d.frameLeft >= room) ask = room;
+  else if (d.frameLeft > 0) ask = d.frameLeft + kFrameLengthBytes;
+  else ask = kFrameLengthBytes - d.lengthGot;
+  ssize_t n = recv(d.src, out, ask, MSG_DONTWAIT);
+  if (n == 0) errno = ECONNRESET;  // the data connection ended before END: the stream is cut
+  if (n <= 0) return -1;
+  *drained = static_cast<size_t>(n) < ask;
+  const size_t payload = std::min<size_t>(static_cast<size_t>(n), d.frameLeft);
+  d.frameLeft -= static_cast<uint32_t>(payload);
+  for (size_t i = payload; i < static_cast<size_t>(n); i++) d.length[d.lengthGot++] = static_cast<uint8_t>(out[i]);
+  if (d.lengthGot == kFrameLengthBytes) {
+    d.lengthGot = 0;
+    d.frameLeft = 0;
+    for (uint8_t byte : d.length) d.frameLeft = d.frameLeft << 8 | byte;
+    *end = d.frameLeft == 0;
+  }
+  return static_cast<ssize_t>(payload);
 }
 
 int Engine::Blocked(Direction& d) {
@@ -186,9 +240,10 @@ int Engine::Pump(Pair* pair, int index, bool read) {
   // done (OnSideEvent), so nothing is read only to be kept.
   if (d.dstConnecting) return Blocked(d);
   for (;;) {
-    if (HeadWaiting(d) && (!read || d.splicing || d.eof)) {
-      // Nothing to send it with: the head alone.
-      ssize_t n = send(d.dst, d.head.data() + d.headSent, d.head.size() - d.headSent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (HeadWaiting(d) && (!read || d.splicing || d.eof || d.inPipe > 0)) {
+      // Nothing to send it with: the head alone, and always before the pipe (an encoding
+      // direction's head is then the length of what the pipe holds, sent with it).
+      ssize_t n = send(d.dst, d.head.data() + d.headSent, d.head.size() - d.headSent, MSG_NOSIGNAL | MSG_DONTWAIT | (d.inPipe > 0 ? MSG_MORE : 0));
       if (n < 0) {
         if (errno == EINTR) continue;
         return errno == EAGAIN || errno == EWOULDBLOCK ? Blocked(d) : errno;
@@ -211,6 +266,15 @@ int Engine::Pump(Pair* pair, int index, bool read) {
       continue;
     }
     if (d.eof) {
+      if (d.encode && !d.shut) {
+        // END goes out like a head; once it is gone this direction is done.
+        if (!d.endQueued) {
+          d.endQueued = true;
+          d.head.append(kFrameLengthBytes, '\0');
+          continue;
+        }
+        d.shut = true;
+      }
       if (!d.shut) {
         d.shut = true;
         // The second FIN: the other direction has read dst to its end and passed its FIN on,
@@ -221,8 +285,33 @@ int Engine::Pump(Pair* pair, int index, bool read) {
       return 0;
     }
     if (!read) return 0;
+    if (!d.splicing && d.decode) {
+      bool end = false, drained = false;
+      ssize_t n = ReadFrames(d, copyBuffer_.data(), copyBuffer_.size(), &end, &drained);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return errno;
+        read = false;  // a waiting head goes alone
+        continue;
+      }
+      d.bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+      if (end) d.eof = true;
+      if (n > 0) {
+        int error = SendCopied(d, copyBuffer_.data(), static_cast<size_t>(n), end);
+        if (error != 0 || d.blocked) return error;
+      }
+      if (end) continue;
+      // A long frame's payload is spliced (the pipe takes it up to the frame's end).
+      if (d.frameLeft >= kSmallRead) d.splicing = true;
+      else if (drained && !d.srcClosing) return 0;  // as for a short read below
+      continue;
+    }
     if (!d.splicing) {
-      ssize_t n = recv(d.src, copyBuffer_.data(), copyBuffer_.size(), MSG_DONTWAIT);
+      // Encoding, the read goes behind its frame's length, and room is left for END after it.
+      char* buffer = copyBuffer_.data();
+      const size_t lead = d.encode ? kFrameLengthBytes : 0;
+      const size_t room = copyBuffer_.size() - 2 * lead;
+      ssize_t n = recv(d.src, buffer + lead, room, MSG_DONTWAIT);
       if (n == 0) {
         d.eof = true;
         continue;
@@ -234,9 +323,22 @@ int Engine::Pump(Pair* pair, int index, bool read) {
         continue;
       }
       d.bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-      const bool filled = static_cast<size_t>(n) == copyBuffer_.size();
+      const bool filled = static_cast<size_t>(n) == room;
       if (filled) d.splicing = true;
-      int error = SendCopied(d, copyBuffer_.data(), static_cast<size_t>(n), !filled && d.srcFin);
+      bool last = !filled && d.srcFin;
+      size_t length = static_cast<size_t>(n);
+      if (d.encode) {
+        // The end known to follow goes in the same send, as a raw pair's FIN would.
+        PutLength(buffer, static_cast<uint32_t>(n));
+        length += lead;
+        if (last) {
+          PutLength(buffer + length, 0);
+          length += lead;
+          d.eof = d.endQueued = true;
+          last = false;
+        }
+      }
+      int error = SendCopied(d, buffer, length, last);
       if (error != 0 || d.blocked) return error;
       if (filled) continue;
       // A short read emptied the receive queue: anything arriving later raises a new edge, so
@@ -249,8 +351,10 @@ int Engine::Pump(Pair* pair, int index, bool read) {
       continue;
     }
     if (d.pipeRead < 0 && !AcquirePipe(d)) return errno;
-    ssize_t n = splice(d.src, nullptr, d.pipeWrite, nullptr, kSpliceAsk, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    // Decoding, a splice takes the current frame's payload and never what follows it.
+    ssize_t n = splice(d.src, nullptr, d.pipeWrite, nullptr, d.decode ? std::min<size_t>(d.frameLeft, kSpliceAsk) : kSpliceAsk, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n == 0) {
+      if (d.decode) return ECONNRESET;  // ended before END
       d.eof = true;
       ReleasePipe(d);
       continue;
@@ -263,7 +367,19 @@ int Engine::Pump(Pair* pair, int index, bool read) {
     }
     d.bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     d.inPipe += static_cast<size_t>(n);
-    if (static_cast<size_t>(n) < kSmallRead) d.splicing = false;
+    if (d.decode) {
+      d.frameLeft -= static_cast<uint32_t>(n);
+      if (d.frameLeft == 0) d.splicing = false;  // the next length is read, not spliced
+    } else if (static_cast<size_t>(n) < kSmallRead) {
+      d.splicing = false;
+    }
+    if (d.encode) {
+      // What the pipe holds is one frame: its length goes first (as a head, see above).
+      char length[kFrameLengthBytes];
+      PutLength(length, static_cast<uint32_t>(n));
+      d.head.assign(length, kFrameLengthBytes);
+      d.headSent = 0;
+    }
   }
 }
 
@@ -329,11 +445,73 @@ void Engine::Finish(Pair* pair, int error) {
   event->a = pair->dirs[0].bytes.load();
   event->b = pair->dirs[1].bytes.load();
   event->code = error;
-  if (event->type == Event::kPairEnd) event->listenerId = pair->connectingB ? static_cast<uint32_t>(kEndedBeforeConnect) : 0u;
+  if (event->type == Event::kPairEnd) event->listenerId = (pair->connectingB ? kEndedBeforeConnect : 0u) | (pair->reused ? kEndedReused : 0u);
   event->stockId = pair->stockId;
   if (pair->connectingB) event->prefix.swap(pair->header);
   Emit(event);
   graveyard_.push_back(pair);
+}
+
+// Both ENDs passed: the pair ends as a raw one whose FINs both passed (the client's or the
+// service's socket closes with a FIN), and its data connection is kept. The white's goes back
+// to its gray's pool (JavaScript hears of it as a verified connection with counter 0) if the
+// session is the same; the gray's waits for its stock's next start header (JavaScript hears the
+// pair's end flagged kEndedReused) if its stock is still open (the session goes on).
+// A data connection that cannot be kept is closed with a FIN: the other end has passed END both
+// ways too, and forgets it like an idle one that went away.
+void Engine::ReuseDataConn(Pair* pair) {
+  const int side = pair->framedSide;
+  const int fd = pair->fds[side];
+  Conn* conn = nullptr;
+  Listener* dataListener = nullptr;
+  if (pair->dataListenerId != 0) {
+    auto it = listeners_.find(pair->dataListenerId);
+    dataListener = it != listeners_.end() && it->second->pool ? it->second : nullptr;
+    bool sameSession = false;
+    if (dataListener) {
+      SharedPool& shared = *dataListener->pool->shared;
+      std::lock_guard<std::mutex> lock(shared.mutex);
+      sameSession = shared.epoch == pair->dataEpoch;
+    }
+    if (sameSession) {
+      conn = new Conn();
+      conn->listenerId = pair->dataListenerId;
+      conn->state = Conn::kHeld;
+      conn->watch = dataListener->watchAfter;
+      conn->epoch = pair->dataEpoch;
+      conn->remote = pair->dataRemote;
+      conn->framed = true;
+    }
+  } else {
+    auto it = stocks_.find(pair->dataStockId);
+    if (pair->dataStockId != 0 && it != stocks_.end()) {
+      conn = new Conn(it->second->dial);
+      conn->stockId = pair->dataStockId;
+      conn->state = Conn::kPrefix;
+    }
+  }
+  if (conn == nullptr) return Finish(pair, 0);
+  pair->fds[side] = -1;
+  pair->reused = true;
+  Finish(pair, 0);
+  conn->id = NextId();
+  conn->fd = fd;
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+  ev.data.ptr = conn;
+  if (epoll_ctl(epollFd_, EPOLL_CTL_MOD, fd, &ev) < 0) {
+    Abort(fd);
+    delete conn;
+    return;
+  }
+  conns_[conn->id] = conn;
+  connsHeld_.fetch_add(1, std::memory_order_relaxed);
+  if (dataListener) {
+    AnnounceAccepted(conn);
+    Pooled(dataListener, conn);
+  } else {
+    ReadPrefix(conn);  // the next start header may be in already, behind END
+  }
 }
 
 }  // namespace relay

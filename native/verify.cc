@@ -73,7 +73,7 @@ void Engine::UseShared(uint32_t listenerId) { PostForId(Command::kSession, liste
 
 // A new session starts a new window; without keys the pool refuses every preamble. Set here, on
 // the JavaScript thread, under the pool's mutex: every thread checks against it from now on.
-void Group::SetSession(uint32_t listenerId, uint32_t epoch, const std::string& keys) {
+void Group::SetSession(uint32_t listenerId, uint32_t epoch, const std::string& keys, bool reuse, uint32_t refillLevel) {
   std::shared_ptr<SharedPool> pool = Share(listenerId);
   EVP_MAC_CTX* mac = nullptr;
   if (keys.size() == kSessionIdBytes + kDataKeyBytes && epoch != 0) mac = KeyedMac(reinterpret_cast<const uint8_t*>(keys.data()) + kSessionIdBytes);
@@ -91,6 +91,8 @@ void Group::SetSession(uint32_t listenerId, uint32_t epoch, const std::string& k
       memcpy(pool->sessionId, keys.data(), kSessionIdBytes);
       pool->epoch = epoch;
     }
+    pool->reuse.store(reuse && pool->epoch != 0, std::memory_order_relaxed);
+    pool->refillLevel.store(refillLevel, std::memory_order_relaxed);
   }
   // Every thread's copy of the data port gets its part of the pool (made on its thread).
   for (uint32_t i = 0; i < Threads(); i++) At(i)->UseShared(listenerId);
@@ -133,6 +135,7 @@ int32_t Engine::Verify(Listener* listener, Conn* conn) {
     pool->seen.insert(counter);
   }
   conn->epoch = pool->epoch;
+  conn->framed = pool->reuse.load(std::memory_order_relaxed);
   conn->counter = counter;
   return 0;
 }
@@ -152,7 +155,7 @@ void Engine::CountJoin(Pair* pair, const Conn* conn) {
   }
   if (conn->epoch == 0) return;
   std::lock_guard<std::mutex> lock(pool->mutex);
-  if (conn->epoch == pool->epoch) pool->implicitCredits += 1;
+  if (conn->epoch == pool->epoch && !pair->noCredit) pool->implicitCredits += 1;
 }
 
 }  // namespace relay

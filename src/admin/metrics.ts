@@ -25,6 +25,7 @@ export function renderMetrics(snapshot: WhiteSnapshot, dataPlane: DataPlaneName 
   const sent = new Family('relay_client_sent_bytes_total', 'counter', 'Bytes received from the gray and sent to clients (closed connections, plus live ones at scrape time).');
   const wait = new Family('relay_client_wait_seconds', 'histogram', 'Time an admitted client waited for a pooled data connection, seconds (0 when one was idle).');
   const idleTimeouts = new Family('relay_client_idle_timeouts_total', 'counter', 'Client connections reset after idle_timeout_ms with no byte either way.');
+  const reused = new Family('relay_data_connections_reused_total', 'counter', "Data connections taken back into the gray's pool after a client, for the next one (when white and gray both run the engine).");
   const portsBound = new Family('relay_gray_ports_bound', 'gauge', "1 if both of the gray's ports are listening, 0 while the white retries binding them.");
   const bindFailures = new Family('relay_gray_bind_failures_total', 'counter', "Failed attempts to bind the gray's public_port and data_port.");
   const serviceActive = new Family('relay_service_clients_active', 'gauge', 'Client connections of one service currently forwarded to the gray.');
@@ -55,6 +56,7 @@ export function renderMetrics(snapshot: WhiteSnapshot, dataPlane: DataPlaneName 
     sent.add(g.bytesToClients, l);
     wait.addHistogram(g.clientWait, l);
     idleTimeouts.add(g.idleTimeouts, l);
+    reused.add(g.dataConnectionsReused, l);
   }
 
   const dataRej = new Family('relay_data_rejections_total', 'counter', 'Connections to the data ports refused before joining a pool, by reason (bad preamble, replay, no credit, wrong source, timeout).');
@@ -97,6 +99,7 @@ export function renderMetrics(snapshot: WhiteSnapshot, dataPlane: DataPlaneName 
     portsBound,
     bindFailures,
     idleTimeouts,
+    reused,
     serviceActive,
     serviceTotal,
     serviceRefused,

@@ -13,6 +13,7 @@ export interface GrayStats {
   pendingClients: number;
   clientsTotal: number;
   idleTimeouts: number; // pairs ended by the gray's idle_timeout_ms
+  dataConnectionsReused: number; // taken back into the pool after a client (framed sessions)
   bytesFromClients: number; // counted when a pair closes, plus live pairs at snapshot time
   bytesToClients: number;
   /** Clients on the public port refused or dropped before pairing, by reason code. */
@@ -82,6 +83,7 @@ export function newGrayStats(): GrayStats {
     pendingClients: 0,
     clientsTotal: 0,
     idleTimeouts: 0,
+    dataConnectionsReused: 0,
     bytesFromClients: 0,
     bytesToClients: 0,
     clientsRefused: {},

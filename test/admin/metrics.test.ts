@@ -25,7 +25,7 @@ function snapshot(): WhiteSnapshot {
     configPath: '/etc/relay/white.yaml',
     startedAt: 1_700_000_000_500,
     grays: [
-      gray('alpha', { connected: true, connectedSince: 1, remoteAddress: '10.0.0.7:5000', poolIdle: 7, poolTarget: 8, activeClients: 3, pendingClients: 1, clientsTotal: 1234, idleTimeouts: 6, bytesFromClients: 9_007_199_254_740_000, bytesToClients: 42, clientsRefused: { RELAY_ERR_GRAY_OFFLINE: 6, RELAY_ERR_TOO_MANY_CLIENTS: 2 }, clientWait: waited(0, 0, 0.3) }),
+      gray('alpha', { connected: true, connectedSince: 1, remoteAddress: '10.0.0.7:5000', poolIdle: 7, poolTarget: 8, activeClients: 3, pendingClients: 1, clientsTotal: 1234, idleTimeouts: 6, dataConnectionsReused: 5, bytesFromClients: 9_007_199_254_740_000, bytesToClients: 42, clientsRefused: { RELAY_ERR_GRAY_OFFLINE: 6, RELAY_ERR_TOO_MANY_CLIENTS: 2 }, clientWait: waited(0, 0, 0.3) }),
       gray('beta', {
         clientsRefused: { RELAY_ERR_CLIENT_WAIT_TIMEOUT: 1 },
         services: [
@@ -79,6 +79,7 @@ test('renders every documented metric, parseable strictly, with the snapshot val
     relay_client_sent_bytes_total: 'counter',
     relay_client_wait_seconds: 'histogram',
     relay_client_idle_timeouts_total: 'counter',
+    relay_data_connections_reused_total: 'counter',
     relay_service_clients_active: 'gauge',
     relay_service_clients_total: 'counter',
     relay_service_client_refusals_total: 'counter',
@@ -115,6 +116,7 @@ test('renders every documented metric, parseable strictly, with the snapshot val
     ['relay_client_received_bytes_total', 'bytesFromClients'],
     ['relay_client_sent_bytes_total', 'bytesToClients'],
     ['relay_client_idle_timeouts_total', 'idleTimeouts'],
+    ['relay_data_connections_reused_total', 'dataConnectionsReused'],
   ];
   for (const g of snapshot().grays) {
     assert.equal(value(fams, 'relay_gray_connected', { gray: g.id }), g.connected ? 1 : 0);

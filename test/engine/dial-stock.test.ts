@@ -104,12 +104,14 @@ function openStock(port: number, keys: StockKeys, service?: Endpoint, engine: En
   const held = new Queue<{ conn: number; header: Buffer }>();
   const forwarded = new Queue<{ pair: number; header: Buffer }>();
   const ends = new Queue<Ended>();
+  const reused = new Queue<void>();
   const handlers: StockHandlers = {
     onConnected: () => connected.push(),
     onFailed: (error) => failed.push(error),
     onClosed: () => closed.push(),
     onHeld: (conn, header) => held.push({ conn, header }),
     onForwarded: ({ pair, header }) => forwarded.push({ pair, header }),
+    onReused: () => reused.push(),
     onPairEnd: (pair, end, reachedService, header) => ends.push({ pair, end, reachedService, header }),
   };
   // A service table of one position (index 0) routing to service.
@@ -119,7 +121,7 @@ function openStock(port: number, keys: StockKeys, service?: Endpoint, engine: En
     engine.handle.setRoutes(routes, [[service.ip, service.port, service.keepAliveSec]]);
   }
   const stock = new DialStock(engine, { ip: '127.0.0.1', port, keepAliveSec: 0 }, keys, PREFIX, handlers, routes);
-  return { stock, connected, closed, failed, held, forwarded, ends };
+  return { stock, connected, closed, failed, held, forwarded, ends, reused };
 }
 
 const counterOf = (preamble: Buffer): number => parsePreamble(preamble).counter;

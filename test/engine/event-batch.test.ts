@@ -62,10 +62,10 @@ describe('decoding a batch of engine events', () => {
     const records = concat([
       record(EventType.accepted, 5, 2, 0, [40000, 9000], F.hasPrefix | F.hasAddresses | F.hasLocal, 2 ** 40 + 1, 3, 0, addresses([127, 0, 0, 2], [127, 0, 0, 1])),
       record(EventType.header, 6, 0, 0, [0, 40], F.inlinePrefix, 0, 7, 0, header),
-      record(EventType.pairEnd, 7, 0, 111, [0, 0], 0, 2 ** 40, 3),
+      record(EventType.pairEnd, 7, PairEndFlag.endedReused, 111, [0, 0], 0, 2 ** 40, 3),
       record(EventType.pairEnd, 0xfffffff0, PairEndFlag.endedBeforeConnect, 111, [0, 40], F.inlinePrefix, 0, 0, 0xfffffff1, header),
       record(EventType.gone, 8, 2, 2, [5000, 0], F.hasAddresses, 0, 0, 13, addresses([10, 0, 0, 3])),
-      record(EventType.joinedLent, 9, 3, 0, [40001, 0], F.hasAddresses | F.remoteIPv6, 10, 11, 0, addresses(v6(0, 0, 0, 0, 0, 0, 0, 1))),
+      record(EventType.joinedLent, 9, 3, 1, [40001, 0], F.hasAddresses | F.remoteIPv6, 10, 11, 0, addresses(v6(0, 0, 0, 0, 0, 0, 0, 1))),
       record(EventType.accepted, 12, 2, 0, [40002, 0], F.hasPrefix | F.hasAddresses, 0, 0, 0, addresses([10, 0, 0, 1])),
       record(EventType.accepted, 13, 2, 0, [1, 2], F.hasAddresses | F.hasLocal | F.remoteIPv6 | F.localIPv6, 0, 0, 0, addresses(v6(0, 0, 0, 0, 0, 0xffff, 0x0102, 0x0304), v6(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1))),
       record(EventType.poolPairEnd, 14, 3, 0, [3, 0], F.hasAddresses | F.remoteIPv6, 0, 0, 0, addresses(v6(0, 0, 0, 0, 0, 0, 0x0102, 0x0304))),
@@ -74,11 +74,11 @@ describe('decoding a batch of engine events', () => {
     const events = decodeBatch(records, side);
     const expected = [
       { type: 'accepted', conn: 5, listener: 2, prefix: preamble, remote: { ip: '127.0.0.2', port: 40000 }, local: { ip: '127.0.0.1', port: 9000 }, counter: 2 ** 40 + 1, session: 3 },
-      { type: 'header', conn: 6, header, pair: 7, stock: 0 },
-      { type: 'pairEnd', pair: 7, errno: 111, bytesFromA: 2 ** 40, bytesFromB: 3, endedBeforeConnect: false, stock: 0, header: null },
-      { type: 'pairEnd', pair: 0xfffffff0, errno: 111, bytesFromA: 0, bytesFromB: 0, endedBeforeConnect: true, stock: 0xfffffff1, header },
+      { type: 'header', conn: 6, header, pair: 7, stock: 0, credit: true },
+      { type: 'pairEnd', pair: 7, errno: 111, bytesFromA: 2 ** 40, bytesFromB: 3, endedBeforeConnect: false, stock: 0, header: null, reused: true },
+      { type: 'pairEnd', pair: 0xfffffff0, errno: 111, bytesFromA: 0, bytesFromB: 0, endedBeforeConnect: true, stock: 0xfffffff1, header, reused: false },
       { type: 'gone', conn: 8, listener: 2, reason: 'data', stock: 13, remote: { ip: '10.0.0.3', port: 5000 } },
-      { type: 'joinedLent', pair: 9, listener: 3, client: 10, lent: 11, remote: { ip: '::1', port: 40001 } },
+      { type: 'joinedLent', pair: 9, listener: 3, client: 10, lent: 11, remote: { ip: '::1', port: 40001 }, credit: false },
       { type: 'accepted', conn: 12, listener: 2, prefix: Buffer.alloc(0), remote: { ip: '10.0.0.1', port: 40002 }, local: null, counter: 0, session: 0 },
       // As inet_ntop wrote them: an IPv4-mapped address, and one with 96 zero bits ahead of an IPv4 one.
       { type: 'accepted', conn: 13, listener: 2, prefix: Buffer.alloc(0), remote: { ip: '::ffff:1.2.3.4', port: 1 }, local: { ip: '2001:db8::1', port: 2 }, counter: 0, session: 0 },
@@ -218,7 +218,7 @@ describe('an engine\'s event batches', { skip: noEngine() }, () => {
       const { pair, sockets } = await pairOf(r, listener, port);
       for (const c of sockets) c.end();
       const end = await until(r, endOf(pair));
-      assert.deepEqual(end, { type: 'pairEnd', pair, errno: 0, bytesFromA: 0, bytesFromB: 0, endedBeforeConnect: false, stock: 0, header: null });
+      assert.deepEqual(end, { type: 'pairEnd', pair, errno: 0, bytesFromA: 0, bytesFromB: 0, endedBeforeConnect: false, stock: 0, header: null, reused: false });
       r.engine.closeListener(listener);
     });
 

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { PoolDialer, STOCK_LEAD, STOCK_TOP_UP } from '../../src/engine/gray/pool-dialer.js';
 import type { PoolLink, PoolStock, StockEvents } from '../../src/engine/gray/pool-link.js';
-import { encodeStartHeader, type StartHeaderFields } from '../../src/engine/protocol/start-header.js';
+import { START_HEADER_CREDIT, START_HEADER_VERSION_FRAMED, encodeStartHeader, type StartHeaderFields } from '../../src/engine/protocol/start-header.js';
 import { silentLogger } from '../../src/log.js';
 import { grayConfigFor } from '../helpers/tunnel.js';
 
@@ -102,16 +102,16 @@ describe('the pool dialer with an engine\'s stock', () => {
     const { dialer, seen } = dialerWith(stock);
     dialer.grant(4);
     const adds = stock.adds;
-    for (let i = 0; i < STOCK_TOP_UP - 1; i++) stock.events.forwarded({ pair: 100 + i, header: HEADER });
+    for (let i = 0; i < STOCK_TOP_UP - 1; i++) stock.events.forwarded({ pair: 100 + i, header: HEADER, credit: true });
     assert.equal(stock.adds, adds, 'topped up before STOCK_TOP_UP headers');
-    stock.events.activated(link(), HEADER);
+    stock.events.activated(link(), HEADER, true);
     assert.equal(stock.adds, adds + 1);
     assert.equal(seen.forwarded.length + seen.activated.length, STOCK_TOP_UP);
     // The engine spent the headers' credits itself: none are handed over for them.
     assert.equal(stock.credits, 4);
     assert.deepEqual(stock.counters, Array.from({ length: 4 + STOCK_TOP_UP + STOCK_LEAD }, (_, i) => i + 1));
     // A malformed header is still a credit the white counted (and the engine used).
-    stock.events.activated(link(), Buffer.alloc(40));
+    stock.events.activated(link(), Buffer.alloc(40), true);
     assert.equal(seen.activated.length, 1);
     assert.ok(dialer.countersGiven <= 4 + STOCK_TOP_UP + 1 + STOCK_LEAD);
     dialer.stop();
@@ -130,15 +130,15 @@ describe('the pool dialer with an engine\'s stock', () => {
     assert.equal(dialer.idleCount, 4);
     // Forwarded by the engine: handed on as it came, not decoded.
     const opaque = Buffer.alloc(40, 7);
-    stock.events.forwarded({ pair: 17, header: opaque });
+    stock.events.forwarded({ pair: 17, header: opaque, credit: true });
     assert.deepEqual(seen.forwarded, [[17, opaque]]);
     assert.equal(dialer.idleCount, 3);
     // Held for JavaScript: decoded and forwarded; a header the decoder refuses closes its link.
-    stock.events.activated(link(), HEADER);
+    stock.events.activated(link(), HEADER, true);
     assert.equal(seen.activated.length, 1);
     assert.equal(seen.activated[0]!.srcPort, 40000);
     const bad = link();
-    stock.events.activated(bad, Buffer.alloc(40));
+    stock.events.activated(bad, Buffer.alloc(40), true);
     assert.ok(bad.destroyed);
     assert.equal(seen.activated.length, 1);
     assert.equal(dialer.idleCount, 1);
@@ -148,6 +148,42 @@ describe('the pool dialer with an engine\'s stock', () => {
     // The engine spent the headers' credits itself: none are handed over for them.
     assert.equal(stock.credits, 4);
     dialer.stop();
+  });
+
+  it('counts a framed header without credit as no successor, and a reused connection as idle again', () => {
+    const stock = new RecordingStock();
+    const { dialer, seen } = dialerWith(stock);
+    dialer.grant(4);
+    for (let i = 0; i < 4; i++) stock.events.connected();
+    const given = dialer.countersGiven;
+    // Headers without credit use no counter: the stock is never topped up for them.
+    for (let i = 0; i < 2 * STOCK_TOP_UP; i++) {
+      stock.events.forwarded({ pair: 200 + i, header: HEADER, credit: false });
+      assert.equal(dialer.idleCount, 3);
+      stock.events.reused();
+      assert.equal(dialer.idleCount, 4);
+    }
+    assert.equal(dialer.countersGiven, given);
+    assert.equal(seen.forwarded.length, 2 * STOCK_TOP_UP);
+    // A framed header held for JavaScript decodes (credit flag set); without the flag too.
+    const framed = Buffer.from(HEADER);
+    framed[0] = START_HEADER_VERSION_FRAMED;
+    framed[7] = START_HEADER_CREDIT;
+    stock.events.activated(link(), framed, true);
+    framed[7] = 0;
+    stock.events.activated(link(), framed, false);
+    assert.equal(seen.activated.length, 2);
+    // Any other flag is refused, as is a framed header on a JS-plane link (no stock: see the
+    // start-header test).
+    framed[7] = 2;
+    const bad = link();
+    stock.events.activated(bad, framed, false);
+    assert.ok(bad.destroyed);
+    dialer.stop();
+    // After the session, a reused connection is not counted.
+    const stopped = dialer.idleCount;
+    stock.events.reused();
+    assert.equal(dialer.idleCount, stopped);
   });
 
   it('releases a stock a failed dial held only after the backoff, once per backoff', async () => {

@@ -223,7 +223,7 @@ describe('control port authentication', () => {
       const socket = await rawTlsConnect(white.controlPort);
       const reader = messageReader(socket);
       socket.write(encodePreface());
-      socket.write(encodeMessage({ type: MessageType.HELLO, id, pool: 1, agent: 'forger' }));
+      socket.write(encodeMessage({ type: MessageType.HELLO, id, pool: 1, reuse: 0, agent: 'forger' }));
       const proof = await reader.next();
       assert.equal(proof?.type, MessageType.WHITE_PROOF);
       socket.write(encodeMessage({ type: MessageType.GRAY_PROOF, proof: randomBytes(32).toString('base64url') }));

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { EngineConstant, EventRecordFlag, EventType, FilterMode, GoneCode, PairEndFlag, RefusalCode, WatchCode } from '../../src/engine/substrate/codes.js';
 import { STOCK_LEAD } from '../../src/engine/gray/pool-dialer.js';
-import { START_HEADER_BYTES, START_HEADER_VERSION } from '../../src/engine/protocol/start-header.js';
+import { START_HEADER_BYTES, START_HEADER_VERSION, START_HEADER_VERSION_FRAMED, START_HEADER_CREDIT } from '../../src/engine/protocol/start-header.js';
 
 /** From dist/test/engine/ to the package root. */
 const header = readFileSync(new URL('../../../native/engine.h', import.meta.url), 'utf8').replace(/\/\/[^\n]*/g, '');
@@ -54,6 +54,12 @@ describe('the codes JavaScript and the engine share', () => {
     assert.equal(EngineConstant.startHeaderBytes, START_HEADER_BYTES);
     assert.equal(cppConstant('kStartHeaderVersion'), EngineConstant.startHeaderVersion);
     assert.equal(EngineConstant.startHeaderVersion, START_HEADER_VERSION);
+    assert.equal(cppConstant('kStartHeaderVersionFramed'), EngineConstant.startHeaderVersionFramed);
+    assert.equal(EngineConstant.startHeaderVersionFramed, START_HEADER_VERSION_FRAMED);
+    assert.equal(cppConstant('kStartHeaderFlagsOffset'), EngineConstant.startHeaderFlagsOffset);
+    assert.equal(cppConstant('kStartHeaderCredit'), EngineConstant.startHeaderCredit);
+    assert.equal(EngineConstant.startHeaderCredit, START_HEADER_CREDIT);
+    assert.equal(cppConstant('kFrameLengthBytes'), EngineConstant.frameLengthBytes);
   });
 
   it('the engine wakes JavaScript for its stock at the low-water mark JavaScript leads by twice', () => {

@@ -74,7 +74,7 @@ const hostileStream = fc.oneof(
 const printable = (max: number): fc.Arbitrary<string> => fc.stringMatching(new RegExp(`^[ -~]{0,${max}}$`));
 const b64 = (n: number): fc.Arbitrary<string> => fc.uint8Array({ minLength: n, maxLength: n }).map((a) => Buffer.from(a).toString('base64url'));
 const validMessage: fc.Arbitrary<Message> = fc.oneof(
-  fc.record({ type: fc.constant(MessageType.HELLO), id: fc.stringMatching(/^[A-Za-z0-9._-]{1,64}$/), pool: fc.integer({ min: 1, max: 1024 }), agent: printable(64) }),
+  fc.record({ type: fc.constant(MessageType.HELLO), id: fc.stringMatching(/^[A-Za-z0-9._-]{1,64}$/), pool: fc.integer({ min: 1, max: 1024 }), reuse: fc.integer({ min: 0, max: 1 }), agent: printable(64) }),
   fc.record({ type: fc.constant(MessageType.WHITE_PROOF), proof: b64(32) }),
   fc.record({ type: fc.constant(MessageType.GRAY_PROOF), proof: b64(32) }),
   fc.record({

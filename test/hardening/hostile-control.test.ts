@@ -160,7 +160,7 @@ interface FrameCase {
   readonly slow?: boolean;
 }
 
-const hello = (id = LEGIT): Buffer => encodeMessage({ type: MessageType.HELLO, id, pool: 1, agent: 'stranger' });
+const hello = (id = LEGIT): Buffer => encodeMessage({ type: MessageType.HELLO, id, pool: 1, reuse: 0, agent: 'stranger' });
 const json = (type: number, text: string): Buffer => frameBytes(type, text);
 
 const FRAME_CASES: FrameCase[] = [
@@ -176,9 +176,9 @@ const FRAME_CASES: FrameCase[] = [
     bye: ErrorCodes.MESSAGE_INVALID,
   },
   { name: 'deep nesting', bytes: () => json(MessageType.HELLO, `{"id":${'['.repeat(500)}${']'.repeat(500)},"pool":1}`), bye: ErrorCodes.MESSAGE_INVALID },
-  { name: 'a __proto__ key', bytes: () => json(MessageType.HELLO, '{"__proto__":{"polluted":"yes"},"id":"legit","pool":1,"agent":"x"}'), bye: ErrorCodes.MESSAGE_INVALID },
-  { name: 'constructor.prototype', bytes: () => json(MessageType.HELLO, '{"constructor":{"prototype":{"polluted":"yes"}},"id":"legit","pool":1,"agent":"x"}'), bye: ErrorCodes.MESSAGE_INVALID },
-  { name: 'a duplicate key', bytes: () => json(MessageType.HELLO, '{"id":"legit","id":"raw","pool":1,"agent":"x"}'), bye: ErrorCodes.MESSAGE_INVALID },
+  { name: 'a __proto__ key', bytes: () => json(MessageType.HELLO, '{"__proto__":{"polluted":"yes"},"id":"legit","pool":1,"reuse":0,"agent":"x"}'), bye: ErrorCodes.MESSAGE_INVALID },
+  { name: 'constructor.prototype', bytes: () => json(MessageType.HELLO, '{"constructor":{"prototype":{"polluted":"yes"}},"id":"legit","pool":1,"reuse":0,"agent":"x"}'), bye: ErrorCodes.MESSAGE_INVALID },
+  { name: 'a duplicate key', bytes: () => json(MessageType.HELLO, '{"id":"legit","id":"raw","pool":1,"reuse":0,"agent":"x"}'), bye: ErrorCodes.MESSAGE_INVALID },
   { name: 'an unknown type (99)', bytes: () => json(99, '{}'), bye: ErrorCodes.MESSAGE_INVALID },
   { name: 'type 0', bytes: () => json(0, '{}'), bye: ErrorCodes.MESSAGE_INVALID },
   { name: 'non-zero flags', bytes: () => Buffer.concat([Buffer.from([0, 0, 0, 2, MessageType.HELLO, 0x80]), Buffer.from('{}')]), bye: ErrorCodes.FRAME_MALFORMED },
@@ -230,7 +230,7 @@ describe('control frames after TLS, before authentication', () => {
     await underAttack(async () => {
       const probe = await ControlProbe.open(white.controlPort, freshIp());
       probe.preface();
-      probe.send(json(MessageType.HELLO, JSON.stringify({ id: LEGIT, pool: 1, agent: 'padded' }).padEnd(1024, ' ')));
+      probe.send(json(MessageType.HELLO, JSON.stringify({ id: LEGIT, pool: 1, reuse: 0, agent: 'padded' }).padEnd(1024, ' ')));
       await probe.next((m) => m.type === MessageType.WHITE_PROOF);
       probe.destroy();
     });

@@ -148,7 +148,7 @@ describe('limits: control port before authentication', () => {
     const probe = await ControlProbe.open(t.white.controlPort, '127.0.0.3');
     const started = Date.now();
     probe.preface();
-    probe.send({ type: MessageType.HELLO, id: RAW, pool: 1, agent: 'silent' });
+    probe.send({ type: MessageType.HELLO, id: RAW, pool: 1, reuse: 0, agent: 'silent' });
     await probe.next((m) => m.type === MessageType.WHITE_PROOF);
     assert.equal(await probe.byeCode(), ErrorCodes.AUTH_TIMEOUT);
     atLeast(probe.closedAt! - started, 400, 'closed');
@@ -156,7 +156,7 @@ describe('limits: control port before authentication', () => {
   });
 
   it('frameMaxBytesBeforeAuth: a frame of exactly the limit is read; one byte more is refused at its header', async () => {
-    const hello = JSON.stringify({ id: RAW, pool: 1, agent: 'padded' });
+    const hello = JSON.stringify({ id: RAW, pool: 1, reuse: 0, agent: 'padded' });
     const exact = await ControlProbe.open(t.white.controlPort, '127.0.0.4');
     exact.preface();
     exact.send(frameBytes(MessageType.HELLO, hello.padEnd(1024, ' ')));
@@ -310,7 +310,7 @@ describe('limits: admission before TLS', () => {
       const hello = async (id: string): Promise<ControlProbe | null> => {
         const probe = await ControlProbe.open(t.white.controlPort, ip);
         probe.preface();
-        probe.send({ type: MessageType.HELLO, id, pool: 1, agent: 'guess' });
+        probe.send({ type: MessageType.HELLO, id, pool: 1, reuse: 0, agent: 'guess' });
         const answer = await probe.next((m) => m.type === MessageType.WHITE_PROOF || m.type === MessageType.BYE);
         if (answer.type === MessageType.WHITE_PROOF) return probe;
         assert.equal(await probe.byeCode(), ErrorCodes.AUTH_FAILED);

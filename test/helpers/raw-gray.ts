@@ -64,12 +64,12 @@ export function messageReader(socket: tls.TLSSocket, maxPayloadBytes = 64 * 1024
 }
 
 /** services: the table the raw gray announces (SERVICES); by default the white's names, in its
- *  order; null: none yet (the test sends it). */
-export async function rawLogin(controlPort: number, id: string, secret: Buffer, pool = 2, services?: string | null): Promise<RawSession> {
+ *  order; null: none yet (the test sends it). reuse: HELLO offers framed data connections. */
+export async function rawLogin(controlPort: number, id: string, secret: Buffer, pool = 2, services?: string | null, reuse = 0): Promise<RawSession> {
   const socket = await rawTlsConnect(controlPort);
   const reader = messageReader(socket);
   socket.write(encodePreface());
-  socket.write(encodeMessage({ type: MessageType.HELLO, id, pool, agent: 'raw-test' }));
+  socket.write(encodeMessage({ type: MessageType.HELLO, id, pool, reuse, agent: 'raw-test' }));
   const whiteProof = await reader.next();
   if (!whiteProof || whiteProof.type !== MessageType.WHITE_PROOF) throw new Error(`expected WHITE_PROOF, got ${JSON.stringify(whiteProof)}`);
   const keys = deriveSessionKeys(secret, tlsSessionBinding(socket), id);

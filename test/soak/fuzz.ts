@@ -109,7 +109,7 @@ class Gen {
     };
     switch (1 + this.int(8)) {
       case MessageType.HELLO:
-        return { type: MessageType.HELLO, id: this.pick(['g', 'office-nas', 'a.b_c-d', 'x'.repeat(64)]), pool: 1 + this.int(1024), agent: text(64) };
+        return { type: MessageType.HELLO, id: this.pick(['g', 'office-nas', 'a.b_c-d', 'x'.repeat(64)]), pool: 1 + this.int(1024), reuse: this.int(2), agent: text(64) };
       case MessageType.WHITE_PROOF:
         return { type: MessageType.WHITE_PROOF, proof: b64(32) };
       case MessageType.GRAY_PROOF:
@@ -128,7 +128,7 @@ class Gen {
   }
   /** JSON-ish text: objects with real and hostile keys, odd values, nesting, broken syntax. */
   jsonish(depth = 0): string {
-    const keys = ['id', 'pool', 'agent', 'proof', 'session', 'data_port', 'heartbeat_ms', 'credits', 'up_to', 't', 'code', 'reason', '__proto__', 'constructor', 'prototype', '', 'id'];
+    const keys = ['id', 'pool', 'reuse', 'agent', 'proof', 'session', 'data_port', 'heartbeat_ms', 'credits', 'up_to', 't', 'code', 'reason', '__proto__', 'constructor', 'prototype', '', 'id'];
     const scalar = (): string =>
       this.pick(['0', '-1', '1e308', '1.5', '9007199254740993', '-0', 'true', 'null', '"x"', '"\\u0000"', '"\\ud800"', '"\\u2028"', '"é"', `"${'A'.repeat(this.int(100))}"`, '"abc', '[]', '{}', String(this.int(70_000))]);
     if (depth > 3 || this.rand() < 0.3) return scalar();

@@ -396,7 +396,7 @@ export interface RawLogin {
 export async function loginRaw(port: number, id: string, secret: Buffer, pool: number, localAddress?: string): Promise<RawLogin> {
   const probe = await ControlProbe.open(port, localAddress);
   probe.preface();
-  probe.send({ type: MessageType.HELLO, id, pool, agent: 'hardening-test' });
+  probe.send({ type: MessageType.HELLO, id, pool, reuse: 0, agent: 'hardening-test' });
   const proof = await probe.next((m) => m.type === MessageType.WHITE_PROOF);
   const keys = deriveSessionKeys(secret, tlsSessionBinding(probe.socket), id);
   if (proof.type !== MessageType.WHITE_PROOF || !proofsEqual(keys.whiteProof, decodeProof(proof.proof))) throw new Error('white proof invalid');

@@ -316,7 +316,8 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
       channel.close(new RelayError(ErrorCodes.MESSAGE_UNEXPECTED, `message type ${message.type} not expected in state ${state}`));
     };
     channel.on('message', onMessage);
-    channel.send({ type: MessageType.HELLO, id, pool: this.config.pool, agent: AGENT });
+    // Only the engine decodes framed data connections (native/engine.h, Framing).
+    channel.send({ type: MessageType.HELLO, id, pool: this.config.pool, reuse: this.dataPlane.engine && addresses ? 1 : 0, agent: AGENT });
   }
 
   /** How this session's data connections are opened: by the engine at the addresses resolved
@@ -365,7 +366,7 @@ export class GrayAgent extends EventEmitter<GrayAgentEvents> {
       onForwarded: (forwarded) => {
         this.enginePairs.add(forwarded.pair);
         if (!this.logger.isLevelEnabled('debug')) return;
-        const client = decodeStartHeader(forwarded.header);
+        const client = decodeStartHeader(forwarded.header, true);
         this.logger.debug({ client: formatHostPort({ host: client.srcAddress, port: client.srcPort }), service: this.table?.at(client.service)?.name }, 'forwarding');
       },
       onForwardEnded: (pair, end) => {

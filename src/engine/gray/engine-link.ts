@@ -34,8 +34,9 @@ export function engineStock(engine: Engine, ctx: LinkContext, dataIp: string, ro
       onConnected: () => events.connected(),
       onFailed: (error) => events.failed(error),
       onClosed: () => events.closed(),
-      onHeld: (conn, header) => events.activated(new EngineLink(ctx, DialedConn.held(engine, conn, () => {})), header),
+      onHeld: (conn, header, credit) => events.activated(new EngineLink(ctx, DialedConn.held(engine, conn, () => {}), () => events.reused()), header, credit),
       onForwarded: (forwarded) => events.forwarded(forwarded),
+      onReused: () => events.reused(),
       onPairEnd: (pair, end, reachedService, header) => {
         if (!reachedService && end.error) {
           const client = clientOf(header);
@@ -70,7 +71,7 @@ function serviceFailed(ctx: LinkContext, to: Endpoint | null, client: ClientAddr
  *  the decoder still refuses is logged without its client). */
 function clientOf(header: Buffer | null): StartHeaderFields | null {
   try {
-    return header ? decodeStartHeader(header) : null;
+    return header ? decodeStartHeader(header, true) : null;
   } catch {
     return null;
   }
@@ -80,6 +81,8 @@ class EngineLink implements PoolLink {
   constructor(
     private readonly ctx: LinkContext,
     private readonly conn: DialedConn,
+    /** The forward ended and its framed connection waits for the next start header. */
+    private readonly onReused: () => void,
   ) {}
 
   forward(client: ClientAddressInfo, service: GrayService, onClosed: (result: PairEnd | null) => void): Forward {
@@ -88,7 +91,8 @@ class EngineLink implements PoolLink {
     const to = targetOf(this.ctx, service);
     // Forwarded by the engine already (its route): no head can go to the service any more.
     const head = this.conn.forwardedByEngine ? undefined : proxyHeaderFor(service.proxyProtocol, client);
-    const pair = this.conn.forward(to, head, (result, reachedService) => {
+    const pair = this.conn.forward(to, head, (result, reachedService, reused) => {
+      if (reused) this.onReused();
       // A pair ended by destroy() (a drain) has no error: only a failed connect is reported.
       if (!reachedService && result.error) serviceFailed(this.ctx, to, client, result.error);
       onClosed(result);

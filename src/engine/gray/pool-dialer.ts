@@ -77,15 +77,18 @@ export class PoolDialer {
             this.connectedOne();
           },
           closed: () => void (this.stockIdle -= 1),
-          activated: (link, header) => {
+          activated: (link, header, credit) => {
             this.stockIdle -= 1;
-            this.headerRead();
+            if (credit) this.headerRead();
             this.activate(link, header);
           },
           forwarded: (forwarded) => {
             this.stockIdle -= 1;
-            this.headerRead();
+            if (forwarded.credit) this.headerRead();
             this.o.onForwarded(forwarded);
+          },
+          reused: () => {
+            if (!this.stopped) this.stockIdle += 1;
           },
           failed: (err) => this.scheduleRetry(err),
           // Also after stop(): forwards outlive their session.
@@ -198,7 +201,7 @@ export class PoolDialer {
   private activate(link: PoolLink, header: Buffer): void {
     let client: StartHeaderFields;
     try {
-      client = decodeStartHeader(header);
+      client = decodeStartHeader(header, this.stock !== null);
     } catch (err) {
       this.o.logger.warn({ detail: (err as Error).message }, 'invalid start header from white');
       return link.destroy();

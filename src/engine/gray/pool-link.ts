@@ -50,11 +50,16 @@ export interface StockEvents {
   connected(): void;
   /** An idle link went away: the white recycled it, or the path broke. */
   closed(): void;
-  /** A link read its start header (exactly START_HEADER_BYTES) and is held: forward it now. */
-  activated(link: PoolLink, header: Buffer): void;
+  /** A link read its start header (exactly START_HEADER_BYTES) and is held: forward it now.
+   *  credit: the header is worth a successor, which the engine has dialed (a framed header may
+   *  not be: native/engine.h, Framing). */
+  activated(link: PoolLink, header: Buffer, credit: boolean): void;
   /** A link read its start header and the engine forwarded it into pair by itself (a well-formed
    *  header, see native/dial.cc); pairEnded reports that pair's end. */
   forwarded(forwarded: Forwarded): void;
+  /** A pair the engine forwarded ended cleanly and its framed link waits idle again for the
+   *  next start header (reported before pairEnded). */
+  reused(): void;
   /** A dial failed before anything was sent; the stock holds until release(). */
   failed(error: Error): void;
   /** A pair the engine forwarded ended (a failed connect to the service is already logged). */

@@ -23,11 +23,14 @@ export const MessageType = {
 
 export type MessageTypeCode = (typeof MessageType)[keyof typeof MessageType];
 
-/** gray → white, first message: who I am and the idle pool I intend to keep. */
+/** gray → white, first message: who I am, the idle pool I intend to keep, and whether my data
+ *  connections can carry one client after another (reuse 1: framed after the start header, see
+ *  start-header.ts; the white decides by the header it writes). */
 export interface HelloMessage {
   type: typeof MessageType.HELLO;
   id: string;
   pool: number;
+  reuse: number;
   agent: string;
 }
 /** white → gray: the white's proof of the gray's secret (sent first, so a fake white learns nothing). */
@@ -130,6 +133,7 @@ const SPECS: ReadonlyMap<number, MessageSpec> = new Map<number, MessageSpec>([
     spec('HELLO', [
       { wire: 'id', prop: 'id', check: grayId },
       { wire: 'pool', prop: 'pool', check: integerIn(MESSAGE_LIMITS.poolMin, MESSAGE_LIMITS.poolMax) },
+      { wire: 'reuse', prop: 'reuse', check: integerIn(0, 1) },
       { wire: 'agent', prop: 'agent', check: text(MESSAGE_LIMITS.agentMaxBytes) },
     ]),
   ],

@@ -10,6 +10,11 @@
 // src/engine/gray/service-table.ts), so the gray never meets an index it did not give out.
 //
 // Both addresses share one family, like in PROXY v1/v2, so mixed pairs are mapped to IPv6.
+//
+// Version 3 is the same header on a framed data connection, which carries one client after
+// another (native/engine.h, Framing; only engines write and read it, after the gray's HELLO
+// offered reuse): the client's bytes follow as frames, and the reserved byte is flags, of which
+// one is defined: START_HEADER_CREDIT, the join is worth a successor connection.
 
 import { ErrorCodes, RelayError } from '../../errors.js';
 import { SERVICE_SLOTS_MAX } from './constants.js';
@@ -17,6 +22,8 @@ import { formatIPv4, formatIPv6, isIPv4Mapped, parseIPv4, parseIPv6 } from './ip
 
 export const START_HEADER_BYTES = 40;
 export const START_HEADER_VERSION = 2;
+export const START_HEADER_VERSION_FRAMED = 3;
+export const START_HEADER_CREDIT = 1;
 /** service is one byte. */
 export const START_HEADER_SERVICES_MAX = SERVICE_SLOTS_MAX;
 const ADDRESS_FIELD_BYTES = 16;
@@ -84,15 +91,17 @@ export function encodeStartHeader(info: ClientAddressInfo, service: number): Buf
   return header;
 }
 
-export function decodeStartHeader(buf: Buffer): StartHeaderFields {
+/** framed: a version 3 header is allowed (an engine forwards its connection). */
+export function decodeStartHeader(buf: Buffer, framed = false): StartHeaderFields {
   if (buf.length !== START_HEADER_BYTES) {
     throw startHeaderError(`start header is ${buf.length} bytes, expected exactly ${START_HEADER_BYTES}`, {
       length: buf.length,
     });
   }
   const version = buf[0]!;
-  if (version !== START_HEADER_VERSION) {
-    throw startHeaderError(`start header version ${version} is not supported, expected ${START_HEADER_VERSION}`, {
+  const isFramed = framed && version === START_HEADER_VERSION_FRAMED;
+  if (version !== START_HEADER_VERSION && !isFramed) {
+    throw startHeaderError(`start header version ${version} is not supported, expected ${framed ? `${START_HEADER_VERSION} or ${START_HEADER_VERSION_FRAMED}` : START_HEADER_VERSION}`, {
       version,
     });
   }
@@ -101,8 +110,8 @@ export function decodeStartHeader(buf: Buffer): StartHeaderFields {
     throw startHeaderError(`start header address family ${family} is not 4 or 6`, { family });
   }
   const reserved = buf[7]!;
-  if (reserved !== 0) {
-    throw startHeaderError(`start header reserved byte is 0x${reserved.toString(16).padStart(2, '0')}, must be 0`);
+  if (isFramed ? (reserved & ~START_HEADER_CREDIT) !== 0 : reserved !== 0) {
+    throw startHeaderError(`start header ${isFramed ? 'flags byte' : 'reserved byte'} is 0x${reserved.toString(16).padStart(2, '0')}, must be ${isFramed ? '0 or 1' : '0'}`);
   }
   const src = buf.subarray(SRC_ADDR_OFFSET, SRC_ADDR_OFFSET + ADDRESS_FIELD_BYTES);
   const dst = buf.subarray(DST_ADDR_OFFSET, DST_ADDR_OFFSET + ADDRESS_FIELD_BYTES);

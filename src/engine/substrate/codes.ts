@@ -7,7 +7,7 @@
 export const EventType = { pairEnd: 0, accepted: 1, refused: 2, gone: 3, listenerError: 4, dialed: 5, header: 6, joinedLent: 7, poolPairEnd: 8 } as const;
 
 /** PairEndFlags: carried by a pair's end. */
-export const PairEndFlag = { endedBeforeConnect: 1, endedIdle: 2 } as const;
+export const PairEndFlag = { endedBeforeConnect: 1, endedIdle: 2, endedReused: 4 } as const;
 
 /** Filter: who a listener lets in before a byte is read. */
 export const FilterMode = { anyone: 0, nobody: 1, only: 2 } as const;
@@ -39,10 +39,11 @@ export const RefusalCode = {
 /** GoneReason: why a held connection went away. */
 export const GoneCode = { closed: 1, data: 2 } as const;
 
-/** Constants the engine shares with the protocol (kStartHeaderBytes, kStartHeaderVersion), the
+/** Constants the engine shares with the protocol (kStartHeaderBytes, kStartHeaderVersion and the
+ *  framed header's, its credit flag and where it is, a frame's length bytes), the
  *  event batch's record size (kEventRecordBytes) and the gray's stock (kStockLowWater: with
  *  this few counters left the engine wakes JavaScript at once to top it up). */
-export const EngineConstant = { startHeaderBytes: 40, startHeaderVersion: 2, eventRecordBytes: 112, eventRecordInline: 72, eventRecordInlineBytes: 40, stockLowWater: 16 } as const;
+export const EngineConstant = { startHeaderBytes: 40, startHeaderVersion: 2, startHeaderVersionFramed: 3, startHeaderFlagsOffset: 7, startHeaderCredit: 1, frameLengthBytes: 4, eventRecordBytes: 112, eventRecordInline: 72, eventRecordInlineBytes: 40, stockLowWater: 16 } as const;
 
 /** EventRecordFlags: what an event record carries inline (addresses, or a short prefix), and
  *  whether a longer prefix follows in the batch's side array. */

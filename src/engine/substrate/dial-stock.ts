@@ -23,9 +23,12 @@ export interface StockHandlers {
   /** A connection read its start header, and the engine holds it for JavaScript to forward (no
    *  route for its service, or a header the engine does not forward): conn is the engine's
    *  held connection (DialedConn.held takes charge of it). */
-  onHeld(conn: number, header: Buffer): void;
+  onHeld(conn: number, header: Buffer, credit: boolean): void;
   /** A connection read its start header and the engine forwarded it by itself. */
   onForwarded(forwarded: Forwarded): void;
+  /** A pair the engine forwarded ended with END both ways, and its connection waits idle again
+   *  for the next start header (native/engine.h, Framing); its onPairEnd follows. */
+  onReused(): void;
   /** A pair the engine forwarded from one of the stock's connections ended. header: the start
    *  header, if it never reached the service. */
   onPairEnd(pair: number, end: PairEnd, reachedService: boolean, header: Buffer | null): void;
@@ -36,6 +39,8 @@ export interface StockHandlers {
 export interface Forwarded {
   readonly pair: number;
   readonly header: Buffer;
+  /** The header is worth a successor (the engine dialed it). */
+  readonly credit: boolean;
 }
 
 /** A session's keys as the engine signs with them: its session id (16 bytes), its data key (32). */
@@ -106,12 +111,13 @@ export class DialStock implements StockOwner {
       return this.engine.handle.closeConn(event.conn);
     }
     if (event.pair !== 0) return this.handlers.onForwarded(event);
-    this.handlers.onHeld(event.conn, event.header);
+    this.handlers.onHeld(event.conn, event.header, event.credit);
   }
 
   stockPairEnded(event: EngineEventOf<'pairEnd'>): void {
     this.livePairs -= 1;
     if (this.closed && this.livePairs === 0) this.engine.removeStock(this.id);
+    if (event.reused && !this.closed) this.handlers.onReused();
     this.handlers.onPairEnd(event.pair, pairEndOf(event), !event.endedBeforeConnect, event.header);
   }
 }

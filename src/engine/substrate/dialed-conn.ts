@@ -33,7 +33,8 @@ export interface Endpoint {
 }
 
 /** reachedService is false when the pair ended before the service answered. */
-export type OnForwardEnd = (end: PairEnd, reachedService: boolean) => void;
+/** reused: the data connection waits for its stock's next start header (native/engine.h, Framing). */
+export type OnForwardEnd = (end: PairEnd, reachedService: boolean, reused: boolean) => void;
 
 export class DialedConn implements ConnOwner {
   private state: 'dialing' | 'idle' | 'held' | 'forwarded' | 'joined' | 'closed';
@@ -82,7 +83,7 @@ export class DialedConn implements ConnOwner {
   /** Joins the held connection (side a) with a new connection to the service (side b). When the
    *  engine already did, this takes charge of that pair; it has no head to send. */
   forward(service: Endpoint, headToService: Buffer | undefined, onEnd: OnForwardEnd): Pair {
-    const onPairEnd = (end: PairEnd, endedBeforeConnect: boolean): void => onEnd(end, !endedBeforeConnect);
+    const onPairEnd = (end: PairEnd, endedBeforeConnect: boolean, reused: boolean): void => onEnd(end, !endedBeforeConnect, reused);
     if (this.state === 'forwarded') {
       if (headToService && headToService.length > 0) throw new Error(`connection ${this.id} was forwarded by the engine: no head can go to the service now`);
       this.state = 'joined';

@@ -34,7 +34,7 @@ export interface EngineHandle {
   activeLimit(dataListenerId: number, limit: number): void;
   /** A gray's data port checks preambles against this session from now on (keys: its session id
    *  then its data key; null: no session, every preamble refused). See native/verify.cc. */
-  session(listenerId: number, epoch: number, keys: Buffer | null): void;
+  session(listenerId: number, epoch: number, keys: Buffer | null, refillLevel: number | null): void;
   /** The session's explicit credit limit (WELCOME's credits, then GRANT's up_to). */
   credits(listenerId: number, epoch: number, explicitUpTo: number): void;
   /** A session's stock the engine dials from by itself, signing each counter's preamble with
@@ -307,12 +307,14 @@ export class Engine {
 }
 
 /** A pair running on an engine. Its end goes to the handler given with onEnd, with whether it
- *  ended before its side B (a service) answered; an end that comes first waits for it (a pair
- *  the engine joined by itself is reported before anyone takes charge of it). */
+ *  ended before its side B (a service) answered and whether its framed data connection was kept
+ *  (native/engine.h, Framing); an end that comes first waits for it (a pair the engine joined by
+ *  itself is reported before anyone takes charge of it). */
+export type EnginePairEndHandler = (end: PairEnd, endedBeforeConnect: boolean, reused: boolean) => void;
 export class EnginePair implements Pair {
   readonly plane = 'splice' as const;
-  private ended: [PairEnd, boolean] | null = null;
-  private handler: ((end: PairEnd, endedBeforeConnect: boolean) => void) | null = null;
+  private ended: [PairEnd, boolean, boolean] | null = null;
+  private handler: EnginePairEndHandler | null = null;
   private last: [number, number] = [0, 0];
 
   constructor(
@@ -322,7 +324,7 @@ export class EnginePair implements Pair {
     private readonly baseB: number,
   ) {}
 
-  onEnd(handler: (end: PairEnd, endedBeforeConnect: boolean) => void): this {
+  onEnd(handler: EnginePairEndHandler): this {
     this.handler = handler;
     if (this.ended) handler(...this.ended);
     return this;
@@ -330,7 +332,7 @@ export class EnginePair implements Pair {
 
   end(event: EngineEventOf<'pairEnd'>): void {
     const end = pairEndOf(event);
-    this.ended = [{ ...end, bytesFromA: this.baseA + end.bytesFromA, bytesFromB: this.baseB + end.bytesFromB }, event.endedBeforeConnect];
+    this.ended = [{ ...end, bytesFromA: this.baseA + end.bytesFromA, bytesFromB: this.baseB + end.bytesFromB }, event.endedBeforeConnect, event.reused];
     this.handler?.(...this.ended);
   }
 

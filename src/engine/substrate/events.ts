@@ -39,12 +39,14 @@ export type EngineEvent =
   /** A pair ended: its byte counts, errno (0, or ECANCELED after destroy), and whether it ended
    *  before its side B (a service being connected to) answered. stock: for a pair the engine
    *  forwarded from a stock's connection (dial-stock.ts), that stock, else 0; header: then, if it
-   *  never reached the service, the start header it was forwarded for. */
-  | { readonly type: 'pairEnd'; readonly pair: number; readonly errno: number; readonly bytesFromA: number; readonly bytesFromB: number; readonly endedBeforeConnect: boolean; readonly stock: number; readonly header: Buffer | null }
+   *  never reached the service, the start header it was forwarded for. reused: its data
+   *  connection waits for the stock's next start header (native/engine.h, Framing). */
+  | { readonly type: 'pairEnd'; readonly pair: number; readonly errno: number; readonly bytesFromA: number; readonly bytesFromB: number; readonly endedBeforeConnect: boolean; readonly stock: number; readonly header: Buffer | null; readonly reused: boolean }
   /** A listener's connection read its prefix (or, with none, was accepted) and is held. local is
    *  null for a connection that sent a prefix. On a gray's data port the engine verified the
    *  preamble: counter and session (the epoch JavaScript gave its keys) say whose it is (and
-   *  prefix is empty); both 0 elsewhere. */
+   *  prefix is empty); both 0 elsewhere, and counter 0 for a data connection back in the pool
+   *  after a pair (reused, native/engine.h Framing). */
   | { readonly type: 'accepted'; readonly conn: number; readonly listener: number; readonly prefix: Buffer; readonly remote: Address; readonly local: Address | null; readonly counter: number; readonly session: number }
   /** received: the prefix bytes read before the refusal; errno: the socket error, if any. */
   | { readonly type: 'refused'; readonly listener: number; readonly refusal: Refusal; readonly errno: number; readonly received: Buffer; readonly remote: Address }
@@ -57,10 +59,13 @@ export type EngineEvent =
   | { readonly type: 'dialed'; readonly conn: number; readonly stock: number; readonly errno: number }
   /** A dialed connection read its prefix (the start header). pair: the pair the engine joined it
    *  into with the service by itself, or 0 when JavaScript is to forward it; stock: the stock it
-   *  was dialed from, or 0. */
-  | { readonly type: 'header'; readonly conn: number; readonly header: Buffer; readonly pair: number; readonly stock: number }
-  /** The engine joined the held client with a connection of its gray's pool into pair. */
-  | { readonly type: 'joinedLent'; readonly pair: number; readonly listener: number; readonly client: number; readonly lent: number; readonly remote: Address }
+   *  was dialed from, or 0. credit: the header is worth a successor (every one but a framed
+   *  header without the flag). */
+  | { readonly type: 'header'; readonly conn: number; readonly header: Buffer; readonly pair: number; readonly stock: number; readonly credit: boolean }
+  /** The engine joined the held client with a connection of its gray's pool into pair; credit:
+   *  the join is worth a successor credit (always, unless the session reuses its connections
+   *  and the pool was at its target). */
+  | { readonly type: 'joinedLent'; readonly pair: number; readonly listener: number; readonly client: number; readonly lent: number; readonly remote: Address; readonly credit: boolean }
   /** A pair of joinedLent ended (native/pool-pairs.cc): the client's public listener, its
    *  connection's id and address, the bytes from and to it, errno (0, or ECANCELED after destroy
    *  or the idle timeout), whether the gray's idle timeout ended it, how long it lived and how
@@ -194,6 +199,7 @@ class JoinedLentEvent extends Addressed {
     readonly listener: number,
     readonly client: number,
     readonly lent: number,
+    readonly credit: boolean,
   ) {
     super(ints, at);
   }
@@ -244,6 +250,7 @@ class HeaderEvent {
     header: Buffer | InlinePrefix,
     readonly pair: number,
     readonly stock: number,
+    readonly credit: boolean,
   ) {
     this.#header = header;
   }
@@ -307,7 +314,7 @@ function decodeRecord(ints: Int32Array, floats: Float64Array, at: number, wide: 
   const b = floats[wide + 5]!;
   switch (type) {
     case EventType.pairEnd:
-      return { type: 'pairEnd', pair: id, errno: code, bytesFromA: a, bytesFromB: b, endedBeforeConnect: (listenerId & PairEndFlag.endedBeforeConnect) !== 0, stock, header: bufferOf(prefix) };
+      return { type: 'pairEnd', pair: id, errno: code, bytesFromA: a, bytesFromB: b, endedBeforeConnect: (listenerId & PairEndFlag.endedBeforeConnect) !== 0, stock, header: bufferOf(prefix), reused: (listenerId & PairEndFlag.endedReused) !== 0 };
     case EventType.accepted:
       return new AcceptedEvent(ints, at, id, listenerId, bufferOf(prefix) ?? EMPTY, a, b);
     case EventType.refused:
@@ -319,9 +326,9 @@ function decodeRecord(ints: Int32Array, floats: Float64Array, at: number, wide: 
     case EventType.dialed:
       return { type: 'dialed', conn: id, stock: listenerId, errno: code };
     case EventType.header:
-      return new HeaderEvent(id, prefix ?? EMPTY, b, stock);
+      return new HeaderEvent(id, prefix ?? EMPTY, b, stock, code === 0);
     case EventType.joinedLent:
-      return new JoinedLentEvent(ints, at, id, listenerId, a, b);
+      return new JoinedLentEvent(ints, at, id, listenerId, a, b, code === 0);
     case EventType.poolPairEnd:
       return new PoolPairEndEvent(ints, at, id, listenerId, code, a, b, (ints[at + 13]! & PairEndFlag.endedIdle) !== 0, ints[at + 12]! >>> 0, floats[wide + 7]!, floats[wide + 8]!);
     default:

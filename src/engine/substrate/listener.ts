@@ -55,7 +55,7 @@ export interface ListenerHandlers {
   /** With this, a data connection the engine verified is reported by its id and its session's
    *  epoch instead, and no object is made for it (a gray's pool: the engine holds it until it
    *  is joined, which onJoinedLent reports, or closed with closeConn; onGone hears if it goes). */
-  onVerified?(conn: number, session: number): void;
+  onVerified?(conn: number, session: number, reused: boolean): void;
   /** A verified connection reported to onVerified went away (reason 'data': it spoke); the
    *  engine closed it. remoteIp: its source. */
   onGone?(conn: number, reason: GoneReason, remoteIp: string): void;
@@ -130,10 +130,12 @@ export class EngineListener implements ListenerOwner, PoolPairOwner {
 
   /** Makes this a gray's data port whose preambles the engine checks (native/verify.cc) against
    *  the session numbered epoch (keys: session id then data key), or refuses them all (null). A
-   *  verified connection is reported with its counter and epoch. */
-  setSession(epoch: number, keys: Buffer | null): void {
+   *  verified connection is reported with its counter and epoch. refillLevel: the session's data
+   *  connections are framed and go back to the pool after each pair, and a join is worth a
+   *  successor only while fewer are idle (null: raw, each used once; native/engine.h, Framing). */
+  setSession(epoch: number, keys: Buffer | null, refillLevel: number | null = null): void {
     if (this.closed) return;
-    this.engine.handle.session(this.id, epoch, keys);
+    this.engine.handle.session(this.id, epoch, keys, refillLevel);
   }
 
   /** The current session's explicit credit limit (the engine counts the implicit ones). */
@@ -184,7 +186,8 @@ export class EngineListener implements ListenerOwner, PoolPairOwner {
   }
 
   accepted(event: EngineEventOf<'accepted'>): void {
-    if (event.session !== 0 && this.handlers.onVerified) return this.handlers.onVerified(event.conn, event.session);
+    // Counter 0: a data connection back in the pool after its pair (native/engine.h, Framing).
+    if (event.session !== 0 && this.handlers.onVerified) return this.handlers.onVerified(event.conn, event.session, event.counter === 0);
     const conn = new EngineConn(this.engine, event.conn, this.watchMode, event.remote.ip, event.remote.port, event.local?.ip ?? '', event.local?.port ?? 0);
     this.handlers.onConnection(conn, event.prefix, { counter: event.counter, session: event.session });
   }

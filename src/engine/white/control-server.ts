@@ -28,6 +28,8 @@ export interface AuthenticatedGray {
   readonly remoteIp: string;
   readonly keys: SessionKeys;
   readonly requestedPool: number;
+  /** The gray's data connections can carry one client after another (HELLO's reuse). */
+  readonly offersReuse: boolean;
 }
 
 export interface ControlServerDeps {
@@ -153,7 +155,7 @@ export class ControlServer {
       limits.authTimeoutMs,
     );
     let state: 'hello' | 'proof' | 'gate' | 'done' = 'hello';
-    let hello: { id: string; pool: number } | null = null;
+    let hello: { id: string; pool: number; reuse: boolean } | null = null;
     let entry: GrayEntry | undefined;
     let keys: SessionKeys | null = null;
 
@@ -186,7 +188,7 @@ export class ControlServer {
           channel.close(new RelayError(ErrorCodes.AUTH_FAILED, `recent failed logins as ${message.id} from ${ip}: refused for ${penaltyMs} ms more`));
           return;
         }
-        hello = { id: message.id, pool: message.pool };
+        hello = { id: message.id, pool: message.pool, reuse: message.reuse === 1 };
         entry = this.deps.lookup(message.id);
         const ekm = tlsSessionBinding(socket);
         keys = deriveSessionKeys(entry?.secret ?? this.dummySecret, ekm, message.id);
@@ -203,7 +205,7 @@ export class ControlServer {
           channel.close(new RelayError(ErrorCodes.AUTH_FAILED, 'authentication failed'));
           return;
         }
-        const authed: AuthenticatedGray = { entry: entry!, channel, remoteIp: ip, keys, requestedPool: hello.pool };
+        const authed: AuthenticatedGray = { entry: entry!, channel, remoteIp: ip, keys, requestedPool: hello.pool, offersReuse: hello.reuse };
         const decision = this.deps.gate?.(hello.id, ip);
         if (decision) {
           state = 'gate';

@@ -128,7 +128,7 @@ export class EngineIntake implements PortIntake, Lender {
       {
         // Every connection of the data port is verified (it has a session from the start).
         onConnection: (conn) => conn.destroy(),
-        onVerified: (conn, epoch) => this.onVerified(conn, epoch),
+        onVerified: (conn, epoch, reused) => this.onVerified(conn, epoch, reused),
         onGone: (conn, reason, remoteIp) => this.onLentGone(conn, reason, remoteIp),
         onRefused: (r, remote, d) => this.onRefused(r, remote, d),
         onError: this.onError('data_port'),
@@ -224,7 +224,7 @@ export class EngineIntake implements PortIntake, Lender {
     const data = this.data;
     if (!session) return data.setSession(0, null);
     const epoch = (this.epoch = nextEpoch());
-    data.setSession(epoch, Buffer.concat([session.sessionId, session.dataKey]));
+    data.setSession(epoch, Buffer.concat([session.sessionId, session.dataKey]), session.reuse ? session.refillLevel : null);
     session.onExplicitCredits((upTo) => data.setCredits(epoch, upTo));
   }
 
@@ -234,10 +234,11 @@ export class EngineIntake implements PortIntake, Lender {
     this.data?.close();
   }
 
-  /** Verified by the engine; one of a session that ended meanwhile has nowhere to go. */
-  private onVerified(conn: number, epoch: number): void {
+  /** Verified by the engine, or back after its pair (reused); one of a session that ended
+   *  meanwhile has nowhere to go. */
+  private onVerified(conn: number, epoch: number, reused: boolean): void {
     const session = this.keyed;
-    if (session && epoch === this.epoch) this.endpoint.broker.addLent(conn, session);
+    if (session && epoch === this.epoch) this.endpoint.broker.addLent(conn, session, reused);
     else this.data?.closeConn(conn);
   }
 

@@ -107,6 +107,12 @@ export class GrayEndpoint {
     return this.current;
   }
 
+  /** Whether a gray that offers it gets framed, reused data connections: only an engine intake
+   *  frames them (native/engine.h, Framing). */
+  get reusesDataConnections(): boolean {
+    return this.intake instanceof EngineIntake;
+  }
+
   /** Same id and data port; a new secret, idle timeout or services: the data port, the session
    *  and the clients stay. Public ports of added services are opened, those of removed services
    *  closed (their active clients finish), and the gray is told the white's services again.

@@ -26,7 +26,22 @@ export class GraySession {
     /** Idle pool size this session keeps (the gray's wish, capped by the white's limit). */
     readonly poolTarget: number,
     private readonly creditTtlMs: number,
+    /** The session's data connections carry one client after another: the gray offered it (its
+     *  HELLO) and the white's intake is an engine, which frames them and takes each back into
+     *  the pool after its pair (native/engine.h, Framing). */
+    readonly reuse = false,
   ) {}
+
+  /**
+   * The idle count below which the pool is refilled (by the implicit credit of a join, and by
+   * GRANTs). Connections used once are replaced at once, so the pool is kept at its target. With
+   * reuse each one comes back after its pair: refilled only below half the target, a pool under
+   * a steady load (clients one after another, or many at a time) takes as many back as it gives
+   * out, and no connection is dialed for a client; arrivals above the target are still closed.
+   */
+  get refillLevel(): number {
+    return this.reuse ? Math.ceil(this.poolTarget / 2) : this.poolTarget;
+  }
 
   /**
    * Credits granted but not yet used. A credit whose connection never arrived (the gray's dial

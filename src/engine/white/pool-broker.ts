@@ -183,12 +183,14 @@ export class PoolBroker {
   }
 
   /** A verified data connection of the current session in the engine's pool (the lender's): a
-   *  waiting client has taken it already if there was one (its onJoinedLent comes next). */
-  addLent(data: number, session: GraySession): void {
+   *  waiting client has taken it already if there was one (its onJoinedLent comes next).
+   *  reused: one back after its pair, which used no credit. */
+  addLent(data: number, session: GraySession, reused = false): void {
     const lender = this.lender!;
     if (this.closed || session !== this.session) return lender.closeLent(data);
-    session.creditUsed();
-    // The surplus after a burst is closed on arrival (see addIdle).
+    if (reused) this.stats.dataConnectionsReused += 1;
+    else session.creditUsed();
+    // The surplus after a burst is closed on arrival (see addIdle), whether it is new or back.
     if (this.idleCount() >= session.poolTarget && this.waiting.length === 0) return lender.closeLent(data);
     // While idle the gray must stay silent: the engine watches it for any byte, FIN or reset
     // (lentGone), and it is replaced as when it is recycled.
@@ -350,7 +352,7 @@ export class PoolBroker {
       return this.lender?.destroyPair(joined.pair);
     }
     this.stats.clientWait.observe(waiting ? (performance.now() - waiting.since) / 1000 : 0);
-    this.session?.grantImplicit();
+    if (joined.credit) this.session?.grantImplicit();
     this.stats.clientsTotal += 1;
     this.stats.activeClients = this.activeCount;
     const perService = this.serviceStats(service);
@@ -656,7 +658,7 @@ export class PoolBroker {
     const session = this.session;
     if (!session || this.closed || session.channel.isClosed) return;
     const inFlight = session.inFlight();
-    const allowed = Math.min(creditsWanted(session.poolTarget, this.idleCount(), inFlight, this.waiting.length), this.limits.inFlightMax - inFlight);
+    const allowed = Math.min(creditsWanted(session.refillLevel, this.idleCount(), inFlight, this.waiting.length), this.limits.inFlightMax - inFlight);
     if (allowed > 0) session.grant(allowed);
     this.recheckWhenCreditsExpire(session);
   }

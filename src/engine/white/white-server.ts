@@ -385,6 +385,7 @@ export class WhiteServer {
       gray.keys.dataKey,
       Math.min(gray.requestedPool, limits.poolMax),
       limits.preambleTimeoutMs * 2 + limits.heartbeatIntervalMs,
+      gray.offersReuse && endpoint.reusesDataConnections,
     );
     // A second login replaces the first only now, after it has authenticated. Both sides say who
     // came, so two processes sharing an id by mistake are told apart (the gray backs off).
@@ -413,7 +414,7 @@ export class WhiteServer {
     });
     channel.startHeartbeat(Math.max(MESSAGE_LIMITS.heartbeatMsMin, limits.heartbeatIntervalMs), limits.heartbeatMissed);
     const sessionId = sessionIdToString(session.sessionId);
-    this.deps.logger.info({ gray: entry.id, remote: gray.remoteIp, session: sessionId, pool: session.poolTarget }, 'gray connected');
+    this.deps.logger.info({ gray: entry.id, remote: gray.remoteIp, session: sessionId, pool: session.poolTarget, reuse: session.reuse }, 'gray connected');
     this.events.emit('gray.connected', { grayId: entry.id, remoteAddress: gray.remoteIp, sessionId });
     channel.on('message', (m) => {
       if (m.type === MessageType.SERVICES) return this.endpoints.get(entry.id)?.grayServices(session, m.services);

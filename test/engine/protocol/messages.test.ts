@@ -19,8 +19,8 @@ const PROOF = 'yKCips8_gB4hPOPcv93wKmQxtXsL6CNqFOvz42CZh3s'; // 32 bytes
 const SESSION = 'EBESExQVFhcYGRobHB0eHw'; // 16 bytes
 
 const SAMPLES: Message[] = [
-  { type: MessageType.HELLO, id: 'gray-1', pool: 4, agent: 'relay/0.1.0' },
-  { type: MessageType.HELLO, id: 'A.b_c-9', pool: 1024, agent: '' },
+  { type: MessageType.HELLO, id: 'gray-1', pool: 4, reuse: 0, agent: 'relay/0.1.0' },
+  { type: MessageType.HELLO, id: 'A.b_c-9', pool: 1024, reuse: 0, agent: '' },
   { type: MessageType.WHITE_PROOF, proof: PROOF },
   { type: MessageType.GRAY_PROOF, proof: PROOF },
   { type: MessageType.WELCOME, session: SESSION, dataPort: 7001, pool: 8, heartbeatMs: 5000, credits: 16, services: 'default' },
@@ -61,9 +61,10 @@ test('every message type round-trips', () => {
 
 test('wire format is pinned: HELLO and WELCOME frames in hex', () => {
   assert.deepEqual(
-    encodeMessage({ type: MessageType.HELLO, id: 'gray-1', pool: 4, agent: 'relay/0.1.0' }),
+    encodeMessage({ type: MessageType.HELLO, id: 'gray-1', pool: 4, reuse: 0, agent: 'relay/0.1.0' }),
     hex(
-      '0000002e 01 00 7b226964223a22677261792d31222c22706f6f6c223a342c226167656e74223a2272656c61792f302e312e30227d',
+      '00000038 01 00 7b226964223a22677261792d31222c22706f6f6c223a342c227265757365223a302c226167656e74223a2272656c61792f' +
+        '302e312e30227d',
     ),
   );
   assert.deepEqual(
@@ -79,7 +80,7 @@ test('wire format is pinned: HELLO and WELCOME frames in hex', () => {
 
 test('decoding accepts any key order and JSON whitespace', () => {
   assert.deepEqual(decodeMessage(frame(5, ' {\n "up_to" : 3 } ')), { type: MessageType.GRANT, upTo: 3 });
-  assert.deepEqual(decodeMessage(frame(1, '{"agent":"x","pool":2,"id":"g"}')), { type: 1, id: 'g', pool: 2, agent: 'x' });
+  assert.deepEqual(decodeMessage(frame(1, '{"agent":"x","reuse":0,"pool":2,"id":"g"}')), { type: 1, id: 'g', pool: 2, reuse: 0, agent: 'x' });
 });
 
 test('camelCase fields travel as snake_case keys', () => {
@@ -109,7 +110,7 @@ test('payloads that are not a UTF-8 JSON object are refused', () => {
 test('unknown, missing and duplicate keys are refused', () => {
   assertInvalid(6, '{"t":1,"x":2}', /PING payload has unknown key "x", allowed keys are t/);
   assertInvalid(6, '{}', /PING payload is missing key "t"/);
-  assertInvalid(1, '{"id":"g","pool":1}', /missing key "agent"/);
+  assertInvalid(1, '{"id":"g","pool":1,"reuse":0}', /missing key "agent"/);
   assertInvalid(6, '{"t":1,"t":2}', /duplicate key/);
   assertInvalid(8, '{"code":"a","reason":"b","code":"c"}', /duplicate key/);
   // Colons, quotes and backslashes inside strings are not mistaken for members.
@@ -146,22 +147,24 @@ test('numbers: wrong types, fractions, negatives and unsafe integers are refused
 });
 
 test('HELLO field rules', () => {
-  const hello = (fields: Record<string, unknown>): string => JSON.stringify({ id: 'g', pool: 1, agent: '', ...fields });
+  const hello = (fields: Record<string, unknown>): string => JSON.stringify({ id: 'g', pool: 1, reuse: 0, agent: '', ...fields });
   for (const id of ['', 'x'.repeat(65), 'gray 1', 'gray/1', 'grä', 'a\u0000b', 7]) {
     assertInvalid(1, hello({ id }), /field "id" must be 1\.\.64 characters of \[A-Za-z0-9\._-\]/);
   }
-  assert.equal(roundTrip({ type: 1, id: 'x'.repeat(64), pool: 1, agent: '' }).type, 1);
+  assert.equal(roundTrip({ type: 1, id: 'x'.repeat(64), pool: 1, reuse: 0, agent: '' }).type, 1);
   for (const pool of [0, 1025, -1, 2.5, '4']) assertInvalid(1, hello({ pool }), /field "pool" must be an integer in 1\.\.1024/);
+  for (const reuse of [2, -1, 0.5, '1', true, null]) assertInvalid(1, hello({ reuse }), /field "reuse" must be an integer in 0\.\.1/);
+  assert.equal((decodeMessage(frame(1, hello({ reuse: 1 }))) as { reuse: number }).reuse, 1);
   // agent: at most 64 UTF-8 bytes, no control characters, separators or lone surrogates.
-  assert.deepEqual(decodeMessage(frame(1, hello({ agent: 'a'.repeat(64) }))), { type: 1, id: 'g', pool: 1, agent: 'a'.repeat(64) });
+  assert.deepEqual(decodeMessage(frame(1, hello({ agent: 'a'.repeat(64) }))), { type: 1, id: 'g', pool: 1, reuse: 0, agent: 'a'.repeat(64) });
   assertInvalid(1, hello({ agent: 'a'.repeat(65) }), /must be at most 64 UTF-8 bytes, got 65 bytes/);
-  assert.equal(roundTrip({ type: 1, id: 'g', pool: 1, agent: '🙂'.repeat(16) }).type, 1, '16 four-byte characters = 64 bytes');
+  assert.equal(roundTrip({ type: 1, id: 'g', pool: 1, reuse: 0, agent: '🙂'.repeat(16) }).type, 1, '16 four-byte characters = 64 bytes');
   assertInvalid(1, hello({ agent: '🙂'.repeat(17) }), /got 68 bytes/);
   for (const agent of ['a\nb', 'a\rb', '\u001b[31m', 'a\u007fb', 'a\u0085b', 'a\u2028b', 'a\u2029b']) {
     assertInvalid(1, hello({ agent }), /must not contain control characters/);
   }
-  assertInvalid(1, '{"id":"g","pool":1,"agent":"\\ud800"}', /lone surrogates/);
-  assertInvalid(1, '{"id":"g","pool":1,"agent":"\\udc00x"}', /lone surrogates/);
+  assertInvalid(1, '{"id":"g","pool":1,"reuse":0,"agent":"\\ud800"}', /lone surrogates/);
+  assertInvalid(1, '{"id":"g","pool":1,"reuse":0,"agent":"\\udc00x"}', /lone surrogates/);
 });
 
 test('proof fields must be canonical unpadded base64url of 32 bytes', () => {
@@ -214,7 +217,7 @@ test('the largest HELLO and BYE still fit the pre-auth frame limit', () => {
   for (const filler of ['"', '\\', '🙂']) {
     const unit = Buffer.byteLength(filler);
     const agent = filler.repeat(Math.floor(MESSAGE_LIMITS.agentMaxBytes / unit));
-    const hello = encodeMessage({ type: 1, id: 'x'.repeat(64), pool: 1024, agent });
+    const hello = encodeMessage({ type: 1, id: 'x'.repeat(64), pool: 1024, reuse: 1, agent });
     const bye = encodeMessage({
       type: 8,
       code: filler.repeat(Math.floor(MESSAGE_LIMITS.byeCodeMaxBytes / unit)),
@@ -226,8 +229,8 @@ test('the largest HELLO and BYE still fit the pre-auth frame limit', () => {
 
 test('encodeMessage refuses invalid messages as our own bug (INTERNAL)', () => {
   const bad: unknown[] = [
-    { type: 1, id: '', pool: 1, agent: '' },
-    { type: 1, id: 'g', pool: 0, agent: '' },
+    { type: 1, id: '', pool: 1, reuse: 0, agent: '' },
+    { type: 1, id: 'g', pool: 0, reuse: 0, agent: '' },
     { type: 2, proof: 'short' },
     { type: 4, session: SESSION, dataPort: 0, pool: 0, heartbeatMs: 100, credits: 0 },
     { type: 5, upTo: -1 },
@@ -241,7 +244,7 @@ test('encodeMessage refuses invalid messages as our own bug (INTERNAL)', () => {
 test('error messages do not reflect raw control characters from the peer', () => {
   const err = assertInvalid(6, '{"t":1,"\\u001b[2J\\n":2}');
   assert.doesNotMatch(err.message, /[\u0000-\u001f\u2028\u2029]/);
-  const err2 = assertInvalid(1, '{"id":"g","pool":1,"agent":"\\u2028"}');
+  const err2 = assertInvalid(1, '{"id":"g","pool":1,"reuse":0,"agent":"\\u2028"}');
   assert.doesNotMatch(err2.message, /[\u0000-\u001f\u2028\u2029]/);
 });
 
@@ -282,6 +285,7 @@ test('random valid messages round-trip', () => {
       type: fc.constant(MessageType.HELLO),
       id: fc.stringMatching(/^[A-Za-z0-9._-]{1,64}$/),
       pool: fc.integer({ min: 1, max: 1024 }),
+      reuse: fc.integer({ min: 0, max: 1 }),
       agent: safeText(64),
     }),
     fc.record({ type: fc.constant(MessageType.WHITE_PROOF), proof: b64(32) }),
