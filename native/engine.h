@@ -15,8 +15,9 @@
 // buffer; once a direction streams, it splices, borrowing a pipe from a small free list only
 // while bytes are in flight, so thousands of idle pairs hold no pipes. A FIN is passed on as
 // a shutdown(SHUT_WR) once everything before it was delivered (half-close), and the second one
-// by closing both sockets, which ends the pair (see Pump in pump.cc); the first error ends
-// the pair, and the pair's sockets are then closed with a reset, so an abort reaches both far
+// by closing both sockets, which ends the pair (see Pump in pump.cc; on a framed data
+// connection END stands for its FIN, and the connection outlives the pair: see Framing below);
+// the first error ends the pair, and the pair's sockets are then closed with a reset, so an abort reaches both far
 // ends as an abort (only a FIN is passed on as a FIN). When a pair ends, its byte counts and errno reach JavaScript through a thread-safe
 // function; JavaScript can end a pair early (destroy) or read its live counts (bytes).
 //

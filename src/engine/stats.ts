@@ -9,6 +9,7 @@ export interface GrayStats {
   remoteAddress: string | null;
   poolIdle: number;
   poolTarget: number;
+  poolRefill: number; // refilled below this many idle: the target, or half of it when data connections are reused
   activeClients: number;
   pendingClients: number;
   clientsTotal: number;
@@ -79,6 +80,7 @@ export function newGrayStats(): GrayStats {
     remoteAddress: null,
     poolIdle: 0,
     poolTarget: 0,
+    poolRefill: 0,
     activeClients: 0,
     pendingClients: 0,
     clientsTotal: 0,

@@ -166,6 +166,7 @@ export class PoolBroker {
   attach(session: GraySession): void {
     this.session = session;
     this.stats.poolTarget = session.poolTarget;
+    this.stats.poolRefill = session.refillLevel;
     // The new session's indexes come with the gray's SERVICES (servicesChanged).
     this.lender?.setServiceIndexes(() => undefined);
   }
@@ -178,6 +179,7 @@ export class PoolBroker {
     this.lender?.setServiceIndexes(() => undefined);
     this.clearExpiryTimer();
     this.stats.poolTarget = 0;
+    this.stats.poolRefill = 0;
     this.dropAllIdle();
     this.stats.poolIdle = 0;
   }
