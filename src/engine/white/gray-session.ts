@@ -33,11 +33,12 @@ export class GraySession {
   ) {}
 
   /**
-   * The idle count below which the pool is refilled (by the implicit credit of a join, and by
-   * GRANTs). Connections used once are replaced at once, so the pool is kept at its target. With
-   * reuse each one comes back after its pair: refilled only below half the target, a pool under
-   * a steady load (clients one after another, or many at a time) takes as many back as it gives
-   * out, and no connection is dialed for a client; arrivals above the target are still closed.
+   * The idle count below which a join is worth a successor credit. Connections used once are
+   * replaced at once, so the pool stays at its target. With reuse each one comes back after its
+   * pair: with successors only below half the target, a pool under a steady load (clients one
+   * after another, or many at a time) takes back as many as it gives out and dials none for its
+   * clients, and still keeps half its target idle while long pairs hold the rest; arrivals above
+   * the target are closed as surplus (pool-broker.ts).
    */
   get refillLevel(): number {
     return this.reuse ? Math.ceil(this.poolTarget / 2) : this.poolTarget;

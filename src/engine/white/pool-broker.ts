@@ -94,10 +94,12 @@ interface Activity {
  * reach, which would otherwise wait for a chain of replacements. Granting one per waiting client
  * regardless would bring that many connections more than the pool wants once the waiters are
  * served (closed on arrival as surplus: a dial, a preamble check and two closes for nothing).
+ * returning: reused data connections in pairs, which come back to the pool when their pairs end:
+ * they count toward the target, not toward the waiting clients (a pair may last).
  */
-export function creditsWanted(target: number, idle: number, inFlight: number, waiting: number): number {
+export function creditsWanted(target: number, idle: number, inFlight: number, waiting: number, returning = 0): number {
   const supply = idle + inFlight;
-  return Math.max(0, target - supply) + Math.max(0, waiting - supply);
+  return Math.max(0, target - supply - returning) + Math.max(0, waiting - supply);
 }
 
 export class PoolBroker {
@@ -660,7 +662,12 @@ export class PoolBroker {
     const session = this.session;
     if (!session || this.closed || session.channel.isClosed) return;
     const inFlight = session.inFlight();
-    const allowed = Math.min(creditsWanted(session.refillLevel, this.idleCount(), inFlight, this.waiting.length), this.limits.inFlightMax - inFlight);
+    // A reused data connection in a pair comes back when the pair ends: it counts toward the
+    // target (not toward the waiting clients, whose pairs may last), so taking one asks for no
+    // GRANT, while one recycled or gone is replaced. The engine keeps the refill level idle
+    // meanwhile by the credit of a join (GraySession.refillLevel).
+    const returning = session.reuse ? this.enginePairs : 0;
+    const allowed = Math.min(creditsWanted(session.poolTarget, this.idleCount(), inFlight, this.waiting.length, returning), this.limits.inFlightMax - inFlight);
     if (allowed > 0) session.grant(allowed);
     this.recheckWhenCreditsExpire(session);
   }
