@@ -336,6 +336,9 @@ struct Conn {
   // A data connection whose bytes after the start header are frames: the white's, of a session
   // that reuses them; the gray's, once it read a framed start header (kStartHeaderVersionFramed).
   bool framed = false;
+  // The gray's framed connection: bytes read behind its start header with the previous
+  // client's END (the next client's first frames), for its pair to decode first.
+  std::string early;
 };
 
 // The gray's stock (stock.cc): counters JavaScript gave out ahead of need, in the order they are
@@ -413,6 +416,10 @@ struct Direction {
   uint32_t frameLeft = 0;
   uint8_t lengthGot = 0;
   uint8_t length[kFrameLengthBytes] = {};
+  // Decoding: bytes read from src that are still to be decoded (the gray: frames that came
+  // behind the start header, read with the previous client's END), and, once END is read, what
+  // came behind it (the next start header and frames), which the connection keeps.
+  std::string early;
   std::atomic<uint64_t> bytes{0};
 };
 
@@ -743,10 +750,8 @@ class Engine {
   static bool HeadWaiting(const Direction& d) { return d.headSent < d.head.size(); }
   int SendCopied(Direction& d, const char* data, size_t n, bool last);
   int Pump(Pair* pair, int index, bool read);
-  // Framing (pump.cc): reads from a framed src into out, at most room bytes of payload; returns
-  // the payload bytes read (*end once END is read; *drained: the kernel had less than asked), or
-  // -1 with errno.
-  ssize_t ReadFrames(Direction& d, char* out, size_t room, bool* end, bool* drained);
+  // Framing (pump.cc): the payloads of the frames in buffer (see Pump), up to END.
+  static size_t Unframe(Direction& d, char* buffer, size_t n, bool* end, size_t* used);
   void FramePair(Pair* pair, int framedSide);
   void ReuseDataConn(Pair* pair);
   bool AcquirePipe(Direction& d);

@@ -194,7 +194,12 @@ void Engine::ReadPrefix(Conn* conn, uint32_t events) {
   }
   if (conn->listenerId == 0) {
     // A dialed connection's start header: the client's bytes may follow at once, and they
-    // stay in the kernel for the pair.
+    // stay in the kernel for the pair (a reused one may have them read already: see
+    // ReuseDataConn).
+    if (conn->prefix.size() > conn->want) {
+      conn->early.assign(conn->prefix, conn->want, std::string::npos);
+      conn->prefix.resize(conn->want);
+    }
     conn->state = Conn::kHeld;
     // A framed header (engine.h, Framing) says whether it is a credit; every raw one is.
     conn->framed = conn->prefix[0] == kStartHeaderVersionFramed;

@@ -109,6 +109,7 @@ void Engine::StartForward(Pair* pair, uint32_t connId, const sockaddr_storage& a
   if (held->framed) {
     FramePair(pair, 0);
     pair->dataStockId = held->stockId;
+    pair->dirs[0].early = std::move(held->early);
   }
   Forget(held);
   pair->connectingB = true;
@@ -160,29 +161,31 @@ void Engine::FramePair(Pair* pair, int framedSide) {
   pair->dirs[1 - framedSide].encode = true;
 }
 
-// One recv from a framed src: the rest of the current frame and the next frame's length behind
-// it, never more, since what follows END is not this pair's (the next client's start header on
-// the gray, a protocol violation on the white). So a read brings at most one frame's payload,
-// at the start of out, and the length bytes after it are taken into d.length.
-ssize_t Engine::ReadFrames(Direction& d, char* out, size_t room, bool* end, bool* drained) {
-  size_t ask;
-  if (d.frameLeft >= room) ask = room;
-  else if (d.frameLeft > 0) ask = d.frameLeft + kFrameLengthBytes;
-  else ask = kFrameLengthBytes - d.lengthGot;
-  ssize_t n = recv(d.src, out, ask, MSG_DONTWAIT);
-  if (n == 0) errno = ECONNRESET;  // the data connection ended before END: the stream is cut
-  if (n <= 0) return -1;
-  *drained = static_cast<size_t>(n) < ask;
-  const size_t payload = std::min<size_t>(static_cast<size_t>(n), d.frameLeft);
-  d.frameLeft -= static_cast<uint32_t>(payload);
-  for (size_t i = payload; i < static_cast<size_t>(n); i++) d.length[d.lengthGot++] = static_cast<uint8_t>(out[i]);
-  if (d.lengthGot == kFrameLengthBytes) {
+// The frames in buffer's n bytes, read from a framed src: their payloads are gathered at the
+// start of buffer (returned: how many bytes), their lengths taken out, up to END (*end; *used:
+// the bytes up to and with it). A frame may begin in one read and go on in the next.
+size_t Engine::Unframe(Direction& d, char* buffer, size_t n, bool* end, size_t* used) {
+  size_t in = 0, out = 0;
+  while (in < n) {
+    if (d.frameLeft > 0) {
+      const size_t take = std::min<size_t>(d.frameLeft, n - in);
+      if (out != in) memmove(buffer + out, buffer + in, take);
+      out += take;
+      in += take;
+      d.frameLeft -= static_cast<uint32_t>(take);
+      continue;
+    }
+    d.length[d.lengthGot++] = static_cast<uint8_t>(buffer[in++]);
+    if (d.lengthGot < kFrameLengthBytes) continue;
     d.lengthGot = 0;
-    d.frameLeft = 0;
     for (uint8_t byte : d.length) d.frameLeft = d.frameLeft << 8 | byte;
-    *end = d.frameLeft == 0;
+    if (d.frameLeft == 0) {
+      *end = true;
+      break;
+    }
   }
-  return static_cast<ssize_t>(payload);
+  *used = in;
+  return out;
 }
 
 int Engine::Blocked(Direction& d) {
@@ -286,18 +289,41 @@ int Engine::Pump(Pair* pair, int index, bool read) {
     }
     if (!read) return 0;
     if (!d.splicing && d.decode) {
-      bool end = false, drained = false;
-      ssize_t n = ReadFrames(d, copyBuffer_.data(), copyBuffer_.size(), &end, &drained);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) return errno;
-        read = false;  // a waiting head goes alone
-        continue;
+      // Frames are read as they come, several in one read, and their payloads sent on together.
+      // Bytes behind END are not this pair's: on the gray, the next client's start header and
+      // frames (the white took the connection back as soon as END had passed both ways), kept
+      // for the connection's next use; on the white, where the gray must wait for a start
+      // header, a protocol violation.
+      char* buffer = copyBuffer_.data();
+      size_t n;
+      bool drained = false;
+      if (!d.early.empty()) {
+        n = d.early.size();
+        memcpy(buffer, d.early.data(), n);
+        std::string().swap(d.early);
+      } else {
+        ssize_t got = recv(d.src, buffer, copyBuffer_.size(), MSG_DONTWAIT);
+        if (got == 0) return ECONNRESET;  // the data connection ended before END: the stream is cut
+        if (got < 0) {
+          if (errno == EINTR) continue;
+          if (errno != EAGAIN && errno != EWOULDBLOCK) return errno;
+          read = false;  // a waiting head goes alone
+          continue;
+        }
+        n = static_cast<size_t>(got);
+        drained = n < copyBuffer_.size();
       }
-      d.bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+      bool end = false;
+      size_t used = 0;
+      const size_t payload = Unframe(d, buffer, n, &end, &used);
+      if (used < n) {
+        if (pair->dataStockId == 0) return EPROTO;
+        d.early.assign(buffer + used, n - used);
+      }
+      d.bytes.fetch_add(payload, std::memory_order_relaxed);
       if (end) d.eof = true;
-      if (n > 0) {
-        int error = SendCopied(d, copyBuffer_.data(), static_cast<size_t>(n), end);
+      if (payload > 0) {
+        int error = SendCopied(d, buffer, payload, end);
         if (error != 0 || d.blocked) return error;
       }
       if (end) continue;
@@ -488,6 +514,7 @@ void Engine::ReuseDataConn(Pair* pair) {
       conn = new Conn(it->second->dial);
       conn->stockId = pair->dataStockId;
       conn->state = Conn::kPrefix;
+      conn->prefix = std::move(pair->dirs[side].early);  // the next start header, if read already
     }
   }
   if (conn == nullptr) return Finish(pair, 0);

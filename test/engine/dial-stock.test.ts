@@ -15,7 +15,7 @@ import { DialStock, type StockHandlers, type StockKeys } from '../../src/engine/
 import { DialedConn, type Endpoint } from '../../src/engine/substrate/dialed-conn.js';
 import type { PairEnd } from '../../src/engine/substrate/pair.js';
 import { encodePreamble, parsePreamble } from '../../src/engine/protocol/preamble.js';
-import { encodeStartHeader } from '../../src/engine/protocol/start-header.js';
+import { START_HEADER_VERSION_FRAMED, encodeStartHeader } from '../../src/engine/protocol/start-header.js';
 import { segmentsOf } from '../helpers/tcp-segments.js';
 import { startService } from '../helpers/tunnel.js';
 import { noEngine, testEngine } from '../helpers/data-plane.js';
@@ -125,6 +125,43 @@ function openStock(port: number, keys: StockKeys, service?: Endpoint, engine: En
 }
 
 const counterOf = (preamble: Buffer): number => parsePreamble(preamble).counter;
+const END = Buffer.alloc(4);
+const frame = (text: string): Buffer => {
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(Buffer.byteLength(text));
+  return Buffer.concat([length, Buffer.from(text)]);
+};
+/** A start header of a session whose connections are framed, without the successor credit. */
+const framedHeader = (srcPort: number): Buffer => {
+  const h = header(srcPort);
+  h[0] = START_HEADER_VERSION_FRAMED;
+  return h;
+};
+
+/** Reads frames from a socket: each payload, null for END. */
+class FrameReader {
+  private buffered = Buffer.alloc(0);
+  private readonly waiting: Array<() => void> = [];
+  constructor(socket: Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      this.buffered = Buffer.concat([this.buffered, chunk]);
+      for (const wake of this.waiting.splice(0)) wake();
+    });
+  }
+  async next(): Promise<Buffer | null> {
+    for (;;) {
+      if (this.buffered.length >= 4) {
+        const length = this.buffered.readUInt32BE(0);
+        if (this.buffered.length >= 4 + length) {
+          const payload = this.buffered.subarray(4, 4 + length);
+          this.buffered = this.buffered.subarray(4 + length);
+          return length === 0 ? null : payload;
+        }
+      }
+      await within(new Promise<void>((r) => this.waiting.push(r)), 5000, 'a frame');
+    }
+  }
+}
 const header = (srcPort: number): Buffer => encodeStartHeader({ family: 4, srcAddress: '192.0.2.7', srcPort, dstAddress: '198.51.100.1', dstPort: 443 }, 0);
 
 describe('an engine\'s stock', { skip: noEngine() }, () => {
@@ -305,6 +342,35 @@ describe('an engine\'s stock', { skip: noEngine() }, () => {
     const ended = await s.ends.next();
     assert.equal(echoed, 'hello');
     assert.deepEqual({ pair: ended.pair, fromA: ended.end.bytesFromA, fromB: ended.end.bytesFromB, reached: ended.reachedService, header: ended.header, error: ended.end.error }, { pair, fromA: 5, fromB: 5, reached: true, header: null, error: null });
+    service.server.close();
+  });
+
+  it('a framed connection carries one client after another, the next start header read with the last END', async () => {
+    // The service answers the first bytes it gets and closes, as an HTTP server does.
+    const service = await startService((socket) => socket.once('data', (d: Buffer) => socket.end(`got:${d.toString()}`)));
+    const s = openStock(white.port, newKeys(), { ip: '127.0.0.1', port: service.port, keepAliveSec: 0 });
+    s.stock.add(1, 2, 1);
+    const one = await white.next();
+    await s.connected.next();
+    const frames = new FrameReader(one.socket);
+    one.socket.write(Buffer.concat([framedHeader(40011), frame('one')]));
+    assert.equal((await frames.next())?.toString(), 'got:one');
+    assert.equal(await frames.next(), null, "the service's FIN comes as END");
+    // END up, the next client's header and its whole request in one write: the gray reads them
+    // together, keeps what follows END for the connection's next use, and forwards it.
+    one.socket.write(Buffer.concat([END, framedHeader(40012), frame('two'), END]));
+    await s.reused.next();
+    assert.equal((await frames.next())?.toString(), 'got:two');
+    assert.equal(await frames.next(), null);
+    const forwarded = [await s.forwarded.next(), await s.forwarded.next()];
+    assert.deepEqual(forwarded.map((f) => f.header.readUInt16BE(2)), [40011, 40012]);
+    const ends = [await s.ends.next(), await s.ends.next()];
+    assert.deepEqual(ends.map((e) => [e.end.bytesFromA, e.end.bytesFromB, e.end.error]), [[3, 7, null], [3, 7, null]]);
+    // Neither header was a credit: the stock's one connection served both.
+    assert.equal(white.waiting, 0);
+    one.socket.end(END);
+    await s.reused.next();
+    s.stock.close();
     service.server.close();
   });
 

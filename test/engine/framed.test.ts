@@ -191,6 +191,19 @@ describe('framed data connections (engine white, gray by hand)', { skip: noEngin
     chatty.write(Buffer.concat([frame('a'), END]));
     assert.equal(await c.answer, 'a');
     await waitUntil(() => gray().dataConnectionsReused === reused + 1, 'it is back in the pool');
+    // Bytes behind END in the same read are a violation too (the gray must wait for a start
+    // header): the pair is aborted, its client reset.
+    const violating = await sendOnDataPort(s.dataPort, s.preamble(3));
+    const violatingWire = new Reader(violating);
+    await waitUntil(() => gray().poolIdle >= 2, 'the third connection is idle');
+    const victim = net.connect({ host: '127.0.0.1', port: publicPort, allowHalfOpen: true });
+    const victimEnd = ending(victim);
+    victim.write('y');
+    // The newest idle connection is the third.
+    await violatingWire.read(START_HEADER_BYTES);
+    violating.write(Buffer.concat([frame('z'), END, Buffer.from('junk')]));
+    assert.equal(await victimEnd, 'reset');
+
     const invalid = (): number => white.snapshot().counters.dataRejections[ErrorCodes.PREAMBLE_INVALID] ?? 0;
     const invalidBefore = invalid();
     const idleBefore = gray().poolIdle;
