@@ -413,6 +413,7 @@ struct Direction {
   bool encode = false;
   bool endQueued = false;
   bool decode = false;
+  bool streamed = false;  // decoding: the last frame was spliced; the next read takes only a length
   uint32_t frameLeft = 0;
   uint8_t lengthGot = 0;
   uint8_t length[kFrameLengthBytes] = {};

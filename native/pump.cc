@@ -294,7 +294,10 @@ int Engine::Pump(Pair* pair, int index, bool read) {
       // frames (the white took the connection back as soon as END had passed both ways), kept
       // for the connection's next use; on the white, where the gray must wait for a start
       // header, a protocol violation.
+      // Right after a spliced frame, only the next length is read: a stream's next frame is
+      // likely long too, and is spliced, not read through the buffer.
       char* buffer = copyBuffer_.data();
+      const size_t ask = d.streamed ? kFrameLengthBytes - d.lengthGot : copyBuffer_.size();
       size_t n;
       bool drained = false;
       if (!d.early.empty()) {
@@ -302,7 +305,7 @@ int Engine::Pump(Pair* pair, int index, bool read) {
         memcpy(buffer, d.early.data(), n);
         std::string().swap(d.early);
       } else {
-        ssize_t got = recv(d.src, buffer, copyBuffer_.size(), MSG_DONTWAIT);
+        ssize_t got = recv(d.src, buffer, ask, MSG_DONTWAIT);
         if (got == 0) return ECONNRESET;  // the data connection ended before END: the stream is cut
         if (got < 0) {
           if (errno == EINTR) continue;
@@ -311,7 +314,7 @@ int Engine::Pump(Pair* pair, int index, bool read) {
           continue;
         }
         n = static_cast<size_t>(got);
-        drained = n < copyBuffer_.size();
+        drained = n < ask;
       }
       bool end = false;
       size_t used = 0;
@@ -329,7 +332,8 @@ int Engine::Pump(Pair* pair, int index, bool read) {
       if (end) continue;
       // A long frame's payload is spliced (the pipe takes it up to the frame's end).
       if (d.frameLeft >= kSmallRead) d.splicing = true;
-      else if (drained && !d.srcClosing) return 0;  // as for a short read below
+      else if (d.lengthGot == 0) d.streamed = false;
+      if (!d.splicing && drained && !d.srcClosing) return 0;  // as for a short read below
       continue;
     }
     if (!d.splicing) {
@@ -395,7 +399,10 @@ int Engine::Pump(Pair* pair, int index, bool read) {
     d.inPipe += static_cast<size_t>(n);
     if (d.decode) {
       d.frameLeft -= static_cast<uint32_t>(n);
-      if (d.frameLeft == 0) d.splicing = false;  // the next length is read, not spliced
+      if (d.frameLeft == 0) {
+        d.splicing = false;  // the next length is read, not spliced
+        d.streamed = true;
+      }
     } else if (static_cast<size_t>(n) < kSmallRead) {
       d.splicing = false;
     }
