@@ -103,14 +103,20 @@ describe('framed data connections (engine white, gray by hand)', { skip: noEngin
 
   const gray = () => white.snapshot().grays.find((g) => g.id === 'raw')!;
 
-  it('frames both ways, ends with END, and carries the next client on the same connection', async () => {
-    // A pool of 2 is refilled below 1 idle connection (GraySession.refillLevel).
-    session = await rawLogin(white.controlPort, 'raw', secret, 2, undefined, 1);
-    const s = session;
-    assert.equal(s.credits, 2);
+  /** A new session of the gray by hand (replacing the last), and its first data connection idle. */
+  async function login(pool: number, reuse: number): Promise<{ s: RawSession; data: net.Socket; wire: Reader }> {
+    session?.socket.destroy();
+    const s = (session = await rawLogin(white.controlPort, 'raw', secret, pool, undefined, reuse));
     const data = await sendOnDataPort(s.dataPort, s.preamble(1));
     const wire = new Reader(data);
-    await waitUntil(() => gray().poolIdle === 1, 'the connection is idle');
+    await waitUntil(() => gray().connected && gray().poolIdle === 1, 'the connection is idle');
+    return { s, data, wire };
+  }
+
+  it('frames both ways, ends with END, and carries the next client on the same connection', async () => {
+    // A pool of 2 is refilled below 1 idle connection (GraySession.refillLevel).
+    const { s, data, wire } = await login(2, 1);
+    assert.equal(s.credits, 2);
 
     const first = client(publicPort, 'hello');
     const header = await wire.read(START_HEADER_BYTES);
@@ -149,12 +155,7 @@ describe('framed data connections (engine white, gray by hand)', { skip: noEngin
   });
 
   it('a gray that never offered reuse gets raw data connections', async () => {
-    session?.socket.destroy();
-    session = await rawLogin(white.controlPort, 'raw', secret, 1, undefined, 0);
-    const s = session;
-    const data = await sendOnDataPort(s.dataPort, s.preamble(1));
-    const wire = new Reader(data);
-    await waitUntil(() => gray().poolIdle === 1 && gray().connected, 'the connection is idle');
+    const { data, wire } = await login(1, 0);
     const c = client(publicPort, 'plain');
     const header = await wire.read(START_HEADER_BYTES);
     assert.equal(header[0], START_HEADER_VERSION);
@@ -164,12 +165,7 @@ describe('framed data connections (engine white, gray by hand)', { skip: noEngin
   });
 
   it('resets the client when the data connection ends inside a frame, and drops one that speaks after END', async () => {
-    session?.socket.destroy();
-    session = await rawLogin(white.controlPort, 'raw', secret, 2, undefined, 1);
-    const s = session;
-    const cut = await sendOnDataPort(s.dataPort, s.preamble(1));
-    const cutWire = new Reader(cut);
-    await waitUntil(() => gray().poolIdle === 1 && gray().connected, 'the connection is idle');
+    const { s, data: cut, wire: cutWire } = await login(2, 1);
     const socket = net.connect({ host: '127.0.0.1', port: publicPort, allowHalfOpen: true });
     const how = ending(socket);
     socket.write('x');
