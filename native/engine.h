@@ -33,7 +33,7 @@
 // of the white's cost per client (docs/performance.md).
 //
 // Dialing: the gray's side of the same idea. The engine opens a pool connection (dial, or from
-// a stock: one per credit, and the successor at once for every start header, each with a
+// a stock: one per credit, and the successor at once for every start header that is a credit, each with a
 // preamble the engine signs with the session's data key), writes its preamble once connected, and reads the white's fixed-size
 // start header; only then does JavaScript hear of it. JavaScript answers with forward: the engine connects to the local
 // service and joins the two at once, the service socket still connecting (a send to it waits
@@ -113,7 +113,7 @@ constexpr char kStartHeaderVersion = 2;
 // after it are frames, and its byte 7 is flags instead of a reserved zero.
 constexpr char kStartHeaderVersionFramed = 3;
 constexpr size_t kStartHeaderFlagsOffset = 7;
-// The flag: this join is worth a successor credit (the white's pool was below its target).
+// The flag: this join is worth a successor credit (the white's pool was below its refill level).
 constexpr uint8_t kStartHeaderCredit = 1;
 // Where its source and destination addresses are: 16 bytes each, an IPv4 one padded with zeros.
 constexpr size_t kStartHeaderSrcOffset = 8;
@@ -346,7 +346,8 @@ struct Conn {
 // while it has counters, each with its counter's preamble, which it signs with the session's
 // data key (JavaScript handed the keys over when the session started): JavaScript credits the
 // explicit ones (WELCOME, GRANT), and every start header read on a connection dialed from the
-// stock is an implicit credit the engine counts by itself, so the successor is dialed at once,
+// stock that is a credit (every raw one, a framed one with kStartHeaderCredit) is an implicit
+// credit the engine counts by itself, so the successor is dialed at once,
 // with no JavaScript between. A dial that fails before its preamble was sent gives its counter
 // back (used first) with its credit and holds the stock until JavaScript releases it (its
 // backoff). The counters stay JavaScript's: it gives each out once, to one stock.
