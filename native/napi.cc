@@ -345,14 +345,16 @@ napi_value ActiveLimit(napi_env env, napi_callback_info info) {
 // session's explicit credit limit. See verify.cc.
 napi_value Session(napi_env env, napi_callback_info info) {
   Args call(env, info);
-  uint32_t listenerId, epoch, refillLevel = 0;
+  uint32_t listenerId, epoch;
+  int64_t refillLevel = 0;
   std::string keys;
   const bool reuse = call.Given(3);
   if (call.argc < 3 || !call.U32(0, &listenerId) || !call.U32(1, &epoch) || !call.Head(2, &keys) ||
-      (!keys.empty() && keys.size() != relay::kSessionIdBytes + relay::kDataKeyBytes) || (reuse && !call.U32(3, &refillLevel))) {
+      (!keys.empty() && keys.size() != relay::kSessionIdBytes + relay::kDataKeyBytes) ||
+      (reuse && (!call.I64(3, &refillLevel) || refillLevel < 0 || refillLevel > UINT32_MAX))) {
     return Throw(env, "session(listenerId, epoch, keys, refillLevel): bad arguments");
   }
-  call.engine->SetSession(listenerId, epoch, keys, reuse, refillLevel);
+  call.engine->SetSession(listenerId, epoch, keys, reuse, static_cast<uint32_t>(refillLevel));
   return nullptr;
 }
 

@@ -40,6 +40,8 @@ const refused: ReadonlyArray<readonly [string, unknown[], RegExp]> = [
   ['activeLimit', [1], /activeLimit\(.*\): bad arguments/],
   ['session', [1, 1], /session\(.*\): bad arguments/],
   ['session', [1, 1, Buffer.alloc(10)], /bad arguments/],
+  ['session', [1, 1, KEYS, -1], /session\(listenerId, epoch, keys, refillLevel\): bad arguments/],
+  ['session', [1, 1, KEYS, 'half'], /bad arguments/],
   ['credits', [1, 1, -1], /credits\(.*\): bad arguments/],
   ['setAllow', [1], /setAllow\(.*\): bad arguments/],
   ['setRoutes', [0, []], /setRoutes\(table, routes\): bad arguments/],

@@ -64,7 +64,7 @@ export type EngineEvent =
   | { readonly type: 'header'; readonly conn: number; readonly header: Buffer; readonly pair: number; readonly stock: number; readonly credit: boolean }
   /** The engine joined the held client with a connection of its gray's pool into pair; credit:
    *  the join is worth a successor credit (always, unless the session reuses its connections
-   *  and the pool was at its target). */
+   *  and the pool had its refill level idle). */
   | { readonly type: 'joinedLent'; readonly pair: number; readonly listener: number; readonly client: number; readonly lent: number; readonly remote: Address; readonly credit: boolean }
   /** A pair of joinedLent ended (native/pool-pairs.cc): the client's public listener, its
    *  connection's id and address, the bytes from and to it, errno (0, or ECANCELED after destroy
