@@ -83,9 +83,10 @@ void Engine::DialFailed(Conn* conn, int error) {
 // PROXY header to write, a service removed): JavaScript decides.
 bool Engine::ForwardDialed(Conn* conn, Event* header) {
   const std::string& h = header->prefix;
-  const bool framed = h.size() == kStartHeaderBytes && h[0] == kStartHeaderVersionFramed;
-  const uint8_t flags = h.size() == kStartHeaderBytes ? static_cast<uint8_t>(h[kStartHeaderFlagsOffset]) : 0xff;
-  bool wellFormed = (framed || (h.size() == kStartHeaderBytes && h[0] == kStartHeaderVersion)) && (h[1] == 4 || h[1] == 6) && (flags & ~(framed ? kStartHeaderCredit : 0)) == 0;
+  if (h.size() != kStartHeaderBytes) return false;
+  const bool framed = h[0] == kStartHeaderVersionFramed;
+  const uint8_t flags = static_cast<uint8_t>(h[kStartHeaderFlagsOffset]);
+  bool wellFormed = (framed || h[0] == kStartHeaderVersion) && (h[1] == 4 || h[1] == 6) && (flags & ~(framed ? kStartHeaderCredit : 0)) == 0;
   // An IPv4 address's padding is zero (one encoding per header), as the decoder requires.
   for (size_t i = 0; wellFormed && h[1] == 4 && i < 12; i++) wellFormed = h[kStartHeaderSrcOffset + 4 + i] == 0 && h[kStartHeaderDstOffset + 4 + i] == 0;
   if (!wellFormed) return false;

@@ -135,6 +135,9 @@ constexpr int kDeferHandshakeAckSec = 1;
 // else that ends a pair (a reset, an error, a data connection closed before END) closes the data
 // connection with a reset, as in a raw pair.
 constexpr size_t kFrameLengthBytes = 4;
+inline void PutFrameLength(char* at, uint32_t n) {
+  for (size_t i = 0; i < kFrameLengthBytes; i++) at[i] = static_cast<char>(n >> (8 * (kFrameLengthBytes - 1 - i)));
+}
 
 // What an epoll registration points at. A listener or a held connection is registered with
 // its pointer; every registered struct starts with its Kind, so an event's pointer can be told

@@ -296,7 +296,7 @@ Engine::Joining Engine::JoinPooled(Conn* client, uint32_t dataId, bool reserved,
     header[kStartHeaderFlagsOffset] = static_cast<char>(pair->noCredit ? 0 : kStartHeaderCredit);
     if (n > 0) {
       char length[kFrameLengthBytes];
-      for (size_t i = 0; i < kFrameLengthBytes; i++) length[i] = static_cast<char>(static_cast<uint32_t>(n) >> (8 * (kFrameLengthBytes - 1 - i)));
+      PutFrameLength(length, static_cast<uint32_t>(n));
       header.append(length, kFrameLengthBytes);
     }
   }

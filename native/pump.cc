@@ -14,14 +14,6 @@
 
 namespace relay {
 
-namespace {
-
-void PutLength(char* at, uint32_t n) {
-  for (size_t i = 0; i < kFrameLengthBytes; i++) at[i] = static_cast<char>(n >> (8 * (kFrameLengthBytes - 1 - i)));
-}
-
-}  // namespace
-
 void Engine::OnPairEvent(uint64_t key, uint32_t events) {
   const uint32_t id = static_cast<uint32_t>(key >> 2);
   const int index = static_cast<int>((key >> 1) & 1);
@@ -359,10 +351,10 @@ int Engine::Pump(Pair* pair, int index, bool read) {
       size_t length = static_cast<size_t>(n);
       if (d.encode) {
         // The end known to follow goes in the same send, as a raw pair's FIN would.
-        PutLength(buffer, static_cast<uint32_t>(n));
+        PutFrameLength(buffer, static_cast<uint32_t>(n));
         length += lead;
         if (last) {
-          PutLength(buffer + length, 0);
+          PutFrameLength(buffer + length, 0);
           length += lead;
           d.eof = d.endQueued = true;
           last = false;
@@ -409,7 +401,7 @@ int Engine::Pump(Pair* pair, int index, bool read) {
     if (d.encode) {
       // What the pipe holds is one frame: its length goes first (as a head, see above).
       char length[kFrameLengthBytes];
-      PutLength(length, static_cast<uint32_t>(n));
+      PutFrameLength(length, static_cast<uint32_t>(n));
       d.head.assign(length, kFrameLengthBytes);
       d.headSent = 0;
     }
