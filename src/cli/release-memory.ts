@@ -54,10 +54,17 @@ export const BURST_CLIENTS = 1000;
 export const BURST_CHECK_MS = 2000;
 
 /**
- * Decides when a burst of new clients is over: at a check that saw no new client, after at
- * least `burstClients` since the last release. Never while clients keep arriving (the pause of a
- * release, tens of milliseconds on the JavaScript thread, would land on them), and once per
- * burst. `check()` is driven by a timer in the white (see watchBursts) and directly in tests.
+ * A check that saw at most this many new clients is quiet. Not zero: a server rarely goes two
+ * seconds without a single client, and one that never did would keep a burst's memory for good.
+ */
+export const QUIET_CLIENTS = 20;
+
+/**
+ * Decides when a burst of new clients is over: at a quiet check (at most `quietClients` new
+ * ones), after at least `burstClients` since the last release. Never while a burst is still
+ * arriving (the pause of a release, tens of milliseconds on the JavaScript thread, would hold up
+ * its bookkeeping), and once per burst. `check()` is driven by a timer in the white (see
+ * watchBursts) and directly in tests.
  */
 export class BurstRelease {
   private seen: number;
@@ -67,6 +74,7 @@ export class BurstRelease {
     private readonly clientsServed: () => number,
     private readonly release: () => void,
     private readonly burstClients = BURST_CLIENTS,
+    private readonly quietClients = QUIET_CLIENTS,
   ) {
     this.seen = clientsServed();
   }
@@ -76,11 +84,8 @@ export class BurstRelease {
     const now = this.clientsServed();
     const fresh = Math.max(0, now - this.seen);  // a removed gray takes its count with it
     this.seen = now;
-    if (fresh > 0) {
-      this.sinceRelease += fresh;
-      return false;
-    }
-    if (this.sinceRelease < this.burstClients) return false;
+    this.sinceRelease += fresh;
+    if (fresh > this.quietClients || this.sinceRelease < this.burstClients) return false;
     this.sinceRelease = 0;
     this.release();
     return true;

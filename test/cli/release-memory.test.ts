@@ -39,7 +39,7 @@ describe('BurstRelease', () => {
   it('releases once a burst is over: not while clients arrive, not for a small one, once per burst', () => {
     let served = 0;
     let releases = 0;
-    const burst = new BurstRelease(() => served, () => releases++, 100);
+    const burst = new BurstRelease(() => served, () => releases++, 100, 0);
     const checks: boolean[] = [];
     for (const arrived of [60, 50, 0, 0]) {
       served += arrived;
@@ -55,10 +55,31 @@ describe('BurstRelease', () => {
     assert.equal(releases, 2);
   });
 
+  it('releases when the arrivals fall to a trickle, and counts the trickle toward the next burst', () => {
+    let served = 0;
+    let releases = 0;
+    const burst = new BurstRelease(() => served, () => releases++, 100, 5);
+    const checks: boolean[] = [];
+    // A burst, then a trickle at the quiet limit, then one over it: no silence anywhere.
+    for (const arrived of [80, 30, 6, 5, 5, 5]) {
+      served += arrived;
+      checks.push(burst.check());
+    }
+    assert.deepEqual(checks, [false, false, false, true, false, false], '6 is still the burst, 5 is quiet');
+    for (let i = 0; i < 17; i++) {
+      served += 5;
+      burst.check();
+    }
+    assert.equal(releases, 1, '95 clients of trickle since the release are no burst yet');
+    served += 5;
+    assert.equal(burst.check(), true, 'the 100th trickled client makes one, released at once because the check is quiet');
+    assert.equal(releases, 2);
+  });
+
   it('counts from where it started and takes a shrinking total (a removed gray) as no new clients', () => {
     let served = 5000;
     let releases = 0;
-    const burst = new BurstRelease(() => served, () => releases++, 100);
+    const burst = new BurstRelease(() => served, () => releases++, 100, 0);
     assert.equal(burst.check(), false, 'clients served before it started are not a burst');
     served = 4000;
     assert.equal(burst.check(), false);
