@@ -3,6 +3,8 @@
 
 import assert from 'node:assert/strict';
 import { RelayError, type ErrorCode } from '../../../src/errors.js';
+import { formatIPv4, formatIPv6 } from '../../../src/engine/protocol/ip-address.js';
+import type { ClientAddressInfo } from '../../../src/engine/protocol/start-header.js';
 
 /** Runs fn, asserts it throws a RelayError with `code` (and a message matching `message` if given),
  *  and returns the error for further checks. */
@@ -35,4 +37,38 @@ export function splitAt(buf: Buffer, cuts: readonly number[]): Buffer[] {
   }
   chunks.push(Buffer.from(buf.subarray(start)));
   return chunks;
+}
+
+/** A PROXY v2 header read as the spec says, independent of the encoder (one header, whole). */
+export function parseV2(buf: Buffer): ClientAddressInfo {
+  assert.deepEqual(buf.subarray(0, 12), hex('0d0a0d0a000d0a515549540a'));
+  assert.equal(buf[12], 0x21, 'version 2, PROXY command');
+  const length = buf.readUInt16BE(14);
+  assert.equal(buf.length, 16 + length);
+  if (buf[13] === 0x11) {
+    assert.equal(length, 12);
+    return {
+      family: 4,
+      srcAddress: formatIPv4(buf.subarray(16, 20)),
+      dstAddress: formatIPv4(buf.subarray(20, 24)),
+      srcPort: buf.readUInt16BE(24),
+      dstPort: buf.readUInt16BE(26),
+    };
+  }
+  assert.equal(buf[13], 0x21, 'TCP over IPv6');
+  assert.equal(length, 36);
+  return {
+    family: 6,
+    srcAddress: formatIPv6(buf.subarray(16, 32)),
+    dstAddress: formatIPv6(buf.subarray(32, 48)),
+    srcPort: buf.readUInt16BE(48),
+    dstPort: buf.readUInt16BE(50),
+  };
+}
+
+/** A PROXY v1 line read as the spec says (one line with its CRLF). */
+export function parseV1(buf: Buffer): ClientAddressInfo {
+  const match = /^PROXY TCP([46]) (\S+) (\S+) (\d+) (\d+)\r\n$/.exec(buf.toString('latin1'));
+  assert.ok(match, buf.toString('latin1'));
+  return { family: Number(match[1]) as 4 | 6, srcAddress: match[2]!, dstAddress: match[3]!, srcPort: Number(match[4]), dstPort: Number(match[5]) };
 }

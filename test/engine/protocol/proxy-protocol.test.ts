@@ -5,40 +5,7 @@ import { ErrorCodes } from '../../../src/errors.js';
 import { PROXY_V2_SIGNATURE, encodeProxyV1, encodeProxyV2 } from '../../../src/engine/protocol/proxy-protocol.js';
 import { formatIPv4, formatIPv6 } from '../../../src/engine/protocol/ip-address.js';
 import type { ClientAddressInfo } from '../../../src/engine/protocol/start-header.js';
-import { assertRelayError, hex } from './helpers.js';
-
-/** A reader written from the spec, independent of the encoder, for round trips. */
-function parseV2(buf: Buffer): ClientAddressInfo {
-  assert.deepEqual(buf.subarray(0, 12), hex('0d0a0d0a000d0a515549540a'));
-  assert.equal(buf[12], 0x21, 'version 2, PROXY command');
-  const length = buf.readUInt16BE(14);
-  assert.equal(buf.length, 16 + length);
-  if (buf[13] === 0x11) {
-    assert.equal(length, 12);
-    return {
-      family: 4,
-      srcAddress: formatIPv4(buf.subarray(16, 20)),
-      dstAddress: formatIPv4(buf.subarray(20, 24)),
-      srcPort: buf.readUInt16BE(24),
-      dstPort: buf.readUInt16BE(26),
-    };
-  }
-  assert.equal(buf[13], 0x21, 'TCP over IPv6');
-  assert.equal(length, 36);
-  return {
-    family: 6,
-    srcAddress: formatIPv6(buf.subarray(16, 32)),
-    dstAddress: formatIPv6(buf.subarray(32, 48)),
-    srcPort: buf.readUInt16BE(48),
-    dstPort: buf.readUInt16BE(50),
-  };
-}
-
-function parseV1(buf: Buffer): ClientAddressInfo {
-  const match = /^PROXY TCP([46]) (\S+) (\S+) (\d+) (\d+)\r\n$/.exec(buf.toString('latin1'));
-  assert.ok(match, buf.toString('latin1'));
-  return { family: Number(match[1]) as 4 | 6, srcAddress: match[2]!, dstAddress: match[3]!, srcPort: Number(match[4]), dstPort: Number(match[5]) };
-}
+import { assertRelayError, hex, parseV1, parseV2 } from './helpers.js';
 
 const V4: ClientAddressInfo = { family: 4, srcAddress: '172.19.0.1', srcPort: 42_578, dstAddress: '172.19.0.3', dstPort: 80 };
 const V6: ClientAddressInfo = { family: 6, srcAddress: '2001:db8::1', srcPort: 1234, dstAddress: '2001:db8::2', dstPort: 443 };
