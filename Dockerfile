@@ -37,8 +37,10 @@ RUN npm pack --pack-destination /tmp \
 FROM ${BASE_IMAGE}
 RUN groupadd --system relay && useradd --system --gid relay --no-create-home --shell /usr/sbin/nologin relay
 COPY --from=build /opt/relay /opt/relay
+# MALLOC_ARENA_MAX: as the systemd units set it (docs/deploy.md, "Memory").
 ENV PATH=/opt/relay/bin:$PATH \
     RELAY_LOG_FORMAT=json \
+    MALLOC_ARENA_MAX=2 \
     RELAY_HEALTH_URL=http://127.0.0.1:9100/healthz
 USER relay
 WORKDIR /var/lib/relay

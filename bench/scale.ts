@@ -8,7 +8,7 @@ import { fmtNum, freePorts, median, openFilesLimit, sleep } from './common.js';
 import { machineInfo, mkTemp, progress, stamp, startLoadgen, startService, writeResults } from './env.js';
 import { isLogMsg, spawnManaged } from './proc.js';
 import { readProc } from './procstat.js';
-import { type RelayGrayDef, type Started, newSecret, relayCliProblem, startHaproxy, startRelay, whiteYaml } from './targets.js';
+import { type RelayGrayDef, type Started, newSecret, relayCliProblem, relayEnv, startHaproxy, startRelay, whiteYaml } from './targets.js';
 import type { IdleResult } from './types.js';
 
 /** File descriptors a proxy process needs besides its connections (listeners, pool, stdio, libuv). */
@@ -118,7 +118,7 @@ async function whiteStartup(opts: Options, grays: number, tries: number, tmp: st
     const cfg = path.join(dir, 'white.yaml');
     fs.writeFileSync(cfg, whiteYaml(ports[0]!, defs, null, opts.threads), { mode: 0o600 });
     const start = process.hrtime.bigint();
-    const white = spawnManaged(`relay white (${grays} grays)`, process.execPath, [opts.relayCli, 'white', '--config', cfg], { cwd: dir });
+    const white = spawnManaged(`relay white (${grays} grays)`, process.execPath, [opts.relayCli, 'white', '--config', cfg], { cwd: dir, env: relayEnv() });
     try {
       await white.waitForLine((l) => isLogMsg(l, 'listening'), 60_000, '"listening" log line');
       seconds.push(Number(process.hrtime.bigint() - start) / 1e9);

@@ -172,6 +172,18 @@ export async function startHaproxy(opts: {
 
 export const DEFAULT_RELAY_CLI = path.join(REPO_ROOT, 'dist/src/cli/relay.js');
 
+/**
+ * The environment the project's service files give relay (deploy/systemd, the Dockerfile;
+ * test/deploy checks that they agree), so the bench measures relay as it is installed. A value
+ * already in the bench's own environment wins: `MALLOC_ARENA_MAX= npm run bench` measures glibc's
+ * default.
+ */
+export const RELAY_SERVICE_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };
+
+export function relayEnv(): NodeJS.ProcessEnv {
+  return { ...RELAY_SERVICE_ENV, ...process.env };
+}
+
 /** A secret as the configs want it: 32 random bytes, base64url, 43 characters. */
 export function newSecret(): string {
   return crypto.randomBytes(32).toString('base64url');
@@ -263,7 +275,7 @@ export async function startRelay(o: RelayOptions): Promise<Started> {
 
   const deadline = Date.now() + o.readyTimeoutMs;
   const left = (): number => Math.max(100, deadline - Date.now());
-  const white = spawnManaged('relay white', process.execPath, [...(o.nodeArgs?.white ?? []), o.cli, 'white', '--config', whiteCfg], { cwd: o.dir });
+  const white = spawnManaged('relay white', process.execPath, [...(o.nodeArgs?.white ?? []), o.cli, 'white', '--config', whiteCfg], { cwd: o.dir, env: relayEnv() });
   let gray: Managed | null = null;
   const stop = async (): Promise<void> => {
     // Gray first, so the white does not see a storm of data connections dying while it shuts down.
@@ -272,7 +284,7 @@ export async function startRelay(o: RelayOptions): Promise<Started> {
   };
   try {
     await white.waitForLine((l) => isLogMsg(l, 'listening'), left(), '"listening" log line');
-    gray = spawnManaged('relay gray', process.execPath, [...(o.nodeArgs?.gray ?? []), o.cli, 'gray', '--config', grayCfg], { cwd: o.dir });
+    gray = spawnManaged('relay gray', process.execPath, [...(o.nodeArgs?.gray ?? []), o.cli, 'gray', '--config', grayCfg], { cwd: o.dir, env: relayEnv() });
     const g = gray;
     await g.waitForLine((l) => isLogMsg(l, 'pool ready'), left(), '"pool ready" log line');
     await Promise.race([
@@ -294,7 +306,7 @@ export async function startRelay(o: RelayOptions): Promise<Started> {
       name: o.name ?? 'relay',
       port: publicPort,
       procs: { white: white.pid, gray: gray.pid },
-      info: { cli: o.cli, pool: o.pool, ...(o.threads !== undefined ? { threads: o.threads } : {}), whiteConfig: whiteCfg, grayConfig: grayCfg, ...(o.authorize ? { authorize: o.authorize } : {}) },
+      info: { cli: o.cli, pool: o.pool, env: Object.fromEntries(Object.keys(RELAY_SERVICE_ENV).map((k) => [k, relayEnv()[k] ?? ''])), ...(o.threads !== undefined ? { threads: o.threads } : {}), whiteConfig: whiteCfg, grayConfig: grayCfg, ...(o.authorize ? { authorize: o.authorize } : {}) },
       health: healthOf(white, gray),
       stop,
     },
