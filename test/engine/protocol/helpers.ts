@@ -45,24 +45,18 @@ export function parseV2(buf: Buffer): ClientAddressInfo {
   assert.equal(buf[12], 0x21, 'version 2, PROXY command');
   const length = buf.readUInt16BE(14);
   assert.equal(buf.length, 16 + length);
-  if (buf[13] === 0x11) {
-    assert.equal(length, 12);
-    return {
-      family: 4,
-      srcAddress: formatIPv4(buf.subarray(16, 20)),
-      dstAddress: formatIPv4(buf.subarray(20, 24)),
-      srcPort: buf.readUInt16BE(24),
-      dstPort: buf.readUInt16BE(26),
-    };
-  }
-  assert.equal(buf[13], 0x21, 'TCP over IPv6');
-  assert.equal(length, 36);
+  const v4 = buf[13] === 0x11;
+  if (!v4) assert.equal(buf[13], 0x21, 'TCP over IPv4 or IPv6');
+  const size = v4 ? 4 : 16;
+  assert.equal(length, 2 * size + 4);
+  const format = v4 ? formatIPv4 : formatIPv6;
+  const ports = 16 + 2 * size;
   return {
-    family: 6,
-    srcAddress: formatIPv6(buf.subarray(16, 32)),
-    dstAddress: formatIPv6(buf.subarray(32, 48)),
-    srcPort: buf.readUInt16BE(48),
-    dstPort: buf.readUInt16BE(50),
+    family: v4 ? 4 : 6,
+    srcAddress: format(buf.subarray(16, 16 + size)),
+    dstAddress: format(buf.subarray(16 + size, ports)),
+    srcPort: buf.readUInt16BE(ports),
+    dstPort: buf.readUInt16BE(ports + 2),
   };
 }
 
