@@ -275,7 +275,8 @@ export async function startRelay(o: RelayOptions): Promise<Started> {
 
   const deadline = Date.now() + o.readyTimeoutMs;
   const left = (): number => Math.max(100, deadline - Date.now());
-  const white = spawnManaged('relay white', process.execPath, [...(o.nodeArgs?.white ?? []), o.cli, 'white', '--config', whiteCfg], { cwd: o.dir, env: relayEnv() });
+  const env = relayEnv();
+  const white = spawnManaged('relay white', process.execPath, [...(o.nodeArgs?.white ?? []), o.cli, 'white', '--config', whiteCfg], { cwd: o.dir, env });
   let gray: Managed | null = null;
   const stop = async (): Promise<void> => {
     // Gray first, so the white does not see a storm of data connections dying while it shuts down.
@@ -284,7 +285,7 @@ export async function startRelay(o: RelayOptions): Promise<Started> {
   };
   try {
     await white.waitForLine((l) => isLogMsg(l, 'listening'), left(), '"listening" log line');
-    gray = spawnManaged('relay gray', process.execPath, [...(o.nodeArgs?.gray ?? []), o.cli, 'gray', '--config', grayCfg], { cwd: o.dir, env: relayEnv() });
+    gray = spawnManaged('relay gray', process.execPath, [...(o.nodeArgs?.gray ?? []), o.cli, 'gray', '--config', grayCfg], { cwd: o.dir, env });
     const g = gray;
     await g.waitForLine((l) => isLogMsg(l, 'pool ready'), left(), '"pool ready" log line');
     await Promise.race([
@@ -306,7 +307,7 @@ export async function startRelay(o: RelayOptions): Promise<Started> {
       name: o.name ?? 'relay',
       port: publicPort,
       procs: { white: white.pid, gray: gray.pid },
-      info: { cli: o.cli, pool: o.pool, env: Object.fromEntries(Object.keys(RELAY_SERVICE_ENV).map((k) => [k, relayEnv()[k] ?? ''])), ...(o.threads !== undefined ? { threads: o.threads } : {}), whiteConfig: whiteCfg, grayConfig: grayCfg, ...(o.authorize ? { authorize: o.authorize } : {}) },
+      info: { cli: o.cli, pool: o.pool, env: Object.fromEntries(Object.keys(RELAY_SERVICE_ENV).map((k) => [k, env[k] ?? ''])), ...(o.threads !== undefined ? { threads: o.threads } : {}), whiteConfig: whiteCfg, grayConfig: grayCfg, ...(o.authorize ? { authorize: o.authorize } : {}) },
       health: healthOf(white, gray),
       stop,
     },

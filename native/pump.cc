@@ -312,7 +312,7 @@ int Engine::Pump(Pair* pair, int index, bool read) {
       size_t used = 0;
       const size_t payload = Unframe(d, buffer, n, &end, &used);
       if (used < n) {
-        if (pair->dataStockId == 0) return EPROTO;
+        if (pair->dataListenerId != 0) return EPROTO;  // the white's
         d.early.assign(buffer + used, n - used);
       }
       d.bytes.fetch_add(payload, std::memory_order_relaxed);
