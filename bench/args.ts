@@ -6,7 +6,11 @@ import { WORKLOAD_IDS, type WorkloadId } from './plan.js';
 import { DEFAULT_RELAY_CLI, type SpliceMode, TARGET_NAMES, type TargetName } from './targets.js';
 
 export interface Options {
-  mode: 'standard' | 'quick' | 'scale' | 'profile';
+  mode: 'standard' | 'quick' | 'scale' | 'profile' | 'series';
+  /** Standard (or quick) runs back to back, judged together when more than one (series.ts). */
+  runs: number;
+  /** --series: saved results files to judge together. */
+  seriesFiles: string[];
   rounds: number;
   seconds: number;
   warmupSeconds: number;
@@ -40,6 +44,11 @@ export const USAGE = `usage: npm run bench -- [options]      (or: node dist/benc
   --quick               a few seconds in total: 1 round, 0.3 s per workload (smoke test)
   --scale               idle-connection scale test (RSS per connection) and 1,000-gray white startup
   --profile white|gray  run that relay process under node --cpu-prof for the bulk, kept and new-connection workloads
+  --series FILE...      judge the targets over saved results files of standard runs (median of
+                        each target over the runs, its range, the runs that met it); runs nothing
+
+  --runs N              N standard runs back to back, then the targets judged over them as
+                        --series does, written to series-<time>.json (default 1)
 
   --rounds N            rounds per figure (default 3; quick 1)
   --seconds S           seconds per workload measurement (default 1.5; quick 0.3)
@@ -64,6 +73,8 @@ export const USAGE = `usage: npm run bench -- [options]      (or: node dist/benc
 export function parseArgs(argv: readonly string[]): Options {
   const o: Options = {
     mode: 'standard',
+    runs: 1,
+    seriesFiles: [],
     rounds: 3,
     seconds: 1.5,
     warmupSeconds: 0.25,
@@ -112,6 +123,15 @@ export function parseArgs(argv: readonly string[]): Options {
         o.profileSide = side;
         break;
       }
+      case '--series':
+        o.mode = 'series';
+        // Every argument up to the next option is a file.
+        while (args.length > 0 && !args[0]!.startsWith('--')) o.seriesFiles.push(path.resolve(args.shift()!));
+        if (o.seriesFiles.length === 0) throw new Error('--series needs at least one results file');
+        break;
+      case '--runs':
+        o.runs = positive(a, value(a));
+        break;
       case '--rounds':
         rounds = positive(a, value(a));
         break;
@@ -176,6 +196,7 @@ export function parseArgs(argv: readonly string[]): Options {
         throw new Error(`unknown option ${JSON.stringify(a)}\n${USAGE}`);
     }
   }
+  if (o.runs > 1 && o.mode !== 'standard' && o.mode !== 'quick') throw new Error(`--runs: only standard and --quick runs repeat, not --${o.mode}`);
   if (o.mode === 'quick') {
     o.rounds = 1;
     o.seconds = 0.3;

@@ -270,7 +270,7 @@ function ratioText(r: number | null): string {
   return r === null ? '–' : r.toFixed(2);
 }
 
-function table(rows: string[][], rightCols: Set<number>): string {
+export function table(rows: string[][], rightCols: Set<number>): string {
   const widths: number[] = [];
   for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, [...c].length)));
   return rows

@@ -14,6 +14,7 @@ import { Sampler, reapedChildrenCpuSec } from './procstat.js';
 import { type Measurement, type TargetStatus, type WrkStatus, renderTables, summarize } from './report.js';
 import { runProfile } from './profile.js';
 import { runScale } from './scale.js';
+import { judgeSeries, readRun, renderSeries } from './series.js';
 import { renderSvg } from './svg.js';
 import { BENCH_AUTHORIZE, type Started, type Target, type TargetName, startDirect, startHaproxy, startRelay, startRelayWithAuthorize } from './targets.js';
 import type { WorkloadResult } from './types.js';
@@ -39,7 +40,7 @@ function brief(r: WorkloadResult | null, err: string | null): string {
   }
 }
 
-async function runStandard(opts: Options): Promise<number> {
+async function runStandard(opts: Options): Promise<{ code: number; file: string }> {
   const t0 = Date.now();
   const startedAt = new Date();
   const tmp = mkTemp('relay-bench-');
@@ -154,7 +155,32 @@ async function runStandard(opts: Options): Promise<number> {
   progress(t0, 'done');
   if (!direct && opts.targets.includes('direct')) {
     process.stderr.write('direct column has no numbers: the harness itself is broken\n');
-    return 1;
+    return { code: 1, file: files.json };
+  }
+  return { code: 0, file: files.json };
+}
+
+/** --runs N: N standard runs back to back, then the targets judged over them (series.ts). */
+async function runSeries(opts: Options): Promise<number> {
+  const startedAt = new Date();
+  const files: string[] = [];
+  for (let i = 1; i <= opts.runs; i++) {
+    if (opts.runs > 1) process.stdout.write(`\n=== run ${i} of ${opts.runs}\n`);
+    const r = await runStandard(opts);
+    files.push(r.file);
+    if (r.code !== 0) return r.code;
+  }
+  if (opts.runs === 1) return 0;
+  return reportSeries(files, path.join(opts.outDir, `series-${stamp(startedAt)}.json`));
+}
+
+/** The series table of these results files; with out, also written there as JSON. */
+function reportSeries(files: readonly string[], out: string | null): number {
+  const series = judgeSeries(files.map(readRun));
+  process.stdout.write(`\n${renderSeries(series)}\n`);
+  if (out !== null) {
+    writeResults(path.dirname(out), path.basename(out, '.json'), { schema: 'relay-bench-series/1', files: files.map((f) => path.basename(f)), series }, null);
+    process.stdout.write(`series: ${out}\n`);
   }
   return 0;
 }
@@ -319,8 +345,15 @@ async function main(): Promise<number> {
       return runScale(opts);
     case 'profile':
       return runProfile(opts);
+    case 'series':
+      try {
+        return reportSeries(opts.seriesFiles, null);
+      } catch (e) {
+        process.stderr.write(`--series: ${(e as Error).message}\n`);
+        return 2;
+      }
     default:
-      return runStandard(opts);
+      return runSeries(opts);
   }
 }
 

@@ -36,7 +36,12 @@ interface RunOutcome {
   code: number | null;
   stdout: string;
   stderr: string;
+  /** The first run's results. */
   json: Record<string, any>;
+  /** Every run's results file (--runs), oldest first. */
+  runFiles: string[];
+  /** The series file of --runs N > 1, else null. */
+  series: Record<string, any> | null;
   files: string[];
 }
 
@@ -54,10 +59,11 @@ function runBench(args: string[], timeoutMs: number): Promise<RunOutcome> {
       clearTimeout(timer);
       try {
         const files = fs.readdirSync(out);
-        const jsonFile = files.find((f) => f.endsWith('.json'));
-        assert.ok(jsonFile, `no results JSON in ${out}; files: ${files.join(', ')}\nstderr:\n${stderr}`);
-        const json = JSON.parse(fs.readFileSync(path.join(out, jsonFile), 'utf8')) as Record<string, any>;
-        resolve({ code, stdout, stderr, json, files });
+        const read = (f: string): Record<string, any> => JSON.parse(fs.readFileSync(path.join(out, f), 'utf8')) as Record<string, any>;
+        const runFiles = files.filter((f) => f.endsWith('.json') && !f.startsWith('series-')).sort();
+        assert.ok(runFiles.length > 0, `no results JSON in ${out}; files: ${files.join(', ')}\nstderr:\n${stderr}`);
+        const seriesFile = files.find((f) => f.startsWith('series-') && f.endsWith('.json'));
+        resolve({ code, stdout, stderr, json: read(runFiles[0]!), runFiles, series: seriesFile ? read(seriesFile) : null, files });
       } catch (e) {
         reject(e);
       } finally {
@@ -87,9 +93,22 @@ function alive(pid: number): boolean {
   }
 }
 
-test('bench --quick: direct measured, missing haproxy, relay and wrk reported and skipped', { timeout: 90_000 }, async () => {
-  const r = await runBench(['--haproxy', '/nonexistent/haproxy', '--relay-cli', '/nonexistent/relay.js', '--wrk', '/nonexistent/wrk'], 80_000);
+test('bench --quick --runs 2: direct measured, missing haproxy, relay and wrk reported and skipped, the targets judged over both runs', { timeout: 120_000 }, async () => {
+  const r = await runBench(['--runs', '2', '--haproxy', '/nonexistent/haproxy', '--relay-cli', '/nonexistent/relay.js', '--wrk', '/nonexistent/wrk'], 110_000);
   assert.equal(r.code, 0, `exit code ${r.code}\nstderr:\n${r.stderr}`);
+  // Two runs, each with its own results, then the series over them: no target has a figure
+  // without relay and haproxy, so none is judged and no run met them all.
+  assert.equal(r.runFiles.length, 2, `files: ${r.files.join(', ')}`);
+  assert.match(r.stdout, /=== run 1 of 2[\s\S]*=== run 2 of 2/);
+  assert.ok(r.series, `no series file; files: ${r.files.join(', ')}`);
+  assert.equal(r.series.schema, 'relay-bench-series/1');
+  assert.deepEqual(r.series.files, r.runFiles);
+  assert.equal(r.series.series.runs, 2);
+  assert.equal(r.series.series.allMet, 0);
+  assert.deepEqual(r.series.series.checks.map((c: { id: string }) => c.id), CHECK_IDS);
+  for (const c of r.series.series.checks) assert.deepEqual([c.runs, c.median, c.pass], [0, null, null], c.id);
+  assert.match(r.stdout, /Targets over 2 run\(s\)/);
+  assert.match(r.stdout, /Every target met in the same run: 0 of 2\./);
   assert.ok(r.files.some((f) => f.endsWith('.svg')), 'no SVG chart next to the JSON');
 
   const j = r.json;
