@@ -137,8 +137,17 @@ describe('dashboard in a real browser', () => {
       // so another block is tried.
       for (let attempt = 0; attempt < 3 && url === ''; attempt++) {
         const base = 12000 + 2 * Math.floor(Math.random() * 8000);
-        const lines = [`control: { listen: "127.0.0.1:${await freePort()}" }`, `bind: "127.0.0.1"`, `admin: { socket: null }`];
-        lines.push(`dashboard: { listen: "127.0.0.1:${await freePort()}" }`, `log: { level: warn }`, 'grays:');
+        // The control and dashboard ports come from outside the block, which the white would
+        // refuse as a conflict.
+        const outside = async (): Promise<number> => {
+          for (let tries = 0; tries < 100; tries++) {
+            const port = await freePort();
+            if (port < base || port >= base + 2 * count) return port;
+          }
+          throw new Error(`no free port outside ${base}..${base + 2 * count - 1} in 100 tries`);
+        };
+        const lines = [`control: { listen: "127.0.0.1:${await outside()}" }`, `bind: "127.0.0.1"`, `admin: { socket: null }`];
+        lines.push(`dashboard: { listen: "127.0.0.1:${await outside()}" }`, `log: { level: warn }`, 'grays:');
         for (let i = 0; i < count; i++) {
           lines.push(`  - { id: gray-${String(i).padStart(4, '0')}, secret: "${randomBytes(16).toString('base64url')}", public_port: ${base + 2 * i}, data_port: ${base + 2 * i + 1} }`);
         }
