@@ -49,7 +49,6 @@ export const USAGE = `usage: npm run bench -- [options]      (or: node dist/benc
 
   --runs N              N standard runs back to back, then the targets judged over them as
                         --series does, written to series-<time>.json (default 1)
-
   --rounds N            rounds per figure (default 3; quick 1)
   --seconds S           seconds per workload measurement (default 1.5; quick 0.3)
   --targets LIST        comma list of direct,haproxy,relay,relay+authorize (default all)
