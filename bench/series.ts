@@ -62,7 +62,9 @@ export function readRun(file: string): SeriesRun {
 }
 
 export function renderSeries(s: Series): string {
-  const fmt = (x: number | null, id: string): string => (x === null ? '–' : id === 'white_rss_kept' ? x.toFixed(1) : x.toFixed(2));
+  // Megabytes with one decimal, ratios with two.
+  const inMB = new Set(CHECKS.filter((d) => d.kind === 'white-rss').map((d) => d.id));
+  const fmt = (x: number | null, id: string): string => (x === null ? '–' : x.toFixed(inMB.has(id) ? 1 : 2));
   const rows: string[][] = [['target', 'rule', 'median', 'range', 'runs met', 'median meets']];
   for (const c of s.checks) {
     rows.push([c.label, `${opSymbol(c.op)} ${c.value}`, fmt(c.median, c.id), c.min === null ? '–' : `${fmt(c.min, c.id)}–${fmt(c.max, c.id)}`, `${c.met} of ${c.runs}`, c.pass === null ? '?' : c.pass ? '✓' : '✗']);
